@@ -1,0 +1,609 @@
+//! The wire format: every request and response body, shared by the server and the client.
+//!
+//! Field names, shapes and status strings are those of the original Python gateway, which
+//! existing nodes rely on. Our answers may carry extra fields (`epoch`, `suspected_nodes`, ...);
+//! they never drop or rename one of the original's. Parsing of untrusted request bodies lives
+//! here too, so that every limit on what a node may send is stated in one place.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// A node's id. Any unsigned 64-bit integer, 0 included.
+pub type NodeId = u64;
+
+/// Limits on what a registration may carry.
+pub mod limits {
+    /// Longest `ip_address` (a DNS name's maximum length).
+    pub const ADDRESS_BYTES: usize = 253;
+    /// Most entries in `capabilities`.
+    pub const CAPABILITIES: usize = 64;
+    /// Longest single capability.
+    pub const CAPABILITY_BYTES: usize = 128;
+    pub use crate::registry::limits::{METADATA_BYTES, METADATA_KEYS};
+}
+
+/// Whether a node is heard from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeStatus {
+    /// Heard from within `suspect_after`.
+    Active,
+    /// Silent for `suspect_after`; reaped after `node_timeout`.
+    Suspected,
+}
+
+impl NodeStatus {
+    /// The wire name: `active` or `suspected`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeStatus::Active => "active",
+            NodeStatus::Suspected => "suspected",
+        }
+    }
+}
+
+/// A node record as the gateway reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    /// The node's id.
+    pub node_id: NodeId,
+    /// Address peers reach it at.
+    pub ip_address: String,
+    /// Port peers reach it at.
+    pub port: u16,
+    /// What it offers, e.g. `raft`, `gossip`.
+    pub capabilities: Vec<String>,
+    /// `active` or `suspected`.
+    pub status: NodeStatus,
+    /// Unix seconds of the last registration or heartbeat.
+    pub last_seen: f64,
+    /// Unix seconds of the first registration.
+    pub join_timestamp: f64,
+    /// Free-form data the node registered with.
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+}
+
+/// `POST /register`: who a node is and where to reach it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Registration {
+    /// The node's id.
+    pub node_id: NodeId,
+    /// Address peers reach it at: an IP address or a host name.
+    pub ip_address: String,
+    /// Port peers reach it at, 1 to 65535.
+    pub port: u16,
+    /// What it offers.
+    pub capabilities: Vec<String>,
+    /// Merged key by key into what is stored; `None` keeps what is stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Map<String, Value>>,
+}
+
+/// `registered` for a new node, `updated` for a known one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegisterStatus {
+    /// The node was not known.
+    Registered,
+    /// The node was known; its record was refreshed.
+    Updated,
+}
+
+/// Answer to `POST /register`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    /// `registered` or `updated`.
+    pub status: RegisterStatus,
+    /// The registrant's id.
+    pub node_id: NodeId,
+    /// True if the registrant bootstrapped the cluster and is its leader.
+    pub is_bootstrap: bool,
+    /// Version of the registry this answer reflects.
+    pub registry_version: u64,
+    /// Active nodes other than the registrant, by node id.
+    pub nodes: Vec<Node>,
+    /// The leader, if any.
+    pub leader: Option<Node>,
+}
+
+/// Answer to `GET /nodes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodesResponse {
+    /// The matching nodes, by node id.
+    pub nodes: Vec<Node>,
+    /// Version of the registry this answer reflects.
+    pub registry_version: u64,
+}
+
+/// Answer to `GET /leader`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaderResponse {
+    /// The leader's record, or null.
+    pub leader: Option<Node>,
+    /// Version of the registry (present when there is a leader).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_version: Option<u64>,
+    /// `No leader currently registered` when there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// `POST /leader`: who should lead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetLeader {
+    /// A registered node's id.
+    pub leader_id: NodeId,
+}
+
+/// `updated` or `failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SetLeaderStatus {
+    /// The leader is now `leader_id`.
+    Updated,
+    /// The node is not registered; nothing changed.
+    Failed,
+}
+
+/// Answer to `POST /leader`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetLeaderResponse {
+    /// `updated` or `failed`.
+    pub status: SetLeaderStatus,
+    /// The new leader (on success).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_id: Option<NodeId>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// `POST /heartbeat` and `POST /remove`: which node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRef {
+    /// The node's id.
+    pub node_id: NodeId,
+}
+
+/// `acknowledged` or `not_found`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeartbeatStatus {
+    /// The node is registered and its heartbeat counted.
+    Acknowledged,
+    /// The node is not registered (never was, reaped, or the gateway restarted): register again.
+    NotFound,
+}
+
+/// Answer to `POST /heartbeat` (always 200, as the original client expects).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    /// `acknowledged` or `not_found`.
+    pub status: HeartbeatStatus,
+    /// Version of the registry: refresh the peer list when it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_version: Option<u64>,
+    /// Id of this gateway run: it changes when the gateway restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
+}
+
+/// `removed` or `not_found`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemoveStatus {
+    /// The node was registered and is gone now.
+    Removed,
+    /// The node was not registered.
+    NotFound,
+}
+
+/// Answer to `POST /remove`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoveResponse {
+    /// `removed` or `not_found`.
+    pub status: RemoveStatus,
+    /// The node asked about.
+    pub node_id: NodeId,
+}
+
+/// Answer to `GET /health`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    /// Always `healthy` when the gateway answers.
+    pub status: String,
+    /// Unix seconds on the gateway.
+    pub timestamp: f64,
+    /// The gateway's version.
+    pub version: String,
+    /// Id of this gateway run.
+    #[serde(default)]
+    pub epoch: String,
+}
+
+/// Answer to `GET /stats`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Registered nodes, active or suspected.
+    pub total_nodes: usize,
+    /// Nodes heard from within `suspect_after`.
+    pub active_nodes: usize,
+    /// Nodes silent for `suspect_after`, not yet reaped.
+    #[serde(default)]
+    pub suspected_nodes: usize,
+    /// The leader's id, or null.
+    pub leader_id: Option<NodeId>,
+    /// Version of the registry.
+    pub registry_version: u64,
+    /// True once a node has bootstrapped the cluster.
+    pub bootstrap_initiated: bool,
+    /// True if the next node to join an empty registry will bootstrap.
+    #[serde(default)]
+    pub bootstrap_armed: bool,
+    /// Seconds since the gateway started.
+    pub uptime: f64,
+    /// Registrations that created a node, since start.
+    #[serde(default)]
+    pub joins_total: u64,
+    /// Nodes removed on request, since start.
+    #[serde(default)]
+    pub removed_total: u64,
+    /// Nodes removed for silence, since start.
+    #[serde(default)]
+    pub reaped_total: u64,
+    /// Heartbeats acknowledged, since start.
+    #[serde(default)]
+    pub heartbeats_total: u64,
+    /// Seconds of silence before a node is suspected.
+    #[serde(default)]
+    pub suspect_after: f64,
+    /// Seconds of silence before a node is reaped.
+    #[serde(default)]
+    pub node_timeout: f64,
+    /// Seconds between reaper sweeps.
+    #[serde(default)]
+    pub heartbeat_interval: f64,
+    /// The gateway's version.
+    #[serde(default)]
+    pub version: String,
+    /// Id of this gateway run.
+    #[serde(default)]
+    pub epoch: String,
+}
+
+/// The body of every 4xx and 5xx answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong, for a person.
+    pub error: String,
+    /// The HTTP status again.
+    pub status_code: u16,
+    /// Unix seconds on the gateway.
+    pub timestamp: f64,
+}
+
+/// A request body the gateway refuses, with the reason a person can act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid(pub String);
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Invalid {}
+
+/// Parses a request body as a JSON object. Any `Content-Type` is accepted.
+pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, Invalid> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(other) => Err(Invalid(format!(
+            "Invalid JSON: the body must be an object, got {}",
+            describe(&other)
+        ))),
+        Err(_) => Err(Invalid("Invalid JSON".to_owned())),
+    }
+}
+
+impl Registration {
+    /// Validates a `POST /register` body. Unknown fields are ignored.
+    pub fn from_body(body: &Map<String, Value>) -> Result<Registration, Invalid> {
+        for name in ["node_id", "ip_address", "port", "capabilities"] {
+            if !body.contains_key(name) {
+                return Err(Invalid(format!("Missing required field: {name}")));
+            }
+        }
+        Ok(Registration {
+            node_id: node_id(&body["node_id"], "node_id")?,
+            ip_address: ip_address(&body["ip_address"])?,
+            port: port(&body["port"])?,
+            capabilities: capabilities(&body["capabilities"])?,
+            metadata: metadata(body.get("metadata"))?,
+        })
+    }
+}
+
+/// Reads an id field that the original reported as `Missing <name>` when absent or null.
+pub fn required_id(body: &Map<String, Value>, name: &str) -> Result<NodeId, Invalid> {
+    match body.get(name) {
+        None | Some(Value::Null) => Err(Invalid(format!("Missing {name}"))),
+        Some(value) => node_id(value, name),
+    }
+}
+
+/// Parses a node id from a query string value.
+pub fn node_id_from_query(text: &str) -> Result<NodeId, Invalid> {
+    node_id(&Value::String(text.to_owned()), "node_id")
+}
+
+/// A node id: a JSON integer, or a string of decimal digits (the original accepted both).
+fn node_id(value: &Value, name: &str) -> Result<NodeId, Invalid> {
+    integer(value).ok_or_else(|| {
+        Invalid(format!(
+            "Invalid {name}: must be an integer from 0 to {}, got {}",
+            u64::MAX,
+            describe(value)
+        ))
+    })
+}
+
+fn port(value: &Value) -> Result<u16, Invalid> {
+    integer(value)
+        .and_then(|n| u16::try_from(n).ok())
+        .filter(|&n| n != 0)
+        .ok_or_else(|| {
+            Invalid(format!(
+                "Invalid port: must be an integer from 1 to 65535, got {}",
+                describe(value)
+            ))
+        })
+}
+
+fn integer(value: &Value) -> Option<u64> {
+    match value {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => {
+            let digits = s.trim();
+            if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+                digits.parse().ok()
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+fn ip_address(value: &Value) -> Result<String, Invalid> {
+    let bad = |why: &str| Invalid(format!("Invalid ip_address: {why}"));
+    let Value::String(text) = value else {
+        return Err(bad(&format!(
+            "must be an IP address or host name, got {}",
+            describe(value)
+        )));
+    };
+    if text.is_empty() {
+        return Err(bad("must not be empty"));
+    }
+    if text.len() > limits::ADDRESS_BYTES {
+        return Err(bad(&format!("longer than {} bytes", limits::ADDRESS_BYTES)));
+    }
+    if text.parse::<IpAddr>().is_ok() {
+        return Ok(text.clone());
+    }
+    let host_name = text
+        .split('.')
+        .all(|label| !label.is_empty() && label.bytes().all(is_host_byte));
+    if !host_name {
+        return Err(bad(&format!(
+            "{} is neither an IP address nor a host name",
+            quoted(text)
+        )));
+    }
+    Ok(text.clone())
+}
+
+fn is_host_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+}
+
+fn capabilities(value: &Value) -> Result<Vec<String>, Invalid> {
+    let bad = |why: String| Invalid(format!("Invalid capabilities: {why}"));
+    let Value::Array(items) = value else {
+        return Err(bad(format!(
+            "must be an array of strings, got {}",
+            describe(value)
+        )));
+    };
+    if items.len() > limits::CAPABILITIES {
+        return Err(bad(format!(
+            "at most {} entries, got {}",
+            limits::CAPABILITIES,
+            items.len()
+        )));
+    }
+    items
+        .iter()
+        .map(|item| match item {
+            Value::String(s) if s.is_empty() => Err(bad("entries must not be empty".to_owned())),
+            Value::String(s) if s.len() > limits::CAPABILITY_BYTES => Err(bad(format!(
+                "entries must be at most {} bytes",
+                limits::CAPABILITY_BYTES
+            ))),
+            Value::String(s) if s.chars().any(char::is_control) => {
+                Err(bad("entries must not contain control characters".to_owned()))
+            }
+            Value::String(s) => Ok(s.clone()),
+            other => Err(bad(format!(
+                "entries must be strings, got {}",
+                describe(other)
+            ))),
+        })
+        .collect()
+}
+
+fn metadata(value: Option<&Value>) -> Result<Option<Map<String, Value>>, Invalid> {
+    let bad = |why: String| Invalid(format!("Invalid metadata: {why}"));
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(map)) => {
+            if map.len() > limits::METADATA_KEYS {
+                return Err(bad(format!("at most {} keys", limits::METADATA_KEYS)));
+            }
+            let size = serde_json::to_string(map).map(|s| s.len()).unwrap_or(0);
+            if size > limits::METADATA_BYTES {
+                return Err(bad(format!(
+                    "at most {} bytes as JSON, got {size}",
+                    limits::METADATA_BYTES
+                )));
+            }
+            Ok(Some(map.clone()))
+        }
+        Some(other) => Err(bad(format!(
+            "must be an object or null, got {}",
+            describe(other)
+        ))),
+    }
+}
+
+/// Names a JSON value in an error message without echoing much of it.
+fn describe(value: &Value) -> String {
+    match value {
+        Value::Null => "null".to_owned(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => {
+            let text = n.to_string();
+            if text.len() > 32 {
+                "a number out of range".to_owned()
+            } else {
+                text
+            }
+        }
+        Value::String(s) => format!("the string {}", quoted(s)),
+        Value::Array(_) => "an array".to_owned(),
+        Value::Object(_) => "an object".to_owned(),
+    }
+}
+
+/// A short, printable rendering of untrusted text for an error message.
+fn quoted(text: &str) -> String {
+    let mut short: String = text.chars().take(40).collect();
+    if short.len() < text.len() {
+        short.push_str("...");
+    }
+    format!("{short:?}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn register(body: Value) -> Result<Registration, Invalid> {
+        Registration::from_body(body.as_object().unwrap())
+    }
+
+    fn valid() -> Value {
+        json!({"node_id": 1, "ip_address": "10.0.0.1", "port": 5001, "capabilities": ["raft"]})
+    }
+
+    fn with(field: &str, value: Value) -> Value {
+        let mut body = valid();
+        body[field] = value;
+        body
+    }
+
+    #[test]
+    fn accepts_the_original_registration_and_decimal_strings() {
+        let reg = register(with("node_id", json!("42"))).unwrap();
+        assert_eq!(reg.node_id, 42);
+        assert_eq!(register(with("port", json!("5001"))).unwrap().port, 5001);
+        assert_eq!(register(with("node_id", json!(0))).unwrap().node_id, 0);
+        assert_eq!(
+            register(with("ip_address", json!("node-1.local")))
+                .unwrap()
+                .ip_address,
+            "node-1.local"
+        );
+        assert_eq!(
+            register(with("ip_address", json!("::1")))
+                .unwrap()
+                .ip_address,
+            "::1"
+        );
+    }
+
+    #[test]
+    fn names_the_missing_field_like_the_original() {
+        for name in ["node_id", "ip_address", "port", "capabilities"] {
+            let mut body = valid();
+            body.as_object_mut().unwrap().remove(name);
+            assert_eq!(
+                register(body).unwrap_err().0,
+                format!("Missing required field: {name}")
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_bad_values_naming_the_field() {
+        let cases = [
+            ("node_id", json!(-1)),
+            ("node_id", json!(1.5)),
+            ("node_id", json!(true)),
+            ("node_id", json!(null)),
+            ("node_id", json!("four")),
+            ("port", json!(0)),
+            ("port", json!(65536)),
+            ("port", json!("http")),
+            ("ip_address", json!("")),
+            ("ip_address", json!("a b")),
+            ("ip_address", json!("a\u{7}b")),
+            ("ip_address", json!(17)),
+            ("capabilities", json!("raft")),
+            ("capabilities", json!([""])),
+            ("capabilities", json!([1])),
+            ("metadata", json!([1])),
+            ("metadata", json!("x")),
+        ];
+        for (field, value) in cases {
+            let err = register(with(field, value.clone())).unwrap_err();
+            assert!(
+                err.0.starts_with(&format!("Invalid {field}")),
+                "{field}={value}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_huge_node_id_says_out_of_range() {
+        let body: Value = serde_json::from_str(
+            r#"{"node_id": 1180591620717411303424, "ip_address": "h", "port": 1, "capabilities": []}"#,
+        )
+        .unwrap();
+        let err = register(body).unwrap_err().0;
+        assert!(
+            err.starts_with("Invalid node_id: must be an integer"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn body_must_be_a_json_object() {
+        assert_eq!(
+            parse_object(b"{\"node_id\": 1,").unwrap_err().0,
+            "Invalid JSON"
+        );
+        assert_eq!(parse_object(b"\xff\xfe").unwrap_err().0, "Invalid JSON");
+        assert!(
+            parse_object(b"[1]")
+                .unwrap_err()
+                .0
+                .contains("must be an object")
+        );
+    }
+}

@@ -1,0 +1,55 @@
+//! `gateway-server`: runs the discovery gateway until SIGINT or SIGTERM.
+
+use std::process::ExitCode;
+
+use cluster_gateway::config::{ServerArgs, ServerConfig};
+use cluster_gateway::{GatewayServer, logger};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    let name = argv.first().map(String::as_str).unwrap_or("gateway-server");
+    let rest: Vec<&str> = argv.iter().skip(1).map(String::as_str).collect();
+    let args = match <ServerArgs as argh::FromArgs>::from_args(&[name], &rest) {
+        Ok(args) => args,
+        Err(exit) if exit.status.is_ok() => {
+            print!("{}", exit.output);
+            return ExitCode::SUCCESS;
+        }
+        Err(exit) => {
+            eprintln!("{}", exit.output.trim_end());
+            eprintln!("Run {name} --help for more information.");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match ServerConfig::load(&args, |name| std::env::var(name).ok()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("gateway-server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    logger::init(config.log_level);
+
+    // Registered before the server starts, so a signal that arrives during start-up is not lost.
+    let mut signals = match Signals::new([SIGINT, SIGTERM]) {
+        Ok(signals) => signals,
+        Err(e) => {
+            eprintln!("gateway-server: cannot handle signals: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let server = match GatewayServer::new(config).start() {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("gateway-server: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(signal) = signals.forever().next() {
+        log::info!("received signal {signal}, stopping");
+    }
+    server.stop();
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,387 @@
+//! Server configuration: defaults, a JSON file, environment variables and flags, merged in one
+//! place ([`ServerConfig::load`]). Flags beat environment beat file beat defaults.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use argh::FromArgs;
+use log::LevelFilter;
+use serde_json::{Map, Value};
+
+use crate::registry::Liveness;
+
+/// Everything the server needs to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub host: String,
+    /// Port to listen on; 0 picks a free one.
+    pub port: u16,
+    /// Threads that handle requests.
+    pub workers: usize,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Time between reaper sweeps (and the interval clients are expected to beat at).
+    pub heartbeat_interval: Duration,
+    /// When silent nodes are suspected and reaped.
+    pub liveness: Liveness,
+    /// How much to log.
+    pub log_level: LevelFilter,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            host: "0.0.0.0".to_owned(),
+            port: 8080,
+            workers: 8,
+            max_body_bytes: 64 * 1024,
+            heartbeat_interval: Duration::from_secs(30),
+            liveness: Liveness::default(),
+            log_level: LevelFilter::Info,
+        }
+    }
+}
+
+/// Run the cluster-gateway discovery server.
+#[derive(Debug, Default, FromArgs, PartialEq)]
+#[argh(help_triggers("-h", "--help"))]
+pub struct ServerArgs {
+    /// address to listen on (default 0.0.0.0; env GATEWAY_HOST)
+    #[argh(option)]
+    pub host: Option<String>,
+    /// port to listen on, 0 for any free port (default 8080; env GATEWAY_PORT)
+    #[argh(option)]
+    pub port: Option<String>,
+    /// seconds of silence before a node is removed (default 300; env GATEWAY_NODE_TIMEOUT)
+    #[argh(option)]
+    pub node_timeout: Option<String>,
+    /// seconds between reaper sweeps, the interval nodes beat at (default 30; env
+    /// GATEWAY_HEARTBEAT_INTERVAL)
+    #[argh(option)]
+    pub heartbeat_interval: Option<String>,
+    /// seconds of silence before a node is suspected (default 3 x heartbeat interval; env
+    /// GATEWAY_SUSPECT_AFTER)
+    #[argh(option)]
+    pub suspect_after: Option<String>,
+    /// request-handling threads (default 8; env GATEWAY_WORKERS)
+    #[argh(option)]
+    pub workers: Option<String>,
+    /// largest request body in bytes (default 65536; env GATEWAY_MAX_BODY_BYTES)
+    #[argh(option)]
+    pub max_body_bytes: Option<String>,
+    /// DEBUG, INFO, WARNING, ERROR or CRITICAL (default INFO; env GATEWAY_LOG_LEVEL)
+    #[argh(option)]
+    pub log_level: Option<String>,
+    /// JSON file with the same keys as the flags (env GATEWAY_CONFIG)
+    #[argh(option)]
+    pub config: Option<PathBuf>,
+}
+
+/// The settings, as text, with where each came from.
+const KEYS: [&str; 8] = [
+    "host",
+    "port",
+    "node_timeout",
+    "heartbeat_interval",
+    "suspect_after",
+    "workers",
+    "max_body_bytes",
+    "log_level",
+];
+
+/// A setting that could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A value that does not parse or is out of range.
+    Invalid {
+        /// Where it came from, e.g. `--port` or `GATEWAY_PORT`.
+        source: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A key the config file should not have.
+    UnknownKey {
+        /// The file.
+        file: PathBuf,
+        /// The key.
+        key: String,
+    },
+    /// The config file could not be read or is not a JSON object.
+    File {
+        /// The file.
+        file: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Settings that each parse but do not fit together.
+    Inconsistent(String),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Invalid { source, reason } => write!(f, "invalid {source}: {reason}"),
+            ConfigError::UnknownKey { file, key } => {
+                write!(f, "unknown key {key:?} in {}", file.display())
+            }
+            ConfigError::File { file, reason } => {
+                write!(f, "cannot use config file {}: {reason}", file.display())
+            }
+            ConfigError::Inconsistent(reason) => write!(f, "inconsistent settings: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// One layer of settings (file, environment or flags): each value as text, with its source.
+type Layer = Vec<(&'static str, String, String)>;
+
+impl ServerConfig {
+    /// Merges defaults, the config file, the environment (read through `env`) and the flags.
+    pub fn load(
+        args: &ServerArgs,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<ServerConfig, ConfigError> {
+        let flags: Layer = [
+            ("host", &args.host),
+            ("port", &args.port),
+            ("node_timeout", &args.node_timeout),
+            ("heartbeat_interval", &args.heartbeat_interval),
+            ("suspect_after", &args.suspect_after),
+            ("workers", &args.workers),
+            ("max_body_bytes", &args.max_body_bytes),
+            ("log_level", &args.log_level),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| {
+            let value = value.clone()?;
+            Some((key, format!("--{}", key.replace('_', "-")), value))
+        })
+        .collect();
+        let environment: Layer = KEYS
+            .iter()
+            .filter_map(|&key| {
+                let name = format!("GATEWAY_{}", key.to_uppercase());
+                env(&name).map(|value| (key, name, value))
+            })
+            .collect();
+        let file_path = args
+            .config
+            .clone()
+            .or_else(|| env("GATEWAY_CONFIG").map(PathBuf::from));
+        let file = match &file_path {
+            Some(path) => read_file(path)?,
+            None => Vec::new(),
+        };
+
+        let mut config = ServerConfig::default();
+        let mut suspect_after = None;
+        // Later layers win.
+        for (key, source, value) in file.iter().chain(&environment).chain(&flags) {
+            let invalid = |reason: String| ConfigError::Invalid {
+                source: source.clone(),
+                reason,
+            };
+            match *key {
+                "host" if value.trim().is_empty() => {
+                    return Err(invalid("must not be empty".to_owned()));
+                }
+                "host" => config.host = value.trim().to_owned(),
+                "port" => config.port = parse_int(value, 0, 65535).map_err(invalid)? as u16,
+                "node_timeout" => config.liveness.node_timeout = seconds(value).map_err(invalid)?,
+                "heartbeat_interval" => {
+                    config.heartbeat_interval = seconds(value).map_err(invalid)?
+                }
+                "suspect_after" => suspect_after = Some(seconds(value).map_err(invalid)?),
+                "workers" => config.workers = parse_int(value, 1, 1024).map_err(invalid)? as usize,
+                "max_body_bytes" => {
+                    config.max_body_bytes =
+                        parse_int(value, 1024, 64 * 1024 * 1024).map_err(invalid)? as usize
+                }
+                "log_level" => config.log_level = log_level(value).map_err(invalid)?,
+                _ => unreachable!("only known keys reach here"),
+            }
+        }
+        config.liveness.suspect_after = derive_suspect_after(
+            suspect_after,
+            config.heartbeat_interval,
+            config.liveness.node_timeout,
+        )?;
+        Ok(config)
+    }
+
+    /// The address to bind, `host:port`.
+    pub fn bind_address(&self) -> String {
+        if self.host.contains(':') && !self.host.starts_with('[') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Checks `heartbeat_interval < suspect_after < node_timeout`, choosing `suspect_after` when it
+/// was not set: three heartbeats, or halfway to the timeout when three do not fit.
+fn derive_suspect_after(
+    given: Option<Duration>,
+    heartbeat: Duration,
+    timeout: Duration,
+) -> Result<Duration, ConfigError> {
+    if heartbeat >= timeout {
+        return Err(ConfigError::Inconsistent(format!(
+            "heartbeat_interval ({}s) must be less than node_timeout ({}s), or every node is reaped between two heartbeats",
+            heartbeat.as_secs_f64(),
+            timeout.as_secs_f64()
+        )));
+    }
+    let suspect = given.unwrap_or_else(|| {
+        let three = heartbeat * 3;
+        if three < timeout {
+            three
+        } else {
+            (heartbeat + timeout) / 2
+        }
+    });
+    if suspect <= heartbeat || suspect >= timeout {
+        return Err(ConfigError::Inconsistent(format!(
+            "suspect_after ({}s) must be greater than heartbeat_interval ({}s) and less than node_timeout ({}s)",
+            suspect.as_secs_f64(),
+            heartbeat.as_secs_f64(),
+            timeout.as_secs_f64()
+        )));
+    }
+    Ok(suspect)
+}
+
+fn read_file(path: &Path) -> Result<Layer, ConfigError> {
+    let file_error = |reason: String| ConfigError::File {
+        file: path.to_owned(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+    let map: Map<String, Value> = match serde_json::from_str(&text) {
+        Ok(Value::Object(map)) => map,
+        Ok(_) => return Err(file_error("expected a JSON object".to_owned())),
+        Err(e) => return Err(file_error(format!("invalid JSON: {e}"))),
+    };
+    let mut layer = Layer::new();
+    for (key, value) in map {
+        let normal = key.replace('-', "_");
+        let Some(&known) = KEYS.iter().find(|&&k| k == normal) else {
+            return Err(ConfigError::UnknownKey {
+                file: path.to_owned(),
+                key,
+            });
+        };
+        let text = match value {
+            Value::String(s) => s,
+            Value::Number(n) => n.to_string(),
+            other => {
+                return Err(ConfigError::Invalid {
+                    source: format!("{key} in {}", path.display()),
+                    reason: format!("expected a string or a number, got {other}"),
+                });
+            }
+        };
+        layer.push((known, format!("{key} in {}", path.display()), text));
+    }
+    Ok(layer)
+}
+
+fn parse_int(text: &str, min: u64, max: u64) -> Result<u64, String> {
+    match text.trim().parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "expected a whole number from {min} to {max}, got {text:?}"
+        )),
+    }
+}
+
+fn seconds(text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s <= 1e9 => Ok(Duration::from_secs_f64(s)),
+        _ => Err(format!(
+            "expected a positive number of seconds, got {text:?}"
+        )),
+    }
+}
+
+/// Parses a log level, accepting Python's names (`WARNING`, `CRITICAL`) too.
+pub fn log_level(text: &str) -> Result<LevelFilter, String> {
+    Ok(match text.trim().to_ascii_uppercase().as_str() {
+        "TRACE" => LevelFilter::Trace,
+        "DEBUG" => LevelFilter::Debug,
+        "INFO" => LevelFilter::Info,
+        "WARN" | "WARNING" => LevelFilter::Warn,
+        "ERROR" | "CRITICAL" | "FATAL" => LevelFilter::Error,
+        "OFF" => LevelFilter::Off,
+        _ => {
+            return Err(format!(
+                "expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got {text:?}"
+            ));
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(args: &[&str], env: &[(&str, &str)]) -> Result<ServerConfig, ConfigError> {
+        let args = ServerArgs::from_args(&["gateway-server"], args).expect("flags parse");
+        ServerConfig::load(&args, |name| {
+            env.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    #[test]
+    fn defaults_match_the_original() {
+        let config = load(&[], &[]).unwrap();
+        assert_eq!(config, ServerConfig::default());
+        assert_eq!(config.liveness.suspect_after, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn flags_beat_environment() {
+        let config = load(
+            &["--port", "9000"],
+            &[("GATEWAY_PORT", "9100"), ("GATEWAY_HOST", "127.0.0.1")],
+        )
+        .unwrap();
+        assert_eq!(config.port, 9000);
+        assert_eq!(config.host, "127.0.0.1");
+    }
+
+    #[test]
+    fn a_bad_value_names_its_source() {
+        let err = load(&[], &[("GATEWAY_PORT", "eighty")]).unwrap_err();
+        assert!(err.to_string().contains("GATEWAY_PORT"), "{err}");
+        let err = load(&["--node-timeout", "-1"], &[]).unwrap_err();
+        assert!(err.to_string().contains("--node-timeout"), "{err}");
+        let err = load(&["--log-level", "LOUD"], &[]).unwrap_err();
+        assert!(err.to_string().contains("--log-level"), "{err}");
+    }
+
+    #[test]
+    fn python_log_level_names_are_accepted() {
+        assert_eq!(log_level("WARNING"), Ok(LevelFilter::Warn));
+        assert_eq!(log_level("critical"), Ok(LevelFilter::Error));
+    }
+
+    #[test]
+    fn suspect_after_follows_the_heartbeat_and_must_fit() {
+        let config = load(&["--heartbeat-interval", "1", "--node-timeout", "10"], &[]).unwrap();
+        assert_eq!(config.liveness.suspect_after, Duration::from_secs(3));
+        let config = load(&["--heartbeat-interval", "30", "--node-timeout", "60"], &[]).unwrap();
+        assert_eq!(config.liveness.suspect_after, Duration::from_secs(45));
+        let err = load(&["--suspect-after", "400"], &[]).unwrap_err();
+        assert!(matches!(err, ConfigError::Inconsistent(_)), "{err}");
+        let err = load(&["--heartbeat-interval", "300"], &[]).unwrap_err();
+        assert!(matches!(err, ConfigError::Inconsistent(_)), "{err}");
+    }
+}

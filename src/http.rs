@@ -1,0 +1,421 @@
+//! Routing: one HTTP request in, one answer out, with no sockets involved.
+//!
+//! [`handle`] is the single entry point for every request the server reads, and the fuzz target
+//! drives it directly. It maps paths to [`Gateway`] calls, turns bad input into a 4xx JSON error,
+//! and is the one place where requests are authorised.
+
+use std::io::{self, Read};
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::api::{
+    self, ErrorBody, Health, HeartbeatResponse, HeartbeatStatus, Invalid, NodeId, Registration,
+    RemoveResponse, RemoveStatus, SetLeaderResponse, SetLeaderStatus,
+};
+use crate::gateway::{Filter, Gateway, NodeList, Part};
+use crate::registry::unix_now;
+
+/// A request, as far as routing needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// `GET`, `POST`, ...
+    pub method: &'a str,
+    /// Path and query, e.g. `/nodes?node_id=1`.
+    pub url: &'a str,
+    /// The whole body, already read within the size limit.
+    pub body: &'a [u8],
+}
+
+/// An answer: status, body, and the `Allow` header of a 405.
+#[derive(Debug)]
+pub struct Response {
+    /// HTTP status code.
+    pub status: u16,
+    /// For 405: the methods the path accepts.
+    pub allow: Option<&'static str>,
+    /// JSON, in pieces.
+    pub body: Body,
+}
+
+/// A JSON body made of pieces, some of them borrowed from a cached node list.
+#[derive(Debug)]
+pub struct Body {
+    list: Option<Arc<NodeList>>,
+    parts: Vec<Part>,
+    /// Reading position: which part, and how far into it.
+    at: (usize, usize),
+}
+
+impl Body {
+    fn owned(bytes: Vec<u8>) -> Body {
+        Body {
+            list: None,
+            parts: vec![Part::Owned(bytes)],
+            at: (0, 0),
+        }
+    }
+
+    fn part<'s>(&'s self, part: &'s Part) -> &'s [u8] {
+        match part {
+            Part::Static(bytes) => bytes,
+            Part::Owned(bytes) => bytes,
+            Part::Cached(range) => self
+                .list
+                .as_ref()
+                .expect("cached parts come with their list")
+                .bytes(range.clone()),
+        }
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(|p| self.part(p).len()).sum()
+    }
+
+    /// True if the body has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The whole body as one buffer.
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.parts
+            .iter()
+            .flat_map(|p| self.part(p))
+            .copied()
+            .collect()
+    }
+}
+
+impl Read for Body {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while let Some(part) = self.parts.get(self.at.0) {
+            let rest = &self.part(part)[self.at.1..];
+            if rest.is_empty() {
+                self.at = (self.at.0 + 1, 0);
+                continue;
+            }
+            let n = rest.len().min(buf.len());
+            buf[..n].copy_from_slice(&rest[..n]);
+            self.at.1 += n;
+            return Ok(n);
+        }
+        Ok(0)
+    }
+}
+
+impl Response {
+    fn json<T: Serialize>(value: &T) -> Response {
+        let bytes = serde_json::to_vec(value).expect("answers serialise");
+        Response {
+            status: 200,
+            allow: None,
+            body: Body::owned(bytes),
+        }
+    }
+
+    /// A `{"error", "status_code", "timestamp"}` answer.
+    pub fn error(status: u16, message: impl Into<String>) -> Response {
+        let body = ErrorBody {
+            error: message.into(),
+            status_code: status,
+            timestamp: unix_now(),
+        };
+        Response {
+            status,
+            ..Response::json(&body)
+        }
+    }
+
+    fn list(list: Arc<NodeList>, parts: Vec<Part>) -> Response {
+        Response {
+            status: 200,
+            allow: None,
+            body: Body {
+                list: Some(list),
+                parts,
+                at: (0, 0),
+            },
+        }
+    }
+}
+
+impl From<Invalid> for Response {
+    fn from(invalid: Invalid) -> Response {
+        Response::error(400, invalid.0)
+    }
+}
+
+/// Answers one request.
+pub fn handle(gateway: &Gateway, request: &Request<'_>) -> Response {
+    route(gateway, request).unwrap_or_else(|refusal| refusal)
+}
+
+fn route(gateway: &Gateway, request: &Request<'_>) -> Result<Response, Response> {
+    let (path, query) = match request.url.split_once('?') {
+        Some((path, query)) => (path, query),
+        None => (request.url, ""),
+    };
+    let endpoint = Endpoint::of(path).ok_or_else(|| Response::error(404, "Not Found"))?;
+    let method = request.method;
+    if !endpoint.allows(method) {
+        return Err(Response {
+            allow: Some(endpoint.allow()),
+            ..Response::error(405, format!("Method {method} not allowed on {path}"))
+        });
+    }
+    authorise(request, endpoint)?;
+    let is_get = matches!(method, "GET" | "HEAD");
+    match endpoint {
+        Endpoint::Health => Ok(health(gateway)),
+        Endpoint::Register => register(gateway, &body(request)?),
+        Endpoint::Nodes => nodes(gateway, query),
+        Endpoint::Leader if is_get => Ok(leader(gateway)),
+        Endpoint::Leader => set_leader(gateway, &body(request)?),
+        Endpoint::Heartbeat => heartbeat(gateway, &body(request)?),
+        Endpoint::Remove => remove(gateway, &body(request)?),
+        Endpoint::Stats => Ok(Response::json(&gateway.stats())),
+    }
+}
+
+/// The paths the gateway serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Health,
+    Register,
+    Nodes,
+    Leader,
+    Heartbeat,
+    Remove,
+    Stats,
+}
+
+impl Endpoint {
+    fn of(path: &str) -> Option<Endpoint> {
+        Some(match path {
+            "/health" => Endpoint::Health,
+            "/register" => Endpoint::Register,
+            "/nodes" => Endpoint::Nodes,
+            "/leader" => Endpoint::Leader,
+            "/heartbeat" => Endpoint::Heartbeat,
+            "/remove" => Endpoint::Remove,
+            "/stats" => Endpoint::Stats,
+            _ => return None,
+        })
+    }
+
+    fn allow(self) -> &'static str {
+        match self {
+            Endpoint::Health | Endpoint::Nodes | Endpoint::Stats => "GET, HEAD",
+            Endpoint::Leader => "GET, HEAD, POST",
+            Endpoint::Register | Endpoint::Heartbeat | Endpoint::Remove => "POST",
+        }
+    }
+
+    fn allows(self, method: &str) -> bool {
+        self.allow().split(", ").any(|m| m == method)
+    }
+}
+
+/// The one place a request is allowed or refused before it reaches the registry. Everything is
+/// allowed today; bearer-token checks belong here.
+fn authorise(_request: &Request<'_>, _endpoint: Endpoint) -> Result<(), Response> {
+    Ok(())
+}
+
+fn body(request: &Request<'_>) -> Result<Map<String, Value>, Response> {
+    Ok(api::parse_object(request.body)?)
+}
+
+fn health(gateway: &Gateway) -> Response {
+    Response::json(&Health {
+        status: "healthy".to_owned(),
+        timestamp: unix_now(),
+        version: crate::VERSION.to_owned(),
+        epoch: gateway.epoch().to_owned(),
+    })
+}
+
+fn register(gateway: &Gateway, body: &Map<String, Value>) -> Result<Response, Response> {
+    let registration = Registration::from_body(body)?;
+    let node_id = registration.node_id;
+    let registered = gateway
+        .register(registration)
+        .map_err(|e| Response::error(400, e.to_string()))?;
+    let list = gateway.list();
+    let status = if registered.created {
+        "registered"
+    } else {
+        "updated"
+    };
+    let mut parts = vec![Part::Owned(
+        format!(
+            r#"{{"status":"{status}","node_id":{node_id},"is_bootstrap":{},"registry_version":{},"nodes":"#,
+            registered.is_bootstrap, list.version
+        )
+        .into_bytes(),
+    )];
+    parts.extend(list.select(Filter {
+        exclude: Some(node_id),
+        ..Filter::default()
+    }));
+    parts.push(Part::Static(br#","leader":"#));
+    parts.push(leader_part(&list));
+    parts.push(Part::Static(b"}"));
+    Ok(Response::list(list, parts))
+}
+
+fn leader_part(list: &NodeList) -> Part {
+    list.leader
+        .and_then(|id| list.node(id))
+        .unwrap_or(Part::Static(b"null"))
+}
+
+fn nodes(gateway: &Gateway, query: &str) -> Result<Response, Response> {
+    let mut filter = Filter::default();
+    let mut capability = None;
+    for (key, value) in query_pairs(query) {
+        let value = percent_decode(value)
+            .ok_or_else(|| Response::error(400, format!("Invalid {key}: bad percent-encoding")))?;
+        match key {
+            "node_id" => filter.exclude = Some(api::node_id_from_query(&value)?),
+            "status" => {
+                filter.include_suspected = match value.as_str() {
+                    "all" => true,
+                    "active" => false,
+                    _ => {
+                        return Err(Response::error(
+                            400,
+                            "Invalid status: must be \"active\" or \"all\"",
+                        ));
+                    }
+                }
+            }
+            "capability" => capability = Some(value),
+            _ => {}
+        }
+    }
+    filter.capability = capability.as_deref();
+    let list = gateway.list();
+    let mut parts = vec![Part::Static(br#"{"nodes":"#)];
+    parts.extend(list.select(filter));
+    parts.push(Part::Owned(
+        format!(r#","registry_version":{}}}"#, list.version).into_bytes(),
+    ));
+    Ok(Response::list(list, parts))
+}
+
+fn leader(gateway: &Gateway) -> Response {
+    let list = gateway.list();
+    match list.leader.and_then(|id| list.node(id)) {
+        Some(leader) => {
+            let parts = vec![
+                Part::Static(br#"{"leader":"#),
+                leader,
+                Part::Owned(format!(r#","registry_version":{}}}"#, list.version).into_bytes()),
+            ];
+            Response::list(list, parts)
+        }
+        None => Response::json(&api::LeaderResponse {
+            leader: None,
+            registry_version: None,
+            message: Some("No leader currently registered".to_owned()),
+        }),
+    }
+}
+
+fn set_leader(gateway: &Gateway, body: &Map<String, Value>) -> Result<Response, Response> {
+    let leader_id = api::required_id(body, "leader_id")?;
+    let answer = if gateway.set_leader(leader_id) {
+        SetLeaderResponse {
+            status: SetLeaderStatus::Updated,
+            leader_id: Some(leader_id),
+            message: None,
+        }
+    } else {
+        SetLeaderResponse {
+            status: SetLeaderStatus::Failed,
+            leader_id: None,
+            message: Some("Leader not found in registry".to_owned()),
+        }
+    };
+    Ok(Response::json(&answer))
+}
+
+fn heartbeat(gateway: &Gateway, body: &Map<String, Value>) -> Result<Response, Response> {
+    let node_id: NodeId = api::required_id(body, "node_id")?;
+    let answer = match gateway.heartbeat(node_id) {
+        Some(version) => HeartbeatResponse {
+            status: HeartbeatStatus::Acknowledged,
+            registry_version: Some(version),
+            epoch: Some(gateway.epoch().to_owned()),
+        },
+        None => HeartbeatResponse {
+            status: HeartbeatStatus::NotFound,
+            registry_version: None,
+            epoch: Some(gateway.epoch().to_owned()),
+        },
+    };
+    Ok(Response::json(&answer))
+}
+
+fn remove(gateway: &Gateway, body: &Map<String, Value>) -> Result<Response, Response> {
+    let node_id = api::required_id(body, "node_id")?;
+    let status = if gateway.remove(node_id) {
+        RemoveStatus::Removed
+    } else {
+        RemoveStatus::NotFound
+    };
+    Ok(Response::json(&RemoveResponse { status, node_id }))
+}
+
+fn query_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+}
+
+/// Decodes `%XX` escapes and `+`; `None` if an escape is malformed or the result is not UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = text.get(i + 1..i + 3)?;
+                if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return None;
+                }
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%20b+c").as_deref(), Some("a b c"));
+        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%4"), None);
+        assert_eq!(percent_decode("%ff"), None);
+        assert_eq!(percent_decode("%+1"), None);
+    }
+}

@@ -1,0 +1,40 @@
+//! cluster-gateway: a discovery gateway for clusters.
+//!
+//! Nodes register over HTTP/JSON, learn their peers and the current leader, and keep
+//! heartbeating; the first node of an empty cluster is told to bootstrap it. Silent nodes are
+//! suspected, then reaped. The wire format is that of the original Python gateway.
+//!
+//! Run a gateway in-process:
+//!
+//! ```
+//! use cluster_gateway::{GatewayServer, ServerConfig};
+//!
+//! let config = ServerConfig { host: "127.0.0.1".into(), port: 0, ..ServerConfig::default() };
+//! let server = GatewayServer::new(config).start()?;
+//! println!("listening on {}", server.local_addr());
+//! server.stop();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Modules, from the wire inwards:
+//! - [`api`]: request and response bodies, shared by server and client; input validation.
+//! - [`server`]: threads and sockets; [`http`]: routing, with no sockets.
+//! - [`gateway`]: the registry behind its lock, the cached peer list, change announcements.
+//! - [`registry`]: pure membership logic, driven by an injected clock.
+//! - [`config`]: server settings from flags, environment and file.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod config;
+pub mod gateway;
+pub mod http;
+pub mod logger;
+pub mod registry;
+pub mod server;
+
+pub use config::ServerConfig;
+pub use server::{GatewayServer, RunningServer};
+
+/// This crate's version, reported by `/health` and `/stats`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

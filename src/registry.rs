@@ -1,0 +1,528 @@
+//! The registry: which nodes are in the cluster, who leads, and how alive each node is.
+//!
+//! This module is pure logic. It opens no sockets, spawns no threads and never reads a clock:
+//! every method that depends on time takes a [`Now`] from the caller, so tests drive time by hand.
+//! Every change that alters what `/nodes` or `/leader` would return goes through
+//! [`Registry::record`], which bumps `registry_version` and queues an [`Event`] for the owner to
+//! announce.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde::ser::SerializeStruct;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use crate::api::{NodeId, NodeStatus, Registration};
+
+/// A point in time, as both clocks see it.
+///
+/// `instant` drives liveness (it never jumps); `unix` is what the wire shows as `last_seen` and
+/// `join_timestamp` (seconds since 1970, as the original gateway reported them).
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    /// Monotonic time: the only clock that decides suspicion and reaping.
+    pub instant: Instant,
+    /// Wall-clock time in Unix seconds, for display only.
+    pub unix: f64,
+}
+
+impl Now {
+    /// Reads both system clocks.
+    pub fn system() -> Now {
+        Now {
+            instant: Instant::now(),
+            unix: unix_now(),
+        }
+    }
+}
+
+/// The wall clock in Unix seconds (0.0 if the clock is before 1970).
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// How long a silent node is trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Liveness {
+    /// Silence after which a node is marked `suspected`.
+    pub suspect_after: Duration,
+    /// Silence after which a node is removed (reaped).
+    pub node_timeout: Duration,
+}
+
+impl Default for Liveness {
+    fn default() -> Liveness {
+        Liveness {
+            suspect_after: Duration::from_secs(90),
+            node_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The parts of a node that change only when it re-registers.
+///
+/// Shared behind an `Arc` so a snapshot of the registry costs a reference count per node, not a
+/// deep copy: the lock is held for the snapshot, serialisation happens after it is released.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    /// Address other nodes reach this one at (IP address or host name).
+    pub ip_address: String,
+    /// Port other nodes reach this one at.
+    pub port: u16,
+    /// What the node offers, e.g. `raft`, `gossip`.
+    pub capabilities: Vec<String>,
+    /// A JSON object, kept as compact text: it is only ever written back out.
+    pub metadata: Box<RawValue>,
+}
+
+impl PartialEq for NodeInfo {
+    fn eq(&self, other: &NodeInfo) -> bool {
+        self.ip_address == other.ip_address
+            && self.port == other.port
+            && self.capabilities == other.capabilities
+            && self.metadata.get() == other.metadata.get()
+    }
+}
+
+/// One registered node.
+#[derive(Debug, Clone)]
+pub struct NodeRecord {
+    /// The node's id, unique in the registry.
+    pub node_id: NodeId,
+    /// Address, capabilities and metadata.
+    pub info: Arc<NodeInfo>,
+    /// `active`, or `suspected` once silent for `suspect_after`.
+    pub status: NodeStatus,
+    /// Wall-clock time of the last registration or heartbeat.
+    pub last_seen: f64,
+    /// Wall-clock time of the first registration.
+    pub join_timestamp: f64,
+    /// Monotonic time of the last registration or heartbeat.
+    pub heard_at: Instant,
+}
+
+/// Writes a record in the wire shape of [`crate::api::Node`].
+impl Serialize for NodeRecord {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("Node", 8)?;
+        s.serialize_field("node_id", &self.node_id)?;
+        s.serialize_field("ip_address", &self.info.ip_address)?;
+        s.serialize_field("port", &self.info.port)?;
+        s.serialize_field("capabilities", &self.info.capabilities)?;
+        s.serialize_field("status", &self.status)?;
+        s.serialize_field("last_seen", &self.last_seen)?;
+        s.serialize_field("join_timestamp", &self.join_timestamp)?;
+        s.serialize_field("metadata", &self.info.metadata)?;
+        s.end()
+    }
+}
+
+/// Something that changed what `/nodes` or `/leader` return.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A new node registered.
+    Joined {
+        /// The node.
+        node_id: NodeId,
+        /// `ip:port` it registered with.
+        address: String,
+    },
+    /// A known node re-registered with a different address, capabilities or metadata.
+    Updated {
+        /// The node.
+        node_id: NodeId,
+    },
+    /// A node was removed on request.
+    Left {
+        /// The node.
+        node_id: NodeId,
+    },
+    /// A node was silent for `node_timeout` and was removed.
+    Reaped {
+        /// The node.
+        node_id: NodeId,
+    },
+    /// A node was silent for `suspect_after`.
+    Suspected {
+        /// The node.
+        node_id: NodeId,
+    },
+    /// A suspected node was heard from again.
+    Recovered {
+        /// The node.
+        node_id: NodeId,
+    },
+    /// The leader changed (`None`: no leader).
+    LeaderChanged {
+        /// The leader before.
+        from: Option<NodeId>,
+        /// The leader now.
+        to: Option<NodeId>,
+    },
+}
+
+/// What a registration did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Registered {
+    /// True if the node was not known before.
+    pub created: bool,
+    /// True if this registration bootstrapped the cluster (the node became leader).
+    pub is_bootstrap: bool,
+}
+
+/// Why a registration was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryError {
+    /// Merging the new metadata into the stored one would exceed the limits.
+    MetadataTooLarge(String),
+}
+
+impl std::fmt::Display for RegistryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RegistryError::MetadataTooLarge(why) => write!(f, "Invalid metadata: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for RegistryError {}
+
+/// What a sweep did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Nodes newly marked suspected.
+    pub suspected: Vec<NodeId>,
+    /// Nodes removed for silence.
+    pub reaped: Vec<NodeId>,
+}
+
+/// Counters an operator reads from `/stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Registered nodes, active or suspected.
+    pub total_nodes: usize,
+    /// Nodes heard from recently.
+    pub active_nodes: usize,
+    /// Nodes silent for `suspect_after` but not yet reaped.
+    pub suspected_nodes: usize,
+    /// Registrations that created a node, since start.
+    pub joins_total: u64,
+    /// Nodes removed on request, since start.
+    pub removed_total: u64,
+    /// Nodes removed for silence, since start.
+    pub reaped_total: u64,
+    /// Heartbeats acknowledged, since start.
+    pub heartbeats_total: u64,
+}
+
+/// Limits on what one node may store.
+pub mod limits {
+    /// Most keys a node's metadata may hold (after merging).
+    pub const METADATA_KEYS: usize = 64;
+    /// Most bytes a node's metadata may take as compact JSON (after merging).
+    pub const METADATA_BYTES: usize = 16 * 1024;
+}
+
+/// The registry: nodes, leader, bootstrap state and the version of what it shows.
+#[derive(Debug)]
+pub struct Registry {
+    nodes: HashMap<NodeId, NodeRecord>,
+    leader: Option<NodeId>,
+    version: u64,
+    /// Bumped whenever any `last_seen` changes, so a cached list knows it is behind.
+    touches: u64,
+    bootstrap_initiated: bool,
+    /// The next node to join an empty registry bootstraps the cluster.
+    bootstrap_armed: bool,
+    liveness: Liveness,
+    counts: Counts,
+    events: Vec<Event>,
+}
+
+impl Registry {
+    /// An empty registry, armed for bootstrap.
+    pub fn new(liveness: Liveness) -> Registry {
+        Registry {
+            nodes: HashMap::new(),
+            leader: None,
+            version: 0,
+            touches: 0,
+            bootstrap_initiated: false,
+            bootstrap_armed: true,
+            liveness,
+            counts: Counts::default(),
+            events: Vec::new(),
+        }
+    }
+
+    /// Registers a node, or updates it if known.
+    ///
+    /// A known node gets the new address, port and capabilities; its metadata is merged key by
+    /// key; it becomes active. A node that joins an empty registry with no leader while bootstrap
+    /// is armed bootstraps the cluster and becomes leader.
+    pub fn register(&mut self, reg: Registration, now: Now) -> Result<Registered, RegistryError> {
+        let Registration {
+            node_id,
+            ip_address,
+            port,
+            capabilities,
+            metadata,
+        } = reg;
+        if let Some(record) = self.nodes.get_mut(&node_id) {
+            let merged = merge_metadata(&record.info.metadata, metadata)?;
+            let info = NodeInfo {
+                ip_address,
+                port,
+                capabilities,
+                metadata: merged,
+            };
+            let info_changed = *record.info != info;
+            if info_changed {
+                record.info = Arc::new(info);
+            }
+            let recovered = record.status == NodeStatus::Suspected;
+            record.status = NodeStatus::Active;
+            record.last_seen = now.unix;
+            record.heard_at = now.instant;
+            self.touches += 1;
+            if info_changed {
+                self.record(Event::Updated { node_id });
+            }
+            if recovered {
+                self.record(Event::Recovered { node_id });
+            }
+            return Ok(Registered {
+                created: false,
+                is_bootstrap: false,
+            });
+        }
+
+        let metadata = merge_metadata(&empty_object(), metadata)?;
+        let address = format!("{ip_address}:{port}");
+        let is_bootstrap = self.bootstrap_armed && self.nodes.is_empty() && self.leader.is_none();
+        self.nodes.insert(
+            node_id,
+            NodeRecord {
+                node_id,
+                info: Arc::new(NodeInfo {
+                    ip_address,
+                    port,
+                    capabilities,
+                    metadata,
+                }),
+                status: NodeStatus::Active,
+                last_seen: now.unix,
+                join_timestamp: now.unix,
+                heard_at: now.instant,
+            },
+        );
+        self.counts.joins_total += 1;
+        self.record(Event::Joined { node_id, address });
+        if is_bootstrap {
+            self.bootstrap_armed = false;
+            self.bootstrap_initiated = true;
+            self.set_leader_unchecked(Some(node_id));
+        }
+        Ok(Registered {
+            created: true,
+            is_bootstrap,
+        })
+    }
+
+    /// Records a heartbeat. Returns false if the node is not registered.
+    ///
+    /// Only a suspected node coming back changes the version; a plain heartbeat refreshes
+    /// `last_seen` and nothing else.
+    pub fn heartbeat(&mut self, node_id: NodeId, now: Now) -> bool {
+        let Some(record) = self.nodes.get_mut(&node_id) else {
+            return false;
+        };
+        record.last_seen = now.unix;
+        record.heard_at = now.instant;
+        let recovered = record.status == NodeStatus::Suspected;
+        record.status = NodeStatus::Active;
+        self.touches += 1;
+        self.counts.heartbeats_total += 1;
+        if recovered {
+            self.record(Event::Recovered { node_id });
+        }
+        true
+    }
+
+    /// Removes a node on request. Returns false if it was not registered.
+    ///
+    /// When this empties the registry, the whole cluster left on purpose, so the next node to
+    /// register bootstraps a new one.
+    pub fn remove(&mut self, node_id: NodeId) -> bool {
+        if self.nodes.remove(&node_id).is_none() {
+            return false;
+        }
+        self.counts.removed_total += 1;
+        self.record(Event::Left { node_id });
+        if self.leader == Some(node_id) {
+            self.set_leader_unchecked(None);
+        }
+        if self.nodes.is_empty() {
+            self.bootstrap_armed = true;
+        }
+        true
+    }
+
+    /// Makes a registered node the leader. Returns false if it is not registered.
+    pub fn set_leader(&mut self, node_id: NodeId) -> bool {
+        if !self.nodes.contains_key(&node_id) {
+            return false;
+        }
+        self.set_leader_unchecked(Some(node_id));
+        true
+    }
+
+    /// Marks nodes silent for `suspect_after` as suspected and removes those silent for
+    /// `node_timeout`.
+    ///
+    /// A registry emptied by reaping is not re-armed for bootstrap: the gateway may merely have
+    /// been cut off from a cluster that is still running, and a new bootstrap node would split it.
+    pub fn sweep(&mut self, now: Now) -> Swept {
+        let mut swept = Swept::default();
+        for record in self.nodes.values_mut() {
+            let silence = now.instant.saturating_duration_since(record.heard_at);
+            if silence >= self.liveness.node_timeout {
+                swept.reaped.push(record.node_id);
+            } else if silence >= self.liveness.suspect_after && record.status == NodeStatus::Active
+            {
+                record.status = NodeStatus::Suspected;
+                swept.suspected.push(record.node_id);
+            }
+        }
+        swept.suspected.sort_unstable();
+        swept.reaped.sort_unstable();
+        for &node_id in &swept.suspected {
+            self.record(Event::Suspected { node_id });
+        }
+        for &node_id in &swept.reaped {
+            self.nodes.remove(&node_id);
+            self.counts.reaped_total += 1;
+            self.record(Event::Reaped { node_id });
+            if self.leader == Some(node_id) {
+                self.set_leader_unchecked(None);
+            }
+        }
+        swept
+    }
+
+    /// The node with this id.
+    pub fn get(&self, node_id: NodeId) -> Option<&NodeRecord> {
+        self.nodes.get(&node_id)
+    }
+
+    /// All registered nodes, active and suspected, in no particular order.
+    pub fn nodes(&self) -> impl Iterator<Item = &NodeRecord> {
+        self.nodes.values()
+    }
+
+    /// The leader's id. A leader is always a registered node.
+    pub fn leader_id(&self) -> Option<NodeId> {
+        self.leader
+    }
+
+    /// The version of what `/nodes` and `/leader` show; it only grows.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Grows whenever anything changes, `last_seen` included.
+    pub fn touches(&self) -> u64 {
+        self.touches
+    }
+
+    /// True once some node has bootstrapped the cluster.
+    pub fn bootstrap_initiated(&self) -> bool {
+        self.bootstrap_initiated
+    }
+
+    /// True if the next node to join an empty registry will bootstrap.
+    pub fn bootstrap_armed(&self) -> bool {
+        self.bootstrap_armed
+    }
+
+    /// The liveness settings this registry applies.
+    pub fn liveness(&self) -> Liveness {
+        self.liveness
+    }
+
+    /// Node counts and lifetime counters.
+    pub fn counts(&self) -> Counts {
+        let suspected = self
+            .nodes
+            .values()
+            .filter(|r| r.status == NodeStatus::Suspected)
+            .count();
+        Counts {
+            total_nodes: self.nodes.len(),
+            active_nodes: self.nodes.len() - suspected,
+            suspected_nodes: suspected,
+            ..self.counts
+        }
+    }
+
+    /// Takes the events queued since the last call, oldest first.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// The one place a visible change is recorded: bumps the version and queues the event.
+    fn record(&mut self, event: Event) {
+        self.version += 1;
+        self.touches += 1;
+        self.events.push(event);
+    }
+
+    fn set_leader_unchecked(&mut self, to: Option<NodeId>) {
+        let from = self.leader;
+        if from != to {
+            self.leader = to;
+            self.record(Event::LeaderChanged { from, to });
+        }
+    }
+}
+
+fn empty_object() -> Box<RawValue> {
+    RawValue::from_string("{}".to_owned()).expect("{} is JSON")
+}
+
+/// Merges `update` into `stored` key by key (Python's `dict.update`), within the limits.
+fn merge_metadata(
+    stored: &RawValue,
+    update: Option<Map<String, Value>>,
+) -> Result<Box<RawValue>, RegistryError> {
+    let update = match update {
+        Some(update) if !update.is_empty() => update,
+        _ => return Ok(stored.to_owned()),
+    };
+    let mut merged: Map<String, Value> =
+        serde_json::from_str(stored.get()).expect("stored metadata is a JSON object");
+    merged.extend(update);
+    if merged.len() > limits::METADATA_KEYS {
+        return Err(RegistryError::MetadataTooLarge(format!(
+            "more than {} keys after merging with the stored metadata",
+            limits::METADATA_KEYS
+        )));
+    }
+    let text = serde_json::to_string(&merged).expect("a JSON map serialises");
+    if text.len() > limits::METADATA_BYTES {
+        return Err(RegistryError::MetadataTooLarge(format!(
+            "more than {} bytes after merging with the stored metadata",
+            limits::METADATA_BYTES
+        )));
+    }
+    Ok(RawValue::from_string(text).expect("serde_json output is JSON"))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,377 @@
+use super::*;
+use serde_json::json;
+
+/// A clock the test moves by hand.
+struct Clock {
+    start: Instant,
+    offset: Duration,
+    unix: f64,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        Clock {
+            start: Instant::now(),
+            offset: Duration::ZERO,
+            unix: 1_000_000.0,
+        }
+    }
+
+    fn now(&self) -> Now {
+        Now {
+            instant: self.start + self.offset,
+            unix: self.unix,
+        }
+    }
+
+    fn advance(&mut self, secs: u64) {
+        self.offset += Duration::from_secs(secs);
+        self.unix += secs as f64;
+    }
+}
+
+fn liveness() -> Liveness {
+    Liveness {
+        suspect_after: Duration::from_secs(90),
+        node_timeout: Duration::from_secs(300),
+    }
+}
+
+fn reg(node_id: NodeId) -> Registration {
+    Registration {
+        node_id,
+        ip_address: format!("10.0.0.{node_id}"),
+        port: 5000 + node_id as u16,
+        capabilities: vec!["raft".into(), "gossip".into()],
+        metadata: None,
+    }
+}
+
+fn with_metadata(node_id: NodeId, metadata: Value) -> Registration {
+    Registration {
+        metadata: Some(metadata.as_object().unwrap().clone()),
+        ..reg(node_id)
+    }
+}
+
+fn ids(registry: &Registry) -> Vec<NodeId> {
+    let mut ids: Vec<_> = registry.nodes().map(|r| r.node_id).collect();
+    ids.sort_unstable();
+    ids
+}
+
+#[test]
+fn first_node_of_an_empty_registry_bootstraps_and_leads() {
+    let clock = Clock::new();
+    let mut r = Registry::new(liveness());
+    let first = r.register(reg(1), clock.now()).unwrap();
+    assert_eq!(
+        first,
+        Registered {
+            created: true,
+            is_bootstrap: true
+        }
+    );
+    assert_eq!(r.leader_id(), Some(1));
+    assert!(r.bootstrap_initiated());
+    let second = r.register(reg(2), clock.now()).unwrap();
+    assert_eq!(
+        second,
+        Registered {
+            created: true,
+            is_bootstrap: false
+        }
+    );
+    assert_eq!(r.leader_id(), Some(1));
+}
+
+#[test]
+fn node_id_zero_is_a_valid_node_and_leader() {
+    let clock = Clock::new();
+    let mut r = Registry::new(liveness());
+    assert!(r.register(reg(0), clock.now()).unwrap().is_bootstrap);
+    assert_eq!(r.leader_id(), Some(0));
+    r.register(reg(1), clock.now()).unwrap();
+    assert!(r.set_leader(1));
+    assert!(r.set_leader(0));
+    assert_eq!(r.leader_id(), Some(0));
+}
+
+#[test]
+fn re_registering_replaces_address_and_merges_metadata() {
+    let clock = Clock::new();
+    let mut r = Registry::new(liveness());
+    r.register(with_metadata(3, json!({"zone": "a"})), clock.now())
+        .unwrap();
+    let update = Registration {
+        ip_address: "10.0.0.33".into(),
+        port: 6003,
+        capabilities: vec!["raft".into()],
+        ..with_metadata(3, json!({"rack": "r1"}))
+    };
+    let outcome = r.register(update, clock.now()).unwrap();
+    assert_eq!(
+        outcome,
+        Registered {
+            created: false,
+            is_bootstrap: false
+        }
+    );
+    let record = r.get(3).unwrap();
+    assert_eq!(record.info.ip_address, "10.0.0.33");
+    assert_eq!(record.info.port, 6003);
+    assert_eq!(record.info.capabilities, vec!["raft".to_string()]);
+    let metadata: Value = serde_json::from_str(record.info.metadata.get()).unwrap();
+    assert_eq!(metadata, json!({"zone": "a", "rack": "r1"}));
+}
+
+#[test]
+fn re_registering_without_metadata_keeps_the_stored_metadata() {
+    let clock = Clock::new();
+    let mut r = Registry::new(liveness());
+    r.register(with_metadata(1, json!({"zone": "a"})), clock.now())
+        .unwrap();
+    r.register(reg(1), clock.now()).unwrap();
+    assert_eq!(r.get(1).unwrap().info.metadata.get(), r#"{"zone":"a"}"#);
+}
+
+#[test]
+fn metadata_that_would_grow_past_the_limit_is_refused_and_nothing_changes() {
+    let clock = Clock::new();
+    let mut r = Registry::new(liveness());
+    let first: Map<String, Value> = (0..limits::METADATA_KEYS)
+        .map(|i| (format!("k{i}"), json!(i)))
+        .collect();
+    r.register(with_metadata(1, Value::Object(first)), clock.now())
+        .unwrap();
+    let version = r.version();
+    let err = r
+        .register(with_metadata(1, json!({"one_more": true})), clock.now())
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::MetadataTooLarge(_)));
+    assert_eq!(r.version(), version);
+    assert!(!r.get(1).unwrap().info.metadata.get().contains("one_more"));
+}
+
+#[test]
+fn version_grows_on_visible_changes_only() {
+    let mut clock = Clock::new();
+    let mut r = Registry::new(liveness());
+    r.register(reg(1), clock.now()).unwrap();
+    r.register(reg(2), clock.now()).unwrap();
+    let v = r.version();
+
+    clock.advance(1);
+    assert!(r.heartbeat(2, clock.now()));
+    r.register(reg(2), clock.now()).unwrap();
+    assert_eq!(
+        r.version(),
+        v,
+        "a heartbeat or identical re-registration changes nothing visible"
+    );
+    assert!(!r.set_leader(99));
+    assert!(r.set_leader(1), "already leader");
+    assert_eq!(r.version(), v);
+
+    let steps: [(&str, Box<dyn Fn(&mut Registry)>); 4] = [
+        (
+            "metadata change",
+            Box::new(|r| drop(r.register(with_metadata(2, json!({"a": 1})), Clock::new().now()))),
+        ),
+        (
+            "address change",
+            Box::new(|r| drop(r.register(Registration { port: 9, ..reg(2) }, Clock::new().now()))),
+        ),
+        ("leader change", Box::new(|r| assert!(r.set_leader(2)))),
+        ("leave", Box::new(|r| assert!(r.remove(1)))),
+    ];
+    for (what, step) in steps {
+        let before = r.version();
+        step(&mut r);
+        assert!(r.version() > before, "{what} must bump the version");
+    }
+}
+
+#[test]
+fn silent_nodes_are_suspected_then_reaped() {
+    let mut clock = Clock::new();
+    let mut r = Registry::new(liveness());
+    r.register(reg(1), clock.now()).unwrap();
+    r.register(reg(2), clock.now()).unwrap();
+
+    clock.advance(89);
+    assert!(r.heartbeat(2, clock.now()));
+    assert_eq!(r.sweep(clock.now()), Swept::default());
+
+    clock.advance(1);
+    let v = r.version();
+    assert_eq!(
+        r.sweep(clock.now()),
+        Swept {
+            suspected: vec![1],
+            reaped: vec![]
+        }
+    );
+    assert_eq!(r.get(1).unwrap().status, NodeStatus::Suspected);
+    assert!(r.version() > v);
+    assert_eq!(r.counts().suspected_nodes, 1);
+    assert_eq!(r.counts().active_nodes, 1);
+
+    clock.advance(210);
+    let swept = r.sweep(clock.now());
+    assert_eq!(swept.reaped, vec![1]);
+    assert_eq!(ids(&r), vec![2]);
+    assert_eq!(r.counts().reaped_total, 1);
+}
+
+#[test]
+fn a_heartbeat_or_registration_revives_a_suspected_node() {
+    let mut clock = Clock::new();
+    let mut r = Registry::new(liveness());
+    r.register(reg(1), clock.now()).unwrap();
+    r.register(reg(2), clock.now()).unwrap();
+    clock.advance(100);
+    r.sweep(clock.now());
+    let v = r.version();
+    assert!(r.heartbeat(1, clock.now()));
+    assert_eq!(r.get(1).unwrap().status, NodeStatus::Active);
+    assert!(r.version() > v, "suspected -> active is visible");
+    r.register(reg(2), clock.now()).unwrap();
+    assert_eq!(r.get(2).unwrap().status, NodeStatus::Active);
+}
+
+#[test]
+fn removing_or_reaping_the_leader_clears_it() {
+    let mut clock = Clock::new();
+    let mut r = Registry::new(liveness());
+    r.register(reg(1), clock.now()).unwrap();
+    r.register(reg(2), clock.now()).unwrap();
+    assert!(r.remove(1));
+    assert_eq!(r.leader_id(), None);
+
+    assert!(r.set_leader(2));
+    r.register(reg(3), clock.now()).unwrap();
+    clock.advance(299);
+    r.heartbeat(3, clock.now());
+    clock.advance(1);
+    r.sweep(clock.now());
+    assert_eq!(r.leader_id(), None);
+    assert_eq!(ids(&r), vec![3]);
+}
+
+#[test]
+fn bootstrap_re_arms_when_everyone_left_on_purpose() {
+    let clock = Clock::new();
+    let mut r = Registry::new(liveness());
+    r.register(reg(1), clock.now()).unwrap();
+    r.register(reg(2), clock.now()).unwrap();
+    assert!(r.remove(1));
+    assert!(!r.bootstrap_armed(), "one node is still there");
+    assert!(r.remove(2));
+    assert!(r.bootstrap_armed());
+    assert!(r.register(reg(3), clock.now()).unwrap().is_bootstrap);
+    assert_eq!(r.leader_id(), Some(3));
+}
+
+#[test]
+fn bootstrap_does_not_re_arm_when_the_registry_emptied_by_reaping() {
+    let mut clock = Clock::new();
+    let mut r = Registry::new(liveness());
+    r.register(reg(1), clock.now()).unwrap();
+    clock.advance(300);
+    r.sweep(clock.now());
+    assert_eq!(ids(&r), Vec::<NodeId>::new());
+    let next = r.register(reg(2), clock.now()).unwrap();
+    assert!(
+        !next.is_bootstrap,
+        "the cluster may still be running without us"
+    );
+    assert_eq!(r.leader_id(), None);
+}
+
+#[test]
+fn removing_an_unknown_node_changes_nothing() {
+    let clock = Clock::new();
+    let mut r = Registry::new(liveness());
+    r.register(reg(1), clock.now()).unwrap();
+    let v = r.version();
+    assert!(!r.remove(7));
+    assert!(!r.heartbeat(7, clock.now()));
+    assert_eq!(r.version(), v);
+    assert!(!r.bootstrap_armed());
+}
+
+#[test]
+fn the_wall_clock_does_not_decide_liveness() {
+    let mut clock = Clock::new();
+    let mut r = Registry::new(liveness());
+    r.register(reg(1), clock.now()).unwrap();
+    // The wall clock jumps a day ahead, then a day back; monotonic time barely moves.
+    clock.unix += 86_400.0;
+    assert_eq!(r.sweep(clock.now()), Swept::default());
+    clock.unix -= 2.0 * 86_400.0;
+    assert_eq!(r.sweep(clock.now()), Swept::default());
+    assert!(r.heartbeat(1, clock.now()));
+    assert_eq!(ids(&r), vec![1]);
+}
+
+#[test]
+fn events_say_what_changed_in_order() {
+    let mut clock = Clock::new();
+    let mut r = Registry::new(liveness());
+    r.register(reg(1), clock.now()).unwrap();
+    clock.advance(300);
+    r.sweep(clock.now());
+    assert_eq!(
+        r.take_events(),
+        vec![
+            Event::Joined {
+                node_id: 1,
+                address: "10.0.0.1:5001".into()
+            },
+            Event::LeaderChanged {
+                from: None,
+                to: Some(1)
+            },
+            Event::Reaped { node_id: 1 },
+            Event::LeaderChanged {
+                from: Some(1),
+                to: None
+            },
+        ]
+    );
+    assert!(r.take_events().is_empty());
+}
+
+#[test]
+fn a_record_serialises_in_the_wire_shape() {
+    let clock = Clock::new();
+    let mut r = Registry::new(liveness());
+    r.register(with_metadata(1, json!({"role": "worker"})), clock.now())
+        .unwrap();
+    let text = serde_json::to_string(r.get(1).unwrap()).unwrap();
+    let node: crate::api::Node = serde_json::from_str(&text).unwrap();
+    assert_eq!(node.node_id, 1);
+    assert_eq!(node.status, NodeStatus::Active);
+    assert_eq!(node.last_seen, 1_000_000.0);
+    assert_eq!(Value::Object(node.metadata), json!({"role": "worker"}));
+    let keys: Vec<String> = serde_json::from_str::<Map<String, Value>>(&text)
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    let mut expected = [
+        "node_id",
+        "ip_address",
+        "port",
+        "capabilities",
+        "status",
+        "last_seen",
+        "join_timestamp",
+        "metadata",
+    ]
+    .map(String::from)
+    .to_vec();
+    expected.sort();
+    assert_eq!(keys, expected);
+}

@@ -1,0 +1,343 @@
+//! The running server: tiny_http's accept loop feeding a fixed pool of worker threads, and the
+//! reaper thread.
+//!
+//! This is the only server code that touches sockets. It reads each request body within the
+//! limit, hands the request to [`http::handle`] inside `catch_unwind`, and writes the answer.
+//! Shutdown: the reaper's channel is dropped, `unblock()` is called once per worker, and every
+//! thread is joined.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::thread::{self, JoinHandle};
+
+use tiny_http::{Header, StatusCode};
+
+use crate::config::ServerConfig;
+use crate::gateway::Gateway;
+use crate::http::{self, Response};
+use crate::registry::{Now, Registry};
+
+/// A gateway server, configured but not yet listening (the original's `GatewayServer(host,
+/// port)`).
+#[derive(Debug, Clone)]
+pub struct GatewayServer {
+    config: ServerConfig,
+}
+
+/// Why the server could not start.
+#[derive(Debug)]
+pub struct StartError {
+    /// The address it tried to listen on.
+    pub address: String,
+    /// What the system said.
+    pub reason: String,
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot listen on {}: {}", self.address, self.reason)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl GatewayServer {
+    /// A server that will run with `config`.
+    pub fn new(config: ServerConfig) -> GatewayServer {
+        GatewayServer { config }
+    }
+
+    /// Binds the port and starts the workers and the reaper.
+    pub fn start(self) -> Result<RunningServer, StartError> {
+        let config = self.config;
+        let address = config.bind_address();
+        let start_error = |reason: String| StartError {
+            address: address.clone(),
+            reason,
+        };
+        let listener =
+            std::net::TcpListener::bind(&address).map_err(|e| start_error(e.to_string()))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| start_error(e.to_string()))?;
+        let server = tiny_http::Server::from_listener(listener, None)
+            .map_err(|e| start_error(e.to_string()))?;
+        let server = Arc::new(server);
+        let gateway = Arc::new(Gateway::new(
+            Registry::new(config.liveness),
+            config.heartbeat_interval,
+        ));
+        let stopping = Arc::new(AtomicBool::new(false));
+
+        let workers = (0..config.workers)
+            .map(|i| {
+                let worker = Worker {
+                    server: Arc::clone(&server),
+                    gateway: Arc::clone(&gateway),
+                    stopping: Arc::clone(&stopping),
+                    max_body_bytes: config.max_body_bytes,
+                };
+                thread::Builder::new()
+                    .name(format!("gateway-worker-{i}"))
+                    .spawn(move || worker.run())
+                    .expect("spawn a worker thread")
+            })
+            .collect();
+
+        let (reaper_stop, stop_signal) = mpsc::channel::<()>();
+        let reaper = {
+            let gateway = Arc::clone(&gateway);
+            let interval = config.heartbeat_interval;
+            thread::Builder::new()
+                .name("gateway-reaper".to_owned())
+                .spawn(move || {
+                    // Sweeps every interval until the sender is dropped.
+                    while let Err(RecvTimeoutError::Timeout) = stop_signal.recv_timeout(interval) {
+                        gateway.sweep(Now::system());
+                    }
+                })
+                .expect("spawn the reaper thread")
+        };
+
+        log::info!(
+            "cluster gateway {} listening on http://{local_addr}",
+            crate::VERSION
+        );
+        Ok(RunningServer {
+            local_addr,
+            server,
+            gateway,
+            stopping,
+            workers,
+            reaper: Some((reaper_stop, reaper)),
+        })
+    }
+}
+
+/// A server that is accepting requests. Stops on [`RunningServer::stop`] or when dropped.
+pub struct RunningServer {
+    local_addr: SocketAddr,
+    server: Arc<tiny_http::Server>,
+    gateway: Arc<Gateway>,
+    stopping: Arc<AtomicBool>,
+    workers: Vec<JoinHandle<()>>,
+    reaper: Option<(Sender<()>, JoinHandle<()>)>,
+}
+
+impl RunningServer {
+    /// The address the server listens on, with the real port when 0 was asked for.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The registry and its derived state, as the handlers see it.
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.gateway
+    }
+
+    /// True while every worker is alive. A worker only exits on `stop()`, or when tiny_http's
+    /// accept loop has died (then the server can no longer take connections).
+    pub fn is_serving(&self) -> bool {
+        !self.stopping.load(Ordering::SeqCst) && self.workers.iter().all(|w| !w.is_finished())
+    }
+
+    /// Stops accepting, lets in-flight requests finish, and joins every thread.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if self.stopping.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if let Some((stop, reaper)) = self.reaper.take() {
+            drop(stop);
+            let _ = reaper.join();
+        }
+        for _ in &self.workers {
+            self.server.unblock();
+        }
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+        log::info!("cluster gateway on {} stopped", self.local_addr);
+    }
+}
+
+impl std::fmt::Debug for RunningServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningServer")
+            .field("local_addr", &self.local_addr)
+            .field("workers", &self.workers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+struct Worker {
+    server: Arc<tiny_http::Server>,
+    gateway: Arc<Gateway>,
+    stopping: Arc<AtomicBool>,
+    max_body_bytes: usize,
+}
+
+impl Worker {
+    fn run(self) {
+        loop {
+            match self.server.recv() {
+                Ok(request) => self.serve(request),
+                Err(_) if self.stopping.load(Ordering::SeqCst) => return,
+                Err(e) => {
+                    log::error!("the listener failed, no new connections can be accepted: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn serve(&self, mut request: tiny_http::Request) {
+        let method = request.method().as_str().to_owned();
+        let url = request.url().to_owned();
+        let answer = match read_body(&mut request, self.max_body_bytes) {
+            Ok(body) => {
+                let routed = catch_unwind(AssertUnwindSafe(|| {
+                    http::handle(
+                        &self.gateway,
+                        &http::Request {
+                            method: &method,
+                            url: &url,
+                            body: &body,
+                        },
+                    )
+                }));
+                routed.unwrap_or_else(|_| {
+                    log::error!("handler panicked on {method} {url}");
+                    Response::error(500, "Internal server error")
+                })
+            }
+            Err(Refusal { answer, unread }) => {
+                dispose(request, answer, unread);
+                return;
+            }
+        };
+        respond(request, answer);
+    }
+}
+
+fn respond(request: tiny_http::Request, answer: Response) {
+    let mut headers = vec![json_content_type()];
+    if let Some(allow) = answer.allow {
+        headers.push(Header::from_bytes(&b"Allow"[..], allow.as_bytes()).expect("valid header"));
+    }
+    let length = answer.body.len();
+    let response = tiny_http::Response::new(
+        StatusCode(answer.status),
+        headers,
+        answer.body,
+        Some(length),
+        None,
+    )
+    // We always know the length: never switch to chunked encoding.
+    .with_chunked_threshold(usize::MAX);
+    if let Err(e) = request.respond(response) {
+        log::debug!("could not write an answer: {e}");
+    }
+}
+
+/// The most unread body bytes tiny_http may be left to drain when a refused request is dropped.
+///
+/// Its drain allocates the whole remainder at once: up to this much is only address space (the
+/// kernel maps pages as bytes arrive), but a remainder larger than memory aborts the process.
+const MAX_DRAIN: u64 = 1 << 30;
+
+/// A request refused before its body was read to the end.
+struct Refusal {
+    answer: Response,
+    /// Declared body bytes not read.
+    unread: u64,
+}
+
+/// Answers a refused request without pinning a worker on its unread body.
+///
+/// Dropping the request drains the unread body, for as long as the client takes to send or
+/// close, so that happens on a short-lived thread of its own. A remainder too large to drain
+/// safely is never dropped: the answer is written through `upgrade` and the connection is
+/// abandoned (one idle thread and socket, rather than an aborted process).
+fn dispose(request: tiny_http::Request, answer: Response, unread: u64) {
+    if unread == 0 {
+        respond(request, answer);
+    } else if unread <= MAX_DRAIN {
+        thread::spawn(move || respond(request, answer));
+    } else {
+        log::warn!(
+            "abandoning a connection from {:?} that declared a {unread}-byte body",
+            request.remote_addr()
+        );
+        let length = answer.body.len();
+        let response = tiny_http::Response::new(
+            StatusCode(answer.status),
+            vec![json_content_type()],
+            answer.body,
+            Some(length),
+            None,
+        )
+        .with_chunked_threshold(usize::MAX);
+        std::mem::forget(request.upgrade("close", response));
+    }
+}
+
+fn json_content_type() -> Header {
+    Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..]).expect("valid header")
+}
+
+/// Reads the whole body, refusing one over `limit` before reading it and one shorter than its
+/// declared length.
+fn read_body(request: &mut tiny_http::Request, limit: usize) -> Result<Vec<u8>, Refusal> {
+    let too_large = |unread: u64| Refusal {
+        answer: Response::error(
+            413,
+            format!("Request body too large: the limit is {limit} bytes"),
+        ),
+        unread,
+    };
+    let declared = request.body_length();
+    if let Some(declared) = declared.filter(|&n| n > limit) {
+        return Err(too_large(declared as u64));
+    }
+    let mut body = Vec::with_capacity(declared.unwrap_or(0));
+    let read = request
+        .as_reader()
+        .take(limit as u64 + 1)
+        .read_to_end(&mut body);
+    if let Err(e) = read {
+        return Err(Refusal {
+            answer: Response::error(400, format!("Could not read the request body: {e}")),
+            unread: 0,
+        });
+    }
+    if body.len() > limit {
+        return Err(too_large(0));
+    }
+    if let Some(declared) = declared.filter(|&n| body.len() < n) {
+        return Err(Refusal {
+            answer: Response::error(
+                400,
+                format!(
+                    "Request body shorter than its Content-Length ({} of {declared} bytes)",
+                    body.len()
+                ),
+            ),
+            unread: 0,
+        });
+    }
+    Ok(body)
+}
