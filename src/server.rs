@@ -53,6 +53,10 @@ impl GatewayServer {
 
     /// Binds the port and starts the workers and the reaper.
     pub fn start(self) -> Result<RunningServer, StartError> {
+        self.start_with(http::handle)
+    }
+
+    fn start_with(self, handler: Handler) -> Result<RunningServer, StartError> {
         let config = self.config;
         let address = config.bind_address();
         let start_error = |reason: String| StartError {
@@ -76,6 +80,7 @@ impl GatewayServer {
         let workers = (0..config.workers)
             .map(|i| {
                 let worker = Worker {
+                    handler,
                     server: Arc::clone(&server),
                     gateway: Arc::clone(&gateway),
                     stopping: Arc::clone(&stopping),
@@ -183,7 +188,11 @@ impl Drop for RunningServer {
     }
 }
 
+/// Answers one request: [`http::handle`], or a stand-in in this module's tests.
+type Handler = fn(&Gateway, &http::Request<'_>) -> Response;
+
 struct Worker {
+    handler: Handler,
     server: Arc<tiny_http::Server>,
     gateway: Arc<Gateway>,
     stopping: Arc<AtomicBool>,
@@ -210,7 +219,7 @@ impl Worker {
         let answer = match read_body(&mut request, self.max_body_bytes) {
             Ok(body) => {
                 let routed = catch_unwind(AssertUnwindSafe(|| {
-                    http::handle(
+                    (self.handler)(
                         &self.gateway,
                         &http::Request {
                             method: &method,
@@ -340,4 +349,49 @@ fn read_body(request: &mut tiny_http::Request, limit: usize) -> Result<Vec<u8>, 
         });
     }
     Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn panics_on_boom(gateway: &Gateway, request: &http::Request<'_>) -> Response {
+        if request.url == "/boom" {
+            panic!("a bug in a handler");
+        }
+        http::handle(gateway, request)
+    }
+
+    fn get(addr: SocketAddr, path: &str) -> u16 {
+        use std::io::Write;
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer[9..12].parse().unwrap()
+    }
+
+    #[test]
+    fn a_panicking_handler_answers_500_and_every_worker_lives_on() {
+        let config = ServerConfig {
+            host: "127.0.0.1".into(),
+            port: 0,
+            workers: 2,
+            ..ServerConfig::default()
+        };
+        let server = GatewayServer::new(config)
+            .start_with(panics_on_boom)
+            .unwrap();
+        // More panics than workers: a worker that died would leave none to answer.
+        for _ in 0..5 {
+            assert_eq!(get(server.local_addr(), "/boom"), 500);
+        }
+        assert!(server.is_serving());
+        assert_eq!(get(server.local_addr(), "/health"), 200);
+        server.stop();
+    }
 }

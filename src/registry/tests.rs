@@ -153,6 +153,8 @@ fn metadata_that_would_grow_past_the_limit_is_refused_and_nothing_changes() {
     assert!(!r.get(1).unwrap().info.metadata.get().contains("one_more"));
 }
 
+type Step = Box<dyn Fn(&mut Registry)>;
+
 #[test]
 fn version_grows_on_visible_changes_only() {
     let mut clock = Clock::new();
@@ -173,7 +175,7 @@ fn version_grows_on_visible_changes_only() {
     assert!(r.set_leader(1), "already leader");
     assert_eq!(r.version(), v);
 
-    let steps: [(&str, Box<dyn Fn(&mut Registry)>); 4] = [
+    let steps: [(&str, Step); 4] = [
         (
             "metadata change",
             Box::new(|r| drop(r.register(with_metadata(2, json!({"a": 1})), Clock::new().now()))),

@@ -1,1 +1,8 @@
+//! Integration tests: one binary, one module per area.
 
+mod api;
+mod contract;
+mod race;
+mod scripts;
+mod server_cli;
+mod support;

@@ -1,0 +1,419 @@
+//! One test per row of the wire contract, and one per error the gateway answers with.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{TestServer, eventually, raw, registration, status_of};
+
+fn ids(nodes: &Value) -> Vec<u64> {
+    nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node_id"].as_u64().unwrap())
+        .collect()
+}
+
+/// Asserts an error answer: its status, and that `error` starts with `message`.
+fn check_error(answer: (u16, Value), status: u16, message: &str) {
+    let (got, body) = answer;
+    assert_eq!(got, status, "{body}");
+    assert_eq!(body["status_code"], status, "{body}");
+    assert!(body["timestamp"].is_f64(), "{body}");
+    let error = body["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error text: {body}"));
+    assert!(
+        error.starts_with(message),
+        "expected {message:?}, got {error:?}"
+    );
+}
+
+#[test]
+fn health_reports_status_time_version_and_epoch() {
+    let server = TestServer::start();
+    let (status, body) = server.get("/health");
+    assert_eq!(status, 200);
+    assert_eq!(body["status"], "healthy");
+    assert!(body["timestamp"].is_f64());
+    assert_eq!(body["version"], cluster_gateway::VERSION);
+    assert!(!body["epoch"].as_str().unwrap().is_empty());
+}
+
+#[test]
+fn register_answers_peers_leader_and_bootstrap() {
+    let server = TestServer::start();
+    let first = server.register(1);
+    assert_eq!(first["status"], "registered");
+    assert_eq!(first["is_bootstrap"], true);
+    assert_eq!(first["nodes"], json!([]));
+    assert_eq!(first["leader"]["node_id"], 1);
+
+    let second = server.register(2);
+    assert_eq!(second["is_bootstrap"], false);
+    assert_eq!(ids(&second["nodes"]), vec![1]);
+    assert_eq!(second["leader"]["node_id"], 1);
+    assert!(second["registry_version"].as_u64() > first["registry_version"].as_u64());
+}
+
+#[test]
+fn re_register_updates_and_merges_metadata() {
+    let server = TestServer::start();
+    server.register(1);
+    let mut update = registration(1);
+    update["port"] = json!(7001);
+    update["metadata"] = json!({"rack": "r1"});
+    let (status, body) = server.post_json("/register", &update);
+    assert_eq!(status, 200);
+    assert_eq!(body["status"], "updated");
+    assert_eq!(body["is_bootstrap"], false);
+    let (_, nodes) = server.get("/nodes");
+    assert_eq!(nodes["nodes"][0]["port"], 7001);
+    assert_eq!(
+        nodes["nodes"][0]["metadata"],
+        json!({"zone": "a", "rack": "r1"})
+    );
+}
+
+#[test]
+fn nodes_excludes_filters_and_sorts() {
+    let server = TestServer::start();
+    for id in [3, 1, 2] {
+        server.register(id);
+    }
+    let mut other = registration(4);
+    other["capabilities"] = json!(["storage"]);
+    server.post_json("/register", &other);
+
+    let (status, all) = server.get("/nodes");
+    assert_eq!(status, 200);
+    assert_eq!(ids(&all["nodes"]), vec![1, 2, 3, 4]);
+    assert!(all["registry_version"].is_u64());
+    assert_eq!(
+        ids(&server.get("/nodes?node_id=2").1["nodes"]),
+        vec![1, 3, 4]
+    );
+    assert_eq!(
+        ids(&server.get("/nodes?node_id=1").1["nodes"]),
+        vec![2, 3, 4]
+    );
+    assert_eq!(
+        ids(&server.get("/nodes?node_id=4").1["nodes"]),
+        vec![1, 2, 3]
+    );
+    assert_eq!(
+        ids(&server.get("/nodes?capability=storage").1["nodes"]),
+        vec![4]
+    );
+    assert_eq!(
+        ids(&server.get("/nodes?capability=raft&node_id=1").1["nodes"]),
+        vec![2, 3]
+    );
+}
+
+#[test]
+fn nodes_shows_suspected_nodes_only_with_status_all() {
+    let server = TestServer::with(|c| {
+        c.heartbeat_interval = Duration::from_millis(20);
+        c.liveness.suspect_after = Duration::from_millis(100);
+        c.liveness.node_timeout = Duration::from_secs(60);
+    });
+    server.register(1);
+    server.register(2);
+    let suspected = eventually(Duration::from_secs(10), || {
+        server.post_json("/heartbeat", &json!({"node_id": 2}));
+        server.get("/nodes?status=all").1["nodes"][0]["status"] == "suspected"
+    });
+    assert!(suspected, "node 1 never became suspected");
+    assert_eq!(ids(&server.get("/nodes").1["nodes"]), vec![2]);
+    assert_eq!(ids(&server.get("/nodes?status=all").1["nodes"]), vec![1, 2]);
+    let stats = server.get("/stats").1;
+    assert_eq!(stats["suspected_nodes"], 1);
+    // The leader is shown while registered, with its status.
+    assert_eq!(server.get("/leader").1["leader"]["status"], "suspected");
+}
+
+#[test]
+fn nodes_refuses_a_bad_query() {
+    let server = TestServer::start();
+    check_error(server.get("/nodes?node_id=abc"), 400, "Invalid node_id");
+    check_error(server.get("/nodes?node_id=-1"), 400, "Invalid node_id");
+    check_error(server.get("/nodes?status=dead"), 400, "Invalid status");
+    check_error(
+        server.get("/nodes?capability=%zz"),
+        400,
+        "Invalid capability",
+    );
+}
+
+#[test]
+fn leader_get_and_set() {
+    let server = TestServer::start();
+    let (status, none) = server.get("/leader");
+    assert_eq!(status, 200);
+    assert_eq!(
+        none,
+        json!({"leader": null, "message": "No leader currently registered"})
+    );
+
+    server.register(1);
+    server.register(2);
+    let (_, leader) = server.get("/leader");
+    assert_eq!(leader["leader"]["node_id"], 1);
+    assert!(leader["registry_version"].is_u64());
+
+    let (status, set) = server.post_json("/leader", &json!({"leader_id": 2}));
+    assert_eq!(status, 200);
+    assert_eq!(set, json!({"status": "updated", "leader_id": 2}));
+    assert_eq!(server.get("/leader").1["leader"]["node_id"], 2);
+
+    let (status, failed) = server.post_json("/leader", &json!({"leader_id": 99}));
+    assert_eq!(status, 200);
+    assert_eq!(
+        failed,
+        json!({"status": "failed", "message": "Leader not found in registry"})
+    );
+    assert_eq!(server.get("/stats").1["leader_id"], 2);
+}
+
+#[test]
+fn heartbeat_acknowledges_known_nodes_and_says_not_found_with_200() {
+    let server = TestServer::start();
+    server.register(1);
+    let (status, ack) = server.post_json("/heartbeat", &json!({"node_id": 1}));
+    assert_eq!(status, 200);
+    assert_eq!(ack["status"], "acknowledged");
+    assert!(ack["registry_version"].is_u64());
+    assert_eq!(ack["epoch"], server.get("/health").1["epoch"]);
+
+    let (status, missing) = server.post_json("/heartbeat", &json!({"node_id": 42}));
+    assert_eq!(status, 200);
+    assert_eq!(missing["status"], "not_found");
+}
+
+#[test]
+fn remove_says_removed_then_not_found_and_clears_the_leader() {
+    let server = TestServer::start();
+    server.register(1);
+    assert_eq!(
+        server.post_json("/remove", &json!({"node_id": 1})),
+        (200, json!({"status": "removed", "node_id": 1}))
+    );
+    assert_eq!(
+        server.post_json("/remove", &json!({"node_id": 1})),
+        (200, json!({"status": "not_found", "node_id": 1}))
+    );
+    assert_eq!(server.get("/leader").1["leader"], Value::Null);
+}
+
+#[test]
+fn the_whole_cluster_leaving_re_arms_bootstrap() {
+    let server = TestServer::start();
+    server.register(1);
+    server.post_json("/remove", &json!({"node_id": 1}));
+    assert_eq!(server.register(2)["is_bootstrap"], true);
+}
+
+#[test]
+fn stats_has_the_original_fields_and_operator_extras() {
+    let server = TestServer::start();
+    server.register(1);
+    let (status, stats) = server.get("/stats");
+    assert_eq!(status, 200);
+    for field in [
+        "total_nodes",
+        "active_nodes",
+        "leader_id",
+        "registry_version",
+        "bootstrap_initiated",
+        "uptime",
+        "suspected_nodes",
+        "reaped_total",
+        "epoch",
+    ] {
+        assert!(stats.get(field).is_some(), "{field} missing from {stats}");
+    }
+    assert_eq!(stats["total_nodes"], 1);
+    assert_eq!(stats["leader_id"], 1);
+    assert_eq!(stats["bootstrap_initiated"], true);
+}
+
+#[test]
+fn invalid_json_and_non_objects_are_400() {
+    let server = TestServer::start();
+    check_error(
+        server.post("/register", "{\"node_id\": 1,"),
+        400,
+        "Invalid JSON",
+    );
+    check_error(server.post("/register", "[1, 2]"), 400, "Invalid JSON");
+    check_error(server.post("/heartbeat", ""), 400, "Invalid JSON");
+}
+
+#[test]
+fn missing_fields_are_named_like_the_original() {
+    let server = TestServer::start();
+    for field in ["node_id", "ip_address", "port", "capabilities"] {
+        let mut body = registration(1);
+        body.as_object_mut().unwrap().remove(field);
+        check_error(
+            server.post_json("/register", &body),
+            400,
+            &format!("Missing required field: {field}"),
+        );
+    }
+    check_error(
+        server.post_json("/heartbeat", &json!({})),
+        400,
+        "Missing node_id",
+    );
+    check_error(
+        server.post_json("/remove", &json!({"node_id": null})),
+        400,
+        "Missing node_id",
+    );
+    check_error(
+        server.post_json("/leader", &json!({})),
+        400,
+        "Missing leader_id",
+    );
+}
+
+#[test]
+fn invalid_values_are_400_and_change_nothing() {
+    let server = TestServer::start();
+    server.register(1);
+    let before = server.get("/nodes").1;
+    let cases = [
+        ("node_id", json!(-1)),
+        ("node_id", json!(1.5)),
+        ("node_id", json!("four")),
+        ("port", json!(70000)),
+        ("ip_address", json!("has space")),
+        ("capabilities", json!([1, 2])),
+        ("metadata", json!("not an object")),
+    ];
+    for (field, value) in cases {
+        let mut body = registration(1);
+        body[field] = value;
+        check_error(
+            server.post_json("/register", &body),
+            400,
+            &format!("Invalid {field}"),
+        );
+    }
+    check_error(
+        server.post_json("/heartbeat", &json!({"node_id": true})),
+        400,
+        "Invalid node_id",
+    );
+    check_error(
+        server.post_json("/leader", &json!({"leader_id": "x"})),
+        400,
+        "Invalid leader_id",
+    );
+    assert_eq!(server.get("/nodes").1, before);
+}
+
+#[test]
+fn decimal_strings_are_accepted_as_ids_and_ports() {
+    let server = TestServer::start();
+    let (status, body) = server.post_json(
+        "/register",
+        &json!({"node_id": "7", "ip_address": "h", "port": "5007", "capabilities": []}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["node_id"], 7);
+}
+
+#[test]
+fn any_content_type_is_accepted() {
+    let server = TestServer::start();
+    let body = registration(1).to_string();
+    let request = format!(
+        "POST /register HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    assert_eq!(
+        status_of(&raw(
+            server.addr(),
+            request.as_bytes(),
+            Duration::from_secs(10)
+        )),
+        200
+    );
+}
+
+#[test]
+fn unknown_paths_are_404_and_wrong_methods_405_with_allow() {
+    let server = TestServer::start();
+    check_error(server.get("/no-such-path"), 404, "Not Found");
+    check_error(server.post("/no-such-path", "{}"), 404, "Not Found");
+    check_error(server.get("/register"), 405, "Method GET not allowed");
+    let answer = raw(
+        server.addr(),
+        b"DELETE /nodes HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(10),
+    );
+    assert_eq!(status_of(&answer), 405);
+    assert!(answer.contains("Allow: GET, HEAD"), "{answer}");
+}
+
+#[test]
+fn a_body_over_the_limit_is_413_before_it_is_read() {
+    let server = TestServer::with(|c| c.max_body_bytes = 1024);
+    // Declared too large: answered without sending the body.
+    let answer = raw(
+        server.addr(),
+        b"POST /register HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n",
+        Duration::from_secs(10),
+    );
+    assert_eq!(status_of(&answer), 413, "{answer}");
+    assert!(answer.contains("limit is 1024 bytes"), "{answer}");
+    // Chunked, no length: refused once past the limit.
+    let chunk = "x".repeat(2000);
+    let chunked = format!(
+        "POST /register HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n",
+        chunk.len()
+    );
+    assert_eq!(
+        status_of(&raw(
+            server.addr(),
+            chunked.as_bytes(),
+            Duration::from_secs(10)
+        )),
+        413
+    );
+    // An absurd declared length does not bring the server down.
+    let huge = raw(
+        server.addr(),
+        b"POST /register HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551615\r\n\r\n",
+        Duration::from_secs(2),
+    );
+    assert_eq!(status_of(&huge), 413);
+    assert_eq!(server.get("/health").0, 200);
+}
+
+#[test]
+fn a_body_shorter_than_declared_is_refused() {
+    let server = TestServer::start();
+    // More than tiny_http buffers itself (1 KiB), then the client stops sending.
+    let body = registration(1).to_string();
+    let request =
+        format!("POST /register HTTP/1.1\r\nHost: x\r\nContent-Length: 4000\r\n\r\n{body}");
+    let mut stream = std::net::TcpStream::connect(server.addr()).unwrap();
+    std::io::Write::write_all(&mut stream, request.as_bytes()).unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = String::new();
+    let _ = std::io::Read::read_to_string(&mut stream, &mut answer);
+    assert_eq!(status_of(&answer), 400, "{answer}");
+    assert!(
+        answer.contains("shorter than its Content-Length"),
+        "{answer}"
+    );
+    assert_eq!(server.get("/nodes").1["nodes"], json!([]));
+}

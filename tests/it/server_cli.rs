@@ -1,0 +1,187 @@
+//! The gateway-server binary: flags, environment, config file, port 0, signals.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::{agent, eventually};
+
+const BIN: &str = env!("CARGO_BIN_EXE_gateway-server");
+
+/// A gateway-server process, killed on drop if still running.
+struct Process {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Process {
+    /// Starts the binary with `args` and `env` on port 0 and reads the address from its log.
+    fn start(args: &[&str], env: &[(&str, &str)]) -> Process {
+        let mut command = Command::new(BIN);
+        command
+            .args(["--host", "127.0.0.1"])
+            .args(args)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        if !args.contains(&"--port") && !env.iter().any(|(k, _)| *k == "GATEWAY_PORT") {
+            command.args(["--port", "0"]);
+        }
+        let mut child = command.spawn().expect("gateway-server runs");
+        let stderr = child.stderr.take().unwrap();
+        let (found, address) = std::sync::mpsc::channel();
+        // Reads the log until the address shows, then keeps draining it so the server never
+        // blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some((_, url)) = line.split_once("listening on http://") {
+                    let _ = found.send(format!("http://{}", url.trim()));
+                }
+            }
+        });
+        let url = address
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the server logs its address within 20 s");
+        Process { child, url }
+    }
+
+    fn get(&self, path: &str) -> Value {
+        let mut answer = agent().get(format!("{}{path}", self.url)).call().unwrap();
+        serde_json::from_str(&answer.body_mut().read_to_string().unwrap()).unwrap()
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args(["-s", name, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let mut status = None;
+        let exited = eventually(Duration::from_secs(10), || {
+            status = self.child.try_wait().unwrap();
+            status.is_some()
+        });
+        assert!(exited, "the server did not exit within 10 s");
+        status.unwrap()
+    }
+}
+
+fn run(args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+#[test]
+fn help_lists_the_flags_and_exits_0() {
+    for flag in ["--help", "-h"] {
+        let out = run(&[flag]);
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        for option in [
+            "--host",
+            "--port",
+            "--log-level",
+            "--node-timeout",
+            "--heartbeat-interval",
+            "--suspect-after",
+            "--workers",
+            "--max-body-bytes",
+            "--config",
+        ] {
+            assert!(text.contains(option), "{option} missing from help:\n{text}");
+        }
+    }
+}
+
+#[test]
+fn a_bad_value_exits_non_zero_naming_it() {
+    let out = run(&["--port", "eighty"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--port"));
+
+    let out = Command::new(BIN)
+        .env("GATEWAY_NODE_TIMEOUT", "soon")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("GATEWAY_NODE_TIMEOUT"));
+
+    let out = run(&["--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!out.stderr.is_empty());
+
+    let out = run(&["--suspect-after", "500"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("inconsistent"));
+}
+
+#[test]
+fn a_config_file_with_an_unknown_key_is_refused() {
+    let dir = std::env::temp_dir().join(format!("gw-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.json");
+    std::fs::write(&file, r#"{"port": 0, "colour": "blue"}"#).unwrap();
+    let out = run(&["--config", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("colour"));
+}
+
+#[test]
+fn flags_beat_environment_beat_file() {
+    let dir = std::env::temp_dir().join(format!("gw-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("gateway.json");
+    std::fs::write(
+        &file,
+        r#"{"node_timeout": 100, "heartbeat_interval": 5, "log-level": "DEBUG"}"#,
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+
+    let from_file = Process::start(&["--config", file], &[]);
+    assert_eq!(from_file.get("/stats")["node_timeout"], 100.0);
+    assert_eq!(from_file.get("/stats")["heartbeat_interval"], 5.0);
+
+    let from_env = Process::start(&["--config", file], &[("GATEWAY_NODE_TIMEOUT", "200")]);
+    assert_eq!(from_env.get("/stats")["node_timeout"], 200.0);
+
+    let from_flag = Process::start(
+        &["--config", file, "--node-timeout", "300"],
+        &[("GATEWAY_NODE_TIMEOUT", "200")],
+    );
+    assert_eq!(from_flag.get("/stats")["node_timeout"], 300.0);
+    assert_eq!(from_flag.get("/stats")["heartbeat_interval"], 5.0);
+}
+
+#[test]
+fn port_0_logs_the_real_port_and_serves_on_it() {
+    let server = Process::start(&["--log-level", "INFO"], &[]);
+    assert!(!server.url.ends_with(":0"), "{}", server.url);
+    assert_eq!(server.get("/health")["status"], "healthy");
+}
+
+#[test]
+fn sigterm_and_sigint_stop_it_with_exit_0_even_with_idle_keep_alive_clients() {
+    for signal in ["TERM", "INT"] {
+        let mut server = Process::start(&[], &[]);
+        // An idle keep-alive connection stays open in the agent's pool.
+        let client = agent();
+        client.get(format!("{}/health", server.url)).call().unwrap();
+        server.signal(signal);
+        assert!(server.wait_exit().success(), "SIG{signal}");
+        drop(client);
+    }
+}
