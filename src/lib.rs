@@ -26,14 +26,20 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod client;
 pub mod config;
+pub mod discovery;
+pub mod error;
 pub mod gateway;
+mod heartbeat;
 pub mod http;
 pub mod logger;
 pub mod registry;
 pub mod server;
 
+pub use client::GatewayClient;
 pub use config::ServerConfig;
+pub use error::ClientError;
 pub use server::{GatewayServer, RunningServer};
 
 /// This crate's version, reported by `/health` and `/stats`.

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, one module per area.
 
 mod api;
+mod client;
 mod contract;
 mod race;
 mod scripts;

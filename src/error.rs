@@ -1,0 +1,78 @@
+//! The client's error type: what went wrong talking to a gateway, in words a node operator can
+//! act on.
+
+use std::fmt;
+
+/// Why a client call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientError {
+    /// No gateway could be reached (connection refused, host not found, connection reset).
+    Unreachable {
+        /// The gateway address tried last.
+        address: String,
+        /// What the system said.
+        reason: String,
+    },
+    /// A gateway did not answer within the request timeout.
+    Timeout {
+        /// The gateway address tried last.
+        address: String,
+    },
+    /// A gateway answered with an error status; `message` is its `error` text.
+    Gateway {
+        /// The gateway that answered.
+        address: String,
+        /// HTTP status.
+        status: u16,
+        /// The gateway's own explanation.
+        message: String,
+    },
+    /// A gateway answered something that is not the expected JSON.
+    InvalidResponse {
+        /// The gateway that answered.
+        address: String,
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// The call needs a registration (a heartbeat, `leave`), and this client has none.
+    NotRegistered,
+    /// A gateway address given to the builder cannot be used.
+    InvalidAddress(String),
+}
+
+impl ClientError {
+    /// True for failures of the connection (worth trying again, or another gateway); false when
+    /// a gateway answered.
+    pub fn is_transport(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Unreachable { .. } | ClientError::Timeout { .. }
+        )
+    }
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Unreachable { address, reason } => {
+                write!(f, "gateway {address} is unreachable: {reason}")
+            }
+            ClientError::Timeout { address } => write!(f, "gateway {address} timed out"),
+            ClientError::Gateway {
+                address,
+                status,
+                message,
+            } => write!(
+                f,
+                "gateway {address} refused the request ({status}): {message}"
+            ),
+            ClientError::InvalidResponse { address, reason } => {
+                write!(f, "gateway {address} sent an invalid answer: {reason}")
+            }
+            ClientError::NotRegistered => f.write_str("this node is not registered"),
+            ClientError::InvalidAddress(why) => write!(f, "invalid gateway address: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
