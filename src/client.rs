@@ -292,9 +292,14 @@ impl GatewayClient {
         Ok(self.shared.transport.get::<NodesResponse>(&path)?.nodes)
     }
 
-    /// `GET /nodes?status=all`: active and suspected nodes.
-    pub fn get_all_nodes(&self) -> Result<NodesResponse, ClientError> {
-        self.shared.transport.get("/nodes?status=all")
+    /// `GET /nodes`, whole answer: active nodes, and suspected ones too if `include_suspected`.
+    pub fn list_nodes(&self, include_suspected: bool) -> Result<NodesResponse, ClientError> {
+        let path = if include_suspected {
+            "/nodes?status=all"
+        } else {
+            "/nodes"
+        };
+        self.shared.transport.get(path)
     }
 
     /// `GET /leader`.

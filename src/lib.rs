@@ -16,7 +16,35 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! A node joins through the discovery handle (the original `GatewayDiscoveryMixin`):
+//!
+//! ```
+//! use cluster_gateway::discovery::{Discovery, GatewayDiscovery};
+//! # let server = cluster_gateway::GatewayServer::new(cluster_gateway::ServerConfig {
+//! #     host: "127.0.0.1".into(), port: 0, ..Default::default() }).start()?;
+//! # let gateway_port = server.local_addr().port();
+//!
+//! struct MyNode {
+//!     node_id: u64,
+//!     discovery: Discovery,
+//! }
+//!
+//! impl GatewayDiscovery for MyNode {
+//!     fn discovery(&self) -> &Discovery {
+//!         &self.discovery
+//!     }
+//! }
+//!
+//! let node = MyNode { node_id: 1, discovery: Discovery::new() };
+//! node.initialize_discovery("127.0.0.1", gateway_port, node.node_id, "127.0.0.1", 5001, &["raft", "gossip"], None);
+//! assert!(node.is_bootstrap_node());
+//! node.shutdown_discovery();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! Modules, from the wire inwards:
+//! - [`discovery`]: the handle a node embeds; [`client`]: the blocking client under it, with
+//!   its heartbeat thread; [`error`]: the client's errors.
 //! - [`api`]: request and response bodies, shared by server and client; input validation.
 //! - [`server`]: threads and sockets; [`http`]: routing, with no sockets.
 //! - [`gateway`]: the registry behind its lock, the cached peer list, change announcements.
@@ -41,6 +69,11 @@ pub use client::GatewayClient;
 pub use config::ServerConfig;
 pub use error::ClientError;
 pub use server::{GatewayServer, RunningServer};
+
+/// Compiles the README's Rust examples as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
 
 /// This crate's version, reported by `/health` and `/stats`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

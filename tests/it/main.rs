@@ -2,6 +2,7 @@
 
 mod api;
 mod client;
+mod client_cli;
 mod contract;
 mod race;
 mod scripts;
