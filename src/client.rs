@@ -573,7 +573,7 @@ fn transport_error(address: &str, error: ureq::Error) -> ClientError {
 
 /// `host:port` or an http(s) URL, as a base URL without a trailing slash.
 fn base_url(address: &str) -> Result<String, ClientError> {
-    let address = address.trim().trim_end_matches('/');
+    let address = address.trim();
     let invalid = |why: &str| ClientError::InvalidAddress(format!("{address:?}: {why}"));
     if address.is_empty() {
         return Err(invalid("empty"));
@@ -582,7 +582,7 @@ fn base_url(address: &str) -> Result<String, ClientError> {
         return Err(invalid("contains spaces or control characters"));
     }
     let url = if address.starts_with("http://") || address.starts_with("https://") {
-        address.to_owned()
+        address.trim_end_matches('/').to_owned()
     } else if address.contains("://") {
         return Err(invalid("only http:// and https:// are supported"));
     } else {
