@@ -1,18 +1,21 @@
 //! The running server: tiny_http's accept loop feeding a fixed pool of worker threads, and the
-//! reaper thread.
+//! reaper and watchdog threads.
 //!
 //! This is the only server code that touches sockets. It reads each request body within the
-//! limit, hands the request to [`http::handle`] inside `catch_unwind`, and writes the answer.
-//! Shutdown: the reaper's channel is dropped, `unblock()` is called once per worker, and every
-//! thread is joined.
+//! limit (off the worker when it could be slow), hands the request to [`http::handle`] inside
+//! `catch_unwind`, and writes the answer. Shutdown: the reaper's and watchdog's channels are
+//! dropped, `unblock()` is called once per worker, and every thread is joined.
 
 use std::io::Read;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use socket2::{Domain, Socket, TcpKeepalive, Type};
 
 use tiny_http::{Header, StatusCode};
 
@@ -63,8 +66,7 @@ impl GatewayServer {
             address: address.clone(),
             reason,
         };
-        let listener =
-            std::net::TcpListener::bind(&address).map_err(|e| start_error(e.to_string()))?;
+        let listener = listen(&address).map_err(|e| start_error(e.to_string()))?;
         let local_addr = listener
             .local_addr()
             .map_err(|e| start_error(e.to_string()))?;
@@ -76,6 +78,7 @@ impl GatewayServer {
             config.heartbeat_interval,
         ));
         let stopping = Arc::new(AtomicBool::new(false));
+        let failure = Arc::new(Mutex::new(None));
 
         let workers = (0..config.workers)
             .map(|i| {
@@ -84,6 +87,7 @@ impl GatewayServer {
                     server: Arc::clone(&server),
                     gateway: Arc::clone(&gateway),
                     stopping: Arc::clone(&stopping),
+                    failure: Arc::clone(&failure),
                     max_body_bytes: config.max_body_bytes,
                 };
                 thread::Builder::new()
@@ -108,6 +112,15 @@ impl GatewayServer {
                 .expect("spawn the reaper thread")
         };
 
+        let (watchdog_stop, watchdog_signal) = mpsc::channel::<()>();
+        let watchdog = {
+            let failure = Arc::clone(&failure);
+            thread::Builder::new()
+                .name("gateway-watchdog".to_owned())
+                .spawn(move || watch(local_addr, &watchdog_signal, &failure))
+                .expect("spawn the watchdog thread")
+        };
+
         log::info!(
             "cluster gateway {} listening on http://{local_addr}",
             crate::VERSION
@@ -117,8 +130,10 @@ impl GatewayServer {
             server,
             gateway,
             stopping,
+            failure,
             workers,
             reaper: Some((reaper_stop, reaper)),
+            watchdog: Some((watchdog_stop, watchdog)),
         })
     }
 }
@@ -129,8 +144,10 @@ pub struct RunningServer {
     server: Arc<tiny_http::Server>,
     gateway: Arc<Gateway>,
     stopping: Arc<AtomicBool>,
+    failure: Arc<Mutex<Option<String>>>,
     workers: Vec<JoinHandle<()>>,
     reaper: Option<(Sender<()>, JoinHandle<()>)>,
+    watchdog: Option<(Sender<()>, JoinHandle<()>)>,
 }
 
 impl RunningServer {
@@ -144,10 +161,20 @@ impl RunningServer {
         &self.gateway
     }
 
-    /// True while every worker is alive. A worker only exits on `stop()`, or when tiny_http's
-    /// accept loop has died (then the server can no longer take connections).
+    /// True while every worker is alive and the listener answers. A worker only exits on
+    /// `stop()`, or when tiny_http's accept loop has died.
     pub fn is_serving(&self) -> bool {
-        !self.stopping.load(Ordering::SeqCst) && self.workers.iter().all(|w| !w.is_finished())
+        !self.stopping.load(Ordering::SeqCst)
+            && self.failure().is_none()
+            && self.workers.iter().all(|w| !w.is_finished())
+    }
+
+    /// Why the server can no longer serve, once it cannot: tiny_http's accept loop died (it
+    /// never restarts, for example after running out of file descriptors), or the listener
+    /// stopped answering the watchdog's `/health` probes. The binary exits non-zero then, for
+    /// its supervisor to restart it.
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.failure).clone()
     }
 
     /// Stops accepting, lets in-flight requests finish, and joins every thread.
@@ -159,9 +186,12 @@ impl RunningServer {
         if self.stopping.swap(true, Ordering::SeqCst) {
             return;
         }
-        if let Some((stop, reaper)) = self.reaper.take() {
+        for (stop, thread) in [self.reaper.take(), self.watchdog.take()]
+            .into_iter()
+            .flatten()
+        {
             drop(stop);
-            let _ = reaper.join();
+            let _ = thread.join();
         }
         for _ in &self.workers {
             self.server.unblock();
@@ -196,6 +226,7 @@ struct Worker {
     server: Arc<tiny_http::Server>,
     gateway: Arc<Gateway>,
     stopping: Arc<AtomicBool>,
+    failure: Arc<Mutex<Option<String>>>,
     max_body_bytes: usize,
 }
 
@@ -206,39 +237,89 @@ impl Worker {
                 Ok(request) => self.serve(request),
                 Err(_) if self.stopping.load(Ordering::SeqCst) => return,
                 Err(e) => {
-                    log::error!("the listener failed, no new connections can be accepted: {e}");
+                    let why =
+                        format!("the accept loop died, no new connection can be accepted: {e}");
+                    log::error!("{why}");
+                    lock(&self.failure).get_or_insert(why);
                     return;
                 }
             }
         }
     }
 
-    fn serve(&self, mut request: tiny_http::Request) {
-        let method = request.method().as_str().to_owned();
-        let url = request.url().to_owned();
-        let answer = match read_body(&mut request, self.max_body_bytes) {
-            Ok(body) => {
-                let routed = catch_unwind(AssertUnwindSafe(|| {
-                    (self.handler)(
-                        &self.gateway,
-                        &http::Request {
-                            method: &method,
-                            url: &url,
-                            body: &body,
-                        },
-                    )
-                }));
-                routed.unwrap_or_else(|_| {
-                    log::error!("handler panicked on {method} {url}");
-                    Response::error(500, "Internal server error")
-                })
-            }
-            Err(Refusal { answer, unread }) => {
-                dispose(request, answer, unread);
-                return;
+    fn serve(&self, request: tiny_http::Request) {
+        let (request, body) = if body_is_buffered(&request) {
+            let mut request = request;
+            let body = read_body(&mut request, self.max_body_bytes);
+            (request, body)
+        } else {
+            match read_body_with_deadline(request, self.max_body_bytes) {
+                Some(read) => read,
+                None => return,
             }
         };
+        let body = match body {
+            Ok(body) => body,
+            Err(Refusal { answer, unread }) => return dispose(request, answer, unread),
+        };
+        let method = request.method().as_str().to_owned();
+        let url = request.url().to_owned();
+        let routed = catch_unwind(AssertUnwindSafe(|| {
+            (self.handler)(
+                &self.gateway,
+                &http::Request {
+                    method: &method,
+                    url: &url,
+                    body: &body,
+                },
+            )
+        }));
+        let answer = routed.unwrap_or_else(|_| {
+            log::error!("handler panicked on {method} {url}");
+            Response::error(500, "Internal server error")
+        });
         respond(request, answer);
+    }
+}
+
+/// How long a worker waits for a request body that tiny_http has not already read.
+const BODY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// True if tiny_http read the body with the headers: a known length of at most 1 KiB and no
+/// `Expect: 100-continue` (see tiny_http's `new_request`). Reading such a body cannot block.
+fn body_is_buffered(request: &tiny_http::Request) -> bool {
+    let expects = request.headers().iter().any(|h| h.field.equiv("Expect"));
+    let chunked = request
+        .headers()
+        .iter()
+        .any(|h| h.field.equiv("Transfer-Encoding"));
+    !expects && !chunked && request.body_length().is_some_and(|n| n <= 1024)
+}
+
+/// Reads the body on a helper thread, so a client that sends it slowly, or never, holds a
+/// worker for at most [`BODY_TIMEOUT`]. Past that the helper keeps the request: it answers 408
+/// if the body ever completes, and is otherwise ended by the client closing the connection.
+fn read_body_with_deadline(
+    request: tiny_http::Request,
+    limit: usize,
+) -> Option<(tiny_http::Request, Result<Vec<u8>, Refusal>)> {
+    let (done, read) = mpsc::sync_channel(1);
+    thread::spawn(move || {
+        let mut request = request;
+        let body = read_body(&mut request, limit);
+        if let Err(mpsc::SendError((request, _))) = done.send((request, body)) {
+            respond(
+                request,
+                Response::error(408, "Request body not received in time"),
+            );
+        }
+    });
+    match read.recv_timeout(BODY_TIMEOUT) {
+        Ok(read) => Some(read),
+        Err(_) => {
+            log::warn!("gave up on a request body not received within {BODY_TIMEOUT:?}");
+            None
+        }
     }
 }
 
@@ -318,6 +399,34 @@ fn read_body(request: &mut tiny_http::Request, limit: usize) -> Result<Vec<u8>, 
         ),
         unread,
     };
+    let framed_twice = request
+        .headers()
+        .iter()
+        .any(|h| h.field.equiv("Content-Length"))
+        && request
+            .headers()
+            .iter()
+            .any(|h| h.field.equiv("Transfer-Encoding"));
+    if framed_twice {
+        // tiny_http frames the body by Transfer-Encoding; draining it that way keeps the
+        // connection in step with what tiny_http reads next, so nothing can be smuggled.
+        let mut sink = Vec::new();
+        let drained = request
+            .as_reader()
+            .take(limit as u64 + 1)
+            .read_to_end(&mut sink);
+        return Err(Refusal {
+            answer: Response::error(
+                400,
+                "Conflicting Content-Length and Transfer-Encoding headers",
+            ),
+            unread: if drained.is_ok() && sink.len() <= limit {
+                0
+            } else {
+                1
+            },
+        });
+    }
     let declared = request.body_length();
     if let Some(declared) = declared.filter(|&n| n > limit) {
         return Err(too_large(declared as u64));
@@ -349,6 +458,86 @@ fn read_body(request: &mut tiny_http::Request, limit: usize) -> Result<Vec<u8>, 
         });
     }
     Ok(body)
+}
+
+/// How long writing an answer may block on a client that does not read.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Keep-alive probes start after this much silence, so connections to vanished peers end.
+const KEEPALIVE_AFTER: Duration = Duration::from_secs(60);
+/// Time between watchdog probes, and how long one may take.
+const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+/// Failed probes in a row after which the listener is declared dead.
+const PROBE_FAILURES: u32 = 3;
+
+/// Binds `address` with the socket options every accepted connection inherits: a write
+/// timeout (tiny_http sets none, so a client that never reads would pin a worker) and TCP
+/// keep-alive. No read timeout: tiny_http treats a timed-out `accept()` as fatal.
+fn listen(address: &str) -> std::io::Result<TcpListener> {
+    let addr = address
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::other("the host resolves to no address"))?;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    socket.set_tcp_keepalive(&TcpKeepalive::new().with_time(KEEPALIVE_AFTER))?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// Probes the listener with `GET /health` every [`PROBE_INTERVAL`] until `stop` closes; after
+/// [`PROBE_FAILURES`] failures in a row, records why the server cannot serve.
+fn watch(addr: SocketAddr, stop: &Receiver<()>, failure: &Mutex<Option<String>>) {
+    let mut failures = 0;
+    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(PROBE_INTERVAL) {
+        match probe(addr) {
+            Ok(()) => failures = 0,
+            Err(e) => {
+                failures += 1;
+                log::warn!("watchdog: /health probe {failures} of {PROBE_FAILURES} failed: {e}");
+                if failures >= PROBE_FAILURES {
+                    let why = format!("the listener stopped answering: {e}");
+                    log::error!("{why}");
+                    lock(failure).get_or_insert(why);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn probe(addr: SocketAddr) -> std::io::Result<()> {
+    use std::io::Write;
+    let target = match addr {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => {
+            SocketAddr::from(([127, 0, 0, 1], a.port()))
+        }
+        SocketAddr::V6(a) if a.ip().is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
+        }
+        other => other,
+    };
+    let mut stream = TcpStream::connect_timeout(&target, PROBE_INTERVAL)?;
+    stream.set_read_timeout(Some(PROBE_INTERVAL))?;
+    stream.set_write_timeout(Some(PROBE_INTERVAL))?;
+    stream.write_all(b"GET /health HTTP/1.1\r\nHost: watchdog\r\nConnection: close\r\n\r\n")?;
+    let mut head = [0; 12];
+    stream.read_exact(&mut head)?;
+    if head.starts_with(b"HTTP/1.1 200") {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "unexpected answer {:?}",
+            String::from_utf8_lossy(&head)
+        )))
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
