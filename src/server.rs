@@ -6,10 +6,10 @@
 //! `catch_unwind`, and writes the answer. Shutdown: the reaper's and watchdog's channels are
 //! dropped, `unblock()` is called once per worker, and every thread is joined.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
@@ -80,15 +80,19 @@ impl GatewayServer {
         let stopping = Arc::new(AtomicBool::new(false));
         let failure = Arc::new(Mutex::new(None));
 
+        let context = Arc::new(Context {
+            handler,
+            gateway: Arc::clone(&gateway),
+            max_body_bytes: config.max_body_bytes,
+            body_readers: AtomicUsize::new(0),
+        });
         let workers = (0..config.workers)
             .map(|i| {
                 let worker = Worker {
-                    handler,
+                    context: Arc::clone(&context),
                     server: Arc::clone(&server),
-                    gateway: Arc::clone(&gateway),
                     stopping: Arc::clone(&stopping),
                     failure: Arc::clone(&failure),
-                    max_body_bytes: config.max_body_bytes,
                 };
                 thread::Builder::new()
                     .name(format!("gateway-worker-{i}"))
@@ -222,12 +226,10 @@ impl Drop for RunningServer {
 type Handler = fn(&Gateway, &http::Request<'_>) -> Response;
 
 struct Worker {
-    handler: Handler,
+    context: Arc<Context>,
     server: Arc<tiny_http::Server>,
-    gateway: Arc<Gateway>,
     stopping: Arc<AtomicBool>,
     failure: Arc<Mutex<Option<String>>>,
-    max_body_bytes: usize,
 }
 
 impl Worker {
@@ -248,17 +250,34 @@ impl Worker {
     }
 
     fn serve(&self, request: tiny_http::Request) {
-        let (request, body) = if body_is_buffered(&request) {
-            let mut request = request;
-            let body = read_body(&mut request, self.max_body_bytes);
-            (request, body)
-        } else {
-            match read_body_with_deadline(request, self.max_body_bytes) {
-                Some(read) => read,
-                None => return,
-            }
+        if body_is_buffered(&request) {
+            return self.context.serve(request);
+        }
+        // The body may be slow to come, or never come: read it, and answer, on a thread of
+        // its own so no worker waits on a client.
+        let Some(permit) = Permit::take(&self.context) else {
+            log::warn!("{MAX_BODY_READERS} request bodies are already being read; refusing one");
+            let answer = Response::error(503, "Too many requests with large bodies in progress");
+            let unread = request.body_length().unwrap_or(usize::MAX) as u64;
+            return dispose(request, answer, unread);
         };
-        let body = match body {
+        thread::spawn(move || permit.0.serve(request));
+    }
+}
+
+/// What answering a request needs, shared by the workers and the body-reading threads.
+struct Context {
+    handler: Handler,
+    gateway: Arc<Gateway>,
+    max_body_bytes: usize,
+    /// Requests whose body is being read on a thread of its own.
+    body_readers: AtomicUsize,
+}
+
+impl Context {
+    /// Reads the body, routes the request inside `catch_unwind`, and answers.
+    fn serve(&self, mut request: tiny_http::Request) {
+        let body = match read_body(&mut request, self.max_body_bytes) {
             Ok(body) => body,
             Err(Refusal { answer, unread }) => return dispose(request, answer, unread),
         };
@@ -282,8 +301,30 @@ impl Worker {
     }
 }
 
-/// How long a worker waits for a request body that tiny_http has not already read.
-const BODY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most request bodies read at once on their own threads. Past it, such requests get a 503:
+/// clients that open many slow uploads cannot grow the thread count without bound.
+const MAX_BODY_READERS: usize = 64;
+
+/// One of the [`MAX_BODY_READERS`] slots, given back on drop.
+struct Permit(Arc<Context>);
+
+impl Permit {
+    fn take(context: &Arc<Context>) -> Option<Permit> {
+        context
+            .body_readers
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_BODY_READERS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Permit(Arc::clone(context)))
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.body_readers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// True if tiny_http read the body with the headers: a known length of at most 1 KiB and no
 /// `Expect: 100-continue` (see tiny_http's `new_request`). Reading such a body cannot block.
@@ -293,34 +334,7 @@ fn body_is_buffered(request: &tiny_http::Request) -> bool {
         .headers()
         .iter()
         .any(|h| h.field.equiv("Transfer-Encoding"));
-    !expects && !chunked && request.body_length().is_some_and(|n| n <= 1024)
-}
-
-/// Reads the body on a helper thread, so a client that sends it slowly, or never, holds a
-/// worker for at most [`BODY_TIMEOUT`]. Past that the helper keeps the request: it answers 408
-/// if the body ever completes, and is otherwise ended by the client closing the connection.
-fn read_body_with_deadline(
-    request: tiny_http::Request,
-    limit: usize,
-) -> Option<(tiny_http::Request, Result<Vec<u8>, Refusal>)> {
-    let (done, read) = mpsc::sync_channel(1);
-    thread::spawn(move || {
-        let mut request = request;
-        let body = read_body(&mut request, limit);
-        if let Err(mpsc::SendError((request, _))) = done.send((request, body)) {
-            respond(
-                request,
-                Response::error(408, "Request body not received in time"),
-            );
-        }
-    });
-    match read.recv_timeout(BODY_TIMEOUT) {
-        Ok(read) => Some(read),
-        Err(_) => {
-            log::warn!("gave up on a request body not received within {BODY_TIMEOUT:?}");
-            None
-        }
-    }
+    !expects && !chunked && request.body_length().is_none_or(|n| n <= 1024)
 }
 
 fn respond(request: tiny_http::Request, answer: Response) {
@@ -372,16 +386,21 @@ fn dispose(request: tiny_http::Request, answer: Response, unread: u64) {
             "abandoning a connection from {:?} that declared a {unread}-byte body",
             request.remote_addr()
         );
-        let length = answer.body.len();
-        let response = tiny_http::Response::new(
-            StatusCode(answer.status),
-            vec![json_content_type()],
-            answer.body,
-            Some(length),
-            None,
-        )
-        .with_chunked_threshold(usize::MAX);
-        std::mem::forget(request.upgrade("close", response));
+        // `upgrade` writes a head without a length and no body; an interim `100 Continue`
+        // (which HTTP/1.1 clients skip) keeps that harmless, and the real answer follows it.
+        let mut stream = request.upgrade("close", tiny_http::Response::empty(100));
+        let body = answer.body.to_vec();
+        let head = format!(
+            "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            answer.status,
+            StatusCode(answer.status).default_reason_phrase(),
+            body.len()
+        );
+        let _ = stream
+            .write_all(head.as_bytes())
+            .and_then(|()| stream.write_all(&body))
+            .and_then(|()| stream.flush());
+        std::mem::forget(stream);
     }
 }
 
@@ -493,6 +512,13 @@ fn watch(addr: SocketAddr, stop: &Receiver<()>, failure: &Mutex<Option<String>>)
     while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(PROBE_INTERVAL) {
         match probe(addr) {
             Ok(()) => failures = 0,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                // Nothing listens on our own port: the accept loop died and dropped it.
+                let why = format!("the listener is gone: {e}");
+                log::error!("{why}");
+                lock(failure).get_or_insert(why);
+                return;
+            }
             Err(e) => {
                 failures += 1;
                 log::warn!("watchdog: /health probe {failures} of {PROBE_FAILURES} failed: {e}");

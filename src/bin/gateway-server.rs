@@ -1,6 +1,7 @@
 //! `gateway-server`: runs the discovery gateway until SIGINT or SIGTERM.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use cluster_gateway::config::{ServerArgs, ServerConfig};
 use cluster_gateway::{GatewayServer, logger};
@@ -31,6 +32,12 @@ fn main() -> ExitCode {
         }
     };
     logger::init(config.log_level);
+    // tiny_http holds a thread and a descriptor per connection, and its accept loop dies for
+    // good when descriptors run out: take all the system allows.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => log::debug!("open-file limit: {limit}"),
+        Err(e) => log::warn!("could not raise the open-file limit: {e}"),
+    }
 
     // Registered before the server starts, so a signal that arrives during start-up is not lost.
     let mut signals = match Signals::new([SIGINT, SIGTERM]) {
@@ -47,9 +54,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(signal) = signals.forever().next() {
-        log::info!("received signal {signal}, stopping");
+    // Wait for a signal, or for the server to fail (its accept loop died): then exit non-zero,
+    // for a supervisor to restart it.
+    loop {
+        if let Some(signal) = signals.pending().next() {
+            log::info!("received signal {signal}, stopping");
+            server.stop();
+            return ExitCode::SUCCESS;
+        }
+        if let Some(why) = server.failure() {
+            log::error!("cannot serve any more, exiting: {why}");
+            return ExitCode::FAILURE;
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
-    server.stop();
-    ExitCode::SUCCESS
 }

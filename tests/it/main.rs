@@ -4,6 +4,7 @@ mod api;
 mod client;
 mod client_cli;
 mod contract;
+mod hostile;
 mod race;
 mod scripts;
 mod server_cli;

@@ -107,7 +107,7 @@ pub fn raw(addr: SocketAddr, request: &[u8], timeout: Duration) -> String {
 /// True once a whole response with a Content-Length body is in `bytes`.
 fn complete(bytes: &[u8]) -> bool {
     let text = String::from_utf8_lossy(bytes);
-    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+    let Some((head, body)) = final_response(&text).split_once("\r\n\r\n") else {
         return false;
     };
     head.lines()
@@ -119,9 +119,20 @@ fn complete(bytes: &[u8]) -> bool {
         .is_some_and(|n| body.len() >= n)
 }
 
-/// The status code of a raw HTTP answer.
-pub fn status_of(answer: &str) -> u16 {
+/// A raw HTTP answer without the interim `1xx` responses before it.
+pub fn final_response(mut answer: &str) -> &str {
+    while answer.starts_with("HTTP/1.1 1") {
+        match answer.split_once("\r\n\r\n") {
+            Some((_, rest)) => answer = rest,
+            None => break,
+        }
+    }
     answer
+}
+
+/// The status code of a raw HTTP answer (after any interim `1xx`).
+pub fn status_of(answer: &str) -> u16 {
+    final_response(answer)
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
