@@ -9,7 +9,7 @@ use crate::support::{TestServer, raw, registration, status_of};
 
 /// Posts `body` to `path` over a raw socket and checks the refusal: its status, a JSON body
 /// whose `error` starts with `error`, an unchanged registry, and a server that still answers.
-fn refused(path: &str, body: &[u8], status: u16, error: &str) {
+fn refused(path: &str, body: Vec<u8>, status: u16, error: &str) {
     let server = TestServer::with(|c| c.workers = 2);
     server.register(1);
     let before = server.get("/nodes?status=all").1;
@@ -18,7 +18,7 @@ fn refused(path: &str, body: &[u8], status: u16, error: &str) {
         body.len()
     )
     .into_bytes();
-    request.extend_from_slice(body);
+    request.extend_from_slice(&body);
     let answer = raw(server.addr(), &request, Duration::from_secs(20));
     check_answer(&answer, status, error);
     assert_eq!(
@@ -85,7 +85,7 @@ macro_rules! refuse {
     ($($name:ident: $path:expr, $body:expr => $status:expr, $error:expr;)*) => {$(
         #[test]
         fn $name() {
-            refused($path, &$body, $status, $error);
+            refused($path, $body, $status, $error);
         }
     )*};
 }
