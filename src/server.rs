@@ -135,6 +135,7 @@ impl GatewayServer {
             gateway,
             stopping,
             failure,
+            context,
             workers,
             reaper: Some((reaper_stop, reaper)),
             watchdog: Some((watchdog_stop, watchdog)),
@@ -149,6 +150,7 @@ pub struct RunningServer {
     gateway: Arc<Gateway>,
     stopping: Arc<AtomicBool>,
     failure: Arc<Mutex<Option<String>>>,
+    context: Arc<Context>,
     workers: Vec<JoinHandle<()>>,
     reaper: Option<(Sender<()>, JoinHandle<()>)>,
     watchdog: Option<(Sender<()>, JoinHandle<()>)>,
@@ -171,6 +173,12 @@ impl RunningServer {
         !self.stopping.load(Ordering::SeqCst)
             && self.failure().is_none()
             && self.workers.iter().all(|w| !w.is_finished())
+    }
+
+    /// Requests whose body is being read on a thread of its own (at most 64; past that, such
+    /// requests are refused with 503).
+    pub fn bodies_being_read(&self) -> usize {
+        self.context.body_readers.load(Ordering::Acquire)
     }
 
     /// Why the server can no longer serve, once it cannot: tiny_http's accept loop died (it

@@ -1,7 +1,6 @@
 //! The blocking client, its heartbeat thread and the discovery handle, against in-process
 //! gateways with short intervals.
 
-use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use cluster_gateway::api::Registration;
@@ -9,7 +8,7 @@ use cluster_gateway::discovery::{Discovery, GatewayDiscovery};
 use cluster_gateway::{ClientError, GatewayClient, GatewayServer, ServerConfig};
 use serde_json::Value;
 
-use crate::support::{TestServer, eventually};
+use crate::support::{TestServer, eventually, free_port, own_host};
 
 fn fast_server() -> TestServer {
     TestServer::with(fast)
@@ -51,13 +50,9 @@ fn registered(server: &TestServer, node_id: u64) -> Option<Value> {
         .cloned()
 }
 
-/// A port nothing listens on.
+/// A port nothing listens on, on an address no other test uses.
 fn closed_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_port(own_host::CLOSED)
 }
 
 #[test]
@@ -142,7 +137,10 @@ fn a_node_whose_heartbeats_stop_is_suspected_then_reaped() {
 
 #[test]
 fn after_a_gateway_restart_the_client_registers_again_within_an_interval() {
-    let first = fast_server();
+    let first = TestServer::with(|c| {
+        fast(c);
+        c.host = own_host::CLIENT_RESTART.into();
+    });
     let addr = first.addr();
     let c = client(&first);
     c.register_node(node(7)).unwrap();
@@ -153,7 +151,7 @@ fn after_a_gateway_restart_the_client_registers_again_within_an_interval() {
     let mut second = None;
     assert!(eventually(Duration::from_secs(10), || {
         second = GatewayServer::new(ServerConfig {
-            host: "127.0.0.1".into(),
+            host: own_host::CLIENT_RESTART.into(),
             port: addr.port(),
             ..ServerConfig::default()
         })
@@ -188,7 +186,7 @@ fn after_a_gateway_restart_the_client_registers_again_within_an_interval() {
 
 #[test]
 fn the_client_fails_over_to_the_next_gateway() {
-    let first = TestServer::start();
+    let first = TestServer::with(|c| c.host = own_host::FAILOVER.into());
     let second = TestServer::start();
     let c = GatewayClient::builder()
         .gateway(first.url.clone())
@@ -269,7 +267,7 @@ fn the_gateway_error_text_reaches_the_caller() {
 fn an_unreachable_gateway_is_reported_with_its_address() {
     let port = closed_port();
     let c = GatewayClient::builder()
-        .gateway(format!("127.0.0.1:{port}"))
+        .gateway(format!("{}:{port}", own_host::CLOSED))
         .retry_base_delay(Duration::from_millis(1))
         .build()
         .unwrap();
@@ -295,7 +293,7 @@ fn the_discovery_handle_degrades_without_a_gateway() {
         discovery: Discovery::new(),
     };
     let info = node.initialize_discovery(
-        "127.0.0.1",
+        own_host::CLOSED,
         closed_port(),
         1,
         "127.0.0.1",
@@ -337,12 +335,13 @@ fn the_discovery_handle_joins_and_tracks_the_cluster() {
 
 #[test]
 fn a_node_started_before_its_gateway_registers_once_the_gateway_is_up() {
-    let port = closed_port();
+    let host = own_host::STARTED_BEFORE_GATEWAY;
+    let port = free_port(host);
     let node = MyNode {
         discovery: Discovery::new(),
     };
     let client = GatewayClient::builder()
-        .gateway(format!("127.0.0.1:{port}"))
+        .gateway(format!("{host}:{port}"))
         .heartbeat_interval(Duration::from_millis(50))
         .retry_base_delay(Duration::from_millis(5))
         .build()
@@ -354,7 +353,7 @@ fn a_node_started_before_its_gateway_registers_once_the_gateway_is_up() {
     let mut server = None;
     assert!(eventually(Duration::from_secs(10), || {
         server = GatewayServer::new(ServerConfig {
-            host: "127.0.0.1".into(),
+            host: host.into(),
             port,
             ..ServerConfig::default()
         })
@@ -362,7 +361,7 @@ fn a_node_started_before_its_gateway_registers_once_the_gateway_is_up() {
         .ok();
         server.is_some()
     }));
-    let url = format!("http://127.0.0.1:{port}");
+    let url = format!("http://{host}:{port}");
     assert!(eventually(Duration::from_secs(10), || {
         let mut answer = crate::support::agent()
             .get(format!("{url}/nodes"))

@@ -20,6 +20,8 @@ impl TestServer {
     }
 
     pub fn with(configure: impl FnOnce(&mut ServerConfig)) -> TestServer {
+        // The suite opens thousands of sockets at once; the default soft limit is too low.
+        let _ = rlimit::increase_nofile_limit(u64::MAX);
         let mut config = ServerConfig {
             host: "127.0.0.1".into(),
             port: 0,
@@ -55,6 +57,27 @@ impl TestServer {
         assert_eq!(status, 200, "{body}");
         body
     }
+}
+
+/// Loopback addresses owned by one test each. A test that frees a port and binds it again, or
+/// needs a port to stay closed, uses its own address, so that no other test's server (all bind
+/// `127.0.0.1:0`) can take that port in between.
+pub mod own_host {
+    pub const CLIENT_RESTART: &str = "127.0.0.2";
+    pub const CLOSED: &str = "127.0.0.3";
+    pub const STARTED_BEFORE_GATEWAY: &str = "127.0.0.4";
+    pub const FAILOVER: &str = "127.0.0.5";
+    pub const SIGKILL: &str = "127.0.0.6";
+    pub const GONE: &str = "127.0.0.7";
+}
+
+/// A port on `host` that nothing listens on.
+pub fn free_port(host: &str) -> u16 {
+    std::net::TcpListener::bind((host, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn registration(node_id: u64) -> Value {

@@ -1,0 +1,229 @@
+//! Transport abuse: slow bodies, idle connections, pipelining, header floods, descriptor
+//! exhaustion. The server must keep serving everyone else.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{TestServer, agent, eventually, raw, status_of};
+
+/// Threads and resident memory of this process (the server runs in it), from /proc.
+fn threads_and_rss() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("Threads:"), field("VmRSS:") * 1024)
+}
+
+fn health_answers(server: &TestServer) -> bool {
+    server.get("/health").0 == 200
+}
+
+#[test]
+fn clients_that_never_send_their_body_do_not_hold_workers() {
+    let server = TestServer::with(|c| c.workers = 2);
+    // 16 clients declare a body tiny_http does not buffer, and send none of it.
+    let stalled: Vec<TcpStream> = (0..16)
+        .map(|_| {
+            let mut s = TcpStream::connect(server.addr()).unwrap();
+            s.write_all(b"POST /register HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    // One more sends a byte at a time.
+    let mut dribbling = TcpStream::connect(server.addr()).unwrap();
+    dribbling
+        .write_all(b"POST /register HTTP/1.1\r\nHost: x\r\nContent-Length: 4000\r\n\r\n{")
+        .unwrap();
+    for _ in 0..20 {
+        dribbling.write_all(b" ").unwrap();
+        assert!(health_answers(&server));
+    }
+    let started = Instant::now();
+    for _ in 0..20 {
+        assert!(health_answers(&server));
+    }
+    // Two workers, 17 slow clients: had any worker waited on one, this would take seconds.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(stalled);
+}
+
+#[test]
+fn past_64_slow_bodies_the_next_is_refused_with_503() {
+    let server = TestServer::with(|c| c.workers = 2);
+    // One at a time: tiny_http's connection pool can leave a connection that arrives in a
+    // burst waiting for a free thread (see RELIABILITY.md).
+    let mut stalled = Vec::new();
+    for n in 1..=64 {
+        let mut s = TcpStream::connect(server.addr()).unwrap();
+        s.write_all(b"POST /register HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n")
+            .unwrap();
+        stalled.push(s);
+        let counted = || server.server.bodies_being_read() == n;
+        assert!(
+            eventually(Duration::from_secs(10), counted),
+            "body {n} is not being read"
+        );
+    }
+    let answer = raw(
+        server.addr(),
+        b"POST /register HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n",
+        Duration::from_secs(20),
+    );
+    assert_eq!(status_of(&answer), 503, "{answer}");
+    assert!(health_answers(&server));
+}
+
+#[test]
+fn two_thousand_idle_connections_do_not_stop_health() {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let server = TestServer::start();
+    let (threads_before, rss_before) = threads_and_rss();
+    let idle: Vec<TcpStream> = (0..2000)
+        .map(|_| TcpStream::connect(server.addr()).unwrap())
+        .collect();
+    // Every connection gets a tiny_http thread once accepted; wait until they are all there.
+    eventually(Duration::from_secs(20), || {
+        threads_and_rss().0 >= threads_before + 2000
+    });
+    let started = Instant::now();
+    assert!(health_answers(&server));
+    let (threads, rss) = threads_and_rss();
+    eprintln!(
+        "2000 idle connections: /health in {:?}, +{} threads, +{} KiB resident",
+        started.elapsed(),
+        threads - threads_before,
+        rss.saturating_sub(rss_before) / 1024
+    );
+    drop(idle);
+}
+
+#[test]
+fn a_connection_pipelining_thousands_of_requests_does_not_starve_others() {
+    let server = TestServer::with(|c| c.workers = 2);
+    let mut flood = TcpStream::connect(server.addr()).unwrap();
+    flood
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let addr = server.addr();
+    let writer = std::thread::spawn(move || {
+        let request = b"GET /nodes HTTP/1.1\r\nHost: x\r\n\r\n".repeat(5000);
+        // It never reads: once buffers fill, the write times out and the thread ends.
+        let _ = flood.write_all(&request);
+        flood
+    });
+    for _ in 0..20 {
+        assert!(health_answers(&server), "{addr}");
+    }
+    let flood = writer.join().unwrap();
+    drop(flood);
+    assert!(health_answers(&server));
+}
+
+#[test]
+fn a_header_flood_does_not_stop_the_server() {
+    let server = TestServer::start();
+    let (_, rss_before) = threads_and_rss();
+    let mut stream = TcpStream::connect(server.addr()).unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Flood: ")
+        .unwrap();
+    let chunk = vec![b'a'; 1 << 20];
+    for _ in 0..20 {
+        stream.write_all(&chunk).unwrap();
+    }
+    assert!(
+        health_answers(&server),
+        "others are served during the flood"
+    );
+    stream.write_all(b"\r\nConnection: close\r\n\r\n").unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let (_, rss_after) = threads_and_rss();
+    eprintln!(
+        "20 MiB header line: answer {:?}, +{} KiB resident",
+        String::from_utf8_lossy(&answer[..answer.len().min(12)]),
+        rss_after.saturating_sub(rss_before) / 1024
+    );
+    assert!(health_answers(&server));
+}
+
+#[test]
+fn when_descriptors_run_out_the_server_exits_non_zero_for_its_supervisor() {
+    let bin = env!("CARGO_BIN_EXE_gateway-server");
+    // A hard limit of 48 descriptors: the server cannot raise it, and tiny_http's accept loop
+    // dies once they are gone.
+    let mut child = Command::new("bash")
+        .args([
+            "-c",
+            &format!("ulimit -n 48 && exec {bin} --host 127.0.0.1 --port 0"),
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines, log) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines.send(line);
+        }
+    });
+    let address = loop {
+        let line = log
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the server starts");
+        if let Some((_, url)) = line.split_once("listening on http://") {
+            break url.trim().to_owned();
+        }
+    };
+    let held: Vec<TcpStream> = (0..100)
+        .filter_map(|_| TcpStream::connect(&address).ok())
+        .collect();
+    let mut status = None;
+    let exited = eventually(Duration::from_secs(60), || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    if !exited {
+        let _ = child.kill();
+    }
+    assert!(exited, "the server kept running with a dead listener");
+    assert_eq!(status.unwrap().code(), Some(1));
+    let said: Vec<String> = log.try_iter().collect();
+    assert!(
+        said.iter().any(|l| l.contains("cannot serve any more")),
+        "{said:#?}"
+    );
+    drop(held);
+}
+
+#[test]
+fn keep_alive_clients_are_served_by_the_same_connection() {
+    let server = TestServer::start();
+    let client = agent();
+    for _ in 0..50 {
+        let answer = client.get(format!("{}/health", server.url)).call().unwrap();
+        assert_eq!(answer.status(), 200);
+    }
+}
