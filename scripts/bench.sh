@@ -29,11 +29,13 @@ trap cleanup EXIT
 # A free port on 127.0.0.1.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# Starts bench_server with $1 nodes and a $2-second sweep; sets $url; output in $work/server.$1.$2.
+# Starts bench_server with $1 nodes and a $2-second sweep; sets $url, and $out (its output).
+started=0
 start_gateway() {
-  local port out
+  local port
   port=$(free_port)
-  out="$work/server.$1.$2"
+  started=$((started + 1))
+  out="$work/server.$started"
   mkfifo "$out.in"
   "$bin/bench_server" "$port" "$workers" "$1" "$2" <"$out.in" >"$out" &
   pids+=($!)
@@ -76,11 +78,16 @@ measure() {
   local threads=2 script=()
   [ "$2" -lt 2 ] && threads=1
   [ -n "$3" ] && script=(--script "$3")
-  wrk --threads "$threads" --connections "$2" --duration "${duration}s" --latency "${script[@]}" "$1" 2>&1 |
-    awk '
-      function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
-      /^ +50%/ { p50 = ms($2) } /^ +99%/ { p99 = ms($2) } /^Requests\/sec/ { rps = $2 }
-      END { printf "%.0f %.2f %.2f\n", rps, p50, p99 }'
+  wrk --threads "$threads" --connections "$2" --duration "${duration}s" --latency "${script[@]}" "$1" \
+    >"$work/wrk.out" 2>&1 || true
+  # Every answer must have been a success: a benchmark of errors measures nothing.
+  if grep -qE "Non-2xx|Socket errors|error" "$work/wrk.out"; then
+    echo "wrk reported errors for $1:" >&2; cat "$work/wrk.out" >&2; exit 1
+  fi
+  awk '
+    function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
+    /^ +50%/ { p50 = ms($2) } /^ +99%/ { p99 = ms($2) } /^Requests\/sec/ { rps = $2 }
+    END { printf "%.0f %.2f %.2f\n", rps, p50, p99 }' "$work/wrk.out"
 }
 
 cat >"$work/heartbeat.lua" <<'LUA'
@@ -97,8 +104,9 @@ local counter = 0
 request = function()
   counter = counter + 1
   local id = counter % 1000 + 1
+  -- wrk's LuaJIT has no bit operators: divide instead.
   local body = string.format('{"node_id": %d, "ip_address": "10.%d.%d.%d", "port": %d, "capabilities": ["raft", "gossip"], "metadata": {"zone": "z%d", "rack": "r%d"}}',
-    id, (id >> 16) & 255, (id >> 8) & 255, id & 255, 5000 + id % 1000, id % 3, id % 40)
+    id, math.floor(id / 65536) % 256, math.floor(id / 256) % 256, id % 256, 5000 + id % 1000, id % 3, id % 40)
   return wrk.format("POST", "/register", {["Content-Type"] = "application/json"}, body)
 end
 LUA
@@ -141,8 +149,8 @@ echo
 echo "memory (resident, whole process):"
 for n in 0 10000 100000; do
   start_gateway "$n" 30
-  before=$(awk '/^rss_before/ {print $2}' "$work/server.$n.30")
-  after=$(awk '/^rss_after/ {print $2}' "$work/server.$n.30")
+  before=$(awk '/^rss_before/ {print $2}' "$out")
+  after=$(awk '/^rss_after/ {print $2}' "$out")
   if [ "$n" -gt 0 ]; then per=$(( (after - before) / n )); else per=0; fi
   printf '  %7d nodes: %6d KiB resident, %5d bytes per node\n' "$n" $((after / 1024)) "$per"
 done

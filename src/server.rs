@@ -497,8 +497,8 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 const PROBE_FAILURES: u32 = 3;
 
 /// Binds `address` with the socket options every accepted connection inherits: a write
-/// timeout (tiny_http sets none, so a client that never reads would pin a worker) and TCP
-/// keep-alive. No read timeout: tiny_http treats a timed-out `accept()` as fatal.
+/// timeout (tiny_http sets none, so a client that never reads would pin a worker), TCP
+/// keep-alive and no Nagle delay. No read timeout: tiny_http treats a timed-out `accept()` as fatal.
 fn listen(address: &str) -> std::io::Result<TcpListener> {
     let addr = address
         .to_socket_addrs()?
@@ -508,6 +508,9 @@ fn listen(address: &str) -> std::io::Result<TcpListener> {
     socket.set_reuse_address(true)?;
     socket.set_write_timeout(Some(WRITE_TIMEOUT))?;
     socket.set_tcp_keepalive(&TcpKeepalive::new().with_time(KEEPALIVE_AFTER))?;
+    // Answers go out in a few writes (head, cached list, tail): without this, Nagle's algorithm
+    // holds the last small write until the client's delayed ACK, 40 ms later.
+    socket.set_tcp_nodelay(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     Ok(socket.into())
