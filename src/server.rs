@@ -493,6 +493,10 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const KEEPALIVE_AFTER: Duration = Duration::from_secs(60);
 /// Time between watchdog probes, and how long one may take.
 const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+/// Time between the watchdog's empty connections that keep tiny_http's connection queue moving.
+const PUMP_INTERVAL: Duration = Duration::from_millis(50);
+/// Empty connections per pump: each moves one queued connection along.
+const PUMP_CONNECTIONS: usize = 4;
 /// Failed probes in a row after which the listener is declared dead.
 const PROBE_FAILURES: u32 = 3;
 
@@ -519,9 +523,17 @@ fn listen(address: &str) -> std::io::Result<TcpListener> {
 /// Probes the listener with `GET /health` every [`PROBE_INTERVAL`] until `stop` closes; after
 /// [`PROBE_FAILURES`] failures in a row, records why the server cannot serve.
 fn watch(addr: SocketAddr, stop: &Receiver<()>, failure: &Mutex<Option<String>>) {
+    let target = reachable(addr);
     let mut failures = 0;
-    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(PROBE_INTERVAL) {
-        match probe(addr) {
+    let mut ticks = 0u32;
+    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(PUMP_INTERVAL) {
+        pump(target);
+        ticks += 1;
+        let pumps_per_probe = (PROBE_INTERVAL.as_millis() / PUMP_INTERVAL.as_millis()) as u32;
+        if !ticks.is_multiple_of(pumps_per_probe) {
+            continue;
+        }
+        match probe(target) {
             Ok(()) => failures = 0,
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
                 // Nothing listens on our own port: the accept loop died and dropped it.
@@ -544,9 +556,9 @@ fn watch(addr: SocketAddr, stop: &Receiver<()>, failure: &Mutex<Option<String>>)
     }
 }
 
-fn probe(addr: SocketAddr) -> std::io::Result<()> {
-    use std::io::Write;
-    let target = match addr {
+/// The address to reach our own listener at (loopback for a wildcard bind).
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr {
         SocketAddr::V4(a) if a.ip().is_unspecified() => {
             SocketAddr::from(([127, 0, 0, 1], a.port()))
         }
@@ -554,7 +566,24 @@ fn probe(addr: SocketAddr) -> std::io::Result<()> {
             SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
         }
         other => other,
-    };
+    }
+}
+
+/// Opens and closes a connection to our own listener.
+///
+/// tiny_http's connection pool can leave an arriving connection queued while every pool thread
+/// serves a keep-alive connection (it counts idle threads loosely when connections arrive in a
+/// burst); the queue moves only when some connection ends. This short connection ends at once,
+/// so the thread that took it moves the queue along: a queued connection waits a pump interval,
+/// not until some client hangs up.
+fn pump(target: SocketAddr) {
+    for _ in 0..PUMP_CONNECTIONS {
+        let _ = TcpStream::connect_timeout(&target, PUMP_INTERVAL);
+    }
+}
+
+fn probe(target: SocketAddr) -> std::io::Result<()> {
+    use std::io::Write;
     let mut stream = TcpStream::connect_timeout(&target, PROBE_INTERVAL)?;
     stream.set_read_timeout(Some(PROBE_INTERVAL))?;
     stream.set_write_timeout(Some(PROBE_INTERVAL))?;

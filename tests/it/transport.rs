@@ -227,3 +227,43 @@ fn keep_alive_clients_are_served_by_the_same_connection() {
         assert_eq!(answer.status(), 200);
     }
 }
+
+#[test]
+fn a_burst_of_keep_alive_connections_is_served_in_full() {
+    // tiny_http's connection pool can queue connections that arrive together behind others
+    // that stay open; the watchdog's empty connections keep that queue moving.
+    let server = TestServer::with(|c| c.workers = 4);
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(64));
+    let clients: Vec<_> = (0..64)
+        .map(|_| {
+            let (addr, barrier) = (server.addr(), std::sync::Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                barrier.wait();
+                let mut stream = TcpStream::connect(addr).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(20)))
+                    .unwrap();
+                let mut answer = [0u8; 12];
+                // Two requests on one kept-alive connection, the connection left open.
+                for _ in 0..2 {
+                    stream
+                        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                        .unwrap();
+                    stream.read_exact(&mut answer).unwrap();
+                    let mut rest = [0u8; 512];
+                    let _ = stream.read(&mut rest);
+                }
+                (String::from_utf8_lossy(&answer).into_owned(), stream)
+            })
+        })
+        .collect();
+    let answers: Vec<_> = clients
+        .into_iter()
+        .map(|c| c.join().expect("every connection is answered"))
+        .collect();
+    assert!(
+        answers.iter().all(|(a, _)| a == "HTTP/1.1 200"),
+        "{:?}",
+        answers.iter().map(|a| &a.0).collect::<Vec<_>>()
+    );
+}
