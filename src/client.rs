@@ -34,6 +34,7 @@ use crate::api::{
 };
 use crate::error::ClientError;
 use crate::heartbeat::Heartbeat;
+use crate::lock;
 
 /// Largest answer the client reads (a peer list of 100,000 nodes is about 20 MB).
 const MAX_ANSWER_BYTES: u64 = 256 * 1024 * 1024;
@@ -619,12 +620,6 @@ pub(crate) fn random_unit() -> f64 {
 fn sleep(duration: Duration) -> bool {
     std::thread::sleep(duration);
     true
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

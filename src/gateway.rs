@@ -7,10 +7,11 @@
 //! changes.
 
 use std::ops::Range;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::api::{NodeId, NodeStatus, Registration, Stats};
+use crate::lock;
 use crate::registry::{Event, NodeInfo, NodeRecord, Now, Registered, Registry, RegistryError};
 
 /// How stale `last_seen` inside a cached list may get before the list is rebuilt.
@@ -147,14 +148,6 @@ fn announce(events: &[Event]) {
             },
         }
     }
-}
-
-/// Locks `mutex`, recovering the data if a panic poisoned it: the registry's own methods do
-/// not panic while mutating, so what is inside is consistent.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn new_epoch() -> String {

@@ -49,11 +49,13 @@
 //! - [`server`]: threads and sockets; [`http`]: routing, with no sockets.
 //! - [`gateway`]: the registry behind its lock, the cached peer list, change announcements.
 //! - [`registry`]: pure membership logic, driven by an injected clock.
-//! - [`config`]: server settings from flags, environment and file.
+//! - [`config`]: server settings from flags, environment and file; [`cli`]: flag parsing the
+//!   binaries share.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod discovery;
@@ -69,6 +71,14 @@ pub use client::GatewayClient;
 pub use config::ServerConfig;
 pub use error::ClientError;
 pub use server::{GatewayServer, RunningServer};
+
+/// Locks `mutex`, recovering the data if a panic poisoned it: nothing here panics while it holds
+/// a lock mid-change, so what is inside is consistent.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// Compiles the README's Rust examples as doctests.
 #[doc = include_str!("../README.md")]

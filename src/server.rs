@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use tiny_http::{Header, StatusCode};
 use crate::config::ServerConfig;
 use crate::gateway::Gateway;
 use crate::http::{self, Response};
+use crate::lock;
 use crate::registry::{Now, Registry};
 
 /// A gateway server, configured but not yet listening (the original's `GatewayServer(host,
@@ -598,12 +599,6 @@ fn probe(target: SocketAddr) -> std::io::Result<()> {
             String::from_utf8_lossy(&head)
         )))
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

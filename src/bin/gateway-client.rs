@@ -154,20 +154,9 @@ impl From<ClientError> for Failure {
 }
 
 fn main() -> ExitCode {
-    let argv: Vec<String> = std::env::args().collect();
-    let name = argv.first().map(String::as_str).unwrap_or("gateway-client");
-    let rest: Vec<&str> = argv.iter().skip(1).map(String::as_str).collect();
-    let cli = match Cli::from_args(&[name], &rest) {
+    let cli = match cluster_gateway::cli::parse_args::<Cli>("gateway-client") {
         Ok(cli) => cli,
-        Err(exit) if exit.status.is_ok() => {
-            print!("{}", exit.output);
-            return ExitCode::SUCCESS;
-        }
-        Err(exit) => {
-            eprintln!("{}", exit.output.trim_end());
-            eprintln!("Run {name} --help for more information.");
-            return ExitCode::from(2);
-        }
+        Err(exit) => return exit,
     };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,20 +9,9 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 fn main() -> ExitCode {
-    let argv: Vec<String> = std::env::args().collect();
-    let name = argv.first().map(String::as_str).unwrap_or("gateway-server");
-    let rest: Vec<&str> = argv.iter().skip(1).map(String::as_str).collect();
-    let args = match <ServerArgs as argh::FromArgs>::from_args(&[name], &rest) {
+    let args = match cluster_gateway::cli::parse_args::<ServerArgs>("gateway-server") {
         Ok(args) => args,
-        Err(exit) if exit.status.is_ok() => {
-            print!("{}", exit.output);
-            return ExitCode::SUCCESS;
-        }
-        Err(exit) => {
-            eprintln!("{}", exit.output.trim_end());
-            eprintln!("Run {name} --help for more information.");
-            return ExitCode::from(2);
-        }
+        Err(exit) => return exit,
     };
     let config = match ServerConfig::load(&args, |name| std::env::var(name).ok()) {
         Ok(config) => config,
