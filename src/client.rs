@@ -305,20 +305,24 @@ impl GatewayClient {
 
     /// `GET /leader`.
     pub fn get_leader(&self) -> Result<Option<Node>, ClientError> {
-        Ok(self
-            .shared
-            .transport
-            .get::<LeaderResponse>("/leader")?
-            .leader)
+        Ok(self.leader()?.leader)
+    }
+
+    /// `GET /leader`, the whole answer.
+    pub fn leader(&self) -> Result<LeaderResponse, ClientError> {
+        self.shared.transport.get("/leader")
     }
 
     /// `POST /leader`. False if the gateway does not know `leader_id`.
     pub fn update_leader(&self, leader_id: NodeId) -> Result<bool, ClientError> {
-        let answer: SetLeaderResponse = self
-            .shared
+        Ok(self.set_leader(leader_id)?.status == SetLeaderStatus::Updated)
+    }
+
+    /// `POST /leader`, the whole answer (`failed` with the gateway's message included).
+    pub fn set_leader(&self, leader_id: NodeId) -> Result<SetLeaderResponse, ClientError> {
+        self.shared
             .transport
-            .post("/leader", &SetLeader { leader_id })?;
-        Ok(answer.status == SetLeaderStatus::Updated)
+            .post("/leader", &SetLeader { leader_id })
     }
 
     /// One `POST /heartbeat` for this node, now. The heartbeat thread does this on its own.
@@ -331,11 +335,12 @@ impl GatewayClient {
 
     /// `POST /remove`. False if the gateway did not know the node.
     pub fn remove_node(&self, node_id: NodeId) -> Result<bool, ClientError> {
-        let answer: RemoveResponse = self
-            .shared
-            .transport
-            .post("/remove", &NodeRef { node_id })?;
-        Ok(answer.status == RemoveStatus::Removed)
+        Ok(self.remove(node_id)?.status == RemoveStatus::Removed)
+    }
+
+    /// `POST /remove`, the whole answer.
+    pub fn remove(&self, node_id: NodeId) -> Result<RemoveResponse, ClientError> {
+        self.shared.transport.post("/remove", &NodeRef { node_id })
     }
 
     /// `GET /stats`.

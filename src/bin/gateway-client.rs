@@ -6,13 +6,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use argh::FromArgs;
-use cluster_gateway::api::{Node, Registration};
+use cluster_gateway::api::{Node, Registration, RemoveStatus, SetLeaderStatus};
 use cluster_gateway::client::{ClientBuilder, GatewayClient};
 use cluster_gateway::config::log_level;
 use cluster_gateway::registry::unix_now;
 use cluster_gateway::{ClientError, logger};
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -313,23 +313,21 @@ fn nodes(client: &GatewayClient, command: &NodesCommand) -> Result<(), Failure> 
 }
 
 fn leader(client: &GatewayClient, as_json: bool) -> Result<(), Failure> {
-    let leader = client.get_leader()?;
+    let answer = client.leader()?;
     if as_json {
-        print_json(&json!({ "leader": leader }));
+        print_json(&answer);
     } else {
-        print_leader(leader.as_ref());
+        print_leader(answer.leader.as_ref());
     }
     Ok(())
 }
 
 fn set_leader(client: &GatewayClient, node_id: u64, as_json: bool) -> Result<(), Failure> {
-    let updated = client.update_leader(node_id)?;
+    let answer = client.set_leader(node_id)?;
     if as_json {
-        print_json(
-            &json!({ "status": if updated { "updated" } else { "failed" }, "leader_id": node_id }),
-        );
+        print_json(&answer);
     }
-    if !updated {
+    if answer.status != SetLeaderStatus::Updated {
         return Err(Failure::Gateway(format!(
             "node {node_id} is not registered: the leader did not change"
         )));
@@ -341,13 +339,11 @@ fn set_leader(client: &GatewayClient, node_id: u64, as_json: bool) -> Result<(),
 }
 
 fn remove(client: &GatewayClient, node_id: u64, as_json: bool) -> Result<(), Failure> {
-    let removed = client.remove_node(node_id)?;
+    let answer = client.remove(node_id)?;
     if as_json {
-        print_json(
-            &json!({ "status": if removed { "removed" } else { "not_found" }, "node_id": node_id }),
-        );
+        print_json(&answer);
     }
-    if !removed {
+    if answer.status != RemoveStatus::Removed {
         return Err(Failure::Gateway(format!(
             "node {node_id} is not registered"
         )));
