@@ -66,6 +66,22 @@ pub struct Node {
     pub metadata: Map<String, Value>,
 }
 
+impl Node {
+    /// `ip:port`, with brackets around an IPv6 address.
+    pub fn address(&self) -> String {
+        host_port(&self.ip_address, self.port)
+    }
+}
+
+/// Joins a host and a port as `host:port`, bracketing an IPv6 address (`[::1]:8080`).
+pub fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
 /// `POST /register`: who a node is and where to reach it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Registration {

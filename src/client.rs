@@ -210,13 +210,8 @@ impl GatewayClient {
     /// A client for the gateway at `host:port`, with default settings (as the original's
     /// `GatewayClient(host, port)`). A host that cannot form a URL fails at the first call.
     pub fn new(host: &str, port: u16) -> GatewayClient {
-        let address = if host.contains(':') && !host.starts_with('[') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
         GatewayClient::builder()
-            .gateway(address)
+            .gateway(crate::api::host_port(host, port))
             .build()
             .unwrap_or_else(|_| {
                 // Keep the original's infallible constructor: the error surfaces on use.

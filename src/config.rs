@@ -215,11 +215,7 @@ impl ServerConfig {
 
     /// The address to bind, `host:port`.
     pub fn bind_address(&self) -> String {
-        if self.host.contains(':') && !self.host.starts_with('[') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        crate::api::host_port(&self.host, self.port)
     }
 }
 

@@ -304,7 +304,7 @@ impl Registry {
         }
 
         let metadata = merge_metadata(&empty_object(), metadata)?;
-        let address = format!("{ip_address}:{port}");
+        let address = crate::api::host_port(&ip_address, port);
         let is_bootstrap = self.bootstrap_armed && self.nodes.is_empty() && self.leader.is_none();
         self.nodes.insert(
             node_id,

@@ -396,7 +396,7 @@ fn print_nodes(nodes: &[Node]) {
         .map(|n| {
             [
                 n.node_id.to_string(),
-                address(n),
+                n.address(),
                 n.status.as_str().to_owned(),
                 age(now - n.last_seen),
                 n.capabilities.join(","),
@@ -425,7 +425,7 @@ fn print_leader(leader: Option<&Node>) {
         Some(n) => println!(
             "Leader: node {} at {} ({}, last seen {})",
             n.node_id,
-            address(n),
+            n.address(),
             n.status.as_str(),
             age(unix_now() - n.last_seen)
         ),
@@ -446,14 +446,6 @@ fn print_fields(value: &impl Serialize) {
             other => other.to_string(),
         };
         println!("{:<width$} {text}", format!("{key}:"));
-    }
-}
-
-fn address(node: &Node) -> String {
-    if node.ip_address.contains(':') {
-        format!("[{}]:{}", node.ip_address, node.port)
-    } else {
-        format!("{}:{}", node.ip_address, node.port)
     }
 }
 
