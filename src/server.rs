@@ -267,7 +267,8 @@ impl Worker {
         let Some(permit) = Permit::take(&self.context) else {
             log::warn!("{MAX_BODY_READERS} request bodies are already being read; refusing one");
             let answer = Response::error(503, "Too many requests with large bodies in progress");
-            let unread = request.body_length().unwrap_or(usize::MAX) as u64;
+            // A chunked body has no declared length, and tiny_http does not drain one on drop.
+            let unread = request.body_length().unwrap_or(0) as u64;
             return dispose(request, answer, unread);
         };
         thread::spawn(move || permit.0.serve(request));
