@@ -60,6 +60,7 @@ fn main() {
                 port: 5000 + (node_id % 1000) as u16,
                 capabilities: vec!["raft".into(), "gossip".into()],
                 metadata: metadata.as_object().cloned(),
+                previous_epoch: None,
             })
             .expect("register");
     }

@@ -35,6 +35,7 @@ fn main() {
             port: 9999,
             capabilities: vec!["raft".into()],
             metadata: None,
+            previous_epoch: None,
         })
         .expect("register");
     let (cpu_start, wall_start) = (cpu_seconds(), Instant::now());

@@ -22,6 +22,7 @@ fn registration(node_id: u64) -> Registration {
         port: 5000,
         capabilities: vec!["raft".into(), "gossip".into()],
         metadata: metadata.as_object().cloned(),
+        previous_epoch: None,
     }
 }
 

@@ -21,6 +21,8 @@ pub mod limits {
     pub const CAPABILITIES: usize = 64;
     /// Longest single capability.
     pub const CAPABILITY_BYTES: usize = 128;
+    /// Longest `previous_epoch`.
+    pub const EPOCH_BYTES: usize = 64;
     pub use crate::registry::limits::{METADATA_BYTES, METADATA_KEYS};
 }
 
@@ -83,7 +85,7 @@ pub fn host_port(host: &str, port: u16) -> String {
 }
 
 /// `POST /register`: who a node is and where to reach it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Registration {
     /// The node's id.
     pub node_id: NodeId,
@@ -96,6 +98,11 @@ pub struct Registration {
     /// Merged key by key into what is stored; `None` keeps what is stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Map<String, Value>>,
+    /// The `epoch` of the gateway this node last registered with. Sent on every registration
+    /// after a node's first successful one: the node belongs to a cluster that already exists,
+    /// so it never bootstraps, and its registration disarms bootstrap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_epoch: Option<String>,
 }
 
 /// `registered` for a new node, `updated` for a known one.
@@ -123,6 +130,29 @@ pub struct RegisterResponse {
     pub nodes: Vec<Node>,
     /// The leader, if any.
     pub leader: Option<Node>,
+    /// Id of this gateway run (absent from the original gateway): send it back as
+    /// `previous_epoch` when registering again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
+    /// The gateway's liveness settings (absent from the original gateway).
+    #[serde(flatten)]
+    pub settings: Settings,
+}
+
+/// The liveness settings a gateway advertises in `/register` and `/health` answers, in seconds.
+///
+/// Each is absent when the gateway is the original one, which did not advertise them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    /// How often nodes should heartbeat (and how often the gateway sweeps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_interval: Option<f64>,
+    /// Silence after which a node is marked suspected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspect_after: Option<f64>,
+    /// Silence after which a node is removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_timeout: Option<f64>,
 }
 
 /// Answer to `GET /nodes`.
@@ -238,6 +268,9 @@ pub struct Health {
     /// Id of this gateway run.
     #[serde(default)]
     pub epoch: String,
+    /// The gateway's liveness settings (absent from the original gateway).
+    #[serde(flatten)]
+    pub settings: Settings,
 }
 
 /// Answer to `GET /stats`.
@@ -339,6 +372,7 @@ impl Registration {
             port: port(&body["port"])?,
             capabilities: capabilities(&body["capabilities"])?,
             metadata: metadata(body.get("metadata"))?,
+            previous_epoch: previous_epoch(body.get("previous_epoch"))?,
         })
     }
 }
@@ -486,6 +520,25 @@ fn metadata(value: Option<&Value>) -> Result<Option<Map<String, Value>>, Invalid
     }
 }
 
+/// `previous_epoch`: absent, null, or an epoch as a gateway gave it (short printable ASCII).
+fn previous_epoch(value: Option<&Value>) -> Result<Option<String>, Invalid> {
+    let bad = |why: String| Invalid(format!("Invalid previous_epoch: {why}"));
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() || s.len() > limits::EPOCH_BYTES => {
+            Err(bad(format!("must be 1 to {} bytes", limits::EPOCH_BYTES)))
+        }
+        Some(Value::String(s)) if !s.bytes().all(|b| b.is_ascii_graphic()) => {
+            Err(bad("must be printable ASCII".to_owned()))
+        }
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(bad(format!(
+            "must be a string or null, got {}",
+            describe(other)
+        ))),
+    }
+}
+
 /// Names a JSON value in an error message without echoing much of it.
 fn describe(value: &Value) -> String {
     match value {
@@ -551,6 +604,31 @@ mod tests {
                 .ip_address,
             "::1"
         );
+    }
+
+    #[test]
+    fn previous_epoch_is_optional_and_checked() {
+        assert_eq!(register(valid()).unwrap().previous_epoch, None);
+        assert_eq!(
+            register(with("previous_epoch", json!(null)))
+                .unwrap()
+                .previous_epoch,
+            None
+        );
+        assert_eq!(
+            register(with("previous_epoch", json!("18b2-1f")))
+                .unwrap()
+                .previous_epoch
+                .as_deref(),
+            Some("18b2-1f")
+        );
+        for bad in [json!(""), json!(7), json!("a b"), json!("x".repeat(65))] {
+            let error = register(with("previous_epoch", bad.clone())).unwrap_err().0;
+            assert!(
+                error.starts_with("Invalid previous_epoch"),
+                "{bad}: {error}"
+            );
+        }
     }
 
     #[test]

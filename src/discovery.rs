@@ -100,6 +100,7 @@ impl Discovery {
             port,
             capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
             metadata,
+            previous_epoch: None,
         };
         self.initialize_with(GatewayClient::new(gateway_host, gateway_port), registration)
     }

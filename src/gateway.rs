@@ -10,7 +10,7 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::api::{NodeId, NodeStatus, Registration, Stats};
+use crate::api::{NodeId, NodeStatus, Registration, Settings, Stats};
 use crate::lock;
 use crate::registry::{Event, NodeInfo, NodeRecord, Now, Registered, Registry, RegistryError};
 
@@ -42,6 +42,16 @@ impl Gateway {
     /// Id of this gateway run: it changes on every start.
     pub fn epoch(&self) -> &str {
         &self.epoch
+    }
+
+    /// The liveness settings advertised to nodes.
+    pub fn settings(&self) -> Settings {
+        let liveness = lock(&self.registry).liveness();
+        Settings {
+            heartbeat_interval: Some(self.heartbeat_interval.as_secs_f64()),
+            suspect_after: Some(liveness.suspect_after.as_secs_f64()),
+            node_timeout: Some(liveness.node_timeout.as_secs_f64()),
+        }
     }
 
     /// Registers or updates a node.

@@ -235,6 +235,7 @@ fn health(gateway: &Gateway) -> Response {
         timestamp: unix_now(),
         version: crate::VERSION.to_owned(),
         epoch: gateway.epoch().to_owned(),
+        settings: gateway.settings(),
     })
 }
 
@@ -263,7 +264,12 @@ fn register(gateway: &Gateway, body: &Map<String, Value>) -> Result<Response, Re
     }));
     parts.push(Part::Static(br#","leader":"#));
     parts.push(leader_part(&list));
-    parts.push(Part::Static(b"}"));
+    let mut tail = format!(r#","epoch":"{}""#, gateway.epoch()).into_bytes();
+    let settings = serde_json::to_vec(&gateway.settings()).expect("settings serialise");
+    // `{"heartbeat_interval":..}` joins the answer object without its braces.
+    tail.push(b',');
+    tail.extend_from_slice(&settings[1..]);
+    parts.push(Part::Owned(tail));
     Ok(Response::list(list, parts))
 }
 

@@ -265,7 +265,8 @@ impl Registry {
     ///
     /// A known node gets the new address, port and capabilities; its metadata is merged key by
     /// key; it becomes active. A node that joins an empty registry with no leader while bootstrap
-    /// is armed bootstraps the cluster and becomes leader.
+    /// is armed bootstraps the cluster and becomes leader, unless it says it is rejoining
+    /// (`previous_epoch`): that disarms bootstrap instead.
     pub fn register(&mut self, reg: Registration, now: Now) -> Result<Registered, RegistryError> {
         let Registration {
             node_id,
@@ -273,7 +274,15 @@ impl Registry {
             port,
             capabilities,
             metadata,
+            previous_epoch,
         } = reg;
+        // A node that says it registered with some gateway run before belongs to a cluster that
+        // already exists: it never bootstraps, and no one may bootstrap beside it.
+        let rejoining = previous_epoch.is_some();
+        if rejoining && self.bootstrap_armed {
+            self.bootstrap_armed = false;
+            self.bootstrap_initiated = true;
+        }
         if let Some(record) = self.nodes.get_mut(&node_id) {
             let merged = merge_metadata(&record.info.metadata, metadata)?;
             let info = NodeInfo {

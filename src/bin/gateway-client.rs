@@ -253,6 +253,7 @@ fn join(cli: &Cli, client: &GatewayClient) -> Result<(), Failure> {
             .map(str::to_owned)
             .collect(),
         metadata: metadata(&cli.metadata)?,
+        previous_epoch: None,
     };
     // Registered before joining, so a signal during start-up is not lost.
     let mut signals = Signals::new([SIGINT, SIGTERM])

@@ -44,6 +44,7 @@ fn reg(node_id: NodeId) -> Registration {
         port: 5000 + node_id as u16,
         capabilities: vec!["raft".into(), "gossip".into()],
         metadata: None,
+        previous_epoch: None,
     }
 }
 
@@ -376,4 +377,45 @@ fn a_record_serialises_in_the_wire_shape() {
     .to_vec();
     expected.sort();
     assert_eq!(keys, expected);
+}
+
+#[test]
+fn a_rejoining_node_never_bootstraps_and_disarms_bootstrap_for_newcomers() {
+    let clock = Clock::new();
+    let mut r = Registry::new(liveness());
+    let rejoin = Registration {
+        previous_epoch: Some("18a-1".into()),
+        ..reg(1)
+    };
+    let registered = r.register(rejoin, clock.now()).unwrap();
+    assert_eq!(
+        registered,
+        Registered {
+            created: true,
+            is_bootstrap: false
+        }
+    );
+    assert_eq!(r.leader_id(), None, "a rejoiner does not take the lead");
+    assert!(!r.bootstrap_armed());
+    assert!(r.bootstrap_initiated());
+    let newcomer = r.register(reg(2), clock.now()).unwrap();
+    assert!(
+        !newcomer.is_bootstrap,
+        "no second cluster beside the rejoiner"
+    );
+}
+
+#[test]
+fn a_rejoiner_into_a_registry_emptied_on_purpose_still_disarms_bootstrap() {
+    let clock = Clock::new();
+    let mut r = Registry::new(liveness());
+    assert!(r.register(reg(1), clock.now()).unwrap().is_bootstrap);
+    assert!(r.remove(1));
+    assert!(r.bootstrap_armed());
+    let rejoin = Registration {
+        previous_epoch: Some("18a-1".into()),
+        ..reg(3)
+    };
+    assert!(!r.register(rejoin, clock.now()).unwrap().is_bootstrap);
+    assert!(!r.bootstrap_armed());
 }

@@ -42,6 +42,36 @@ fn health_reports_status_time_version_and_epoch() {
 }
 
 #[test]
+fn register_and_health_advertise_epoch_and_liveness_settings() {
+    let server = TestServer::with(|c| {
+        c.heartbeat_interval = Duration::from_secs(2);
+        c.liveness.suspect_after = Duration::from_secs(5);
+        c.liveness.node_timeout = Duration::from_secs(9);
+    });
+    let health = server.get("/health").1;
+    let answer = server.register(1);
+    assert_eq!(answer["epoch"], health["epoch"], "{answer}");
+    for body in [&answer, &health] {
+        assert_eq!(body["heartbeat_interval"], 2.0, "{body}");
+        assert_eq!(body["suspect_after"], 5.0, "{body}");
+        assert_eq!(body["node_timeout"], 9.0, "{body}");
+    }
+}
+
+#[test]
+fn a_registration_with_previous_epoch_never_bootstraps_and_disarms_bootstrap() {
+    let server = TestServer::start();
+    let mut rejoin = registration(1);
+    rejoin["previous_epoch"] = json!("18a-1");
+    let (status, answer) = server.post_json("/register", &rejoin);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["is_bootstrap"], false);
+    assert_eq!(answer["leader"], Value::Null);
+    assert_eq!(server.register(2)["is_bootstrap"], false);
+    assert_eq!(server.get("/stats").1["bootstrap_armed"], false);
+}
+
+#[test]
 fn register_answers_peers_leader_and_bootstrap() {
     let server = TestServer::start();
     let first = server.register(1);

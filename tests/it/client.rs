@@ -37,6 +37,7 @@ fn node(node_id: u64) -> Registration {
         port: 6000 + node_id as u16,
         capabilities: vec!["raft".into(), "gossip".into()],
         metadata: None,
+        previous_epoch: None,
     }
 }
 

@@ -112,6 +112,7 @@ fn heartbeating_client(url: &str, node_id: u64) -> GatewayClient {
             port: 7000 + node_id as u16,
             capabilities: vec!["raft".into()],
             metadata: None,
+            previous_epoch: None,
         })
         .unwrap();
     client
@@ -168,6 +169,7 @@ fn while_the_gateway_is_gone_clients_keep_their_view_report_it_and_recover() {
                 port: 7100 + id as u16,
                 capabilities: vec![],
                 metadata: None,
+                previous_epoch: None,
             })
             .unwrap();
             c
