@@ -321,6 +321,24 @@ pub struct Stats {
     /// Id of this gateway run.
     #[serde(default)]
     pub epoch: String,
+    /// True when the registry is kept in a data directory across restarts.
+    #[serde(default)]
+    pub durable: bool,
+    /// The data directory, if any.
+    #[serde(default)]
+    pub data_dir: Option<String>,
+    /// Bytes in the data directory's log since its last compaction.
+    #[serde(default)]
+    pub log_bytes: u64,
+    /// Bytes in the data directory's last snapshot.
+    #[serde(default)]
+    pub snapshot_bytes: u64,
+    /// Unix seconds of the last compaction since start, if any.
+    #[serde(default)]
+    pub last_compaction: Option<f64>,
+    /// Why the registry cannot be written, if it cannot (writes answer 503).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_error: Option<String>,
 }
 
 /// The body of every 4xx and 5xx answer.

@@ -28,6 +28,10 @@ pub struct ServerConfig {
     pub liveness: Liveness,
     /// How much to log.
     pub log_level: LevelFilter,
+    /// Where the registry is kept across restarts; `None`: in memory only.
+    pub data_dir: Option<PathBuf>,
+    /// Most nodes the registry holds; a new node past it is refused.
+    pub max_nodes: usize,
 }
 
 impl Default for ServerConfig {
@@ -40,6 +44,8 @@ impl Default for ServerConfig {
             heartbeat_interval: Duration::from_secs(30),
             liveness: Liveness::default(),
             log_level: LevelFilter::Info,
+            data_dir: None,
+            max_nodes: 200_000,
         }
     }
 }
@@ -74,13 +80,20 @@ pub struct ServerArgs {
     /// DEBUG, INFO, WARNING, ERROR or CRITICAL (default INFO; env GATEWAY_LOG_LEVEL)
     #[argh(option)]
     pub log_level: Option<String>,
+    /// directory that keeps the registry across restarts (default: none, in memory; env
+    /// GATEWAY_DATA_DIR)
+    #[argh(option)]
+    pub data_dir: Option<String>,
+    /// most nodes the registry holds (default 200000; env GATEWAY_MAX_NODES)
+    #[argh(option)]
+    pub max_nodes: Option<String>,
     /// JSON file with the same keys as the flags (env GATEWAY_CONFIG)
     #[argh(option)]
     pub config: Option<PathBuf>,
 }
 
 /// The settings, as text, with where each came from.
-const KEYS: [&str; 8] = [
+const KEYS: [&str; 10] = [
     "host",
     "port",
     "node_timeout",
@@ -89,6 +102,8 @@ const KEYS: [&str; 8] = [
     "workers",
     "max_body_bytes",
     "log_level",
+    "data_dir",
+    "max_nodes",
 ];
 
 /// A setting that could not be used.
@@ -154,6 +169,8 @@ impl ServerConfig {
             ("workers", &args.workers),
             ("max_body_bytes", &args.max_body_bytes),
             ("log_level", &args.log_level),
+            ("data_dir", &args.data_dir),
+            ("max_nodes", &args.max_nodes),
         ]
         .into_iter()
         .filter_map(|(key, value)| {
@@ -202,6 +219,13 @@ impl ServerConfig {
                         parse_int(value, 1024, 64 * 1024 * 1024).map_err(invalid)? as usize
                 }
                 "log_level" => config.log_level = log_level(value).map_err(invalid)?,
+                "data_dir" if value.trim().is_empty() => {
+                    return Err(invalid("must not be empty".to_owned()));
+                }
+                "data_dir" => config.data_dir = Some(PathBuf::from(value)),
+                "max_nodes" => {
+                    config.max_nodes = parse_int(value, 1, 100_000_000).map_err(invalid)? as usize
+                }
                 _ => unreachable!("only known keys reach here"),
             }
         }

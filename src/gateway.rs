@@ -11,8 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::api::{NodeId, NodeStatus, Registration, Settings, Stats};
+use crate::config::ServerConfig;
 use crate::lock;
-use crate::registry::{Event, NodeInfo, NodeRecord, Now, Registered, Registry, RegistryError};
+use crate::registry::{NodeInfo, Now, Registered, Registry};
+use crate::store::log::OpenError;
+use crate::store::{Durability, LocalStore, Store, StoreError};
 
 /// How stale `last_seen` inside a cached list may get before the list is rebuilt.
 pub const LIST_MAX_AGE: Duration = Duration::from_secs(1);
@@ -20,7 +23,7 @@ pub const LIST_MAX_AGE: Duration = Duration::from_secs(1);
 /// The registry and everything derived from it, shared by all request handlers.
 #[derive(Debug)]
 pub struct Gateway {
-    registry: Mutex<Registry>,
+    store: Box<dyn Store>,
     lists: Mutex<Option<Arc<NodeList>>>,
     epoch: String,
     started: Instant,
@@ -28,15 +31,32 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// A gateway around `registry`; `heartbeat_interval` is reported in `/stats`.
+    /// A gateway around an in-memory `registry`; `heartbeat_interval` is reported in `/stats`.
     pub fn new(registry: Registry, heartbeat_interval: Duration) -> Gateway {
+        Gateway::with_store(Box::new(LocalStore::from(registry)), heartbeat_interval)
+    }
+
+    /// A gateway over any store.
+    pub fn with_store(store: Box<dyn Store>, heartbeat_interval: Duration) -> Gateway {
         Gateway {
-            registry: Mutex::new(registry),
+            store,
             lists: Mutex::new(None),
             epoch: new_epoch(),
             started: Instant::now(),
             heartbeat_interval,
         }
+    }
+
+    /// The gateway `config` asks for: in memory, or kept in `config.data_dir`.
+    pub fn open(config: &ServerConfig) -> Result<Gateway, OpenError> {
+        let store = match &config.data_dir {
+            None => LocalStore::memory(config.liveness, config.max_nodes),
+            Some(dir) => LocalStore::open(dir, config.liveness, config.max_nodes, Now::system())?,
+        };
+        Ok(Gateway::with_store(
+            Box::new(store),
+            config.heartbeat_interval,
+        ))
     }
 
     /// Id of this gateway run: it changes on every start.
@@ -46,7 +66,7 @@ impl Gateway {
 
     /// The liveness settings advertised to nodes.
     pub fn settings(&self) -> Settings {
-        let liveness = lock(&self.registry).liveness();
+        let liveness = self.store.summary().liveness;
         Settings {
             heartbeat_interval: Some(self.heartbeat_interval.as_secs_f64()),
             suspect_after: Some(liveness.suspect_after.as_secs_f64()),
@@ -55,40 +75,40 @@ impl Gateway {
     }
 
     /// Registers or updates a node.
-    pub fn register(&self, reg: Registration) -> Result<Registered, RegistryError> {
-        let now = Now::system();
-        self.with_registry(|r| r.register(reg, now))
+    pub fn register(&self, reg: Registration) -> Result<Registered, StoreError> {
+        self.store.register(reg, Now::system())
     }
 
     /// Records a heartbeat; `None` if the node is not registered, else the registry version.
-    pub fn heartbeat(&self, node_id: NodeId) -> Option<u64> {
-        let now = Now::system();
-        self.with_registry(|r| r.heartbeat(node_id, now).then(|| r.version()))
+    pub fn heartbeat(&self, node_id: NodeId) -> Result<Option<u64>, StoreError> {
+        self.store.heartbeat(node_id, Now::system())
     }
 
     /// Removes a node; false if it was not registered.
-    pub fn remove(&self, node_id: NodeId) -> bool {
-        self.with_registry(|r| r.remove(node_id))
+    pub fn remove(&self, node_id: NodeId) -> Result<bool, StoreError> {
+        self.store.remove(node_id)
     }
 
     /// Makes a registered node leader; false if it is not registered.
-    pub fn set_leader(&self, node_id: NodeId) -> bool {
-        self.with_registry(|r| r.set_leader(node_id))
+    pub fn set_leader(&self, node_id: NodeId) -> Result<bool, StoreError> {
+        self.store.set_leader(node_id)
     }
 
     /// Suspects and reaps silent nodes.
     pub fn sweep(&self, now: Now) {
-        self.with_registry(|r| r.sweep(now));
+        self.store.sweep(now);
+    }
+
+    /// Where the registry is kept.
+    pub fn durability(&self) -> Durability {
+        self.store.durability()
     }
 
     /// The current node list, rebuilt if the registry changed or `last_seen` values in it are
     /// older than [`LIST_MAX_AGE`].
     pub fn list(&self) -> Arc<NodeList> {
         let mut cached = lock(&self.lists);
-        let (version, touches) = {
-            let registry = lock(&self.registry);
-            (registry.version(), registry.touches())
-        };
+        let (version, touches) = self.store.versions();
         if let Some(list) = cached.as_ref() {
             let fresh = list.touches == touches || list.built.elapsed() < LIST_MAX_AGE;
             if list.version == version && fresh {
@@ -96,66 +116,44 @@ impl Gateway {
             }
         }
         // Holding the cache lock while building makes concurrent readers wait for this build
-        // instead of each building their own; the registry lock is held only for the snapshot.
-        let list = Arc::new(NodeList::build(&self.registry));
+        // instead of each building their own; the store's lock is held only for the snapshot.
+        let list = Arc::new(NodeList::build(self.store.as_ref()));
         *cached = Some(Arc::clone(&list));
         list
     }
 
     /// Counters for `/stats`.
     pub fn stats(&self) -> Stats {
-        let registry = lock(&self.registry);
-        let counts = registry.counts();
-        let liveness = registry.liveness();
+        let summary = self.store.summary();
+        let counts = summary.counts;
+        let durability = self.store.durability();
         Stats {
             total_nodes: counts.total_nodes,
             active_nodes: counts.active_nodes,
             suspected_nodes: counts.suspected_nodes,
-            leader_id: registry.leader_id(),
-            registry_version: registry.version(),
-            bootstrap_initiated: registry.bootstrap_initiated(),
-            bootstrap_armed: registry.bootstrap_armed(),
+            leader_id: summary.leader,
+            registry_version: summary.version,
+            bootstrap_initiated: summary.bootstrap_initiated,
+            bootstrap_armed: summary.bootstrap_armed,
             uptime: self.started.elapsed().as_secs_f64(),
             joins_total: counts.joins_total,
             removed_total: counts.removed_total,
             reaped_total: counts.reaped_total,
             heartbeats_total: counts.heartbeats_total,
-            suspect_after: liveness.suspect_after.as_secs_f64(),
-            node_timeout: liveness.node_timeout.as_secs_f64(),
+            suspect_after: summary.liveness.suspect_after.as_secs_f64(),
+            node_timeout: summary.liveness.node_timeout.as_secs_f64(),
             heartbeat_interval: self.heartbeat_interval.as_secs_f64(),
             version: crate::VERSION.to_owned(),
             epoch: self.epoch.clone(),
-        }
-    }
-
-    /// Runs `f` under the registry lock, then announces what it changed, after the lock is
-    /// released.
-    fn with_registry<T>(&self, f: impl FnOnce(&mut Registry) -> T) -> T {
-        let (result, events) = {
-            let mut registry = lock(&self.registry);
-            let result = f(&mut registry);
-            (result, registry.take_events())
-        };
-        announce(&events);
-        result
-    }
-}
-
-/// The one place a change to the registry is announced. Today: the log. Watches and metrics
-/// hook in here.
-fn announce(events: &[Event]) {
-    for event in events {
-        match event {
-            Event::Joined { node_id, address } => log::info!("node {node_id} joined at {address}"),
-            Event::Updated { node_id } => log::info!("node {node_id} re-registered with changes"),
-            Event::Left { node_id } => log::info!("node {node_id} left"),
-            Event::Reaped { node_id } => log::info!("node {node_id} reaped after silence"),
-            Event::Suspected { node_id } => log::info!("node {node_id} suspected: silent"),
-            Event::Recovered { node_id } => log::info!("node {node_id} heard from again"),
-            Event::LeaderChanged { from, to } => match to {
-                Some(to) => log::info!("leader is now node {to} (was {from:?})"),
-                None => log::info!("no leader (was {from:?})"),
-            },
+            durable: durability.data_dir.is_some(),
+            data_dir: durability
+                .data_dir
+                .as_ref()
+                .map(|d| d.display().to_string()),
+            log_bytes: durability.log_bytes,
+            snapshot_bytes: durability.snapshot_bytes,
+            last_compaction: durability.last_compaction,
+            store_error: durability.failed,
         }
     }
 }
@@ -208,17 +206,14 @@ pub struct Filter<'a> {
 }
 
 impl NodeList {
-    fn build(registry: &Mutex<Registry>) -> NodeList {
-        let (version, touches, leader, mut records) = {
-            let registry = lock(registry);
-            let records: Vec<NodeRecord> = registry.nodes().cloned().collect();
-            (
-                registry.version(),
-                registry.touches(),
-                registry.leader_id(),
-                records,
-            )
-        };
+    fn build(store: &dyn Store) -> NodeList {
+        let snapshot = store.snapshot();
+        let (version, touches, leader, mut records) = (
+            snapshot.version,
+            snapshot.touches,
+            snapshot.leader,
+            snapshot.records,
+        );
         records.sort_unstable_by_key(|r| r.node_id);
         let mut json = Vec::with_capacity(2 + records.len() * 200);
         let mut entries = Vec::with_capacity(records.len());

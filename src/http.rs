@@ -15,7 +15,8 @@ use crate::api::{
     RemoveResponse, RemoveStatus, SetLeaderResponse, SetLeaderStatus,
 };
 use crate::gateway::{Filter, Gateway, NodeList, Part};
-use crate::registry::unix_now;
+use crate::registry::{RegistryError, unix_now};
+use crate::store::StoreError;
 
 /// A request, as far as routing needs it.
 #[derive(Debug, Clone, Copy)]
@@ -148,6 +149,16 @@ impl From<Invalid> for Response {
     }
 }
 
+impl From<StoreError> for Response {
+    fn from(error: StoreError) -> Response {
+        let status = match &error {
+            StoreError::Registry(RegistryError::MetadataTooLarge(_)) => 400,
+            StoreError::Registry(RegistryError::Full { .. }) | StoreError::Unavailable(_) => 503,
+        };
+        Response::error(status, error.to_string())
+    }
+}
+
 /// Answers one request.
 pub fn handle(gateway: &Gateway, request: &Request<'_>) -> Response {
     route(gateway, request).unwrap_or_else(|refusal| refusal)
@@ -242,9 +253,7 @@ fn health(gateway: &Gateway) -> Response {
 fn register(gateway: &Gateway, body: &Map<String, Value>) -> Result<Response, Response> {
     let registration = Registration::from_body(body)?;
     let node_id = registration.node_id;
-    let registered = gateway
-        .register(registration)
-        .map_err(|e| Response::error(400, e.to_string()))?;
+    let registered = gateway.register(registration)?;
     let list = gateway.list();
     let status = if registered.created {
         "registered"
@@ -334,7 +343,7 @@ fn leader(gateway: &Gateway) -> Response {
 
 fn set_leader(gateway: &Gateway, body: &Map<String, Value>) -> Result<Response, Response> {
     let leader_id = api::required_id(body, "leader_id")?;
-    let answer = if gateway.set_leader(leader_id) {
+    let answer = if gateway.set_leader(leader_id)? {
         SetLeaderResponse {
             status: SetLeaderStatus::Updated,
             leader_id: Some(leader_id),
@@ -352,7 +361,7 @@ fn set_leader(gateway: &Gateway, body: &Map<String, Value>) -> Result<Response, 
 
 fn heartbeat(gateway: &Gateway, body: &Map<String, Value>) -> Result<Response, Response> {
     let node_id: NodeId = api::required_id(body, "node_id")?;
-    let answer = match gateway.heartbeat(node_id) {
+    let answer = match gateway.heartbeat(node_id)? {
         Some(version) => HeartbeatResponse {
             status: HeartbeatStatus::Acknowledged,
             registry_version: Some(version),
@@ -369,7 +378,7 @@ fn heartbeat(gateway: &Gateway, body: &Map<String, Value>) -> Result<Response, R
 
 fn remove(gateway: &Gateway, body: &Map<String, Value>) -> Result<Response, Response> {
     let node_id = api::required_id(body, "node_id")?;
-    let status = if gateway.remove(node_id) {
+    let status = if gateway.remove(node_id)? {
         RemoveStatus::Removed
     } else {
         RemoveStatus::NotFound

@@ -66,6 +66,7 @@ pub mod http;
 pub mod logger;
 pub mod registry;
 pub mod server;
+pub mod store;
 
 pub use client::GatewayClient;
 pub use config::ServerConfig;

@@ -181,12 +181,22 @@ pub struct Registered {
 pub enum RegistryError {
     /// Merging the new metadata into the stored one would exceed the limits.
     MetadataTooLarge(String),
+    /// The registry holds `max_nodes` nodes already; a new one does not fit.
+    Full {
+        /// The limit (`--max-nodes`).
+        max_nodes: usize,
+    },
 }
 
 impl std::fmt::Display for RegistryError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RegistryError::MetadataTooLarge(why) => write!(f, "Invalid metadata: {why}"),
+            RegistryError::Full { max_nodes } => write!(
+                f,
+                "Registry full: it holds {max_nodes} nodes, the most it may (--max-nodes); \
+                 a new node is admitted when one leaves or is reaped"
+            ),
         }
     }
 }
@@ -241,8 +251,24 @@ pub struct Registry {
     /// The next node to join an empty registry bootstraps the cluster.
     bootstrap_armed: bool,
     liveness: Liveness,
+    max_nodes: usize,
     counts: Counts,
     events: Vec<Event>,
+}
+
+/// What a durable store kept of a registry: enough to bring it back after a restart.
+#[derive(Debug, Clone, Default)]
+pub struct Restored {
+    /// Every node, with the wall-clock time it first joined.
+    pub nodes: Vec<(NodeId, Arc<NodeInfo>, f64)>,
+    /// The leader (ignored unless it is one of `nodes`).
+    pub leader: Option<NodeId>,
+    /// The last registry version shown.
+    pub version: u64,
+    /// True once a node bootstrapped the cluster (or a rejoining node disarmed bootstrap).
+    pub bootstrap_initiated: bool,
+    /// True if the next node to join an empty registry would bootstrap.
+    pub bootstrap_armed: bool,
 }
 
 impl Registry {
@@ -256,9 +282,43 @@ impl Registry {
             bootstrap_initiated: false,
             bootstrap_armed: true,
             liveness,
+            max_nodes: usize::MAX,
             counts: Counts::default(),
             events: Vec::new(),
         }
+    }
+
+    /// The same registry, refusing new nodes once it holds `max_nodes`.
+    pub fn with_max_nodes(mut self, max_nodes: usize) -> Registry {
+        self.max_nodes = max_nodes;
+        self
+    }
+
+    /// A registry brought back from what a store kept.
+    ///
+    /// Every node is active and gets a full grace period from `now`, as a lease does when an
+    /// etcd member restarts: its silence is counted from the restart, so a node that never comes
+    /// back is reaped `node_timeout` later. `join_timestamp` is kept; `last_seen` is `now`.
+    pub fn restore(liveness: Liveness, state: Restored, now: Now) -> Registry {
+        let mut registry = Registry::new(liveness);
+        for (node_id, info, join_timestamp) in state.nodes {
+            registry.nodes.insert(
+                node_id,
+                NodeRecord {
+                    node_id,
+                    info,
+                    status: NodeStatus::Active,
+                    last_seen: now.unix,
+                    join_timestamp,
+                    heard_at: now.instant,
+                },
+            );
+        }
+        registry.leader = state.leader.filter(|id| registry.nodes.contains_key(id));
+        registry.version = state.version;
+        registry.bootstrap_initiated = state.bootstrap_initiated;
+        registry.bootstrap_armed = state.bootstrap_armed;
+        registry
     }
 
     /// Registers a node, or updates it if known.
@@ -279,12 +339,15 @@ impl Registry {
         // A node that says it registered with some gateway run before belongs to a cluster that
         // already exists: it never bootstraps, and no one may bootstrap beside it.
         let rejoining = previous_epoch.is_some();
-        if rejoining && self.bootstrap_armed {
-            self.bootstrap_armed = false;
-            self.bootstrap_initiated = true;
-        }
-        if let Some(record) = self.nodes.get_mut(&node_id) {
-            let merged = merge_metadata(&record.info.metadata, metadata)?;
+        if let Some(stored) = self.nodes.get(&node_id) {
+            let merged = merge_metadata(&stored.info.metadata, metadata)?;
+            if rejoining {
+                self.disarm_bootstrap();
+            }
+            let record = self
+                .nodes
+                .get_mut(&node_id)
+                .expect("the node was found above");
             let info = NodeInfo {
                 ip_address,
                 port,
@@ -312,7 +375,15 @@ impl Registry {
             });
         }
 
+        if self.nodes.len() >= self.max_nodes {
+            return Err(RegistryError::Full {
+                max_nodes: self.max_nodes,
+            });
+        }
         let metadata = merge_metadata(&empty_object(), metadata)?;
+        if rejoining {
+            self.disarm_bootstrap();
+        }
         let address = crate::api::host_port(&ip_address, port);
         let is_bootstrap = self.bootstrap_armed && self.nodes.is_empty() && self.leader.is_none();
         self.nodes.insert(
@@ -334,8 +405,7 @@ impl Registry {
         self.counts.joins_total += 1;
         self.record(Event::Joined { node_id, address });
         if is_bootstrap {
-            self.bootstrap_armed = false;
-            self.bootstrap_initiated = true;
+            self.disarm_bootstrap();
             self.set_leader_unchecked(Some(node_id));
         }
         Ok(Registered {
@@ -490,6 +560,12 @@ impl Registry {
         self.version += 1;
         self.touches += 1;
         self.events.push(event);
+    }
+
+    /// As if the cluster had bootstrapped: the next node to join an empty registry will not.
+    fn disarm_bootstrap(&mut self) {
+        self.bootstrap_armed = false;
+        self.bootstrap_initiated = true;
     }
 
     fn set_leader_unchecked(&mut self, to: Option<NodeId>) {

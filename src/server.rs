@@ -23,7 +23,7 @@ use crate::config::ServerConfig;
 use crate::gateway::Gateway;
 use crate::http::{self, Response};
 use crate::lock;
-use crate::registry::{Now, Registry};
+use crate::registry::Now;
 
 /// A gateway server, configured but not yet listening (the original's `GatewayServer(host,
 /// port)`).
@@ -34,16 +34,26 @@ pub struct GatewayServer {
 
 /// Why the server could not start.
 #[derive(Debug)]
-pub struct StartError {
-    /// The address it tried to listen on.
-    pub address: String,
-    /// What the system said.
-    pub reason: String,
+pub enum StartError {
+    /// The address could not be listened on.
+    Listen {
+        /// The address it tried to listen on.
+        address: String,
+        /// What the system said.
+        reason: String,
+    },
+    /// The data directory could not be opened (in use, damaged, unwritable).
+    Store(crate::store::log::OpenError),
 }
 
 impl std::fmt::Display for StartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "cannot listen on {}: {}", self.address, self.reason)
+        match self {
+            StartError::Listen { address, reason } => {
+                write!(f, "cannot listen on {address}: {reason}")
+            }
+            StartError::Store(e) => e.fmt(f),
+        }
     }
 }
 
@@ -63,10 +73,12 @@ impl GatewayServer {
     fn start_with(self, handler: Handler) -> Result<RunningServer, StartError> {
         let config = self.config;
         let address = config.bind_address();
-        let start_error = |reason: String| StartError {
+        let start_error = |reason: String| StartError::Listen {
             address: address.clone(),
             reason,
         };
+        // The registry first: a replay of the data directory finishes before anyone can connect.
+        let gateway = Arc::new(Gateway::open(&config).map_err(StartError::Store)?);
         let listener = listen(&address).map_err(|e| start_error(e.to_string()))?;
         let local_addr = listener
             .local_addr()
@@ -74,10 +86,6 @@ impl GatewayServer {
         let server = tiny_http::Server::from_listener(listener, None)
             .map_err(|e| start_error(e.to_string()))?;
         let server = Arc::new(server);
-        let gateway = Arc::new(Gateway::new(
-            Registry::new(config.liveness),
-            config.heartbeat_interval,
-        ));
         let stopping = Arc::new(AtomicBool::new(false));
         let failure = Arc::new(Mutex::new(None));
 

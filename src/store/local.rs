@@ -1,0 +1,183 @@
+//! [`LocalStore`]: the registry in this process's memory, optionally kept in a data directory.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use crate::api::{NodeId, Registration};
+use crate::lock;
+use crate::registry::{Event, Liveness, Now, Registered, Registry};
+
+use super::log::{Log, OpenError};
+use super::{Durability, Snapshot, Store, StoreError, Summary};
+
+/// The registry behind a mutex. With a data directory, every change is appended to a [`Log`]
+/// under the registry lock (so the log's order is the registry's), and the operation waits for
+/// the log to be on disk after releasing the lock (so concurrent operations share one `fsync`).
+#[derive(Debug)]
+pub struct LocalStore {
+    registry: Arc<Mutex<Registry>>,
+    log: Option<Log>,
+}
+
+impl LocalStore {
+    /// An empty registry in memory: a restart forgets it.
+    pub fn memory(liveness: Liveness, max_nodes: usize) -> LocalStore {
+        LocalStore {
+            registry: Arc::new(Mutex::new(
+                Registry::new(liveness).with_max_nodes(max_nodes),
+            )),
+            log: None,
+        }
+    }
+
+    /// The registry kept in `dir`: brought back from it (every node with a full grace period from
+    /// `now`), and every change written to it before it is acknowledged.
+    pub fn open(
+        dir: &Path,
+        liveness: Liveness,
+        max_nodes: usize,
+        now: Now,
+    ) -> Result<LocalStore, OpenError> {
+        let (restored, resume) = super::log::recover(dir)?;
+        let registry = Registry::restore(liveness, restored, now).with_max_nodes(max_nodes);
+        let registry = Arc::new(Mutex::new(registry));
+        let log = Log::start(dir, resume, Arc::clone(&registry))?;
+        Ok(LocalStore {
+            registry,
+            log: Some(log),
+        })
+    }
+
+    /// Applies `f` under the registry lock and logs what it changed; after releasing the lock,
+    /// waits until that is on disk, then announces it. With `writes`, a store whose log failed
+    /// refuses before changing anything.
+    fn change<T>(&self, writes: bool, f: impl FnOnce(&mut Registry) -> T) -> Result<T, StoreError> {
+        if writes && let Some(log) = &self.log {
+            log.check_writable()?;
+        }
+        let (result, events, ticket) = {
+            let mut registry = lock(&self.registry);
+            let before = bootstrap_state(&registry);
+            let result = f(&mut registry);
+            let events = registry.take_events();
+            let ticket = self.log.as_ref().and_then(|log| {
+                let bootstrap_changed = bootstrap_state(&registry) != before;
+                log.append(&registry, &events, bootstrap_changed)
+            });
+            (result, events, ticket)
+        };
+        if let (Some(log), Some(ticket)) = (&self.log, ticket) {
+            log.wait(ticket)?;
+        }
+        announce(&events);
+        Ok(result)
+    }
+
+    /// Waits until `version` is on disk, so nothing shown can be lost by a crash. A log that
+    /// failed is not waited for: reads go on from memory.
+    fn settle(&self, version: u64) {
+        if let Some(log) = &self.log {
+            log.wait_version(version);
+        }
+    }
+}
+
+impl From<Registry> for LocalStore {
+    /// A store in memory around an existing registry.
+    fn from(registry: Registry) -> LocalStore {
+        LocalStore {
+            registry: Arc::new(Mutex::new(registry)),
+            log: None,
+        }
+    }
+}
+
+fn bootstrap_state(registry: &Registry) -> (bool, bool) {
+    (registry.bootstrap_initiated(), registry.bootstrap_armed())
+}
+
+impl Store for LocalStore {
+    fn register(&self, registration: Registration, now: Now) -> Result<Registered, StoreError> {
+        Ok(self.change(true, |r| r.register(registration, now))??)
+    }
+
+    fn heartbeat(&self, node_id: NodeId, now: Now) -> Result<Option<u64>, StoreError> {
+        let version = self.change(false, |r| r.heartbeat(node_id, now).then(|| r.version()))?;
+        if let Some(version) = version {
+            self.settle(version);
+        }
+        Ok(version)
+    }
+
+    fn remove(&self, node_id: NodeId) -> Result<bool, StoreError> {
+        self.change(true, |r| r.remove(node_id))
+    }
+
+    fn set_leader(&self, node_id: NodeId) -> Result<bool, StoreError> {
+        self.change(true, |r| r.set_leader(node_id))
+    }
+
+    fn sweep(&self, now: Now) {
+        if let Err(e) = self.change(false, |r| r.sweep(now)) {
+            log::warn!("a sweep's changes could not be written: {e}");
+        }
+    }
+
+    fn versions(&self) -> (u64, u64) {
+        let registry = lock(&self.registry);
+        (registry.version(), registry.touches())
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let snapshot = {
+            let registry = lock(&self.registry);
+            Snapshot {
+                version: registry.version(),
+                touches: registry.touches(),
+                leader: registry.leader_id(),
+                records: registry.nodes().cloned().collect(),
+            }
+        };
+        self.settle(snapshot.version);
+        snapshot
+    }
+
+    fn summary(&self) -> Summary {
+        let summary = {
+            let registry = lock(&self.registry);
+            Summary {
+                counts: registry.counts(),
+                leader: registry.leader_id(),
+                version: registry.version(),
+                bootstrap_initiated: registry.bootstrap_initiated(),
+                bootstrap_armed: registry.bootstrap_armed(),
+                liveness: registry.liveness(),
+            }
+        };
+        self.settle(summary.version);
+        summary
+    }
+
+    fn durability(&self) -> Durability {
+        self.log.as_ref().map(Log::durability).unwrap_or_default()
+    }
+}
+
+/// The one place a change to the registry is announced. Today: the log. Watches and metrics
+/// hook in here.
+fn announce(events: &[Event]) {
+    for event in events {
+        match event {
+            Event::Joined { node_id, address } => log::info!("node {node_id} joined at {address}"),
+            Event::Updated { node_id } => log::info!("node {node_id} re-registered with changes"),
+            Event::Left { node_id } => log::info!("node {node_id} left"),
+            Event::Reaped { node_id } => log::info!("node {node_id} reaped after silence"),
+            Event::Suspected { node_id } => log::info!("node {node_id} suspected: silent"),
+            Event::Recovered { node_id } => log::info!("node {node_id} heard from again"),
+            Event::LeaderChanged { from, to } => match to {
+                Some(to) => log::info!("leader is now node {to} (was {from:?})"),
+                None => log::info!("no leader (was {from:?})"),
+            },
+        }
+    }
+}

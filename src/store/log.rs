@@ -1,0 +1,908 @@
+//! The durable registry: an append-only log plus a snapshot, in a data directory.
+//!
+//! ```text
+//! DATA_DIR/lock            held (flock) by the one gateway using the directory
+//! DATA_DIR/snapshot.jsonl  the registry as of some log sequence number (replaced atomically)
+//! DATA_DIR/log.jsonl       every change after it, appended
+//! ```
+//!
+//! Both files are JSON lines an operator can read with `jq .rec`. Each line frames one record
+//! with its length and a CRC-32 of its bytes:
+//!
+//! ```text
+//! {"len":93,"crc":2238339815,"rec":{"seq":8,"v":5,"op":"leader","leader_id":1}}
+//! ```
+//!
+//! Records: `put` (a node's whole record), `remove`, `leader`, `status` (suspected or active),
+//! `bootstrap` (the bootstrap flags) and, first in a snapshot, `snapshot` (leader, flags and how
+//! many `put` lines follow). `seq` numbers every record and never repeats; `v` is the registry
+//! version after the change.
+//!
+//! Writing: changes are queued under the registry lock (so the log's order is the registry's)
+//! and a single writer thread appends whatever has queued, then `fdatasync`s: registrations that
+//! arrive together share one sync (group commit). An operation is answered only after its
+//! records are synced. When the log outgrows the snapshot, the writer compacts: it writes a new
+//! snapshot to a temporary file, syncs it, renames it over the old one, syncs the directory, and
+//! empties the log. A crash at any point leaves a directory that recovers: records already in
+//! the snapshot are skipped by their `seq`.
+//!
+//! Reading at start: a torn last record (a crash mid-write) is dropped with a warning; any other
+//! damage stops the start with the file, the byte offset and what to do.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::{self, JoinHandle};
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::api::{Node, NodeId, NodeStatus};
+use crate::lock;
+use crate::registry::{Event, NodeInfo, NodeRecord, Registry, Restored, unix_now};
+
+use super::{Durability, StoreError};
+
+const LOCK_FILE: &str = "lock";
+const SNAPSHOT_FILE: &str = "snapshot.jsonl";
+const SNAPSHOT_TEMP: &str = "snapshot.jsonl.tmp";
+const LOG_FILE: &str = "log.jsonl";
+
+/// The log is compacted once it is larger than this and than the last snapshot.
+pub const COMPACT_MIN_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Why a data directory could not be opened.
+#[derive(Debug)]
+pub enum OpenError {
+    /// The directory or a file in it could not be created, read or written.
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// What the system said.
+        error: io::Error,
+    },
+    /// Another process holds the directory's lock.
+    Locked {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// A record that is not the torn last one is damaged.
+    Damaged {
+        /// The file.
+        file: PathBuf,
+        /// Where the damaged record starts.
+        offset: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpenError::Io { path, error } => {
+                write!(f, "data directory: {}: {error}", path.display())
+            }
+            OpenError::Locked { dir } => write!(
+                f,
+                "data directory {} is in use by another gateway-server (it holds {}); \
+                 one process per data directory",
+                dir.display(),
+                dir.join(LOCK_FILE).display()
+            ),
+            OpenError::Damaged {
+                file,
+                offset,
+                reason,
+            } => {
+                write!(
+                    f,
+                    "{} is damaged at byte {offset}: {reason}. Nothing was changed. ",
+                    file.display()
+                )?;
+                if file.ends_with(LOG_FILE) {
+                    write!(
+                        f,
+                        "To start from the last snapshot alone (losing the changes logged \
+                         since), move the file aside: mv {0} {0}.damaged",
+                        file.display()
+                    )
+                } else {
+                    write!(
+                        f,
+                        "Restore the data directory from a backup, or move it aside to start \
+                         with an empty registry: mv {0} {0}.damaged",
+                        file.parent().unwrap_or(Path::new(".")).display()
+                    )
+                }
+            }
+        }
+    }
+}
+
+impl std::error::Error for OpenError {}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> OpenError + '_ {
+    move |error| OpenError::Io {
+        path: path.to_owned(),
+        error,
+    }
+}
+
+/// What [`recover`] hands to [`Log::start`]: the lock, and where the log goes on.
+#[derive(Debug)]
+pub struct Resume {
+    lock: File,
+    next_seq: u64,
+    version: u64,
+    log_bytes: u64,
+    snapshot_bytes: u64,
+}
+
+/// One change, as queued under the registry lock and written by the writer thread.
+#[derive(Debug, Clone)]
+enum Change {
+    Put(NodeRecord),
+    Remove(NodeId, &'static str),
+    Leader(Option<NodeId>),
+    Status(NodeId, NodeStatus),
+    Bootstrap { initiated: bool, armed: bool },
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    seq: u64,
+    version: u64,
+    change: Change,
+}
+
+/// A record as written.
+#[derive(Serialize)]
+struct RecordOut<'a> {
+    seq: u64,
+    v: u64,
+    #[serde(flatten)]
+    op: OpOut<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum OpOut<'a> {
+    Put {
+        node: &'a NodeRecord,
+    },
+    Remove {
+        node_id: NodeId,
+        reason: &'static str,
+    },
+    Leader {
+        leader_id: Option<NodeId>,
+    },
+    Status {
+        node_id: NodeId,
+        status: NodeStatus,
+    },
+    Bootstrap {
+        initiated: bool,
+        armed: bool,
+    },
+    Snapshot {
+        leader_id: Option<NodeId>,
+        bootstrap_initiated: bool,
+        bootstrap_armed: bool,
+        nodes: usize,
+        written: f64,
+    },
+}
+
+/// A record as read back.
+#[derive(Deserialize)]
+struct RecordIn {
+    seq: u64,
+    v: u64,
+    #[serde(flatten)]
+    op: OpIn,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum OpIn {
+    Put {
+        node: Node,
+    },
+    Remove {
+        node_id: NodeId,
+    },
+    Leader {
+        leader_id: Option<NodeId>,
+    },
+    Status {},
+    Bootstrap {
+        initiated: bool,
+        armed: bool,
+    },
+    Snapshot {
+        leader_id: Option<NodeId>,
+        bootstrap_initiated: bool,
+        bootstrap_armed: bool,
+        nodes: usize,
+    },
+}
+
+/// Frames one record: `{"len":N,"crc":C,"rec":RECORD}` and a newline.
+fn frame(out: &mut Vec<u8>, record: &RecordOut<'_>) {
+    let body = serde_json::to_vec(record).expect("a log record serialises");
+    let crc = crc32fast::hash(&body);
+    write!(out, r#"{{"len":{},"crc":{crc},"rec":"#, body.len()).expect("writing to a Vec");
+    out.extend_from_slice(&body);
+    out.extend_from_slice(b"}\n");
+}
+
+/// The record inside one framed line (without its newline), or why it is not one.
+fn unframe(line: &[u8]) -> Result<&[u8], String> {
+    let rest = line
+        .strip_prefix(br#"{"len":"#)
+        .ok_or("not a framed record")?;
+    let (len, rest) = split_number(rest)?;
+    let rest = rest.strip_prefix(br#","crc":"#).ok_or("no checksum")?;
+    let (crc, rest) = split_number(rest)?;
+    let rest = rest.strip_prefix(br#","rec":"#).ok_or("no record")?;
+    let len = usize::try_from(len).map_err(|_| "length out of range")?;
+    if rest.len() != len + 1 || rest[len] != b'}' {
+        return Err(format!(
+            "length {len} does not match the record ({} bytes)",
+            rest.len().saturating_sub(1)
+        ));
+    }
+    let body = &rest[..len];
+    let actual = crc32fast::hash(body);
+    if u64::from(actual) != crc {
+        return Err(format!("checksum {actual} does not match {crc}"));
+    }
+    Ok(body)
+}
+
+fn split_number(bytes: &[u8]) -> Result<(u64, &[u8]), String> {
+    let digits = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
+    let text = std::str::from_utf8(&bytes[..digits]).expect("ASCII digits");
+    let n = text.parse().map_err(|_| "a number out of range")?;
+    Ok((n, &bytes[digits..]))
+}
+
+/// The registry as the files describe it, while it is being read.
+#[derive(Default)]
+struct Replay {
+    nodes: HashMap<NodeId, (Arc<NodeInfo>, f64)>,
+    leader: Option<NodeId>,
+    version: u64,
+    seq: u64,
+    bootstrap_initiated: bool,
+    bootstrap_armed: bool,
+}
+
+impl Replay {
+    fn apply(&mut self, record: RecordIn) -> Result<(), String> {
+        match record.op {
+            OpIn::Put { node } => {
+                let metadata = serde_json::to_string(&node.metadata).expect("a map serialises");
+                let info = NodeInfo {
+                    ip_address: node.ip_address,
+                    port: node.port,
+                    capabilities: node.capabilities,
+                    metadata: RawValue::from_string(metadata).expect("serde_json output is JSON"),
+                };
+                self.nodes
+                    .insert(node.node_id, (Arc::new(info), node.join_timestamp));
+            }
+            OpIn::Remove { node_id } => {
+                self.nodes.remove(&node_id);
+                if self.leader == Some(node_id) {
+                    self.leader = None;
+                }
+            }
+            OpIn::Leader { leader_id } => self.leader = leader_id,
+            OpIn::Status {} => {}
+            OpIn::Bootstrap { initiated, armed } => {
+                self.bootstrap_initiated = initiated;
+                self.bootstrap_armed = armed;
+            }
+            OpIn::Snapshot { .. } => return Err("a snapshot header inside the log".to_owned()),
+        }
+        self.seq = record.seq;
+        self.version = self.version.max(record.v);
+        Ok(())
+    }
+
+    fn into_restored(self) -> Restored {
+        let mut nodes: Vec<_> = self
+            .nodes
+            .into_iter()
+            .map(|(id, (info, joined))| (id, info, joined))
+            .collect();
+        nodes.sort_unstable_by_key(|n| n.0);
+        Restored {
+            nodes,
+            leader: self.leader,
+            version: self.version,
+            bootstrap_initiated: self.bootstrap_initiated,
+            bootstrap_armed: self.bootstrap_armed,
+        }
+    }
+}
+
+/// Locks `dir` (creating it if needed) and reads the registry back from it.
+pub fn recover(dir: &Path) -> Result<(Restored, Resume), OpenError> {
+    fs::create_dir_all(dir).map_err(io_error(dir))?;
+    let lock_path = dir.join(LOCK_FILE);
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io_error(&lock_path))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            return Err(OpenError::Locked {
+                dir: dir.to_owned(),
+            });
+        }
+        Err(fs::TryLockError::Error(e)) => return Err(io_error(&lock_path)(e)),
+    }
+    // A temporary snapshot is one whose compaction did not finish: the old snapshot and the
+    // log still hold everything.
+    let temp = dir.join(SNAPSHOT_TEMP);
+    if temp.exists() {
+        log::warn!(
+            "removing {}, left by a compaction that did not finish",
+            temp.display()
+        );
+        fs::remove_file(&temp).map_err(io_error(&temp))?;
+    }
+
+    let mut replay = Replay {
+        bootstrap_armed: true,
+        ..Replay::default()
+    };
+    let snapshot_path = dir.join(SNAPSHOT_FILE);
+    let snapshot_bytes = match fs::read(&snapshot_path) {
+        Ok(bytes) => {
+            read_snapshot(&snapshot_path, &bytes, &mut replay)?;
+            bytes.len() as u64
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(io_error(&snapshot_path)(e)),
+    };
+    let log_path = dir.join(LOG_FILE);
+    let log_bytes = match fs::read(&log_path) {
+        Ok(bytes) => read_log(&log_path, &bytes, &mut replay)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(io_error(&log_path)(e)),
+    };
+    let resume = Resume {
+        lock,
+        next_seq: replay.seq + 1,
+        version: replay.version,
+        log_bytes,
+        snapshot_bytes,
+    };
+    let restored = replay.into_restored();
+    log::info!(
+        "data directory {}: {} nodes, leader {}, registry version {}",
+        dir.display(),
+        restored.nodes.len(),
+        restored
+            .leader
+            .map_or_else(|| "none".to_owned(), |id| id.to_string()),
+        restored.version
+    );
+    Ok((restored, resume))
+}
+
+/// Lines of `bytes` with their offsets; the last one may lack its newline.
+fn lines(bytes: &[u8]) -> impl Iterator<Item = (usize, &[u8], bool)> {
+    let mut offset = 0;
+    std::iter::from_fn(move || {
+        if offset >= bytes.len() {
+            return None;
+        }
+        let rest = &bytes[offset..];
+        let (line, complete) = match rest.iter().position(|&b| b == b'\n') {
+            Some(end) => (&rest[..end], true),
+            None => (rest, false),
+        };
+        let at = offset;
+        offset += line.len() + usize::from(complete);
+        Some((at, line, complete))
+    })
+}
+
+fn parse(line: &[u8], complete: bool) -> Result<RecordIn, String> {
+    if !complete {
+        return Err("the record has no end".to_owned());
+    }
+    let body = unframe(line)?;
+    serde_json::from_slice(body).map_err(|e| format!("not a valid record: {e}"))
+}
+
+fn read_snapshot(path: &Path, bytes: &[u8], replay: &mut Replay) -> Result<(), OpenError> {
+    let damaged = |offset: usize, reason: String| OpenError::Damaged {
+        file: path.to_owned(),
+        offset: offset as u64,
+        reason,
+    };
+    let mut expected = None;
+    let mut seen = 0;
+    for (offset, line, complete) in lines(bytes) {
+        let record = parse(line, complete).map_err(|e| damaged(offset, e))?;
+        match (record.op, expected) {
+            (
+                OpIn::Snapshot {
+                    leader_id,
+                    bootstrap_initiated,
+                    bootstrap_armed,
+                    nodes,
+                },
+                None,
+            ) => {
+                replay.leader = leader_id;
+                replay.bootstrap_initiated = bootstrap_initiated;
+                replay.bootstrap_armed = bootstrap_armed;
+                replay.version = record.v;
+                replay.seq = record.seq;
+                expected = Some(nodes);
+            }
+            (OpIn::Put { node }, Some(_)) => {
+                let put = RecordIn {
+                    seq: replay.seq,
+                    v: replay.version,
+                    op: OpIn::Put { node },
+                };
+                replay.apply(put).map_err(|e| damaged(offset, e))?;
+                seen += 1;
+            }
+            _ => {
+                return Err(damaged(
+                    offset,
+                    "unexpected record in a snapshot".to_owned(),
+                ));
+            }
+        }
+    }
+    match expected {
+        Some(n) if n == seen => Ok(()),
+        Some(n) => Err(damaged(
+            bytes.len(),
+            format!("the snapshot promises {n} nodes and holds {seen}"),
+        )),
+        None => Err(damaged(0, "no snapshot header".to_owned())),
+    }
+}
+
+/// Replays the log; returns its length once a torn tail is cut off.
+fn read_log(path: &Path, bytes: &[u8], replay: &mut Replay) -> Result<u64, OpenError> {
+    let damaged = |offset: usize, reason: String| OpenError::Damaged {
+        file: path.to_owned(),
+        offset: offset as u64,
+        reason,
+    };
+    let base = replay.seq;
+    let mut last_seq = 0;
+    let mut all = lines(bytes);
+    while let Some((offset, line, complete)) = all.next() {
+        let record = match parse(line, complete) {
+            Ok(record) => record,
+            Err(reason) => {
+                // Damage followed by a good record is not a torn write: refuse.
+                if all.any(|(_, line, complete)| parse(line, complete).is_ok()) {
+                    return Err(damaged(offset, reason));
+                }
+                log::warn!(
+                    "{}: dropping a torn record at byte {offset} ({} bytes: {reason}), left by a \
+                     crash while it was written; it was never acknowledged",
+                    path.display(),
+                    bytes.len() - offset
+                );
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(io_error(path))?;
+                file.set_len(offset as u64).map_err(io_error(path))?;
+                file.sync_all().map_err(io_error(path))?;
+                return Ok(offset as u64);
+            }
+        };
+        if record.seq <= last_seq {
+            return Err(damaged(
+                offset,
+                format!("sequence {} after {last_seq}", record.seq),
+            ));
+        }
+        last_seq = record.seq;
+        // Records already in the snapshot: a compaction stopped before emptying the log.
+        if record.seq <= base {
+            continue;
+        }
+        replay.apply(record).map_err(|e| damaged(offset, e))?;
+    }
+    Ok(bytes.len() as u64)
+}
+
+/// A ticket for records queued by one operation: wait for it to be durable.
+#[derive(Debug, Clone, Copy)]
+pub struct Ticket(u64);
+
+/// The writing side of a data directory: the queue, the writer thread and its figures.
+pub struct Log {
+    shared: Arc<Shared>,
+    writer: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for Log {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Log")
+            .field("dir", &self.shared.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Shared {
+    dir: PathBuf,
+    compact_at: u64,
+    state: Mutex<State>,
+    /// The writer waits here for records (or the stop).
+    work: Condvar,
+    /// Operations wait here for their records to be synced.
+    synced: Condvar,
+    /// The highest registry version on disk (read without the lock on the hot path).
+    durable_version: AtomicU64,
+    failed_flag: AtomicBool,
+}
+
+struct State {
+    queue: Vec<Entry>,
+    next_seq: u64,
+    durable_seq: u64,
+    failed: Option<Arc<str>>,
+    stopping: bool,
+    figures: Durability,
+    /// Held for as long as the log is open.
+    _lock: File,
+}
+
+impl Log {
+    /// Starts the writer for a directory [`recover`] opened. `registry` is read for compaction.
+    pub fn start(
+        dir: &Path,
+        resume: Resume,
+        registry: Arc<Mutex<Registry>>,
+    ) -> Result<Log, OpenError> {
+        Log::start_compacting_at(dir, resume, registry, COMPACT_MIN_BYTES)
+    }
+
+    /// [`Log::start`], compacting once the log passes `compact_at` bytes (and the snapshot's
+    /// size). Tests use a small figure to compact often.
+    pub fn start_compacting_at(
+        dir: &Path,
+        resume: Resume,
+        registry: Arc<Mutex<Registry>>,
+        compact_at: u64,
+    ) -> Result<Log, OpenError> {
+        let log_path = dir.join(LOG_FILE);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(io_error(&log_path))?;
+        sync_dir(dir).map_err(io_error(dir))?;
+        let shared = Arc::new(Shared {
+            dir: dir.to_owned(),
+            compact_at,
+            state: Mutex::new(State {
+                queue: Vec::new(),
+                next_seq: resume.next_seq,
+                durable_seq: resume.next_seq - 1,
+                failed: None,
+                stopping: false,
+                figures: Durability {
+                    data_dir: Some(dir.to_owned()),
+                    log_bytes: resume.log_bytes,
+                    snapshot_bytes: resume.snapshot_bytes,
+                    last_compaction: None,
+                    failed: None,
+                },
+                _lock: resume.lock,
+            }),
+            work: Condvar::new(),
+            synced: Condvar::new(),
+            durable_version: AtomicU64::new(resume.version),
+            failed_flag: AtomicBool::new(false),
+        });
+        let writer = {
+            let shared = Arc::clone(&shared);
+            thread::Builder::new()
+                .name("gateway-log-writer".to_owned())
+                .spawn(move || write_loop(&shared, file, &registry))
+                .map_err(io_error(dir))?
+        };
+        Ok(Log {
+            shared,
+            writer: Some(writer),
+        })
+    }
+
+    /// Refuses when the log cannot be written any more.
+    pub fn check_writable(&self) -> Result<(), StoreError> {
+        if !self.shared.failed_flag.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let state = lock(&self.shared.state);
+        match &state.failed {
+            Some(why) => Err(StoreError::Unavailable(Arc::clone(why))),
+            None => Ok(()),
+        }
+    }
+
+    /// Queues what `events` changed in `registry` (called under the registry lock, just after
+    /// the change). `None` if there is nothing to write.
+    pub fn append(
+        &self,
+        registry: &Registry,
+        events: &[Event],
+        bootstrap_changed: bool,
+    ) -> Option<Ticket> {
+        let mut changes: Vec<Change> = events
+            .iter()
+            .filter_map(|event| match event {
+                Event::Joined { node_id, .. } | Event::Updated { node_id } => {
+                    registry.get(*node_id).cloned().map(Change::Put)
+                }
+                Event::Left { node_id } => Some(Change::Remove(*node_id, "left")),
+                Event::Reaped { node_id } => Some(Change::Remove(*node_id, "reaped")),
+                Event::Suspected { node_id } => {
+                    Some(Change::Status(*node_id, NodeStatus::Suspected))
+                }
+                Event::Recovered { node_id } => Some(Change::Status(*node_id, NodeStatus::Active)),
+                Event::LeaderChanged { to, .. } => Some(Change::Leader(*to)),
+            })
+            .collect();
+        if bootstrap_changed {
+            changes.push(Change::Bootstrap {
+                initiated: registry.bootstrap_initiated(),
+                armed: registry.bootstrap_armed(),
+            });
+        }
+        if changes.is_empty() {
+            return None;
+        }
+        let version = registry.version();
+        let mut state = lock(&self.shared.state);
+        if state.failed.is_some() {
+            return Some(Ticket(u64::MAX));
+        }
+        for change in changes {
+            let seq = state.next_seq;
+            state.next_seq += 1;
+            state.queue.push(Entry {
+                seq,
+                version,
+                change,
+            });
+        }
+        let ticket = Ticket(state.next_seq - 1);
+        drop(state);
+        self.shared.work.notify_one();
+        Some(ticket)
+    }
+
+    /// Waits until the records of `ticket` are synced.
+    pub fn wait(&self, ticket: Ticket) -> Result<(), StoreError> {
+        let mut state = lock(&self.shared.state);
+        loop {
+            if state.durable_seq >= ticket.0 {
+                return Ok(());
+            }
+            if let Some(why) = &state.failed {
+                return Err(StoreError::Unavailable(Arc::clone(why)));
+            }
+            state = self
+                .shared
+                .synced
+                .wait(state)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Waits until registry version `version` is synced (or the log has failed).
+    pub fn wait_version(&self, version: u64) {
+        let shared = &self.shared;
+        if shared.durable_version.load(Ordering::Acquire) >= version {
+            return;
+        }
+        let mut state = lock(&shared.state);
+        while shared.durable_version.load(Ordering::Acquire) < version && state.failed.is_none() {
+            state = shared.synced.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Figures for `/stats`.
+    pub fn durability(&self) -> Durability {
+        let state = lock(&self.shared.state);
+        Durability {
+            failed: state.failed.as_deref().map(str::to_owned),
+            ..state.figures.clone()
+        }
+    }
+}
+
+impl Drop for Log {
+    /// Writes what is queued, then stops the writer.
+    fn drop(&mut self) {
+        lock(&self.shared.state).stopping = true;
+        self.shared.work.notify_one();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+fn write_loop(shared: &Shared, mut file: File, registry: &Mutex<Registry>) {
+    let mut buffer = Vec::new();
+    loop {
+        let batch = {
+            let mut state = lock(&shared.state);
+            while state.queue.is_empty() && !state.stopping {
+                state = shared.work.wait(state).unwrap_or_else(|e| e.into_inner());
+            }
+            if state.queue.is_empty() {
+                return;
+            }
+            std::mem::take(&mut state.queue)
+        };
+        buffer.clear();
+        for entry in &batch {
+            frame(&mut buffer, &record_out(entry));
+        }
+        let written = file.write_all(&buffer).and_then(|()| file.sync_data());
+        let last = batch.last().expect("a batch is never empty");
+        let compact = {
+            let mut state = lock(&shared.state);
+            match written {
+                Ok(()) => {
+                    state.durable_seq = last.seq;
+                    state.figures.log_bytes += buffer.len() as u64;
+                    shared
+                        .durable_version
+                        .fetch_max(last.version, Ordering::AcqRel);
+                }
+                Err(e) => {
+                    let why = format!("cannot write {}: {e}", shared.dir.join(LOG_FILE).display());
+                    log::error!("{why}; refusing writes from now on");
+                    state.failed = Some(why.into());
+                    state.queue.clear();
+                    shared.failed_flag.store(true, Ordering::Release);
+                }
+            }
+            state.failed.is_none()
+                && state.figures.log_bytes >= shared.compact_at
+                && state.figures.log_bytes >= state.figures.snapshot_bytes
+        };
+        shared.synced.notify_all();
+        if compact && let Err(e) = compact_now(shared, &file, registry) {
+            log::warn!(
+                "compaction of {} failed, the log goes on growing: {e}",
+                shared.dir.display()
+            );
+        }
+        // Keep a burst's buffer from pinning memory while idle.
+        if buffer.capacity() > 1 << 20 {
+            buffer = Vec::new();
+        }
+    }
+}
+
+fn record_out(entry: &Entry) -> RecordOut<'_> {
+    let op = match &entry.change {
+        Change::Put(record) => OpOut::Put { node: record },
+        Change::Remove(node_id, reason) => OpOut::Remove {
+            node_id: *node_id,
+            reason,
+        },
+        Change::Leader(leader_id) => OpOut::Leader {
+            leader_id: *leader_id,
+        },
+        Change::Status(node_id, status) => OpOut::Status {
+            node_id: *node_id,
+            status: *status,
+        },
+        Change::Bootstrap { initiated, armed } => OpOut::Bootstrap {
+            initiated: *initiated,
+            armed: *armed,
+        },
+    };
+    RecordOut {
+        seq: entry.seq,
+        v: entry.version,
+        op,
+    }
+}
+
+/// Writes a snapshot of the registry and empties the log. The records still queued that the
+/// snapshot already holds are dropped and count as synced.
+fn compact_now(shared: &Shared, log: &File, registry: &Mutex<Registry>) -> io::Result<()> {
+    // Registry lock, then state lock: the order `append` takes them in.
+    let (records, leader, version, initiated, armed, seq) = {
+        let registry = lock(registry);
+        let state = lock(&shared.state);
+        let mut records: Vec<NodeRecord> = registry.nodes().cloned().collect();
+        records.sort_unstable_by_key(|r| r.node_id);
+        (
+            records,
+            registry.leader_id(),
+            registry.version(),
+            registry.bootstrap_initiated(),
+            registry.bootstrap_armed(),
+            state.next_seq - 1,
+        )
+    };
+    let mut bytes = Vec::with_capacity(records.len() * 256);
+    frame(
+        &mut bytes,
+        &RecordOut {
+            seq,
+            v: version,
+            op: OpOut::Snapshot {
+                leader_id: leader,
+                bootstrap_initiated: initiated,
+                bootstrap_armed: armed,
+                nodes: records.len(),
+                written: unix_now(),
+            },
+        },
+    );
+    for record in &records {
+        frame(
+            &mut bytes,
+            &RecordOut {
+                seq,
+                v: version,
+                op: OpOut::Put { node: record },
+            },
+        );
+    }
+    let temp = shared.dir.join(SNAPSHOT_TEMP);
+    let mut file = File::create(&temp)?;
+    file.write_all(&bytes)?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&temp, shared.dir.join(SNAPSHOT_FILE))?;
+    sync_dir(&shared.dir)?;
+    // The snapshot holds every record up to `seq`: the log can go.
+    log.set_len(0)?;
+    log.sync_all()?;
+    {
+        let mut state = lock(&shared.state);
+        state.queue.retain(|entry| entry.seq > seq);
+        state.durable_seq = state.durable_seq.max(seq);
+        state.figures.log_bytes = 0;
+        state.figures.snapshot_bytes = bytes.len() as u64;
+        state.figures.last_compaction = Some(unix_now());
+        shared.durable_version.fetch_max(version, Ordering::AcqRel);
+    }
+    shared.synced.notify_all();
+    log::info!(
+        "compacted {}: snapshot of {} nodes at registry version {version}",
+        shared.dir.display(),
+        records.len()
+    );
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+

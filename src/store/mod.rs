@@ -1,0 +1,132 @@
+//! Where the registry lives: the seam between the gateway and its storage.
+//!
+//! The HTTP layer talks to [`crate::gateway::Gateway`], which talks to a [`Store`]. A store
+//! applies the membership operations (register, heartbeat, remove, set leader, sweep) and
+//! answers consistent snapshots for the node lists. Today there is one implementation,
+//! [`LocalStore`]: the pure [`Registry`](crate::registry::Registry) behind a mutex, in memory
+//! only, or with a durable [`log`] in a data directory. A store that keeps the registry
+//! elsewhere (etcd: a transaction per write, reads from a local copy fed by a watch) slots in
+//! behind the same trait.
+//!
+//! The contract every store keeps:
+//! - an operation that returns `Ok` is applied and, for a durable store, on disk;
+//! - an operation that returns `Err` changed nothing (or, for `Unavailable`, nothing that was
+//!   acknowledged);
+//! - a snapshot never shows a `registry_version` that could be lost by a crash.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::api::NodeId;
+use crate::registry::{Counts, Liveness, NodeRecord, Now, Registered, RegistryError};
+
+mod local;
+pub mod log;
+
+pub use local::LocalStore;
+
+/// The membership operations and reads the gateway needs from wherever the registry lives.
+pub trait Store: Send + Sync + fmt::Debug {
+    /// Registers or updates a node.
+    fn register(
+        &self,
+        registration: crate::api::Registration,
+        now: Now,
+    ) -> Result<Registered, StoreError>;
+
+    /// Records a heartbeat: `None` if the node is not registered, else the registry version.
+    fn heartbeat(&self, node_id: NodeId, now: Now) -> Result<Option<u64>, StoreError>;
+
+    /// Removes a node; false if it was not registered.
+    fn remove(&self, node_id: NodeId) -> Result<bool, StoreError>;
+
+    /// Makes a registered node leader; false if it is not registered.
+    fn set_leader(&self, node_id: NodeId) -> Result<bool, StoreError>;
+
+    /// Suspects and reaps silent nodes.
+    fn sweep(&self, now: Now);
+
+    /// `(registry_version, touches)`: cheap, to tell whether a cached list is behind.
+    fn versions(&self) -> (u64, u64);
+
+    /// Every node, with the leader and the version they belong to.
+    fn snapshot(&self) -> Snapshot;
+
+    /// Counts, leader, version and bootstrap state, for `/stats`.
+    fn summary(&self) -> Summary;
+
+    /// Where the registry is kept, for `/stats`.
+    fn durability(&self) -> Durability;
+}
+
+/// A consistent view of the registry.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The registry version.
+    pub version: u64,
+    /// Grows whenever anything changes, `last_seen` included.
+    pub touches: u64,
+    /// The leader (always one of `records`).
+    pub leader: Option<NodeId>,
+    /// Every node, active and suspected, in no particular order.
+    pub records: Vec<NodeRecord>,
+}
+
+/// What `/stats` shows of the registry.
+#[derive(Debug, Clone, Copy)]
+pub struct Summary {
+    /// Node counts and lifetime counters.
+    pub counts: Counts,
+    /// The leader.
+    pub leader: Option<NodeId>,
+    /// The registry version.
+    pub version: u64,
+    /// True once a node bootstrapped the cluster.
+    pub bootstrap_initiated: bool,
+    /// True if the next node to join an empty registry bootstraps.
+    pub bootstrap_armed: bool,
+    /// The liveness settings.
+    pub liveness: Liveness,
+}
+
+/// Where the registry is kept, and how its log is doing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Durability {
+    /// The data directory; `None` when the registry is in memory only.
+    pub data_dir: Option<PathBuf>,
+    /// Bytes in the log since the last compaction.
+    pub log_bytes: u64,
+    /// Bytes in the last snapshot.
+    pub snapshot_bytes: u64,
+    /// Wall-clock time (Unix seconds) of the last compaction, if one ran since start.
+    pub last_compaction: Option<f64>,
+    /// Why the log cannot be written any more, if it cannot.
+    pub failed: Option<String>,
+}
+
+/// Why a store refused an operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The request itself cannot be applied (a 4xx, or 503 when the registry is full).
+    Registry(RegistryError),
+    /// The store cannot take writes now (a 503): the data directory cannot be written.
+    Unavailable(Arc<str>),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Registry(e) => e.fmt(f),
+            StoreError::Unavailable(why) => write!(f, "Registry unavailable for writes: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<RegistryError> for StoreError {
+    fn from(e: RegistryError) -> StoreError {
+        StoreError::Registry(e)
+    }
+}
