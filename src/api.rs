@@ -336,6 +336,9 @@ pub struct Stats {
     /// Unix seconds of the last compaction since start, if any.
     #[serde(default)]
     pub last_compaction: Option<f64>,
+    /// Syncs of the data directory's log since start; changes that arrive together share one.
+    #[serde(default)]
+    pub log_syncs: u64,
     /// Why the registry cannot be written, if it cannot (writes answer 503).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store_error: Option<String>,

@@ -153,6 +153,7 @@ impl Gateway {
             log_bytes: durability.log_bytes,
             snapshot_bytes: durability.snapshot_bytes,
             last_compaction: durability.last_compaction,
+            log_syncs: durability.syncs,
             store_error: durability.failed,
         }
     }

@@ -7,7 +7,7 @@ use crate::api::{NodeId, Registration};
 use crate::lock;
 use crate::registry::{Event, Liveness, Now, Registered, Registry};
 
-use super::log::{Log, OpenError};
+use super::log::{COMPACT_MIN_BYTES, Log, OpenError};
 use super::{Durability, Snapshot, Store, StoreError, Summary};
 
 /// The registry behind a mutex. With a data directory, every change is appended to a [`Log`]
@@ -38,10 +38,22 @@ impl LocalStore {
         max_nodes: usize,
         now: Now,
     ) -> Result<LocalStore, OpenError> {
+        LocalStore::open_compacting_at(dir, liveness, max_nodes, now, COMPACT_MIN_BYTES)
+    }
+
+    /// [`LocalStore::open`], compacting the log once it passes `compact_at` bytes (and the
+    /// snapshot's size). Tests use a small figure to compact often.
+    pub fn open_compacting_at(
+        dir: &Path,
+        liveness: Liveness,
+        max_nodes: usize,
+        now: Now,
+        compact_at: u64,
+    ) -> Result<LocalStore, OpenError> {
         let (restored, resume) = super::log::recover(dir)?;
         let registry = Registry::restore(liveness, restored, now).with_max_nodes(max_nodes);
         let registry = Arc::new(Mutex::new(registry));
-        let log = Log::start(dir, resume, Arc::clone(&registry))?;
+        let log = Log::start(dir, resume, Arc::clone(&registry), compact_at)?;
         Ok(LocalStore {
             registry,
             log: Some(log),
@@ -79,6 +91,14 @@ impl LocalStore {
         if let Some(log) = &self.log {
             log.wait_version(version);
         }
+    }
+}
+
+impl LocalStore {
+    /// Keeps the log's writer from writing while the guard lives.
+    #[cfg(test)]
+    pub(super) fn hold_writer(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.log.as_ref().expect("a durable store").hold_writer()
     }
 }
 

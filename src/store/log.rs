@@ -561,6 +561,9 @@ struct Shared {
     /// The highest registry version on disk (read without the lock on the hot path).
     durable_version: AtomicU64,
     failed_flag: AtomicBool,
+    /// Held by a test to keep the writer from writing.
+    #[cfg(test)]
+    pub(super) gate: Mutex<()>,
 }
 
 struct State {
@@ -575,18 +578,9 @@ struct State {
 }
 
 impl Log {
-    /// Starts the writer for a directory [`recover`] opened. `registry` is read for compaction.
+    /// Starts the writer for a directory [`recover`] opened, compacting once the log passes
+    /// `compact_at` bytes and the snapshot's size. `registry` is read for compaction.
     pub fn start(
-        dir: &Path,
-        resume: Resume,
-        registry: Arc<Mutex<Registry>>,
-    ) -> Result<Log, OpenError> {
-        Log::start_compacting_at(dir, resume, registry, COMPACT_MIN_BYTES)
-    }
-
-    /// [`Log::start`], compacting once the log passes `compact_at` bytes (and the snapshot's
-    /// size). Tests use a small figure to compact often.
-    pub fn start_compacting_at(
         dir: &Path,
         resume: Resume,
         registry: Arc<Mutex<Registry>>,
@@ -614,6 +608,7 @@ impl Log {
                     snapshot_bytes: resume.snapshot_bytes,
                     last_compaction: None,
                     failed: None,
+                    syncs: 0,
                 },
                 _lock: resume.lock,
             }),
@@ -621,6 +616,8 @@ impl Log {
             synced: Condvar::new(),
             durable_version: AtomicU64::new(resume.version),
             failed_flag: AtomicBool::new(false),
+            #[cfg(test)]
+            gate: Mutex::new(()),
         });
         let writer = {
             let shared = Arc::clone(&shared);
@@ -729,6 +726,12 @@ impl Log {
         }
     }
 
+    /// Keeps the writer from writing while the guard lives.
+    #[cfg(test)]
+    pub(super) fn hold_writer(&self) -> std::sync::MutexGuard<'_, ()> {
+        lock(&self.shared.gate)
+    }
+
     /// Figures for `/stats`.
     pub fn durability(&self) -> Durability {
         let state = lock(&self.shared.state);
@@ -763,6 +766,8 @@ fn write_loop(shared: &Shared, mut file: File, registry: &Mutex<Registry>) {
             }
             std::mem::take(&mut state.queue)
         };
+        #[cfg(test)]
+        let _gate = lock(&shared.gate);
         buffer.clear();
         for entry in &batch {
             frame(&mut buffer, &record_out(entry));
@@ -775,6 +780,7 @@ fn write_loop(shared: &Shared, mut file: File, registry: &Mutex<Registry>) {
                 Ok(()) => {
                     state.durable_seq = last.seq;
                     state.figures.log_bytes += buffer.len() as u64;
+                    state.figures.syncs += 1;
                     shared
                         .durable_version
                         .fetch_max(last.version, Ordering::AcqRel);
@@ -905,4 +911,3 @@ fn compact_now(shared: &Shared, log: &File, registry: &Mutex<Registry>) -> io::R
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
-

@@ -103,6 +103,8 @@ pub struct Durability {
     pub last_compaction: Option<f64>,
     /// Why the log cannot be written any more, if it cannot.
     pub failed: Option<String>,
+    /// Syncs of the log since start (each one a batch of changes).
+    pub syncs: u64,
 }
 
 /// Why a store refused an operation.
@@ -124,6 +126,9 @@ impl fmt::Display for StoreError {
 }
 
 impl std::error::Error for StoreError {}
+
+#[cfg(test)]
+mod tests;
 
 impl From<RegistryError> for StoreError {
     fn from(e: RegistryError) -> StoreError {

@@ -1,0 +1,496 @@
+//! The durable store: what survives a restart, what a crash may leave, and what is refused.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+
+use super::log::OpenError;
+use super::{LocalStore, Store, StoreError};
+use crate::api::{NodeId, Registration};
+use crate::registry::{Liveness, Now};
+
+/// A fresh directory under the system's temporary directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "gateway-store-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        TempDir(path)
+    }
+
+    fn log(&self) -> PathBuf {
+        self.0.join("log.jsonl")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn liveness() -> Liveness {
+    Liveness {
+        suspect_after: Duration::from_secs(90),
+        node_timeout: Duration::from_secs(300),
+    }
+}
+
+fn now() -> Now {
+    Now::system()
+}
+
+fn open(dir: &Path) -> Result<LocalStore, OpenError> {
+    LocalStore::open(dir, liveness(), 1000, now())
+}
+
+fn reg(node_id: NodeId) -> Registration {
+    Registration {
+        node_id,
+        ip_address: format!("10.0.0.{node_id}"),
+        port: 5000 + node_id as u16,
+        capabilities: vec!["raft".into()],
+        ..Registration::default()
+    }
+}
+
+fn with_metadata(node_id: NodeId, metadata: Value) -> Registration {
+    let metadata: Map<String, Value> = metadata.as_object().unwrap().clone();
+    Registration {
+        metadata: Some(metadata),
+        ..reg(node_id)
+    }
+}
+
+/// Waits (10 s at most) for the writer thread to have compacted at least once.
+fn compacted(store: &LocalStore) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if store.durability().last_compaction.is_some() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    false
+}
+
+fn ids(store: &LocalStore) -> Vec<NodeId> {
+    let mut ids: Vec<_> = store.snapshot().records.iter().map(|r| r.node_id).collect();
+    ids.sort_unstable();
+    ids
+}
+
+fn metadata_of(store: &LocalStore, node_id: NodeId) -> Value {
+    let record = store
+        .snapshot()
+        .records
+        .into_iter()
+        .find(|r| r.node_id == node_id)
+        .unwrap_or_else(|| panic!("node {node_id} is there"));
+    serde_json::from_str(record.info.metadata.get()).unwrap()
+}
+
+#[test]
+fn nodes_leader_version_and_bootstrap_state_survive_a_restart() {
+    let dir = TempDir::new();
+    let (version, joined) = {
+        let store = open(&dir.0).unwrap();
+        assert!(store.register(reg(1), now()).unwrap().is_bootstrap);
+        store
+            .register(with_metadata(2, json!({"zone": "a"})), now())
+            .unwrap();
+        store.register(reg(3), now()).unwrap();
+        assert!(store.set_leader(2).unwrap());
+        assert!(store.remove(3).unwrap());
+        let joined = store
+            .snapshot()
+            .records
+            .iter()
+            .map(|r| r.join_timestamp)
+            .sum::<f64>();
+        (store.summary().version, joined)
+    };
+    let store = open(&dir.0).unwrap();
+    let summary = store.summary();
+    assert_eq!(ids(&store), vec![1, 2]);
+    assert_eq!(summary.leader, Some(2));
+    assert_eq!(
+        summary.version, version,
+        "the version neither resets nor jumps"
+    );
+    assert!(summary.bootstrap_initiated);
+    assert!(!summary.bootstrap_armed);
+    assert_eq!(metadata_of(&store, 2), json!({"zone": "a"}));
+    let rejoined = store
+        .snapshot()
+        .records
+        .iter()
+        .map(|r| r.join_timestamp)
+        .sum::<f64>();
+    assert_eq!(rejoined, joined, "join_timestamp is kept");
+    assert!(!store.register(reg(4), now()).unwrap().is_bootstrap);
+    assert!(store.summary().version > version);
+}
+
+#[test]
+fn bootstrap_armed_by_removing_every_node_stays_armed_across_a_restart() {
+    let dir = TempDir::new();
+    {
+        let store = open(&dir.0).unwrap();
+        store.register(reg(1), now()).unwrap();
+        store.remove(1).unwrap();
+        assert!(store.summary().bootstrap_armed);
+    }
+    let store = open(&dir.0).unwrap();
+    assert!(store.summary().bootstrap_armed);
+    assert!(store.register(reg(2), now()).unwrap().is_bootstrap);
+}
+
+#[test]
+fn a_rejoining_node_disarms_bootstrap_for_good() {
+    let dir = TempDir::new();
+    {
+        let store = open(&dir.0).unwrap();
+        let rejoin = Registration {
+            previous_epoch: Some("18a-1".into()),
+            ..reg(1)
+        };
+        assert!(!store.register(rejoin, now()).unwrap().is_bootstrap);
+    }
+    let store = open(&dir.0).unwrap();
+    assert!(!store.summary().bootstrap_armed);
+    assert!(!store.register(reg(2), now()).unwrap().is_bootstrap);
+}
+
+#[test]
+fn restored_nodes_get_a_full_grace_period_and_are_reaped_if_they_never_return() {
+    let dir = TempDir::new();
+    {
+        let store = open(&dir.0).unwrap();
+        store.register(reg(1), now()).unwrap();
+        store.register(reg(2), now()).unwrap();
+    }
+    let restart = Now {
+        instant: Instant::now() + Duration::from_secs(3600),
+        unix: 0.0,
+    };
+    let store = LocalStore::open(&dir.0, liveness(), 1000, restart).unwrap();
+    let at = |secs: u64| Now {
+        instant: restart.instant + Duration::from_secs(secs),
+        unix: 0.0,
+    };
+    store.sweep(at(299));
+    assert_eq!(
+        ids(&store),
+        vec![1, 2],
+        "a full grace period from the restart"
+    );
+    assert_eq!(
+        store.heartbeat(2, at(299)).unwrap(),
+        Some(store.summary().version)
+    );
+    store.sweep(at(300));
+    assert_eq!(ids(&store), vec![2], "node 1 never came back and is reaped");
+    assert_eq!(store.summary().leader, None, "the reaped leader is cleared");
+    drop(store);
+    let store = open(&dir.0).unwrap();
+    assert_eq!(ids(&store), vec![2], "the reap was recorded");
+}
+
+#[test]
+fn a_heartbeat_that_changes_only_last_seen_writes_nothing() {
+    let dir = TempDir::new();
+    let store = open(&dir.0).unwrap();
+    store.register(reg(1), now()).unwrap();
+    let before = std::fs::metadata(dir.log()).unwrap().len();
+    for _ in 0..100 {
+        assert!(store.heartbeat(1, now()).unwrap().is_some());
+    }
+    assert_eq!(std::fs::metadata(dir.log()).unwrap().len(), before);
+    store.register(reg(1), now()).unwrap();
+    assert_eq!(
+        std::fs::metadata(dir.log()).unwrap().len(),
+        before,
+        "nor does a registration that changes nothing"
+    );
+    store
+        .register(with_metadata(1, json!({"k": 1})), now())
+        .unwrap();
+    assert!(std::fs::metadata(dir.log()).unwrap().len() > before);
+}
+
+#[test]
+fn a_torn_last_record_is_dropped_and_the_log_goes_on() {
+    let dir = TempDir::new();
+    {
+        let store = open(&dir.0).unwrap();
+        store.register(reg(1), now()).unwrap();
+        store.register(reg(2), now()).unwrap();
+    }
+    let good = std::fs::metadata(dir.log()).unwrap().len();
+    // A crash in the middle of writing node 3's record.
+    let torn = br#"{"len":206,"crc":2344384084,"rec":{"seq":9,"v":5,"op":"put","node":{"node_"#;
+    let mut bytes = std::fs::read(dir.log()).unwrap();
+    bytes.extend_from_slice(torn);
+    std::fs::write(dir.log(), &bytes).unwrap();
+
+    let store = open(&dir.0).unwrap();
+    assert_eq!(ids(&store), vec![1, 2]);
+    assert_eq!(
+        std::fs::metadata(dir.log()).unwrap().len(),
+        good,
+        "the torn tail is cut off"
+    );
+    store.register(reg(3), now()).unwrap();
+    drop(store);
+    assert_eq!(ids(&open(&dir.0).unwrap()), vec![1, 2, 3]);
+}
+
+#[test]
+fn a_damaged_record_before_good_ones_stops_the_start_naming_file_and_offset() {
+    let dir = TempDir::new();
+    {
+        let store = open(&dir.0).unwrap();
+        store.register(reg(1), now()).unwrap();
+        store.register(reg(2), now()).unwrap();
+        store.register(reg(3), now()).unwrap();
+    }
+    let original = std::fs::read(dir.log()).unwrap();
+    let second_line = original.iter().position(|&b| b == b'\n').unwrap() + 1;
+    let mut damaged = original.clone();
+    // Flip a byte inside the second record's body: its checksum no longer matches.
+    let at = second_line + 60;
+    damaged[at] ^= 0x01;
+    std::fs::write(dir.log(), &damaged).unwrap();
+
+    let error = open(&dir.0).unwrap_err();
+    match &error {
+        OpenError::Damaged { file, offset, .. } => {
+            assert_eq!(file, &dir.log());
+            assert_eq!(*offset, second_line as u64);
+        }
+        other => panic!("expected Damaged, got {other:?}"),
+    }
+    let message = error.to_string();
+    assert!(
+        message.contains(&dir.log().display().to_string()),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("byte {second_line}")),
+        "{message}"
+    );
+    assert!(
+        message.contains("mv "),
+        "says how to move it aside: {message}"
+    );
+    assert_eq!(
+        std::fs::read(dir.log()).unwrap(),
+        damaged,
+        "a refused start changes nothing"
+    );
+}
+
+#[test]
+fn a_second_store_on_a_locked_directory_is_refused_until_the_first_is_gone() {
+    let dir = TempDir::new();
+    let first = open(&dir.0).unwrap();
+    match open(&dir.0) {
+        Err(OpenError::Locked { dir: locked }) => assert_eq!(locked, dir.0),
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    drop(first);
+    open(&dir.0).expect("the lock goes with its holder");
+}
+
+#[test]
+fn compaction_while_writes_continue_loses_nothing() {
+    let dir = TempDir::new();
+    let threads = 4;
+    let per_thread = 150u64;
+    {
+        let store =
+            LocalStore::open_compacting_at(&dir.0, liveness(), 10_000, now(), 4096).unwrap();
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                let store = &store;
+                s.spawn(move || {
+                    for i in 0..per_thread {
+                        let id = t * 1000 + i;
+                        store.register(reg(id), now()).unwrap();
+                        store
+                            .register(with_metadata(id, json!({"round": i})), now())
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        assert!(compacted(&store), "{:?}", store.durability());
+        assert!(store.durability().snapshot_bytes > 0);
+    }
+    let store = open(&dir.0).unwrap();
+    let nodes = ids(&store);
+    assert_eq!(nodes.len(), (threads * per_thread) as usize);
+    for t in 0..threads {
+        for i in 0..per_thread {
+            assert_eq!(metadata_of(&store, t * 1000 + i), json!({"round": i}));
+        }
+    }
+}
+
+#[test]
+fn a_compaction_cut_short_before_the_log_was_emptied_replays_nothing_twice() {
+    let dir = TempDir::new();
+    {
+        let store = open(&dir.0).unwrap();
+        store.register(reg(1), now()).unwrap();
+        store.register(reg(2), now()).unwrap();
+    }
+    let old_log = std::fs::read(dir.log()).unwrap();
+    {
+        // Removing node 1 passes the threshold: a snapshot without node 1, an empty log.
+        let store = LocalStore::open_compacting_at(&dir.0, liveness(), 1000, now(), 1).unwrap();
+        store.remove(1).unwrap();
+        assert!(compacted(&store), "the writer compacts after the remove");
+    }
+    // As if the crash came after the snapshot's rename and before the log was emptied.
+    std::fs::write(dir.log(), &old_log).unwrap();
+    let store = open(&dir.0).unwrap();
+    assert_eq!(
+        ids(&store),
+        vec![2],
+        "node 1's old record is in the snapshot's past"
+    );
+}
+
+#[test]
+fn a_temporary_snapshot_left_by_a_crash_is_removed() {
+    let dir = TempDir::new();
+    {
+        let store = open(&dir.0).unwrap();
+        store.register(reg(1), now()).unwrap();
+    }
+    std::fs::write(dir.0.join("snapshot.jsonl.tmp"), b"{\"len\":3").unwrap();
+    let store = open(&dir.0).unwrap();
+    assert_eq!(ids(&store), vec![1]);
+    assert!(!dir.0.join("snapshot.jsonl.tmp").exists());
+}
+
+#[test]
+fn a_full_registry_refuses_new_nodes_and_changes_nothing() {
+    let store = LocalStore::memory(liveness(), 2);
+    store.register(reg(1), now()).unwrap();
+    store.register(reg(2), now()).unwrap();
+    let version = store.summary().version;
+    match store.register(reg(3), now()) {
+        Err(StoreError::Registry(crate::registry::RegistryError::Full { max_nodes: 2 })) => {}
+        other => panic!("expected Full, got {other:?}"),
+    }
+    assert_eq!(store.summary().version, version);
+    assert!(
+        store.register(reg(2), now()).is_ok(),
+        "known nodes may update"
+    );
+}
+
+#[test]
+fn every_line_of_the_log_is_json_with_length_and_checksum() {
+    let dir = TempDir::new();
+    {
+        let store = open(&dir.0).unwrap();
+        store
+            .register(with_metadata(1, json!({"a": [1, 2]})), now())
+            .unwrap();
+        store.remove(1).unwrap();
+    }
+    let text = std::fs::read_to_string(dir.log()).unwrap();
+    let ops: Vec<String> = text
+        .lines()
+        .map(|line| {
+            let value: Value = serde_json::from_str(line).unwrap();
+            // The record's own bytes: after `"rec":`, before the frame's closing brace.
+            let start = line.find(r#""rec":"#).unwrap() + r#""rec":"#.len();
+            let rec = &line[start..line.len() - 1];
+            assert_eq!(value["len"], rec.len(), "{line}");
+            assert_eq!(value["crc"], crc32fast::hash(rec.as_bytes()), "{line}");
+            value["rec"]["op"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            "put",
+            "leader",
+            "bootstrap",
+            "remove",
+            "leader",
+            "bootstrap"
+        ]
+    );
+}
+
+#[test]
+fn a_change_is_answered_only_once_its_record_is_written() {
+    let dir = TempDir::new();
+    let store = open(&dir.0).unwrap();
+    let (done, answered) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        let writer = store.hold_writer();
+        s.spawn(|| {
+            store.register(reg(1), now()).unwrap();
+            done.send(()).unwrap();
+        });
+        assert!(
+            answered.recv_timeout(Duration::from_millis(300)).is_err(),
+            "answered while the writer could not write"
+        );
+        assert_eq!(std::fs::metadata(dir.log()).unwrap().len(), 0);
+        drop(writer);
+        answered
+            .recv_timeout(Duration::from_secs(10))
+            .expect("answered once written");
+    });
+    assert!(std::fs::metadata(dir.log()).unwrap().len() > 0);
+}
+
+#[test]
+fn registrations_that_arrive_together_share_one_sync() {
+    let dir = TempDir::new();
+    let store = open(&dir.0).unwrap();
+    store.register(reg(1), now()).unwrap();
+    let before = std::fs::metadata(dir.log()).unwrap().len();
+    let syncs_before = store.durability().syncs;
+    std::thread::scope(|s| {
+        let writer = store.hold_writer();
+        let started: Vec<_> = (2..10)
+            .map(|id| {
+                let store = &store;
+                s.spawn(move || store.register(reg(id), now()).unwrap())
+            })
+            .collect();
+        // Node 1 took versions 1 and 2 (join, leader); the eight joins take 3 to 10.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store.versions().0 < 10 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(store.versions().0, 10, "all eight are queued");
+        assert_eq!(std::fs::metadata(dir.log()).unwrap().len(), before);
+        drop(writer);
+        for handle in started {
+            handle.join().unwrap();
+        }
+    });
+    assert_eq!(ids(&store).len(), 9);
+    // The writer may have taken the first one alone before it found the gate shut; the other
+    // seven go in one batch.
+    let syncs = store.durability().syncs - syncs_before;
+    assert!(syncs <= 2, "{syncs} syncs for eight registrations");
+}
