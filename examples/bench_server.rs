@@ -5,7 +5,7 @@
 //! `Gateway::register` (what the handler calls), and everything measured afterwards goes over
 //! HTTP to the very same server code as `gateway-server`.
 //!
-//! `cargo run --release --example bench_server -- PORT WORKERS NODES SWEEP_SECONDS`
+//! `cargo run --release --example bench_server -- PORT WORKERS NODES SWEEP_SECONDS [DATA_DIR]`
 //! Prints `rss_before`, `rss_after` (bytes) and `ready`, then serves until stdin closes.
 
 use std::io::BufRead;
@@ -29,7 +29,7 @@ fn main() {
     let arg = |i: usize| -> f64 {
         args.get(i)
             .and_then(|a| a.parse().ok())
-            .expect("usage: bench_server PORT WORKERS NODES SWEEP_SECONDS")
+            .expect("usage: bench_server PORT WORKERS NODES SWEEP_SECONDS [DATA_DIR]")
     };
     let (port, workers, nodes, sweep) = (arg(0) as u16, arg(1) as usize, arg(2) as u64, arg(3));
     let heartbeat_interval = Duration::from_secs_f64(sweep);
@@ -38,6 +38,7 @@ fn main() {
         port,
         workers,
         heartbeat_interval,
+        data_dir: args.get(4).map(Into::into),
         ..ServerConfig::default()
     };
     // Nobody heartbeats the seeded nodes: keep them all active for the whole run.

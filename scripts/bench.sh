@@ -30,7 +30,8 @@ trap cleanup EXIT
 # A free port on 127.0.0.1.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# Starts bench_server with $1 nodes and a $2-second sweep; sets $url, and $out (its output).
+# Starts bench_server with $1 nodes and a $2-second sweep (and data directory $3, if given);
+# sets $url, and $out (its output).
 started=0
 start_gateway() {
   local port
@@ -38,7 +39,7 @@ start_gateway() {
   started=$((started + 1))
   out="$work/server.$started"
   mkfifo "$out.in"
-  "$bin/bench_server" "$port" "$workers" "$1" "$2" <"$out.in" >"$out" &
+  "$bin/bench_server" "$port" "$workers" "$1" "$2" ${3:+"$3"} <"$out.in" >"$out" &
   pids+=($!)
   exec {hold}>"$out.in"   # keeps the server's stdin open until the script ends
   for _ in $(seq 600); do grep -q '^ready' "$out" 2>/dev/null && break; sleep 0.1; done
@@ -116,6 +117,22 @@ request = function()
 end
 LUA
 
+# Registrations that each change a node's metadata (16 nodes, so the answers stay small and the
+# write is what is measured); every wrk thread numbers its own requests.
+cat >"$work/churn.lua" <<'LUA'
+local counter = 0
+local tid = 0
+local threads = 0
+setup = function(thread) threads = threads + 1; thread:set("tid", threads) end
+request = function()
+  counter = counter + 1
+  local id = counter % 16 + 1
+  local body = string.format('{"node_id": %d, "ip_address": "10.0.0.%d", "port": %d, "capabilities": ["raft"], "metadata": {"seq": "%d-%d"}}',
+    id, id, 5000 + id, tid, counter)
+  return wrk.format("POST", "/register", {["Content-Type"] = "application/json"}, body)
+end
+LUA
+
 start_nginx
 start_gateway 1000 30; small=$url
 start_gateway 10000 30; large=$url
@@ -150,6 +167,20 @@ row "GET /nodes, 10,000 nodes" 16 "$large/nodes?node_id=1" "" "$nodes10k"
 row "POST /register, 1,000 nodes" 16 "$small/register" "$work/register.lua" "$reg"
 echo "(baselines answer GET with a fixed body of the same size; wrk --threads 2, ${duration}s a run;"
 echo " timeouts: connections wrk saw unanswered for 2 s, gateway/tiny_http/nginx)"
+
+echo
+echo "durability: a data directory (--data-dir) against memory, same run"
+start_gateway 16 30; churn_memory=$url
+start_gateway 16 30 "$work/data16"; churn_durable=$url
+start_gateway 1000 30; beat_memory=$url
+start_gateway 1000 30 "$work/data1000"; beat_durable=$url
+m=$(measure "$churn_memory/register" 16 "$work/churn.lua")
+d=$(measure "$churn_durable/register" 16 "$work/churn.lua")
+syncs=$(curl --silent "$churn_durable/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["log_syncs"])')
+echo "$m $d $syncs" | awk '{ printf "  POST /register changing metadata (16): memory %d/s, data dir %d/s (%.2fx; p99 %.2f -> %.2f ms; %d syncs)\n", $1, $5, $5/$1, $3, $7, $9 }'
+m=$(measure "$beat_memory/heartbeat" 64 "$work/heartbeat.lua")
+d=$(measure "$beat_durable/heartbeat" 64 "$work/heartbeat.lua")
+echo "$m $d" | awk '{ printf "  POST /heartbeat, 1,000 ids (64): memory %d/s, data dir %d/s (%.2fx)\n", $1, $5, $5/$1 }'
 
 echo
 echo "memory (resident, whole process):"

@@ -100,6 +100,12 @@ impl LocalStore {
     pub(super) fn hold_writer(&self) -> std::sync::MutexGuard<'_, ()> {
         self.log.as_ref().expect("a durable store").hold_writer()
     }
+
+    /// Makes every write of the log fail from now on, as a full disk would.
+    #[cfg(test)]
+    pub(super) fn fail_writes(&self) {
+        self.log.as_ref().expect("a durable store").fail_writes();
+    }
 }
 
 impl From<Registry> for LocalStore {

@@ -564,6 +564,9 @@ struct Shared {
     /// Held by a test to keep the writer from writing.
     #[cfg(test)]
     pub(super) gate: Mutex<()>,
+    /// Set by a test to make every write fail, as a full disk would.
+    #[cfg(test)]
+    pub(super) fail_writes: AtomicBool,
 }
 
 struct State {
@@ -618,6 +621,8 @@ impl Log {
             failed_flag: AtomicBool::new(false),
             #[cfg(test)]
             gate: Mutex::new(()),
+            #[cfg(test)]
+            fail_writes: AtomicBool::new(false),
         });
         let writer = {
             let shared = Arc::clone(&shared);
@@ -732,6 +737,12 @@ impl Log {
         lock(&self.shared.gate)
     }
 
+    /// Makes every write from now on fail, as a full disk would.
+    #[cfg(test)]
+    pub(super) fn fail_writes(&self) {
+        self.shared.fail_writes.store(true, Ordering::Relaxed);
+    }
+
     /// Figures for `/stats`.
     pub fn durability(&self) -> Durability {
         let state = lock(&self.shared.state);
@@ -772,7 +783,16 @@ fn write_loop(shared: &Shared, mut file: File, registry: &Mutex<Registry>) {
         for entry in &batch {
             frame(&mut buffer, &record_out(entry));
         }
+        #[cfg(test)]
+        if shared.fail_writes.load(Ordering::Relaxed) {
+            buffer.clear();
+        }
         let written = file.write_all(&buffer).and_then(|()| file.sync_data());
+        #[cfg(test)]
+        let written = written.and_then(|()| match shared.fail_writes.load(Ordering::Relaxed) {
+            true => Err(io::Error::from(io::ErrorKind::StorageFull)),
+            false => Ok(()),
+        });
         let last = batch.last().expect("a batch is never empty");
         let compact = {
             let mut state = lock(&shared.state);
