@@ -107,6 +107,13 @@ impl Gateway {
     /// The current node list, rebuilt if the registry changed or `last_seen` values in it are
     /// older than [`LIST_MAX_AGE`].
     pub fn list(&self) -> Arc<NodeList> {
+        let list = self.cached_list();
+        // Outside the cache lock: readers of a version wait for it together, never in a row.
+        self.store.settle(list.version);
+        list
+    }
+
+    fn cached_list(&self) -> Arc<NodeList> {
         let mut cached = lock(&self.lists);
         let (version, touches) = self.store.versions();
         if let Some(list) = cached.as_ref() {

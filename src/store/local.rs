@@ -84,14 +84,6 @@ impl LocalStore {
         announce(&events);
         Ok(result)
     }
-
-    /// Waits until `version` is on disk, so nothing shown can be lost by a crash. A log that
-    /// failed is not waited for: reads go on from memory.
-    fn settle(&self, version: u64) {
-        if let Some(log) = &self.log {
-            log.wait_version(version);
-        }
-    }
 }
 
 impl LocalStore {
@@ -155,17 +147,21 @@ impl Store for LocalStore {
     }
 
     fn snapshot(&self) -> Snapshot {
-        let snapshot = {
-            let registry = lock(&self.registry);
-            Snapshot {
-                version: registry.version(),
-                touches: registry.touches(),
-                leader: registry.leader_id(),
-                records: registry.nodes().cloned().collect(),
-            }
-        };
-        self.settle(snapshot.version);
-        snapshot
+        let registry = lock(&self.registry);
+        Snapshot {
+            version: registry.version(),
+            touches: registry.touches(),
+            leader: registry.leader_id(),
+            records: registry.nodes().cloned().collect(),
+        }
+    }
+
+    /// Waits until `version` is on disk. A log that failed is not waited for: reads go on from
+    /// memory.
+    fn settle(&self, version: u64) {
+        if let Some(log) = &self.log {
+            log.wait_version(version);
+        }
     }
 
     fn summary(&self) -> Summary {

@@ -37,6 +37,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -54,6 +55,9 @@ const LOG_FILE: &str = "log.jsonl";
 
 /// The log is compacted once it is larger than this and than the last snapshot.
 pub const COMPACT_MIN_BYTES: u64 = 8 * 1024 * 1024;
+
+/// The longest a batch waits for more records before it is synced.
+const MAX_GROUP_WAIT: Duration = Duration::from_millis(1);
 
 /// Why a data directory could not be opened.
 #[derive(Debug)]
@@ -766,6 +770,8 @@ impl Drop for Log {
 
 fn write_loop(shared: &Shared, mut file: File, registry: &Mutex<Registry>) {
     let mut buffer = Vec::new();
+    // How many records the last batch had.
+    let mut last = 0;
     loop {
         let batch = {
             let mut state = lock(&shared.state);
@@ -774,6 +780,21 @@ fn write_loop(shared: &Shared, mut file: File, registry: &Mutex<Registry>) {
             }
             if state.queue.is_empty() {
                 return;
+            }
+            // Group commit: the operations answered by the last sync are about to send their
+            // next changes. Give them a moment to join this batch rather than syncing the first
+            // alone and the rest right after. A writer alone never waits: the last batch had one.
+            let deadline = Instant::now() + MAX_GROUP_WAIT;
+            while state.queue.len() < last && !state.stopping {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                state = shared
+                    .work
+                    .wait_timeout(state, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
             }
             std::mem::take(&mut state.queue)
         };
@@ -788,6 +809,7 @@ fn write_loop(shared: &Shared, mut file: File, registry: &Mutex<Registry>) {
             buffer.clear();
         }
         let written = file.write_all(&buffer).and_then(|()| file.sync_data());
+        last = batch.len();
         #[cfg(test)]
         let written = written.and_then(|()| match shared.fail_writes.load(Ordering::Relaxed) {
             true => Err(io::Error::from(io::ErrorKind::StorageFull)),

@@ -50,8 +50,13 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// `(registry_version, touches)`: cheap, to tell whether a cached list is behind.
     fn versions(&self) -> (u64, u64);
 
-    /// Every node, with the leader and the version they belong to.
+    /// Every node, with the leader and the version they belong to. The version may not be
+    /// durable yet: [`Store::settle`] it before showing it.
     fn snapshot(&self) -> Snapshot;
+
+    /// Waits until registry version `version` can no longer be lost (a durable store: until
+    /// its records are on disk). Call it outside any lock, before an answer shows `version`.
+    fn settle(&self, version: u64);
 
     /// Counts, leader, version and bootstrap state, for `/stats`.
     fn summary(&self) -> Summary;
