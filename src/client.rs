@@ -12,6 +12,7 @@
 //!     port: 5001,
 //!     capabilities: vec!["raft".into(), "gossip".into()],
 //!     metadata: None,
+//!     previous_epoch: None,
 //! })?;
 //! println!("bootstrap: {is_bootstrap}, peers: {}", cluster.nodes.len());
 //! // The heartbeat thread now runs until `shutdown()`, `leave()` or drop.

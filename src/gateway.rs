@@ -6,19 +6,17 @@
 //! taken under the lock, then serialised once and shared by every request until the registry
 //! changes.
 
-use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::api::{NodeId, NodeStatus, Registration, Settings, Stats};
+use crate::api::{NodeId, Registration, Settings, Stats};
 use crate::config::ServerConfig;
 use crate::lock;
-use crate::registry::{NodeInfo, Now, Registered, Registry};
+use crate::registry::{Now, Registered, Registry};
 use crate::store::log::OpenError;
 use crate::store::{Durability, LocalStore, Store, StoreError};
 
-/// How stale `last_seen` inside a cached list may get before the list is rebuilt.
-pub const LIST_MAX_AGE: Duration = Duration::from_secs(1);
+pub use crate::list::{Filter, LIST_MAX_AGE, NodeList, Part};
 
 /// The registry and everything derived from it, shared by all request handlers.
 #[derive(Debug)]
@@ -124,7 +122,7 @@ impl Gateway {
         }
         // Holding the cache lock while building makes concurrent readers wait for this build
         // instead of each building their own; the store's lock is held only for the snapshot.
-        let list = Arc::new(NodeList::build(self.store.as_ref()));
+        let list = Arc::new(NodeList::build(self.store.snapshot(), cached.as_deref()));
         *cached = Some(Arc::clone(&list));
         list
     }
@@ -172,159 +170,4 @@ fn new_epoch() -> String {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     format!("{:x}-{:x}", nanos, std::process::id())
-}
-
-/// Every registered node serialised once, by node id, as one JSON array.
-///
-/// Answers are cut from it: a list without one node is the bytes before it and the bytes after
-/// it, so the common request costs two copies, not a serialisation.
-#[derive(Debug)]
-pub struct NodeList {
-    /// The registry version this list shows.
-    pub version: u64,
-    /// The leader, if any (always one of `entries`).
-    pub leader: Option<NodeId>,
-    touches: u64,
-    built: Instant,
-    /// `[node,node,...]` for every node, active and suspected.
-    json: Vec<u8>,
-    entries: Vec<Entry>,
-    suspected: usize,
-}
-
-#[derive(Debug)]
-struct Entry {
-    node_id: NodeId,
-    status: NodeStatus,
-    info: Arc<NodeInfo>,
-    /// Where this node's object sits in `json`.
-    start: usize,
-    end: usize,
-}
-
-/// Which nodes a list answer holds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Filter<'a> {
-    /// Leave this node out (the asker itself).
-    pub exclude: Option<NodeId>,
-    /// Include suspected nodes too.
-    pub include_suspected: bool,
-    /// Only nodes offering this capability.
-    pub capability: Option<&'a str>,
-}
-
-impl NodeList {
-    fn build(store: &dyn Store) -> NodeList {
-        let snapshot = store.snapshot();
-        let (version, touches, leader, mut records) = (
-            snapshot.version,
-            snapshot.touches,
-            snapshot.leader,
-            snapshot.records,
-        );
-        records.sort_unstable_by_key(|r| r.node_id);
-        let mut json = Vec::with_capacity(2 + records.len() * 200);
-        let mut entries = Vec::with_capacity(records.len());
-        json.push(b'[');
-        for (i, record) in records.into_iter().enumerate() {
-            if i > 0 {
-                json.push(b',');
-            }
-            let start = json.len();
-            serde_json::to_writer(&mut json, &record).expect("a node record serialises");
-            entries.push(Entry {
-                node_id: record.node_id,
-                status: record.status,
-                info: record.info,
-                start,
-                end: json.len(),
-            });
-        }
-        json.push(b']');
-        let suspected = entries
-            .iter()
-            .filter(|e| e.status == NodeStatus::Suspected)
-            .count();
-        NodeList {
-            version,
-            leader,
-            touches,
-            built: Instant::now(),
-            json,
-            entries,
-            suspected,
-        }
-    }
-
-    /// The JSON array of the nodes that pass `filter`, as pieces of the cached bytes.
-    pub fn select(&self, filter: Filter<'_>) -> Vec<Part> {
-        let plain =
-            filter.capability.is_none() && (filter.include_suspected || self.suspected == 0);
-        if plain {
-            return self.without(filter.exclude);
-        }
-        let mut parts = vec![Part::Static(b"[")];
-        let picked = self.entries.iter().filter(|e| {
-            Some(e.node_id) != filter.exclude
-                && (filter.include_suspected || e.status == NodeStatus::Active)
-                && filter
-                    .capability
-                    .is_none_or(|c| e.info.capabilities.iter().any(|have| have == c))
-        });
-        for (i, entry) in picked.enumerate() {
-            if i > 0 {
-                parts.push(Part::Static(b","));
-            }
-            parts.push(Part::Cached(entry.start..entry.end));
-        }
-        parts.push(Part::Static(b"]"));
-        parts
-    }
-
-    /// The JSON object of one node, if registered.
-    pub fn node(&self, node_id: NodeId) -> Option<Part> {
-        let i = self.position(node_id)?;
-        Some(Part::Cached(self.entries[i].start..self.entries[i].end))
-    }
-
-    /// The bytes a [`Part::Cached`] points at.
-    pub fn bytes(&self, range: Range<usize>) -> &[u8] {
-        &self.json[range]
-    }
-
-    fn position(&self, node_id: NodeId) -> Option<usize> {
-        self.entries
-            .binary_search_by_key(&node_id, |e| e.node_id)
-            .ok()
-    }
-
-    /// The whole array, less one node: the bytes before it and the bytes after it.
-    fn without(&self, exclude: Option<NodeId>) -> Vec<Part> {
-        let whole = 0..self.json.len();
-        let Some(i) = exclude.and_then(|id| self.position(id)) else {
-            return vec![Part::Cached(whole)];
-        };
-        let entry = &self.entries[i];
-        let (before, after) = if self.entries.len() == 1 {
-            (1, self.json.len() - 1)
-        } else if i == 0 {
-            // Drop the node and the comma after it.
-            (entry.start, entry.end + 1)
-        } else {
-            // Drop the comma before the node and the node.
-            (entry.start - 1, entry.end)
-        };
-        vec![Part::Cached(0..before), Part::Cached(after..whole.end)]
-    }
-}
-
-/// A piece of an answer body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Part {
-    /// Fixed bytes.
-    Static(&'static [u8]),
-    /// Bytes of a [`NodeList`]'s cached JSON.
-    Cached(Range<usize>),
-    /// Bytes made for this answer.
-    Owned(Vec<u8>),
 }

@@ -4,7 +4,7 @@
 //! drives it directly. It maps paths to [`Gateway`] calls, turns bad input into a 4xx JSON error,
 //! and is the one place where requests are authorised.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -27,16 +27,69 @@ pub struct Request<'a> {
     pub url: &'a str,
     /// The whole body, already read within the size limit.
     pub body: &'a [u8],
+    /// The request's headers, as sent (names in any case).
+    pub headers: &'a [(&'a str, &'a str)],
 }
 
-/// An answer: status, body, and the `Allow` header of a 405.
+impl<'a> Request<'a> {
+    /// The values of every header called `name` (case-insensitively), in order.
+    pub fn header(&self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|&(_, v)| v)
+    }
+
+    /// The comma-separated items of every header called `name`, trimmed.
+    fn items(&self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.header(name)
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+    }
+
+    /// True if the client takes gzip (`Accept-Encoding: gzip`, not with `q=0`).
+    fn accepts_gzip(&self) -> bool {
+        self.items("Accept-Encoding").any(|item| {
+            let mut params = item.split(';').map(str::trim);
+            let coding = params.next().unwrap_or("");
+            let refused = params.any(|p| {
+                p.split_once('=').is_some_and(|(k, v)| {
+                    k.trim().eq_ignore_ascii_case("q")
+                        && v.trim().parse::<f32>().is_ok_and(|q| q == 0.0)
+                })
+            });
+            (coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip"))
+                && !refused
+        })
+    }
+
+    /// True if the client asked for an answer without the peer list (RFC 7240).
+    fn prefers_minimal(&self) -> bool {
+        self.items("Prefer").any(|item| {
+            item.split(';')
+                .next()
+                .is_some_and(|p| p.trim().eq_ignore_ascii_case("return=minimal"))
+        })
+    }
+
+    /// True if `If-None-Match` names `etag` (or is `*`); weak tags compare by their value.
+    fn matches(&self, etag: &str) -> bool {
+        self.items("If-None-Match")
+            .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag)
+    }
+}
+
+/// An answer: status, headers, body.
 #[derive(Debug)]
 pub struct Response {
     /// HTTP status code.
     pub status: u16,
     /// For 405: the methods the path accepts.
     pub allow: Option<&'static str>,
-    /// JSON, in pieces.
+    /// Other headers: `ETag`, `Vary`, `Content-Encoding`, `Preference-Applied`.
+    pub headers: Vec<(&'static str, String)>,
+    /// JSON (or gzip-compressed JSON), in pieces.
     pub body: Body,
 }
 
@@ -62,11 +115,16 @@ impl Body {
         match part {
             Part::Static(bytes) => bytes,
             Part::Owned(bytes) => bytes,
-            Part::Cached(range) => self
+            Part::Cached { chunk, range } => self
                 .list
                 .as_ref()
                 .expect("cached parts come with their list")
-                .bytes(range.clone()),
+                .bytes(*chunk, range.clone()),
+            Part::Compressed { chunk, variant } => self
+                .list
+                .as_ref()
+                .expect("cached parts come with their list")
+                .compressed(*chunk, *variant),
         }
     }
 
@@ -113,6 +171,7 @@ impl Response {
         Response {
             status: 200,
             allow: None,
+            headers: Vec::new(),
             body: Body::owned(bytes),
         }
     }
@@ -134,6 +193,7 @@ impl Response {
         Response {
             status: 200,
             allow: None,
+            headers: Vec::new(),
             body: Body {
                 list: Some(list),
                 parts,
@@ -141,6 +201,60 @@ impl Response {
             },
         }
     }
+
+    /// `304 Not Modified`: no body.
+    fn not_modified(etag: String) -> Response {
+        Response {
+            status: 304,
+            headers: vec![("ETag", etag)],
+            ..Response::json(&())
+        }
+        .without_body()
+    }
+
+    fn without_body(mut self) -> Response {
+        self.body = Body::owned(Vec::new());
+        self
+    }
+
+    fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
+        self.headers.push((name, value.into()));
+        self
+    }
+}
+
+/// An answer holding a list of nodes between `prefix` and `suffix`: gzip-compressed when the
+/// client takes it (from the compressed chunks), plain otherwise.
+fn list_answer(
+    request: &Request<'_>,
+    list: Arc<NodeList>,
+    prefix: &[u8],
+    filter: Filter<'_>,
+    suffix: &[u8],
+) -> Response {
+    let gzip = if request.accepts_gzip() {
+        list.select_gzip(filter, prefix, suffix)
+    } else {
+        None
+    };
+    let response = match gzip {
+        Some(parts) => Response::list(list, parts).with_header("Content-Encoding", "gzip"),
+        None => {
+            let mut parts = vec![Part::Owned(prefix.to_vec())];
+            parts.extend(list.select(filter));
+            parts.push(Part::Owned(suffix.to_vec()));
+            Response::list(list, parts)
+        }
+    };
+    response.with_header("Vary", "Accept-Encoding")
+}
+
+/// The entity tag of a read answer: the gateway run, the registry version, what was asked and
+/// how it is encoded.
+fn etag(gateway: &Gateway, version: u64, what: &str, gzip: bool) -> String {
+    let hash = crc32fast::hash(what.as_bytes());
+    let coding = if gzip { "-gz" } else { "" };
+    format!("\"{}-{version}-{hash:08x}{coding}\"", gateway.epoch())
 }
 
 impl From<Invalid> for Response {
@@ -181,9 +295,9 @@ fn route(gateway: &Gateway, request: &Request<'_>) -> Result<Response, Response>
     let is_get = matches!(method, "GET" | "HEAD");
     match endpoint {
         Endpoint::Health => Ok(health(gateway)),
-        Endpoint::Register => register(gateway, &body(request)?),
-        Endpoint::Nodes => nodes(gateway, query),
-        Endpoint::Leader if is_get => Ok(leader(gateway)),
+        Endpoint::Register => register(gateway, request, &body(request)?),
+        Endpoint::Nodes => nodes(gateway, request, query),
+        Endpoint::Leader if is_get => Ok(leader(gateway, request)),
         Endpoint::Leader => set_leader(gateway, &body(request)?),
         Endpoint::Heartbeat => heartbeat(gateway, &body(request)?),
         Endpoint::Remove => remove(gateway, &body(request)?),
@@ -250,7 +364,11 @@ fn health(gateway: &Gateway) -> Response {
     })
 }
 
-fn register(gateway: &Gateway, body: &Map<String, Value>) -> Result<Response, Response> {
+fn register(
+    gateway: &Gateway,
+    request: &Request<'_>,
+    body: &Map<String, Value>,
+) -> Result<Response, Response> {
     let registration = Registration::from_body(body)?;
     let node_id = registration.node_id;
     let registered = gateway.register(registration)?;
@@ -260,35 +378,38 @@ fn register(gateway: &Gateway, body: &Map<String, Value>) -> Result<Response, Re
     } else {
         "updated"
     };
-    let mut parts = vec![Part::Owned(
-        format!(
-            r#"{{"status":"{status}","node_id":{node_id},"is_bootstrap":{},"registry_version":{},"nodes":"#,
-            registered.is_bootstrap, list.version
-        )
-        .into_bytes(),
-    )];
-    parts.extend(list.select(Filter {
-        exclude: Some(node_id),
-        ..Filter::default()
-    }));
-    parts.push(Part::Static(br#","leader":"#));
-    parts.push(leader_part(&list));
-    let mut tail = format!(r#","epoch":"{}""#, gateway.epoch()).into_bytes();
+    let head = format!(
+        r#"{{"status":"{status}","node_id":{node_id},"is_bootstrap":{},"registry_version":{}"#,
+        registered.is_bootstrap, list.version
+    );
+    let mut tail = br#","leader":"#.to_vec();
+    match list.leader.and_then(|id| list.node(id)) {
+        Some(Part::Cached { chunk, range }) => tail.extend_from_slice(list.bytes(chunk, range)),
+        _ => tail.extend_from_slice(b"null"),
+    }
+    write!(tail, r#","epoch":"{}","#, gateway.epoch()).expect("writing to a Vec");
     let settings = serde_json::to_vec(&gateway.settings()).expect("settings serialise");
     // `{"heartbeat_interval":..}` joins the answer object without its braces.
-    tail.push(b',');
     tail.extend_from_slice(&settings[1..]);
-    parts.push(Part::Owned(tail));
-    Ok(Response::list(list, parts))
+    if request.prefers_minimal() {
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(&tail);
+        return Ok(Response {
+            body: Body::owned(bytes),
+            ..Response::json(&())
+        }
+        .with_header("Preference-Applied", "return=minimal"));
+    }
+    let mut prefix = head.into_bytes();
+    prefix.extend_from_slice(br#","nodes":"#);
+    let filter = Filter {
+        exclude: Some(node_id),
+        ..Filter::default()
+    };
+    Ok(list_answer(request, list, &prefix, filter, &tail))
 }
 
-fn leader_part(list: &NodeList) -> Part {
-    list.leader
-        .and_then(|id| list.node(id))
-        .unwrap_or(Part::Static(b"null"))
-}
-
-fn nodes(gateway: &Gateway, query: &str) -> Result<Response, Response> {
+fn nodes(gateway: &Gateway, request: &Request<'_>, query: &str) -> Result<Response, Response> {
     let mut filter = Filter::default();
     let mut capability = None;
     for (key, value) in query_pairs(query) {
@@ -314,17 +435,29 @@ fn nodes(gateway: &Gateway, query: &str) -> Result<Response, Response> {
     }
     filter.capability = capability.as_deref();
     let list = gateway.list();
-    let mut parts = vec![Part::Static(br#"{"nodes":"#)];
-    parts.extend(list.select(filter));
-    parts.push(Part::Owned(
-        format!(r#","registry_version":{}}}"#, list.version).into_bytes(),
-    ));
-    Ok(Response::list(list, parts))
+    let asked = format!(
+        "nodes;{:?};{};{:?}",
+        filter.exclude, filter.include_suspected, filter.capability
+    );
+    let gzip = request.accepts_gzip() && filter.capability.is_none();
+    let tag = etag(gateway, list.version, &asked, gzip);
+    if request.matches(&tag) {
+        return Ok(Response::not_modified(tag).with_header("Vary", "Accept-Encoding"));
+    }
+    let suffix = format!(r#","registry_version":{}}}"#, list.version);
+    Ok(
+        list_answer(request, list, br#"{"nodes":"#, filter, suffix.as_bytes())
+            .with_header("ETag", tag),
+    )
 }
 
-fn leader(gateway: &Gateway) -> Response {
+fn leader(gateway: &Gateway, request: &Request<'_>) -> Response {
     let list = gateway.list();
-    match list.leader.and_then(|id| list.node(id)) {
+    let tag = etag(gateway, list.version, "leader", false);
+    if request.matches(&tag) {
+        return Response::not_modified(tag);
+    }
+    let answer = match list.leader.and_then(|id| list.node(id)) {
         Some(leader) => {
             let parts = vec![
                 Part::Static(br#"{"leader":"#),
@@ -338,7 +471,8 @@ fn leader(gateway: &Gateway) -> Response {
             registry_version: None,
             message: Some("No leader currently registered".to_owned()),
         }),
-    }
+    };
+    answer.with_header("ETag", tag)
 }
 
 fn set_leader(gateway: &Gateway, body: &Map<String, Value>) -> Result<Response, Response> {

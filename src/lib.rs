@@ -63,6 +63,7 @@ pub mod error;
 pub mod gateway;
 mod heartbeat;
 pub mod http;
+pub mod list;
 pub mod logger;
 pub mod registry;
 pub mod server;

@@ -301,6 +301,11 @@ impl Context {
         };
         let method = request.method().as_str().to_owned();
         let url = request.url().to_owned();
+        let headers: Vec<(&str, &str)> = request
+            .headers()
+            .iter()
+            .map(|h| (h.field.as_str().as_str(), h.value.as_str()))
+            .collect();
         let routed = catch_unwind(AssertUnwindSafe(|| {
             (self.handler)(
                 &self.gateway,
@@ -308,9 +313,11 @@ impl Context {
                     method: &method,
                     url: &url,
                     body: &body,
+                    headers: &headers,
                 },
             )
         }));
+        drop(headers);
         let answer = routed.unwrap_or_else(|_| {
             log::error!("handler panicked on {method} {url}");
             Response::error(500, "Internal server error")
@@ -359,6 +366,12 @@ fn respond(request: tiny_http::Request, answer: Response) {
     let mut headers = vec![json_content_type()];
     if let Some(allow) = answer.allow {
         headers.push(Header::from_bytes(&b"Allow"[..], allow.as_bytes()).expect("valid header"));
+    }
+    for (name, value) in &answer.headers {
+        match Header::from_bytes(name.as_bytes(), value.as_bytes()) {
+            Ok(header) => headers.push(header),
+            Err(()) => log::error!("not a valid header value for {name}: {value:?}"),
+        }
     }
     let length = answer.body.len();
     let response = tiny_http::Response::new(

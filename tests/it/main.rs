@@ -7,6 +7,7 @@ mod contract;
 mod durable;
 mod faults;
 mod hostile;
+mod negotiation;
 mod race;
 mod scripts;
 mod server_cli;

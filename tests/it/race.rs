@@ -31,6 +31,7 @@ fn exactly_one_of_fifty_racing_registrants_bootstraps() {
                             method: "POST",
                             url: "/register",
                             body: body.as_bytes(),
+                            headers: &[],
                         },
                     );
                     assert_eq!(answer.status, 200);

@@ -1,0 +1,257 @@
+//! The chunked list: answers equal a plain serialisation, gzip members decode to the same
+//! bytes, and a change rebuilds only the chunk it falls in.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::value::RawValue;
+
+use super::*;
+use crate::registry::NodeInfo;
+
+fn record(node_id: NodeId, status: NodeStatus) -> NodeRecord {
+    NodeRecord {
+        node_id,
+        info: Arc::new(NodeInfo {
+            ip_address: format!("10.0.{}.{}", node_id / 256 % 256, node_id % 256),
+            port: 5000,
+            capabilities: if node_id.is_multiple_of(3) {
+                vec!["raft".into(), "gossip".into()]
+            } else {
+                vec!["raft".into()]
+            },
+            metadata: RawValue::from_string(format!(r#"{{"rack":"r{}"}}"#, node_id % 7)).unwrap(),
+        }),
+        status,
+        last_seen: 1000.0 + node_id as f64,
+        join_timestamp: 500.0,
+        heard_at: Instant::now(),
+    }
+}
+
+fn snapshot(records: Vec<NodeRecord>, version: u64) -> Snapshot {
+    Snapshot {
+        version,
+        touches: version,
+        leader: records.first().map(|r| r.node_id),
+        records,
+    }
+}
+
+fn nodes(ids: impl IntoIterator<Item = NodeId>) -> Vec<NodeRecord> {
+    ids.into_iter()
+        .map(|id| {
+            let status = if id % 10 == 4 {
+                NodeStatus::Suspected
+            } else {
+                NodeStatus::Active
+            };
+            record(id, status)
+        })
+        .collect()
+}
+
+/// The array the way the whole list was serialised before chunks: by node id, filtered.
+fn plain(records: &[NodeRecord], filter: Filter<'_>) -> Vec<u8> {
+    let mut sorted: Vec<&NodeRecord> = records.iter().collect();
+    sorted.sort_by_key(|r| r.node_id);
+    let kept: Vec<String> = sorted
+        .into_iter()
+        .filter(|r| {
+            Some(r.node_id) != filter.exclude
+                && (filter.include_suspected || r.status == NodeStatus::Active)
+                && filter
+                    .capability
+                    .is_none_or(|c| r.info.capabilities.iter().any(|h| h == c))
+        })
+        .map(|r| serde_json::to_string(r).unwrap())
+        .collect();
+    format!("[{}]", kept.join(",")).into_bytes()
+}
+
+fn bytes_of(list: &NodeList, parts: &[Part]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for part in parts {
+        match part {
+            Part::Static(b) => out.extend_from_slice(b),
+            Part::Owned(b) => out.extend_from_slice(b),
+            Part::Cached { chunk, range } => {
+                out.extend_from_slice(list.bytes(*chunk, range.clone()))
+            }
+            Part::Compressed { chunk, variant } => {
+                out.extend_from_slice(list.compressed(*chunk, *variant))
+            }
+        }
+    }
+    out
+}
+
+fn gunzip(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_string(&mut out)
+        .expect("a valid gzip member, checksum included");
+    out
+}
+
+fn text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap()
+}
+
+fn filters() -> Vec<Filter<'static>> {
+    let mut filters = Vec::new();
+    for exclude in [
+        None,
+        Some(0),
+        Some(1),
+        Some(63),
+        Some(64),
+        Some(130),
+        Some(299),
+        Some(9999),
+    ] {
+        for include_suspected in [false, true] {
+            for capability in [None, Some("gossip"), Some("none")] {
+                filters.push(Filter {
+                    exclude,
+                    include_suspected,
+                    capability,
+                });
+            }
+        }
+    }
+    filters
+}
+
+#[test]
+fn every_answer_is_the_plain_serialisation_and_gzip_decodes_to_it() {
+    for count in [0, 1, 2, 63, 64, 65, 300] {
+        let records = nodes(0..count);
+        let list = NodeList::build(snapshot(records.clone(), 1), None);
+        for filter in filters() {
+            let want = text(plain(&records, filter));
+            let have = text(bytes_of(&list, &list.select(filter)));
+            assert!(have == want, "{count} nodes, {filter:?}");
+            if let Some(parts) = list.select_gzip(filter, b"{\"nodes\":", b"}") {
+                let unzipped = gunzip(&bytes_of(&list, &parts));
+                assert!(
+                    unzipped == format!("{{\"nodes\":{want}}}"),
+                    "gzip, {count} nodes, {filter:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn gzip_is_at_least_five_times_smaller_than_the_plain_list() {
+    let records = nodes(0..1000);
+    let list = NodeList::build(snapshot(records, 1), None);
+    let filter = Filter {
+        exclude: Some(500),
+        ..Filter::default()
+    };
+    let plain = bytes_of(&list, &list.select(filter)).len();
+    let gzip = bytes_of(&list, &list.select_gzip(filter, b"", b"").unwrap()).len();
+    assert!(gzip * 5 <= plain, "{gzip} bytes compressed, {plain} plain");
+}
+
+fn shared_chunks(a: &NodeList, b: &NodeList) -> usize {
+    b.chunks
+        .iter()
+        .filter(|c| a.chunks.iter().any(|d| Arc::ptr_eq(c, d)))
+        .count()
+}
+
+#[test]
+fn a_change_rebuilds_only_the_chunk_it_falls_in() {
+    let records = nodes(0..1000);
+    let first = NodeList::build(snapshot(records.clone(), 1), None);
+    let mut changed = records.clone();
+    changed[500] = record(500, NodeStatus::Active);
+    let second = NodeList::build(snapshot(changed.clone(), 2), Some(&first));
+    assert_eq!(second.chunks.len(), first.chunks.len());
+    assert_eq!(shared_chunks(&first, &second), first.chunks.len() - 1);
+    assert!(
+        bytes_of(&second, &second.select(Filter::default())) == plain(&changed, Filter::default())
+    );
+
+    // A node leaving the first chunk and one joining the last: two chunks rebuilt.
+    let mut churned: Vec<NodeRecord> = changed.into_iter().filter(|r| r.node_id != 10).collect();
+    churned.push(record(100_000, NodeStatus::Active));
+    let third = NodeList::build(snapshot(churned.clone(), 3), Some(&second));
+    assert_eq!(
+        shared_chunks(&second, &third),
+        second.chunks.len() - 2,
+        "{} of {} chunks shared",
+        shared_chunks(&second, &third),
+        second.chunks.len()
+    );
+    assert!(
+        bytes_of(&third, &third.select(Filter::default())) == plain(&churned, Filter::default())
+    );
+}
+
+#[test]
+fn a_growing_chunk_is_split_and_the_list_stays_right() {
+    let mut records = nodes(0..64);
+    let mut list = NodeList::build(snapshot(records.clone(), 1), None);
+    for (version, id) in (64..400).enumerate() {
+        records.push(record(id, NodeStatus::Active));
+        list = NodeList::build(snapshot(records.clone(), version as u64 + 2), Some(&list));
+    }
+    assert!(
+        list.chunks
+            .iter()
+            .all(|c| c.entries.len() < 2 * CHUNK_NODES)
+    );
+    for filter in filters() {
+        assert!(
+            bytes_of(&list, &list.select(filter)) == plain(&records, filter),
+            "{filter:?}"
+        );
+    }
+}
+
+#[test]
+fn heartbeats_alone_keep_the_compressed_chunks_for_a_while() {
+    let records = nodes(0..200);
+    let mut first = NodeList::build(snapshot(records.clone(), 1), None);
+    let all = Filter {
+        include_suspected: true,
+        ..Filter::default()
+    };
+    let gzip_before = bytes_of(&first, &first.select_gzip(all, b"", b"").unwrap());
+    // A second later, every node has heartbeated.
+    for chunk in &mut first.chunks {
+        Arc::get_mut(chunk).expect("not shared").built -= LIST_MAX_AGE;
+    }
+    let mut beaten = records.clone();
+    for r in &mut beaten {
+        r.last_seen += 5.0;
+    }
+    // Plain chunks are rebuilt with the new `last_seen`; compressed ones are kept, showing the
+    // older values, until GZIP_MAX_AGE.
+    let mut later = snapshot(beaten.clone(), 1);
+    later.touches = 2;
+    let second = NodeList::build(later, Some(&first));
+    let plain_after = text(bytes_of(&second, &second.select(all)));
+    assert!(
+        plain_after == text(plain(&beaten, all)),
+        "plain chunks show the new last_seen"
+    );
+    let gzip_after = bytes_of(&second, &second.select_gzip(all, b"", b"").unwrap());
+    assert!(gzip_after == gzip_before, "the compressed form is kept");
+    assert!(gunzip(&gzip_after) == text(plain(&records, all)));
+}
+
+#[test]
+fn stored_blocks_split_at_64_kib() {
+    let text = vec![b'x'; 70_000];
+    let mut member = GZIP_HEADER.to_vec();
+    member.extend_from_slice(&stored(&text, true));
+    member.extend_from_slice(&crc32fast::hash(&text).to_le_bytes());
+    member.extend_from_slice(&(text.len() as u32).to_le_bytes());
+    assert!(gunzip(&member).as_bytes() == text.as_slice());
+}
