@@ -69,6 +69,7 @@ pub mod own_host {
     pub const FAILOVER: &str = "127.0.0.5";
     pub const SIGKILL: &str = "127.0.0.6";
     pub const GONE: &str = "127.0.0.7";
+    pub const BACKGROUND: &str = "127.0.0.8";
 }
 
 /// A port on `host` that nothing listens on.
@@ -313,6 +314,8 @@ pub fn join_all<T: Send + 'static>(
 pub struct FakeGateway {
     pub addr: SocketAddr,
     pub requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// `CONNECT` requests: the fake used as a proxy.
+    pub tunnels: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -323,10 +326,11 @@ impl FakeGateway {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = std::sync::Arc::new(AtomicUsize::new(0));
+        let tunnels = std::sync::Arc::new(AtomicUsize::new(0));
         let stop = std::sync::Arc::new(AtomicBool::new(false));
         let body = body.to_owned();
         let thread = {
-            let (requests, stop) = (requests.clone(), stop.clone());
+            let (requests, tunnels, stop) = (requests.clone(), tunnels.clone(), stop.clone());
             std::thread::spawn(move || {
                 let mut held = Vec::new();
                 for stream in listener.incoming() {
@@ -335,8 +339,16 @@ impl FakeGateway {
                     }
                     let Ok(mut stream) = stream else { continue };
                     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-                    if read_request(&mut stream).is_none() {
+                    let Some(head) = read_request(&mut stream) else {
                         continue;
+                    };
+                    // As a proxy: accept the tunnel, then answer the request sent through it.
+                    if head.starts_with("CONNECT ") {
+                        tunnels.fetch_add(1, Ordering::SeqCst);
+                        let _ = stream.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+                        if read_request(&mut stream).is_none() {
+                            continue;
+                        }
                     }
                     requests.fetch_add(1, Ordering::SeqCst);
                     match status {
@@ -355,6 +367,7 @@ impl FakeGateway {
         FakeGateway {
             addr,
             requests,
+            tunnels,
             stop,
             thread: Some(thread),
         }
@@ -366,6 +379,10 @@ impl FakeGateway {
 
     pub fn requests(&self) -> usize {
         self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn tunnels(&self) -> usize {
+        self.tunnels.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -380,8 +397,8 @@ impl Drop for FakeGateway {
     }
 }
 
-/// Reads one request (head and Content-Length body) off `stream`.
-fn read_request(stream: &mut TcpStream) -> Option<()> {
+/// Reads one request (head and Content-Length body) off `stream`; returns its head.
+fn read_request(stream: &mut TcpStream) -> Option<String> {
     let mut bytes = Vec::new();
     let mut buf = [0; 4096];
     loop {
@@ -401,8 +418,22 @@ fn read_request(stream: &mut TcpStream) -> Option<()> {
                 })
                 .unwrap_or(0);
             if body.len() >= length {
-                return Some(());
+                return Some(head.to_owned());
             }
         }
+    }
+}
+
+/// Runs `f` on a thread of its own and returns its result, failing (not hanging) if it takes
+/// longer than `limit`. For calls that could block forever if the behaviour under test broke.
+pub fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(f());
+    });
+    match result.recv_timeout(limit) {
+        Ok(value) => value,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("no result within {limit:?}"),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("the call panicked"),
     }
 }
