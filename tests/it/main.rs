@@ -6,6 +6,7 @@ mod client_cli;
 mod contract;
 mod faults;
 mod hostile;
+mod logs;
 mod race;
 mod scripts;
 mod server_cli;

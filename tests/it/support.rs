@@ -70,6 +70,8 @@ pub mod own_host {
     pub const SIGKILL: &str = "127.0.0.6";
     pub const GONE: &str = "127.0.0.7";
     pub const BACKGROUND: &str = "127.0.0.8";
+    pub const LOG_INFO: &str = "127.0.0.9";
+    pub const LOG_WARNING: &str = "127.0.0.10";
 }
 
 /// A port on `host` that nothing listens on.
