@@ -46,16 +46,11 @@ fn clients_that_never_send_their_body_do_not_hold_workers() {
         dribbling.write_all(b" ").unwrap();
         assert!(health_answers(&server));
     }
-    let started = Instant::now();
+    // Two workers, 17 clients that never finish: had a worker waited on one, it would wait
+    // forever, and /health would not be answered at all.
     for _ in 0..20 {
         assert!(health_answers(&server));
     }
-    // Two workers, 17 slow clients: had any worker waited on one, this would take seconds.
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
     drop(stalled);
 }
 
