@@ -34,8 +34,10 @@ impl Logged {
         let mut child = Command::new(BIN)
             .args(["--host", host, "--port", &port.to_string()])
             .args(["--log-level", level])
-            .args(["--heartbeat-interval", "0.05", "--suspect-after", "0.3"])
-            .args(["--node-timeout", "0.8"])
+            // Node 1 must live through the four requests that make it leave on purpose: two
+            // seconds leave room for a stalled machine, and still end the test soon.
+            .args(["--heartbeat-interval", "0.1", "--suspect-after", "1"])
+            .args(["--node-timeout", "2"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -106,7 +108,11 @@ fn membership_story(server: &Logged) {
     server.post("/register", node(1));
     server.post("/register", node(2));
     server.post("/leader", json!({"leader_id": 2}));
-    server.post("/remove", json!({"node_id": 1}));
+    let left = server.post("/remove", json!({"node_id": 1}));
+    assert_eq!(
+        left["status"], "removed",
+        "node 1 was reaped before it could leave"
+    );
     assert!(
         eventually(Duration::from_secs(30), || server.stats()["reaped_total"]
             == 1),
