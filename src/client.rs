@@ -643,8 +643,22 @@ mod tests {
     #[test]
     fn backoff_stays_under_its_ceiling() {
         for round in 0..40 {
-            let d = backoff(Duration::from_millis(100), round);
-            assert!(d <= Duration::from_millis(100 << round.min(16)).min(MAX_BACKOFF));
+            let ceiling = Duration::from_millis(100 << round.min(16)).min(MAX_BACKOFF);
+            let pauses: Vec<Duration> = (0..200)
+                .map(|_| backoff(Duration::from_millis(100), round))
+                .collect();
+            assert!(pauses.iter().all(|&d| d <= ceiling), "round {round}");
+            // Full jitter spreads pauses over the whole range: with 200 draws, the chance that
+            // none is above half the ceiling, or none below it, is 2^-200. A backoff of zero, or
+            // one that does not grow with the round, fails here.
+            assert!(
+                pauses.iter().any(|&d| d > ceiling / 2),
+                "round {round}: {pauses:?}"
+            );
+            assert!(
+                pauses.iter().any(|&d| d < ceiling / 2),
+                "round {round}: {pauses:?}"
+            );
         }
     }
 

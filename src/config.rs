@@ -359,11 +359,99 @@ mod tests {
         })
     }
 
+    /// A config file with `text` in it, removed on drop.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(name: &str, text: &str) -> TempFile {
+            let path = std::env::temp_dir()
+                .join(format!("gateway-config-{}-{name}.json", std::process::id()));
+            std::fs::write(&path, text).unwrap();
+            TempFile(path)
+        }
+
+        fn path(&self) -> &str {
+            self.0.to_str().unwrap()
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
     #[test]
     fn defaults_match_the_original() {
+        // The README's configuration table, number for number.
         let config = load(&[], &[]).unwrap();
-        assert_eq!(config, ServerConfig::default());
+        assert_eq!(config.host, "0.0.0.0");
+        assert_eq!(config.port, 8080);
+        assert_eq!(config.liveness.node_timeout, Duration::from_secs(300));
+        assert_eq!(config.heartbeat_interval, Duration::from_secs(30));
         assert_eq!(config.liveness.suspect_after, Duration::from_secs(90));
+        assert_eq!(config.workers, 8);
+        assert_eq!(config.max_body_bytes, 65536);
+        assert_eq!(config.log_level, LevelFilter::Info);
+    }
+
+    #[test]
+    fn gateway_config_names_the_file_and_hyphenated_keys_take_effect() {
+        let file = TempFile::new(
+            "hyphens",
+            r#"{"node-timeout": 120, "heartbeat-interval": "10", "max-body-bytes": 2048, "workers": 3, "log-level": "DEBUG", "suspect-after": 40}"#,
+        );
+        let config = load(&[], &[("GATEWAY_CONFIG", file.path())]).unwrap();
+        assert_eq!(config.liveness.node_timeout, Duration::from_secs(120));
+        assert_eq!(config.heartbeat_interval, Duration::from_secs(10));
+        assert_eq!(config.liveness.suspect_after, Duration::from_secs(40));
+        assert_eq!(config.max_body_bytes, 2048);
+        assert_eq!(config.workers, 3);
+        assert_eq!(config.log_level, LevelFilter::Debug);
+        // --config beats GATEWAY_CONFIG.
+        let other = TempFile::new("other", r#"{"workers": 5}"#);
+        let config = load(
+            &["--config", other.path()],
+            &[("GATEWAY_CONFIG", file.path())],
+        )
+        .unwrap();
+        assert_eq!(config.workers, 5);
+        assert_eq!(config.liveness.node_timeout, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn a_bad_value_in_the_file_names_the_key_and_the_file() {
+        for (name, text, key) in [
+            ("badworkers", r#"{"workers": 0}"#, "workers"),
+            ("badport", r#"{"port": "eighty"}"#, "port"),
+            ("badtimeout", r#"{"node-timeout": true}"#, "node-timeout"),
+        ] {
+            let file = TempFile::new(name, text);
+            let err = load(&[], &[("GATEWAY_CONFIG", file.path())]).unwrap_err();
+            let message = err.to_string();
+            assert!(matches!(err, ConfigError::Invalid { .. }), "{message}");
+            assert!(message.contains(key), "{message}");
+            assert!(message.contains(file.path()), "{message}");
+        }
+        let err = load(&[], &[("GATEWAY_CONFIG", "/no/such/gateway.json")]).unwrap_err();
+        assert!(matches!(err, ConfigError::File { .. }), "{err}");
+    }
+
+    #[test]
+    fn workers_and_max_body_bytes_follow_flags_then_environment_then_file() {
+        let file = TempFile::new("precedence", r#"{"workers": 2, "max_body_bytes": 4096}"#);
+        let config = |args: &[&str], env: &[(&str, &str)]| {
+            let mut env = env.to_vec();
+            env.push(("GATEWAY_CONFIG", file.path()));
+            let config = load(args, &env).unwrap();
+            (config.workers, config.max_body_bytes)
+        };
+        assert_eq!(config(&[], &[]), (2, 4096));
+        let env = [("GATEWAY_WORKERS", "3"), ("GATEWAY_MAX_BODY_BYTES", "8192")];
+        assert_eq!(config(&[], &env), (3, 8192));
+        let flags = ["--workers", "4", "--max-body-bytes", "16384"];
+        assert_eq!(config(&flags, &env), (4, 16384));
+        assert_eq!(config(&["--workers", "4"], &env), (4, 8192));
     }
 
     #[test]

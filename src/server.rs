@@ -535,6 +535,11 @@ fn listen(address: &str) -> std::io::Result<TcpListener> {
     socket.set_reuse_address(true)?;
     socket.set_write_timeout(Some(WRITE_TIMEOUT))?;
     socket.set_tcp_keepalive(&TcpKeepalive::new().with_time(KEEPALIVE_AFTER))?;
+    // A client that stops reading (a zero window) for the write timeout is cut off: the
+    // write timeout alone frees a worker only per answer, and pipelined requests queue answers
+    // by the thousand, each to hold a worker for that long.
+    #[cfg(target_os = "linux")]
+    socket.set_tcp_user_timeout(Some(WRITE_TIMEOUT))?;
     // Answers go out in a few writes (head, cached list, tail): without this, Nagle's algorithm
     // holds the last small write until the client's delayed ACK, 40 ms later.
     socket.set_tcp_nodelay(true)?;

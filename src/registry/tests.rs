@@ -234,13 +234,18 @@ fn a_heartbeat_or_registration_revives_a_suspected_node() {
     r.register(reg(1), clock.now()).unwrap();
     r.register(reg(2), clock.now()).unwrap();
     clock.advance(100);
-    r.sweep(clock.now());
+    assert_eq!(r.sweep(clock.now()).suspected, vec![1, 2]);
+    assert_eq!(r.get(1).unwrap().status, NodeStatus::Suspected);
+    assert_eq!(r.get(2).unwrap().status, NodeStatus::Suspected);
     let v = r.version();
     assert!(r.heartbeat(1, clock.now()));
     assert_eq!(r.get(1).unwrap().status, NodeStatus::Active);
     assert!(r.version() > v, "suspected -> active is visible");
+    let v = r.version();
     r.register(reg(2), clock.now()).unwrap();
     assert_eq!(r.get(2).unwrap().status, NodeStatus::Active);
+    assert!(r.version() > v, "suspected -> active is visible");
+    assert_eq!(r.counts().suspected_nodes, 0);
 }
 
 #[test]
@@ -316,6 +321,25 @@ fn the_wall_clock_does_not_decide_liveness() {
     assert_eq!(r.sweep(clock.now()), Swept::default());
     assert!(r.heartbeat(1, clock.now()));
     assert_eq!(ids(&r), vec![1]);
+}
+
+#[test]
+fn the_wall_clock_does_not_revive_a_suspected_node() {
+    let mut clock = Clock::new();
+    let mut r = Registry::new(liveness());
+    r.register(reg(1), clock.now()).unwrap();
+    clock.advance(100);
+    assert_eq!(r.sweep(clock.now()).suspected, vec![1]);
+    // The wall clock jumps back past the node's last_seen, then far ahead: it stays suspected,
+    // neither revived nor reaped, until it is heard from.
+    for jump in [-86_400.0, 2.0 * 86_400.0] {
+        clock.unix += jump;
+        assert_eq!(r.sweep(clock.now()), Swept::default());
+        assert_eq!(r.get(1).unwrap().status, NodeStatus::Suspected);
+    }
+    assert_eq!(r.counts().suspected_nodes, 1);
+    assert!(r.heartbeat(1, clock.now()));
+    assert_eq!(r.get(1).unwrap().status, NodeStatus::Active);
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! One test per row of the wire contract, and one per error the gateway answers with.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use cluster_gateway::registry::{Now, unix_now};
 
 use serde_json::{Value, json};
 
@@ -142,26 +144,94 @@ fn nodes_excludes_filters_and_sorts() {
     );
 }
 
+/// A gateway whose nodes stay active for a minute of real time: tests make a node suspected
+/// through injected time ([`suspect_all`]), so no stall of the machine can change a status.
+fn slow_liveness() -> TestServer {
+    TestServer::with(|c| {
+        c.heartbeat_interval = Duration::from_secs(30);
+        c.liveness.suspect_after = Duration::from_secs(60);
+        c.liveness.node_timeout = Duration::from_secs(600);
+    })
+}
+
+/// Sweeps as if 61 s had passed: every node not heard from since is suspected.
+fn suspect_all(server: &TestServer) {
+    server.server.gateway().sweep(Now {
+        instant: Instant::now() + Duration::from_secs(61),
+        unix: unix_now() + 61.0,
+    });
+}
+
+/// Node 1 (the leader) suspected; nodes 2 and 3 active.
+fn one_suspected(server: &TestServer) {
+    for id in [1, 2, 3] {
+        server.register(id);
+    }
+    suspect_all(server);
+    for id in [2, 3] {
+        let (_, ack) = server.post_json("/heartbeat", &json!({"node_id": id}));
+        assert_eq!(ack["status"], "acknowledged");
+    }
+    let all = server.get("/nodes?status=all").1;
+    let statuses: Vec<&str> = all["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["suspected", "active", "active"], "{all}");
+}
+
 #[test]
 fn nodes_shows_suspected_nodes_only_with_status_all() {
-    let server = TestServer::with(|c| {
-        c.heartbeat_interval = Duration::from_millis(20);
-        c.liveness.suspect_after = Duration::from_millis(100);
-        c.liveness.node_timeout = Duration::from_secs(60);
-    });
-    server.register(1);
-    server.register(2);
-    let suspected = eventually(Duration::from_secs(10), || {
-        server.post_json("/heartbeat", &json!({"node_id": 2}));
-        server.get("/nodes?status=all").1["nodes"][0]["status"] == "suspected"
-    });
-    assert!(suspected, "node 1 never became suspected");
-    assert_eq!(ids(&server.get("/nodes").1["nodes"]), vec![2]);
-    assert_eq!(ids(&server.get("/nodes?status=all").1["nodes"]), vec![1, 2]);
+    let server = slow_liveness();
+    one_suspected(&server);
+    assert_eq!(ids(&server.get("/nodes").1["nodes"]), vec![2, 3]);
+    assert_eq!(
+        ids(&server.get("/nodes?status=all").1["nodes"]),
+        vec![1, 2, 3]
+    );
     let stats = server.get("/stats").1;
     assert_eq!(stats["suspected_nodes"], 1);
+    assert_eq!(stats["active_nodes"], 2);
     // The leader is shown while registered, with its status.
     assert_eq!(server.get("/leader").1["leader"]["status"], "suspected");
+}
+
+#[test]
+fn register_answers_leave_out_suspected_nodes() {
+    let server = slow_liveness();
+    one_suspected(&server);
+    let answer = server.register(4);
+    assert_eq!(ids(&answer["nodes"]), vec![2, 3], "{answer}");
+    assert_eq!(answer["leader"]["node_id"], 1);
+}
+
+#[test]
+fn status_all_combines_with_capability_and_node_id() {
+    let server = slow_liveness();
+    one_suspected(&server);
+    let mut storage = registration(3);
+    storage["capabilities"] = json!(["storage"]);
+    server.post_json("/register", &storage);
+    let nodes = |query: &str| ids(&server.get(&format!("/nodes?{query}")).1["nodes"]);
+    assert_eq!(nodes("capability=raft"), vec![2]);
+    assert_eq!(nodes("status=all&capability=raft"), vec![1, 2]);
+    assert_eq!(nodes("capability=storage&status=all"), vec![3]);
+    assert_eq!(nodes("status=all&capability=raft&node_id=2"), vec![1]);
+    assert_eq!(nodes("status=all&capability=gossip&node_id=1"), vec![2]);
+    assert_eq!(nodes("status=all&capability=none"), Vec::<u64>::new());
+}
+
+#[test]
+fn a_registration_revives_a_suspected_node_over_http() {
+    let server = slow_liveness();
+    one_suspected(&server);
+    let before = server.get("/stats").1["registry_version"].as_u64().unwrap();
+    let answer = server.register(1);
+    assert_eq!(answer["status"], "updated");
+    assert!(answer["registry_version"].as_u64().unwrap() > before);
+    assert_eq!(server.get("/stats").1["suspected_nodes"], 0);
 }
 
 #[test]
@@ -247,26 +317,223 @@ fn the_whole_cluster_leaving_re_arms_bootstrap() {
 
 #[test]
 fn stats_has_the_original_fields_and_operator_extras() {
-    let server = TestServer::start();
-    server.register(1);
+    let server = TestServer::with(|c| {
+        c.heartbeat_interval = Duration::from_secs(20);
+        c.liveness.suspect_after = Duration::from_secs(70);
+        c.liveness.node_timeout = Duration::from_secs(200);
+    });
+    let registered = server.register(1);
     let (status, stats) = server.get("/stats");
     assert_eq!(status, 200);
-    for field in [
-        "total_nodes",
-        "active_nodes",
-        "leader_id",
-        "registry_version",
-        "bootstrap_initiated",
-        "uptime",
-        "suspected_nodes",
-        "reaped_total",
-        "epoch",
-    ] {
-        assert!(stats.get(field).is_some(), "{field} missing from {stats}");
+    let expected = json!({
+        "total_nodes": 1,
+        "active_nodes": 1,
+        "suspected_nodes": 0,
+        "leader_id": 1,
+        "registry_version": registered["registry_version"],
+        "bootstrap_initiated": true,
+        "bootstrap_armed": false,
+        "joins_total": 1,
+        "removed_total": 0,
+        "reaped_total": 0,
+        "heartbeats_total": 0,
+        "suspect_after": 70.0,
+        "node_timeout": 200.0,
+        "heartbeat_interval": 20.0,
+        "version": cluster_gateway::VERSION,
+        "epoch": server.get("/health").1["epoch"],
+    });
+    for (field, value) in expected.as_object().unwrap() {
+        assert_eq!(&stats[field], value, "{field} in {stats}");
     }
-    assert_eq!(stats["total_nodes"], 1);
-    assert_eq!(stats["leader_id"], 1);
-    assert_eq!(stats["bootstrap_initiated"], true);
+    let uptime = stats["uptime"].as_f64().expect("uptime is a number");
+    assert!(uptime >= 0.0, "{stats}");
+}
+
+#[test]
+fn stats_counters_count_joins_leaves_and_heartbeats() {
+    let server = TestServer::start();
+    for id in [1, 2, 3] {
+        server.register(id);
+    }
+    server.register(1); // an update is not a join
+    for id in [2, 2, 99] {
+        server.post_json("/heartbeat", &json!({"node_id": id}));
+    }
+    server.post_json("/remove", &json!({"node_id": 3}));
+    server.post_json("/remove", &json!({"node_id": 99}));
+    let stats = server.get("/stats").1;
+    assert_eq!(stats["joins_total"], 3, "{stats}");
+    assert_eq!(stats["heartbeats_total"], 2, "{stats}");
+    assert_eq!(stats["removed_total"], 1, "{stats}");
+    assert_eq!(stats["reaped_total"], 0, "{stats}");
+    assert_eq!(stats["bootstrap_armed"], false, "{stats}");
+    for id in [1, 2] {
+        server.post_json("/remove", &json!({"node_id": id}));
+    }
+    let stats = server.get("/stats").1;
+    assert_eq!(stats["removed_total"], 3, "{stats}");
+    assert_eq!(stats["total_nodes"], 0, "{stats}");
+    assert_eq!(
+        stats["bootstrap_armed"], true,
+        "everyone left on purpose: {stats}"
+    );
+}
+
+#[test]
+fn registry_version_grows_on_a_capability_change_not_on_a_heartbeat() {
+    let server = TestServer::start();
+    server.register(1);
+    let version = server.register(2)["registry_version"].as_u64().unwrap();
+    for _ in 0..3 {
+        let (_, ack) = server.post_json("/heartbeat", &json!({"node_id": 2}));
+        assert_eq!(ack["registry_version"], version, "a plain heartbeat: {ack}");
+    }
+    assert_eq!(
+        server.register(2)["registry_version"],
+        version,
+        "nothing changed"
+    );
+    let mut changed = registration(2);
+    changed["capabilities"] = json!(["raft"]);
+    let (_, answer) = server.post_json("/register", &changed);
+    let after = answer["registry_version"].as_u64().unwrap();
+    assert!(after > version, "a capability change: {version} -> {after}");
+    assert_eq!(server.get("/nodes").1["registry_version"], after);
+}
+
+/// A gateway whose reaper removes a silent node within a second.
+fn fast_reaper() -> TestServer {
+    TestServer::with(|c| {
+        c.heartbeat_interval = Duration::from_millis(50);
+        c.liveness.suspect_after = Duration::from_millis(200);
+        c.liveness.node_timeout = Duration::from_millis(500);
+    })
+}
+
+fn reaped(server: &TestServer, count: u64) -> bool {
+    server.get("/stats").1["reaped_total"] == count
+}
+
+#[test]
+fn the_reaper_grows_registry_version_clears_a_reaped_leader_and_does_not_re_arm_bootstrap() {
+    let server = fast_reaper();
+    let first = server.register(1);
+    assert_eq!(first["is_bootstrap"], true);
+    let version = first["registry_version"].as_u64().unwrap();
+    assert!(
+        eventually(Duration::from_secs(20), || reaped(&server, 1)),
+        "node 1 was never reaped"
+    );
+    let (_, leader) = server.get("/leader");
+    assert_eq!(
+        leader,
+        json!({"leader": null, "message": "No leader currently registered"})
+    );
+    let stats = server.get("/stats").1;
+    assert_eq!(stats["leader_id"], Value::Null, "{stats}");
+    assert_eq!(stats["total_nodes"], 0, "{stats}");
+    assert!(
+        stats["registry_version"].as_u64().unwrap() > version,
+        "{stats}"
+    );
+    assert_eq!(stats["bootstrap_armed"], false, "{stats}");
+    // The registry emptied by reaping: the next node does not bootstrap a second cluster.
+    let next = server.register(2);
+    assert_eq!(next["is_bootstrap"], false, "{next}");
+    assert_eq!(next["leader"], Value::Null, "{next}");
+}
+
+#[test]
+fn a_reaped_leader_leaves_the_cluster_without_a_leader() {
+    let server = fast_reaper();
+    server.register(1);
+    server.register(2);
+    // Node 2 keeps beating while node 1 falls silent.
+    let leader_gone = eventually(Duration::from_secs(20), || {
+        server.post_json("/heartbeat", &json!({"node_id": 2}));
+        server.get("/leader").1["leader"].is_null()
+    });
+    assert!(leader_gone, "the silent leader was never reaped");
+    let (_, leader) = server.get("/leader");
+    assert_eq!(leader["message"], "No leader currently registered");
+    assert!(
+        !ids(&server.get("/nodes?status=all").1["nodes"]).contains(&1),
+        "the leader went because it was reaped"
+    );
+    assert!(server.get("/stats").1["reaped_total"].as_u64().unwrap() >= 1);
+}
+
+#[test]
+fn boundary_values_are_accepted() {
+    let server = TestServer::start();
+    let label = "a".repeat(63);
+    let host = format!("{label}.{label}.{label}.{}", "b".repeat(61));
+    assert_eq!(host.len(), 253);
+    let capabilities: Vec<String> = (0..64).map(|i| format!("{i:0>128}")).collect();
+    let keys: serde_json::Map<String, Value> =
+        (0..64).map(|i| (format!("k{i}"), json!(i))).collect();
+    // {"k":"xxx..."} of exactly 16 KiB as compact JSON.
+    let big = json!({"k": "x".repeat(16 * 1024 - 8)});
+    assert_eq!(big.to_string().len(), 16 * 1024);
+    let cases = [
+        json!({"node_id": u64::MAX, "ip_address": "10.0.0.1", "port": 1, "capabilities": []}),
+        json!({"node_id": 0, "ip_address": host, "port": 65535, "capabilities": capabilities}),
+        json!({"node_id": 2, "ip_address": "::1", "port": "65535", "capabilities": ["a"], "metadata": keys}),
+        json!({"node_id": 3, "ip_address": "h", "port": 5003, "capabilities": ["a"], "metadata": big}),
+        json!({"node_id": 4, "ip_address": "h", "port": 5004, "capabilities": ["a"], "metadata": null}),
+        json!({"node_id": 5, "ip_address": "h", "port": 5005, "capabilities": ["a"], "colour": "blue", "extra": {"x": [1]}}),
+    ];
+    for body in &cases {
+        let (status, answer) = server.post_json("/register", body);
+        assert_eq!(status, 200, "{body}: {answer}");
+        assert_eq!(answer["status"], "registered", "{answer}");
+        let id = body["node_id"].as_u64().unwrap();
+        assert_eq!(answer["node_id"].as_u64(), Some(id), "{answer}");
+    }
+    let all = server.get("/nodes").1["nodes"].clone();
+    let node = |id: u64| {
+        all.as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node_id"].as_u64() == Some(id))
+            .unwrap_or_else(|| panic!("node {id} missing from {all}"))
+            .clone()
+    };
+    assert_eq!(node(u64::MAX)["port"], 1);
+    assert_eq!(node(0)["ip_address"].as_str().unwrap().len(), 253);
+    assert_eq!(node(0)["port"], 65535);
+    assert_eq!(node(0)["capabilities"].as_array().unwrap().len(), 64);
+    assert_eq!(node(2)["metadata"].as_object().unwrap().len(), 64);
+    assert_eq!(node(3)["metadata"], big);
+    assert_eq!(node(4)["metadata"], json!({}));
+    assert!(
+        node(5).get("colour").is_none(),
+        "unknown fields are not stored"
+    );
+    // One past each limit is refused.
+    let too_big = json!({"k": "x".repeat(16 * 1024 - 7)});
+    let mut over = registration(6);
+    over["metadata"] = too_big;
+    check_error(
+        server.post_json("/register", &over),
+        400,
+        "Invalid metadata",
+    );
+    let mut over = registration(6);
+    over["ip_address"] = json!(format!("c{host}"));
+    check_error(
+        server.post_json("/register", &over),
+        400,
+        "Invalid ip_address",
+    );
+    let mut over = registration(6);
+    over["capabilities"] = json!(["x".repeat(129)]);
+    check_error(
+        server.post_json("/register", &over),
+        400,
+        "Invalid capabilities",
+    );
 }
 
 #[test]

@@ -7,17 +7,55 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{TestServer, eventually};
+use crate::support::{ClosedPort, FakeGateway, TestServer, eventually};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gateway-client");
 
 fn client(server: &TestServer, args: &[&str]) -> Output {
-    Command::new(BIN)
+    let mut command = Command::new(BIN);
+    command
         .args(["--gateway", &server.url])
         .args(args)
-        .env_remove("GATEWAY_URL")
-        .output()
-        .expect("gateway-client runs")
+        .env_remove("GATEWAY_URL");
+    run(&mut command)
+}
+
+/// Runs `command` to the end and returns what it printed, failing (not hanging) if it does not
+/// end within a minute.
+fn run(command: &mut Command) -> Output {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("gateway-client runs");
+    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let mut status = None;
+    let ended = eventually(Duration::from_secs(60), || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    if !ended {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(
+        ended,
+        "gateway-client did not end within a minute: {command:?}"
+    );
+    Output {
+        status: status.unwrap(),
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
 }
 
 fn stdout(out: &Output) -> String {
@@ -59,10 +97,24 @@ fn join_and_stop(
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // Read on a thread of its own, so that a client that never prints fails the test instead
+    // of hanging it.
+    let stdout = child.stdout.take().unwrap();
+    let (sender, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
     let mut printed = String::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
+    loop {
+        let Ok(line) = lines.recv_timeout(Duration::from_secs(30)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("gateway-client never said it was heartbeating:\n{printed}");
+        };
         printed.push_str(&line);
         printed.push('\n');
         if line.starts_with("Heartbeating") {
@@ -75,14 +127,17 @@ fn join_and_stop(
         .unwrap();
     assert!(killed.success());
     let mut status = None;
-    assert!(
-        eventually(Duration::from_secs(10), || {
-            status = child.try_wait().unwrap();
-            status.is_some()
-        }),
-        "gateway-client did not stop on SIG{signal}"
-    );
-    for line in lines.map_while(Result::ok) {
+    let stopped = eventually(Duration::from_secs(10), || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    if !stopped {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(stopped, "gateway-client did not stop on SIG{signal}");
+    // It has exited: the rest of its output is there, or the pipe is closed.
+    while let Ok(line) = lines.recv_timeout(Duration::from_secs(10)) {
         printed.push_str(&line);
         printed.push('\n');
     }
@@ -264,19 +319,32 @@ fn exit_codes_say_what_went_wrong() {
         assert!(!stderr(&out).is_empty(), "{args:?}");
     }
     // Unreachable: 1, naming the address.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let out = Command::new(BIN)
-        .args(["--gateway", &format!("127.0.0.1:{port}"), "stats"])
-        .output()
-        .unwrap();
+    let closed = ClosedPort::new();
+    let mut command = Command::new(BIN);
+    command.args(["--gateway", &closed.address(), "stats"]);
+    let out = run(&mut command);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains(&port.to_string()), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&closed.address()), "{}", stderr(&out));
+    // An error status: 1, with the gateway's reason.
+    for status in [400, 500] {
+        let fake = FakeGateway::start(
+            Some(status),
+            &format!(r#"{{"error": "refused with {status}", "status_code": {status}}}"#),
+        );
+        let mut command = Command::new(BIN);
+        command.args(["--gateway", &fake.url(), "stats"]);
+        let out = run(&mut command);
+        assert_eq!(out.status.code(), Some(1), "{status}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("refused with {status}")),
+            "{}",
+            stderr(&out)
+        );
+    }
     // Help: 0.
-    let help = Command::new(BIN).arg("--help").output().unwrap();
+    let mut command = Command::new(BIN);
+    command.arg("--help");
+    let help = run(&mut command);
     assert!(help.status.success());
     for word in [
         "--gateway-host",
@@ -288,4 +356,139 @@ fn exit_codes_say_what_went_wrong() {
     ] {
         assert!(stdout(&help).contains(word), "{word}");
     }
+}
+
+#[test]
+fn capabilities_and_metadata_flags_reach_the_gateway() {
+    let server = TestServer::start();
+    let (printed, status) = join_and_stop(
+        &server,
+        &[
+            "--capabilities",
+            "raft, storage",
+            "--metadata",
+            "zone=a",
+            "--metadata",
+            "rack=r1",
+        ],
+        "TERM",
+    );
+    assert!(status.success(), "{printed}");
+    let node = server.get("/nodes").1["nodes"][0].clone();
+    assert_eq!(node["node_id"], 1, "{node}");
+    assert_eq!(node["capabilities"], json!(["raft", "storage"]));
+    assert_eq!(node["metadata"], json!({"zone": "a", "rack": "r1"}));
+}
+
+#[test]
+fn timeout_flag_bounds_each_request() {
+    let silent = FakeGateway::start(None, "");
+    let mut command = Command::new(BIN);
+    command.args(["--gateway", &silent.url(), "--timeout", "0.3", "health"]);
+    let out = run(&mut command);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("timed out"), "{}", stderr(&out));
+    assert!(silent.requests() >= 1);
+    let mut command = Command::new(BIN);
+    command.args(["--gateway", &silent.url(), "--timeout", "0", "health"]);
+    assert_eq!(
+        run(&mut command).status.code(),
+        Some(2),
+        "a zero timeout is bad usage"
+    );
+}
+
+#[test]
+fn log_level_flag_sets_what_is_logged() {
+    // A gateway that fails with 503: the client logs each failed try at DEBUG.
+    let busy = FakeGateway::start(Some(503), r#"{"error": "busy"}"#);
+    let with_level = |level: Option<&str>| {
+        let mut command = Command::new(BIN);
+        command.args(["--gateway", &busy.url()]);
+        if let Some(level) = level {
+            command.args(["--log-level", level]);
+        }
+        run(command.arg("health"))
+    };
+    let debug = with_level(Some("DEBUG"));
+    assert_eq!(debug.status.code(), Some(1));
+    assert!(stderr(&debug).contains("DEBUG"), "{}", stderr(&debug));
+    let quiet = with_level(None);
+    assert_eq!(quiet.status.code(), Some(1));
+    assert!(!stderr(&quiet).contains("DEBUG"), "{}", stderr(&quiet));
+    let mut command = Command::new(BIN);
+    command.args(["--log-level", "LOUD", "health"]);
+    let bad = run(&mut command);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("--log-level"), "{}", stderr(&bad));
+}
+
+#[test]
+fn a_repeated_gateway_flag_fails_over_to_the_next() {
+    let server = TestServer::start();
+    let closed = ClosedPort::new();
+    let mut command = Command::new(BIN);
+    command
+        .args(["--gateway", &closed.address(), "--gateway", &server.url])
+        .args(["health", "--json"])
+        .env_remove("GATEWAY_URL");
+    let out = run(&mut command);
+    assert_eq!(json_of(&out)["epoch"], server.get("/health").1["epoch"]);
+}
+
+#[test]
+fn gateway_beats_host_and_port_beat_gateway_url_beats_the_default() {
+    let server = TestServer::start();
+    let closed = ClosedPort::new();
+    let port = server.addr().port().to_string();
+    let closed_port = closed.port.to_string();
+    let health = |args: &[&str], url: Option<&str>| {
+        let mut command = Command::new(BIN);
+        command.args(args).args(["health", "--json"]);
+        match url {
+            Some(url) => command.env("GATEWAY_URL", url),
+            None => command.env_remove("GATEWAY_URL"),
+        };
+        run(&mut command)
+    };
+    let closed_url = format!("http://{}", closed.address());
+    // --gateway wins over both.
+    let out = health(
+        &[
+            "--gateway",
+            &server.url,
+            "--gateway-host",
+            closed.host,
+            "--gateway-port",
+            &closed_port,
+        ],
+        Some(&closed_url),
+    );
+    assert_eq!(json_of(&out)["status"], "healthy");
+    // --gateway-host/--gateway-port win over GATEWAY_URL; the host defaults to localhost.
+    let out = health(&["--gateway-port", &port], Some(&closed_url));
+    assert_eq!(json_of(&out)["status"], "healthy");
+    let out = health(
+        &["--gateway-host", "127.0.0.1", "--gateway-port", &port],
+        Some(&closed_url),
+    );
+    assert_eq!(json_of(&out)["status"], "healthy");
+    // GATEWAY_URL wins over the default.
+    let out = health(&[], Some(&server.url));
+    assert_eq!(json_of(&out)["status"], "healthy");
+    // The port defaults to 8080 (nothing listens on this test's own address).
+    let out = health(&["--gateway-host", closed.host], Some(&server.url));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&format!("{}:8080", closed.host)),
+        "{}",
+        stderr(&out)
+    );
+    // The default is localhost:8080 (whatever may run there on this machine).
+    let out = health(&[], None);
+    assert!(
+        out.status.success() || stderr(&out).contains("localhost:8080"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -7,6 +7,7 @@ mod contract;
 mod durable;
 mod faults;
 mod hostile;
+mod logs;
 mod negotiation;
 mod race;
 mod scripts;

@@ -1,13 +1,13 @@
 //! Many nodes registering into an empty gateway at once: exactly one bootstraps.
 
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::thread;
 
 use cluster_gateway::gateway::Gateway;
 use cluster_gateway::http::{self, Request};
 use cluster_gateway::registry::{Liveness, Registry};
 
-use crate::support::registration;
+use crate::support::{Barrier, join_all, registration};
 
 /// 50 threads, 200 rounds, through the same dispatch the server uses.
 #[test]
@@ -17,12 +17,13 @@ fn exactly_one_of_fifty_racing_registrants_bootstraps() {
             Registry::new(Liveness::default()),
             std::time::Duration::from_secs(30),
         ));
-        let barrier = Arc::new(Barrier::new(50));
+        let barrier = Barrier::new(50);
         let racers: Vec<_> = (0..50u64)
             .map(|id| {
                 let gateway = Arc::clone(&gateway);
                 let barrier = Arc::clone(&barrier);
                 thread::spawn(move || {
+                    let _guard = barrier.guard();
                     let body = registration(id).to_string();
                     barrier.wait();
                     let answer = http::handle(
@@ -41,9 +42,8 @@ fn exactly_one_of_fifty_racing_registrants_bootstraps() {
                 })
             })
             .collect();
-        let winners = racers
+        let winners = join_all(racers, std::time::Duration::from_secs(60))
             .into_iter()
-            .map(|r| r.join().unwrap())
             .filter(|&b| b)
             .count();
         assert_eq!(winners, 1, "round {round}");

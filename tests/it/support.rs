@@ -69,6 +69,9 @@ pub mod own_host {
     pub const FAILOVER: &str = "127.0.0.5";
     pub const SIGKILL: &str = "127.0.0.6";
     pub const GONE: &str = "127.0.0.7";
+    pub const BACKGROUND: &str = "127.0.0.8";
+    pub const LOG_INFO: &str = "127.0.0.9";
+    pub const LOG_WARNING: &str = "127.0.0.10";
 }
 
 /// A port on `host` that nothing listens on.
@@ -173,5 +176,266 @@ pub fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool 
             return false;
         }
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A port nothing can connect to, and no other test can take: a socket is bound to it (on an
+/// address of its own) for as long as this lives, and never listens, so connections are refused.
+pub struct ClosedPort {
+    _bound: socket2::Socket,
+    pub host: &'static str,
+    pub port: u16,
+}
+
+impl ClosedPort {
+    pub fn new() -> ClosedPort {
+        let host = own_host::CLOSED;
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let addr: SocketAddr = format!("{host}:0").parse().unwrap();
+        socket.bind(&addr.into()).unwrap();
+        let port = socket.local_addr().unwrap().as_socket().unwrap().port();
+        ClosedPort {
+            _bound: socket,
+            host,
+            port,
+        }
+    }
+
+    /// `host:port`.
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// A barrier that cannot hang the suite: once any party panics (see [`Barrier::guard`]) every
+/// wait fails at once, and a wait that is not joined by everyone within its limit fails too.
+pub struct Barrier {
+    parties: usize,
+    limit: Duration,
+    state: std::sync::Mutex<BarrierState>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct BarrierState {
+    arrived: usize,
+    generation: u64,
+    broken: bool,
+}
+
+impl Barrier {
+    pub fn new(parties: usize) -> std::sync::Arc<Barrier> {
+        std::sync::Arc::new(Barrier {
+            parties,
+            limit: Duration::from_secs(60),
+            state: std::sync::Mutex::new(BarrierState::default()),
+            changed: std::sync::Condvar::new(),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, BarrierState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn break_it(&self) {
+        self.state().broken = true;
+        self.changed.notify_all();
+    }
+
+    /// Waits for every party; panics if one failed or they do not all come within the limit.
+    pub fn wait(&self) {
+        let mut state = self.state();
+        assert!(!state.broken, "another party failed");
+        let generation = state.generation;
+        state.arrived += 1;
+        if state.arrived == self.parties {
+            state.arrived = 0;
+            state.generation += 1;
+            self.changed.notify_all();
+            return;
+        }
+        let deadline = Instant::now() + self.limit;
+        while state.generation == generation && !state.broken {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let arrived = state.arrived;
+                drop(state);
+                self.break_it();
+                panic!(
+                    "only {arrived} of {} parties reached the barrier within {:?}",
+                    self.parties, self.limit
+                );
+            }
+            state = self
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        assert!(state.generation != generation, "another party failed");
+    }
+
+    /// Held by a party for as long as it runs: if it panics, the barrier breaks.
+    pub fn guard(self: &std::sync::Arc<Barrier>) -> BarrierGuard {
+        BarrierGuard(std::sync::Arc::clone(self))
+    }
+}
+
+pub struct BarrierGuard(std::sync::Arc<Barrier>);
+
+impl Drop for BarrierGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.break_it();
+        }
+    }
+}
+
+/// Joins `threads`, failing (not hanging) if they do not all end within `limit`.
+pub fn join_all<T: Send + 'static>(
+    threads: Vec<std::thread::JoinHandle<T>>,
+    limit: Duration,
+) -> Vec<T> {
+    let deadline = Instant::now() + limit;
+    threads
+        .into_iter()
+        .map(|t| {
+            assert!(
+                eventually(deadline.saturating_duration_since(Instant::now()), || t
+                    .is_finished()),
+                "a thread did not end within {limit:?}"
+            );
+            t.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
+        })
+        .collect()
+}
+
+/// A stand-in gateway on 127.0.0.1:0 that answers every request with one fixed status and body
+/// (or, if `status` is `None`, reads the request and never answers), counting the requests.
+pub struct FakeGateway {
+    pub addr: SocketAddr,
+    pub requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// `CONNECT` requests: the fake used as a proxy.
+    pub tunnels: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeGateway {
+    pub fn start(status: Option<u16>, body: &str) -> FakeGateway {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = std::sync::Arc::new(AtomicUsize::new(0));
+        let tunnels = std::sync::Arc::new(AtomicUsize::new(0));
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let body = body.to_owned();
+        let thread = {
+            let (requests, tunnels, stop) = (requests.clone(), tunnels.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut held = Vec::new();
+                for stream in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let Ok(mut stream) = stream else { continue };
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                    let Some(head) = read_request(&mut stream) else {
+                        continue;
+                    };
+                    // As a proxy: accept the tunnel, then answer the request sent through it.
+                    if head.starts_with("CONNECT ") {
+                        tunnels.fetch_add(1, Ordering::SeqCst);
+                        let _ = stream.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+                        if read_request(&mut stream).is_none() {
+                            continue;
+                        }
+                    }
+                    requests.fetch_add(1, Ordering::SeqCst);
+                    match status {
+                        Some(status) => {
+                            let answer = format!(
+                                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                                body.len()
+                            );
+                            let _ = stream.write_all(answer.as_bytes());
+                        }
+                        None => held.push(stream),
+                    }
+                }
+            })
+        };
+        FakeGateway {
+            addr,
+            requests,
+            tunnels,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn tunnels(&self) -> usize {
+        self.tunnels.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for FakeGateway {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wakes the accept loop, which then sees `stop`.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5));
+        if let Some(thread) = self.thread.take() {
+            let _ = join_all(vec![thread], Duration::from_secs(20));
+        }
+    }
+}
+
+/// Reads one request (head and Content-Length body) off `stream`; returns its head.
+fn read_request(stream: &mut TcpStream) -> Option<String> {
+    let mut bytes = Vec::new();
+    let mut buf = [0; 4096];
+    loop {
+        let n = stream.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        bytes.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&bytes);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            if body.len() >= length {
+                return Some(head.to_owned());
+            }
+        }
+    }
+}
+
+/// Runs `f` on a thread of its own and returns its result, failing (not hanging) if it takes
+/// longer than `limit`. For calls that could block forever if the behaviour under test broke.
+pub fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(f());
+    });
+    match result.recv_timeout(limit) {
+        Ok(value) => value,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("no result within {limit:?}"),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("the call panicked"),
     }
 }

@@ -1,0 +1,157 @@
+//! What the gateway-server binary logs: joins, leaves, reaps, suspicion and leader changes at
+//! INFO, and none of them at WARNING.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::{agent, eventually, free_port, own_host};
+
+const BIN: &str = env!("CARGO_BIN_EXE_gateway-server");
+
+/// A gateway-server process with short liveness settings, its log read line by line.
+struct Logged {
+    child: Child,
+    url: String,
+    lines: Receiver<String>,
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Logged {
+    /// Starts the server on a port of `host` (an address of this test's own: at WARNING the
+    /// server does not log its address, so the port is chosen here).
+    fn start(level: &str, host: &str) -> Logged {
+        let port = free_port(host);
+        let mut child = Command::new(BIN)
+            .args(["--host", host, "--port", &port.to_string()])
+            .args(["--log-level", level])
+            // Node 1 must live through the four requests that make it leave on purpose: two
+            // seconds leave room for a stalled machine, and still end the test soon.
+            .args(["--heartbeat-interval", "0.1", "--suspect-after", "1"])
+            .args(["--node-timeout", "2"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("gateway-server runs");
+        let stderr = child.stderr.take().unwrap();
+        let (sender, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = sender.send(line);
+            }
+        });
+        let logged = Logged {
+            child,
+            url: format!("http://{host}:{port}"),
+            lines,
+        };
+        let up = || agent().get(format!("{}/health", logged.url)).call().is_ok();
+        assert!(
+            eventually(Duration::from_secs(20), up),
+            "the server did not start"
+        );
+        logged
+    }
+
+    fn post(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        let mut answer = agent()
+            .post(format!("{}{path}", self.url))
+            .send(body.to_string())
+            .unwrap();
+        serde_json::from_str(&answer.body_mut().read_to_string().unwrap()).unwrap()
+    }
+
+    fn stats(&self) -> serde_json::Value {
+        let mut answer = agent().get(format!("{}/stats", self.url)).call().unwrap();
+        serde_json::from_str(&answer.body_mut().read_to_string().unwrap()).unwrap()
+    }
+
+    /// Stops the server with SIGTERM and returns the rest of its log, to the end.
+    fn stop(mut self) -> Vec<String> {
+        let sent = Command::new("kill")
+            .args(["-s", "TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let mut rest = Vec::new();
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(20)) {
+                Ok(line) => rest.push(line),
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => panic!("the server did not stop: {rest:#?}"),
+            }
+        }
+        let child = &mut self.child;
+        assert!(eventually(Duration::from_secs(10), || child
+            .try_wait()
+            .unwrap()
+            .is_some()));
+        rest
+    }
+}
+
+fn node(id: u64) -> serde_json::Value {
+    json!({"node_id": id, "ip_address": "127.0.0.1", "port": 5000 + id, "capabilities": []})
+}
+
+/// Joins, a leader change, a leave, then a node left silent until it is reaped.
+fn membership_story(server: &Logged) {
+    server.post("/register", node(1));
+    server.post("/register", node(2));
+    server.post("/leader", json!({"leader_id": 2}));
+    let left = server.post("/remove", json!({"node_id": 1}));
+    assert_eq!(
+        left["status"], "removed",
+        "node 1 was reaped before it could leave"
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || server.stats()["reaped_total"]
+            == 1),
+        "node 2 was never reaped"
+    );
+}
+
+#[test]
+fn membership_changes_are_logged_at_info() {
+    let server = Logged::start("INFO", own_host::LOG_INFO);
+    membership_story(&server);
+    let log = server.stop();
+    for expected in [
+        "node 1 joined at 127.0.0.1:5001",
+        "node 2 joined at 127.0.0.1:5002",
+        "leader is now node 1",
+        "leader is now node 2",
+        "node 1 left",
+        "node 2 suspected",
+        "node 2 reaped",
+        "no leader",
+    ] {
+        let line = log
+            .iter()
+            .find(|l| l.contains(expected))
+            .unwrap_or_else(|| panic!("no {expected:?} in the log: {log:#?}"));
+        assert!(line.contains(" INFO "), "not at INFO: {line}");
+    }
+}
+
+#[test]
+fn membership_changes_are_not_logged_at_warning() {
+    let server = Logged::start("WARNING", own_host::LOG_WARNING);
+    membership_story(&server);
+    let log = server.stop();
+    for unexpected in ["joined", "left", "suspected", "reaped", "leader"] {
+        assert!(
+            !log.iter().any(|l| l.contains(unexpected)),
+            "{unexpected:?} logged at WARNING: {log:#?}"
+        );
+    }
+}
