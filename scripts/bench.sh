@@ -121,7 +121,6 @@ LUA
 # write is what is measured); every wrk thread numbers its own requests.
 cat >"$work/churn.lua" <<'LUA'
 local counter = 0
-local tid = 0
 local threads = 0
 setup = function(thread) threads = threads + 1; thread:set("tid", threads) end
 request = function()

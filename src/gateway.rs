@@ -6,13 +6,14 @@
 //! taken under the lock, then serialised once and shared by every request until the registry
 //! changes.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::api::{NodeId, Registration, Settings, Stats};
 use crate::config::ServerConfig;
 use crate::lock;
-use crate::registry::{Now, Registered, Registry};
+use crate::registry::{NodeRecord, Now, Registered, Registry};
 use crate::store::log::OpenError;
 use crate::store::{Durability, LocalStore, Store, StoreError};
 
@@ -26,6 +27,8 @@ pub struct Gateway {
     epoch: String,
     started: Instant,
     heartbeat_interval: Duration,
+    /// The most nodes seen since memory was last given back.
+    peak_nodes: AtomicUsize,
 }
 
 impl Gateway {
@@ -42,6 +45,7 @@ impl Gateway {
             epoch: new_epoch(),
             started: Instant::now(),
             heartbeat_interval,
+            peak_nodes: AtomicUsize::new(0),
         }
     }
 
@@ -64,7 +68,7 @@ impl Gateway {
 
     /// The liveness settings advertised to nodes.
     pub fn settings(&self) -> Settings {
-        let liveness = self.store.summary().liveness;
+        let liveness = self.store.liveness();
         Settings {
             heartbeat_interval: Some(self.heartbeat_interval.as_secs_f64()),
             suspect_after: Some(liveness.suspect_after.as_secs_f64()),
@@ -92,9 +96,28 @@ impl Gateway {
         self.store.set_leader(node_id)
     }
 
-    /// Suspects and reaps silent nodes.
+    /// Suspects and reaps silent nodes, then gives memory back to the system if the registry
+    /// shrank a lot since it last did.
     pub fn sweep(&self, now: Now) {
         self.store.sweep(now);
+        let nodes = self.store.summary().counts.total_nodes;
+        let peak = self
+            .peak_nodes
+            .fetch_max(nodes, Ordering::Relaxed)
+            .max(nodes);
+        if peak >= nodes + TRIM_AFTER_NODES && nodes <= peak / 2 {
+            self.peak_nodes.store(nodes, Ordering::Relaxed);
+            log::debug!("{nodes} nodes left of {peak}: giving freed memory back");
+            // The cached list still holds the departed nodes: let it go first (the next reader
+            // builds a new one; readers that hold the old one keep it alive until they finish).
+            lock(&self.lists).take();
+            release_freed_memory();
+        }
+    }
+
+    /// The registry version and the leader's record, without building a list.
+    pub fn leader(&self) -> (u64, Option<NodeRecord>) {
+        self.store.leader()
     }
 
     /// Where the registry is kept.
@@ -160,6 +183,28 @@ impl Gateway {
             last_compaction: durability.last_compaction,
             log_syncs: durability.syncs,
             store_error: durability.failed,
+        }
+    }
+}
+
+/// A registry that lost at least this many nodes (and half of them) gives memory back.
+const TRIM_AFTER_NODES: usize = 1000;
+
+/// Returns the memory freed by removed nodes to the system. glibc's allocator keeps freed
+/// memory in its per-thread arenas for reuse, so without this a gateway that held 100,000 nodes
+/// stays at that size after they leave. `malloc_trim` walks the arenas: milliseconds, and only
+/// after a mass departure.
+#[allow(unsafe_code)]
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        unsafe extern "C" {
+            fn malloc_trim(pad: usize) -> i32;
+        }
+        // SAFETY: malloc_trim only releases free memory held by the allocator; it takes the
+        // allocator's own locks and is safe to call from any thread at any time.
+        unsafe {
+            malloc_trim(0);
         }
     }
 }

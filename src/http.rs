@@ -372,35 +372,48 @@ fn register(
     let registration = Registration::from_body(body)?;
     let node_id = registration.node_id;
     let registered = gateway.register(registration)?;
-    let list = gateway.list();
     let status = if registered.created {
         "registered"
     } else {
         "updated"
     };
-    let head = format!(
-        r#"{{"status":"{status}","node_id":{node_id},"is_bootstrap":{},"registry_version":{}"#,
-        registered.is_bootstrap, list.version
-    );
-    let mut tail = br#","leader":"#.to_vec();
-    match list.leader.and_then(|id| list.node(id)) {
-        Some(Part::Cached { chunk, range }) => tail.extend_from_slice(list.bytes(chunk, range)),
-        _ => tail.extend_from_slice(b"null"),
-    }
-    write!(tail, r#","epoch":"{}","#, gateway.epoch()).expect("writing to a Vec");
-    let settings = serde_json::to_vec(&gateway.settings()).expect("settings serialise");
-    // `{"heartbeat_interval":..}` joins the answer object without its braces.
-    tail.extend_from_slice(&settings[1..]);
+    let head = |version: u64| {
+        format!(
+            r#"{{"status":"{status}","node_id":{node_id},"is_bootstrap":{},"registry_version":{version}"#,
+            registered.is_bootstrap
+        )
+    };
+    let tail = |leader: &[u8]| {
+        let mut tail = br#","leader":"#.to_vec();
+        tail.extend_from_slice(leader);
+        write!(tail, r#","epoch":"{}","#, gateway.epoch()).expect("writing to a Vec");
+        let settings = serde_json::to_vec(&gateway.settings()).expect("settings serialise");
+        // `{"heartbeat_interval":..}` joins the answer object without its braces.
+        tail.extend_from_slice(&settings[1..]);
+        tail
+    };
     if request.prefers_minimal() {
-        let mut bytes = head.into_bytes();
-        bytes.extend_from_slice(&tail);
+        // No list: the answer costs the registrant and the leader, whatever the cluster's size.
+        let (version, leader) = gateway.leader();
+        let leader = match leader {
+            Some(record) => serde_json::to_vec(&record).expect("a node record serialises"),
+            None => b"null".to_vec(),
+        };
+        let mut bytes = head(version).into_bytes();
+        bytes.extend_from_slice(&tail(&leader));
         return Ok(Response {
             body: Body::owned(bytes),
             ..Response::json(&())
         }
         .with_header("Preference-Applied", "return=minimal"));
     }
-    let mut prefix = head.into_bytes();
+    let list = gateway.list();
+    let leader = match list.leader.and_then(|id| list.node(id)) {
+        Some(Part::Cached { chunk, range }) => list.bytes(chunk, range).to_vec(),
+        _ => b"null".to_vec(),
+    };
+    let tail = tail(&leader);
+    let mut prefix = head(list.version).into_bytes();
     prefix.extend_from_slice(br#","nodes":"#);
     let filter = Filter {
         exclude: Some(node_id),

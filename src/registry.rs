@@ -450,6 +450,7 @@ impl Registry {
         if self.nodes.is_empty() {
             self.bootstrap_armed = true;
         }
+        self.shrink();
         true
     }
 
@@ -492,6 +493,7 @@ impl Registry {
                 self.set_leader_unchecked(None);
             }
         }
+        self.shrink();
         swept
     }
 
@@ -560,6 +562,13 @@ impl Registry {
         self.version += 1;
         self.touches += 1;
         self.events.push(event);
+    }
+
+    /// Gives back the table's room once three quarters of it is empty (a mass departure).
+    fn shrink(&mut self) {
+        if self.nodes.capacity() > 1024 && self.nodes.len() < self.nodes.capacity() / 4 {
+            self.nodes.shrink_to(self.nodes.len() * 2);
+        }
     }
 
     /// As if the cluster had bootstrapped: the next node to join an empty registry will not.

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::api::{NodeId, Registration};
 use crate::lock;
-use crate::registry::{Event, Liveness, Now, Registered, Registry};
+use crate::registry::{Event, Liveness, NodeRecord, Now, Registered, Registry};
 
 use super::log::{COMPACT_MIN_BYTES, Log, OpenError};
 use super::{Durability, Snapshot, Store, StoreError, Summary};
@@ -178,6 +178,23 @@ impl Store for LocalStore {
         };
         self.settle(summary.version);
         summary
+    }
+
+    fn liveness(&self) -> Liveness {
+        lock(&self.registry).liveness()
+    }
+
+    fn leader(&self) -> (u64, Option<NodeRecord>) {
+        let (version, leader) = {
+            let registry = lock(&self.registry);
+            let leader = registry
+                .leader_id()
+                .and_then(|id| registry.get(id))
+                .cloned();
+            (registry.version(), leader)
+        };
+        self.settle(version);
+        (version, leader)
     }
 
     fn durability(&self) -> Durability {

@@ -58,8 +58,24 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// its records are on disk). Call it outside any lock, before an answer shows `version`.
     fn settle(&self, version: u64);
 
-    /// Counts, leader, version and bootstrap state, for `/stats`.
+    /// Counts, leader, version and bootstrap state, for `/stats` (may cost a pass over every
+    /// node).
     fn summary(&self) -> Summary;
+
+    /// The liveness settings (cheap).
+    fn liveness(&self) -> Liveness {
+        self.summary().liveness
+    }
+
+    /// The registry version and the leader's record, settled (cheap: no pass over the nodes).
+    fn leader(&self) -> (u64, Option<NodeRecord>) {
+        let snapshot = self.snapshot();
+        self.settle(snapshot.version);
+        let leader = snapshot
+            .leader
+            .and_then(|id| snapshot.records.into_iter().find(|r| r.node_id == id));
+        (snapshot.version, leader)
+    }
 
     /// Where the registry is kept, for `/stats`.
     fn durability(&self) -> Durability;
