@@ -22,6 +22,8 @@ pub struct ServerConfig {
     pub workers: usize,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// How long a request body may take to arrive, from the end of its headers.
+    pub body_timeout: Duration,
     /// Time between reaper sweeps (and the interval clients are expected to beat at).
     pub heartbeat_interval: Duration,
     /// When silent nodes are suspected and reaped.
@@ -37,6 +39,7 @@ impl Default for ServerConfig {
             port: 8080,
             workers: 8,
             max_body_bytes: 64 * 1024,
+            body_timeout: Duration::from_secs(5),
             heartbeat_interval: Duration::from_secs(30),
             liveness: Liveness::default(),
             log_level: LevelFilter::Info,
@@ -71,6 +74,9 @@ pub struct ServerArgs {
     /// largest request body in bytes (default 65536; env GATEWAY_MAX_BODY_BYTES)
     #[argh(option)]
     pub max_body_bytes: Option<String>,
+    /// seconds a request body may take to arrive (default 5; env GATEWAY_BODY_TIMEOUT)
+    #[argh(option)]
+    pub body_timeout: Option<String>,
     /// DEBUG, INFO, WARNING, ERROR or CRITICAL (default INFO; env GATEWAY_LOG_LEVEL)
     #[argh(option)]
     pub log_level: Option<String>,
@@ -80,7 +86,7 @@ pub struct ServerArgs {
 }
 
 /// The settings, as text, with where each came from.
-const KEYS: [&str; 8] = [
+const KEYS: [&str; 9] = [
     "host",
     "port",
     "node_timeout",
@@ -88,6 +94,7 @@ const KEYS: [&str; 8] = [
     "suspect_after",
     "workers",
     "max_body_bytes",
+    "body_timeout",
     "log_level",
 ];
 
@@ -153,6 +160,7 @@ impl ServerConfig {
             ("suspect_after", &args.suspect_after),
             ("workers", &args.workers),
             ("max_body_bytes", &args.max_body_bytes),
+            ("body_timeout", &args.body_timeout),
             ("log_level", &args.log_level),
         ]
         .into_iter()
@@ -201,6 +209,7 @@ impl ServerConfig {
                     config.max_body_bytes =
                         parse_int(value, 1024, 64 * 1024 * 1024).map_err(invalid)? as usize
                 }
+                "body_timeout" => config.body_timeout = seconds(value).map_err(invalid)?,
                 "log_level" => config.log_level = log_level(value).map_err(invalid)?,
                 _ => unreachable!("only known keys reach here"),
             }

@@ -66,6 +66,7 @@ pub mod http;
 pub mod logger;
 pub mod registry;
 pub mod server;
+mod tiny_http_workarounds;
 
 pub use client::GatewayClient;
 pub use config::ServerConfig;

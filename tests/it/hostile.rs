@@ -236,11 +236,11 @@ fn content_length_beyond_memory() {
 
 #[test]
 fn content_length_not_a_number() {
-    // tiny_http ignores a Content-Length it cannot parse: no body, so no JSON.
+    // tiny_http ignores a Content-Length it cannot parse (no body): refused as framing.
     refused_raw(
         b"POST /register HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\nConnection: close\r\n\r\n",
         400,
-        "Invalid JSON",
+        "Invalid Content-Length",
     );
 }
 
