@@ -416,7 +416,7 @@ impl Context {
             log::error!("handler panicked on {method} {url}");
             Response::error(500, "Internal server error")
         });
-        workarounds::respond(request, answer, false);
+        workarounds::respond(request, answer);
         let took = received.elapsed();
         if took > SLOW_ANSWER {
             let n = self.counters.slow_answers.fetch_add(1, Ordering::Relaxed) + 1;

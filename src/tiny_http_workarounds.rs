@@ -497,9 +497,9 @@ pub(crate) fn framing_error(request: &tiny_http::Request) -> Option<&'static str
 
 /// Connections whose framing was lost, by peer address.
 ///
-/// tiny_http reads the next request on a connection whatever our answer says: a `Connection:
-/// close` header on it is sent, but only the request's own headers end the connection, and no
-/// request gives us its socket to shut (no upstream issue found). After a framing error, what
+/// tiny_http reads the next request on a connection whatever our answer says: it drops a
+/// `Connection: close` header from answers, only the request's own headers end the connection,
+/// and no request gives us its socket to shut (no upstream issue found). After a framing error, what
 /// follows on the connection may be the rest of a body, or a hidden request. So every later
 /// request from the same peer address (the same connection: a peer address is unique among
 /// open connections) is refused, until the peer has been quiet for [`POISON_TTL`].
@@ -594,15 +594,15 @@ pub(crate) enum Unread {
 /// `client_max_body_size` keeps such requests away).
 pub(crate) fn dispose(request: tiny_http::Request, answer: Response, unread: Unread) {
     match unread {
-        Unread::Nothing => respond(request, answer, true),
+        Unread::Nothing => respond(request, answer),
         Unread::Declared(n) if n <= MAX_DRAIN => {
-            thread::spawn(move || respond(request, answer, true));
+            thread::spawn(move || respond(request, answer));
         }
         Unread::Declared(n) if n > isize::MAX as u64 => {
             let _ = thread::Builder::new()
                 .name(QUIET_THREAD.to_owned())
                 .spawn(move || {
-                    let _ = catch_unwind(AssertUnwindSafe(|| respond(request, answer, true)));
+                    let _ = catch_unwind(AssertUnwindSafe(|| respond(request, answer)));
                 });
         }
         Unread::Declared(n) => abandon(request, answer, n),
@@ -631,17 +631,14 @@ fn abandon(request: tiny_http::Request, answer: Response, unread: u64) {
     std::mem::forget(stream);
 }
 
-/// Writes `answer`, with its length (never chunked), and with `Connection: close` when the
-/// connection should end (tiny_http reads on regardless, see [`Poisoned`]; clients close).
-pub(crate) fn respond(request: tiny_http::Request, answer: Response, close: bool) {
+/// Writes `answer`, with its length (never chunked). tiny_http drops a `Connection` header
+/// from answers (`Response::add_header`), so an answer cannot even ask the client to close.
+pub(crate) fn respond(request: tiny_http::Request, answer: Response) {
     let mut headers = vec![
         Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..]).expect("valid header"),
     ];
     if let Some(allow) = answer.allow {
         headers.push(Header::from_bytes(&b"Allow"[..], allow.as_bytes()).expect("valid header"));
-    }
-    if close {
-        headers.push(Header::from_bytes(&b"Connection"[..], &b"close"[..]).expect("valid header"));
     }
     let length = answer.body.len();
     let response = tiny_http::Response::new(
