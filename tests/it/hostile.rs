@@ -172,6 +172,25 @@ refuse! {
     leader_missing: "/leader", br#"{"leader": 1}"#.to_vec() => 400, "Missing leader_id";
     leader_id_bool: "/leader", br#"{"leader_id": true}"#.to_vec() => 400, "Invalid leader_id";
     unknown_path_post: "/registers", registration(2).to_string().into_bytes() => 404, "Not Found";
+    // Lenient input, round two (issue 9, item 12).
+    node_id_with_whitespace: "/register", with("node_id", json!(" 7\n")) => 400, "Invalid node_id";
+    port_with_spaces: "/register", with("port", json!(" 8080 ")) => 400, "Invalid port";
+    ip_address_dash: "/register", with("ip_address", json!("-")) => 400, "Invalid ip_address";
+    ip_address_bad_ipv4: "/register", with("ip_address", json!("999.1.1.1")) => 400, "Invalid ip_address";
+    ip_address_unspecified_v4: "/register", with("ip_address", json!("0.0.0.0")) => 400, "Invalid ip_address";
+    ip_address_unspecified_v6: "/register", with("ip_address", json!("::")) => 400, "Invalid ip_address";
+    capability_right_to_left_override: "/register", with("capabilities", json!(["raft\u{202E}"])) => 400, "Invalid capabilities";
+    capability_zero_width_space: "/register", with("capabilities", json!(["ra\u{200B}ft"])) => 400, "Invalid capabilities";
+    metadata_integer_2_pow_70: "/register", with_raw("metadata", r#"{"n": 1180591620717411303424}"#) => 400, "Invalid metadata";
+}
+
+#[test]
+fn a_repeated_query_parameter() {
+    refused_raw(
+        b"GET /nodes?node_id=1&node_id=2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        400,
+        "Repeated query parameter: node_id",
+    );
 }
 
 /// Sends a raw request and checks the refusal, an unchanged registry and a live server.
