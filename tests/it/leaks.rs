@@ -11,13 +11,13 @@ use std::time::Duration;
 use crate::support::eventually;
 
 /// A gateway-server process, killed on drop.
-struct Server {
+pub struct Server {
     child: Child,
-    address: String,
+    pub address: String,
 }
 
 impl Server {
-    fn start() -> Server {
+    pub fn start() -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_gateway-server"))
             .args(["--host", "127.0.0.1", "--port", "0", "--workers", "4"])
             .args(["--max-body-bytes", "4096", "--log-level", "ERROR"])
@@ -46,14 +46,14 @@ impl Server {
     }
 
     /// Threads and open descriptors of the server process.
-    fn threads_and_fds(&self) -> (usize, usize) {
+    pub fn threads_and_fds(&self) -> (usize, usize) {
         let pid = self.child.id();
         let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count());
         let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
         (threads, fds)
     }
 
-    fn health(&self) -> bool {
+    pub fn health(&self) -> bool {
         exchange(
             &self.address,
             b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
@@ -70,7 +70,7 @@ impl Drop for Server {
 }
 
 /// Sends `bytes`, half-closes, and reads until the server closes (or 10 s).
-fn exchange(address: &str, bytes: &[u8]) -> String {
+pub fn exchange(address: &str, bytes: &[u8]) -> String {
     let Ok(mut stream) = TcpStream::connect(address) else {
         return String::new();
     };

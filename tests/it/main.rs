@@ -5,6 +5,7 @@ mod client;
 mod client_cli;
 mod contract;
 mod faults;
+mod front;
 mod hostile;
 mod leaks;
 mod race;
