@@ -350,3 +350,69 @@ fn bad_percent_encoding_in_the_query() {
         "Invalid node_id",
     );
 }
+
+#[test]
+fn bodies_that_never_come_free_their_slot_after_the_body_timeout() {
+    use std::io::Write;
+    let server = TestServer::with(|c| c.body_timeout = Duration::from_secs(1));
+    // 64 connections declare a body over 1 KiB (read on a thread of its own) and send nothing:
+    // every slot is taken.
+    let silent: Vec<std::net::TcpStream> = (0..64)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(server.addr()).unwrap();
+            s.write_all(b"POST /register HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    assert!(crate::support::eventually(Duration::from_secs(20), || {
+        server.server.bodies_being_read() == 64
+    }));
+    // Once their deadline has passed, a registration over 1 KiB takes a slot again.
+    let mut large = registration(2);
+    large["metadata"] = json!({"blob": "x".repeat(2000)});
+    let registered = crate::support::eventually(Duration::from_secs(20), || {
+        server.post_json("/register", &large).0 == 200
+    });
+    assert!(registered, "large registrations stayed refused");
+    drop(silent);
+}
+
+#[test]
+fn a_body_trickled_past_the_body_timeout_is_answered_408_and_not_stored() {
+    use std::io::{Read, Write};
+    let server = TestServer::with(|c| c.body_timeout = Duration::from_secs(1));
+    let mut body = registration(9);
+    body["metadata"] = json!({"blob": "x".repeat(2000)});
+    let body = body.to_string();
+    let mut stream = std::net::TcpStream::connect(server.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /register HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    // A byte at a time until the deadline has passed, then the rest at once.
+    let bytes = body.as_bytes();
+    let start = std::time::Instant::now();
+    let mut sent = 0;
+    while start.elapsed() < Duration::from_millis(1500) {
+        stream.write_all(&bytes[sent..=sent]).unwrap();
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = stream.write_all(&bytes[sent..]);
+    let mut answer = [0u8; 12];
+    stream.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 408");
+    let (_, nodes) = server.get("/nodes?status=all");
+    assert_eq!(
+        nodes["nodes"],
+        json!([]),
+        "the late registration was stored"
+    );
+    assert_eq!(server.server.counters().bodies_timed_out, 1);
+}
