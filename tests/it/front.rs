@@ -176,7 +176,18 @@ fn the_recommended_front_stops_what_tiny_http_cannot() {
     // What tiny_http answers with an empty body, with nothing, or with a thread stuck forever:
     // nginx refuses it with a JSON error, or (a header line without a colon, which it drops;
     // HTTP/1.2, which it takes as 1.1) passes on a clean request.
-    let cases: [(&str, &[u8], bool); 8] = [
+    let cases: [(&str, &[u8], bool); 11] = [
+        ("HTTP/0.9", b"GET /health HTTP/0.9\r\n\r\n", true),
+        (
+            "a non-ASCII header",
+            b"GET /health HTTP/1.1\r\nHost: x\r\nX-A: \xc3\xa9\r\nConnection: close\r\n\r\n",
+            true,
+        ),
+        (
+            "LF-only line ends",
+            b"GET /health HTTP/1.1\nHost: x\nConnection: close\n\n",
+            false,
+        ),
         ("HTTP/2.0", b"GET /health HTTP/2.0\r\nHost: x\r\n\r\n", true),
         ("HTTP/3.0", b"GET /health HTTP/3.0\r\nHost: x\r\n\r\n", true),
         (
