@@ -48,8 +48,11 @@ class Server:
                 if not chunk:
                     break
                 data += chunk
-                if b"\r\n\r\n" in data:
-                    head, body = data.split(b"\r\n\r\n", 1)
+                final = data
+                while final.startswith(b"HTTP/1.1 1") and b"\r\n\r\n" in final:
+                    final = final.split(b"\r\n\r\n", 1)[1]  # an interim 1xx answer
+                if b"\r\n\r\n" in final:
+                    head, body = final.split(b"\r\n\r\n", 1)
                     m = re.search(rb"Content-Length: (\d+)", head, re.I)
                     if m and len(body) >= int(m.group(1)):
                         break

@@ -344,13 +344,13 @@ impl Context {
                 "An earlier request on this connection was malformed; nothing more on it is \
                  executed: open a new connection",
             );
-            let unread = unread(&request);
+            let unread = workarounds::unread(&request);
             return workarounds::dispose(request, answer, unread);
         }
         if let Some(why) = workarounds::framing_error(&request) {
             context.count(&context.counters.framing_errors);
             context.poisoned.mark(peer.as_ref());
-            let unread = unread(&request);
+            let unread = workarounds::unread(&request);
             return workarounds::dispose(request, Response::error(400, why), unread);
         }
         if workarounds::body_is_buffered(&request) {
@@ -365,7 +365,7 @@ impl Context {
                 // A chunked body is not drained on drop: what follows is not a request.
                 context.poisoned.mark(peer.as_ref());
             }
-            let unread = unread(&request);
+            let unread = workarounds::unread(&request);
             return workarounds::dispose(request, answer, unread);
         };
         let context = Arc::clone(context);
@@ -453,14 +453,6 @@ fn keeps_alive(request: &tiny_http::Request) -> bool {
         Some(c) if c.contains("close") => false,
         Some(c) if c.contains("keep-alive") => true,
         _ => http_1_1,
-    }
-}
-
-/// The declared body bytes tiny_http will drain when the request is dropped.
-fn unread(request: &tiny_http::Request) -> Unread {
-    match request.body_length() {
-        Some(n) if !workarounds::body_is_buffered(request) => Unread::Declared(n as u64),
-        _ => Unread::Nothing,
     }
 }
 

@@ -581,6 +581,15 @@ pub(crate) enum Unread {
     Declared(u64),
 }
 
+/// The declared body bytes tiny_http will drain when `request` is dropped unread (a chunked
+/// body is not drained: what is left of it would be read as requests).
+pub(crate) fn unread(request: &tiny_http::Request) -> Unread {
+    match request.body_length() {
+        Some(n) if !body_is_buffered(request) => Unread::Declared(n as u64),
+        _ => Unread::Nothing,
+    }
+}
+
 /// Answers a refused request without pinning a worker on its unread body, and without
 /// aborting the process on tiny_http's drain (#252).
 ///
