@@ -437,8 +437,8 @@ fn port(value: &Value) -> Result<u16, Invalid> {
 fn integer(value: &Value) -> Option<u64> {
     match value {
         Value::Number(n) => n.as_u64(),
-        Value::String(s) => {
-            let digits = s.trim();
+        // Digits only: no sign, no spaces, no newline.
+        Value::String(digits) => {
             if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
                 digits.parse().ok()
             } else {
@@ -463,23 +463,71 @@ fn ip_address(value: &Value) -> Result<String, Invalid> {
     if text.len() > limits::ADDRESS_BYTES {
         return Err(bad(&format!("longer than {} bytes", limits::ADDRESS_BYTES)));
     }
-    if text.parse::<IpAddr>().is_ok() {
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        if ip.is_unspecified() {
+            return Err(bad(&format!(
+                "{} is the unspecified address, which no peer can reach",
+                quoted(text)
+            )));
+        }
         return Ok(text.clone());
     }
-    let host_name = text
-        .split('.')
-        .all(|label| !label.is_empty() && label.bytes().all(is_host_byte));
-    if !host_name {
+    // All digits and dots: meant as IPv4 (and resolvers would take it as one), so it must be a
+    // valid one, not a host name.
+    if text.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
         return Err(bad(&format!(
-            "{} is neither an IP address nor a host name",
+            "{} is not a valid IPv4 address",
+            quoted(text)
+        )));
+    }
+    if !text.split('.').all(is_host_label) {
+        return Err(bad(&format!(
+            "{} is neither an IP address nor a host name (RFC 1123: labels of 1 to 63 letters, \
+             digits and inner hyphens, separated by dots)",
             quoted(text)
         )));
     }
     Ok(text.clone())
 }
 
-fn is_host_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+/// A host name label (RFC 1123): 1 to 63 letters, digits and hyphens, not starting or ending
+/// with a hyphen.
+fn is_host_label(label: &str) -> bool {
+    (1..=63).contains(&label.len())
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !label.starts_with('-')
+        && !label.ends_with('-')
+}
+
+/// Unicode format characters (general category Cf): invisible, and able to reorder or hide
+/// text (U+202E right-to-left override, U+200B zero width space, U+FEFF byte order mark).
+fn is_format_char(c: char) -> bool {
+    matches!(
+        c as u32,
+        0x00AD
+            | 0x0600..=0x0605
+            | 0x061C
+            | 0x06DD
+            | 0x070F
+            | 0x0890..=0x0891
+            | 0x08E2
+            | 0x180E
+            | 0x200B..=0x200F
+            | 0x202A..=0x202E
+            | 0x2060..=0x2064
+            | 0x2066..=0x206F
+            | 0xFEFF
+            | 0xFFF9..=0xFFFB
+            | 0x110BD
+            | 0x110CD
+            | 0x13430..=0x1343F
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0001
+            | 0xE0020..=0xE007F
+    )
 }
 
 fn capabilities(value: &Value) -> Result<Vec<String>, Invalid> {
@@ -508,6 +556,11 @@ fn capabilities(value: &Value) -> Result<Vec<String>, Invalid> {
             Value::String(s) if s.chars().any(char::is_control) => {
                 Err(bad("entries must not contain control characters".to_owned()))
             }
+            Value::String(s) if s.chars().any(is_format_char) => Err(bad(
+                "entries must not contain invisible format characters (such as U+202E, \
+                 U+200B, U+FEFF)"
+                    .to_owned(),
+            )),
             Value::String(s) => Ok(s.clone()),
             other => Err(bad(format!(
                 "entries must be strings, got {}",
@@ -525,6 +578,13 @@ fn metadata(value: Option<&Value>) -> Result<Option<Map<String, Value>>, Invalid
             if map.len() > limits::METADATA_KEYS {
                 return Err(bad(format!("at most {} keys", limits::METADATA_KEYS)));
             }
+            if map.values().any(inexact_number) {
+                return Err(bad(format!(
+                    "numbers must be exact: integers from {} to {}, or fractions",
+                    i64::MIN,
+                    u64::MAX
+                )));
+            }
             let size = serde_json::to_string(map).map(|s| s.len()).unwrap_or(0);
             if size > limits::METADATA_BYTES {
                 return Err(bad(format!(
@@ -538,6 +598,19 @@ fn metadata(value: Option<&Value>) -> Result<Option<Map<String, Value>>, Invalid
             "must be an object or null, got {}",
             describe(other)
         ))),
+    }
+}
+
+/// True if `value` holds a number that could only be kept as a rounded float: an integer
+/// beyond 64 bits (2^70 would be stored as 1.1805916207174113e21).
+fn inexact_number(value: &Value) -> bool {
+    match value {
+        Value::Number(n) => n
+            .as_f64()
+            .is_some_and(|f| !n.is_i64() && !n.is_u64() && f.abs() >= 9_007_199_254_740_992.0),
+        Value::Array(items) => items.iter().any(inexact_number),
+        Value::Object(map) => map.values().any(inexact_number),
+        _ => false,
     }
 }
 
@@ -691,6 +764,62 @@ mod tests {
                 err.0.starts_with(&format!("Invalid {field}")),
                 "{field}={value}: {err}"
             );
+        }
+    }
+
+    #[test]
+    fn closes_the_lenient_input_holes() {
+        let refused = [
+            ("node_id", json!(" 7\n")),
+            ("node_id", json!("+7")),
+            ("port", json!(" 8080 ")),
+            ("ip_address", json!("-")),
+            ("ip_address", json!("999.1.1.1")),
+            ("ip_address", json!("1.2.3")),
+            ("ip_address", json!("0.0.0.0")),
+            ("ip_address", json!("::")),
+            ("ip_address", json!("-host")),
+            ("ip_address", json!("host-")),
+            ("ip_address", json!("under_score")),
+            ("ip_address", json!("a".repeat(64))),
+            ("capabilities", json!(["raft\u{202E}"])),
+            ("capabilities", json!(["ra\u{200B}ft"])),
+            ("capabilities", json!(["\u{FEFF}raft"])),
+            (
+                "metadata",
+                json!({"n": 1_180_591_620_717_411_303_424.0_f64}),
+            ),
+            ("metadata", json!({"deep": [{"n": -1e300}]})),
+        ];
+        for (field, value) in refused {
+            let err = register(with(field, value.clone())).unwrap_err();
+            assert!(
+                err.0.starts_with(&format!("Invalid {field}")),
+                "{field} = {value}: {err}"
+            );
+        }
+        let big = register(
+            serde_json::from_str(
+                r#"{"node_id": 1, "ip_address": "a-1.example", "port": 1, "capabilities": [],
+                    "metadata": {"n": 1180591620717411303424}}"#,
+            )
+            .unwrap(),
+        );
+        assert!(big.unwrap_err().0.starts_with("Invalid metadata"));
+        let kept = register(with(
+            "metadata",
+            json!({"max": u64::MAX, "min": i64::MIN, "f": 0.5, "caf\u{e9}": "\u{e9}t\u{e9}"}),
+        ))
+        .unwrap();
+        assert_eq!(kept.metadata.unwrap()["max"], json!(u64::MAX));
+        for fine in [
+            "10.0.0.1",
+            "::1",
+            "node-1.local",
+            "a.b-c.d",
+            "xn--bcher-kva.example",
+        ] {
+            assert!(register(with("ip_address", json!(fine))).is_ok(), "{fine}");
         }
     }
 

@@ -22,6 +22,8 @@ pub struct ServerConfig {
     pub workers: usize,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// How long a request body may take to arrive, from the end of its headers.
+    pub body_timeout: Duration,
     /// Time between reaper sweeps (and the interval clients are expected to beat at).
     pub heartbeat_interval: Duration,
     /// When silent nodes are suspected and reaped.
@@ -41,6 +43,7 @@ impl Default for ServerConfig {
             port: 8080,
             workers: 8,
             max_body_bytes: 64 * 1024,
+            body_timeout: Duration::from_secs(5),
             heartbeat_interval: Duration::from_secs(30),
             liveness: Liveness::default(),
             log_level: LevelFilter::Info,
@@ -77,6 +80,9 @@ pub struct ServerArgs {
     /// largest request body in bytes (default 65536; env GATEWAY_MAX_BODY_BYTES)
     #[argh(option)]
     pub max_body_bytes: Option<String>,
+    /// seconds a request body may take to arrive (default 5; env GATEWAY_BODY_TIMEOUT)
+    #[argh(option)]
+    pub body_timeout: Option<String>,
     /// DEBUG, INFO, WARNING, ERROR or CRITICAL (default INFO; env GATEWAY_LOG_LEVEL)
     #[argh(option)]
     pub log_level: Option<String>,
@@ -93,7 +99,7 @@ pub struct ServerArgs {
 }
 
 /// The settings, as text, with where each came from.
-const KEYS: [&str; 10] = [
+const KEYS: [&str; 11] = [
     "host",
     "port",
     "node_timeout",
@@ -101,6 +107,7 @@ const KEYS: [&str; 10] = [
     "suspect_after",
     "workers",
     "max_body_bytes",
+    "body_timeout",
     "log_level",
     "data_dir",
     "max_nodes",
@@ -168,6 +175,7 @@ impl ServerConfig {
             ("suspect_after", &args.suspect_after),
             ("workers", &args.workers),
             ("max_body_bytes", &args.max_body_bytes),
+            ("body_timeout", &args.body_timeout),
             ("log_level", &args.log_level),
             ("data_dir", &args.data_dir),
             ("max_nodes", &args.max_nodes),
@@ -218,6 +226,7 @@ impl ServerConfig {
                     config.max_body_bytes =
                         parse_int(value, 1024, 64 * 1024 * 1024).map_err(invalid)? as usize
                 }
+                "body_timeout" => config.body_timeout = seconds(value).map_err(invalid)?,
                 "log_level" => config.log_level = log_level(value).map_err(invalid)?,
                 "data_dir" if value.trim().is_empty() => {
                     return Err(invalid("must not be empty".to_owned()));

@@ -425,7 +425,15 @@ fn register(
 fn nodes(gateway: &Gateway, request: &Request<'_>, query: &str) -> Result<Response, Response> {
     let mut filter = Filter::default();
     let mut capability = None;
+    let mut seen: Vec<&str> = Vec::new();
     for (key, value) in query_pairs(query) {
+        if seen.contains(&key) {
+            return Err(Response::error(
+                400,
+                format!("Repeated query parameter: {key} may be given once"),
+            ));
+        }
+        seen.push(key);
         let value = percent_decode(value)
             .ok_or_else(|| Response::error(400, format!("Invalid {key}: bad percent-encoding")))?;
         match key {

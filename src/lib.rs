@@ -69,6 +69,7 @@ pub mod logger;
 pub mod registry;
 pub mod server;
 pub mod store;
+mod tiny_http_workarounds;
 
 pub use client::GatewayClient;
 pub use config::ServerConfig;

@@ -18,20 +18,31 @@ impl Log for StderrLogger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let line = format!(
-            "{} {:<5} {}: {}\n",
-            utc_timestamp(SystemTime::now()),
-            record.level(),
+        write_line(
+            &record.level().to_string(),
             record.target(),
-            record.args()
+            &record.args().to_string(),
         );
-        // One write per line, so lines from different threads do not interleave.
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
 
     fn flush(&self) {
         let _ = std::io::stderr().flush();
     }
+}
+
+/// One line on stderr, in one write so lines from different threads do not interleave.
+fn write_line(level: &str, target: &str, message: &str) {
+    let line = format!(
+        "{} {level:<5} {target}: {message}\n",
+        utc_timestamp(SystemTime::now())
+    );
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+/// Logs `message` at INFO whatever the level: for what an operator must always see (the
+/// address the server listens on).
+pub fn always(message: &str) {
+    write_line("INFO", "gateway_server", message);
 }
 
 /// Installs the logger at `level`. Later calls only change the level.

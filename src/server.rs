@@ -1,29 +1,32 @@
 //! The running server: tiny_http's accept loop feeding a fixed pool of worker threads, and the
-//! reaper and watchdog threads.
+//! reaper thread.
 //!
-//! This is the only server code that touches sockets. It reads each request body within the
-//! limit (off the worker when it could be slow), hands the request to [`http::handle`] inside
-//! `catch_unwind`, and writes the answer. Shutdown: the reaper's and watchdog's channels are
-//! dropped, `unblock()` is called once per worker, and every thread is joined.
+//! This is the only server code that touches requests as they come off the wire. It refuses
+//! ambiguous framing, reads each request body within the size limit and the body deadline (off
+//! the worker when it could be slow), hands the request to [`http::handle`] inside
+//! `catch_unwind`, and writes the answer. Everything done only because of a tiny_http defect is
+//! in `tiny_http_workarounds.rs`.
+//!
+//! Shutdown: the accept loops are told to stop, the reaper's channel is dropped, and the
+//! workers get [`SHUTDOWN_GRACE`] to finish what they are writing.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::io::Read;
+use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
-
-use socket2::{Domain, Socket, TcpKeepalive, Type};
-
-use tiny_http::{Header, StatusCode};
+use std::time::{Duration, Instant};
 
 use crate::config::ServerConfig;
 use crate::gateway::Gateway;
 use crate::http::{self, Response};
 use crate::lock;
 use crate::registry::Now;
+use crate::tiny_http_workarounds::{
+    self as workarounds, Accepting, Deadline, Nudger, Poisoned, Unread,
+};
 
 /// A gateway server, configured but not yet listening (the original's `GatewayServer(host,
 /// port)`).
@@ -59,6 +62,13 @@ impl std::fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
+/// How long shutdown waits for workers to finish what they are doing (at worst, writing to a
+/// client that does not read, bounded by the 10 s write timeout) before it returns anyway.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// An answer that took longer than this is logged and counted as slow.
+const SLOW_ANSWER: Duration = Duration::from_secs(1);
+
 impl GatewayServer {
     /// A server that will run with `config`.
     pub fn new(config: ServerConfig) -> GatewayServer {
@@ -79,36 +89,45 @@ impl GatewayServer {
         };
         // The registry first: a replay of the data directory finishes before anyone can connect.
         let gateway = Arc::new(Gateway::open(&config).map_err(StartError::Store)?);
-        let listener = listen(&address).map_err(|e| start_error(e.to_string()))?;
+        let listener = workarounds::listen(&address).map_err(|e| start_error(e.to_string()))?;
         let local_addr = listener
             .local_addr()
             .map_err(|e| start_error(e.to_string()))?;
-        let server = tiny_http::Server::from_listener(listener, None)
-            .map_err(|e| start_error(e.to_string()))?;
-        let server = Arc::new(server);
-        let stopping = Arc::new(AtomicBool::new(false));
-        let failure = Arc::new(Mutex::new(None));
-
+        let nudger = Arc::new(Nudger::new(local_addr));
         let context = Arc::new(Context {
             handler,
             gateway: Arc::clone(&gateway),
             max_body_bytes: config.max_body_bytes,
-            body_readers: AtomicUsize::new(0),
+            body_timeout: config.body_timeout,
+            slots: Mutex::new(Vec::new()),
+            next_slot: AtomicU64::new(0),
+            poisoned: Poisoned::new(),
+            nudger: Arc::clone(&nudger),
+            counters: Counters::default(),
         });
+        let (exit, exits) = mpsc::channel::<()>();
+        let serve = {
+            let context = Arc::clone(&context);
+            Arc::new(move |request| Context::dispatch(&context, request))
+        };
+        let accepting = Accepting::start(listener, config.workers, serve, exit.clone())
+            .map_err(|e| start_error(e.to_string()))?;
         let workers = (0..config.workers)
             .map(|i| {
-                let worker = Worker {
-                    context: Arc::clone(&context),
-                    server: Arc::clone(&server),
-                    stopping: Arc::clone(&stopping),
-                    failure: Arc::clone(&failure),
-                };
+                let (context, accepting, exit) =
+                    (Arc::clone(&context), Arc::clone(&accepting), exit.clone());
                 thread::Builder::new()
                     .name(format!("gateway-worker-{i}"))
-                    .spawn(move || worker.run())
+                    .spawn(move || {
+                        let _exit = exit;
+                        while let Some(request) = accepting.recv() {
+                            Context::dispatch(&context, request);
+                        }
+                    })
                     .expect("spawn a worker thread")
             })
             .collect();
+        drop(exit);
 
         let (reaper_stop, stop_signal) = mpsc::channel::<()>();
         let reaper = {
@@ -124,45 +143,66 @@ impl GatewayServer {
                 })
                 .expect("spawn the reaper thread")
         };
-
-        let (watchdog_stop, watchdog_signal) = mpsc::channel::<()>();
-        let watchdog = {
-            let failure = Arc::clone(&failure);
+        let nudging = {
+            let nudger = Arc::clone(&nudger);
             thread::Builder::new()
-                .name("gateway-watchdog".to_owned())
-                .spawn(move || watch(local_addr, &watchdog_signal, &failure))
-                .expect("spawn the watchdog thread")
+                .name("gateway-nudger".to_owned())
+                .spawn(move || nudger.run())
+                .expect("spawn the nudger thread")
         };
 
-        log::info!(
+        log::debug!(
             "cluster gateway {} listening on http://{local_addr}",
             crate::VERSION
         );
         Ok(RunningServer {
             local_addr,
-            server,
+            accepting,
             gateway,
-            stopping,
-            failure,
             context,
             workers,
+            exits: Some(exits),
             reaper: Some((reaper_stop, reaper)),
-            watchdog: Some((watchdog_stop, watchdog)),
+            nudger: Some((nudger, nudging)),
+            stopped: false,
         })
     }
+}
+
+/// What the server counts, for logs and operators (`SIGUSR1` logs them).
+#[derive(Debug, Default)]
+struct Counters {
+    slow_answers: AtomicU64,
+    framing_errors: AtomicU64,
+    bodies_timed_out: AtomicU64,
+}
+
+/// A snapshot of the server's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerCounters {
+    /// Answers that took over a second from receipt to the last byte written.
+    pub slow_answers: u64,
+    /// Requests refused for ambiguous framing, and requests refused after one on the same
+    /// connection.
+    pub framing_errors: u64,
+    /// Bodies that did not arrive within the body timeout.
+    pub bodies_timed_out: u64,
+    /// Times tiny_http's accept loop died and a new one was started on the same socket.
+    pub accept_restarts: u64,
 }
 
 /// A server that is accepting requests. Stops on [`RunningServer::stop`] or when dropped.
 pub struct RunningServer {
     local_addr: SocketAddr,
-    server: Arc<tiny_http::Server>,
+    accepting: Arc<Accepting>,
     gateway: Arc<Gateway>,
-    stopping: Arc<AtomicBool>,
-    failure: Arc<Mutex<Option<String>>>,
     context: Arc<Context>,
     workers: Vec<JoinHandle<()>>,
+    /// Disconnected once every worker and drainer has returned.
+    exits: Option<Receiver<()>>,
     reaper: Option<(Sender<()>, JoinHandle<()>)>,
-    watchdog: Option<(Sender<()>, JoinHandle<()>)>,
+    nudger: Option<(Arc<Nudger>, JoinHandle<()>)>,
+    stopped: bool,
 }
 
 impl RunningServer {
@@ -176,49 +216,84 @@ impl RunningServer {
         &self.gateway
     }
 
-    /// True while every worker is alive and the listener answers. A worker only exits on
-    /// `stop()`, or when tiny_http's accept loop has died.
+    /// True until `stop()`, and while the listener can accept (or be brought back).
     pub fn is_serving(&self) -> bool {
-        !self.stopping.load(Ordering::SeqCst)
-            && self.failure().is_none()
-            && self.workers.iter().all(|w| !w.is_finished())
+        !self.stopped && self.failure().is_none() && self.workers.iter().all(|w| !w.is_finished())
     }
 
-    /// Requests whose body is being read on a thread of its own (at most 64; past that, such
-    /// requests are refused with 503).
+    /// Requests whose body is being read on a thread of its own within the body timeout (at
+    /// most 64; past that, such requests are refused with 503).
     pub fn bodies_being_read(&self) -> usize {
-        self.context.body_readers.load(Ordering::Acquire)
+        lock(&self.context.slots).len()
     }
 
-    /// Why the server can no longer serve, once it cannot: tiny_http's accept loop died (it
-    /// never restarts, for example after running out of file descriptors), or the listener
-    /// stopped answering the watchdog's `/health` probes. The binary exits non-zero then, for
-    /// its supervisor to restart it.
+    /// Why the server can no longer serve, once it cannot: the listening socket is gone and
+    /// cannot be brought back. Slowness never ends up here. The binary exits non-zero then.
     pub fn failure(&self) -> Option<String> {
-        lock(&self.failure).clone()
+        self.accepting.failure()
     }
 
-    /// Stops accepting, lets in-flight requests finish, and joins every thread.
+    /// Sends the failure on `to` when (or if already) the server cannot serve any more.
+    pub fn notify_failure(&self, to: Sender<String>) {
+        self.accepting.notify_failure(to);
+    }
+
+    /// The counters: slow answers, framing errors, body timeouts, accept-loop restarts.
+    pub fn counters(&self) -> ServerCounters {
+        let c = &self.context.counters;
+        ServerCounters {
+            slow_answers: c.slow_answers.load(Ordering::Relaxed),
+            framing_errors: c.framing_errors.load(Ordering::Relaxed),
+            bodies_timed_out: c.bodies_timed_out.load(Ordering::Relaxed),
+            accept_restarts: self.accepting.restarts(),
+        }
+    }
+
+    /// Re-reads what can be changed without a restart (the binary calls it on SIGHUP). Nothing
+    /// can be yet: the token file, when it exists, is re-read here.
+    pub fn reload(&self) {
+        log::info!("reload: nothing to re-read (no setting can change without a restart yet)");
+    }
+
+    /// Stops accepting, lets in-flight requests finish for up to [`SHUTDOWN_GRACE`], and joins
+    /// every thread that finished.
     pub fn stop(mut self) {
         self.shutdown();
     }
 
     fn shutdown(&mut self) {
-        if self.stopping.swap(true, Ordering::SeqCst) {
+        if std::mem::replace(&mut self.stopped, true) {
             return;
         }
-        for (stop, thread) in [self.reaper.take(), self.watchdog.take()]
-            .into_iter()
-            .flatten()
-        {
+        self.accepting.stop();
+        if let Some((stop, reaper)) = self.reaper.take() {
             drop(stop);
+            let _ = reaper.join();
+        }
+        if let Some((nudger, thread)) = self.nudger.take() {
+            nudger.stop();
             let _ = thread.join();
         }
-        for _ in &self.workers {
-            self.server.unblock();
-        }
-        for worker in self.workers.drain(..) {
-            let _ = worker.join();
+        // Every worker and drainer holds a sender: the channel disconnects when all returned.
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        let exits = self.exits.take().expect("shut down once");
+        let all_returned = loop {
+            match exits.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Err(RecvTimeoutError::Disconnected) => break true,
+                Err(RecvTimeoutError::Timeout) => break false,
+                Ok(()) => {}
+            }
+        };
+        if all_returned {
+            for worker in self.workers.drain(..) {
+                let _ = worker.join();
+            }
+        } else {
+            log::warn!(
+                "stopping without waiting for requests still in progress after {} s",
+                SHUTDOWN_GRACE.as_secs()
+            );
+            self.workers.clear();
         }
         log::info!("cluster gateway on {} stopped", self.local_addr);
     }
@@ -242,62 +317,96 @@ impl Drop for RunningServer {
 /// Answers one request: [`http::handle`], or a stand-in in this module's tests.
 type Handler = fn(&Gateway, &http::Request<'_>) -> Response;
 
-struct Worker {
-    context: Arc<Context>,
-    server: Arc<tiny_http::Server>,
-    stopping: Arc<AtomicBool>,
-    failure: Arc<Mutex<Option<String>>>,
-}
+/// Most request bodies read at once on their own threads within the body timeout. Past it,
+/// such requests get a 503: clients that open many slow uploads cannot hold every slot for
+/// longer than the body timeout.
+const MAX_BODY_READERS: usize = 64;
 
-impl Worker {
-    fn run(self) {
-        loop {
-            match self.server.recv() {
-                Ok(request) => self.serve(request),
-                Err(_) if self.stopping.load(Ordering::SeqCst) => return,
-                Err(e) => {
-                    let why =
-                        format!("the accept loop died, no new connection can be accepted: {e}");
-                    log::error!("{why}");
-                    lock(&self.failure).get_or_insert(why);
-                    return;
-                }
-            }
-        }
-    }
-
-    fn serve(&self, request: tiny_http::Request) {
-        if body_is_buffered(&request) {
-            return self.context.serve(request);
-        }
-        // The body may be slow to come, or never come: read it, and answer, on a thread of
-        // its own so no worker waits on a client.
-        let Some(permit) = Permit::take(&self.context) else {
-            log::warn!("{MAX_BODY_READERS} request bodies are already being read; refusing one");
-            let answer = Response::error(503, "Too many requests with large bodies in progress");
-            // A chunked body has no declared length, and tiny_http does not drain one on drop.
-            let unread = request.body_length().unwrap_or(0) as u64;
-            return dispose(request, answer, unread);
-        };
-        thread::spawn(move || permit.0.serve(request));
-    }
-}
-
-/// What answering a request needs, shared by the workers and the body-reading threads.
+/// What answering a request needs, shared by the workers, the drainers and the body threads.
 struct Context {
     handler: Handler,
     gateway: Arc<Gateway>,
     max_body_bytes: usize,
-    /// Requests whose body is being read on a thread of its own.
-    body_readers: AtomicUsize,
+    body_timeout: Duration,
+    /// Bodies being read on threads of their own: an id and the body's deadline.
+    slots: Mutex<Vec<(u64, Instant)>>,
+    next_slot: AtomicU64,
+    poisoned: Poisoned,
+    nudger: Arc<Nudger>,
+    counters: Counters,
 }
 
 impl Context {
+    /// Takes a request off the queue: refuses what must be refused, and serves the rest on
+    /// this thread (body already read) or on a thread of its own (body still to come).
+    fn dispatch(context: &Arc<Context>, request: tiny_http::Request) {
+        let received = Instant::now();
+        let peer = request.remote_addr().copied();
+        context
+            .nudger
+            .on_request(peer.as_ref(), keeps_alive(&request));
+        if context.poisoned.contains(peer.as_ref()) {
+            context.count(&context.counters.framing_errors);
+            let answer = Response::error(
+                400,
+                "An earlier request on this connection was malformed; nothing more on it is \
+                 executed: open a new connection",
+            );
+            let unread = workarounds::unread(&request);
+            return workarounds::dispose(request, answer, unread);
+        }
+        if let Some(why) = workarounds::framing_error(&request) {
+            context.count(&context.counters.framing_errors);
+            context.poisoned.mark(peer.as_ref());
+            let unread = workarounds::unread(&request);
+            return workarounds::dispose(request, Response::error(400, why), unread);
+        }
+        if workarounds::body_is_buffered(&request) {
+            return context.serve(request, received, None);
+        }
+        // The body may be slow to come, or never come: read it, and answer, on a thread of
+        // its own so no worker waits on a client.
+        let Some(slot) = Slot::take(context, received) else {
+            log::warn!("{MAX_BODY_READERS} request bodies are already being read; refusing one");
+            let answer = Response::error(503, "Too many requests with large bodies in progress");
+            if request.body_length().is_none() {
+                // A chunked body is not drained on drop: what follows is not a request.
+                context.poisoned.mark(peer.as_ref());
+            }
+            let unread = workarounds::unread(&request);
+            return workarounds::dispose(request, answer, unread);
+        };
+        let context = Arc::clone(context);
+        thread::spawn(move || context.serve(request, received, Some(slot)));
+    }
+
+    fn count(&self, counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Reads the body, routes the request inside `catch_unwind`, and answers.
-    fn serve(&self, mut request: tiny_http::Request) {
-        let body = match read_body(&mut request, self.max_body_bytes) {
+    fn serve(&self, mut request: tiny_http::Request, received: Instant, slot: Option<Slot>) {
+        let deadline = received + self.body_timeout;
+        let body = read_body(&mut request, self.max_body_bytes, deadline);
+        // A body that came after its slot was given to another request came too late.
+        let late = slot.as_ref().is_some_and(|s| !s.held()) || Instant::now() > deadline;
+        drop(slot);
+        let body = match body {
+            Ok(_) if late => Err(self.timed_out()),
+            other => other,
+        };
+        let body = match body {
             Ok(body) => body,
-            Err(Refusal { answer, unread }) => return dispose(request, answer, unread),
+            Err(refusal) => {
+                if refusal.answer.status == 408 {
+                    self.count(&self.counters.bodies_timed_out);
+                }
+                if refusal.poison {
+                    self.count(&self.counters.framing_errors);
+                    self.poisoned.mark(request.remote_addr());
+                }
+                return workarounds::dispose(request, refusal.answer, refusal.unread);
+            }
         };
         let method = request.method().as_str().to_owned();
         let url = request.url().to_owned();
@@ -322,178 +431,144 @@ impl Context {
             log::error!("handler panicked on {method} {url}");
             Response::error(500, "Internal server error")
         });
-        respond(request, answer);
-    }
-}
-
-/// Most request bodies read at once on their own threads. Past it, such requests get a 503:
-/// clients that open many slow uploads cannot grow the thread count without bound.
-const MAX_BODY_READERS: usize = 64;
-
-/// One of the [`MAX_BODY_READERS`] slots, given back on drop.
-struct Permit(Arc<Context>);
-
-impl Permit {
-    fn take(context: &Arc<Context>) -> Option<Permit> {
-        context
-            .body_readers
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < MAX_BODY_READERS).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Permit(Arc::clone(context)))
-    }
-}
-
-impl Drop for Permit {
-    fn drop(&mut self) {
-        self.0.body_readers.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// True if tiny_http read the body with the headers: a known length of at most 1 KiB and no
-/// `Expect: 100-continue` (see tiny_http's `new_request`). Reading such a body cannot block.
-fn body_is_buffered(request: &tiny_http::Request) -> bool {
-    let expects = request.headers().iter().any(|h| h.field.equiv("Expect"));
-    let chunked = request
-        .headers()
-        .iter()
-        .any(|h| h.field.equiv("Transfer-Encoding"));
-    !expects && !chunked && request.body_length().is_none_or(|n| n <= 1024)
-}
-
-fn respond(request: tiny_http::Request, answer: Response) {
-    let mut headers = vec![json_content_type()];
-    if let Some(allow) = answer.allow {
-        headers.push(Header::from_bytes(&b"Allow"[..], allow.as_bytes()).expect("valid header"));
-    }
-    for (name, value) in &answer.headers {
-        match Header::from_bytes(name.as_bytes(), value.as_bytes()) {
-            Ok(header) => headers.push(header),
-            Err(()) => log::error!("not a valid header value for {name}: {value:?}"),
+        workarounds::respond(request, answer);
+        let took = received.elapsed();
+        if took > SLOW_ANSWER {
+            let n = self.counters.slow_answers.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                log::warn!("{method} {url} took {took:?} to answer ({n} slow answers so far)");
+            }
         }
     }
-    let length = answer.body.len();
-    let response = tiny_http::Response::new(
-        StatusCode(answer.status),
-        headers,
-        answer.body,
-        Some(length),
-        None,
-    )
-    // We always know the length: never switch to chunked encoding.
-    .with_chunked_threshold(usize::MAX);
-    if let Err(e) = request.respond(response) {
-        log::debug!("could not write an answer: {e}");
+
+    fn timed_out(&self) -> Refusal {
+        Refusal {
+            answer: Response::error(
+                408,
+                format!(
+                    "Request body did not arrive within {} s",
+                    self.body_timeout.as_secs_f64()
+                ),
+            ),
+            unread: Unread::Nothing,
+            poison: false,
+        }
     }
 }
 
-/// The most unread body bytes tiny_http may be left to drain when a refused request is dropped.
-///
-/// Its drain allocates the whole remainder at once: up to this much is only address space (the
-/// kernel maps pages as bytes arrive), but a remainder larger than memory aborts the process.
-const MAX_DRAIN: u64 = 1 << 30;
+/// True if the client may send another request on this connection.
+fn keeps_alive(request: &tiny_http::Request) -> bool {
+    let connection = request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Connection"))
+        .map(|h| h.value.as_str().to_ascii_lowercase());
+    let http_1_1 = *request.http_version() >= (1, 1);
+    match connection {
+        Some(c) if c.contains("close") => false,
+        Some(c) if c.contains("keep-alive") => true,
+        _ => http_1_1,
+    }
+}
 
-/// A request refused before its body was read to the end.
+/// One of the [`MAX_BODY_READERS`] slots, given back on drop. A slot whose body is past its
+/// deadline is given to the next request that needs one: its reader may still be blocked on
+/// the socket (tiny_http gives no way to interrupt it), but it no longer keeps anyone out,
+/// and whatever it reads later is answered 408 and not executed.
+struct Slot {
+    id: u64,
+    context: Arc<Context>,
+}
+
+impl Slot {
+    fn take(context: &Arc<Context>, received: Instant) -> Option<Slot> {
+        let id = context.next_slot.fetch_add(1, Ordering::Relaxed);
+        let deadline = received + context.body_timeout;
+        let mut slots = lock(&context.slots);
+        if slots.len() >= MAX_BODY_READERS {
+            let now = Instant::now();
+            let expired = slots.iter().position(|&(_, until)| until < now)?;
+            slots.swap_remove(expired);
+        }
+        slots.push((id, deadline));
+        Some(Slot {
+            id,
+            context: Arc::clone(context),
+        })
+    }
+
+    fn held(&self) -> bool {
+        lock(&self.context.slots)
+            .iter()
+            .any(|&(id, _)| id == self.id)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        lock(&self.context.slots).retain(|&(id, _)| id != self.id);
+    }
+}
+
+/// A request refused before its body was used.
 struct Refusal {
     answer: Response,
     /// Declared body bytes not read.
-    unread: u64,
+    unread: Unread,
+    /// The connection's framing is lost: nothing more on it may be executed.
+    poison: bool,
 }
 
-/// Answers a refused request without pinning a worker on its unread body.
-///
-/// Dropping the request drains the unread body, for as long as the client takes to send or
-/// close, so that happens on a short-lived thread of its own. A remainder too large to drain
-/// safely is never dropped: the answer is written through `upgrade` and the connection is
-/// abandoned (one idle thread and socket, rather than an aborted process).
-fn dispose(request: tiny_http::Request, answer: Response, unread: u64) {
-    if unread == 0 {
-        respond(request, answer);
-    } else if unread <= MAX_DRAIN {
-        thread::spawn(move || respond(request, answer));
-    } else {
-        log::warn!(
-            "abandoning a connection from {:?} that declared a {unread}-byte body",
-            request.remote_addr()
-        );
-        // `upgrade` writes a head without a length and no body; an interim `100 Continue`
-        // (which HTTP/1.1 clients skip) keeps that harmless, and the real answer follows it.
-        let mut stream = request.upgrade("close", tiny_http::Response::empty(100));
-        let body = answer.body.to_vec();
-        let head = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            answer.status,
-            StatusCode(answer.status).default_reason_phrase(),
-            body.len()
-        );
-        let _ = stream
-            .write_all(head.as_bytes())
-            .and_then(|()| stream.write_all(&body))
-            .and_then(|()| stream.flush());
-        std::mem::forget(stream);
-    }
-}
-
-fn json_content_type() -> Header {
-    Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..]).expect("valid header")
-}
-
-/// Reads the whole body, refusing one over `limit` before reading it and one shorter than its
-/// declared length.
-fn read_body(request: &mut tiny_http::Request, limit: usize) -> Result<Vec<u8>, Refusal> {
-    let too_large = |unread: u64| Refusal {
+/// Reads the whole body by `deadline`, refusing one over `limit` before reading it and one
+/// shorter than its declared length.
+fn read_body(
+    request: &mut tiny_http::Request,
+    limit: usize,
+    deadline: Instant,
+) -> Result<Vec<u8>, Refusal> {
+    let too_large = |unread: Unread, poison: bool| Refusal {
         answer: Response::error(
             413,
             format!("Request body too large: the limit is {limit} bytes"),
         ),
         unread,
+        poison,
     };
-    let framed_twice = request
-        .headers()
-        .iter()
-        .any(|h| h.field.equiv("Content-Length"))
-        && request
-            .headers()
-            .iter()
-            .any(|h| h.field.equiv("Transfer-Encoding"));
-    if framed_twice {
-        // tiny_http frames the body by Transfer-Encoding; draining it that way keeps the
-        // connection in step with what tiny_http reads next, so nothing can be smuggled.
-        let mut sink = Vec::new();
-        let drained = request
-            .as_reader()
-            .take(limit as u64 + 1)
-            .read_to_end(&mut sink);
-        return Err(Refusal {
-            answer: Response::error(
-                400,
-                "Conflicting Content-Length and Transfer-Encoding headers",
-            ),
-            unread: if drained.is_ok() && sink.len() <= limit {
-                0
-            } else {
-                1
-            },
-        });
-    }
     let declared = request.body_length();
     if let Some(declared) = declared.filter(|&n| n > limit) {
-        return Err(too_large(declared as u64));
+        // tiny_http drains what was declared (see `dispose`), except a length past isize::MAX,
+        // after which the connection goes on out of step.
+        return Err(too_large(
+            Unread::Declared(declared as u64),
+            declared as u64 > isize::MAX as u64,
+        ));
     }
     let mut body = Vec::with_capacity(declared.unwrap_or(0));
-    let read = request
-        .as_reader()
-        .take(limit as u64 + 1)
-        .read_to_end(&mut body);
+    let read = Deadline {
+        inner: request.as_reader().take(limit as u64 + 1),
+        deadline,
+    }
+    .read_to_end(&mut body);
+    let left = |body: &Vec<u8>| {
+        declared.map_or(Unread::Nothing, |n| {
+            Unread::Declared(n.saturating_sub(body.len()) as u64)
+        })
+    };
     if let Err(e) = read {
+        let answer = if e.kind() == std::io::ErrorKind::TimedOut {
+            Response::error(408, format!("Request body did not arrive in time: {e}"))
+        } else {
+            Response::error(400, format!("Could not read the request body: {e}"))
+        };
         return Err(Refusal {
-            answer: Response::error(400, format!("Could not read the request body: {e}")),
-            unread: 0,
+            answer,
+            unread: left(&body),
+            poison: declared.is_none(),
         });
     }
     if body.len() > limit {
-        return Err(too_large(0));
+        // Only a chunked body gets here: the rest of it is not drained.
+        return Err(too_large(Unread::Nothing, true));
     }
     if let Some(declared) = declared.filter(|&n| body.len() < n) {
         return Err(Refusal {
@@ -504,128 +579,11 @@ fn read_body(request: &mut tiny_http::Request, limit: usize) -> Result<Vec<u8>, 
                     body.len()
                 ),
             ),
-            unread: 0,
+            unread: Unread::Nothing,
+            poison: true,
         });
     }
     Ok(body)
-}
-
-/// How long writing an answer may block on a client that does not read.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Keep-alive probes start after this much silence, so connections to vanished peers end.
-const KEEPALIVE_AFTER: Duration = Duration::from_secs(60);
-/// Time between watchdog probes, and how long one may take.
-const PROBE_INTERVAL: Duration = Duration::from_secs(5);
-/// Time between the watchdog's empty connections that keep tiny_http's connection queue moving.
-const PUMP_INTERVAL: Duration = Duration::from_millis(50);
-/// Empty connections per pump: each moves one queued connection along.
-const PUMP_CONNECTIONS: usize = 4;
-/// Failed probes in a row after which the listener is declared dead.
-const PROBE_FAILURES: u32 = 3;
-
-/// Binds `address` with the socket options every accepted connection inherits: a write
-/// timeout (tiny_http sets none, so a client that never reads would pin a worker), TCP
-/// keep-alive and no Nagle delay. No read timeout: tiny_http treats a timed-out `accept()` as fatal.
-fn listen(address: &str) -> std::io::Result<TcpListener> {
-    let addr = address
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| std::io::Error::other("the host resolves to no address"))?;
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    socket.set_write_timeout(Some(WRITE_TIMEOUT))?;
-    socket.set_tcp_keepalive(&TcpKeepalive::new().with_time(KEEPALIVE_AFTER))?;
-    // A client that stops reading (a zero window) for the write timeout is cut off: the
-    // write timeout alone frees a worker only per answer, and pipelined requests queue answers
-    // by the thousand, each to hold a worker for that long.
-    #[cfg(target_os = "linux")]
-    socket.set_tcp_user_timeout(Some(WRITE_TIMEOUT))?;
-    // Answers go out in a few writes (head, cached list, tail): without this, Nagle's algorithm
-    // holds the last small write until the client's delayed ACK, 40 ms later.
-    socket.set_tcp_nodelay(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    Ok(socket.into())
-}
-
-/// Probes the listener with `GET /health` every [`PROBE_INTERVAL`] until `stop` closes; after
-/// [`PROBE_FAILURES`] failures in a row, records why the server cannot serve.
-fn watch(addr: SocketAddr, stop: &Receiver<()>, failure: &Mutex<Option<String>>) {
-    let target = reachable(addr);
-    let mut failures = 0;
-    let mut ticks = 0u32;
-    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(PUMP_INTERVAL) {
-        pump(target);
-        ticks += 1;
-        let pumps_per_probe = (PROBE_INTERVAL.as_millis() / PUMP_INTERVAL.as_millis()) as u32;
-        if !ticks.is_multiple_of(pumps_per_probe) {
-            continue;
-        }
-        match probe(target) {
-            Ok(()) => failures = 0,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                // Nothing listens on our own port: the accept loop died and dropped it.
-                let why = format!("the listener is gone: {e}");
-                log::error!("{why}");
-                lock(failure).get_or_insert(why);
-                return;
-            }
-            Err(e) => {
-                failures += 1;
-                log::warn!("watchdog: /health probe {failures} of {PROBE_FAILURES} failed: {e}");
-                if failures >= PROBE_FAILURES {
-                    let why = format!("the listener stopped answering: {e}");
-                    log::error!("{why}");
-                    lock(failure).get_or_insert(why);
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// The address to reach our own listener at (loopback for a wildcard bind).
-fn reachable(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V4(a) if a.ip().is_unspecified() => {
-            SocketAddr::from(([127, 0, 0, 1], a.port()))
-        }
-        SocketAddr::V6(a) if a.ip().is_unspecified() => {
-            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
-        }
-        other => other,
-    }
-}
-
-/// Opens and closes a connection to our own listener.
-///
-/// tiny_http's connection pool can leave an arriving connection queued while every pool thread
-/// serves a keep-alive connection (it counts idle threads loosely when connections arrive in a
-/// burst); the queue moves only when some connection ends. This short connection ends at once,
-/// so the thread that took it moves the queue along: a queued connection waits a pump interval,
-/// not until some client hangs up.
-fn pump(target: SocketAddr) {
-    for _ in 0..PUMP_CONNECTIONS {
-        let _ = TcpStream::connect_timeout(&target, PUMP_INTERVAL);
-    }
-}
-
-fn probe(target: SocketAddr) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut stream = TcpStream::connect_timeout(&target, PROBE_INTERVAL)?;
-    stream.set_read_timeout(Some(PROBE_INTERVAL))?;
-    stream.set_write_timeout(Some(PROBE_INTERVAL))?;
-    stream.write_all(b"GET /health HTTP/1.1\r\nHost: watchdog\r\nConnection: close\r\n\r\n")?;
-    let mut head = [0; 12];
-    stream.read_exact(&mut head)?;
-    if head.starts_with(b"HTTP/1.1 200") {
-        Ok(())
-    } else {
-        Err(std::io::Error::other(format!(
-            "unexpected answer {:?}",
-            String::from_utf8_lossy(&head)
-        )))
-    }
 }
 
 #[cfg(test)]

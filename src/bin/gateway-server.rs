@@ -1,12 +1,22 @@
 //! `gateway-server`: runs the discovery gateway until SIGINT or SIGTERM.
+//!
+//! SIGHUP re-reads what can be re-read (nothing yet) and SIGUSR1/SIGUSR2 log the counters:
+//! none of them stops the server. SIGTERM and SIGINT stop it within
+//! `cluster_gateway::server::SHUTDOWN_GRACE` (5 s) whatever clients do. The process exits 1
+//! only when the listening socket is gone and cannot be brought back.
 
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::mpsc;
 
 use cluster_gateway::config::{ServerArgs, ServerConfig};
 use cluster_gateway::{GatewayServer, logger};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook::iterator::Signals;
+
+enum Event {
+    Signal(i32),
+    Failed(String),
+}
 
 fn main() -> ExitCode {
     let args = match cluster_gateway::cli::parse_args::<ServerArgs>("gateway-server") {
@@ -21,15 +31,15 @@ fn main() -> ExitCode {
         }
     };
     logger::init(config.log_level);
-    // tiny_http holds a thread and a descriptor per connection, and its accept loop dies for
-    // good when descriptors run out: take all the system allows.
+    // tiny_http holds a thread and two descriptors per connection: take all the system allows.
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => log::debug!("open-file limit: {limit}"),
         Err(e) => log::warn!("could not raise the open-file limit: {e}"),
     }
 
-    // Registered before the server starts, so a signal that arrives during start-up is not lost.
-    let mut signals = match Signals::new([SIGINT, SIGTERM]) {
+    // Registered before the server starts, so a signal that arrives during start-up is not
+    // lost, and none of these kills the process by default action.
+    let mut signals = match Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2]) {
         Ok(signals) => signals,
         Err(e) => {
             eprintln!("gateway-server: cannot handle signals: {e}");
@@ -43,18 +53,51 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // Wait for a signal, or for the server to fail (its accept loop died): then exit non-zero,
-    // for a supervisor to restart it.
+    // Whatever the log level: operators and scripts need the address (and the port, for 0).
+    logger::always(&format!(
+        "cluster gateway {} listening on http://{}",
+        cluster_gateway::VERSION,
+        server.local_addr()
+    ));
+
+    // Wait, with no timer, for a signal or for the server to fail.
+    let (events, next) = mpsc::channel();
+    let (failed, failure) = mpsc::channel();
+    server.notify_failure(failed);
+    {
+        let events = events.clone();
+        std::thread::spawn(move || {
+            if let Ok(why) = failure.recv() {
+                let _ = events.send(Event::Failed(why));
+            }
+        });
+    }
+    std::thread::spawn(move || {
+        for signal in signals.forever() {
+            if events.send(Event::Signal(signal)).is_err() {
+                return;
+            }
+        }
+    });
     loop {
-        if let Some(signal) = signals.pending().next() {
-            log::info!("received signal {signal}, stopping");
-            server.stop();
-            return ExitCode::SUCCESS;
+        match next.recv() {
+            Ok(Event::Signal(SIGHUP)) => {
+                log::info!("received SIGHUP: re-reading what can be re-read");
+                server.reload();
+            }
+            Ok(Event::Signal(signal @ (SIGUSR1 | SIGUSR2))) => {
+                log::info!("received signal {signal}: {:?}", server.counters());
+            }
+            Ok(Event::Signal(signal)) => {
+                log::info!("received signal {signal}, stopping");
+                server.stop();
+                return ExitCode::SUCCESS;
+            }
+            Ok(Event::Failed(why)) => {
+                log::error!("cannot serve any more, exiting: {why}");
+                return ExitCode::FAILURE;
+            }
+            Err(_) => return ExitCode::FAILURE,
         }
-        if let Some(why) = server.failure() {
-            log::error!("cannot serve any more, exiting: {why}");
-            return ExitCode::FAILURE;
-        }
-        std::thread::sleep(Duration::from_millis(100));
     }
 }

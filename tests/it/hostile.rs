@@ -172,6 +172,25 @@ refuse! {
     leader_missing: "/leader", br#"{"leader": 1}"#.to_vec() => 400, "Missing leader_id";
     leader_id_bool: "/leader", br#"{"leader_id": true}"#.to_vec() => 400, "Invalid leader_id";
     unknown_path_post: "/registers", registration(2).to_string().into_bytes() => 404, "Not Found";
+    // Lenient input, round two (issue 9, item 12).
+    node_id_with_whitespace: "/register", with("node_id", json!(" 7\n")) => 400, "Invalid node_id";
+    port_with_spaces: "/register", with("port", json!(" 8080 ")) => 400, "Invalid port";
+    ip_address_dash: "/register", with("ip_address", json!("-")) => 400, "Invalid ip_address";
+    ip_address_bad_ipv4: "/register", with("ip_address", json!("999.1.1.1")) => 400, "Invalid ip_address";
+    ip_address_unspecified_v4: "/register", with("ip_address", json!("0.0.0.0")) => 400, "Invalid ip_address";
+    ip_address_unspecified_v6: "/register", with("ip_address", json!("::")) => 400, "Invalid ip_address";
+    capability_right_to_left_override: "/register", with("capabilities", json!(["raft\u{202E}"])) => 400, "Invalid capabilities";
+    capability_zero_width_space: "/register", with("capabilities", json!(["ra\u{200B}ft"])) => 400, "Invalid capabilities";
+    metadata_integer_2_pow_70: "/register", with_raw("metadata", r#"{"n": 1180591620717411303424}"#) => 400, "Invalid metadata";
+}
+
+#[test]
+fn a_repeated_query_parameter() {
+    refused_raw(
+        b"GET /nodes?node_id=1&node_id=2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        400,
+        "Repeated query parameter: node_id",
+    );
 }
 
 /// Sends a raw request and checks the refusal, an unchanged registry and a live server.
@@ -236,11 +255,11 @@ fn content_length_beyond_memory() {
 
 #[test]
 fn content_length_not_a_number() {
-    // tiny_http ignores a Content-Length it cannot parse: no body, so no JSON.
+    // tiny_http ignores a Content-Length it cannot parse (no body): refused as framing.
     refused_raw(
         b"POST /register HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\nConnection: close\r\n\r\n",
         400,
-        "Invalid JSON",
+        "Invalid Content-Length",
     );
 }
 
@@ -330,4 +349,70 @@ fn bad_percent_encoding_in_the_query() {
         400,
         "Invalid node_id",
     );
+}
+
+#[test]
+fn bodies_that_never_come_free_their_slot_after_the_body_timeout() {
+    use std::io::Write;
+    let server = TestServer::with(|c| c.body_timeout = Duration::from_secs(1));
+    // 64 connections declare a body over 1 KiB (read on a thread of its own) and send nothing:
+    // every slot is taken.
+    let silent: Vec<std::net::TcpStream> = (0..64)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(server.addr()).unwrap();
+            s.write_all(b"POST /register HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    assert!(crate::support::eventually(Duration::from_secs(20), || {
+        server.server.bodies_being_read() == 64
+    }));
+    // Once their deadline has passed, a registration over 1 KiB takes a slot again.
+    let mut large = registration(2);
+    large["metadata"] = json!({"blob": "x".repeat(2000)});
+    let registered = crate::support::eventually(Duration::from_secs(20), || {
+        server.post_json("/register", &large).0 == 200
+    });
+    assert!(registered, "large registrations stayed refused");
+    drop(silent);
+}
+
+#[test]
+fn a_body_trickled_past_the_body_timeout_is_answered_408_and_not_stored() {
+    use std::io::{Read, Write};
+    let server = TestServer::with(|c| c.body_timeout = Duration::from_secs(1));
+    let mut body = registration(9);
+    body["metadata"] = json!({"blob": "x".repeat(2000)});
+    let body = body.to_string();
+    let mut stream = std::net::TcpStream::connect(server.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /register HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    // A byte at a time until the deadline has passed, then the rest at once.
+    let bytes = body.as_bytes();
+    let start = std::time::Instant::now();
+    let mut sent = 0;
+    while start.elapsed() < Duration::from_millis(1500) {
+        stream.write_all(&bytes[sent..=sent]).unwrap();
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = stream.write_all(&bytes[sent..]);
+    let mut answer = [0u8; 12];
+    stream.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 408");
+    let (_, nodes) = server.get("/nodes?status=all");
+    assert_eq!(
+        nodes["nodes"],
+        json!([]),
+        "the late registration was stored"
+    );
+    assert_eq!(server.server.counters().bodies_timed_out, 1);
 }

@@ -185,3 +185,69 @@ fn sigterm_and_sigint_stop_it_with_exit_0_even_with_idle_keep_alive_clients() {
         drop(client);
     }
 }
+
+#[test]
+fn the_address_is_printed_at_every_log_level() {
+    for level in ["WARNING", "ERROR", "CRITICAL"] {
+        let server = Process::start(&["--log-level", level], &[]);
+        assert!(!server.url.ends_with(":0"), "{level}: {}", server.url);
+        assert_eq!(server.get("/health")["status"], "healthy");
+    }
+}
+
+#[test]
+fn sighup_and_sigusr1_never_stop_it() {
+    let mut server = Process::start(&["--log-level", "ERROR"], &[]);
+    for signal in ["HUP", "USR1", "USR2", "HUP"] {
+        server.signal(signal);
+        // A signal that killed the process would have done so on delivery.
+        assert_eq!(server.get("/health")["status"], "healthy", "SIG{signal}");
+        assert!(server.child.try_wait().unwrap().is_none(), "SIG{signal}");
+    }
+    server.signal("TERM");
+    assert!(server.wait_exit().success());
+}
+
+#[test]
+fn sigterm_finishes_in_bounded_time_with_a_client_that_pipelines_and_never_reads() {
+    use std::io::Write;
+    let mut server = Process::start(&["--workers", "2"], &[]);
+    // 300 nodes with 8 KiB of metadata: each list is about 2.5 MB.
+    let client = agent();
+    for id in 0..300u64 {
+        let mut node = crate::support::registration(id);
+        node["metadata"] = serde_json::json!({"blob": "x".repeat(8 * 1024)});
+        let answer = client
+            .post(format!("{}/register", server.url))
+            .send(node.to_string())
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+    }
+    let address = server.url.trim_start_matches("http://").to_owned();
+    let mut stream = std::net::TcpStream::connect(&address).unwrap();
+    let request = "GET /nodes?status=all HTTP/1.1\r\nHost: x\r\n\r\n".repeat(16);
+    stream.write_all(request.as_bytes()).unwrap();
+    // Wait until the server has answers queued that the client does not read: a socket on the
+    // server's port with bytes in its send queue (/proc/net/tcp: local address, tx_queue).
+    let port = format!(
+        ":{:04X}",
+        address.rsplit(':').next().unwrap().parse::<u16>().unwrap()
+    );
+    let blocked = eventually(Duration::from_secs(20), || {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        table.lines().skip(1).any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.len() > 4
+                && fields[1].ends_with(&port)
+                && fields[4]
+                    .split(':')
+                    .next()
+                    .is_some_and(|tx| u64::from_str_radix(tx, 16).unwrap_or(0) > 0)
+        })
+    });
+    assert!(blocked, "the server never had unread answers queued");
+    server.signal("TERM");
+    // At most SHUTDOWN_GRACE (5 s) plus the exit: `wait_exit` allows 10 s.
+    assert!(server.wait_exit().success());
+    drop(stream);
+}
