@@ -14,7 +14,7 @@ for tool in wrk nginx curl; do
 done
 
 echo "building (release)" >&2
-cargo build --quiet --release --examples --manifest-path "$here/Cargo.toml"
+cargo build --quiet --release --examples --bins --manifest-path "$here/Cargo.toml"
 bin="$here/target/release/examples"
 work=$(mktemp -d)
 chmod 755 "$work"   # nginx workers may run as another user
@@ -68,7 +68,7 @@ http {
   keepalive_requests 1000000;
   client_body_temp_path $work/nginx; proxy_temp_path $work/nginx; fastcgi_temp_path $work/nginx;
   uwsgi_temp_path $work/nginx; scgi_temp_path $work/nginx;
-  server { listen 127.0.0.1:$port; root $work/www; }
+  server { listen 127.0.0.1:$port; root $work/www; gzip_static on; }
 }
 CONF
   nginx -c "$work/nginx.conf"
@@ -86,7 +86,10 @@ measure() {
     >"$work/wrk.out" 2>&1 || true
   # Every answer must have been a success: a benchmark of errors measures nothing. Socket
   # timeouts (a connection never served within wrk's 2 s) are counted and shown instead.
-  if grep -qE "Non-2xx|unable to|Connection refused" "$work/wrk.out"; then
+  # (NOT_MODIFIED=1: 304 answers are what is measured.)
+  local bad="Non-2xx|unable to|Connection refused"
+  [ -n "${NOT_MODIFIED:-}" ] && bad="unable to|Connection refused"
+  if grep -qE "$bad" "$work/wrk.out"; then
     echo "wrk reported errors for $1:" >&2; cat "$work/wrk.out" >&2; exit 1
   fi
   awk '
@@ -180,6 +183,87 @@ echo "$m $d $syncs" | awk '{ printf "  POST /register changing metadata (16): me
 m=$(measure "$beat_memory/heartbeat" 64 "$work/heartbeat.lua")
 d=$(measure "$beat_durable/heartbeat" 64 "$work/heartbeat.lua")
 echo "$m $d" | awk '{ printf "  POST /heartbeat, 1,000 ids (64): memory %d/s, data dir %d/s (%.2fx)\n", $1, $5, $5/$1 }'
+
+echo
+echo "scale: gateway-server filled over HTTP with Prefer: return=minimal (16 connections)"
+cat >"$work/fill.lua" <<'LUA'
+-- Each wrk thread registers its own PER nodes once, then stops.
+local counter = 0
+local threads = 0
+local per = tonumber(os.getenv("PER"))
+setup = function(thread) thread:set("tid", threads); threads = threads + 1 end
+request = function()
+  counter = counter + 1
+  local id = tid * per + counter
+  local body = string.format('{"node_id": %d, "ip_address": "10.%d.%d.%d", "port": %d, "capabilities": ["raft", "gossip"], "metadata": {"zone": "z%d", "rack": "r%d"}}',
+    id, math.floor(id / 65536) % 256, math.floor(id / 256) % 256, id % 256, 5000 + id % 1000, id % 3, id % 40)
+  return wrk.format("POST", "/register", {["Content-Type"] = "application/json", ["Prefer"] = "return=minimal"}, body)
+end
+response = function() if counter >= per then wrk.thread:stop() end end
+LUA
+sed -e 's|"/register", {\["Content-Type"\] = "application/json", \["Prefer"\] = "return=minimal"}, body|"/remove", {["Content-Type"] = "application/json"}, string.format(\x27{"node_id": %d}\x27, id)|' \
+  "$work/fill.lua" >"$work/remove.lua"
+rss_of() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+port=$(free_port)
+"$here/target/release/gateway-server" --host 127.0.0.1 --port "$port" --workers "$workers" \
+  --node-timeout 7200 --suspect-after 3600 --heartbeat-interval 2 --log-level ERROR 2>/dev/null &
+srv=$!; pids+=("$srv"); scale="http://127.0.0.1:$port"
+for _ in $(seq 100); do curl --silent --output /dev/null "$scale/health" && break; sleep 0.05; done
+empty=$(rss_of "$srv")
+fill=$(PER=50000 wrk --threads 2 --connections 16 --duration 120s --script "$work/fill.lua" "$scale/register" | awk '/^Requests\/sec/ {print $2}')
+total=$(curl --silent "$scale/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["total_nodes"])')
+beats=$(measure "$scale/heartbeat" 16 "$work/heartbeat.lua")
+echo "$fill ${beats%% *} $total" | awk '{ printf "  %d nodes registered at %d/s; heartbeats at 16 connections %d/s (%.2fx)\n", $3, $1, $2, $1/$2 }'
+curl --silent --output /dev/null "$scale/nodes"
+curl --silent --output /dev/null --compressed "$scale/nodes"
+full=$(rss_of "$srv")
+echo "$empty $full $total" | awk '{ printf "  resident: empty %d KiB, %d nodes with lists built %d KiB: %d bytes per node\n", $1, $3, $2, ($2-$1)*1024/$3 }'
+plain=$(curl --silent "$scale/nodes" | wc -c); gz=$(curl --silent -H 'Accept-Encoding: gzip' "$scale/nodes" | wc -c)
+echo "$plain $gz" | awk '{ printf "  GET /nodes: %d bytes plain, %d gzip (1/%.1f)\n", $1, $2, $1/$2 }'
+quiet=$(measure "$scale/nodes?node_id=1" 16 "")
+python3 - "$scale" 200 "$((duration + 2))" <<'PY' &
+import http.client, json, sys, time, urllib.parse
+base, rate, seconds = urllib.parse.urlparse(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+conn = http.client.HTTPConnection(base.hostname, base.port)
+start, n = time.monotonic(), 0
+while time.monotonic() - start < seconds:
+    n += 1
+    body = json.dumps({"node_id": n % 1000 + 1, "ip_address": "10.9.9.9", "port": 5000,
+                       "capabilities": ["raft"], "metadata": {"churn": n}})
+    conn.request("POST", "/register", body, {"Prefer": "return=minimal"})
+    conn.getresponse().read()
+    time.sleep(max(0.0, start + n / rate - time.monotonic()))
+PY
+churner=$!
+churned=$(measure "$scale/nodes?node_id=1" 16 "")
+wait "$churner"
+echo "$quiet $churned" | awk '{ printf "  GET /nodes, 100,000 nodes (16): %d/s quiet, %d/s with 200 metadata changes a second (%.2fx)\n", $1, $5, $5/$1 }'
+tag=$(curl --silent --include "$scale/nodes?node_id=1" | awk 'tolower($1) == "etag:" {print $2}' | tr -d '\r')
+cat >"$work/etag.lua" <<LUA
+wrk.headers["If-None-Match"] = '$tag'
+LUA
+notmod=$(NOT_MODIFIED=1 measure "$scale/nodes?node_id=1" 64 "$work/etag.lua")
+health64=$(measure "$scale/health" 64 "")
+echo "$notmod $health64" | awk '{ printf "  304 Not Modified (64): %d/s; GET /health (64): %d/s (%.2fx)\n", $1, $5, $1/$5 }'
+PER=50000 wrk --threads 2 --connections 16 --duration 120s --script "$work/remove.lua" "$scale/remove" >/dev/null
+sleep 3  # two sweeps (every 2 s): the one that gives memory back runs after the departures
+curl --silent --output /dev/null "$scale/nodes"
+echo "$empty $(rss_of "$srv")" | awk '{ printf "  every node removed: %d KiB resident (empty: %d KiB, +%d KiB)\n", $2, $1, $2-$1 }'
+kill "$srv" 2>/dev/null || true
+
+echo
+echo "gzip: GET /nodes with Accept-Encoding: gzip against nginx serving the same bytes (gzip_static)"
+for gw in "$small" "$large"; do
+  n=$(curl --silent "$gw/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["total_nodes"])')
+  curl --silent -H 'Accept-Encoding: gzip' "$gw/nodes?node_id=1" >"$work/www/nodes$n.json.gz"
+  curl --silent "$gw/nodes?node_id=1" >"$work/www/nodes$n.json"
+  cat >"$work/gzip.lua" <<'LUA'
+wrk.headers["Accept-Encoding"] = "gzip"
+LUA
+  g=$(measure "$gw/nodes?node_id=1" 16 "$work/gzip.lua")
+  x=$(measure "$nginx_url/nodes$n.json" 16 "$work/gzip.lua")
+  echo "$n $g $x $(wc -c <"$work/www/nodes$n.json.gz") $(wc -c <"$work/www/nodes$n.json")" | awk '{ printf "  %6d nodes: gateway %d/s, nginx %d/s (%.2fx); %d bytes gzip, %d plain\n", $1, $2, $6, $2/$6, $10, $11 }'
+done
 
 echo
 echo "memory (resident, whole process):"
