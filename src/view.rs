@@ -117,14 +117,14 @@ impl ViewState {
         now: Instant,
     ) -> Option<ClusterChange> {
         let epoch_changed = self.fresh.as_ref().is_some_and(|(_, old)| *old != epoch);
-        if epoch_changed || forgotten {
-            if let Some(old) = &self.shown {
-                self.carried = Some(Carried {
-                    nodes: old.cluster.nodes.clone(),
-                    leader: old.cluster.leader.clone(),
-                    until: now + carry_for,
-                });
-            }
+        if (epoch_changed || forgotten)
+            && let Some(old) = &self.shown
+        {
+            self.carried = Some(Carried {
+                nodes: old.cluster.nodes.clone(),
+                leader: old.cluster.leader.clone(),
+                until: now + carry_for,
+            });
         }
         self.fresh = Some((info, epoch));
         self.rebuild(now, epoch_changed)
