@@ -432,14 +432,15 @@ impl GatewayClient {
     /// up until read; drop the receiver to unsubscribe.
     pub fn subscribe(&self) -> Receiver<ClusterChange> {
         let (sender, receiver) = mpsc::channel();
-        self.add_subscriber(sender);
+        self.add_subscriber(sender, true);
         receiver
     }
 
-    /// Sends changes to `sender` too (see [`GatewayClient::subscribe`]).
-    pub(crate) fn add_subscriber(&self, sender: Sender<ClusterChange>) {
+    /// Sends changes to `sender` too (see [`GatewayClient::subscribe`]), starting with the
+    /// current view if `send_current`.
+    pub(crate) fn add_subscriber(&self, sender: Sender<ClusterChange>, send_current: bool) {
         let mut state = self.shared.state();
-        if let Some(view) = state.view.shown() {
+        if let Some(view) = state.view.shown().filter(|_| send_current) {
             let current = ClusterChange {
                 view: view.clone(),
                 joined: view.cluster.nodes.clone(),

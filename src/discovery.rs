@@ -168,8 +168,9 @@ impl Discovery {
             if let Some(old) = &old {
                 client.adopt(old, node_id);
             }
+            // They know the view so far (adopted from the old client): changes only.
             for subscriber in &inner.subscribers {
-                client.add_subscriber(subscriber.clone());
+                client.add_subscriber(subscriber.clone(), false);
             }
             old
         };
@@ -300,7 +301,7 @@ impl Discovery {
             inner.client.clone()
         };
         if let Some(client) = client {
-            client.add_subscriber(sender);
+            client.add_subscriber(sender, true);
         }
         receiver
     }

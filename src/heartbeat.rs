@@ -89,7 +89,7 @@ fn run(shared: &Shared, stopped: &Receiver<()>) {
         }
         match result {
             Ok(()) => {}
-            Err(e) if refused(&e) => {
+            Err(e) if refused(&e) && shared.state().must_register => {
                 log::error!("the gateway refused this node's registration, heartbeats stop: {e}");
                 return;
             }
@@ -107,9 +107,10 @@ fn run(shared: &Shared, stopped: &Receiver<()>) {
     }
 }
 
-/// A 4xx to a registration: the gateway will not take this node as it is.
+/// A 4xx that says the gateway will not take this node as it is (not one that says "later":
+/// 408, 429). Only a registration refused so stops the thread; any other answer is retried.
 fn refused(error: &ClientError) -> bool {
-    matches!(error, ClientError::Gateway { status, .. } if *status < 500)
+    matches!(error, ClientError::Gateway { status, .. } if *status < 500 && *status != 408 && *status != 429)
 }
 
 /// Registers the node (with `previous_epoch` once it is a member). `forgotten`: the gateway
