@@ -751,6 +751,55 @@ fn with_several_gateways_the_error_names_the_one_in_use() {
     assert!(!text.contains(&format!(":{other}")), "{text}");
 }
 
+/// Warnings logged by the discovery handle, captured by the only logger this test binary
+/// installs.
+fn discovery_warnings() -> &'static Mutex<Vec<String>> {
+    struct Capture;
+    static WARNINGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    impl log::Log for Capture {
+        fn enabled(&self, metadata: &log::Metadata) -> bool {
+            metadata.level() <= log::Level::Warn
+                && metadata.target().starts_with("cluster_gateway::discovery")
+        }
+        fn log(&self, record: &log::Record) {
+            if self.enabled(record.metadata()) {
+                WARNINGS.lock().unwrap().push(record.args().to_string());
+            }
+        }
+        fn flush(&self) {}
+    }
+    static CAPTURE: Capture = Capture;
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        log::set_logger(&CAPTURE).expect("no other logger in the test binary");
+        log::set_max_level(log::LevelFilter::Warn);
+    });
+    &WARNINGS
+}
+
+/// Item 8: a leader the gateway does not know is a logged refusal, not a bare `false`.
+#[test]
+fn an_unknown_leader_is_refused_with_the_gateways_reason_logged() {
+    let warnings = discovery_warnings();
+    let server = TestServer::start();
+    let my = my_node();
+    let client = GatewayClient::builder()
+        .gateway(server.url.clone())
+        .build()
+        .unwrap();
+    my.discovery().initialize_with(client, node(1));
+    assert!(!my.update_gateway_leader(999));
+    let logged = warnings.lock().unwrap().clone();
+    assert!(
+        logged
+            .iter()
+            .any(|w| w.contains("999") && w.contains("Leader not found in registry")),
+        "{logged:?}"
+    );
+    assert!(my.update_gateway_leader(1));
+    my.shutdown_discovery();
+}
+
 /// Item 8: after `leave()` the client no longer names a node.
 #[test]
 fn after_leave_the_status_names_no_node_and_the_next_registration_is_a_first() {
@@ -836,6 +885,11 @@ fn the_handle_offers_leave_status_metadata_and_a_snapshot() {
     let status = snapshot.status.unwrap();
     assert_eq!(status.node_id, Some(1));
     assert!(snapshot.info.gateway_available && status.gateway_available);
+    // The epoch is known from the registration's answer, before any heartbeat.
+    assert_eq!(
+        status.gateway_epoch.as_deref(),
+        server.get("/health").1["epoch"].as_str()
+    );
     assert_eq!(
         snapshot.info.registry_version,
         snapshot.view.as_ref().map(|v| v.cluster.registry_version)
