@@ -47,6 +47,8 @@ pub use crate::view::{ClusterChange, ClusterInfo, ClusterView};
 
 /// The heartbeat interval until the gateway advertises its own (the original's 30 s).
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
+/// The deadline of every blocking call unless the builder sets one (or the timeout is longer).
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(15);
 /// Longest a request may stay unanswered before the gateway counts as unavailable (or the
 /// request timeout, if shorter). A gateway answers in milliseconds; this only affects what
 /// `gateway_available` reports, never a request.
@@ -74,7 +76,7 @@ pub struct ClientBuilder {
     gateways: Vec<String>,
     timeout: Duration,
     heartbeat_interval: Option<Duration>,
-    deadline: Duration,
+    deadline: Option<Duration>,
     retry_attempts: u32,
     retry_base_delay: Duration,
     proxy_from_env: bool,
@@ -86,7 +88,7 @@ impl Default for ClientBuilder {
             gateways: Vec::new(),
             timeout: Duration::from_secs(10),
             heartbeat_interval: None,
-            deadline: Duration::from_secs(15),
+            deadline: None,
             retry_attempts: 3,
             retry_base_delay: Duration::from_secs(1),
             proxy_from_env: false,
@@ -117,10 +119,11 @@ impl ClientBuilder {
     }
 
     /// The longest any one blocking call of this client may take, every try, retry and pause
-    /// included (default 15 s). It also bounds how long `Discovery::initialize*` waits for the
-    /// first registration (which then goes on in the background).
+    /// included (default 15 s, or the timeout if that is longer). It also bounds how long
+    /// `Discovery::initialize*` waits for the first registration (which then goes on in the
+    /// background).
     pub fn deadline(mut self, deadline: Duration) -> ClientBuilder {
-        self.deadline = deadline;
+        self.deadline = Some(deadline);
         self
     }
 
@@ -164,7 +167,9 @@ impl ClientBuilder {
             shared: Arc::new(Shared {
                 transport,
                 pinned_interval: self.heartbeat_interval,
-                deadline: self.deadline,
+                deadline: self
+                    .deadline
+                    .unwrap_or_else(|| DEFAULT_DEADLINE.max(self.timeout)),
                 state: Mutex::new(State::default()),
                 changed: Condvar::new(),
             }),

@@ -132,14 +132,7 @@ fn register(
     match result {
         Ok(answer) => {
             shared.registered(registration, &answer, forgotten);
-            log::info!(
-                "node {node_id} registered{}",
-                if answer.is_bootstrap {
-                    ", and bootstraps the cluster"
-                } else {
-                    ""
-                }
-            );
+            log::info!("node {node_id} registered");
             Ok(())
         }
         Err(e) => {
