@@ -473,9 +473,10 @@ impl GatewayClient {
     /// registration stays on the gateway until it is reaped (as the original did); see
     /// [`GatewayClient::leave`].
     pub fn shutdown(&self) {
-        self.stop_heartbeat(SHUTDOWN_WAIT);
+        // The waiter first: an `initialize*` returns at once, not after the thread's wait.
         self.shared.state().stopped = true;
         self.shared.changed.notify_all();
+        self.stop_heartbeat(SHUTDOWN_WAIT);
     }
 
     /// Stops heartbeating and deregisters this node: a graceful departure. Waits for a
