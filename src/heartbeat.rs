@@ -11,8 +11,9 @@ use crate::api::{
     Health, HeartbeatResponse, HeartbeatStatus, LeaderResponse, NodeId, NodeRef, NodesResponse,
     RegisterResponse,
 };
-use crate::client::{ClusterInfo, Shared};
+use crate::client::ClusterInfo;
 use crate::error::ClientError;
+use crate::shared::Shared;
 use crate::transport::{Method, random_unit};
 
 /// A running heartbeat thread. Stop it with [`Heartbeat::stop`].

@@ -81,6 +81,8 @@ pub mod registry;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "client")]
+mod shared;
+#[cfg(feature = "client")]
 mod transport;
 #[cfg(feature = "client")]
 mod view;
