@@ -248,6 +248,11 @@ impl FakeRun {
         self.known.lock().unwrap().clear();
     }
 
+    /// A restart that kept the registry (a gateway with a data dir): another epoch only.
+    fn restart_keeping_nodes(&self, epoch: &str) {
+        *self.epoch.lock().unwrap() = epoch.into();
+    }
+
     fn answer(&self, path: &str, body: &Value) -> Value {
         let epoch = self.epoch.lock().unwrap().clone();
         let id = body["node_id"].as_u64().unwrap_or(0);
@@ -937,4 +942,69 @@ fn a_refused_background_registration_is_reported_and_stops_heartbeating() {
         .unwrap()
         .heartbeat_running));
     assert_eq!(server.get("/stats").1["total_nodes"], 0);
+}
+
+/// Item 6: a new epoch with this node still known (a gateway restarted with its registry kept)
+/// makes the client fetch the view and settings again, and the view carries the new epoch.
+#[test]
+fn a_new_epoch_alone_makes_the_client_fetch_the_view_again() {
+    let run = FakeRun::new("before", Value::Null);
+    let fake = fake_run("127.0.0.1", &run);
+    let client = fast_client(&fake.address());
+    client.register_node(node(1)).unwrap();
+    let fetched = |path: &str| {
+        fake.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p == path)
+            .count()
+    };
+    let (nodes_before, health_before) = (fetched("/nodes"), fetched("/health"));
+    run.restart_keeping_nodes("after");
+    assert!(eventually(PATIENCE, || client
+        .cluster_view()
+        .is_some_and(|v| v.epoch.as_deref() == Some("after"))));
+    assert!(fetched("/nodes") > nodes_before);
+    assert!(fetched("/health") > health_before);
+    assert_eq!(
+        fake.registrations().len(),
+        1,
+        "the node was known: no registration"
+    );
+    assert_eq!(client.status().gateway_epoch.as_deref(), Some("after"));
+}
+
+/// Re-initialising keeps subscribers, and sends them changes only: the next message after it
+/// is the next real change, not the known peers again.
+#[test]
+fn subscribers_carry_on_across_reinitialisation_without_a_replay() {
+    let server = TestServer::with(|c| fast_config(c, 5000));
+    let builder = || {
+        GatewayClient::builder()
+            .gateway(server.url.clone())
+            .build()
+            .unwrap()
+    };
+    let peer = my_node();
+    peer.discovery().initialize_with(builder(), node(1));
+    let my = my_node();
+    let changes = my.discovery().subscribe();
+    my.discovery().initialize_with(builder(), node(2));
+    let first = changes.recv_timeout(PATIENCE).unwrap();
+    assert_eq!(
+        first.joined.iter().map(|n| n.node_id).collect::<Vec<_>>(),
+        vec![1]
+    );
+    my.discovery().initialize_with(builder(), node(2));
+    server.register(3);
+    let next = changes.recv_timeout(PATIENCE).unwrap();
+    assert_eq!(
+        next.joined.iter().map(|n| n.node_id).collect::<Vec<_>>(),
+        vec![3],
+        "{next:?}"
+    );
+    assert!(next.left.is_empty());
+    peer.shutdown_discovery();
+    my.shutdown_discovery();
 }
