@@ -30,18 +30,21 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
 use crate::api::{Node, NodeId, Registration};
-use crate::client::GatewayClient;
+use crate::client::{ClientStatus, ClusterChange, ClusterView, GatewayClient};
+use crate::error::ClientError;
 
 /// What a node knows about its discovery, for logs and status pages.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct DiscoveryInfo {
-    /// True if the last exchange with the gateway succeeded.
+    /// True if the last exchange with the gateway succeeded and no request has waited long
+    /// for an answer (see [`ClientStatus::gateway_available`]).
     pub gateway_available: bool,
     /// The gateway requests go to first.
     pub gateway: String,
@@ -55,13 +58,30 @@ pub struct DiscoveryInfo {
     pub peers: usize,
     /// The leader's id, as last known.
     pub leader_id: Option<NodeId>,
-    /// Registry version of the last known view.
+    /// Registry version of the last known view (meaningful with `epoch`).
     pub registry_version: Option<u64>,
     /// Age of the last known view.
     pub view_age: Option<Duration>,
+    /// The `epoch` of the gateway run the view comes from.
+    pub epoch: Option<String>,
+}
+
+/// Everything a node may want to know, taken at one moment: [`Discovery::snapshot`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiscoverySnapshot {
+    /// The summary.
+    pub info: DiscoveryInfo,
+    /// The whole cached view (peers and leader), if any.
+    pub view: Option<ClusterView>,
+    /// The client's status, once initialised.
+    pub status: Option<ClientStatus>,
 }
 
 /// The discovery state a node embeds. Starts uninitialised; see [`Discovery::initialize`].
+///
+/// Reads ([`Discovery::discovery_info`], [`Discovery::is_bootstrap_node`],
+/// [`Discovery::cluster_nodes`], [`Discovery::cluster_leader`], [`Discovery::snapshot`]) never
+/// wait for the network: no lock is held across a request.
 #[derive(Debug, Default)]
 pub struct Discovery {
     inner: Mutex<Inner>,
@@ -69,10 +89,11 @@ pub struct Discovery {
 
 #[derive(Debug, Default)]
 struct Inner {
-    client: Option<GatewayClient>,
-    is_bootstrap: bool,
-    /// The error of the first registration, until the gateway is heard from.
-    error: Option<String>,
+    client: Option<Arc<GatewayClient>>,
+    /// Why initialisation could not even start (an invalid gateway address), with the node.
+    failed: Option<(NodeId, String)>,
+    /// Subscribers, handed to every client this handle makes.
+    subscribers: Vec<Sender<ClusterChange>>,
 }
 
 impl Discovery {
@@ -82,7 +103,11 @@ impl Discovery {
     }
 
     /// Registers this node with the gateway at `gateway_host:gateway_port` and starts
-    /// heartbeating. Never fails: see [`DiscoveryInfo::gateway_available`].
+    /// heartbeating: the original mixin's signature. Never fails: see
+    /// [`DiscoveryInfo::gateway_available`]. Blocks at most the client's default deadline
+    /// (15 s). A host that cannot form an address is reported in [`DiscoveryInfo::error`] at
+    /// once, and nothing runs. Prefer [`Discovery::initialize_with`] with a builder-made
+    /// client: no positional ports to swap, and every setting at hand.
     #[allow(clippy::too_many_arguments)] // The original mixin's signature, argument for argument.
     pub fn initialize(
         &self,
@@ -102,67 +127,117 @@ impl Discovery {
             metadata,
             previous_epoch: None,
         };
-        self.initialize_with(GatewayClient::new(gateway_host, gateway_port), registration)
+        match GatewayClient::try_new(gateway_host, gateway_port) {
+            Ok(client) => self.initialize_with(client, registration),
+            Err(e) => {
+                log::error!("node {node_id} cannot use the gateway: {e}");
+                let old = {
+                    let mut inner = self.inner();
+                    inner.failed = Some((node_id, e.to_string()));
+                    inner.client.take()
+                };
+                if let Some(old) = old {
+                    old.shutdown();
+                }
+                self.discovery_info()
+            }
+        }
     }
 
-    /// Like [`Discovery::initialize`], with a client built to taste (several gateways,
-    /// timeouts, heartbeat interval).
+    /// Registers `registration` through `client` (built to taste: several gateways, timeouts,
+    /// deadline, a pinned heartbeat interval) and keeps it registered.
+    ///
+    /// The registration is made by the client's heartbeat thread; this waits for its outcome
+    /// at most the client's deadline ([`crate::client::ClientBuilder::deadline`], default
+    /// 15 s), and returns at once when [`Discovery::shutdown`] is called meanwhile. A gateway
+    /// that is down or frozen is reported in the answer, and the node registers in the
+    /// background once one answers; [`Discovery::is_bootstrap_node`] then says whether it
+    /// bootstrapped, and subscribers hear of it. Initialising again for the same node keeps
+    /// its membership: it registers as rejoining, and stays the bootstrap node if it was.
     pub fn initialize_with(
         &self,
         client: GatewayClient,
         registration: Registration,
     ) -> DiscoveryInfo {
         let node_id = registration.node_id;
-        let (is_bootstrap, error) = match client.discover_cluster(registration.clone()) {
-            Ok((is_bootstrap, cluster)) => {
-                log::info!(
-                    "node {node_id} joined through the gateway: bootstrap {is_bootstrap}, {} peers",
-                    cluster.nodes.len()
-                );
-                (is_bootstrap, None)
+        let client = Arc::new(client);
+        let old = {
+            let mut inner = self.inner();
+            let old = inner.client.replace(Arc::clone(&client));
+            inner.failed = None;
+            if let Some(old) = &old {
+                client.adopt(old, node_id);
             }
-            Err(e) => {
-                log::warn!("node {node_id} runs without the gateway for now: {e}");
-                if e.is_transport() {
-                    client.keep_registered(registration);
-                }
-                (false, Some(e.to_string()))
+            // They know the view so far (adopted from the old client): changes only.
+            for subscriber in &inner.subscribers {
+                client.add_subscriber(subscriber.clone(), false);
             }
+            old
         };
-        let mut inner = self.inner();
-        if let Some(old) = inner.client.replace(client) {
+        if let Some(old) = old {
             old.shutdown();
         }
-        inner.is_bootstrap = is_bootstrap;
-        inner.error = error;
-        drop(inner);
-        self.discovery_info()
+        let deadline = Instant::now() + client.deadline();
+        let outcomes = client.register_in_background(registration);
+        client.wait_for_registration(outcomes, deadline);
+        let info = self.discovery_info();
+        if info.gateway_available {
+            log::info!(
+                "node {node_id} joined through the gateway: bootstrap {}, {} peers",
+                info.is_bootstrap,
+                info.peers
+            );
+        } else {
+            log::warn!(
+                "node {node_id} runs without the gateway for now: {}",
+                info.error.as_deref().unwrap_or("no answer yet")
+            );
+        }
+        info
     }
 
-    /// The current discovery state.
+    /// The current discovery state. Never waits for the network.
     pub fn discovery_info(&self) -> DiscoveryInfo {
-        let inner = self.inner();
-        let Some(client) = inner.client.as_ref() else {
-            return DiscoveryInfo {
-                error: Some("discovery is not initialised".to_owned()),
-                ..DiscoveryInfo::default()
+        self.snapshot().info
+    }
+
+    /// Status, view and summary, taken at one moment. Never waits for the network.
+    pub fn snapshot(&self) -> DiscoverySnapshot {
+        let (client, failed) = {
+            let inner = self.inner();
+            (inner.client.clone(), inner.failed.clone())
+        };
+        let Some(client) = client else {
+            let (node_id, error) = match failed {
+                Some((node_id, error)) => (Some(node_id), error),
+                None => (None, "discovery is not initialised".to_owned()),
+            };
+            return DiscoverySnapshot {
+                info: DiscoveryInfo {
+                    node_id,
+                    error: Some(error),
+                    ..DiscoveryInfo::default()
+                },
+                view: None,
+                status: None,
             };
         };
-        let status = client.status();
-        let view = client.cluster_view();
-        let error = status.last_error.clone().or_else(|| {
-            // Until a heartbeat or registration succeeds, the first failure stands.
-            status
-                .last_success
-                .is_none()
-                .then(|| inner.error.clone())
-                .flatten()
-        });
-        DiscoveryInfo {
-            gateway_available: error.is_none(),
-            gateway: status.current_gateway,
-            node_id: status.node_id.or_else(|| client.node_id()),
-            is_bootstrap: inner.is_bootstrap,
+        let (status, view) = client.snapshot();
+        let error = if status.gateway_available {
+            None
+        } else {
+            Some(
+                status
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| "the gateway has not answered (yet)".to_owned()),
+            )
+        };
+        let info = DiscoveryInfo {
+            gateway_available: status.gateway_available,
+            gateway: status.current_gateway.clone(),
+            node_id: status.node_id,
+            is_bootstrap: status.is_bootstrap,
             error,
             peers: view.as_ref().map_or(0, |v| v.cluster.nodes.len()),
             leader_id: view
@@ -170,41 +245,86 @@ impl Discovery {
                 .and_then(|v| v.cluster.leader.as_ref().map(|l| l.node_id)),
             registry_version: view.as_ref().map(|v| v.cluster.registry_version),
             view_age: view.as_ref().map(|v| v.age()),
+            epoch: view.as_ref().and_then(|v| v.epoch.clone()),
+        };
+        DiscoverySnapshot {
+            info,
+            view,
+            status: Some(status),
         }
     }
 
-    /// True if this node bootstrapped the cluster (and so should start as its leader).
+    /// True if this node bootstrapped the cluster (and so should start as its leader), learned
+    /// from whichever registration told it, the background ones included. Never waits for the
+    /// network.
     pub fn is_bootstrap_node(&self) -> bool {
-        self.inner().is_bootstrap
+        self.client().is_some_and(|c| c.is_bootstrap())
     }
 
-    /// The peers as last known (empty before the first successful registration).
+    /// The peers as last known (empty before the first successful registration). Never waits
+    /// for the network.
     pub fn cluster_nodes(&self) -> Vec<Node> {
-        self.inner()
-            .client
-            .as_ref()
-            .and_then(|c| c.cluster_view())
+        self.cluster_view()
             .map(|v| v.cluster.nodes)
             .unwrap_or_default()
     }
 
-    /// The leader as last known.
+    /// The leader as last known. Never waits for the network. It may be this node, and it may
+    /// be a suspected node that [`Discovery::cluster_nodes`] does not list (the gateway keeps a
+    /// suspected leader until it is reaped or replaced): check `status`.
     pub fn cluster_leader(&self) -> Option<Node> {
-        self.inner()
-            .client
-            .as_ref()
-            .and_then(|c| c.cluster_view())
-            .and_then(|v| v.cluster.leader)
+        self.cluster_view().and_then(|v| v.cluster.leader)
     }
 
-    /// Tells the gateway who leads now (after an election). False if it failed.
+    /// The whole cached view. Never waits for the network.
+    pub fn cluster_view(&self) -> Option<ClusterView> {
+        self.client().and_then(|c| c.cluster_view())
+    }
+
+    /// The client's status, once initialised. Never waits for the network.
+    pub fn status(&self) -> Option<ClientStatus> {
+        self.client().map(|c| c.status())
+    }
+
+    /// The client under this handle, for everything else (`leave`, `get_stats`, ...).
+    pub fn client(&self) -> Option<Arc<GatewayClient>> {
+        self.inner().client.clone()
+    }
+
+    /// A channel of changes to the cached view (see [`GatewayClient::subscribe`]); it carries
+    /// on across re-initialisation. The first message is the current view, if there is one.
+    pub fn subscribe(&self) -> Receiver<ClusterChange> {
+        let (sender, receiver) = mpsc::channel();
+        let client = {
+            let mut inner = self.inner();
+            inner.subscribers.push(sender.clone());
+            inner.client.clone()
+        };
+        if let Some(client) = client {
+            client.add_subscriber(sender, true);
+        }
+        receiver
+    }
+
+    /// Tells the gateway who leads now (after an election). False if it failed: the gateway
+    /// does not know the node, or cannot be reached (both logged). Blocks at most the client's
+    /// deadline; readers are not held up meanwhile.
     pub fn update_gateway_leader(&self, leader_id: NodeId) -> bool {
-        let inner = self.inner();
-        let Some(client) = inner.client.as_ref() else {
+        let Some(client) = self.client() else {
+            log::warn!(
+                "cannot tell the gateway that node {leader_id} leads: discovery is not initialised"
+            );
             return false;
         };
-        match client.update_leader(leader_id) {
-            Ok(updated) => updated,
+        match client.set_leader(leader_id) {
+            Ok(answer) if answer.status == crate::api::SetLeaderStatus::Updated => true,
+            Ok(answer) => {
+                log::warn!(
+                    "the gateway refused node {leader_id} as leader: {}",
+                    answer.message.as_deref().unwrap_or("no reason given")
+                );
+                false
+            }
             Err(e) => {
                 log::warn!("could not tell the gateway that node {leader_id} leads: {e}");
                 false
@@ -212,9 +332,24 @@ impl Discovery {
         }
     }
 
-    /// Stops heartbeating; the registration expires on the gateway by itself.
+    /// Changes this node's metadata after joining (merged key by key) and registers again at
+    /// once, as a rejoining member: the bootstrap role is kept. Blocks at most the deadline.
+    pub fn update_metadata(&self, metadata: Map<String, Value>) -> Result<(), ClientError> {
+        let client = self.client().ok_or(ClientError::NotRegistered)?;
+        client.update_metadata(metadata).map(|_| ())
+    }
+
+    /// Stops heartbeating and deregisters this node: a graceful departure (see
+    /// [`GatewayClient::leave`]).
+    pub fn leave(&self) -> Result<(), ClientError> {
+        let client = self.client().ok_or(ClientError::NotRegistered)?;
+        client.leave()
+    }
+
+    /// Stops heartbeating; the registration expires on the gateway by itself. Returns promptly,
+    /// even mid-request, and wakes an `initialize*` waiting on another thread.
     pub fn shutdown(&self) {
-        if let Some(client) = self.inner().client.as_ref() {
+        if let Some(client) = self.client() {
             client.shutdown();
         }
     }

@@ -1,143 +1,216 @@
-//! The client's heartbeat thread: beats on time, registers again when the gateway forgot the
-//! node, refreshes the cached cluster view when the registry version moves, and keeps trying
-//! while the gateway is away.
+//! The client's heartbeat thread: registers the node when it must (at start, and whenever the
+//! gateway forgot it), beats on time at the gateway's interval, refreshes the cached view when
+//! its `(epoch, registry_version)` key moves, and keeps trying while the gateway is away.
 
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crate::api::{
-    HeartbeatResponse, HeartbeatStatus, LeaderResponse, NodeRef, NodesResponse, RegisterResponse,
+    Health, HeartbeatResponse, HeartbeatStatus, LeaderResponse, NodeId, NodeRef, NodesResponse,
+    RegisterResponse,
 };
-use crate::client::{ClusterInfo, ClusterView, Method, Shared, random_unit};
+use crate::client::ClusterInfo;
 use crate::error::ClientError;
+use crate::shared::Shared;
+use crate::transport::{Method, random_unit};
 
 /// A running heartbeat thread. Stop it with [`Heartbeat::stop`].
 #[derive(Debug)]
 pub(crate) struct Heartbeat {
     stop: Sender<()>,
+    /// Disconnected when the thread ends.
+    done: Receiver<()>,
     thread: JoinHandle<()>,
 }
 
 impl Heartbeat {
     pub(crate) fn start(shared: Arc<Shared>) -> Heartbeat {
         let (stop, stopped) = mpsc::channel();
+        let (finished, done) = mpsc::channel::<()>();
         let thread = thread::Builder::new()
             .name("gateway-heartbeat".to_owned())
-            .spawn(move || run(&shared, &stopped))
+            .spawn(move || {
+                let _finished = finished;
+                run(&shared, &stopped);
+            })
             .expect("spawn the heartbeat thread");
-        Heartbeat { stop, thread }
+        Heartbeat { stop, done, thread }
     }
 
-    /// Wakes the thread, which returns at once unless a request is in flight (bounded by the
-    /// request timeout), and joins it.
-    pub(crate) fn stop(self) {
+    /// True until the thread has ended (it ends by itself when the gateway refuses the
+    /// registration).
+    pub(crate) fn is_running(&self) -> bool {
+        !self.thread.is_finished()
+    }
+
+    /// Wakes the thread and waits up to `wait` for it to end. A thread in the middle of a
+    /// request is left to finish it in the background (bounded by the client's deadline); it
+    /// records nothing after it and ends.
+    pub(crate) fn stop(self, wait: Duration) {
         drop(self.stop);
-        let _ = self.thread.join();
+        match self.done.recv_timeout(wait) {
+            Err(RecvTimeoutError::Disconnected) => {
+                let _ = self.thread.join();
+            }
+            _ => log::debug!("the heartbeat thread ends its request in flight in the background"),
+        }
     }
 }
 
 fn run(shared: &Shared, stopped: &Receiver<()>) {
-    // Waits, returning false once the client asks the thread to stop.
+    // Waits, returning false once the client asks the thread to stop; `pause(ZERO)` asks
+    // whether it has.
     let pause = |duration: Duration| {
         matches!(
             stopped.recv_timeout(duration),
             Err(RecvTimeoutError::Timeout)
         )
     };
-    let interval = shared.heartbeat_interval;
-    let mut next = Instant::now() + jittered(interval);
+    let mut next = if shared.state().must_register {
+        Instant::now()
+    } else {
+        Instant::now() + jittered(shared.current_interval())
+    };
     loop {
         // Beats are scheduled from the previous schedule, not from when the last one finished,
         // so a slow answer does not push every later beat back.
         if !pause(next.saturating_duration_since(Instant::now())) {
             return;
         }
-        next += jittered(interval);
-        if let Err(e) = beat(shared, &pause) {
-            let mut state = shared.state();
-            state.status.consecutive_failures += 1;
-            state.status.last_error = Some(e.to_string());
-            let failures = state.status.consecutive_failures;
-            drop(state);
-            log::warn!("heartbeat failed ({failures} in a row): {e}");
+        let must_register = shared.state().must_register;
+        let result = if must_register {
+            register(shared, &pause, false)
+        } else {
+            beat(shared, &pause)
+        };
+        if !pause(Duration::ZERO) {
+            return;
         }
+        match result {
+            Ok(()) => {}
+            Err(e) if refused(&e) && shared.state().must_register => {
+                log::error!("the gateway refused this node's registration, heartbeats stop: {e}");
+                return;
+            }
+            Err(e) => {
+                let failures = shared.state().status_failures();
+                log::warn!("heartbeat failed ({failures} in a row): {e}");
+            }
+        }
+        // The interval may just have been learned from the gateway.
+        let interval = shared.current_interval();
+        next += jittered(interval);
         if Instant::now() > next {
             next = Instant::now() + jittered(interval);
         }
     }
 }
 
-/// One heartbeat, and what follows from its answer.
-fn beat(shared: &Shared, pause: &dyn Fn(Duration) -> bool) -> Result<(), ClientError> {
-    let Some(registration) = shared.state().registration.clone() else {
+/// A 4xx that says the gateway will not take this node as it is (not one that says "later":
+/// 408, 429). Only a registration refused so stops the thread; any other answer is retried.
+fn refused(error: &ClientError) -> bool {
+    matches!(error, ClientError::Gateway { status, .. } if *status < 500 && *status != 408 && *status != 429)
+}
+
+/// Registers the node (with `previous_epoch` once it is a member). `forgotten`: the gateway
+/// answered a heartbeat with `not_found`.
+fn register(
+    shared: &Shared,
+    pause: &dyn Fn(Duration) -> bool,
+    forgotten: bool,
+) -> Result<(), ClientError> {
+    let Some(registration) = shared.registration_to_send() else {
         return Ok(());
     };
     let node_id = registration.node_id;
-    let answer: HeartbeatResponse = shared.transport.call(
+    let result: Result<RegisterResponse, ClientError> =
+        shared.call(Method::Post, "/register", Some(&registration), pause);
+    if !pause(Duration::ZERO) {
+        return Ok(()); // Stopped meanwhile: record nothing.
+    }
+    match result {
+        Ok(answer) => {
+            shared.registered(registration, &answer, forgotten);
+            log::info!("node {node_id} registered");
+            Ok(())
+        }
+        Err(e) => {
+            shared.register_failed(&e);
+            Err(e)
+        }
+    }
+}
+
+/// One heartbeat, and what follows from its answer.
+fn beat(shared: &Shared, pause: &dyn Fn(Duration) -> bool) -> Result<(), ClientError> {
+    let Some(node_id) = shared.node_id() else {
+        return Ok(());
+    };
+    let answer: HeartbeatResponse = shared.call(
         Method::Post,
         "/heartbeat",
         Some(&NodeRef { node_id }),
         pause,
     )?;
+    if !pause(Duration::ZERO) {
+        return Ok(());
+    }
     match answer.status {
         HeartbeatStatus::NotFound => {
             log::warn!(
                 "the gateway does not know node {node_id} (it restarted or reaped us): registering again"
             );
-            let answer: RegisterResponse =
-                shared
-                    .transport
-                    .call(Method::Post, "/register", Some(&registration), pause)?;
-            shared.registered(registration, &answer);
-            log::info!("node {node_id} registered again");
+            shared.state().must_register = true;
+            register(shared, pause, true)
         }
         HeartbeatStatus::Acknowledged => {
-            let known = shared
-                .state()
-                .view
-                .as_ref()
-                .map(|v| v.cluster.registry_version);
-            if answer.registry_version.is_some() && answer.registry_version != known {
-                refresh_view(shared, node_id, pause)?;
+            let epoch = answer.epoch.as_deref();
+            let new_run = shared.view_is_stale(epoch, None);
+            if new_run {
+                // Another gateway run (a restart with its registry kept, a failover): its
+                // settings may differ too.
+                if let Ok(health) =
+                    shared.call::<Health>(Method::Get, "/health", None::<&()>, pause)
+                {
+                    shared.learn_settings(health.settings);
+                }
             }
-            let mut state = shared.state();
-            state.status.last_success = Some(SystemTime::now());
-            state.status.consecutive_failures = 0;
-            state.status.last_error = None;
-            if let Some(view) = state.view.as_mut() {
-                view.updated = Instant::now();
+            if shared.view_is_stale(epoch, answer.registry_version) {
+                refresh_view(shared, node_id, answer.epoch, pause)
+            } else {
+                shared.confirm_view();
+                Ok(())
             }
         }
     }
-    shared.state().status.gateway_epoch = answer.epoch;
-    Ok(())
 }
 
 fn refresh_view(
     shared: &Shared,
-    node_id: u64,
+    node_id: NodeId,
+    epoch: Option<String>,
     pause: &dyn Fn(Duration) -> bool,
 ) -> Result<(), ClientError> {
-    let nodes: NodesResponse = shared.transport.call(
+    let nodes: NodesResponse = shared.call(
         Method::Get,
         &format!("/nodes?node_id={node_id}"),
         None::<&()>,
         pause,
     )?;
-    let leader: LeaderResponse =
-        shared
-            .transport
-            .call(Method::Get, "/leader", None::<&()>, pause)?;
-    shared.state().view = Some(ClusterView {
-        cluster: ClusterInfo {
+    let leader: LeaderResponse = shared.call(Method::Get, "/leader", None::<&()>, pause)?;
+    if !pause(Duration::ZERO) {
+        return Ok(());
+    }
+    shared.update_view(
+        ClusterInfo {
             nodes: nodes.nodes,
             leader: leader.leader,
             registry_version: nodes.registry_version,
         },
-        updated: Instant::now(),
-    });
+        epoch,
+    );
     Ok(())
 }
 

@@ -51,31 +51,65 @@
 //! - [`registry`]: pure membership logic, driven by an injected clock.
 //! - [`config`]: server settings from flags, environment and file; [`cli`]: flag parsing the
 //!   binaries share.
+//!
+//! Cargo features: `server` (the gateway, its binaries and what only they need: tiny_http,
+//! argh, rlimit, signal-hook, socket2) and `client` (the client and discovery handle: ureq),
+//! both on by default. A node that only embeds the client depends on
+//! `cluster-gateway = { default-features = false, features = ["client"] }`.
 // One call is unsafe: glibc's `malloc_trim`, in `gateway::release_freed_memory`.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod api;
+#[cfg(feature = "server")]
 pub mod cli;
+#[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "server")]
 pub mod config;
+#[cfg(feature = "client")]
 pub mod discovery;
+#[cfg(feature = "client")]
 pub mod error;
+#[cfg(feature = "server")]
 pub mod gateway;
+#[cfg(feature = "client")]
 mod heartbeat;
+#[cfg(feature = "server")]
 pub mod http;
+#[cfg(feature = "server")]
 pub mod list;
 pub mod logger;
 pub mod registry;
+#[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "client")]
+mod shared;
+#[cfg(feature = "server")]
 pub mod store;
+#[cfg(feature = "server")]
 mod tiny_http_workarounds;
+#[cfg(feature = "client")]
+mod transport;
+#[cfg(feature = "client")]
+mod view;
 
+#[cfg(feature = "client")]
 pub use client::GatewayClient;
+#[cfg(feature = "server")]
 pub use config::ServerConfig;
+#[cfg(feature = "client")]
 pub use error::ClientError;
+/// The JSON crate this one speaks (node metadata is a [`Metadata`]), so that an embedder
+/// needs no `serde_json` dependency of its own, nor to match its version.
+pub use serde_json;
+#[cfg(feature = "server")]
 pub use server::{GatewayServer, RunningServer};
 
+/// A node's metadata: a JSON object, merged key by key by the gateway.
+pub type Metadata = serde_json::Map<String, serde_json::Value>;
+
+#[cfg(any(feature = "server", feature = "client"))]
 /// Locks `mutex`, recovering the data if a panic poisoned it: nothing here panics while it holds
 /// a lock mid-change, so what is inside is consistent.
 pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -86,7 +120,7 @@ pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
 
 /// Compiles the README's Rust examples as doctests.
 #[doc = include_str!("../README.md")]
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "server", feature = "client"))]
 pub struct ReadmeDoctests;
 
 /// This crate's version, reported by `/health` and `/stats`.

@@ -46,7 +46,7 @@ struct Cli {
     /// metadata as key=value; repeat for several
     #[argh(option)]
     metadata: Vec<String>,
-    /// seconds between heartbeats (default 30)
+    /// seconds between heartbeats (default: what the gateway advertises, else 30)
     #[argh(option)]
     heartbeat_interval: Option<f64>,
     /// seconds a request may take (default 10)

@@ -1,0 +1,368 @@
+//! How the client reaches its gateways: one request at a time over a fresh connection, the
+//! gateways in turn from the one in use, retries with full-jitter backoff, and an overall
+//! deadline that bounds every call, retries and pauses included.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::ErrorBody;
+use crate::error::ClientError;
+
+/// Largest answer the client reads (a peer list of 100,000 nodes is about 20 MB).
+const MAX_ANSWER_BYTES: u64 = 256 * 1024 * 1024;
+/// Longest pause between two tries of one request.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Method {
+    Get,
+    Post,
+}
+
+/// Sends requests to the gateways in turn, with retries.
+#[derive(Debug)]
+pub(crate) struct Transport {
+    agent: ureq::Agent,
+    /// Base URLs, e.g. `http://10.0.0.1:8080`. Empty when `invalid` says why.
+    gateways: Vec<String>,
+    /// Why no gateway can be used (an address that does not form a URL): every call fails
+    /// with it at once.
+    invalid: Option<ClientError>,
+    /// Index of the gateway that answered last: requests start there.
+    current: AtomicUsize,
+    attempts: u32,
+    base_delay: Duration,
+    /// Longest single try, connection included.
+    timeout: Duration,
+}
+
+/// What a [`Transport`] is built from.
+pub(crate) struct TransportConfig<'a> {
+    pub(crate) gateways: &'a [String],
+    pub(crate) timeout: Duration,
+    pub(crate) attempts: u32,
+    pub(crate) base_delay: Duration,
+    pub(crate) proxy_from_env: bool,
+}
+
+impl Transport {
+    /// Checks the addresses; `Err` names the first that cannot be used.
+    pub(crate) fn new(config: TransportConfig<'_>) -> Result<Transport, ClientError> {
+        if config.gateways.is_empty() {
+            return Err(ClientError::InvalidAddress(
+                "no gateway address given".to_owned(),
+            ));
+        }
+        let gateways = config
+            .gateways
+            .iter()
+            .map(|a| base_url(a))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Transport::with(gateways, None, &config))
+    }
+
+    /// A transport whose every call fails with `error`.
+    pub(crate) fn invalid(error: ClientError, config: TransportConfig<'_>) -> Transport {
+        Transport::with(Vec::new(), Some(error), &config)
+    }
+
+    fn with(
+        gateways: Vec<String>,
+        invalid: Option<ClientError>,
+        config: &TransportConfig<'_>,
+    ) -> Transport {
+        let proxy = if config.proxy_from_env {
+            ureq::Proxy::try_from_env()
+        } else {
+            None
+        };
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(config.timeout))
+            .timeout_connect(Some(config.timeout.min(Duration::from_secs(5))))
+            .proxy(proxy)
+            // A fresh connection per request: a pooled one can outlive the gateway process it
+            // was made to and hang the next heartbeat until the timeout. At one request per
+            // heartbeat interval the extra handshake costs nothing that matters.
+            .max_idle_connections(0)
+            .max_idle_connections_per_host(0)
+            .user_agent(format!("cluster-gateway-client/{}", crate::VERSION))
+            .build()
+            .into();
+        Transport {
+            agent,
+            gateways,
+            invalid,
+            current: AtomicUsize::new(0),
+            attempts: config.attempts.max(1),
+            base_delay: config.base_delay,
+            timeout: config.timeout,
+        }
+    }
+
+    /// The gateway in use: requests start there.
+    pub(crate) fn current(&self) -> &str {
+        if self.gateways.is_empty() {
+            return "";
+        }
+        &self.gateways[self.current.load(Ordering::Relaxed) % self.gateways.len()]
+    }
+
+    /// Why no gateway can be used, if that is so.
+    pub(crate) fn invalid_error(&self) -> Option<&ClientError> {
+        self.invalid.as_ref()
+    }
+
+    /// Longest single try.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Sends one request, trying the gateways in turn from the one in use, and gives up at
+    /// `deadline`.
+    ///
+    /// A connection failure or a 5xx moves on to the next address at once; once every address
+    /// failed, the next round waits a random time up to `base_delay * 2^round` (full jitter).
+    /// No try runs past `deadline`: each gets the time left, at most the timeout. `pause` does
+    /// the waiting and returns false to give up (the heartbeat thread stops that way). A 4xx
+    /// is the gateway's answer and is returned at once. When every try failed, the error is
+    /// that of the gateway in use, not of the last one tried.
+    pub(crate) fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+        pause: &dyn Fn(Duration) -> bool,
+        deadline: Instant,
+    ) -> Result<T, ClientError> {
+        if let Some(invalid) = &self.invalid {
+            return Err(invalid.clone());
+        }
+        let count = self.gateways.len();
+        let first = self.current.load(Ordering::Relaxed) % count;
+        let tries = (self.attempts as usize).max(count);
+        let mut in_use_error = None;
+        let mut last_error = None;
+        for attempt in 0..tries {
+            if attempt > 0 && attempt % count == 0 {
+                let round = (attempt / count - 1) as u32;
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() || !pause(backoff(self.base_delay, round).min(left)) {
+                    break;
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let index = (first + attempt) % count;
+            match self.once(
+                &self.gateways[index],
+                method,
+                path,
+                body,
+                left.min(self.timeout),
+            ) {
+                Ok(answer) => {
+                    self.current.store(index, Ordering::Relaxed);
+                    return Ok(answer);
+                }
+                Err(e) if retryable(&e) => {
+                    log::debug!("{e}");
+                    if index == first {
+                        in_use_error = Some(e.clone());
+                    }
+                    last_error = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(in_use_error
+            .or(last_error)
+            .unwrap_or_else(|| ClientError::Timeout {
+                address: self.current().to_owned(),
+            }))
+    }
+
+    fn once<T: DeserializeOwned>(
+        &self,
+        base: &str,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
+        let url = format!("{base}{path}");
+        let sent = match (method, body) {
+            (Method::Get, _) => self
+                .agent
+                .get(&url)
+                .config()
+                .timeout_global(Some(timeout))
+                .build()
+                .call(),
+            (Method::Post, Some(body)) => self
+                .agent
+                .post(&url)
+                .config()
+                .timeout_global(Some(timeout))
+                .build()
+                .header("Content-Type", "application/json")
+                .send(&serde_json::to_vec(body).expect("request bodies serialise")[..]),
+            (Method::Post, None) => self
+                .agent
+                .post(&url)
+                .config()
+                .timeout_global(Some(timeout))
+                .build()
+                .send_empty(),
+        };
+        let mut response = sent.map_err(|e| transport_error(base, e))?;
+        let status = response.status().as_u16();
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_ANSWER_BYTES)
+            .read_to_string()
+            .map_err(|e| transport_error(base, e))?;
+        if status >= 400 {
+            let message = serde_json::from_str::<ErrorBody>(&text)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| text.chars().take(200).collect());
+            return Err(ClientError::Gateway {
+                address: base.to_owned(),
+                status,
+                message,
+            });
+        }
+        serde_json::from_str(&text).map_err(|e| ClientError::InvalidResponse {
+            address: base.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// True for failures worth another try or another gateway: the connection, or a 5xx.
+pub(crate) fn retryable(error: &ClientError) -> bool {
+    error.is_transport() || matches!(error, ClientError::Gateway { status, .. } if *status >= 500)
+}
+
+fn transport_error(address: &str, error: ureq::Error) -> ClientError {
+    match error {
+        ureq::Error::Timeout(_) => ClientError::Timeout {
+            address: address.to_owned(),
+        },
+        ureq::Error::BodyExceedsLimit(limit) => ClientError::InvalidResponse {
+            address: address.to_owned(),
+            reason: format!("answer larger than {limit} bytes"),
+        },
+        other => ClientError::Unreachable {
+            address: address.to_owned(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// `host:port` or an http(s) URL, as a base URL without a trailing slash.
+pub(crate) fn base_url(address: &str) -> Result<String, ClientError> {
+    let address = address.trim();
+    let invalid = |why: &str| ClientError::InvalidAddress(format!("{address:?}: {why}"));
+    if address.is_empty() {
+        return Err(invalid("empty"));
+    }
+    if address.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(invalid("contains spaces or control characters"));
+    }
+    let url = if address.starts_with("http://") || address.starts_with("https://") {
+        address.trim_end_matches('/').to_owned()
+    } else if address.contains("://") {
+        return Err(invalid("only http:// and https:// are supported"));
+    } else {
+        format!("http://{address}")
+    };
+    let authority = url
+        .split_once("://")
+        .map(|(_, rest)| rest)
+        .unwrap_or_default();
+    if authority.is_empty() || authority.starts_with(':') {
+        return Err(invalid("no host"));
+    }
+    Ok(url)
+}
+
+/// A random pause up to `base * 2^round`, capped (full jitter).
+pub(crate) fn backoff(base: Duration, round: u32) -> Duration {
+    let ceiling = base.saturating_mul(1 << round.min(16)).min(MAX_BACKOFF);
+    ceiling.mul_f64(random_unit())
+}
+
+/// A random number in [0, 1) without a dependency: std's hasher keys are random per instance.
+pub(crate) fn random_unit() -> f64 {
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u128(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The caller's pause between retry rounds: a plain sleep (bounded by the call's deadline).
+pub(crate) fn sleep(duration: Duration) -> bool {
+    std::thread::sleep(duration);
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_become_base_urls() {
+        assert_eq!(base_url("localhost:8080").unwrap(), "http://localhost:8080");
+        assert_eq!(
+            base_url("https://gw.example/").unwrap(),
+            "https://gw.example"
+        );
+        assert!(base_url("").is_err());
+        assert!(base_url("ftp://x").is_err());
+        assert!(base_url("a b:1").is_err());
+        assert!(base_url("gw host:8080").is_err());
+        assert!(base_url("http://").is_err());
+    }
+
+    #[test]
+    fn backoff_stays_under_its_ceiling() {
+        for round in 0..40 {
+            let ceiling = Duration::from_millis(100 << round.min(16)).min(MAX_BACKOFF);
+            let pauses: Vec<Duration> = (0..200)
+                .map(|_| backoff(Duration::from_millis(100), round))
+                .collect();
+            assert!(pauses.iter().all(|&d| d <= ceiling), "round {round}");
+            // Full jitter spreads pauses over the whole range: with 200 draws, the chance that
+            // none is above half the ceiling, or none below it, is 2^-200. A backoff of zero, or
+            // one that does not grow with the round, fails here.
+            assert!(
+                pauses.iter().any(|&d| d > ceiling / 2),
+                "round {round}: {pauses:?}"
+            );
+            assert!(
+                pauses.iter().any(|&d| d < ceiling / 2),
+                "round {round}: {pauses:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn random_unit_is_in_range_and_varies() {
+        let samples: Vec<f64> = (0..100).map(|_| random_unit()).collect();
+        assert!(samples.iter().all(|x| (0.0..1.0).contains(x)));
+        assert!(samples.windows(2).any(|w| w[0] != w[1]));
+    }
+}
