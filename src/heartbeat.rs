@@ -8,13 +8,14 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::api::{
-    Health, HeartbeatResponse, HeartbeatStatus, LeaderResponse, NodeId, NodeRef, NodesResponse,
-    RegisterResponse,
+    Health, HeartbeatResponse, HeartbeatStatus, LeaderResponse, Node, NodeId, NodeRef,
+    NodesResponse, RegisterResponse, RegisterStatus, Settings,
 };
 use crate::client::ClusterInfo;
 use crate::error::ClientError;
 use crate::shared::Shared;
-use crate::transport::{Method, random_unit};
+use crate::transport::{Method, Reply, random_unit};
+use serde::Deserialize;
 
 /// A running heartbeat thread. Stop it with [`Heartbeat::stop`].
 #[derive(Debug)]
@@ -125,8 +126,23 @@ fn register(
         return Ok(());
     };
     let node_id = registration.node_id;
-    let result: Result<RegisterResponse, ClientError> =
-        shared.call(Method::Post, "/register", Some(&registration), pause);
+    // The thread fetches the list itself (conditional, compressed): the registration's answer
+    // need not carry it (RFC 7240; a gateway that ignores the preference sends it anyway).
+    let result = shared
+        .call_with::<MinimalRegistration>(
+            Method::Post,
+            "/register",
+            Some(&registration),
+            &[("Prefer", "return=minimal")],
+            pause,
+        )
+        .and_then(|reply| {
+            reply.value.ok_or_else(|| ClientError::InvalidResponse {
+                address: shared.transport.current().to_owned(),
+                reason: "304 Not Modified to a registration".to_owned(),
+            })
+        })
+        .and_then(|answer| answer.with_nodes(shared, node_id, pause));
     if !pause(Duration::ZERO) {
         return Ok(()); // Stopped meanwhile: record nothing.
     }
@@ -187,22 +203,92 @@ fn beat(shared: &Shared, pause: &dyn Fn(Duration) -> bool) -> Result<(), ClientE
     }
 }
 
+/// A `/register` answer that may leave the list out (`Prefer: return=minimal`).
+#[derive(Debug, Deserialize)]
+struct MinimalRegistration {
+    #[serde(flatten)]
+    answer: RegisterResponseWithoutNodes,
+    #[serde(default)]
+    nodes: Option<Vec<Node>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RegisterResponseWithoutNodes {
+    status: RegisterStatus,
+    node_id: NodeId,
+    is_bootstrap: bool,
+    registry_version: u64,
+    leader: Option<Node>,
+    #[serde(default)]
+    epoch: Option<String>,
+    #[serde(flatten)]
+    settings: Settings,
+}
+
+impl MinimalRegistration {
+    /// The whole answer, the list fetched when the gateway left it out.
+    fn with_nodes(
+        self,
+        shared: &Shared,
+        node_id: NodeId,
+        pause: &dyn Fn(Duration) -> bool,
+    ) -> Result<RegisterResponse, ClientError> {
+        let a = self.answer;
+        let (nodes, registry_version) = match self.nodes {
+            Some(nodes) => (nodes, a.registry_version),
+            None => {
+                let list: NodesResponse = shared.call(
+                    Method::Get,
+                    &format!("/nodes?node_id={node_id}"),
+                    None::<&()>,
+                    pause,
+                )?;
+                (list.nodes, list.registry_version.max(a.registry_version))
+            }
+        };
+        Ok(RegisterResponse {
+            status: a.status,
+            node_id: a.node_id,
+            is_bootstrap: a.is_bootstrap,
+            registry_version,
+            nodes,
+            leader: a.leader,
+            epoch: a.epoch,
+            settings: a.settings,
+        })
+    }
+}
+
 fn refresh_view(
     shared: &Shared,
     node_id: NodeId,
     epoch: Option<String>,
     pause: &dyn Fn(Duration) -> bool,
 ) -> Result<(), ClientError> {
-    let nodes: NodesResponse = shared.call(
-        Method::Get,
-        &format!("/nodes?node_id={node_id}"),
-        None::<&()>,
-        pause,
-    )?;
-    let leader: LeaderResponse = shared.call(Method::Get, "/leader", None::<&()>, pause)?;
+    // Conditional reads: a list that did not change since the view was built costs a 304.
+    let (nodes_tag, leader_tag) = shared.state().view_tags.clone();
+    let nodes_path = format!("/nodes?node_id={node_id}");
+    let nodes: Reply<NodesResponse> = conditional(shared, &nodes_path, &nodes_tag, pause)?;
+    let leader: Reply<LeaderResponse> = conditional(shared, "/leader", &leader_tag, pause)?;
     if !pause(Duration::ZERO) {
         return Ok(());
     }
+    if nodes.value.is_none() && leader.value.is_none() {
+        shared.confirm_view();
+        return Ok(());
+    }
+    // One of the two did not change: read it again without a condition (rare).
+    let nodes_etag = nodes.etag;
+    let leader_etag = leader.etag;
+    let nodes = match nodes.value {
+        Some(nodes) => nodes,
+        None => shared.call(Method::Get, &nodes_path, None::<&()>, pause)?,
+    };
+    let leader = match leader.value {
+        Some(leader) => leader,
+        None => shared.call(Method::Get, "/leader", None::<&()>, pause)?,
+    };
+    shared.state().view_tags = (nodes_etag, leader_etag);
     shared.update_view(
         ClusterInfo {
             nodes: nodes.nodes,
@@ -212,6 +298,17 @@ fn refresh_view(
         epoch,
     );
     Ok(())
+}
+
+/// A GET with `If-None-Match: tag` when there is one.
+fn conditional<T: serde::de::DeserializeOwned>(
+    shared: &Shared,
+    path: &str,
+    tag: &Option<String>,
+    pause: &dyn Fn(Duration) -> bool,
+) -> Result<Reply<T>, ClientError> {
+    let headers: Vec<(&str, &str)> = tag.iter().map(|t| ("If-None-Match", t.as_str())).collect();
+    shared.call_with(Method::Get, path, None::<&()>, &headers, pause)
 }
 
 /// The interval, give or take 10%, so nodes started together do not beat in lockstep.

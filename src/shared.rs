@@ -15,7 +15,7 @@ use crate::api::{NodeId, RegisterResponse, Registration, Settings};
 use crate::client::{ClientStatus, ClusterChange, ClusterInfo, DEFAULT_HEARTBEAT_INTERVAL};
 use crate::error::ClientError;
 use crate::lock;
-use crate::transport::{Method, Transport, retryable};
+use crate::transport::{Method, Reply, Transport, retryable};
 use crate::view::ViewState;
 
 /// Longest a request may stay unanswered before the gateway counts as unavailable (or the
@@ -53,6 +53,8 @@ pub(crate) struct State {
     /// The epoch of the gateway this node last registered with; `Some` once it is a member.
     pub(crate) member_of: Option<String>,
     pub(crate) settings: Settings,
+    /// The `ETag`s of the last `/nodes` and `/leader` answers the view was built from.
+    pub(crate) view_tags: (Option<String>, Option<String>),
     pub(crate) subscribers: Vec<Sender<ClusterChange>>,
     /// Registrations that ended, in success or failure.
     pub(crate) outcomes: u64,
@@ -134,6 +136,22 @@ impl Shared {
         body: Option<&impl Serialize>,
         pause: &dyn Fn(Duration) -> bool,
     ) -> Result<T, ClientError> {
+        let reply = self.call_with(method, path, body, &[], pause)?;
+        reply.value.ok_or_else(|| ClientError::InvalidResponse {
+            address: self.transport.current().to_owned(),
+            reason: "304 Not Modified to an unconditional request".to_owned(),
+        })
+    }
+
+    /// [`Shared::call`] with extra request headers; no value for a `304 Not Modified`.
+    pub(crate) fn call_with<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+        headers: &[(&str, &str)],
+        pause: &dyn Fn(Duration) -> bool,
+    ) -> Result<Reply<T>, ClientError> {
         let started = Instant::now();
         let id = {
             let mut state = self.state();
@@ -142,9 +160,9 @@ impl Shared {
             state.pending.insert(id, started);
             id
         };
-        let result = self
-            .transport
-            .call(method, path, body, pause, started + self.deadline);
+        let result =
+            self.transport
+                .call_with(method, path, body, headers, pause, started + self.deadline);
         let mut state = self.state();
         state.pending.remove(&id);
         match &result {

@@ -132,14 +132,18 @@ impl Transport {
     /// the waiting and returns false to give up (the heartbeat thread stops that way). A 4xx
     /// is the gateway's answer and is returned at once. When every try failed, the error is
     /// that of the gateway in use, not of the last one tried.
-    pub(crate) fn call<T: DeserializeOwned>(
+    ///
+    /// Extra request headers (`Prefer`, `If-None-Match`) go with every try; the reply carries
+    /// the answer's `ETag`, and no value for a `304 Not Modified`.
+    pub(crate) fn call_with<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Option<&impl Serialize>,
+        headers: &[(&str, &str)],
         pause: &dyn Fn(Duration) -> bool,
         deadline: Instant,
-    ) -> Result<T, ClientError> {
+    ) -> Result<Reply<T>, ClientError> {
         if let Some(invalid) = &self.invalid {
             return Err(invalid.clone());
         }
@@ -166,6 +170,7 @@ impl Transport {
                 method,
                 path,
                 body,
+                headers,
                 left.min(self.timeout),
             ) {
                 Ok(answer) => {
@@ -195,35 +200,51 @@ impl Transport {
         method: Method,
         path: &str,
         body: Option<&impl Serialize>,
+        headers: &[(&str, &str)],
         timeout: Duration,
-    ) -> Result<T, ClientError> {
+    ) -> Result<Reply<T>, ClientError> {
         let url = format!("{base}{path}");
         let sent = match (method, body) {
-            (Method::Get, _) => self
-                .agent
-                .get(&url)
-                .config()
-                .timeout_global(Some(timeout))
-                .build()
-                .call(),
-            (Method::Post, Some(body)) => self
-                .agent
-                .post(&url)
-                .config()
-                .timeout_global(Some(timeout))
-                .build()
-                .header("Content-Type", "application/json")
-                .send(&serde_json::to_vec(body).expect("request bodies serialise")[..]),
-            (Method::Post, None) => self
-                .agent
-                .post(&url)
-                .config()
-                .timeout_global(Some(timeout))
-                .build()
-                .send_empty(),
+            (Method::Get, _) => {
+                let mut request = self
+                    .agent
+                    .get(&url)
+                    .config()
+                    .timeout_global(Some(timeout))
+                    .build();
+                for &(name, value) in headers {
+                    request = request.header(name, value);
+                }
+                request.call()
+            }
+            (Method::Post, body) => {
+                let mut request = self
+                    .agent
+                    .post(&url)
+                    .config()
+                    .timeout_global(Some(timeout))
+                    .build();
+                for &(name, value) in headers {
+                    request = request.header(name, value);
+                }
+                match body {
+                    Some(body) => request
+                        .header("Content-Type", "application/json")
+                        .send(&serde_json::to_vec(body).expect("request bodies serialise")[..]),
+                    None => request.send_empty(),
+                }
+            }
         };
         let mut response = sent.map_err(|e| transport_error(base, e))?;
         let status = response.status().as_u16();
+        let etag = response
+            .headers()
+            .get("ETag")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        if status == 304 {
+            return Ok(Reply { value: None, etag });
+        }
         let text = response
             .body_mut()
             .with_config()
@@ -240,11 +261,24 @@ impl Transport {
                 message,
             });
         }
-        serde_json::from_str(&text).map_err(|e| ClientError::InvalidResponse {
+        let value = serde_json::from_str(&text).map_err(|e| ClientError::InvalidResponse {
             address: base.to_owned(),
             reason: e.to_string(),
+        })?;
+        Ok(Reply {
+            value: Some(value),
+            etag,
         })
     }
+}
+
+/// An answer, with its entity tag.
+#[derive(Debug)]
+pub(crate) struct Reply<T> {
+    /// `None` for a `304 Not Modified`.
+    pub(crate) value: Option<T>,
+    /// The answer's `ETag`, if it had one.
+    pub(crate) etag: Option<String>,
 }
 
 /// True for failures worth another try or another gateway: the connection, or a 5xx.

@@ -99,6 +99,8 @@ type Answer = dyn Fn(&str, &Value) -> Value + Send + Sync;
 struct FakeGateway {
     addr: SocketAddr,
     requests: Arc<Mutex<Vec<(String, Value)>>>,
+    /// Each request's line and headers, as sent.
+    heads: Arc<Mutex<Vec<String>>>,
     frozen: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     held: Arc<Mutex<Vec<TcpStream>>>,
@@ -110,13 +112,15 @@ impl FakeGateway {
         let listener = TcpListener::bind((host, 0)).unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
+        let heads = Arc::new(Mutex::new(Vec::new()));
         let frozen = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let held = Arc::new(Mutex::new(Vec::new()));
         let answer: Arc<Answer> = Arc::new(answer);
         let thread = {
-            let (requests, frozen, stop, held) = (
+            let (requests, heads, frozen, stop, held) = (
                 Arc::clone(&requests),
+                Arc::clone(&heads),
                 Arc::clone(&frozen),
                 Arc::clone(&stop),
                 Arc::clone(&held),
@@ -131,13 +135,14 @@ impl FakeGateway {
                         held.lock().unwrap().push(stream);
                         continue;
                     }
-                    let _ = serve(stream, &requests, &*answer);
+                    let _ = serve(stream, &requests, &heads, &*answer);
                 }
             })
         };
         FakeGateway {
             addr,
             requests,
+            heads,
             frozen,
             stop,
             held,
@@ -190,6 +195,7 @@ impl Drop for FakeGateway {
 fn serve(
     stream: TcpStream,
     requests: &Mutex<Vec<(String, Value)>>,
+    heads: &Mutex<Vec<String>>,
     answer: &Answer,
 ) -> std::io::Result<()> {
     stream.set_read_timeout(Some(PATIENCE))?;
@@ -197,6 +203,7 @@ fn serve(
     let mut line = String::new();
     reader.read_line(&mut line)?;
     let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+    let mut head = line.clone();
     let mut length = 0;
     loop {
         let mut header = String::new();
@@ -204,6 +211,7 @@ fn serve(
         if header.trim().is_empty() {
             break;
         }
+        head.push_str(&header);
         if let Some((name, value)) = header.split_once(':')
             && name.eq_ignore_ascii_case("content-length")
         {
@@ -215,6 +223,7 @@ fn serve(
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let path = path.split('?').next().unwrap_or("").to_owned();
     let reply = answer(&path, &body).to_string();
+    heads.lock().unwrap().push(head);
     requests.lock().unwrap().push((path, body));
     let mut stream = stream;
     write!(
@@ -1007,4 +1016,37 @@ fn subscribers_carry_on_across_reinitialisation_without_a_replay() {
     assert!(next.left.is_empty());
     peer.shutdown_discovery();
     my.shutdown_discovery();
+}
+
+#[test]
+fn the_heartbeat_threads_registrations_ask_for_no_list() {
+    let run = FakeRun::new("e1", json!({}));
+    let fake = fake_run("127.0.0.1", &run);
+    let client = fast_client(&fake.address());
+    // The caller's own registration returns the cluster: it asks for the list.
+    client.discover_cluster(node(1)).expect("registered");
+    // A restart: the heartbeat thread registers again, and reads the list apart.
+    run.restart("e2");
+    let again = crate::support::eventually(PATIENCE, || {
+        fake.heads
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|h| h.starts_with("POST /register"))
+            .count()
+            >= 2
+    });
+    assert!(again, "the heartbeat thread registered again");
+    let heads = fake.heads.lock().unwrap().clone();
+    let registrations: Vec<&String> = heads
+        .iter()
+        .filter(|h| h.starts_with("POST /register"))
+        .collect();
+    for head in &registrations[1..] {
+        assert!(
+            head.to_ascii_lowercase().contains("prefer: return=minimal"),
+            "a re-registration without the preference: {head}"
+        );
+    }
+    client.shutdown();
 }
