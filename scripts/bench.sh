@@ -187,19 +187,18 @@ echo "$m $d" | awk '{ printf "  POST /heartbeat, 1,000 ids (64): memory %d/s, da
 echo
 echo "scale: gateway-server filled over HTTP with Prefer: return=minimal (16 connections)"
 cat >"$work/fill.lua" <<'LUA'
--- Each wrk thread registers its own PER nodes once, then stops.
+-- Each wrk thread registers its own PER nodes, then goes round them again.
 local counter = 0
 local threads = 0
 local per = tonumber(os.getenv("PER"))
 setup = function(thread) thread:set("tid", threads); threads = threads + 1 end
 request = function()
   counter = counter + 1
-  local id = tid * per + counter
+  local id = tid * per + (counter - 1) % per + 1
   local body = string.format('{"node_id": %d, "ip_address": "10.%d.%d.%d", "port": %d, "capabilities": ["raft", "gossip"], "metadata": {"zone": "z%d", "rack": "r%d"}}',
     id, math.floor(id / 65536) % 256, math.floor(id / 256) % 256, id % 256, 5000 + id % 1000, id % 3, id % 40)
   return wrk.format("POST", "/register", {["Content-Type"] = "application/json", ["Prefer"] = "return=minimal"}, body)
 end
-response = function() if counter >= per then wrk.thread:stop() end end
 LUA
 sed -e 's|"/register", {\["Content-Type"\] = "application/json", \["Prefer"\] = "return=minimal"}, body|"/remove", {["Content-Type"] = "application/json"}, string.format(\x27{"node_id": %d}\x27, id)|' \
   "$work/fill.lua" >"$work/remove.lua"
@@ -210,8 +209,15 @@ port=$(free_port)
 srv=$!; pids+=("$srv"); scale="http://127.0.0.1:$port"
 for _ in $(seq 100); do curl --silent --output /dev/null "$scale/health" && break; sleep 0.05; done
 empty=$(rss_of "$srv")
-fill=$(PER=50000 wrk --threads 2 --connections 16 --duration 120s --script "$work/fill.lua" "$scale/register" | awk '/^Requests\/sec/ {print $2}')
-total=$(curl --silent "$scale/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["total_nodes"])')
+# The rate is 100,000 over the time until the registry holds them all.
+nodes_in() { curl --silent "$1/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["total_nodes"])'; }
+started=$(date +%s.%N)
+PER=50000 wrk --threads 2 --connections 16 --duration 300s --script "$work/fill.lua" "$scale/register" >/dev/null &
+filler=$!
+while [ "$(nodes_in "$scale")" -lt 100000 ]; do sleep 0.05; done
+fill=$(echo "$started $(date +%s.%N)" | awk '{ printf "%d", 100000 / ($2 - $1) }')
+kill "$filler"; wait "$filler" 2>/dev/null || true
+total=$(nodes_in "$scale")
 beats=$(measure "$scale/heartbeat" 16 "$work/heartbeat.lua")
 echo "$fill ${beats%% *} $total" | awk '{ printf "  %d nodes registered at %d/s; heartbeats at 16 connections %d/s (%.2fx)\n", $3, $1, $2, $1/$2 }'
 curl --silent --output /dev/null "$scale/nodes"
@@ -245,7 +251,10 @@ LUA
 notmod=$(NOT_MODIFIED=1 measure "$scale/nodes?node_id=1" 64 "$work/etag.lua")
 health64=$(measure "$scale/health" 64 "")
 echo "$notmod $health64" | awk '{ printf "  304 Not Modified (64): %d/s; GET /health (64): %d/s (%.2fx)\n", $1, $5, $1/$5 }'
-PER=50000 wrk --threads 2 --connections 16 --duration 120s --script "$work/remove.lua" "$scale/remove" >/dev/null
+PER=50000 wrk --threads 2 --connections 16 --duration 300s --script "$work/remove.lua" "$scale/remove" >/dev/null &
+remover=$!
+while [ "$(nodes_in "$scale")" -gt 0 ]; do sleep 0.05; done
+kill "$remover"; wait "$remover" 2>/dev/null || true
 sleep 3  # two sweeps (every 2 s): the one that gives memory back runs after the departures
 curl --silent --output /dev/null "$scale/nodes"
 echo "$empty $(rss_of "$srv")" | awk '{ printf "  every node removed: %d KiB resident (empty: %d KiB, +%d KiB)\n", $2, $1, $2-$1 }'

@@ -136,12 +136,7 @@ fn register(
             &[("Prefer", "return=minimal")],
             pause,
         )
-        .and_then(|reply| {
-            reply.value.ok_or_else(|| ClientError::InvalidResponse {
-                address: shared.transport.current().to_owned(),
-                reason: "304 Not Modified to a registration".to_owned(),
-            })
-        })
+        .and_then(|reply| reply.unconditional(shared.transport.current()))
         .and_then(|answer| answer.with_nodes(shared, node_id, pause));
     if !pause(Duration::ZERO) {
         return Ok(()); // Stopped meanwhile: record nothing.

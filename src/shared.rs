@@ -136,11 +136,8 @@ impl Shared {
         body: Option<&impl Serialize>,
         pause: &dyn Fn(Duration) -> bool,
     ) -> Result<T, ClientError> {
-        let reply = self.call_with(method, path, body, &[], pause)?;
-        reply.value.ok_or_else(|| ClientError::InvalidResponse {
-            address: self.transport.current().to_owned(),
-            reason: "304 Not Modified to an unconditional request".to_owned(),
-        })
+        self.call_with(method, path, body, &[], pause)?
+            .unconditional(self.transport.current())
     }
 
     /// [`Shared::call`] with extra request headers; no value for a `304 Not Modified`.

@@ -281,6 +281,16 @@ pub(crate) struct Reply<T> {
     pub(crate) etag: Option<String>,
 }
 
+impl<T> Reply<T> {
+    /// The answer to a request that was not conditional: a 304 is not one.
+    pub(crate) fn unconditional(self, address: &str) -> Result<T, ClientError> {
+        self.value.ok_or_else(|| ClientError::InvalidResponse {
+            address: address.to_owned(),
+            reason: "304 Not Modified to a request that was not conditional".to_owned(),
+        })
+    }
+}
+
 /// True for failures worth another try or another gateway: the connection, or a 5xx.
 pub(crate) fn retryable(error: &ClientError) -> bool {
     error.is_transport() || matches!(error, ClientError::Gateway { status, .. } if *status >= 500)

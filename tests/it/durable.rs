@@ -2,15 +2,15 @@
 //! rejoining nodes that never bootstrap a second cluster.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::server_cli::Process;
 use crate::support::{TestServer, eventually, registration};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gateway-server");
@@ -32,47 +32,9 @@ impl Drop for DataDir {
     }
 }
 
-/// A gateway-server process on a data directory; killed on drop.
-struct Process {
-    child: Child,
-    url: String,
-}
-
-impl Process {
-    fn start(dir: &Path) -> Process {
-        let mut child = Command::new(BIN)
-            .args(["--host", "127.0.0.1", "--port", "0", "--data-dir"])
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("gateway-server runs");
-        let stderr = child.stderr.take().unwrap();
-        let (found, address) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some((_, url)) = line.split_once("listening on http://") {
-                    let _ = found.send(format!("http://{}", url.trim()));
-                }
-            }
-        });
-        let url = address
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the server logs its address within 30 s");
-        Process { child, url }
-    }
-
-    fn kill_9(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A gateway-server process on `dir`.
+fn start(dir: &Path) -> Process {
+    Process::start(&["--data-dir", dir.to_str().unwrap()], &[])
 }
 
 fn agent(timeout: Duration) -> ureq::Agent {
@@ -82,11 +44,6 @@ fn agent(timeout: Duration) -> ureq::Agent {
         .proxy(None)
         .build()
         .into()
-}
-
-fn get(url: &str) -> Value {
-    let mut answer = agent(Duration::from_secs(20)).get(url).call().unwrap();
-    serde_json::from_str(&answer.body_mut().read_to_string().unwrap()).unwrap()
 }
 
 /// What one client sent and what the gateway acknowledged, per node: the highest metadata
@@ -100,7 +57,7 @@ struct Ledger {
 #[test]
 fn kill_9_in_a_storm_of_registrations_loses_nothing_acknowledged_and_invents_nothing() {
     let dir = DataDir::new("storm");
-    let mut gateway = Process::start(&dir.0);
+    let mut gateway = start(&dir.0);
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let acked = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -148,8 +105,8 @@ fn kill_9_in_a_storm_of_registrations_loses_nothing_acknowledged_and_invents_not
         client.join().expect("a client thread");
     }
 
-    let gateway = Process::start(&dir.0);
-    let nodes = get(&format!("{}/nodes?status=all", gateway.url));
+    let gateway = start(&dir.0);
+    let nodes = gateway.get("/nodes?status=all");
     let stored: HashMap<u64, u64> = nodes["nodes"]
         .as_array()
         .unwrap()
@@ -196,7 +153,7 @@ fn kill_9_in_a_storm_of_registrations_loses_nothing_acknowledged_and_invents_not
 #[test]
 fn a_second_server_on_the_same_data_directory_refuses_to_start() {
     let dir = DataDir::new("locked");
-    let _first = Process::start(&dir.0);
+    let _first = start(&dir.0);
     let output = Command::new(BIN)
         .args(["--host", "127.0.0.1", "--port", "0", "--data-dir"])
         .arg(&dir.0)
@@ -214,7 +171,7 @@ fn a_second_server_on_the_same_data_directory_refuses_to_start() {
 #[test]
 fn after_kill_9_the_lock_is_free_and_leader_version_and_bootstrap_come_back() {
     let dir = DataDir::new("lock-after-kill");
-    let mut gateway = Process::start(&dir.0);
+    let mut gateway = start(&dir.0);
     let post = |url: &str, path: &str, body: Value| {
         let mut answer = agent(Duration::from_secs(20))
             .post(format!("{url}{path}"))
@@ -228,11 +185,11 @@ fn after_kill_9_the_lock_is_free_and_leader_version_and_bootstrap_come_back() {
     );
     post(&gateway.url, "/register", registration(2));
     post(&gateway.url, "/leader", json!({"leader_id": 2}));
-    let before = get(&format!("{}/stats", gateway.url));
+    let before = gateway.get("/stats");
     gateway.kill_9();
 
-    let gateway = Process::start(&dir.0);
-    let after = get(&format!("{}/stats", gateway.url));
+    let gateway = start(&dir.0);
+    let after = gateway.get("/stats");
     assert_eq!(after["leader_id"], 2);
     assert_eq!(after["total_nodes"], 2);
     assert_eq!(after["registry_version"], before["registry_version"]);

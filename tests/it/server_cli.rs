@@ -10,10 +10,10 @@ use crate::support::{agent, eventually};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gateway-server");
 
-/// A gateway-server process, killed on drop if still running.
-struct Process {
+/// A gateway-server process, killed on drop if still running (`durable.rs` uses it too).
+pub(crate) struct Process {
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Drop for Process {
@@ -25,7 +25,7 @@ impl Drop for Process {
 
 impl Process {
     /// Starts the binary with `args` and `env` on port 0 and reads the address from its log.
-    fn start(args: &[&str], env: &[(&str, &str)]) -> Process {
+    pub(crate) fn start(args: &[&str], env: &[(&str, &str)]) -> Process {
         let mut command = Command::new(BIN);
         command
             .args(["--host", "127.0.0.1"])
@@ -56,9 +56,15 @@ impl Process {
         Process { child, url }
     }
 
-    fn get(&self, path: &str) -> Value {
+    pub(crate) fn get(&self, path: &str) -> Value {
         let mut answer = agent().get(format!("{}{path}", self.url)).call().unwrap();
         serde_json::from_str(&answer.body_mut().read_to_string().unwrap()).unwrap()
+    }
+
+    /// SIGKILL, and the exit collected.
+    pub(crate) fn kill_9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
     }
 
     fn signal(&self, name: &str) {
