@@ -363,7 +363,8 @@ fn body_is_buffered(request: &tiny_http::Request) -> bool {
 }
 
 fn respond(request: tiny_http::Request, answer: Response) {
-    let mut headers = vec![json_content_type()];
+    let content_type = Header::from_bytes(&b"Content-Type"[..], answer.content_type.as_bytes());
+    let mut headers = vec![content_type.expect("valid header")];
     if let Some(allow) = answer.allow {
         headers.push(Header::from_bytes(&b"Allow"[..], allow.as_bytes()).expect("valid header"));
     }
@@ -433,10 +434,6 @@ fn dispose(request: tiny_http::Request, answer: Response, unread: u64) {
             .and_then(|()| stream.flush());
         std::mem::forget(stream);
     }
-}
-
-fn json_content_type() -> Header {
-    Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..]).expect("valid header")
 }
 
 /// Reads the whole body, refusing one over `limit` before reading it and one shorter than its

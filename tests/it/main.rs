@@ -9,6 +9,7 @@ mod faults;
 mod hostile;
 mod logs;
 mod negotiation;
+mod openapi;
 mod race;
 mod scripts;
 mod server_cli;
