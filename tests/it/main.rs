@@ -4,6 +4,7 @@ mod api;
 mod client;
 mod client_cli;
 mod contract;
+mod dashboard;
 mod durable;
 mod faults;
 mod hostile;
