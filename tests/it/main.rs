@@ -11,6 +11,7 @@ mod hostile;
 mod logs;
 mod negotiation;
 mod openapi;
+mod operator;
 mod race;
 mod scripts;
 mod server_cli;
