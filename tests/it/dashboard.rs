@@ -6,6 +6,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cluster_gateway::registry::{Liveness, Now, unix_now};
@@ -324,4 +325,87 @@ fn the_dashboard_shows_nodes_appear_and_turn_suspected() {
         requests as f64 <= seconds + 1.0,
         "{requests} requests to /nodes in {seconds:.1} s"
     );
+}
+
+/// A stand-in gateway that serves the dashboard and answers every `/nodes` at once with
+/// `X-Gateway-Index: 7` (a long-poll that never has to wait), recording each `/nodes` URL.
+fn long_polling_fake() -> (String, Arc<Mutex<Vec<String>>>, Arc<tiny_http::Server>) {
+    let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+    let url = format!("http://{}", server.server_addr().to_ip().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (serving, log) = (Arc::clone(&server), Arc::clone(&seen));
+    std::thread::spawn(move || {
+        for request in serving.incoming_requests() {
+            let path = request.url().to_owned();
+            let header = |text: &str| tiny_http::Header::from_bytes(&b"Content-Type"[..], text);
+            let (body, content_type) = if path == "/" {
+                (
+                    include_str!("../../src/dashboard.html").to_owned(),
+                    "text/html",
+                )
+            } else if path.starts_with("/nodes") {
+                log.lock().unwrap().push(path);
+                let node = json!({"node_id": 9, "ip_address": "10.0.0.9", "port": 7009,
+                    "capabilities": ["raft"], "status": "active", "last_seen": unix_now(),
+                    "join_timestamp": unix_now(), "metadata": {}});
+                (
+                    json!({"nodes": [node], "registry_version": 7}).to_string(),
+                    "application/json",
+                )
+            } else if path == "/health" {
+                (
+                    json!({"status": "healthy", "timestamp": unix_now()}).to_string(),
+                    "application/json",
+                )
+            } else {
+                let stats = json!({"leader_id": 9, "version": "fake", "epoch": "e", "uptime": 1.0,
+                    "registry_version": 7});
+                (stats.to_string(), "application/json")
+            };
+            let answer = tiny_http::Response::from_string(body)
+                .with_header(header(content_type).unwrap())
+                .with_header(
+                    tiny_http::Header::from_bytes(&b"X-Gateway-Index"[..], &b"7"[..]).unwrap(),
+                );
+            let _ = request.respond(answer);
+        }
+    });
+    (url, seen, server)
+}
+
+#[test]
+fn the_dashboard_long_polls_with_the_index_it_was_given_and_never_loops_tightly() {
+    let (url, seen, server) = long_polling_fake();
+    let browser = Browser::start();
+    browser.open(&format!("{url}/"));
+    assert!(
+        eventually(WAIT, || seen.lock().unwrap().len() >= 4),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+    assert_eq!(text(&browser, "conn"), "live");
+    assert_eq!(
+        rows(&browser),
+        vec![("9".to_owned(), "active".to_owned(), true)]
+    );
+    let urls = seen.lock().unwrap().clone();
+    assert_eq!(
+        urls[0], "/nodes?status=all",
+        "the first request has no index"
+    );
+    for later in &urls[1..] {
+        assert_eq!(later, "/nodes?status=all&index=7&wait=30s");
+    }
+    // Answers that come at once without a change (the same index) are spaced a second apart:
+    // the page may ask again at once only after its first answer, which started the long-poll.
+    let starts: Vec<f64> = serde_json::from_value(browser.eval(
+        "return performance.getEntriesByType('resource')
+                   .filter(e => new URL(e.name).pathname === '/nodes').map(e => e.startTime);",
+    ))
+    .unwrap();
+    assert!(starts.len() >= 4, "{starts:?}");
+    for pair in starts[1..].windows(2) {
+        assert!(pair[1] - pair[0] >= 900.0, "requests at {starts:?} ms");
+    }
+    server.unblock();
 }
