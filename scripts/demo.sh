@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Usage: demo.sh — start a gateway on a free port, register three nodes, show nodes, leader and
-# stats, and stop it. GATEWAY_SERVER_BIN names the binary (default: built with cargo).
+# stats, stop it, and show what it logged. GATEWAY_SERVER_BIN names the binary (default: built
+# with cargo).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 bin=${GATEWAY_SERVER_BIN:-}
@@ -35,4 +36,5 @@ for id in 1 2 3; do "$here/register.sh" "$id"; done
 echo "stopping the gateway" >&2
 kill -TERM "$server"
 wait "$server"
-echo "gateway stopped" >&2
+echo "gateway stopped; what it logged:" >&2
+sed 's/^/  | /' "$log" >&2

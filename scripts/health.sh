@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Usage: health.sh — is the gateway up?
+# Usage: health.sh — is the gateway up? Its version, epoch and liveness settings.
 set -euo pipefail
-GATEWAY_URL=${GATEWAY_URL:-http://127.0.0.1:8080}
-echo "GET $GATEWAY_URL/health" >&2
-curl --silent --show-error "$GATEWAY_URL/health"; echo
+usage="health.sh"
+. "$(dirname "$0")/lib.sh"
+help_or_count 0 0 "$@"
+request GET /health

@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
-# Usage: nodes.sh [EXCLUDE_NODE_ID] [all] — active nodes (all: suspected too).
+# Usage: nodes.sh [EXCLUDE_NODE_ID] [all] — active nodes (all: suspected too), without
+# EXCLUDE_NODE_ID.
 set -euo pipefail
-GATEWAY_URL=${GATEWAY_URL:-http://127.0.0.1:8080}
-query=""
-if [ -n "${1:-}" ] && [ "$1" != all ]; then query="node_id=$1"; fi
-if [ "${1:-}" = all ] || [ "${2:-}" = all ]; then query="${query:+$query&}status=all"; fi
-echo "GET $GATEWAY_URL/nodes?$query" >&2
-curl --silent --show-error "$GATEWAY_URL/nodes?$query"; echo
+usage="nodes.sh [EXCLUDE_NODE_ID] [all]"
+. "$(dirname "$0")/lib.sh"
+help_or_count 0 2 "$@"
+exclude="" all=""
+for arg in "$@"; do
+  if [ "$arg" = all ] && [ -z "$all" ]; then all=1
+  elif [ -z "$exclude" ] && [ -z "$all" ]; then need_integer EXCLUDE_NODE_ID "$arg"; exclude=$arg
+  else usage_error "unexpected argument \"$arg\""
+  fi
+done
+query=${exclude:+node_id=$exclude}
+if [ -n "$all" ]; then query="${query:+$query&}status=all"; fi
+request GET "/nodes${query:+?$query}"

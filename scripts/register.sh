@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
-# Usage: register.sh NODE_ID [IP] [PORT] [CAPABILITIES] — register a node (capabilities comma-separated).
+# Usage: register.sh NODE_ID [IP] [PORT] [CAPABILITIES] — register a node (capabilities
+# comma-separated; defaults: 127.0.0.1, 5000 + NODE_ID, raft,gossip).
 set -euo pipefail
-GATEWAY_URL=${GATEWAY_URL:-http://127.0.0.1:8080}
-node_id=${1:?usage: register.sh NODE_ID [IP] [PORT] [CAPABILITIES]}
+usage="register.sh NODE_ID [IP] [PORT] [CAPABILITIES]"
+. "$(dirname "$0")/lib.sh"
+help_or_count 1 4 "$@"
+need_integer NODE_ID "$1"
+node_id=$1
 ip=${2:-127.0.0.1}
-port=${3:-$((5000 + node_id))}
+[ -n "$ip" ] || usage_error "IP must not be empty"
+port=${3:-$((5000 + 10#$node_id % 60000))}
+need_integer PORT "$port" 1 65535
 caps=${4:-raft,gossip}
-caps_json=$(printf "%s" "$caps" | sed -e "s/[^,][^,]*/\"&\"/g")
-body="{\"node_id\": $node_id, \"ip_address\": \"$ip\", \"port\": $port, \"capabilities\": [$caps_json], \"metadata\": {}}"
-echo "POST $GATEWAY_URL/register $body" >&2
-curl --silent --show-error --header "Content-Type: application/json" --data "$body" "$GATEWAY_URL/register"; echo
+caps_json=""
+IFS=, read -r -a list <<<"$caps"
+for cap in "${list[@]}"; do
+  [ -n "$cap" ] || usage_error "CAPABILITIES has an empty entry: \"$caps\""
+  caps_json="${caps_json:+$caps_json, }$(json_string "$cap")"
+done
+body="{\"node_id\": $node_id, \"ip_address\": $(json_string "$ip"), \"port\": $port, \"capabilities\": [$caps_json], \"metadata\": {}}"
+request POST /register "$body"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Usage: remove.sh NODE_ID — deregister a node.
 set -euo pipefail
-GATEWAY_URL=${GATEWAY_URL:-http://127.0.0.1:8080}
-node_id=${1:?usage: remove.sh NODE_ID}
-echo "POST $GATEWAY_URL/remove node_id=$node_id" >&2
-curl --silent --show-error --header "Content-Type: application/json" --data "{\"node_id\": $node_id}" "$GATEWAY_URL/remove"; echo
+usage="remove.sh NODE_ID"
+. "$(dirname "$0")/lib.sh"
+help_or_count 1 1 "$@"
+need_integer NODE_ID "$1"
+request POST /remove "{\"node_id\": $1}"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Usage: stats.sh — registry counters.
+# Usage: stats.sh — registry counters, settings and the store.
 set -euo pipefail
-GATEWAY_URL=${GATEWAY_URL:-http://127.0.0.1:8080}
-echo "GET $GATEWAY_URL/stats" >&2
-curl --silent --show-error "$GATEWAY_URL/stats"; echo
+usage="stats.sh"
+. "$(dirname "$0")/lib.sh"
+help_or_count 0 0 "$@"
+request GET /stats

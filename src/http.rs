@@ -80,6 +80,9 @@ impl<'a> Request<'a> {
     }
 }
 
+/// The content type of every answer but the dashboard.
+pub const JSON: &str = "application/json";
+
 /// An answer: status, headers, body.
 #[derive(Debug)]
 pub struct Response {
@@ -87,6 +90,8 @@ pub struct Response {
     pub status: u16,
     /// For 405: the methods the path accepts.
     pub allow: Option<&'static str>,
+    /// The `Content-Type`: JSON, except for the dashboard.
+    pub content_type: &'static str,
     /// Other headers: `ETag`, `Vary`, `Content-Encoding`, `Preference-Applied`.
     pub headers: Vec<(&'static str, String)>,
     /// JSON (or gzip-compressed JSON), in pieces.
@@ -171,6 +176,7 @@ impl Response {
         Response {
             status: 200,
             allow: None,
+            content_type: JSON,
             headers: Vec::new(),
             body: Body::owned(bytes),
         }
@@ -193,6 +199,7 @@ impl Response {
         Response {
             status: 200,
             allow: None,
+            content_type: JSON,
             headers: Vec::new(),
             body: Body {
                 list: Some(list),
@@ -221,6 +228,90 @@ impl Response {
         self.headers.push((name, value.into()));
         self
     }
+
+    /// A fixed document embedded in the binary.
+    fn embedded(content_type: &'static str, text: &'static str) -> Response {
+        Response {
+            content_type,
+            body: Body {
+                list: None,
+                parts: vec![Part::Static(text.as_bytes())],
+                at: (0, 0),
+            },
+            ..Response::json(&())
+        }
+    }
+
+    /// The same JSON answer, indented (`?pretty`). Its `ETag` turns weak: the same content in
+    /// other bytes, so it still matches `If-None-Match` as the compact answer's tag does.
+    fn pretty(mut self) -> Response {
+        let encoded = self.headers.iter().any(|(n, _)| *n == "Content-Encoding");
+        if self.content_type != JSON || encoded || self.body.is_empty() {
+            return self;
+        }
+        self.body = Body::owned(indent(&self.body.to_vec()));
+        for (name, value) in &mut self.headers {
+            if *name == "ETag" && !value.starts_with("W/") {
+                value.insert_str(0, "W/");
+            }
+        }
+        self
+    }
+}
+
+/// Indents compact JSON text by two spaces, keeping every token (and the key order) as it is.
+fn indent(json: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(json.len() * 2);
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    let newline = |out: &mut Vec<u8>, depth: usize| {
+        out.push(b'\n');
+        out.extend(std::iter::repeat_n(b' ', depth * 2));
+    };
+    let mut bytes = json.iter().copied().peekable();
+    while let Some(b) = bytes.next() {
+        if in_string {
+            out.push(b);
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b' ' | b'\n' | b'\r' | b'\t' => {}
+            b'"' => {
+                in_string = true;
+                out.push(b);
+            }
+            b'{' | b'[' => {
+                out.push(b);
+                while bytes.next_if(|c| c.is_ascii_whitespace()).is_some() {}
+                if bytes.peek().is_some_and(|&c| c == b'}' || c == b']') {
+                    out.push(bytes.next().unwrap_or(b' '));
+                } else {
+                    depth += 1;
+                    newline(&mut out, depth);
+                }
+            }
+            b'}' | b']' => {
+                depth = depth.saturating_sub(1);
+                newline(&mut out, depth);
+                out.push(b);
+            }
+            b',' => {
+                out.push(b);
+                newline(&mut out, depth);
+            }
+            b':' => out.extend_from_slice(b": "),
+            _ => out.push(b),
+        }
+    }
+    out.push(b'\n');
+    out
 }
 
 /// An answer holding a list of nodes between `prefix` and `suffix`: gzip-compressed when the
@@ -275,7 +366,29 @@ impl From<StoreError> for Response {
 
 /// Answers one request.
 pub fn handle(gateway: &Gateway, request: &Request<'_>) -> Response {
-    route(gateway, request).unwrap_or_else(|refusal| refusal)
+    let query = request.url.split_once('?').map_or("", |(_, query)| query);
+    if !wants_pretty(query) {
+        return route(gateway, request).unwrap_or_else(|refusal| refusal);
+    }
+    // An indented answer is sent plain: the compressed lists are compact JSON.
+    let headers: Vec<(&str, &str)> = request
+        .headers
+        .iter()
+        .filter(|(name, _)| !name.eq_ignore_ascii_case("Accept-Encoding"))
+        .copied()
+        .collect();
+    let plain = Request {
+        headers: &headers,
+        ..*request
+    };
+    route(gateway, &plain)
+        .unwrap_or_else(|refusal| refusal)
+        .pretty()
+}
+
+/// True for `?pretty` (any value but `false` or `0`), as Consul and etcd read it.
+fn wants_pretty(query: &str) -> bool {
+    query_pairs(query).any(|(key, value)| key == "pretty" && value != "false" && value != "0")
 }
 
 fn route(gateway: &Gateway, request: &Request<'_>) -> Result<Response, Response> {
@@ -302,7 +415,20 @@ fn route(gateway: &Gateway, request: &Request<'_>) -> Result<Response, Response>
         Endpoint::Heartbeat => heartbeat(gateway, &body(request)?),
         Endpoint::Remove => remove(gateway, &body(request)?),
         Endpoint::Stats => Ok(Response::json(&gateway.stats())),
+        Endpoint::Dashboard => Ok(Response::embedded(
+            "text/html; charset=utf-8",
+            include_str!("dashboard.html"),
+        )),
+        Endpoint::OpenApi => Ok(Response::embedded(JSON, OPENAPI)),
     }
+}
+
+/// The OpenAPI 3 document of this HTTP API, served at `GET /openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Every path the gateway serves, with the methods it accepts there (as in `Allow`).
+pub fn routes() -> impl Iterator<Item = (&'static str, &'static str)> {
+    Endpoint::ALL.iter().map(|e| (e.path(), e.allow()))
 }
 
 /// The paths the gateway serves.
@@ -315,25 +441,49 @@ enum Endpoint {
     Heartbeat,
     Remove,
     Stats,
+    Dashboard,
+    OpenApi,
 }
 
 impl Endpoint {
+    /// Every endpoint: a path is served only if its endpoint is listed here.
+    const ALL: [Endpoint; 9] = [
+        Endpoint::Health,
+        Endpoint::Register,
+        Endpoint::Nodes,
+        Endpoint::Leader,
+        Endpoint::Heartbeat,
+        Endpoint::Remove,
+        Endpoint::Stats,
+        Endpoint::Dashboard,
+        Endpoint::OpenApi,
+    ];
+
     fn of(path: &str) -> Option<Endpoint> {
-        Some(match path {
-            "/health" => Endpoint::Health,
-            "/register" => Endpoint::Register,
-            "/nodes" => Endpoint::Nodes,
-            "/leader" => Endpoint::Leader,
-            "/heartbeat" => Endpoint::Heartbeat,
-            "/remove" => Endpoint::Remove,
-            "/stats" => Endpoint::Stats,
-            _ => return None,
-        })
+        Endpoint::ALL.into_iter().find(|e| e.path() == path)
+    }
+
+    fn path(self) -> &'static str {
+        match self {
+            Endpoint::Health => "/health",
+            Endpoint::Register => "/register",
+            Endpoint::Nodes => "/nodes",
+            Endpoint::Leader => "/leader",
+            Endpoint::Heartbeat => "/heartbeat",
+            Endpoint::Remove => "/remove",
+            Endpoint::Stats => "/stats",
+            Endpoint::Dashboard => "/",
+            Endpoint::OpenApi => "/openapi.json",
+        }
     }
 
     fn allow(self) -> &'static str {
         match self {
-            Endpoint::Health | Endpoint::Nodes | Endpoint::Stats => "GET, HEAD",
+            Endpoint::Health
+            | Endpoint::Nodes
+            | Endpoint::Stats
+            | Endpoint::Dashboard
+            | Endpoint::OpenApi => "GET, HEAD",
             Endpoint::Leader => "GET, HEAD, POST",
             Endpoint::Register | Endpoint::Heartbeat | Endpoint::Remove => "POST",
         }
@@ -578,7 +728,21 @@ fn percent_decode(text: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::percent_decode;
+    use super::{indent, percent_decode};
+
+    #[test]
+    fn indenting_keeps_every_token_and_the_key_order() {
+        let compact = br#"{"b":[1,{"x":"a,b:{[\"}"}],"a":{},"c":[],"d":null}"#;
+        let pretty = String::from_utf8(indent(compact)).unwrap();
+        assert_eq!(
+            pretty,
+            "{\n  \"b\": [\n    1,\n    {\n      \"x\": \"a,b:{[\\\"}\"\n    }\n  ],\n  \"a\": {},\n  \"c\": [],\n  \"d\": null\n}\n"
+        );
+        let again: serde_json::Value = serde_json::from_str(&pretty).unwrap();
+        let original: serde_json::Value = serde_json::from_slice(compact).unwrap();
+        assert_eq!(again, original);
+        assert_eq!(indent(pretty.as_bytes()), pretty.as_bytes());
+    }
 
     #[test]
     fn percent_decoding() {

@@ -405,7 +405,7 @@ impl Context {
                     self.count(&self.counters.framing_errors);
                     self.poisoned.mark(request.remote_addr());
                 }
-                return workarounds::dispose(request, refusal.answer, refusal.unread);
+                return workarounds::dispose(request, *refusal.answer, refusal.unread);
             }
         };
         let method = request.method().as_str().to_owned();
@@ -443,13 +443,13 @@ impl Context {
 
     fn timed_out(&self) -> Refusal {
         Refusal {
-            answer: Response::error(
+            answer: Box::new(Response::error(
                 408,
                 format!(
                     "Request body did not arrive within {} s",
                     self.body_timeout.as_secs_f64()
                 ),
-            ),
+            )),
             unread: Unread::Nothing,
             poison: false,
         }
@@ -512,7 +512,7 @@ impl Drop for Slot {
 
 /// A request refused before its body was used.
 struct Refusal {
-    answer: Response,
+    answer: Box<Response>,
     /// Declared body bytes not read.
     unread: Unread,
     /// The connection's framing is lost: nothing more on it may be executed.
@@ -527,10 +527,10 @@ fn read_body(
     deadline: Instant,
 ) -> Result<Vec<u8>, Refusal> {
     let too_large = |unread: Unread, poison: bool| Refusal {
-        answer: Response::error(
+        answer: Box::new(Response::error(
             413,
             format!("Request body too large: the limit is {limit} bytes"),
-        ),
+        )),
         unread,
         poison,
     };
@@ -561,7 +561,7 @@ fn read_body(
             Response::error(400, format!("Could not read the request body: {e}"))
         };
         return Err(Refusal {
-            answer,
+            answer: Box::new(answer),
             unread: left(&body),
             poison: declared.is_none(),
         });
@@ -572,13 +572,13 @@ fn read_body(
     }
     if let Some(declared) = declared.filter(|&n| body.len() < n) {
         return Err(Refusal {
-            answer: Response::error(
+            answer: Box::new(Response::error(
                 400,
                 format!(
                     "Request body shorter than its Content-Length ({} of {declared} bytes)",
                     body.len()
                 ),
-            ),
+            )),
             unread: Unread::Nothing,
             poison: true,
         });

@@ -648,9 +648,8 @@ fn abandon(request: tiny_http::Request, answer: Response, unread: u64) {
 /// Writes `answer`, with its length (never chunked). tiny_http drops a `Connection` header
 /// from answers (`Response::add_header`), so an answer cannot even ask the client to close.
 pub(crate) fn respond(request: tiny_http::Request, answer: Response) {
-    let mut headers = vec![
-        Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..]).expect("valid header"),
-    ];
+    let content_type = Header::from_bytes(&b"Content-Type"[..], answer.content_type.as_bytes());
+    let mut headers = vec![content_type.expect("valid header")];
     if let Some(allow) = answer.allow {
         headers.push(Header::from_bytes(&b"Allow"[..], allow.as_bytes()).expect("valid header"));
     }

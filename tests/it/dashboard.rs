@@ -1,0 +1,411 @@
+//! The dashboard at `GET /`, driven in headless Chromium through chromedriver (WebDriver over
+//! HTTP, spoken with ureq): a node that registers appears, a node that goes silent turns
+//! suspected, and the page is kept as a screenshot in `target/dashboard.png`.
+//!
+//! Needs Debian's `chromium` and `chromium-driver` (CI installs them).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cluster_gateway::registry::{Liveness, Now, unix_now};
+use serde_json::{Value, json};
+
+use crate::support::{TestServer, agent, eventually};
+
+/// A chromedriver process with one headless Chromium session; both end on drop.
+struct Browser {
+    driver: Child,
+    session: String,
+    _profile: TempDir,
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Browser {
+    fn start() -> Browser {
+        let mut driver = Command::new("chromedriver")
+            .arg("--port=0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver runs (Debian package chromium-driver)");
+        // "ChromeDriver was started successfully on port 46307."
+        let mut lines = BufReader::new(driver.stdout.take().unwrap()).lines();
+        let port = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|line| {
+                line.split_once("started successfully on port ")
+                    .map(|(_, rest)| rest.trim_end_matches('.').trim().to_owned())
+            })
+            .expect("chromedriver says its port");
+        // Keep reading its output, so it never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        let profile = TempDir(
+            std::env::temp_dir().join(format!("gateway-dashboard-{}-{port}", std::process::id())),
+        );
+        let mut browser = Browser {
+            driver,
+            session: String::new(),
+            _profile: profile,
+        };
+        let base = format!("http://127.0.0.1:{port}");
+        let created = browser.call(
+            "POST",
+            &format!("{base}/session"),
+            json!({"capabilities": {"alwaysMatch": {
+                "browserName": "chrome",
+                "goog:chromeOptions": {
+                    "binary": "/usr/bin/chromium",
+                    "args": [
+                        "--headless", "--no-sandbox", "--disable-gpu",
+                        "--disable-background-networking", "--disable-component-update",
+                        "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+                        "--window-size=1280,720",
+                        format!("--user-data-dir={}", browser._profile.0.display()),
+                    ],
+                },
+            }}}),
+        );
+        browser.session = format!(
+            "{base}/session/{}",
+            created["sessionId"].as_str().expect("a WebDriver session")
+        );
+        browser
+    }
+
+    fn call(&self, method: &str, url: &str, body: Value) -> Value {
+        let agent = agent();
+        let answer = if method == "GET" {
+            agent.get(url).call()
+        } else {
+            agent.post(url).send(body.to_string())
+        };
+        let text = answer
+            .expect("chromedriver answers")
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_string()
+            .unwrap();
+        let value: Value = serde_json::from_str(&text).expect("WebDriver answers JSON");
+        assert!(
+            value["value"]["error"].is_null(),
+            "WebDriver {method} {url}: {}",
+            value["value"]
+        );
+        value["value"].clone()
+    }
+
+    fn open(&self, url: &str) {
+        self.call(
+            "POST",
+            &format!("{}/url", self.session),
+            json!({ "url": url }),
+        );
+    }
+
+    /// Runs `script` (a function body) in the page and returns what it returns.
+    fn eval(&self, script: &str) -> Value {
+        self.call(
+            "POST",
+            &format!("{}/execute/sync", self.session),
+            json!({"script": script, "args": []}),
+        )
+    }
+
+    fn screenshot(&self, path: &std::path::Path) {
+        let png = self.call("GET", &format!("{}/screenshot", self.session), json!(null));
+        let bytes = base64(png.as_str().expect("a base64 PNG"));
+        assert!(bytes.starts_with(b"\x89PNG"), "a PNG");
+        std::fs::write(path, bytes).expect("write the screenshot");
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let _ = agent().delete(&self.session).call();
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn base64(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c}"),
+    };
+    let digits: Vec<u8> = text.bytes().filter(|&c| c != b'=').map(value).collect();
+    digits
+        .chunks(4)
+        .flat_map(|chunk| {
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, &d)| n | u32::from(d) << (18 - 6 * i));
+            let bytes = n.to_be_bytes();
+            bytes[1..chunk.len()].to_vec()
+        })
+        .collect()
+}
+
+/// The rows the page shows: `(node id, status, leader?)`.
+fn rows(browser: &Browser) -> Vec<(String, String, bool)> {
+    let rows = browser.eval(
+        "return Array.from(document.querySelectorAll('tr[data-node]'))
+             .map(r => [r.dataset.node, r.dataset.status, r.dataset.leader === 'true']);",
+    );
+    serde_json::from_value(rows).unwrap()
+}
+
+fn text(browser: &Browser, id: &str) -> String {
+    browser
+        .eval(&format!(
+            "return document.getElementById('{id}').textContent;"
+        ))
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn register(server: &TestServer, node_id: u64, caps: &[&str], metadata: Value) {
+    let (status, body) = server.post_json(
+        "/register",
+        &json!({
+            "node_id": node_id,
+            "ip_address": format!("10.0.0.{node_id}"),
+            "port": 7000 + node_id,
+            "capabilities": caps,
+            "metadata": metadata,
+        }),
+    );
+    assert_eq!(status, 200, "{body}");
+}
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[test]
+fn the_dashboard_shows_nodes_appear_and_turn_suspected() {
+    // Nodes stay active for a minute of real time: suspicion comes from a sweep with injected
+    // time, so no stall of the machine changes a status behind the test's back.
+    let server = TestServer::with(|c| {
+        c.heartbeat_interval = Duration::from_secs(30);
+        c.liveness = Liveness {
+            suspect_after: Duration::from_secs(60),
+            node_timeout: Duration::from_secs(600),
+        };
+    });
+    // Node 1 bootstraps and leads.
+    register(
+        &server,
+        1,
+        &["raft", "gossip"],
+        json!({"zone": "eu-west-1a"}),
+    );
+
+    let browser = Browser::start();
+    browser.open(&format!("{}/", server.url));
+    assert_eq!(browser.eval("return document.title;"), "cluster-gateway");
+    assert!(
+        eventually(WAIT, || rows(&browser)
+            == vec![("1".to_owned(), "active".to_owned(), true)]),
+        "node 1 never appeared: {:?}",
+        rows(&browser)
+    );
+    assert!(
+        eventually(WAIT, || text(&browser, "version")
+            == cluster_gateway::VERSION),
+        "version: {}",
+        text(&browser, "version")
+    );
+    let (_, stats) = server.get("/stats");
+    assert_eq!(text(&browser, "epoch"), stats["epoch"]);
+    assert!(text(&browser, "uptime").ends_with('s'), "uptime");
+    assert_eq!(text(&browser, "leader"), "1");
+
+    // Nodes that register while the page is open appear.
+    register(
+        &server,
+        2,
+        &["raft"],
+        json!({"zone": "eu-west-1b", "disk": "ssd"}),
+    );
+    register(
+        &server,
+        3,
+        &["gossip", "http"],
+        json!({"zone": "eu-west-1c"}),
+    );
+    register(
+        &server,
+        4,
+        &["raft", "gossip", "metrics"],
+        json!({"rack": 7}),
+    );
+    assert!(
+        eventually(WAIT, || rows(&browser).len() == 4),
+        "nodes 2 to 4 never appeared: {:?}",
+        rows(&browser)
+    );
+    assert!(eventually(WAIT, || text(&browser, "count-total") == "4"));
+
+    // A minute later, node 1 has been silent and the others heartbeated: it turns suspected,
+    // still marked as the leader.
+    server.server.gateway().sweep(Now {
+        instant: Instant::now() + Duration::from_secs(61),
+        unix: unix_now() + 61.0,
+    });
+    for id in 2..=4 {
+        let (_, ack) = server.post_json("/heartbeat", &json!({ "node_id": id }));
+        assert_eq!(ack["status"], "acknowledged");
+    }
+    let expected = |rows: &[(String, String, bool)]| {
+        rows.len() == 4
+            && rows[0] == ("1".to_owned(), "suspected".to_owned(), true)
+            && rows[1..]
+                .iter()
+                .all(|(_, status, leader)| status == "active" && !leader)
+    };
+    assert!(
+        eventually(WAIT, || expected(&rows(&browser))),
+        "node 1 never turned suspected: {:?}",
+        rows(&browser)
+    );
+    assert_eq!(text(&browser, "count-suspected"), "1");
+    assert_eq!(text(&browser, "count-active"), "3");
+    // Suspected rows look plainly different from active ones.
+    let backgrounds = browser.eval(
+        "return ['1', '2'].map(id => getComputedStyle(
+             document.querySelector(`tr[data-node='${id}']`)).backgroundColor);",
+    );
+    assert_ne!(backgrounds[0], backgrounds[1], "{backgrounds}");
+    let row = browser.eval("return document.querySelector(\"tr[data-node='2']\").innerText;");
+    let row = row.as_str().unwrap();
+    for shown in ["10.0.0.2:7002", "raft", "zone", "eu-west-1b", "ago"] {
+        assert!(row.contains(shown), "{shown} in {row:?}");
+    }
+
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .join("dashboard.png");
+    browser.screenshot(&shot);
+
+    // The gateway goes away: the page says so and backs off.
+    drop(server);
+    assert!(
+        eventually(WAIT, || text(&browser, "conn") == "unreachable"),
+        "{}",
+        text(&browser, "conn")
+    );
+    assert!(text(&browser, "error").contains("retrying in"));
+    // Never a tight loop: polling every 2 s (or one long-poll per change), backing off on
+    // errors, makes at most one request to /nodes per second the page has been open.
+    let (requests, seconds) = serde_json::from_value::<(u64, f64)>(browser.eval(
+        "return [performance.getEntriesByType('resource')
+                    .filter(e => new URL(e.name).pathname === '/nodes').length,
+                 performance.now() / 1000];",
+    ))
+    .unwrap();
+    assert!(
+        requests as f64 <= seconds + 1.0,
+        "{requests} requests to /nodes in {seconds:.1} s"
+    );
+}
+
+/// A stand-in gateway that serves the dashboard and answers every `/nodes` at once with
+/// `X-Gateway-Index: 7` (a long-poll that never has to wait), recording each `/nodes` URL.
+fn long_polling_fake() -> (String, Arc<Mutex<Vec<String>>>, Arc<tiny_http::Server>) {
+    let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+    let url = format!("http://{}", server.server_addr().to_ip().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (serving, log) = (Arc::clone(&server), Arc::clone(&seen));
+    std::thread::spawn(move || {
+        for request in serving.incoming_requests() {
+            let path = request.url().to_owned();
+            let header = |text: &str| tiny_http::Header::from_bytes(&b"Content-Type"[..], text);
+            let (body, content_type) = if path == "/" {
+                (
+                    include_str!("../../src/dashboard.html").to_owned(),
+                    "text/html",
+                )
+            } else if path.starts_with("/nodes") {
+                log.lock().unwrap().push(path);
+                let node = json!({"node_id": 9, "ip_address": "10.0.0.9", "port": 7009,
+                    "capabilities": ["raft"], "status": "active", "last_seen": unix_now(),
+                    "join_timestamp": unix_now(), "metadata": {}});
+                (
+                    json!({"nodes": [node], "registry_version": 7}).to_string(),
+                    "application/json",
+                )
+            } else if path == "/health" {
+                (
+                    json!({"status": "healthy", "timestamp": unix_now()}).to_string(),
+                    "application/json",
+                )
+            } else {
+                let stats = json!({"leader_id": 9, "version": "fake", "epoch": "e", "uptime": 1.0,
+                    "registry_version": 7});
+                (stats.to_string(), "application/json")
+            };
+            let answer = tiny_http::Response::from_string(body)
+                .with_header(header(content_type).unwrap())
+                .with_header(
+                    tiny_http::Header::from_bytes(&b"X-Gateway-Index"[..], &b"7"[..]).unwrap(),
+                );
+            let _ = request.respond(answer);
+        }
+    });
+    (url, seen, server)
+}
+
+#[test]
+fn the_dashboard_long_polls_with_the_index_it_was_given_and_never_loops_tightly() {
+    let (url, seen, server) = long_polling_fake();
+    let browser = Browser::start();
+    browser.open(&format!("{url}/"));
+    assert!(
+        eventually(WAIT, || seen.lock().unwrap().len() >= 4),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+    assert_eq!(text(&browser, "conn"), "live");
+    assert_eq!(
+        rows(&browser),
+        vec![("9".to_owned(), "active".to_owned(), true)]
+    );
+    let urls = seen.lock().unwrap().clone();
+    assert_eq!(
+        urls[0], "/nodes?status=all",
+        "the first request has no index"
+    );
+    for later in &urls[1..] {
+        assert_eq!(later, "/nodes?status=all&index=7&wait=30s");
+    }
+    // Answers that come at once without a change (the same index) are spaced a second apart:
+    // the page may ask again at once only after its first answer, which started the long-poll.
+    let starts: Vec<f64> = serde_json::from_value(browser.eval(
+        "return performance.getEntriesByType('resource')
+                   .filter(e => new URL(e.name).pathname === '/nodes').map(e => e.startTime);",
+    ))
+    .unwrap();
+    assert!(starts.len() >= 4, "{starts:?}");
+    for pair in starts[1..].windows(2) {
+        assert!(pair[1] - pair[0] >= 900.0, "requests at {starts:?} ms");
+    }
+    server.unblock();
+}
