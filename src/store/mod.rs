@@ -21,9 +21,11 @@ use std::sync::Arc;
 use crate::api::NodeId;
 use crate::registry::{Counts, Liveness, NodeRecord, Now, Registered, RegistryError};
 
+pub mod etcd;
 mod local;
 pub mod log;
 
+pub use etcd::EtcdStore;
 pub use local::LocalStore;
 
 /// The membership operations and reads the gateway needs from wherever the registry lives.

@@ -1,0 +1,741 @@
+//! [`EtcdStore`]: the registry kept in etcd, shared by any number of gateways.
+//!
+//! Writes are etcd transactions; reads come from this gateway's [`Copy`], fed by a watch.
+//! - **Bootstrap, leader, rejoin**: every decision a write makes rests on what it read (the
+//!   node's key, the leader key, the bootstrap key, whether the registry is empty), and the
+//!   transaction compares exactly those. If another gateway changed one of them in between, the
+//!   transaction fails, its failure branch reads them afresh, and the write decides again. A
+//!   bootstrap writes the bootstrap key, so of any number of racing bootstraps one succeeds.
+//! - **Liveness**: each node has a lease of `node_timeout`; its key (and the leader key, if it
+//!   leads) is attached to it, so etcd reaps a node every gateway stopped hearing from.
+//!   Heartbeats renew leases in groups: a heartbeat waits for the next keepalive POST, which
+//!   carries every lease whose node beat meanwhile (one POST per group, never one per beat).
+//! - **Suspicion is local**: a gateway suspects a node it heard from (a heartbeat or a
+//!   registration through it) and then not for `suspect_after`; a node that beats through
+//!   another gateway is never suspected here. `registry_version` is the etcd revision plus this
+//!   gateway's own suspicion changes: it only grows.
+//! - **Cut off from etcd**: writes answer 503 ([`StoreError::Unavailable`]), reads answer from
+//!   the copy, and `/health` and `/stats` say it is stale, until etcd answers again.
+//! - **Reads after writes**: a write waits until the copy shows its revision before it
+//!   answers, so its answer (and any read after it) includes it.
+
+mod copy;
+mod wire;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::api::{NodeId, Registration};
+use crate::lock;
+use crate::registry::{Liveness, Now, Registered, Registry, RegistryError, Restored, unix_now};
+
+use super::{Durability, Snapshot, Store, StoreError, Summary};
+use copy::{Bootstrap, Copy, Keys, Stored};
+use wire::{Etcd, Kv, WatchLine};
+
+pub use wire::{b64, unb64};
+
+/// The prefix every key of the registry starts with.
+pub const PREFIX: &str = "/cluster-gateway/";
+
+/// How long a write waits for the watch to show its revision before reading it afresh.
+const APPLY_WAIT: Duration = Duration::from_secs(2);
+
+/// How often a transaction is retried when other gateways keep changing what it rests on.
+const ATTEMPTS: usize = 16;
+
+/// How long [`EtcdStore::open`] waits for the first read of the registry.
+const OPEN_WAIT: Duration = Duration::from_secs(5);
+
+/// The registry in etcd; see the module docs.
+#[derive(Debug)]
+pub struct EtcdStore {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    etcd: Etcd,
+    keys: Keys,
+    liveness: Liveness,
+    max_nodes: usize,
+    copy: Mutex<Copy>,
+    /// Notified whenever the copy's revision grows.
+    applied: Condvar,
+    renewals: Mutex<Renewals>,
+    renewed: Condvar,
+    /// Why etcd cannot be used, and since when (Unix seconds); `None` while it answers.
+    cut_off: Mutex<Option<(String, f64)>>,
+    /// True while a thread probes etcd until it answers again.
+    probing: AtomicBool,
+    stopping: AtomicBool,
+    /// When the store was opened (Unix seconds).
+    opened: f64,
+}
+
+/// Heartbeats waiting for their leases to be renewed, as a group commit.
+#[derive(Debug, Default)]
+struct Renewals {
+    pending: HashSet<i64>,
+    /// The group `pending` will be sent in.
+    next: u64,
+    /// True while a group is being sent.
+    sending: bool,
+    /// Outcomes of the last groups: the leases etcd no longer knows, or why it failed.
+    outcomes: HashMap<u64, Result<Arc<HashSet<i64>>, String>>,
+}
+
+impl EtcdStore {
+    /// A store over the etcd members at `endpoints`, keeping the registry under `prefix`. Waits
+    /// a few seconds for the first read; if etcd does not answer, the store starts cut off
+    /// (writes 503, empty reads marked stale) and catches up when it does.
+    pub fn open(
+        endpoints: Vec<String>,
+        prefix: &str,
+        liveness: Liveness,
+        max_nodes: usize,
+    ) -> EtcdStore {
+        let keys = Keys::new(prefix);
+        let shared = Arc::new(Shared {
+            etcd: Etcd::new(endpoints),
+            keys: keys.clone(),
+            liveness,
+            max_nodes,
+            copy: Mutex::new(Copy::new(keys, liveness)),
+            applied: Condvar::new(),
+            renewals: Mutex::new(Renewals::default()),
+            renewed: Condvar::new(),
+            cut_off: Mutex::new(None),
+            probing: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            opened: unix_now(),
+        });
+        {
+            let shared = Arc::clone(&shared);
+            // Not joined: it may be blocked reading the watch stream, which ends when etcd
+            // sends something or after `WATCH_IDLE`; it then sees `stopping` and returns.
+            thread::Builder::new()
+                .name("gateway-etcd-watch".to_owned())
+                .spawn(move || shared.watch())
+                .expect("spawn the etcd watch thread");
+        }
+        let deadline = Instant::now() + OPEN_WAIT;
+        let mut copy = lock(&shared.copy);
+        while !copy.loaded && Instant::now() < deadline {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            copy = shared
+                .applied
+                .wait_timeout(copy, wait)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        if !copy.loaded {
+            log::warn!(
+                "etcd at {} does not answer yet; writes are refused until it does",
+                shared.etcd.endpoints()
+            );
+        }
+        drop(copy);
+        EtcdStore { shared }
+    }
+
+    /// Why writes are refused, if they are (etcd cut off, or not read yet), and since when.
+    pub fn cut_off(&self) -> Option<(String, f64)> {
+        let cut_off = lock(&self.shared.cut_off).clone();
+        if cut_off.is_none() && !lock(&self.shared.copy).loaded {
+            return Some((
+                "the registry was not read from etcd yet".to_owned(),
+                self.shared.opened,
+            ));
+        }
+        cut_off
+    }
+}
+
+impl Drop for EtcdStore {
+    fn drop(&mut self) {
+        self.shared.stopping.store(true, Ordering::Relaxed);
+    }
+}
+
+/// What a write's decision rests on, read from the copy or from etcd.
+#[derive(Debug, Clone, Default)]
+struct Basis {
+    /// The node's key.
+    node: Option<Kv>,
+    /// The leader key's revision (0: absent) and id.
+    leader: (i64, Option<NodeId>),
+    bootstrap: Bootstrap,
+    /// How many nodes there are.
+    count: i64,
+    /// A node other than this one (its key), if there is one.
+    other: Option<Kv>,
+}
+
+impl Shared {
+    fn unavailable(self: &Arc<Self>, why: String) -> StoreError {
+        let mut cut_off = lock(&self.cut_off);
+        if cut_off.is_none() {
+            log::warn!("etcd cannot be used, writes are refused: {why}");
+            *cut_off = Some((why.clone(), unix_now()));
+        }
+        drop(cut_off);
+        self.probe();
+        StoreError::Unavailable(Arc::from(format!("etcd: {why}").as_str()))
+    }
+
+    fn answered(&self) {
+        let mut cut_off = lock(&self.cut_off);
+        if cut_off.take().is_some() {
+            log::warn!("etcd answers again; writes are accepted");
+        }
+    }
+
+    /// Starts a thread that reads the registry afresh until etcd answers (then the copy is
+    /// current and the gateway takes writes again), unless one runs already.
+    fn probe(self: &Arc<Self>) {
+        if self.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let shared = Arc::clone(self);
+        let spawned = thread::Builder::new()
+            .name("gateway-etcd-probe".to_owned())
+            .spawn(move || {
+                while !shared.stopping.load(Ordering::Relaxed) {
+                    if shared.reload().is_ok() {
+                        break;
+                    }
+                    thread::sleep(Duration::from_millis(250));
+                }
+                shared.probing.store(false, Ordering::Release);
+            });
+        if spawned.is_err() {
+            self.probing.store(false, Ordering::Release);
+        }
+    }
+
+    /// Reads the whole registry and replaces the copy with it.
+    fn reload(self: &Arc<Self>) -> Result<i64, String> {
+        let (kvs, revision) = self.etcd.range_prefix(&self.keys.prefix)?;
+        let mut copy = lock(&self.copy);
+        copy.reload(&kvs, revision, Now::system());
+        drop(copy);
+        self.applied.notify_all();
+        self.answered();
+        Ok(revision)
+    }
+
+    /// The watch thread: reads the registry, then follows its changes from the next revision;
+    /// reads it afresh when the history it needs was compacted.
+    fn watch(self: Arc<Self>) {
+        let mut fresh = true;
+        while !self.stopping.load(Ordering::Relaxed) {
+            if fresh {
+                if let Err(e) = self.reload() {
+                    log::debug!("reading the registry from etcd: {e}");
+                    let _ = self.unavailable(e);
+                    thread::sleep(Duration::from_millis(250));
+                    continue;
+                }
+                fresh = false;
+            }
+            let from = lock(&self.copy).revision + 1;
+            let mut stream = match self.etcd.watch(&self.keys.prefix, from) {
+                Ok(stream) => stream,
+                Err(e) => {
+                    log::debug!("watching etcd: {e}");
+                    thread::sleep(Duration::from_millis(250));
+                    continue;
+                }
+            };
+            while !self.stopping.load(Ordering::Relaxed) {
+                match wire::next_line(&mut stream) {
+                    Ok(WatchLine::Events(changes, revision)) => {
+                        lock(&self.copy).apply(&changes, revision, Now::system());
+                        self.applied.notify_all();
+                    }
+                    Ok(WatchLine::Progress(_)) => {}
+                    Ok(WatchLine::Compacted(at)) => {
+                        log::info!("etcd compacted the history to revision {at}; reading afresh");
+                        fresh = true;
+                        break;
+                    }
+                    Ok(WatchLine::Ended(why)) | Err(why) => {
+                        log::debug!("etcd watch: {why}");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits until the copy shows `revision`; reads afresh if the watch is late.
+    fn wait_applied(self: &Arc<Self>, revision: i64) {
+        let deadline = Instant::now() + APPLY_WAIT;
+        let mut copy = lock(&self.copy);
+        while copy.revision < revision {
+            let now = Instant::now();
+            if now >= deadline {
+                drop(copy);
+                if let Err(e) = self.reload() {
+                    log::warn!("the watch is behind and etcd cannot be read: {e}");
+                }
+                return;
+            }
+            copy = self
+                .applied
+                .wait_timeout(copy, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Renews `lease` with the next group of renewals; `Ok(false)` if etcd no longer knows it.
+    fn renew(&self, lease: i64) -> Result<bool, String> {
+        let mut renewals = lock(&self.renewals);
+        renewals.pending.insert(lease);
+        let group = renewals.next;
+        loop {
+            if let Some(outcome) = renewals.outcomes.get(&group) {
+                return match outcome {
+                    Ok(gone) => Ok(!gone.contains(&lease)),
+                    Err(e) => Err(e.clone()),
+                };
+            }
+            if !renewals.sending {
+                // This heartbeat sends the group (and every lease pending with it).
+                renewals.sending = true;
+                let sending = renewals.next;
+                renewals.next += 1;
+                let leases: Vec<i64> = renewals.pending.drain().collect();
+                drop(renewals);
+                let outcome = self.etcd.keepalive(&leases).map(|gone| {
+                    let gone: HashSet<i64> = gone.into_iter().collect();
+                    Arc::new(gone)
+                });
+                renewals = lock(&self.renewals);
+                renewals.sending = false;
+                renewals.outcomes.insert(sending, outcome);
+                renewals.outcomes.retain(|&g, _| g + 64 > sending);
+                self.renewed.notify_all();
+                continue;
+            }
+            renewals = self
+                .renewed
+                .wait(renewals)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// What a write about `node_id` rests on, from the copy.
+    fn basis(self: &Arc<Self>, node_id: NodeId) -> Result<Basis, StoreError> {
+        let copy = lock(&self.copy);
+        if !copy.loaded {
+            drop(copy);
+            return Err(self.unavailable("the registry was not read from etcd yet".to_owned()));
+        }
+        let node = copy.nodes.get(&node_id).map(|e| Kv {
+            key: self.keys.node(node_id),
+            value: Stored::encode(&e.record.info, e.record.join_timestamp),
+            create_revision: e.create_revision,
+            mod_revision: e.mod_revision,
+            lease: e.lease,
+        });
+        let other = copy
+            .nodes
+            .values()
+            .find(|e| e.record.node_id != node_id)
+            .map(|e| Kv {
+                key: self.keys.node(e.record.node_id),
+                value: Vec::new(),
+                create_revision: e.create_revision,
+                mod_revision: e.mod_revision,
+                lease: e.lease,
+            });
+        Ok(Basis {
+            node,
+            leader: copy
+                .leader
+                .map_or((0, None), |(id, revision)| (revision, Some(id))),
+            bootstrap: copy.bootstrap,
+            count: copy.nodes.len() as i64,
+            other,
+        })
+    }
+
+    /// The reads a failed transaction runs to give the next attempt its basis.
+    fn basis_reads(&self, node_id: NodeId) -> Vec<Value> {
+        let nodes = self.keys.nodes();
+        let mut range = wire::count(&nodes, &wire::prefix_end(&nodes));
+        range["request_range"]["count_only"] = Value::Bool(false);
+        range["request_range"]["keys_only"] = Value::Bool(true);
+        range["request_range"]["limit"] = Value::String("2".to_owned());
+        vec![
+            wire::get(&self.keys.node(node_id)),
+            wire::get(&self.keys.leader()),
+            wire::get(&self.keys.bootstrap()),
+            range,
+        ]
+    }
+
+    fn basis_from(&self, node_id: NodeId, ranges: &[(Vec<Kv>, i64)]) -> Result<Basis, String> {
+        let [node, leader, bootstrap, nodes] = ranges else {
+            return Err(format!(
+                "a transaction answered {} reads, not 4",
+                ranges.len()
+            ));
+        };
+        let mine = self.keys.node(node_id);
+        Ok(Basis {
+            node: node.0.first().cloned(),
+            leader: leader.0.first().map_or((0, None), |kv| {
+                let id = std::str::from_utf8(&kv.value)
+                    .ok()
+                    .and_then(|v| v.parse().ok());
+                (kv.mod_revision, id)
+            }),
+            bootstrap: Bootstrap::of(bootstrap.0.first()),
+            count: nodes.1,
+            other: nodes.0.iter().find(|kv| kv.key != mine).cloned(),
+        })
+    }
+
+    /// Compares that hold while the registry is as empty, or not, as `basis` says (apart from
+    /// `node_id`, if `except`).
+    fn emptiness(&self, basis: &Basis, node_id: NodeId, except: bool) -> Vec<Value> {
+        if let Some(other) = &basis.other {
+            return vec![wire::compare(
+                &other.key,
+                "CREATE",
+                "EQUAL",
+                other.create_revision,
+            )];
+        }
+        let nodes = self.keys.nodes();
+        let end = wire::prefix_end(&nodes);
+        if except {
+            let mine = self.keys.node(node_id);
+            let mut after = mine.clone();
+            after.push(0);
+            vec![
+                wire::compare_range(&nodes, &mine, "CREATE", "EQUAL", 0),
+                wire::compare_range(&after, &end, "CREATE", "EQUAL", 0),
+            ]
+        } else {
+            vec![wire::compare_range(&nodes, &end, "CREATE", "EQUAL", 0)]
+        }
+    }
+
+    fn basis_compares(&self, node_id: NodeId, basis: &Basis) -> Vec<Value> {
+        vec![
+            wire::compare(
+                &self.keys.node(node_id),
+                "MOD",
+                "EQUAL",
+                basis.node.as_ref().map_or(0, |kv| kv.mod_revision),
+            ),
+            wire::compare(&self.keys.leader(), "MOD", "EQUAL", basis.leader.0),
+            wire::compare(
+                &self.keys.bootstrap(),
+                "MOD",
+                "EQUAL",
+                basis.bootstrap.mod_revision,
+            ),
+        ]
+    }
+
+    fn register(
+        self: &Arc<Self>,
+        registration: Registration,
+        now: Now,
+    ) -> Result<Registered, StoreError> {
+        let node_id = registration.node_id;
+        let rejoining = registration.previous_epoch.is_some();
+        let mut basis = self.basis(node_id)?;
+        let mut granted: Option<i64> = None;
+        let outcome = (|| {
+            for _ in 0..ATTEMPTS {
+                let known = basis
+                    .node
+                    .as_ref()
+                    .and_then(|kv| Stored::decode(&kv.value).map(|(info, join)| (kv, info, join)));
+                // The pure registry merges metadata and checks the limits, exactly as in memory.
+                let mut scratch = Registry::restore(
+                    self.liveness,
+                    Restored {
+                        nodes: known
+                            .iter()
+                            .map(|(_, info, join)| (node_id, Arc::new(info.clone()), *join))
+                            .collect(),
+                        ..Restored::default()
+                    },
+                    now,
+                );
+                scratch.register(registration.clone(), now)?;
+                let record = scratch.get(node_id).expect("the node was just registered");
+                let created = known.is_none();
+                if created && basis.count >= self.max_nodes as i64 {
+                    return Err(RegistryError::Full {
+                        max_nodes: self.max_nodes,
+                    }
+                    .into());
+                }
+                let lease = match (&known, granted) {
+                    (Some((kv, _, _)), _) => kv.lease,
+                    (None, Some(lease)) => lease,
+                    (None, None) => {
+                        let ttl = self.liveness.node_timeout.as_secs_f64().ceil().max(1.0) as u64;
+                        let lease = self.etcd.grant(ttl).map_err(|e| self.unavailable(e))?;
+                        granted = Some(lease);
+                        lease
+                    }
+                };
+                let join = known.as_ref().map_or(now.unix, |(_, _, join)| *join);
+                let value = Stored::encode(&record.info, join);
+                let is_bootstrap = created
+                    && !rejoining
+                    && basis.bootstrap.armed
+                    && basis.count == 0
+                    && basis.leader.1.is_none();
+                let mut compares = self.basis_compares(node_id, &basis);
+                if created && basis.bootstrap.armed {
+                    compares.extend(self.emptiness(&basis, node_id, true));
+                }
+                let mut success = vec![wire::put(&self.keys.node(node_id), &value, lease)];
+                if is_bootstrap {
+                    success.push(wire::put(
+                        &self.keys.leader(),
+                        node_id.to_string().as_bytes(),
+                        lease,
+                    ));
+                }
+                if is_bootstrap || (rejoining && basis.bootstrap.armed) {
+                    success.push(wire::put(&self.keys.bootstrap(), b"disarmed", 0));
+                }
+                let answer = match self.etcd.txn(compares, success, self.basis_reads(node_id)) {
+                    Ok(answer) => answer,
+                    Err(e) if e.contains("lease not found") => {
+                        // The node's lease expired meanwhile: its key is going; read again.
+                        basis.node = None;
+                        let answer = self
+                            .etcd
+                            .txn(Vec::new(), self.basis_reads(node_id), Vec::new())
+                            .map_err(|e| self.unavailable(e))?;
+                        basis = self
+                            .basis_from(node_id, &answer.ranges)
+                            .map_err(|e| self.unavailable(e))?;
+                        continue;
+                    }
+                    Err(e) => return Err(self.unavailable(e)),
+                };
+                self.answered();
+                if !answer.succeeded {
+                    basis = self
+                        .basis_from(node_id, &answer.ranges)
+                        .map_err(|e| self.unavailable(e))?;
+                    continue;
+                }
+                if !created {
+                    self.renew(lease).map_err(|e| self.unavailable(e))?;
+                }
+                return Ok((
+                    Registered {
+                        created,
+                        is_bootstrap,
+                    },
+                    answer.revision,
+                    lease,
+                ));
+            }
+            Err(self.unavailable(format!(
+                "other gateways changed the registry {ATTEMPTS} times during one registration"
+            )))
+        })();
+        if let Some(lease) = granted
+            && outcome.as_ref().map_or(true, |(_, _, used)| *used != lease)
+            && let Err(e) = self.etcd.revoke(lease)
+        {
+            log::debug!("revoking an unused lease: {e}");
+        }
+        let (registered, revision, _) = outcome?;
+        self.wait_applied(revision);
+        let mut copy = lock(&self.copy);
+        copy.heard(node_id, now);
+        if registered.created {
+            copy.counts.joins_total += 1;
+        }
+        Ok(registered)
+    }
+
+    fn heartbeat(self: &Arc<Self>, node_id: NodeId, now: Now) -> Result<Option<u64>, StoreError> {
+        let lease = {
+            let copy = lock(&self.copy);
+            match copy.nodes.get(&node_id) {
+                Some(entry) => entry.lease,
+                None if copy.loaded => return Ok(None),
+                None => {
+                    drop(copy);
+                    return Err(self.unavailable("the registry was not read yet".to_owned()));
+                }
+            }
+        };
+        let alive = self.renew(lease).map_err(|e| self.unavailable(e))?;
+        self.answered();
+        if !alive {
+            // Its lease expired: the node is reaped, the watch shows its key deleted.
+            return Ok(None);
+        }
+        let mut copy = lock(&self.copy);
+        if !copy.heard(node_id, now) {
+            return Ok(None);
+        }
+        copy.counts.heartbeats_total += 1;
+        Ok(Some(copy.version()))
+    }
+
+    fn remove(self: &Arc<Self>, node_id: NodeId) -> Result<bool, StoreError> {
+        let mut basis = self.basis(node_id)?;
+        for _ in 0..ATTEMPTS {
+            let mut compares = self.basis_compares(node_id, &basis);
+            let mut success = Vec::new();
+            if basis.node.is_some() {
+                compares.extend(self.emptiness(&basis, node_id, true));
+                success.push(wire::delete(&self.keys.node(node_id)));
+                if basis.leader.1 == Some(node_id) {
+                    success.push(wire::delete(&self.keys.leader()));
+                }
+                if basis.other.is_none() {
+                    // The whole cluster left on purpose: the next node bootstraps a new one.
+                    success.push(wire::put(&self.keys.bootstrap(), b"armed", 0));
+                }
+            }
+            let answer = self
+                .etcd
+                .txn(compares, success, self.basis_reads(node_id))
+                .map_err(|e| self.unavailable(e))?;
+            self.answered();
+            if !answer.succeeded {
+                basis = self
+                    .basis_from(node_id, &answer.ranges)
+                    .map_err(|e| self.unavailable(e))?;
+                continue;
+            }
+            if basis.node.is_none() {
+                return Ok(false);
+            }
+            lock(&self.copy).removing.insert(node_id);
+            self.wait_applied(answer.revision);
+            lock(&self.copy).counts.removed_total += 1;
+            if let Some(node) = &basis.node
+                && let Err(e) = self.etcd.revoke(node.lease)
+            {
+                log::debug!("revoking the lease of a removed node: {e}");
+            }
+            return Ok(true);
+        }
+        Err(self.unavailable(format!(
+            "other gateways changed the registry {ATTEMPTS} times during one removal"
+        )))
+    }
+
+    fn set_leader(self: &Arc<Self>, node_id: NodeId) -> Result<bool, StoreError> {
+        let mut basis = self.basis(node_id)?;
+        for _ in 0..ATTEMPTS {
+            let compares = self.basis_compares(node_id, &basis);
+            let success = match &basis.node {
+                Some(node) => vec![wire::put(
+                    &self.keys.leader(),
+                    node_id.to_string().as_bytes(),
+                    node.lease,
+                )],
+                None => Vec::new(),
+            };
+            let answer = match self.etcd.txn(compares, success, self.basis_reads(node_id)) {
+                Ok(answer) => answer,
+                Err(e) if e.contains("lease not found") => {
+                    // The node's lease expired meanwhile: it is reaped.
+                    basis.node = None;
+                    continue;
+                }
+                Err(e) => return Err(self.unavailable(e)),
+            };
+            self.answered();
+            if !answer.succeeded {
+                basis = self
+                    .basis_from(node_id, &answer.ranges)
+                    .map_err(|e| self.unavailable(e))?;
+                continue;
+            }
+            self.wait_applied(answer.revision);
+            return Ok(basis.node.is_some());
+        }
+        Err(self.unavailable(format!(
+            "other gateways changed the registry {ATTEMPTS} times during one leader change"
+        )))
+    }
+}
+
+impl Store for EtcdStore {
+    fn register(&self, registration: Registration, now: Now) -> Result<Registered, StoreError> {
+        self.shared.register(registration, now)
+    }
+
+    fn heartbeat(&self, node_id: NodeId, now: Now) -> Result<Option<u64>, StoreError> {
+        self.shared.heartbeat(node_id, now)
+    }
+
+    fn remove(&self, node_id: NodeId) -> Result<bool, StoreError> {
+        self.shared.remove(node_id)
+    }
+
+    fn set_leader(&self, node_id: NodeId) -> Result<bool, StoreError> {
+        self.shared.set_leader(node_id)
+    }
+
+    fn sweep(&self, now: Now) {
+        lock(&self.shared.copy).sweep(now);
+    }
+
+    fn versions(&self) -> (u64, u64) {
+        let copy = lock(&self.shared.copy);
+        (copy.version(), copy.touches)
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        lock(&self.shared.copy).snapshot()
+    }
+
+    /// Nothing to wait for: what the copy shows is in etcd already.
+    fn settle(&self, _version: u64) {}
+
+    fn summary(&self) -> Summary {
+        let copy = lock(&self.shared.copy);
+        Summary {
+            counts: copy.counts(),
+            leader: copy.leader_id(),
+            version: copy.version(),
+            bootstrap_initiated: copy.bootstrap.initiated,
+            bootstrap_armed: copy.bootstrap.armed,
+            liveness: self.shared.liveness,
+        }
+    }
+
+    /// No data directory; `failed` says why etcd cannot be used, while it cannot.
+    fn durability(&self) -> Durability {
+        Durability {
+            failed: self.cut_off().map(|(why, since)| {
+                format!(
+                    "etcd at {} cannot be used since {since:.0} (Unix time): {why}; writes are \
+                     refused, reads answer from this gateway's copy, which may be stale",
+                    self.shared.etcd.endpoints()
+                )
+            }),
+            ..Durability::default()
+        }
+    }
+}
