@@ -5,6 +5,7 @@ mod client;
 mod client_cli;
 mod contract;
 mod durable;
+mod etcd;
 mod faults;
 mod hostile;
 mod logs;
