@@ -405,9 +405,9 @@ impl Shared {
         })
     }
 
-    /// Compares that hold while the registry is as empty, or not, as `basis` says (apart from
-    /// `node_id`, if `except`).
-    fn emptiness(&self, basis: &Basis, node_id: NodeId, except: bool) -> Vec<Value> {
+    /// Compares that hold while the registry is as empty, or not, as `basis` says: a node
+    /// other than `node_id` still exists, or no node but `node_id` does.
+    fn emptiness(&self, basis: &Basis, node_id: NodeId) -> Vec<Value> {
         if let Some(other) = &basis.other {
             return vec![wire::compare(
                 &other.key,
@@ -417,36 +417,24 @@ impl Shared {
             )];
         }
         let nodes = self.keys.nodes();
-        let end = wire::prefix_end(&nodes);
-        if except {
-            let mine = self.keys.node(node_id);
-            let mut after = mine.clone();
-            after.push(0);
-            vec![
-                wire::compare_range(&nodes, &mine, "CREATE", "EQUAL", 0),
-                wire::compare_range(&after, &end, "CREATE", "EQUAL", 0),
-            ]
-        } else {
-            vec![wire::compare_range(&nodes, &end, "CREATE", "EQUAL", 0)]
-        }
+        let mine = self.keys.node(node_id);
+        let mut after = mine.clone();
+        after.push(0);
+        vec![
+            wire::compare_range(&nodes, &mine, "CREATE", "EQUAL", 0),
+            wire::compare_range(&after, &wire::prefix_end(&nodes), "CREATE", "EQUAL", 0),
+        ]
     }
 
-    fn basis_compares(&self, node_id: NodeId, basis: &Basis) -> Vec<Value> {
-        vec![
-            wire::compare(
-                &self.keys.node(node_id),
-                "MOD",
-                "EQUAL",
-                basis.node.as_ref().map_or(0, |kv| kv.mod_revision),
-            ),
-            wire::compare(&self.keys.leader(), "MOD", "EQUAL", basis.leader.0),
-            wire::compare(
-                &self.keys.bootstrap(),
-                "MOD",
-                "EQUAL",
-                basis.bootstrap.mod_revision,
-            ),
-        ]
+    /// A compare that holds while the node's key is the one `basis` read: the same key
+    /// (`CREATE`), or the same key unchanged (`MOD`).
+    fn node_compare(&self, node_id: NodeId, basis: &Basis, target: &str) -> Value {
+        let node = basis.node.as_ref();
+        let revision = match target {
+            "CREATE" => node.map_or(0, |kv| kv.create_revision),
+            _ => node.map_or(0, |kv| kv.mod_revision),
+        };
+        wire::compare(&self.keys.node(node_id), target, "EQUAL", revision)
     }
 
     fn register(
@@ -502,9 +490,25 @@ impl Shared {
                     && basis.bootstrap.armed
                     && basis.count == 0
                     && basis.leader.1.is_none();
-                let mut compares = self.basis_compares(node_id, &basis);
+                // The decision rests on the node's key and the bootstrap state; while bootstrap
+                // is armed, also on the leader and on whether the registry is empty.
+                let mut compares = vec![
+                    self.node_compare(node_id, &basis, "MOD"),
+                    wire::compare(
+                        &self.keys.bootstrap(),
+                        "MOD",
+                        "EQUAL",
+                        basis.bootstrap.mod_revision,
+                    ),
+                ];
                 if created && basis.bootstrap.armed {
-                    compares.extend(self.emptiness(&basis, node_id, true));
+                    compares.push(wire::compare(
+                        &self.keys.leader(),
+                        "MOD",
+                        "EQUAL",
+                        basis.leader.0,
+                    ));
+                    compares.extend(self.emptiness(&basis, node_id));
                 }
                 let mut success = vec![wire::put(&self.keys.node(node_id), &value, lease)];
                 if is_bootstrap {
@@ -601,23 +605,60 @@ impl Shared {
     fn remove(self: &Arc<Self>, node_id: NodeId) -> Result<bool, StoreError> {
         let mut basis = self.basis(node_id)?;
         for _ in 0..ATTEMPTS {
-            let mut compares = self.basis_compares(node_id, &basis);
-            let mut success = Vec::new();
-            if basis.node.is_some() {
-                compares.extend(self.emptiness(&basis, node_id, true));
-                success.push(wire::delete(&self.keys.node(node_id)));
-                if basis.leader.1 == Some(node_id) {
-                    success.push(wire::delete(&self.keys.leader()));
+            let Some(node) = basis.node.clone() else {
+                // Not in the copy: absent in etcd too, or the copy is behind; etcd says which.
+                let answer = self
+                    .etcd
+                    .txn(
+                        vec![self.node_compare(node_id, &basis, "CREATE")],
+                        Vec::new(),
+                        self.basis_reads(node_id),
+                    )
+                    .map_err(|e| self.unavailable(e))?;
+                self.answered();
+                if answer.succeeded {
+                    return Ok(false);
                 }
-                if basis.other.is_none() {
-                    // The whole cluster left on purpose: the next node bootstraps a new one.
-                    success.push(wire::put(&self.keys.bootstrap(), b"armed", 0));
-                }
+                basis = self
+                    .basis_from(node_id, &answer.ranges)
+                    .map_err(|e| self.unavailable(e))?;
+                continue;
+            };
+            // One transaction: the node goes; the leader key goes if it names the node; and if
+            // no other node is left, the whole cluster left on purpose, so the next node to
+            // join bootstraps a new one. Nested transactions decide the last two inside it, so
+            // removals at once through many gateways never wait on each other. (etcd evaluates
+            // every compare, nested ones too, before the transaction writes anything: hence
+            // "no node but this one".)
+            let alone = Basis {
+                other: None,
+                ..Basis::default()
+            };
+            let success = vec![
+                wire::delete(&self.keys.node(node_id)),
+                wire::nested(
+                    vec![wire::compare_value(
+                        &self.keys.leader(),
+                        node_id.to_string().as_bytes(),
+                    )],
+                    vec![wire::delete(&self.keys.leader())],
+                ),
+                wire::nested(
+                    self.emptiness(&alone, node_id),
+                    vec![wire::put(&self.keys.bootstrap(), b"armed", 0)],
+                ),
+            ];
+            // Marked before the watch can show the deletion: it is a removal, not a reaping.
+            lock(&self.copy).removing.insert(node_id);
+            let answer = self.etcd.txn(
+                vec![self.node_compare(node_id, &basis, "CREATE")],
+                success,
+                self.basis_reads(node_id),
+            );
+            if !answer.as_ref().is_ok_and(|a| a.succeeded) {
+                lock(&self.copy).removing.remove(&node_id);
             }
-            let answer = self
-                .etcd
-                .txn(compares, success, self.basis_reads(node_id))
-                .map_err(|e| self.unavailable(e))?;
+            let answer = answer.map_err(|e| self.unavailable(e))?;
             self.answered();
             if !answer.succeeded {
                 basis = self
@@ -625,15 +666,9 @@ impl Shared {
                     .map_err(|e| self.unavailable(e))?;
                 continue;
             }
-            if basis.node.is_none() {
-                return Ok(false);
-            }
-            lock(&self.copy).removing.insert(node_id);
             self.wait_applied(answer.revision);
             lock(&self.copy).counts.removed_total += 1;
-            if let Some(node) = &basis.node
-                && let Err(e) = self.etcd.revoke(node.lease)
-            {
+            if let Err(e) = self.etcd.revoke(node.lease) {
                 log::debug!("revoking the lease of a removed node: {e}");
             }
             return Ok(true);
@@ -646,7 +681,7 @@ impl Shared {
     fn set_leader(self: &Arc<Self>, node_id: NodeId) -> Result<bool, StoreError> {
         let mut basis = self.basis(node_id)?;
         for _ in 0..ATTEMPTS {
-            let compares = self.basis_compares(node_id, &basis);
+            let compares = vec![self.node_compare(node_id, &basis, "CREATE")];
             let success = match &basis.node {
                 Some(node) => vec![wire::put(
                     &self.keys.leader(),

@@ -334,6 +334,16 @@ pub fn compare_range(from: &[u8], to: &[u8], target: &str, result: &str, value: 
     c
 }
 
+/// A compare that holds while `key` holds `value` (false while it is absent).
+pub fn compare_value(key: &[u8], value: &[u8]) -> Value {
+    json!({"key": b64(key), "target": "VALUE", "result": "EQUAL", "value": b64(value)})
+}
+
+/// A transaction inside a transaction: `success` runs if `compare` holds at that point.
+pub fn nested(compare: Vec<Value>, success: Vec<Value>) -> Value {
+    json!({"request_txn": {"compare": compare, "success": success}})
+}
+
 /// A put for a transaction.
 pub fn put(key: &[u8], value: &[u8], lease: i64) -> Value {
     let mut put = json!({"key": b64(key), "value": b64(value)});
