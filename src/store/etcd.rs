@@ -49,6 +49,11 @@ const APPLY_WAIT: Duration = Duration::from_secs(2);
 /// How often a transaction is retried when other gateways keep changing what it rests on.
 const ATTEMPTS: usize = 16;
 
+/// A heartbeat whose node's lease was renewed less than this ago is acknowledged without
+/// waiting for another renewal; leases last `node_timeout` plus this, so a node is never
+/// reaped sooner than `node_timeout` after a heartbeat acknowledged, and at most this later.
+const RENEW_SLACK: Duration = Duration::from_secs(1);
+
 /// How long [`EtcdStore::open`] waits for the first read of the registry.
 const OPEN_WAIT: Duration = Duration::from_secs(5);
 
@@ -86,8 +91,9 @@ struct Renewals {
     next: u64,
     /// True while a group is being sent.
     sending: bool,
-    /// Outcomes of the last groups: the leases etcd no longer knows, or why it failed.
-    outcomes: HashMap<u64, Result<Arc<HashSet<i64>>, String>>,
+    /// Outcomes of the last groups: when the group was sent and the leases etcd no longer
+    /// knows, or why it failed.
+    outcomes: HashMap<u64, Result<(Instant, Arc<HashSet<i64>>), String>>,
 }
 
 impl EtcdStore {
@@ -295,15 +301,16 @@ impl Shared {
         }
     }
 
-    /// Renews `lease` with the next group of renewals; `Ok(false)` if etcd no longer knows it.
-    fn renew(&self, lease: i64) -> Result<bool, String> {
+    /// Renews `lease` with the next group of renewals: when the group was sent, or `None` if
+    /// etcd no longer knows the lease.
+    fn renew(&self, lease: i64) -> Result<Option<Instant>, String> {
         let mut renewals = lock(&self.renewals);
         renewals.pending.insert(lease);
         let group = renewals.next;
         loop {
             if let Some(outcome) = renewals.outcomes.get(&group) {
                 return match outcome {
-                    Ok(gone) => Ok(!gone.contains(&lease)),
+                    Ok((sent, gone)) => Ok((!gone.contains(&lease)).then_some(*sent)),
                     Err(e) => Err(e.clone()),
                 };
             }
@@ -314,9 +321,10 @@ impl Shared {
                 renewals.next += 1;
                 let leases: Vec<i64> = renewals.pending.drain().collect();
                 drop(renewals);
+                let sent = Instant::now();
                 let outcome = self.etcd.keepalive(&leases).map(|gone| {
                     let gone: HashSet<i64> = gone.into_iter().collect();
-                    Arc::new(gone)
+                    (sent, Arc::new(gone))
                 });
                 renewals = lock(&self.renewals);
                 renewals.sending = false;
@@ -477,7 +485,9 @@ impl Shared {
                     (Some((kv, _, _)), _) => kv.lease,
                     (None, Some(lease)) => lease,
                     (None, None) => {
-                        let ttl = self.liveness.node_timeout.as_secs_f64().ceil().max(1.0) as u64;
+                        let ttl = (self.liveness.node_timeout + RENEW_SLACK)
+                            .as_secs_f64()
+                            .ceil() as u64;
                         let lease = self.etcd.grant(ttl).map_err(|e| self.unavailable(e))?;
                         granted = Some(lease);
                         lease
@@ -545,6 +555,7 @@ impl Shared {
                     continue;
                 }
                 if !created {
+                    // A registration is heard from, as a heartbeat is.
                     self.renew(lease).map_err(|e| self.unavailable(e))?;
                 }
                 return Ok((
@@ -577,10 +588,14 @@ impl Shared {
     }
 
     fn heartbeat(self: &Arc<Self>, node_id: NodeId, now: Now) -> Result<Option<u64>, StoreError> {
-        let lease = {
+        let connected = lock(&self.cut_off).is_none();
+        let (lease, fresh) = {
             let copy = lock(&self.copy);
             match copy.nodes.get(&node_id) {
-                Some(entry) => entry.lease,
+                Some(entry) => (
+                    entry.lease,
+                    entry.renewed.is_some_and(|at| at.elapsed() < RENEW_SLACK) && connected,
+                ),
                 None if copy.loaded => return Ok(None),
                 None => {
                     drop(copy);
@@ -588,15 +603,27 @@ impl Shared {
                 }
             }
         };
-        let alive = self.renew(lease).map_err(|e| self.unavailable(e))?;
-        self.answered();
-        if !alive {
-            // Its lease expired: the node is reaped, the watch shows its key deleted.
-            return Ok(None);
-        }
+        // A lease renewed less than RENEW_SLACK ago runs at least `node_timeout` from now (its
+        // TTL has the slack on top): this heartbeat needs no renewal of its own.
+        let renewed = if fresh {
+            None
+        } else {
+            let renewed = self.renew(lease).map_err(|e| self.unavailable(e))?;
+            self.answered();
+            let Some(renewed) = renewed else {
+                // Its lease expired: the node is reaped, the watch shows its key deleted.
+                return Ok(None);
+            };
+            Some(renewed)
+        };
         let mut copy = lock(&self.copy);
         if !copy.heard(node_id, now) {
             return Ok(None);
+        }
+        if let (Some(at), Some(entry)) = (renewed, copy.nodes.get_mut(&node_id))
+            && entry.lease == lease
+        {
+            entry.renewed = Some(at);
         }
         copy.counts.heartbeats_total += 1;
         Ok(Some(copy.version()))

@@ -114,6 +114,8 @@ pub struct Entry {
     pub mod_revision: i64,
     /// Its lease.
     pub lease: i64,
+    /// When this gateway last sent a renewal of its lease that etcd confirmed.
+    pub renewed: Option<std::time::Instant>,
     /// True once this gateway heard from it (a heartbeat or a registration through it): only
     /// then may this gateway suspect it.
     pub heard_here: bool,
@@ -359,6 +361,9 @@ impl Copy {
                 entry.record.last_seen = now.unix;
                 entry.record.heard_at = now.instant;
                 entry.mod_revision = kv.mod_revision;
+                if entry.lease != kv.lease {
+                    entry.renewed = None;
+                }
                 entry.lease = kv.lease;
             }
             _ => {
@@ -378,6 +383,7 @@ impl Copy {
                         create_revision: kv.create_revision,
                         mod_revision: kv.mod_revision,
                         lease: kv.lease,
+                        renewed: None,
                         heard_here: false,
                     },
                 );
