@@ -86,7 +86,8 @@ struct Shared {
 /// Heartbeats waiting for their leases to be renewed, as a group commit.
 #[derive(Debug, Default)]
 struct Renewals {
-    pending: HashSet<i64>,
+    /// Leases to renew, with their nodes.
+    pending: HashMap<i64, NodeId>,
     /// The group `pending` will be sent in.
     next: u64,
     /// True while a group is being sent.
@@ -301,11 +302,13 @@ impl Shared {
         }
     }
 
-    /// Renews `lease` with the next group of renewals: when the group was sent, or `None` if
-    /// etcd no longer knows the lease.
-    fn renew(&self, lease: i64) -> Result<Option<Instant>, String> {
+    /// Renews `lease` (of `node_id`) with the next group of renewals: when the group was
+    /// sent, or `None` if etcd no longer knows the lease. Without `wait`, the lease joins the
+    /// next group and this returns at once (`None`), unless no group is being sent: then this
+    /// sends one.
+    fn renew(&self, lease: i64, node_id: NodeId, wait: bool) -> Result<Option<Instant>, String> {
         let mut renewals = lock(&self.renewals);
-        renewals.pending.insert(lease);
+        renewals.pending.insert(lease, node_id);
         let group = renewals.next;
         loop {
             if let Some(outcome) = renewals.outcomes.get(&group) {
@@ -315,15 +318,25 @@ impl Shared {
                 };
             }
             if !renewals.sending {
-                // This heartbeat sends the group (and every lease pending with it).
+                // This request sends the group (and every lease pending with it).
                 renewals.sending = true;
                 let sending = renewals.next;
                 renewals.next += 1;
-                let leases: Vec<i64> = renewals.pending.drain().collect();
+                let group: Vec<(i64, NodeId)> = renewals.pending.drain().collect();
                 drop(renewals);
                 let sent = Instant::now();
+                let leases: Vec<i64> = group.iter().map(|&(lease, _)| lease).collect();
                 let outcome = self.etcd.keepalive(&leases).map(|gone| {
                     let gone: HashSet<i64> = gone.into_iter().collect();
+                    let mut copy = lock(&self.copy);
+                    for (lease, node_id) in &group {
+                        if let Some(entry) = copy.nodes.get_mut(node_id)
+                            && entry.lease == *lease
+                            && !gone.contains(lease)
+                        {
+                            entry.renewed = Some(sent);
+                        }
+                    }
                     (sent, Arc::new(gone))
                 });
                 renewals = lock(&self.renewals);
@@ -332,6 +345,9 @@ impl Shared {
                 renewals.outcomes.retain(|&g, _| g + 64 > sending);
                 self.renewed.notify_all();
                 continue;
+            }
+            if !wait {
+                return Ok(None);
             }
             renewals = self
                 .renewed
@@ -556,7 +572,8 @@ impl Shared {
                 }
                 if !created {
                     // A registration is heard from, as a heartbeat is.
-                    self.renew(lease).map_err(|e| self.unavailable(e))?;
+                    self.renew(lease, node_id, true)
+                        .map_err(|e| self.unavailable(e))?;
                 }
                 return Ok((
                     Registered {
@@ -589,13 +606,10 @@ impl Shared {
 
     fn heartbeat(self: &Arc<Self>, node_id: NodeId, now: Now) -> Result<Option<u64>, StoreError> {
         let connected = lock(&self.cut_off).is_none();
-        let (lease, fresh) = {
+        let (lease, age) = {
             let copy = lock(&self.copy);
             match copy.nodes.get(&node_id) {
-                Some(entry) => (
-                    entry.lease,
-                    entry.renewed.is_some_and(|at| at.elapsed() < RENEW_SLACK) && connected,
-                ),
+                Some(entry) => (entry.lease, entry.renewed.map(|at| at.elapsed())),
                 None if copy.loaded => return Ok(None),
                 None => {
                     drop(copy);
@@ -604,26 +618,30 @@ impl Shared {
             }
         };
         // A lease renewed less than RENEW_SLACK ago runs at least `node_timeout` from now (its
-        // TTL has the slack on top): this heartbeat needs no renewal of its own.
-        let renewed = if fresh {
-            None
-        } else {
-            let renewed = self.renew(lease).map_err(|e| self.unavailable(e))?;
-            self.answered();
-            let Some(renewed) = renewed else {
-                // Its lease expired: the node is reaped, the watch shows its key deleted.
-                return Ok(None);
-            };
-            Some(renewed)
-        };
+        // TTL has the slack on top): this heartbeat needs no renewal of its own. Past half the
+        // slack, it has the lease renewed with the next group without waiting for it, so a
+        // node that beats often never waits.
+        match age {
+            Some(age) if age < RENEW_SLACK && connected => {
+                if age >= RENEW_SLACK / 2 {
+                    self.renew(lease, node_id, false)
+                        .map_err(|e| self.unavailable(e))?;
+                }
+            }
+            _ => {
+                let renewed = self
+                    .renew(lease, node_id, true)
+                    .map_err(|e| self.unavailable(e))?;
+                self.answered();
+                if renewed.is_none() {
+                    // Its lease expired: the node is reaped, the watch shows its key deleted.
+                    return Ok(None);
+                }
+            }
+        }
         let mut copy = lock(&self.copy);
         if !copy.heard(node_id, now) {
             return Ok(None);
-        }
-        if let (Some(at), Some(entry)) = (renewed, copy.nodes.get_mut(&node_id))
-            && entry.lease == lease
-        {
-            entry.renewed = Some(at);
         }
         copy.counts.heartbeats_total += 1;
         Ok(Some(copy.version()))

@@ -10,6 +10,7 @@
 //! - a lease keepalive or a watch is a gRPC stream: one POST carries any number of requests as
 //!   JSON objects one after the other, and the answer is one JSON object a line.
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -24,6 +25,10 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a watch stream may stay silent before it is re-established (a member that vanished
 /// without closing the connection is noticed then).
 pub const WATCH_IDLE: Duration = Duration::from_secs(300);
+
+/// Lease renewals in one keepalive POST: each is at most 28 bytes (`{"ID":<19 digits>}` and a
+/// newline), and etcd reads the first 512 bytes of the body (see [`Etcd::keepalive`]).
+pub const KEEPALIVES_PER_POST: usize = 16;
 
 /// The etcd members, tried in turn, and the HTTP agents that talk to them.
 #[derive(Debug)]
@@ -175,13 +180,35 @@ impl Etcd {
         }
     }
 
-    /// Renews every lease in `leases` in one POST (one keepalive stream carrying them all).
-    /// Returns the leases etcd no longer knows (expired or revoked).
+    /// Renews every lease in `leases`, [`KEEPALIVES_PER_POST`] to a POST (each POST one
+    /// keepalive stream carrying several). Returns the leases etcd no longer knows (expired or
+    /// revoked).
+    ///
+    /// etcd's gateway answers a stream over HTTP/1.1, which is not full duplex: once it starts
+    /// answering, it reads no more of the request body. It reliably reads the first 512 bytes
+    /// (its JSON decoder's first read), so a POST carries at most that much, and a lease left
+    /// unanswered is sent again in the next POST.
     pub fn keepalive(&self, leases: &[i64]) -> Result<Vec<i64>, String> {
-        let mut body = String::with_capacity(leases.len() * 32);
+        let mut gone = Vec::new();
+        let mut left: Vec<i64> = leases.to_vec();
+        while !left.is_empty() {
+            let take = left.len().min(KEEPALIVES_PER_POST);
+            let (answered, expired) = self.keepalive_post(&left[..take])?;
+            if answered.is_empty() {
+                return Err("etcd answered none of the lease renewals it was sent".to_owned());
+            }
+            gone.extend(expired);
+            left.retain(|lease| !answered.contains(lease));
+        }
+        Ok(gone)
+    }
+
+    /// One keepalive POST: the leases answered, and those of them etcd no longer knows.
+    fn keepalive_post(&self, leases: &[i64]) -> Result<(HashSet<i64>, Vec<i64>), String> {
+        let mut body = String::with_capacity(leases.len() * 28);
         for lease in leases {
-            body.push_str(&json!({"ID": lease.to_string()}).to_string());
-            body.push('\n');
+            // A number, not a string: shorter, so more fit the part etcd reads.
+            body.push_str(&format!("{{\"ID\":{lease}}}\n"));
         }
         let start = self.current.load(Ordering::Relaxed);
         let mut last = String::new();
@@ -198,8 +225,8 @@ impl Etcd {
                     self.current.store(at, Ordering::Relaxed);
                     let status = response.status().as_u16();
                     let reader = response.body_mut().with_config().limit(u64::MAX).reader();
+                    let mut answered = HashSet::new();
                     let mut gone = Vec::new();
-                    let mut renewed = 0;
                     for line in BufReader::new(reader).lines() {
                         let line = line.map_err(|e| format!("{url}: reading the answer: {e}"))?;
                         if line.trim().is_empty() {
@@ -210,18 +237,15 @@ impl Etcd {
                         let Some(result) = value.get("result") else {
                             return Err(format!("{url}: {status}: {}", error_message(&value)));
                         };
-                        renewed += 1;
+                        let Some(id) = int(&result["ID"]) else {
+                            continue;
+                        };
+                        answered.insert(id);
                         if int(&result["TTL"]).unwrap_or(0) <= 0 {
-                            gone.extend(int(&result["ID"]));
+                            gone.push(id);
                         }
                     }
-                    if renewed != leases.len() {
-                        return Err(format!(
-                            "{url}: {status}: {renewed} of {} leases renewed",
-                            leases.len()
-                        ));
-                    }
-                    return Ok(gone);
+                    return Ok((answered, gone));
                 }
                 Err(e) if not_sent(&e) => last = format!("{url}: {e}"),
                 Err(e) => {
