@@ -207,8 +207,11 @@ else
   gateway_server --store etcd --etcd-endpoints "http://127.0.0.1:$etcd_client"; on_etcd=$url
   # 1,000 nodes in each (register.lua walks ids 1..1000; the first pass creates them).
   for g in "$on_memory" "$on_etcd"; do
-    DURATION=3 measure "$g/register" 16 "$work/register.lua" >/dev/null
-    nodes=$(curl --silent "$g/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["total_nodes"])')
+    for _ in $(seq 10); do
+      measure "$g/register" 16 "$work/register.lua" >/dev/null
+      nodes=$(curl --silent "$g/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["total_nodes"])')
+      [ "$nodes" = 1000 ] && break
+    done
     [ "$nodes" = 1000 ] || { echo "seeding $g gave $nodes nodes, not 1000" >&2; exit 1; }
   done
   etcd_row() {  # $1 name, $2 connections, $3 path, $4 lua script, $5 "writes" for the etcd share

@@ -304,9 +304,14 @@ impl Shared {
 
     /// Renews `lease` (of `node_id`) with the next group of renewals: when the group was
     /// sent, or `None` if etcd no longer knows the lease. Without `wait`, the lease joins the
-    /// next group and this returns at once (`None`), unless no group is being sent: then this
-    /// sends one.
-    fn renew(&self, lease: i64, node_id: NodeId, wait: bool) -> Result<Option<Instant>, String> {
+    /// next group and this returns at once (`None`); if no group is in flight, a short-lived
+    /// thread sends one, so no request waits for renewals it does not need.
+    fn renew(
+        self: &Arc<Self>,
+        lease: i64,
+        node_id: NodeId,
+        wait: bool,
+    ) -> Result<Option<Instant>, String> {
         let mut renewals = lock(&self.renewals);
         renewals.pending.insert(lease, node_id);
         let group = renewals.next;
@@ -318,32 +323,28 @@ impl Shared {
                 };
             }
             if !renewals.sending {
-                // This request sends the group (and every lease pending with it).
                 renewals.sending = true;
-                let sending = renewals.next;
+                let number = renewals.next;
                 renewals.next += 1;
-                let group: Vec<(i64, NodeId)> = renewals.pending.drain().collect();
+                let leases: Vec<(i64, NodeId)> = renewals.pending.drain().collect();
                 drop(renewals);
-                let sent = Instant::now();
-                let leases: Vec<i64> = group.iter().map(|&(lease, _)| lease).collect();
-                let outcome = self.etcd.keepalive(&leases).map(|gone| {
-                    let gone: HashSet<i64> = gone.into_iter().collect();
-                    let mut copy = lock(&self.copy);
-                    for (lease, node_id) in &group {
-                        if let Some(entry) = copy.nodes.get_mut(node_id)
-                            && entry.lease == *lease
-                            && !gone.contains(lease)
-                        {
-                            entry.renewed = Some(sent);
-                        }
+                if !wait {
+                    let shared = Arc::clone(self);
+                    let spawned = thread::Builder::new()
+                        .name("gateway-etcd-renew".to_owned())
+                        .spawn(move || shared.send_renewals(number, &leases));
+                    if let Err(e) = spawned {
+                        // Nothing sent: whoever waits on this group learns it failed.
+                        let mut renewals = lock(&self.renewals);
+                        renewals.sending = false;
+                        renewals.outcomes.insert(number, Err(e.to_string()));
+                        self.renewed.notify_all();
                     }
-                    (sent, Arc::new(gone))
-                });
+                    return Ok(None);
+                }
+                // This request sends the group (and every lease pending with it).
+                self.send_renewals(number, &leases);
                 renewals = lock(&self.renewals);
-                renewals.sending = false;
-                renewals.outcomes.insert(sending, outcome);
-                renewals.outcomes.retain(|&g, _| g + 64 > sending);
-                self.renewed.notify_all();
                 continue;
             }
             if !wait {
@@ -354,6 +355,31 @@ impl Shared {
                 .wait(renewals)
                 .unwrap_or_else(|p| p.into_inner());
         }
+    }
+
+    /// Sends one group of renewals, notes in the copy when each live lease was renewed, and
+    /// publishes the outcome to the requests waiting for it.
+    fn send_renewals(&self, number: u64, group: &[(i64, NodeId)]) {
+        let sent = Instant::now();
+        let leases: Vec<i64> = group.iter().map(|&(lease, _)| lease).collect();
+        let outcome = self.etcd.keepalive(&leases).map(|gone| {
+            let gone: HashSet<i64> = gone.into_iter().collect();
+            let mut copy = lock(&self.copy);
+            for (lease, node_id) in group {
+                if let Some(entry) = copy.nodes.get_mut(node_id)
+                    && entry.lease == *lease
+                    && !gone.contains(lease)
+                {
+                    entry.renewed = Some(sent);
+                }
+            }
+            (sent, Arc::new(gone))
+        });
+        let mut renewals = lock(&self.renewals);
+        renewals.sending = false;
+        renewals.outcomes.insert(number, outcome);
+        renewals.outcomes.retain(|&g, _| g + 64 > number);
+        self.renewed.notify_all();
     }
 
     /// What a write about `node_id` rests on, from the copy.
