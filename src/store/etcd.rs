@@ -38,8 +38,6 @@ use super::{Durability, Snapshot, Store, StoreError, Summary};
 use copy::{Bootstrap, Copy, Keys, Stored};
 use wire::{Etcd, Kv, WatchLine};
 
-pub use wire::{b64, unb64};
-
 /// The prefix every key of the registry starts with.
 pub const PREFIX: &str = "/cluster-gateway/";
 
@@ -83,6 +81,9 @@ struct Shared {
     opened: f64,
 }
 
+/// A group of renewals etcd answered: when it was sent, and the leases it no longer knows.
+type Renewed = (Instant, Arc<HashSet<i64>>);
+
 /// Heartbeats waiting for their leases to be renewed, as a group commit.
 #[derive(Debug, Default)]
 struct Renewals {
@@ -94,7 +95,7 @@ struct Renewals {
     sending: bool,
     /// Outcomes of the last groups: when the group was sent and the leases etcd no longer
     /// knows, or why it failed.
-    outcomes: HashMap<u64, Result<(Instant, Arc<HashSet<i64>>), String>>,
+    outcomes: HashMap<u64, Result<Renewed, String>>,
 }
 
 impl EtcdStore {
