@@ -778,8 +778,12 @@ impl Shared {
                     .map_err(|e| self.unavailable(e))?;
                 continue;
             }
+            if basis.node.is_none() {
+                // Nothing was written: there is no revision of this write to wait for.
+                return Ok(false);
+            }
             self.wait_applied(answer.revision);
-            return Ok(basis.node.is_some());
+            return Ok(true);
         }
         Err(self.unavailable(format!(
             "other gateways changed the registry {ATTEMPTS} times during one leader change"

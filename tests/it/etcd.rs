@@ -21,6 +21,7 @@ mod host {
     pub const BOOTSTRAP_RACE: &str = "127.0.1.2";
     pub const SIGKILL: &str = "127.0.1.3";
     pub const QUORUM: &str = "127.0.1.4";
+    pub const REJOIN: &str = "127.0.1.5";
 }
 
 /// Deadline for anything the tests wait on: generous, as the machine may be busy.
@@ -562,4 +563,38 @@ fn one_member_down_gateways_carry_on_quorum_lost_writes_503_reads_answer_then_al
             "{beat}"
         );
     }
+}
+
+#[test]
+fn a_rejoining_node_through_one_gateway_disarms_bootstrap_for_newcomers_through_another() {
+    let etcd = EtcdCluster::start(host::REJOIN, 1);
+    let (a, b) = (
+        gateway(&etcd.endpoints(), |_| {}),
+        gateway(&etcd.endpoints(), |_| {}),
+    );
+    let mut rejoining = registration(1);
+    rejoining["previous_epoch"] = json!("an-earlier-gateway-run");
+    let (status, answer) = a.post_json("/register", &rejoining);
+    assert_eq!(
+        (status, &answer["is_bootstrap"]),
+        (200, &json!(false)),
+        "{answer}"
+    );
+    assert!(eventually(WAIT, || b.get("/stats").1["bootstrap_armed"] == false));
+    let answer = b.register(2);
+    assert_eq!(answer["is_bootstrap"], false, "{answer}");
+    assert_eq!(b.get("/leader").1["leader"], Value::Null);
+    // Everyone leaves on purpose: the registry is armed again, and the next newcomer
+    // bootstraps, through either gateway.
+    for (g, id) in [(&a, 1), (&b, 2)] {
+        let (_, left) = g.post_json("/remove", &json!({"node_id": id}));
+        assert_eq!(left["status"], "removed", "{left}");
+    }
+    assert!(eventually(WAIT, || a.get("/stats").1["bootstrap_armed"] == true));
+    let answer = a.register(3);
+    assert_eq!(answer["is_bootstrap"], true, "{answer}");
+    assert!(eventually(WAIT, || b.get("/leader").1["leader"]["node_id"] == 3));
+    // A leader change to a node that is not registered fails and changes nothing.
+    let (_, set) = b.post_json("/leader", &json!({"leader_id": 99}));
+    assert_eq!(set["status"], "failed", "{set}");
 }

@@ -418,3 +418,94 @@ impl Copy {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn keys() -> Keys {
+        Keys::new("/p/")
+    }
+
+    fn node(id: NodeId, create: i64, revision: i64, port: u16) -> Kv {
+        let info = NodeInfo {
+            ip_address: "10.0.0.1".to_owned(),
+            port,
+            capabilities: vec!["raft".to_owned()],
+            metadata: RawValue::from_string("{}".to_owned()).unwrap(),
+        };
+        Kv {
+            key: keys().node(id),
+            value: Stored::encode(&info, 100.0),
+            create_revision: create,
+            mod_revision: revision,
+            lease: 7,
+        }
+    }
+
+    fn leader(id: NodeId, revision: i64) -> Kv {
+        Kv {
+            key: keys().leader(),
+            value: id.to_string().into_bytes(),
+            create_revision: revision,
+            mod_revision: revision,
+            lease: 7,
+        }
+    }
+
+    fn liveness() -> Liveness {
+        Liveness {
+            suspect_after: Duration::from_secs(3),
+            node_timeout: Duration::from_secs(10),
+        }
+    }
+
+    #[test]
+    fn watch_events_the_copy_already_reflects_are_skipped() {
+        let now = Now::system();
+        let mut copy = Copy::new(keys(), liveness());
+        copy.reload(&[node(1, 2, 5, 5001), leader(1, 3)], 5, now);
+        assert_eq!((copy.version(), copy.leader_id()), (5, Some(1)));
+        // A watch that resumed from an older revision replays changes up to 5: ignored.
+        copy.apply(&[Change::Delete(node(1, 0, 4, 0))], 5, now);
+        assert!(copy.nodes.contains_key(&1));
+        // Newer ones apply: node 1 changes port, the leader key goes, the version follows.
+        copy.apply(
+            &[
+                Change::Put(node(1, 2, 6, 6001)),
+                Change::Delete(leader(1, 7)),
+            ],
+            7,
+            now,
+        );
+        assert_eq!(copy.nodes[&1].record.info.port, 6001);
+        assert_eq!((copy.version(), copy.leader_id()), (7, None));
+    }
+
+    #[test]
+    fn suspicion_is_local_and_a_fresh_range_keeps_what_this_gateway_heard() {
+        let start = Now::system();
+        let mut copy = Copy::new(keys(), liveness());
+        copy.reload(&[node(1, 2, 2, 5001), node(2, 3, 3, 5002)], 3, start);
+        assert!(copy.heard(1, start));
+        let later = Now {
+            instant: start.instant + Duration::from_secs(4),
+            unix: start.unix + 4.0,
+        };
+        copy.sweep(later);
+        // Heard here and then silent: suspected; never heard here: left to its lease.
+        assert_eq!(copy.nodes[&1].record.status, NodeStatus::Suspected);
+        assert_eq!(copy.nodes[&2].record.status, NodeStatus::Active);
+        assert_eq!(copy.version(), 3 + 1, "a local suspicion moves the version");
+        // A fresh range at a newer revision without node 2 drops it and keeps node 1 as seen.
+        copy.reload(&[node(1, 2, 2, 5001)], 9, later);
+        assert_eq!(copy.nodes[&1].record.status, NodeStatus::Suspected);
+        assert!(!copy.nodes.contains_key(&2));
+        assert_eq!(copy.counts().reaped_total, 1);
+        // A range older than the copy changes nothing.
+        copy.reload(&[], 8, later);
+        assert!(copy.nodes.contains_key(&1));
+    }
+}
