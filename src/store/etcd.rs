@@ -6,10 +6,12 @@
 //!   transaction compares exactly those. If another gateway changed one of them in between, the
 //!   transaction fails, its failure branch reads them afresh, and the write decides again. A
 //!   bootstrap writes the bootstrap key, so of any number of racing bootstraps one succeeds.
-//! - **Liveness**: each node has a lease of `node_timeout`; its key (and the leader key, if it
-//!   leads) is attached to it, so etcd reaps a node every gateway stopped hearing from.
-//!   Heartbeats renew leases in groups: a heartbeat waits for the next keepalive POST, which
-//!   carries every lease whose node beat meanwhile (one POST per group, never one per beat).
+//! - **Liveness**: each node has a lease of `node_timeout` + `RENEW_SLACK` (1 s); its key (and the
+//!   leader key, if it leads) is attached to it, so etcd reaps a node every gateway stopped
+//!   hearing from. Heartbeats renew leases in groups, as a group commit: a heartbeat waits for
+//!   the next group (every lease whose node beat meanwhile, 16 to a keepalive POST), unless its
+//!   lease was confirmed renewed less than `RENEW_SLACK` ago; past half the slack it has the
+//!   lease join the next group without waiting. Never one etcd request per heartbeat.
 //! - **Suspicion is local**: a gateway suspects a node it heard from (a heartbeat or a
 //!   registration through it) and then not for `suspect_after`; a node that beats through
 //!   another gateway is never suspected here. `registry_version` is the etcd revision plus this
