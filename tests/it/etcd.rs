@@ -22,6 +22,7 @@ mod host {
     pub const SIGKILL: &str = "127.0.1.3";
     pub const QUORUM: &str = "127.0.1.4";
     pub const REJOIN: &str = "127.0.1.5";
+    pub const LATE_ETCD: &str = "127.0.1.6";
 }
 
 /// Deadline for anything the tests wait on: generous, as the machine may be busy.
@@ -44,6 +45,13 @@ struct Member {
 
 impl EtcdCluster {
     fn start(host: &'static str, size: usize) -> EtcdCluster {
+        let mut cluster = EtcdCluster::prepare(host, size);
+        cluster.start_all();
+        cluster
+    }
+
+    /// Data directory and ports chosen, no member running yet.
+    fn prepare(host: &'static str, size: usize) -> EtcdCluster {
         // tmpfs where there is one: every etcd write is an fsync.
         let base = if std::path::Path::new("/dev/shm").is_dir() {
             PathBuf::from("/dev/shm")
@@ -66,19 +74,21 @@ impl EtcdCluster {
             .map(|m| format!("{}=http://{host}:{}", m.name, m.peer))
             .collect::<Vec<_>>()
             .join(",");
-        let mut cluster = EtcdCluster {
+        EtcdCluster {
             host,
             dir,
             members,
             initial,
-        };
-        for i in 0..size {
-            cluster.spawn(i);
         }
-        for i in 0..size {
-            cluster.wait_healthy(i);
+    }
+
+    fn start_all(&mut self) {
+        for i in 0..self.members.len() {
+            self.spawn(i);
         }
-        cluster
+        for i in 0..self.members.len() {
+            self.wait_healthy(i);
+        }
     }
 
     fn spawn(&mut self, i: usize) {
@@ -597,4 +607,31 @@ fn a_rejoining_node_through_one_gateway_disarms_bootstrap_for_newcomers_through_
     // A leader change to a node that is not registered fails and changes nothing.
     let (_, set) = b.post_json("/leader", &json!({"leader_id": 99}));
     assert_eq!(set["status"], "failed", "{set}");
+}
+
+#[test]
+fn a_gateway_started_before_etcd_refuses_writes_then_takes_them_once_etcd_runs() {
+    let mut etcd = EtcdCluster::prepare(host::LATE_ETCD, 1);
+    // The gateway waits a few seconds for etcd, then serves without it.
+    let g = gateway(&etcd.endpoints(), |_| {});
+    let (status, body) = g.post_json("/register", &registration(1));
+    assert_eq!(status, 503, "{body}");
+    let health = g.get("/health").1;
+    assert!(
+        health["store_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("etcd")),
+        "{health}"
+    );
+    assert_eq!(g.get("/nodes").0, 200);
+
+    etcd.start_all();
+    let ok = eventually(WAIT, || g.post_json("/register", &registration(1)).0 == 200);
+    assert!(ok, "the gateway never took a write: {}", g.get("/health").1);
+    assert_eq!(node_ids(&g), BTreeSet::from([1]));
+    assert!(eventually(WAIT, || g
+        .get("/health")
+        .1
+        .get("store_error")
+        .is_none()));
 }
