@@ -341,7 +341,7 @@ fn spawn_gateway(host: &str, port: u16, endpoints: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_gateway-server"))
         .args(["--host", host, "--port", &port.to_string()])
         .args(["--store", "etcd", "--etcd-endpoints", endpoints])
-        .args(["--heartbeat-interval", "0.5", "--node-timeout", "4"])
+        .args(["--heartbeat-interval", "0.5", "--node-timeout", "8"])
         .args(["--log-level", "ERROR"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -449,11 +449,11 @@ fn a_gateway_killed_under_heartbeating_clients_they_fail_over_and_nothing_acknow
         .copied()
         .collect();
     assert!(lost.is_empty(), "acknowledged registrations lost: {lost:?}");
-    // The clients move to the second gateway and keep their nodes alive past node_timeout (4 s)
+    // The clients move to the second gateway and keep their nodes alive past node_timeout (8 s)
     // after the kill: their leases are renewed through it.
     let alive = eventually(WAIT, || {
         let shown = ids(&url_b);
-        killed_at.elapsed() > Duration::from_secs(6)
+        killed_at.elapsed() > Duration::from_secs(10)
             && (1..=10).all(|id| shown.contains(&id))
             && clients.iter().all(|c| {
                 let status = c.status();
