@@ -273,6 +273,56 @@ LUA
   x=$(measure "$nginx_url/nodes$n.json" 16 "$work/gzip.lua")
   echo "$n $g $x $(wc -c <"$work/www/nodes$n.json.gz") $(wc -c <"$work/www/nodes$n.json")" | awk '{ printf "  %6d nodes: gateway %d/s, nginx %d/s (%.2fx); %d bytes gzip, %d plain\n", $1, $2, $6, $2/$6, $10, $11 }'
 done
+echo "etcd: a gateway over one etcd member (--store etcd) against one in memory, same run"
+if ! command -v etcd >/dev/null; then
+  echo "  skipped: etcd is not installed (apt-get install etcd-server)"
+else
+  cargo build --quiet --release --bin gateway-server --manifest-path "$here/Cargo.toml"
+  etcd_client=$(free_port); etcd_peer=$(free_port)
+  etcd --name bench --data-dir "$work/etcd" \
+    --listen-client-urls "http://127.0.0.1:$etcd_client" --advertise-client-urls "http://127.0.0.1:$etcd_client" \
+    --listen-peer-urls "http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
+    --initial-cluster "bench=http://127.0.0.1:$etcd_peer" --logger zap --log-level error >/dev/null 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do curl --silent "http://127.0.0.1:$etcd_client/health" | grep -q true && break; sleep 0.1; done
+  gateway_server() {  # $@: extra flags; sets $url
+    local port; port=$(free_port)
+    "$here/target/release/gateway-server" --host 127.0.0.1 --port "$port" --workers "$workers" \
+      --log-level ERROR "$@" &
+    pids+=($!)
+    url="http://127.0.0.1:$port"
+    for _ in $(seq 100); do curl --silent --output /dev/null "$url/health" && break; sleep 0.05; done
+  }
+  gateway_server; on_memory=$url
+  gateway_server --store etcd --etcd-endpoints "http://127.0.0.1:$etcd_client"; on_etcd=$url
+  # 1,000 nodes in each (register.lua walks ids 1..1000; the first pass creates them).
+  for g in "$on_memory" "$on_etcd"; do
+    for _ in $(seq 10); do
+      measure "$g/register" 16 "$work/register.lua" >/dev/null
+      nodes=$(curl --silent "$g/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["total_nodes"])')
+      [ "$nodes" = 1000 ] && break
+    done
+    [ "$nodes" = 1000 ] || { echo "seeding $g gave $nodes nodes, not 1000" >&2; exit 1; }
+  done
+  etcd_row() {  # $1 name, $2 connections, $3 path, $4 lua script, $5 "writes" for the etcd share
+    local m e m2 e2
+    # Interleaved, best of two each: the machine's load drifts between runs.
+    m=$(measure "$on_memory$3" "$2" "$4"); e=$(measure "$on_etcd$3" "$2" "$4")
+    e2=$(measure "$on_etcd$3" "$2" "$4"); m2=$(measure "$on_memory$3" "$2" "$4")
+    [ "${e2%% *}" -gt "${e%% *}" ] && e=$e2
+    [ "${m2%% *}" -gt "${m%% *}" ] && m=$m2
+    echo "$m $e" | awk -v name="$1 ($2)" '{
+      printf "  %-34s memory %7d/s, etcd %7d/s (%.2fx; p50 %.2f -> %.2f ms, p99 %.2f -> %.2f ms)\n", name, $1, $5, $5/$1, $2, $6, $3, $7 }'
+    # The share of a write spent waiting on etcd, estimated as its extra median latency.
+    [ "${5:-}" = writes ] && echo "$m $e" | awk '$6 > 0 { share = ($6 - $2) / $6; if (share < 0) share = 0;
+      printf "  %-34s about %.0f%% of a request waits on etcd (extra p50 over memory)\n", "", 100 * share }'
+    return 0
+  }
+  etcd_row "GET /nodes, 1,000 nodes" 16 "/nodes?node_id=1" ""
+  etcd_row "GET /leader" 16 "/leader" ""
+  etcd_row "POST /heartbeat, 1,000 ids" 64 "/heartbeat" "$work/heartbeat.lua" writes
+  etcd_row "POST /register, 1,000 nodes" 16 "/register" "$work/register.lua" writes
+fi
 
 echo
 echo "memory (resident, whole process):"

@@ -271,6 +271,11 @@ pub struct Health {
     /// The gateway's liveness settings (absent from the original gateway).
     #[serde(flatten)]
     pub settings: Settings,
+    /// Why the registry's store takes no writes (etcd cut off, a data directory that cannot be
+    /// written); reads then answer from what the gateway holds, which may be stale. Absent
+    /// while all is well.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_error: Option<String>,
 }
 
 /// Answer to `GET /stats`.

@@ -34,7 +34,24 @@ pub struct ServerConfig {
     pub data_dir: Option<PathBuf>,
     /// Most nodes the registry holds; a new node past it is refused.
     pub max_nodes: usize,
+    /// Where the registry lives: this process (memory, or `data_dir`) or etcd.
+    pub store: StoreKind,
+    /// The etcd members, `http://host:port` each, for [`StoreKind::Etcd`].
+    pub etcd_endpoints: Vec<String>,
 }
+
+/// Where the registry lives (`--store`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StoreKind {
+    /// In this process: in memory, or in `--data-dir`.
+    #[default]
+    Memory,
+    /// In etcd, shared by every gateway that names the same members.
+    Etcd,
+}
+
+/// The etcd member `--store etcd` uses when `--etcd-endpoints` is not given.
+pub const DEFAULT_ETCD_ENDPOINT: &str = "http://127.0.0.1:2379";
 
 impl Default for ServerConfig {
     fn default() -> ServerConfig {
@@ -49,6 +66,8 @@ impl Default for ServerConfig {
             log_level: LevelFilter::Info,
             data_dir: None,
             max_nodes: 200_000,
+            store: StoreKind::Memory,
+            etcd_endpoints: Vec::new(),
         }
     }
 }
@@ -93,13 +112,21 @@ pub struct ServerArgs {
     /// most nodes the registry holds (default 200000; env GATEWAY_MAX_NODES)
     #[argh(option)]
     pub max_nodes: Option<String>,
+    /// where the registry lives: memory (default; with --data-dir, on disk) or etcd (env
+    /// GATEWAY_STORE)
+    #[argh(option)]
+    pub store: Option<String>,
+    /// etcd members for --store etcd, comma-separated (default http://127.0.0.1:2379; env
+    /// GATEWAY_ETCD_ENDPOINTS)
+    #[argh(option)]
+    pub etcd_endpoints: Option<String>,
     /// JSON file with the same keys as the flags (env GATEWAY_CONFIG)
     #[argh(option)]
     pub config: Option<PathBuf>,
 }
 
 /// The settings, as text, with where each came from.
-const KEYS: [&str; 11] = [
+const KEYS: [&str; 13] = [
     "host",
     "port",
     "node_timeout",
@@ -111,6 +138,8 @@ const KEYS: [&str; 11] = [
     "log_level",
     "data_dir",
     "max_nodes",
+    "store",
+    "etcd_endpoints",
 ];
 
 /// A setting that could not be used.
@@ -179,6 +208,8 @@ impl ServerConfig {
             ("log_level", &args.log_level),
             ("data_dir", &args.data_dir),
             ("max_nodes", &args.max_nodes),
+            ("store", &args.store),
+            ("etcd_endpoints", &args.etcd_endpoints),
         ]
         .into_iter()
         .filter_map(|(key, value)| {
@@ -235,9 +266,12 @@ impl ServerConfig {
                 "max_nodes" => {
                     config.max_nodes = parse_int(value, 1, 100_000_000).map_err(invalid)? as usize
                 }
+                "store" => config.store = store_kind(value).map_err(invalid)?,
+                "etcd_endpoints" => config.etcd_endpoints = endpoints(value).map_err(invalid)?,
                 _ => unreachable!("only known keys reach here"),
             }
         }
+        check_store(&mut config)?;
         config.liveness.suspect_after = derive_suspect_after(
             suspect_after,
             config.heartbeat_interval,
@@ -283,6 +317,57 @@ fn derive_suspect_after(
         )));
     }
     Ok(suspect)
+}
+
+/// `--store etcd` takes `--etcd-endpoints` (or the default member) and no `--data-dir`.
+fn check_store(config: &mut ServerConfig) -> Result<(), ConfigError> {
+    match config.store {
+        StoreKind::Etcd if config.data_dir.is_some() => Err(ConfigError::Inconsistent(
+            "--store etcd keeps the registry in etcd, --data-dir keeps it on this machine's \
+             disk: give one or the other"
+                .to_owned(),
+        )),
+        StoreKind::Etcd if config.etcd_endpoints.is_empty() => {
+            config.etcd_endpoints = vec![DEFAULT_ETCD_ENDPOINT.to_owned()];
+            Ok(())
+        }
+        StoreKind::Memory if !config.etcd_endpoints.is_empty() => Err(ConfigError::Inconsistent(
+            "--etcd-endpoints is for --store etcd, and the store is memory".to_owned(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn store_kind(text: &str) -> Result<StoreKind, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "memory" => Ok(StoreKind::Memory),
+        "etcd" => Ok(StoreKind::Etcd),
+        _ => Err(format!("expected memory or etcd, got {text:?}")),
+    }
+}
+
+/// Comma-separated `http://host:port` URLs (no path: the store adds `/v3/...`).
+fn endpoints(text: &str) -> Result<Vec<String>, String> {
+    let list: Vec<String> = text
+        .split(',')
+        .map(|e| e.trim().trim_end_matches('/').to_owned())
+        .filter(|e| !e.is_empty())
+        .collect();
+    if list.is_empty() {
+        return Err("expected http://host:port, comma-separated, got nothing".to_owned());
+    }
+    for endpoint in &list {
+        let authority = endpoint.strip_prefix("http://").ok_or_else(|| {
+            format!("expected http://host:port (plain HTTP, etcd's client URL), got {endpoint:?}")
+        })?;
+        let port = authority
+            .rsplit_once(':')
+            .map(|(host, port)| (host, port.parse::<u16>()));
+        if !matches!(port, Some((host, Ok(_))) if !host.is_empty() && !host.contains('/')) {
+            return Err(format!("expected http://host:port, got {endpoint:?}"));
+        }
+    }
+    Ok(list)
 }
 
 fn read_file(path: &Path) -> Result<Layer, ConfigError> {
@@ -482,6 +567,58 @@ mod tests {
         assert!(err.to_string().contains("--node-timeout"), "{err}");
         let err = load(&["--log-level", "LOUD"], &[]).unwrap_err();
         assert!(err.to_string().contains("--log-level"), "{err}");
+    }
+
+    #[test]
+    fn store_etcd_takes_endpoints_and_refuses_a_data_dir() {
+        let config = load(&[], &[]).unwrap();
+        assert_eq!(
+            (config.store, config.etcd_endpoints.len()),
+            (StoreKind::Memory, 0)
+        );
+        let config = load(&["--store", "etcd"], &[]).unwrap();
+        assert_eq!(config.store, StoreKind::Etcd);
+        assert_eq!(config.etcd_endpoints, [DEFAULT_ETCD_ENDPOINT]);
+        let env = [
+            ("GATEWAY_STORE", "etcd"),
+            (
+                "GATEWAY_ETCD_ENDPOINTS",
+                "http://10.0.0.1:2379/, http://[::1]:2379",
+            ),
+        ];
+        let config = load(&[], &env).unwrap();
+        assert_eq!(
+            config.etcd_endpoints,
+            ["http://10.0.0.1:2379", "http://[::1]:2379"]
+        );
+        let file = TempFile::new(
+            "store",
+            r#"{"store": "etcd", "etcd-endpoints": "http://a:1"}"#,
+        );
+        let config = load(&[], &[("GATEWAY_CONFIG", file.path())]).unwrap();
+        assert_eq!(
+            (config.store, &config.etcd_endpoints[..]),
+            (StoreKind::Etcd, &["http://a:1".to_owned()][..])
+        );
+
+        let err = load(&["--store", "etcd", "--data-dir", "/tmp/x"], &[]).unwrap_err();
+        assert!(matches!(err, ConfigError::Inconsistent(_)), "{err}");
+        assert!(err.to_string().contains("--data-dir"), "{err}");
+        let err = load(&["--etcd-endpoints", "http://a:1"], &[]).unwrap_err();
+        assert!(matches!(err, ConfigError::Inconsistent(_)), "{err}");
+        for bad in [
+            "https://a:1",
+            "a:1",
+            "http://a",
+            "http://a:port",
+            "http://a:1/v3",
+            ",",
+        ] {
+            let err = load(&["--store", "etcd", "--etcd-endpoints", bad], &[]).unwrap_err();
+            assert!(err.to_string().contains("--etcd-endpoints"), "{bad}: {err}");
+        }
+        let err = load(&["--store", "disk"], &[]).unwrap_err();
+        assert!(err.to_string().contains("--store"), "{err}");
     }
 
     #[test]

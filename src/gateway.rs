@@ -11,11 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::api::{NodeId, Registration, Settings, Stats};
-use crate::config::ServerConfig;
+use crate::config::{ServerConfig, StoreKind};
 use crate::lock;
 use crate::registry::{NodeRecord, Now, Registered, Registry};
 use crate::store::log::OpenError;
-use crate::store::{Durability, LocalStore, Store, StoreError};
+use crate::store::{Durability, EtcdStore, LocalStore, Store, StoreError};
 
 pub use crate::list::{Filter, LIST_MAX_AGE, NodeList, Part};
 
@@ -49,16 +49,22 @@ impl Gateway {
         }
     }
 
-    /// The gateway `config` asks for: in memory, or kept in `config.data_dir`.
+    /// The gateway `config` asks for: in memory, kept in `config.data_dir`, or in etcd.
     pub fn open(config: &ServerConfig) -> Result<Gateway, OpenError> {
-        let store = match &config.data_dir {
-            None => LocalStore::memory(config.liveness, config.max_nodes),
-            Some(dir) => LocalStore::open(dir, config.liveness, config.max_nodes, Now::system())?,
+        let (liveness, max_nodes) = (config.liveness, config.max_nodes);
+        let store: Box<dyn Store> = match (&config.store, &config.data_dir) {
+            (StoreKind::Etcd, _) => Box::new(EtcdStore::open(
+                config.etcd_endpoints.clone(),
+                crate::store::etcd::PREFIX,
+                liveness,
+                max_nodes,
+            )),
+            (StoreKind::Memory, None) => Box::new(LocalStore::memory(liveness, max_nodes)),
+            (StoreKind::Memory, Some(dir)) => {
+                Box::new(LocalStore::open(dir, liveness, max_nodes, Now::system())?)
+            }
         };
-        Ok(Gateway::with_store(
-            Box::new(store),
-            config.heartbeat_interval,
-        ))
+        Ok(Gateway::with_store(store, config.heartbeat_interval))
     }
 
     /// Id of this gateway run: it changes on every start.

@@ -511,6 +511,7 @@ fn health(gateway: &Gateway) -> Response {
         version: crate::VERSION.to_owned(),
         epoch: gateway.epoch().to_owned(),
         settings: gateway.settings(),
+        store_error: gateway.durability().failed,
     })
 }
 

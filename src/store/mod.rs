@@ -2,11 +2,10 @@
 //!
 //! The HTTP layer talks to [`crate::gateway::Gateway`], which talks to a [`Store`]. A store
 //! applies the membership operations (register, heartbeat, remove, set leader, sweep) and
-//! answers consistent snapshots for the node lists. Today there is one implementation,
-//! [`LocalStore`]: the pure [`Registry`](crate::registry::Registry) behind a mutex, in memory
-//! only, or with a durable [`log`] in a data directory. A store that keeps the registry
-//! elsewhere (etcd: a transaction per write, reads from a local copy fed by a watch) slots in
-//! behind the same trait.
+//! answers consistent snapshots for the node lists. [`LocalStore`] is the pure
+//! [`Registry`](crate::registry::Registry) behind a mutex, in memory only, or with a durable
+//! [`log`] in a data directory. [`EtcdStore`] keeps the registry in etcd for several gateways:
+//! a transaction per write, reads from a local copy fed by a watch.
 //!
 //! The contract every store keeps:
 //! - an operation that returns `Ok` is applied and, for a durable store, on disk;
@@ -21,9 +20,11 @@ use std::sync::Arc;
 use crate::api::NodeId;
 use crate::registry::{Counts, Liveness, NodeRecord, Now, Registered, RegistryError};
 
+pub mod etcd;
 mod local;
 pub mod log;
 
+pub use etcd::EtcdStore;
 pub use local::LocalStore;
 
 /// The membership operations and reads the gateway needs from wherever the registry lives.

@@ -7,6 +7,7 @@ mod contract;
 mod dashboard;
 mod durable;
 mod embedding;
+mod etcd;
 mod faults;
 mod front;
 mod hostile;

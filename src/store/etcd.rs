@@ -1,0 +1,758 @@
+//! [`EtcdStore`]: the registry kept in etcd, shared by any number of gateways.
+//!
+//! Writes are etcd transactions; reads come from this gateway's [`Copy`], fed by a watch.
+//! - **Bootstrap, leader, rejoin**: every decision a write makes rests on what it read (the
+//!   node's key, the leader key, the bootstrap key, whether the registry is empty), and the
+//!   transaction compares exactly those. If another gateway changed one of them in between, the
+//!   transaction fails, its failure branch reads them afresh, and the write decides again. A
+//!   bootstrap writes the bootstrap key, so of any number of racing bootstraps one succeeds.
+//! - **Liveness**: each node has a lease of `node_timeout` + `RENEW_SLACK` (1 s); its key (and the
+//!   leader key, if it leads) is attached to it, so etcd reaps a node every gateway stopped
+//!   hearing from. Heartbeats renew leases in groups, as a group commit: a heartbeat waits for
+//!   the next group (every lease whose node beat meanwhile, 16 to a keepalive POST), unless its
+//!   lease was confirmed renewed less than `RENEW_SLACK` ago; past half the slack it has the
+//!   lease join the next group without waiting. Never one etcd request per heartbeat.
+//! - **Suspicion is local**: a gateway suspects a node it heard from (a heartbeat or a
+//!   registration through it) and then not for `suspect_after`; a node that beats through
+//!   another gateway is never suspected here. `registry_version` is the etcd revision plus this
+//!   gateway's own suspicion changes: it only grows.
+//! - **Cut off from etcd**: writes answer 503 ([`StoreError::Unavailable`]), reads answer from
+//!   the copy, and `/health` and `/stats` say it is stale, until etcd answers again.
+//! - **Reads after writes**: a write waits until the copy shows its revision before it
+//!   answers, so its answer (and any read after it) includes it.
+
+mod copy;
+mod renew;
+mod wire;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::api::{NodeId, Registration};
+use crate::lock;
+use crate::registry::{Liveness, Now, Registered, Registry, RegistryError, Restored, unix_now};
+
+use super::{Durability, Snapshot, Store, StoreError, Summary};
+use copy::{Bootstrap, Copy, Keys, Stored};
+use renew::Renewals;
+use wire::{Etcd, Kv, WatchLine};
+
+/// The prefix every key of the registry starts with.
+pub const PREFIX: &str = "/cluster-gateway/";
+
+/// How long a write waits for the watch to show its revision before reading it afresh.
+const APPLY_WAIT: Duration = Duration::from_secs(2);
+
+/// How often a transaction is retried when other gateways keep changing what it rests on.
+const ATTEMPTS: usize = 16;
+
+/// A heartbeat whose node's lease was renewed less than this ago is acknowledged without
+/// waiting for another renewal; leases last `node_timeout` plus this, so a node is never
+/// reaped sooner than `node_timeout` after a heartbeat acknowledged, and at most this later.
+const RENEW_SLACK: Duration = Duration::from_secs(1);
+
+/// How long [`EtcdStore::open`] waits for the first read of the registry.
+const OPEN_WAIT: Duration = Duration::from_secs(5);
+
+/// The registry in etcd; see the module docs.
+#[derive(Debug)]
+pub struct EtcdStore {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    etcd: Etcd,
+    keys: Keys,
+    liveness: Liveness,
+    max_nodes: usize,
+    copy: Mutex<Copy>,
+    /// Notified whenever the copy's revision grows.
+    applied: Condvar,
+    renewals: Mutex<Renewals>,
+    renewed: Condvar,
+    /// Why etcd cannot be used, and since when (Unix seconds); `None` while it answers.
+    cut_off: Mutex<Option<(String, f64)>>,
+    /// True while a thread probes etcd until it answers again.
+    probing: AtomicBool,
+    stopping: AtomicBool,
+    /// When the store was opened (Unix seconds).
+    opened: f64,
+}
+
+impl EtcdStore {
+    /// A store over the etcd members at `endpoints`, keeping the registry under `prefix`. Waits
+    /// a few seconds for the first read; if etcd does not answer, the store starts cut off
+    /// (writes 503, empty reads marked stale) and catches up when it does.
+    pub fn open(
+        endpoints: Vec<String>,
+        prefix: &str,
+        liveness: Liveness,
+        max_nodes: usize,
+    ) -> EtcdStore {
+        let keys = Keys::new(prefix);
+        let shared = Arc::new(Shared {
+            etcd: Etcd::new(endpoints),
+            keys: keys.clone(),
+            liveness,
+            max_nodes,
+            copy: Mutex::new(Copy::new(keys, liveness)),
+            applied: Condvar::new(),
+            renewals: Mutex::new(Renewals::default()),
+            renewed: Condvar::new(),
+            cut_off: Mutex::new(None),
+            probing: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            opened: unix_now(),
+        });
+        {
+            let shared = Arc::clone(&shared);
+            // Not joined: it may be blocked reading the watch stream, which ends when etcd
+            // sends something or after `WATCH_IDLE`; it then sees `stopping` and returns.
+            thread::Builder::new()
+                .name("gateway-etcd-watch".to_owned())
+                .spawn(move || shared.watch())
+                .expect("spawn the etcd watch thread");
+        }
+        let deadline = Instant::now() + OPEN_WAIT;
+        let mut copy = lock(&shared.copy);
+        while !copy.loaded && Instant::now() < deadline {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            copy = shared
+                .applied
+                .wait_timeout(copy, wait)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        if !copy.loaded {
+            log::warn!(
+                "etcd at {} does not answer yet; writes are refused until it does",
+                shared.etcd.endpoints()
+            );
+        }
+        drop(copy);
+        EtcdStore { shared }
+    }
+
+    /// Why writes are refused, if they are (etcd cut off, or not read yet), and since when.
+    pub fn cut_off(&self) -> Option<(String, f64)> {
+        let cut_off = lock(&self.shared.cut_off).clone();
+        if cut_off.is_none() && !lock(&self.shared.copy).loaded {
+            return Some((
+                "the registry was not read from etcd yet".to_owned(),
+                self.shared.opened,
+            ));
+        }
+        cut_off
+    }
+}
+
+impl Drop for EtcdStore {
+    fn drop(&mut self) {
+        self.shared.stopping.store(true, Ordering::Relaxed);
+    }
+}
+
+/// What a write's decision rests on, read from the copy or from etcd.
+#[derive(Debug, Clone, Default)]
+struct Basis {
+    /// The node's key.
+    node: Option<Kv>,
+    /// The leader key's revision (0: absent) and id.
+    leader: (i64, Option<NodeId>),
+    bootstrap: Bootstrap,
+    /// How many nodes there are.
+    count: i64,
+    /// A node other than this one (its key), if there is one.
+    other: Option<Kv>,
+}
+
+impl Shared {
+    fn unavailable(self: &Arc<Self>, why: String) -> StoreError {
+        let mut cut_off = lock(&self.cut_off);
+        if cut_off.is_none() {
+            log::warn!("etcd cannot be used, writes are refused: {why}");
+            *cut_off = Some((why.clone(), unix_now()));
+        }
+        drop(cut_off);
+        self.probe();
+        StoreError::Unavailable(Arc::from(format!("etcd: {why}").as_str()))
+    }
+
+    fn answered(&self) {
+        let mut cut_off = lock(&self.cut_off);
+        if cut_off.take().is_some() {
+            log::warn!("etcd answers again; writes are accepted");
+        }
+    }
+
+    /// Starts a thread that reads the registry afresh until etcd answers (then the copy is
+    /// current and the gateway takes writes again), unless one runs already.
+    fn probe(self: &Arc<Self>) {
+        if self.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let shared = Arc::clone(self);
+        let spawned = thread::Builder::new()
+            .name("gateway-etcd-probe".to_owned())
+            .spawn(move || {
+                while !shared.stopping.load(Ordering::Relaxed) {
+                    if shared.reload().is_ok() {
+                        break;
+                    }
+                    thread::sleep(Duration::from_millis(250));
+                }
+                shared.probing.store(false, Ordering::Release);
+            });
+        if spawned.is_err() {
+            self.probing.store(false, Ordering::Release);
+        }
+    }
+
+    /// Reads the whole registry and replaces the copy with it.
+    fn reload(self: &Arc<Self>) -> Result<i64, String> {
+        let (kvs, revision) = self.etcd.range_prefix(&self.keys.prefix)?;
+        let mut copy = lock(&self.copy);
+        copy.reload(&kvs, revision, Now::system());
+        drop(copy);
+        self.applied.notify_all();
+        self.answered();
+        Ok(revision)
+    }
+
+    /// The watch thread: reads the registry, then follows its changes from the next revision;
+    /// reads it afresh when the history it needs was compacted.
+    fn watch(self: Arc<Self>) {
+        let mut fresh = true;
+        while !self.stopping.load(Ordering::Relaxed) {
+            if fresh {
+                if let Err(e) = self.reload() {
+                    log::debug!("reading the registry from etcd: {e}");
+                    let _ = self.unavailable(e);
+                    thread::sleep(Duration::from_millis(250));
+                    continue;
+                }
+                fresh = false;
+            }
+            let from = lock(&self.copy).revision + 1;
+            let mut stream = match self.etcd.watch(&self.keys.prefix, from) {
+                Ok(stream) => stream,
+                Err(e) => {
+                    log::debug!("watching etcd: {e}");
+                    thread::sleep(Duration::from_millis(250));
+                    continue;
+                }
+            };
+            while !self.stopping.load(Ordering::Relaxed) {
+                match wire::next_line(&mut stream) {
+                    Ok(WatchLine::Events(changes, revision)) => {
+                        lock(&self.copy).apply(&changes, revision, Now::system());
+                        self.applied.notify_all();
+                    }
+                    Ok(WatchLine::Progress(_)) => {}
+                    Ok(WatchLine::Compacted(at)) => {
+                        log::info!("etcd compacted the history to revision {at}; reading afresh");
+                        fresh = true;
+                        break;
+                    }
+                    Ok(WatchLine::Ended(why)) | Err(why) => {
+                        log::debug!("etcd watch: {why}");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits until the copy shows `revision`; reads afresh if the watch is late.
+    fn wait_applied(self: &Arc<Self>, revision: i64) {
+        let deadline = Instant::now() + APPLY_WAIT;
+        let mut copy = lock(&self.copy);
+        while copy.revision < revision {
+            let now = Instant::now();
+            if now >= deadline {
+                drop(copy);
+                if let Err(e) = self.reload() {
+                    log::warn!("the watch is behind and etcd cannot be read: {e}");
+                }
+                return;
+            }
+            copy = self
+                .applied
+                .wait_timeout(copy, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// What a write about `node_id` rests on, from the copy.
+    fn basis(self: &Arc<Self>, node_id: NodeId) -> Result<Basis, StoreError> {
+        let copy = lock(&self.copy);
+        if !copy.loaded {
+            drop(copy);
+            return Err(self.unavailable("the registry was not read from etcd yet".to_owned()));
+        }
+        let node = copy.nodes.get(&node_id).map(|e| Kv {
+            key: self.keys.node(node_id),
+            value: Stored::encode(&e.record.info, e.record.join_timestamp),
+            create_revision: e.create_revision,
+            mod_revision: e.mod_revision,
+            lease: e.lease,
+        });
+        let other = copy
+            .nodes
+            .values()
+            .find(|e| e.record.node_id != node_id)
+            .map(|e| Kv {
+                key: self.keys.node(e.record.node_id),
+                value: Vec::new(),
+                create_revision: e.create_revision,
+                mod_revision: e.mod_revision,
+                lease: e.lease,
+            });
+        Ok(Basis {
+            node,
+            leader: copy
+                .leader
+                .map_or((0, None), |(id, revision)| (revision, Some(id))),
+            bootstrap: copy.bootstrap,
+            count: copy.nodes.len() as i64,
+            other,
+        })
+    }
+
+    /// The reads a failed transaction runs to give the next attempt its basis.
+    fn basis_reads(&self, node_id: NodeId) -> Vec<Value> {
+        let nodes = self.keys.nodes();
+        let mut range = wire::count(&nodes, &wire::prefix_end(&nodes));
+        range["request_range"]["count_only"] = Value::Bool(false);
+        range["request_range"]["keys_only"] = Value::Bool(true);
+        range["request_range"]["limit"] = Value::String("2".to_owned());
+        vec![
+            wire::get(&self.keys.node(node_id)),
+            wire::get(&self.keys.leader()),
+            wire::get(&self.keys.bootstrap()),
+            range,
+        ]
+    }
+
+    fn basis_from(&self, node_id: NodeId, ranges: &[(Vec<Kv>, i64)]) -> Result<Basis, String> {
+        let [node, leader, bootstrap, nodes] = ranges else {
+            return Err(format!(
+                "a transaction answered {} reads, not 4",
+                ranges.len()
+            ));
+        };
+        let mine = self.keys.node(node_id);
+        Ok(Basis {
+            node: node.0.first().cloned(),
+            leader: leader.0.first().map_or((0, None), |kv| {
+                let id = std::str::from_utf8(&kv.value)
+                    .ok()
+                    .and_then(|v| v.parse().ok());
+                (kv.mod_revision, id)
+            }),
+            bootstrap: Bootstrap::of(bootstrap.0.first()),
+            count: nodes.1,
+            other: nodes.0.iter().find(|kv| kv.key != mine).cloned(),
+        })
+    }
+
+    /// Compares that hold while the registry is as empty, or not, as `basis` says: a node
+    /// other than `node_id` still exists, or no node but `node_id` does.
+    fn emptiness(&self, basis: &Basis, node_id: NodeId) -> Vec<Value> {
+        if let Some(other) = &basis.other {
+            return vec![wire::compare(
+                &other.key,
+                "CREATE",
+                "EQUAL",
+                other.create_revision,
+            )];
+        }
+        let nodes = self.keys.nodes();
+        let mine = self.keys.node(node_id);
+        let mut after = mine.clone();
+        after.push(0);
+        vec![
+            wire::compare_range(&nodes, &mine, "CREATE", "EQUAL", 0),
+            wire::compare_range(&after, &wire::prefix_end(&nodes), "CREATE", "EQUAL", 0),
+        ]
+    }
+
+    /// A compare that holds while the node's key is the one `basis` read: the same key
+    /// (`CREATE`), or the same key unchanged (`MOD`).
+    fn node_compare(&self, node_id: NodeId, basis: &Basis, target: &str) -> Value {
+        let node = basis.node.as_ref();
+        let revision = match target {
+            "CREATE" => node.map_or(0, |kv| kv.create_revision),
+            _ => node.map_or(0, |kv| kv.mod_revision),
+        };
+        wire::compare(&self.keys.node(node_id), target, "EQUAL", revision)
+    }
+
+    fn register(
+        self: &Arc<Self>,
+        registration: Registration,
+        now: Now,
+    ) -> Result<Registered, StoreError> {
+        let node_id = registration.node_id;
+        let rejoining = registration.previous_epoch.is_some();
+        let mut basis = self.basis(node_id)?;
+        let mut granted: Option<i64> = None;
+        let outcome = (|| {
+            for _ in 0..ATTEMPTS {
+                let known = basis
+                    .node
+                    .as_ref()
+                    .and_then(|kv| Stored::decode(&kv.value).map(|(info, join)| (kv, info, join)));
+                // The pure registry merges metadata and checks the limits, exactly as in memory.
+                let mut scratch = Registry::restore(
+                    self.liveness,
+                    Restored {
+                        nodes: known
+                            .iter()
+                            .map(|(_, info, join)| (node_id, Arc::new(info.clone()), *join))
+                            .collect(),
+                        ..Restored::default()
+                    },
+                    now,
+                );
+                scratch.register(registration.clone(), now)?;
+                let record = scratch.get(node_id).expect("the node was just registered");
+                let created = known.is_none();
+                if created && basis.count >= self.max_nodes as i64 {
+                    return Err(RegistryError::Full {
+                        max_nodes: self.max_nodes,
+                    }
+                    .into());
+                }
+                let lease = match (&known, granted) {
+                    (Some((kv, _, _)), _) => kv.lease,
+                    (None, Some(lease)) => lease,
+                    (None, None) => {
+                        let ttl = (self.liveness.node_timeout + RENEW_SLACK)
+                            .as_secs_f64()
+                            .ceil() as u64;
+                        let lease = self.etcd.grant(ttl).map_err(|e| self.unavailable(e))?;
+                        granted = Some(lease);
+                        lease
+                    }
+                };
+                let join = known.as_ref().map_or(now.unix, |(_, _, join)| *join);
+                let value = Stored::encode(&record.info, join);
+                let is_bootstrap = created
+                    && !rejoining
+                    && basis.bootstrap.armed
+                    && basis.count == 0
+                    && basis.leader.1.is_none();
+                // The decision rests on the node's key and the bootstrap state; while bootstrap
+                // is armed, also on the leader and on whether the registry is empty.
+                let mut compares = vec![
+                    self.node_compare(node_id, &basis, "MOD"),
+                    wire::compare(
+                        &self.keys.bootstrap(),
+                        "MOD",
+                        "EQUAL",
+                        basis.bootstrap.mod_revision,
+                    ),
+                ];
+                if created && basis.bootstrap.armed {
+                    compares.push(wire::compare(
+                        &self.keys.leader(),
+                        "MOD",
+                        "EQUAL",
+                        basis.leader.0,
+                    ));
+                    compares.extend(self.emptiness(&basis, node_id));
+                }
+                let mut success = vec![wire::put(&self.keys.node(node_id), &value, lease)];
+                if is_bootstrap {
+                    success.push(wire::put(
+                        &self.keys.leader(),
+                        node_id.to_string().as_bytes(),
+                        lease,
+                    ));
+                }
+                if is_bootstrap || (rejoining && basis.bootstrap.armed) {
+                    success.push(wire::put(&self.keys.bootstrap(), b"disarmed", 0));
+                }
+                let answer = match self.etcd.txn(compares, success, self.basis_reads(node_id)) {
+                    Ok(answer) => answer,
+                    Err(e) if e.contains("lease not found") => {
+                        // The node's lease expired meanwhile: its key is going; read again.
+                        basis.node = None;
+                        let answer = self
+                            .etcd
+                            .txn(Vec::new(), self.basis_reads(node_id), Vec::new())
+                            .map_err(|e| self.unavailable(e))?;
+                        basis = self
+                            .basis_from(node_id, &answer.ranges)
+                            .map_err(|e| self.unavailable(e))?;
+                        continue;
+                    }
+                    Err(e) => return Err(self.unavailable(e)),
+                };
+                self.answered();
+                if !answer.succeeded {
+                    basis = self
+                        .basis_from(node_id, &answer.ranges)
+                        .map_err(|e| self.unavailable(e))?;
+                    continue;
+                }
+                if !created {
+                    // A registration is heard from, as a heartbeat is.
+                    self.renew(lease, node_id, true)
+                        .map_err(|e| self.unavailable(e))?;
+                }
+                return Ok((
+                    Registered {
+                        created,
+                        is_bootstrap,
+                    },
+                    answer.revision,
+                    lease,
+                ));
+            }
+            Err(self.unavailable(format!(
+                "other gateways changed the registry {ATTEMPTS} times during one registration"
+            )))
+        })();
+        if let Some(lease) = granted
+            && outcome.as_ref().map_or(true, |(_, _, used)| *used != lease)
+            && let Err(e) = self.etcd.revoke(lease)
+        {
+            log::debug!("revoking an unused lease: {e}");
+        }
+        let (registered, revision, _) = outcome?;
+        self.wait_applied(revision);
+        let mut copy = lock(&self.copy);
+        copy.heard(node_id, now);
+        if registered.created {
+            copy.counts.joins_total += 1;
+        }
+        Ok(registered)
+    }
+
+    fn heartbeat(self: &Arc<Self>, node_id: NodeId, now: Now) -> Result<Option<u64>, StoreError> {
+        let connected = lock(&self.cut_off).is_none();
+        let (lease, age) = {
+            let copy = lock(&self.copy);
+            match copy.nodes.get(&node_id) {
+                Some(entry) => (entry.lease, entry.renewed.map(|at| at.elapsed())),
+                None if copy.loaded => return Ok(None),
+                None => {
+                    drop(copy);
+                    return Err(self.unavailable("the registry was not read yet".to_owned()));
+                }
+            }
+        };
+        // A lease renewed less than RENEW_SLACK ago runs at least `node_timeout` from now (its
+        // TTL has the slack on top): this heartbeat needs no renewal of its own. Past half the
+        // slack, it has the lease renewed with the next group without waiting for it, so a
+        // node that beats often never waits.
+        match age {
+            Some(age) if age < RENEW_SLACK && connected => {
+                if age >= RENEW_SLACK / 2 {
+                    self.renew(lease, node_id, false)
+                        .map_err(|e| self.unavailable(e))?;
+                }
+            }
+            _ => {
+                let renewed = self
+                    .renew(lease, node_id, true)
+                    .map_err(|e| self.unavailable(e))?;
+                self.answered();
+                if renewed.is_none() {
+                    // Its lease expired: the node is reaped, the watch shows its key deleted.
+                    return Ok(None);
+                }
+            }
+        }
+        let mut copy = lock(&self.copy);
+        if !copy.heard(node_id, now) {
+            return Ok(None);
+        }
+        copy.counts.heartbeats_total += 1;
+        Ok(Some(copy.version()))
+    }
+
+    fn remove(self: &Arc<Self>, node_id: NodeId) -> Result<bool, StoreError> {
+        let mut basis = self.basis(node_id)?;
+        for _ in 0..ATTEMPTS {
+            let Some(node) = basis.node.clone() else {
+                // Not in the copy: absent in etcd too, or the copy is behind; etcd says which.
+                let answer = self
+                    .etcd
+                    .txn(
+                        vec![self.node_compare(node_id, &basis, "CREATE")],
+                        Vec::new(),
+                        self.basis_reads(node_id),
+                    )
+                    .map_err(|e| self.unavailable(e))?;
+                self.answered();
+                if answer.succeeded {
+                    return Ok(false);
+                }
+                basis = self
+                    .basis_from(node_id, &answer.ranges)
+                    .map_err(|e| self.unavailable(e))?;
+                continue;
+            };
+            // One transaction: the node goes; the leader key goes if it names the node; and if
+            // no other node is left, the whole cluster left on purpose, so the next node to
+            // join bootstraps a new one. Nested transactions decide the last two inside it, so
+            // removals at once through many gateways never wait on each other. (etcd evaluates
+            // every compare, nested ones too, before the transaction writes anything: hence
+            // "no node but this one".)
+            let alone = Basis {
+                other: None,
+                ..Basis::default()
+            };
+            let success = vec![
+                wire::delete(&self.keys.node(node_id)),
+                wire::nested(
+                    vec![wire::compare_value(
+                        &self.keys.leader(),
+                        node_id.to_string().as_bytes(),
+                    )],
+                    vec![wire::delete(&self.keys.leader())],
+                ),
+                wire::nested(
+                    self.emptiness(&alone, node_id),
+                    vec![wire::put(&self.keys.bootstrap(), b"armed", 0)],
+                ),
+            ];
+            // Marked before the watch can show the deletion: it is a removal, not a reaping.
+            lock(&self.copy).removing.insert(node_id);
+            let answer = self.etcd.txn(
+                vec![self.node_compare(node_id, &basis, "CREATE")],
+                success,
+                self.basis_reads(node_id),
+            );
+            if !answer.as_ref().is_ok_and(|a| a.succeeded) {
+                lock(&self.copy).removing.remove(&node_id);
+            }
+            let answer = answer.map_err(|e| self.unavailable(e))?;
+            self.answered();
+            if !answer.succeeded {
+                basis = self
+                    .basis_from(node_id, &answer.ranges)
+                    .map_err(|e| self.unavailable(e))?;
+                continue;
+            }
+            self.wait_applied(answer.revision);
+            lock(&self.copy).counts.removed_total += 1;
+            if let Err(e) = self.etcd.revoke(node.lease) {
+                log::debug!("revoking the lease of a removed node: {e}");
+            }
+            return Ok(true);
+        }
+        Err(self.unavailable(format!(
+            "other gateways changed the registry {ATTEMPTS} times during one removal"
+        )))
+    }
+
+    fn set_leader(self: &Arc<Self>, node_id: NodeId) -> Result<bool, StoreError> {
+        let mut basis = self.basis(node_id)?;
+        for _ in 0..ATTEMPTS {
+            let compares = vec![self.node_compare(node_id, &basis, "CREATE")];
+            let success = match &basis.node {
+                Some(node) => vec![wire::put(
+                    &self.keys.leader(),
+                    node_id.to_string().as_bytes(),
+                    node.lease,
+                )],
+                None => Vec::new(),
+            };
+            let answer = match self.etcd.txn(compares, success, self.basis_reads(node_id)) {
+                Ok(answer) => answer,
+                Err(e) if e.contains("lease not found") => {
+                    // The node's lease expired meanwhile: it is reaped.
+                    basis.node = None;
+                    continue;
+                }
+                Err(e) => return Err(self.unavailable(e)),
+            };
+            self.answered();
+            if !answer.succeeded {
+                basis = self
+                    .basis_from(node_id, &answer.ranges)
+                    .map_err(|e| self.unavailable(e))?;
+                continue;
+            }
+            if basis.node.is_none() {
+                // Nothing was written: there is no revision of this write to wait for.
+                return Ok(false);
+            }
+            self.wait_applied(answer.revision);
+            return Ok(true);
+        }
+        Err(self.unavailable(format!(
+            "other gateways changed the registry {ATTEMPTS} times during one leader change"
+        )))
+    }
+}
+
+impl Store for EtcdStore {
+    fn register(&self, registration: Registration, now: Now) -> Result<Registered, StoreError> {
+        self.shared.register(registration, now)
+    }
+
+    fn heartbeat(&self, node_id: NodeId, now: Now) -> Result<Option<u64>, StoreError> {
+        self.shared.heartbeat(node_id, now)
+    }
+
+    fn remove(&self, node_id: NodeId) -> Result<bool, StoreError> {
+        self.shared.remove(node_id)
+    }
+
+    fn set_leader(&self, node_id: NodeId) -> Result<bool, StoreError> {
+        self.shared.set_leader(node_id)
+    }
+
+    fn sweep(&self, now: Now) {
+        lock(&self.shared.copy).sweep(now);
+    }
+
+    fn versions(&self) -> (u64, u64) {
+        let copy = lock(&self.shared.copy);
+        (copy.version(), copy.touches)
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        lock(&self.shared.copy).snapshot()
+    }
+
+    /// Nothing to wait for: what the copy shows is in etcd already.
+    fn settle(&self, _version: u64) {}
+
+    fn summary(&self) -> Summary {
+        let copy = lock(&self.shared.copy);
+        Summary {
+            counts: copy.counts(),
+            leader: copy.leader_id(),
+            version: copy.version(),
+            bootstrap_initiated: copy.bootstrap.initiated,
+            bootstrap_armed: copy.bootstrap.armed,
+            liveness: self.shared.liveness,
+        }
+    }
+
+    /// No data directory; `failed` says why etcd cannot be used, while it cannot.
+    fn durability(&self) -> Durability {
+        Durability {
+            failed: self.cut_off().map(|(why, since)| {
+                format!(
+                    "etcd at {} cannot be used since {since:.0} (Unix time): {why}; writes are \
+                     refused, reads answer from this gateway's copy, which may be stale",
+                    self.shared.etcd.endpoints()
+                )
+            }),
+            ..Durability::default()
+        }
+    }
+}

@@ -1,0 +1,637 @@
+//! Several gateways over one registry in etcd (`--store etcd`): each test starts its own etcd
+//! members (the `etcd` binary from Debian's `etcd-server`) on loopback ports of a loopback
+//! address no other test uses, in a temporary directory, and stops them when it ends.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cluster_gateway::api::Registration;
+use cluster_gateway::config::StoreKind;
+use cluster_gateway::{GatewayClient, ServerConfig};
+use serde_json::{Value, json};
+
+use crate::support::{Barrier, TestServer, agent, eventually, free_port, join_all, registration};
+
+/// Loopback addresses owned by one test each (127.0.0.x belong to `support::own_host`).
+mod host {
+    pub const READ_ELSEWHERE: &str = "127.0.1.1";
+    pub const BOOTSTRAP_RACE: &str = "127.0.1.2";
+    pub const SIGKILL: &str = "127.0.1.3";
+    pub const QUORUM: &str = "127.0.1.4";
+    pub const REJOIN: &str = "127.0.1.5";
+    pub const LATE_ETCD: &str = "127.0.1.6";
+}
+
+/// Deadline for anything the tests wait on: generous, as the machine may be busy.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// An etcd cluster of separate `etcd` processes on `host`; killed and removed on drop.
+struct EtcdCluster {
+    host: &'static str,
+    dir: PathBuf,
+    members: Vec<Member>,
+    initial: String,
+}
+
+struct Member {
+    name: String,
+    client: u16,
+    peer: u16,
+    child: Option<Child>,
+}
+
+impl EtcdCluster {
+    fn start(host: &'static str, size: usize) -> EtcdCluster {
+        let mut cluster = EtcdCluster::prepare(host, size);
+        cluster.start_all();
+        cluster
+    }
+
+    /// Data directory and ports chosen, no member running yet.
+    fn prepare(host: &'static str, size: usize) -> EtcdCluster {
+        // tmpfs where there is one: every etcd write is an fsync.
+        let base = if std::path::Path::new("/dev/shm").is_dir() {
+            PathBuf::from("/dev/shm")
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = base.join(format!("gateway-etcd-{host}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let members: Vec<Member> = (0..size)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client: free_port(host),
+                peer: free_port(host),
+                child: None,
+            })
+            .collect();
+        let initial = members
+            .iter()
+            .map(|m| format!("{}=http://{host}:{}", m.name, m.peer))
+            .collect::<Vec<_>>()
+            .join(",");
+        EtcdCluster {
+            host,
+            dir,
+            members,
+            initial,
+        }
+    }
+
+    fn start_all(&mut self) {
+        for i in 0..self.members.len() {
+            self.spawn(i);
+        }
+        for i in 0..self.members.len() {
+            self.wait_healthy(i);
+        }
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let host = self.host;
+        let m = &self.members[i];
+        let child = Command::new("etcd")
+            .args(["--name", &m.name])
+            .arg("--data-dir")
+            .arg(self.dir.join(&m.name))
+            .args([
+                "--listen-client-urls",
+                &format!("http://{host}:{}", m.client),
+            ])
+            .args([
+                "--advertise-client-urls",
+                &format!("http://{host}:{}", m.client),
+            ])
+            .args(["--listen-peer-urls", &format!("http://{host}:{}", m.peer)])
+            .args([
+                "--initial-advertise-peer-urls",
+                &format!("http://{host}:{}", m.peer),
+            ])
+            .args(["--initial-cluster", &self.initial])
+            .args(["--initial-cluster-state", "new"])
+            .args(["--initial-cluster-token", &format!("gw-{host}")])
+            // Quick elections: a killed leader is replaced within about a second.
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .args(["--logger", "zap", "--log-level", "error"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run etcd ({e}): the etcd tests need it (apt-get install etcd-server)"
+                )
+            });
+        self.members[i].child = Some(child);
+    }
+
+    fn url(&self, i: usize) -> String {
+        format!("http://{}:{}", self.host, self.members[i].client)
+    }
+
+    /// Every member's client URL, comma-separated, starting with member `first`.
+    fn endpoints_from(&self, first: usize) -> String {
+        let n = self.members.len();
+        (0..n)
+            .map(|i| self.url((first + i) % n))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn endpoints(&self) -> String {
+        self.endpoints_from(0)
+    }
+
+    fn wait_healthy(&self, i: usize) {
+        let url = format!("{}/health", self.url(i));
+        let healthy = eventually(WAIT, || {
+            agent()
+                .get(&url)
+                .call()
+                .ok()
+                .and_then(|mut r| r.body_mut().read_to_string().ok())
+                .is_some_and(|body| body.contains("true"))
+        });
+        assert!(healthy, "etcd member {i} did not become healthy at {url}");
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn restart(&mut self, i: usize) {
+        self.spawn(i);
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A gateway in this process over `endpoints`.
+fn gateway(endpoints: &str, configure: impl FnOnce(&mut ServerConfig)) -> TestServer {
+    TestServer::with(|c| {
+        c.store = StoreKind::Etcd;
+        c.etcd_endpoints = endpoints.split(',').map(str::to_owned).collect();
+        configure(c);
+    })
+}
+
+fn node_ids(server: &TestServer) -> BTreeSet<u64> {
+    let (status, body) = server.get("/nodes?status=all");
+    assert_eq!(status, 200, "{body}");
+    body["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node_id"].as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn three_members_three_gateways_a_registration_through_one_is_read_through_the_others() {
+    let etcd = EtcdCluster::start(host::READ_ELSEWHERE, 3);
+    let gateways: Vec<TestServer> = (0..3)
+        .map(|i| gateway(&etcd.endpoints_from(i), |_| {}))
+        .collect();
+
+    let answer = gateways[0].register(7);
+    assert_eq!(answer["is_bootstrap"], true, "{answer}");
+    let registered_at = Instant::now();
+    for other in &gateways[1..] {
+        assert!(
+            eventually(WAIT, || node_ids(other) == BTreeSet::from([7])),
+            "{} never showed node 7",
+            other.url
+        );
+        let (_, leader) = other.get("/leader");
+        assert_eq!(leader["leader"]["node_id"], 7, "{leader}");
+    }
+    // Reported, not asserted: speed is the benchmark's business.
+    eprintln!(
+        "node 7 readable through every gateway {:?} after its registration",
+        registered_at.elapsed()
+    );
+
+    // The others act on it: a heartbeat through the third, a leader change through the second.
+    let (status, beat) = gateways[2].post_json("/heartbeat", &json!({"node_id": 7}));
+    assert_eq!(
+        (status, &beat["status"]),
+        (200, &json!("acknowledged")),
+        "{beat}"
+    );
+    let answer = gateways[1].register(8);
+    assert_eq!(answer["is_bootstrap"], false, "{answer}");
+    let (status, set) = gateways[1].post_json("/leader", &json!({"leader_id": 8}));
+    assert_eq!((status, &set["status"]), (200, &json!("updated")), "{set}");
+    for g in &gateways {
+        assert!(
+            eventually(WAIT, || {
+                let (_, leader) = g.get("/leader");
+                node_ids(g) == BTreeSet::from([7, 8]) && leader["leader"]["node_id"] == 8
+            }),
+            "{} never showed nodes 7 and 8 with 8 leading",
+            g.url
+        );
+    }
+    // registry_version is the etcd revision: the same on every gateway once they agree.
+    let versions: BTreeSet<u64> = gateways
+        .iter()
+        .map(|g| g.get("/nodes").1["registry_version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(versions.len(), 1, "{versions:?}");
+    // A removal through the third is seen by the first.
+    let (_, removed) = gateways[2].post_json("/remove", &json!({"node_id": 7}));
+    assert_eq!(removed["status"], "removed", "{removed}");
+    assert!(eventually(WAIT, || node_ids(&gateways[0]) == BTreeSet::from([8])));
+}
+
+/// Rounds of the bootstrap race: all 100 when `GATEWAY_SLOW_TESTS` is set (CI sets it).
+fn rounds() -> usize {
+    if std::env::var_os("GATEWAY_SLOW_TESTS").is_some() {
+        100
+    } else {
+        10
+    }
+}
+
+#[test]
+fn fifty_nodes_at_once_over_three_gateways_into_an_empty_registry_bootstrap_exactly_once() {
+    let etcd = EtcdCluster::start(host::BOOTSTRAP_RACE, 3);
+    let gateways: Vec<TestServer> = (0..3)
+        .map(|i| gateway(&etcd.endpoints_from(i), |c| c.workers = 8))
+        .collect();
+    let urls: Vec<String> = gateways.iter().map(|g| g.url.clone()).collect();
+    let rounds = rounds();
+    let barrier = Barrier::new(50);
+    let winners = Arc::new(Mutex::new(vec![Vec::new(); rounds]));
+    let racers: Vec<_> = (0..50u64)
+        .map(|i| {
+            let url = urls[i as usize % 3].clone();
+            let (barrier, winners) = (Arc::clone(&barrier), Arc::clone(&winners));
+            std::thread::spawn(move || {
+                let _guard = barrier.guard();
+                let client: ureq::Agent = ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .timeout_global(Some(Duration::from_secs(20)))
+                    .max_idle_connections(0)
+                    .max_idle_connections_per_host(0)
+                    .build()
+                    .into();
+                for round in 0..rounds {
+                    // Other keys every round: nothing of the last round's nodes is reused.
+                    let id = round as u64 * 100 + i;
+                    barrier.wait();
+                    let mut answer = client
+                        .post(format!("{url}/register"))
+                        .send(registration(id).to_string())
+                        .unwrap();
+                    assert_eq!(answer.status(), 200, "register {id} in round {round}");
+                    let answer: Value =
+                        serde_json::from_str(&answer.body_mut().read_to_string().unwrap()).unwrap();
+                    if answer["is_bootstrap"] == true {
+                        winners.lock().unwrap()[round].push(id);
+                    }
+                    // Everyone leaves on purpose: the next round starts from an empty, armed
+                    // registry.
+                    barrier.wait();
+                    let mut left = client
+                        .post(format!("{url}/remove"))
+                        .send(json!({"node_id": id}).to_string())
+                        .unwrap();
+                    assert_eq!(left.status(), 200, "remove {id} in round {round}");
+                    left.body_mut().read_to_string().unwrap();
+                }
+            })
+        })
+        .collect();
+    join_all(racers, Duration::from_secs(600));
+    let winners = winners.lock().unwrap();
+    for (round, ids) in winners.iter().enumerate() {
+        assert_eq!(ids.len(), 1, "round {round} had bootstrap nodes {ids:?}");
+    }
+    // Every gateway ends with the registry empty and armed, as the last removal left it.
+    for g in &gateways {
+        assert!(
+            eventually(WAIT, || {
+                let stats = g.get("/stats").1;
+                stats["total_nodes"] == 0 && stats["bootstrap_armed"] == true
+            }),
+            "{}: {}",
+            g.url,
+            g.get("/stats").1
+        );
+    }
+}
+
+/// A gateway-server process over etcd on `host:port`.
+fn spawn_gateway(host: &str, port: u16, endpoints: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_gateway-server"))
+        .args(["--host", host, "--port", &port.to_string()])
+        .args(["--store", "etcd", "--etcd-endpoints", endpoints])
+        .args(["--heartbeat-interval", "0.5", "--node-timeout", "8"])
+        .args(["--log-level", "ERROR"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run gateway-server")
+}
+
+/// Kills the process on drop, so a failing test leaves none behind.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn get(url: &str) -> Option<Value> {
+    let mut answer = agent().get(url).call().ok()?;
+    serde_json::from_str(&answer.body_mut().read_to_string().ok()?).ok()
+}
+
+#[test]
+fn a_gateway_killed_under_heartbeating_clients_they_fail_over_and_nothing_acknowledged_is_lost() {
+    let host = host::SIGKILL;
+    let etcd = EtcdCluster::start(host, 1);
+    let (port_a, port_b) = (free_port(host), free_port(host));
+    let mut a = Killed(spawn_gateway(host, port_a, &etcd.endpoints()));
+    let _b = Killed(spawn_gateway(host, port_b, &etcd.endpoints()));
+    let (url_a, url_b) = (
+        format!("http://{host}:{port_a}"),
+        format!("http://{host}:{port_b}"),
+    );
+    for url in [&url_a, &url_b] {
+        assert!(eventually(WAIT, || get(&format!("{url}/health")).is_some()));
+    }
+
+    // Ten clients that know both gateways, registered and heartbeating through the first.
+    let clients: Vec<GatewayClient> = (1..=10u64)
+        .map(|id| {
+            let client = GatewayClient::builder()
+                .gateway(format!("{host}:{port_a}"))
+                .gateway(format!("{host}:{port_b}"))
+                .heartbeat_interval(Duration::from_millis(200))
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap();
+            let registration = Registration {
+                node_id: id,
+                ip_address: "127.0.0.1".into(),
+                port: 7000 + id as u16,
+                capabilities: vec!["raft".into()],
+                ..Registration::default()
+            };
+            client
+                .register_node(registration)
+                .expect("registered through the first gateway");
+            client
+        })
+        .collect();
+    // Registrations through the first gateway until it dies: those it acknowledged must stay.
+    let storm = {
+        let url = url_a.clone();
+        std::thread::spawn(move || {
+            let client = agent();
+            let mut acknowledged = Vec::new();
+            for id in 100..10_000u64 {
+                match client
+                    .post(format!("{url}/register"))
+                    .send(registration(id).to_string())
+                {
+                    Ok(answer) if answer.status() == 200 => acknowledged.push(id),
+                    _ => break,
+                }
+            }
+            acknowledged
+        })
+    };
+    assert!(eventually(WAIT, || {
+        get(&format!("{url_b}/stats")).is_some_and(|s| s["total_nodes"].as_u64() >= Some(30))
+    }));
+    a.0.kill().unwrap();
+    a.0.wait().unwrap();
+    let killed_at = Instant::now();
+    let acknowledged = join_all(vec![storm], WAIT).pop().unwrap();
+    assert!(!acknowledged.is_empty());
+
+    let ids = |url: &str| -> BTreeSet<u64> {
+        get(&format!("{url}/nodes?status=all"))
+            .map(|b| {
+                b["nodes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|n| n["node_id"].as_u64().unwrap())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // Every registration the dead gateway acknowledged is in the registry.
+    let shown = ids(&url_b);
+    let lost: Vec<u64> = acknowledged
+        .iter()
+        .filter(|id| !shown.contains(id))
+        .copied()
+        .collect();
+    assert!(lost.is_empty(), "acknowledged registrations lost: {lost:?}");
+    // The clients move to the second gateway and keep their nodes alive past node_timeout (8 s)
+    // after the kill: their leases are renewed through it.
+    let alive = eventually(WAIT, || {
+        let shown = ids(&url_b);
+        killed_at.elapsed() > Duration::from_secs(10)
+            && (1..=10).all(|id| shown.contains(&id))
+            && clients.iter().all(|c| {
+                let status = c.status();
+                status.current_gateway.contains(&port_b.to_string())
+                    && status.consecutive_failures == 0
+            })
+    });
+    let statuses: Vec<_> = clients.iter().map(|c| c.status()).collect();
+    assert!(
+        alive,
+        "clients did not fail over: {statuses:?}; registry: {:?}",
+        ids(&url_b)
+    );
+    let nodes = get(&format!("{url_b}/nodes?status=all")).unwrap();
+    for node in nodes["nodes"].as_array().unwrap() {
+        if node["node_id"].as_u64() <= Some(10) {
+            assert_eq!(node["status"], "active", "{node}");
+        }
+    }
+    for client in &clients {
+        client.shutdown();
+    }
+}
+
+#[test]
+fn one_member_down_gateways_carry_on_quorum_lost_writes_503_reads_answer_then_all_recovers() {
+    let mut etcd = EtcdCluster::start(host::QUORUM, 3);
+    let g = [
+        gateway(&etcd.endpoints_from(0), |_| {}),
+        gateway(&etcd.endpoints_from(1), |_| {}),
+    ];
+    g[0].register(1);
+    g[1].register(2);
+    assert!(eventually(WAIT, || g
+        .iter()
+        .all(|g| node_ids(g) == BTreeSet::from([1, 2]))));
+
+    // One member of three gone: both gateways carry on (the first talked to it).
+    etcd.kill(0);
+    for (i, id) in [(0, 3), (1, 4)] {
+        let ok = eventually(WAIT, || {
+            g[i].post_json("/register", &registration(id)).0 == 200
+        });
+        assert!(ok, "gateway {i} refused writes with one member down");
+        let (status, beat) = g[i].post_json("/heartbeat", &json!({"node_id": 1}));
+        assert_eq!(
+            (status, &beat["status"]),
+            (200, &json!("acknowledged")),
+            "{beat}"
+        );
+    }
+    assert!(eventually(WAIT, || g
+        .iter()
+        .all(|g| node_ids(g) == BTreeSet::from([1, 2, 3, 4]))));
+    for g in &g {
+        assert!(g.get("/health").1.get("store_error").is_none());
+    }
+
+    // Two of three gone: no quorum. Writes 503; reads answer from the copy; /health and
+    // /stats say why.
+    etcd.kill(1);
+    for g in &g {
+        let refused = eventually(WAIT, || g.post_json("/register", &registration(5)).0 == 503);
+        assert!(refused, "{} took a write without quorum", g.url);
+        let (status, _) = g.post_json("/heartbeat", &json!({"node_id": 1}));
+        assert_eq!(status, 503);
+        assert_eq!(node_ids(g), BTreeSet::from([1, 2, 3, 4]));
+        let (status, leader) = g.get("/leader");
+        assert_eq!(
+            (status, &leader["leader"]["node_id"]),
+            (200, &json!(1)),
+            "{leader}"
+        );
+        let health = g.get("/health").1;
+        assert!(
+            health["store_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("etcd")),
+            "{health}"
+        );
+        assert_eq!(health["status"], "healthy");
+        let stats = g.get("/stats").1;
+        assert!(
+            stats["store_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("stale")),
+            "{stats}"
+        );
+    }
+
+    // The members come back: both gateways take writes again, without a restart.
+    etcd.restart(0);
+    etcd.restart(1);
+    for (i, id) in [(0, 5), (1, 6)] {
+        let ok = eventually(WAIT, || {
+            g[i].post_json("/register", &registration(id)).0 == 200
+        });
+        assert!(ok, "gateway {i} did not recover: {}", g[i].get("/health").1);
+    }
+    for g in &g {
+        let all = BTreeSet::from([1, 2, 3, 4, 5, 6]);
+        assert!(
+            eventually(WAIT, || node_ids(g) == all),
+            "{}: {:?}",
+            g.url,
+            node_ids(g)
+        );
+        assert!(eventually(WAIT, || g
+            .get("/health")
+            .1
+            .get("store_error")
+            .is_none()));
+        let (status, beat) = g.post_json("/heartbeat", &json!({"node_id": 2}));
+        assert_eq!(
+            (status, &beat["status"]),
+            (200, &json!("acknowledged")),
+            "{beat}"
+        );
+    }
+}
+
+#[test]
+fn a_rejoining_node_through_one_gateway_disarms_bootstrap_for_newcomers_through_another() {
+    let etcd = EtcdCluster::start(host::REJOIN, 1);
+    let (a, b) = (
+        gateway(&etcd.endpoints(), |_| {}),
+        gateway(&etcd.endpoints(), |_| {}),
+    );
+    let mut rejoining = registration(1);
+    rejoining["previous_epoch"] = json!("an-earlier-gateway-run");
+    let (status, answer) = a.post_json("/register", &rejoining);
+    assert_eq!(
+        (status, &answer["is_bootstrap"]),
+        (200, &json!(false)),
+        "{answer}"
+    );
+    assert!(eventually(WAIT, || b.get("/stats").1["bootstrap_armed"] == false));
+    let answer = b.register(2);
+    assert_eq!(answer["is_bootstrap"], false, "{answer}");
+    assert_eq!(b.get("/leader").1["leader"], Value::Null);
+    // Everyone leaves on purpose: the registry is armed again, and the next newcomer
+    // bootstraps, through either gateway.
+    for (g, id) in [(&a, 1), (&b, 2)] {
+        let (_, left) = g.post_json("/remove", &json!({"node_id": id}));
+        assert_eq!(left["status"], "removed", "{left}");
+    }
+    assert!(eventually(WAIT, || a.get("/stats").1["bootstrap_armed"] == true));
+    let answer = a.register(3);
+    assert_eq!(answer["is_bootstrap"], true, "{answer}");
+    assert!(eventually(WAIT, || b.get("/leader").1["leader"]["node_id"] == 3));
+    // A leader change to a node that is not registered fails and changes nothing.
+    let (_, set) = b.post_json("/leader", &json!({"leader_id": 99}));
+    assert_eq!(set["status"], "failed", "{set}");
+}
+
+#[test]
+fn a_gateway_started_before_etcd_refuses_writes_then_takes_them_once_etcd_runs() {
+    let mut etcd = EtcdCluster::prepare(host::LATE_ETCD, 1);
+    // The gateway waits a few seconds for etcd, then serves without it.
+    let g = gateway(&etcd.endpoints(), |_| {});
+    let (status, body) = g.post_json("/register", &registration(1));
+    assert_eq!(status, 503, "{body}");
+    let health = g.get("/health").1;
+    assert!(
+        health["store_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("etcd")),
+        "{health}"
+    );
+    assert_eq!(g.get("/nodes").0, 200);
+
+    etcd.start_all();
+    let ok = eventually(WAIT, || g.post_json("/register", &registration(1)).0 == 200);
+    assert!(ok, "the gateway never took a write: {}", g.get("/health").1);
+    assert_eq!(node_ids(&g), BTreeSet::from([1]));
+    assert!(eventually(WAIT, || g
+        .get("/health")
+        .1
+        .get("store_error")
+        .is_none()));
+}
