@@ -88,6 +88,18 @@ fn ids(store: &LocalStore) -> Vec<NodeId> {
     ids
 }
 
+/// Each node's `join_timestamp`, by node id.
+fn join_timestamps(store: &LocalStore) -> Vec<(NodeId, f64)> {
+    let mut joined: Vec<_> = store
+        .snapshot()
+        .records
+        .iter()
+        .map(|r| (r.node_id, r.join_timestamp))
+        .collect();
+    joined.sort_by_key(|&(id, _)| id);
+    joined
+}
+
 fn metadata_of(store: &LocalStore, node_id: NodeId) -> Value {
     let record = store
         .snapshot()
@@ -110,12 +122,7 @@ fn nodes_leader_version_and_bootstrap_state_survive_a_restart() {
         store.register(reg(3), now()).unwrap();
         assert!(store.set_leader(2).unwrap());
         assert!(store.remove(3).unwrap());
-        let joined = store
-            .snapshot()
-            .records
-            .iter()
-            .map(|r| r.join_timestamp)
-            .sum::<f64>();
+        let joined = join_timestamps(&store);
         (store.summary().version, joined)
     };
     let store = open(&dir.0).unwrap();
@@ -129,12 +136,7 @@ fn nodes_leader_version_and_bootstrap_state_survive_a_restart() {
     assert!(summary.bootstrap_initiated);
     assert!(!summary.bootstrap_armed);
     assert_eq!(metadata_of(&store, 2), json!({"zone": "a"}));
-    let rejoined = store
-        .snapshot()
-        .records
-        .iter()
-        .map(|r| r.join_timestamp)
-        .sum::<f64>();
+    let rejoined = join_timestamps(&store);
     assert_eq!(rejoined, joined, "join_timestamp is kept");
     assert!(!store.register(reg(4), now()).unwrap().is_bootstrap);
     assert!(store.summary().version > version);
