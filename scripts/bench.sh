@@ -211,11 +211,11 @@ for _ in $(seq 100); do curl --silent --output /dev/null "$scale/health" && brea
 empty=$(rss_of "$srv")
 # The rate is 100,000 over the time until the registry holds them all.
 nodes_in() { curl --silent "$1/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["total_nodes"])'; }
-started=$(date +%s.%N)
+fill_started=$(date +%s.%N)
 PER=50000 wrk --threads 2 --connections 16 --duration 300s --script "$work/fill.lua" "$scale/register" >/dev/null &
 filler=$!
 while [ "$(nodes_in "$scale")" -lt 100000 ]; do sleep 0.05; done
-fill=$(echo "$started $(date +%s.%N)" | awk '{ printf "%d", 100000 / ($2 - $1) }')
+fill=$(echo "$fill_started $(date +%s.%N)" | awk '{ printf "%d", 100000 / ($2 - $1) }')
 kill "$filler"; wait "$filler" 2>/dev/null || true
 total=$(nodes_in "$scale")
 beats=$(measure "$scale/heartbeat" 16 "$work/heartbeat.lua")

@@ -32,6 +32,9 @@ pub const GZIP_MAX_AGE: Duration = Duration::from_secs(5);
 /// Nodes per chunk, as chunks are first cut; a chunk is split at twice this.
 pub const CHUNK_NODES: usize = 64;
 
+/// From this many chunks on, a gzip answer sends the asker's chunk uncompressed.
+pub const STORE_PARTIAL_FROM: usize = 8;
+
 /// Every registered node, serialised, by node id; the leader and the version they belong to.
 #[derive(Debug)]
 pub struct NodeList {
@@ -221,10 +224,11 @@ impl NodeList {
     /// A whole gzip member holding `prefix`, the same array as [`NodeList::select`], and
     /// `suffix`: `None` when the filter names a capability (such lists are not kept compressed).
     ///
-    /// Every chunk the filter keeps whole is its cached compressed form; a chunk with nodes
-    /// left out (the asker, suspected nodes) is compressed for this answer alone, which costs
-    /// that chunk, not the list. Nothing else is compressed: the prefix, the commas between
-    /// chunks and the suffix go as stored blocks. The checksum is computed over the text.
+    /// Every chunk without the asker is its cached compressed form (every node, or the active
+    /// ones). The asker's chunk, without the asker, is the one piece made for the answer: sent
+    /// as it is (stored blocks) in a list of [`STORE_PARTIAL_FROM`] chunks or more, compressed
+    /// fast in a shorter one. The prefix, the commas between chunks and the suffix go as stored
+    /// blocks. The checksum is computed over the text.
     pub fn select_gzip(
         &self,
         filter: Filter<'_>,
@@ -267,7 +271,14 @@ impl NodeList {
             }
             if !text.is_empty() {
                 crc.update(&text);
-                parts.push(Part::Owned(deflate(&text, Compression::fast())));
+                // In a long list, one chunk sent as it is (stored blocks) costs little on the
+                // wire and nothing to make; in a short one it would be much of the answer,
+                // and compressing it is cheap.
+                parts.push(Part::Owned(if self.chunks.len() >= STORE_PARTIAL_FROM {
+                    stored(&text, false)
+                } else {
+                    deflate(&text, Compression::fast())
+                }));
                 first = false;
             }
         }

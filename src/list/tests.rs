@@ -126,7 +126,7 @@ fn filters() -> Vec<Filter<'static>> {
 
 #[test]
 fn every_answer_is_the_plain_serialisation_and_gzip_decodes_to_it() {
-    for count in [0, 1, 2, 63, 64, 65, 300] {
+    for count in [0, 1, 2, 63, 64, 65, 300, 600] {
         let records = nodes(0..count);
         let list = NodeList::build(snapshot(records.clone(), 1), None);
         for filter in filters() {
