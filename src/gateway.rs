@@ -87,6 +87,31 @@ impl Gateway {
         self.store.register(reg, Now::system())
     }
 
+    /// Registers or updates a node, and the list that shows it: the answer to `/register`.
+    /// With a data directory, one wait for the disk covers the change and the list.
+    pub fn register_with_list(
+        &self,
+        reg: Registration,
+    ) -> Result<(Registered, Arc<NodeList>), StoreError> {
+        let (registered, pending) = self.store.register_pending(reg, Now::system())?;
+        // The list's version is at or past the change: settling it makes the change durable.
+        let list = self.list();
+        self.store.confirm(pending)?;
+        Ok((registered, list))
+    }
+
+    /// Registers or updates a node, and the registry version and leader after it: the answer to
+    /// `/register` with `Prefer: return=minimal`.
+    pub fn register_with_leader(
+        &self,
+        reg: Registration,
+    ) -> Result<(Registered, u64, Option<NodeRecord>), StoreError> {
+        let (registered, pending) = self.store.register_pending(reg, Now::system())?;
+        let (version, leader) = self.store.leader();
+        self.store.confirm(pending)?;
+        Ok((registered, version, leader))
+    }
+
     /// Records a heartbeat; `None` if the node is not registered, else the registry version.
     pub fn heartbeat(&self, node_id: NodeId) -> Result<Option<u64>, StoreError> {
         self.store.heartbeat(node_id, Now::system())

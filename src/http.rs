@@ -522,7 +522,15 @@ fn register(
 ) -> Result<Response, Response> {
     let registration = Registration::from_body(body)?;
     let node_id = registration.node_id;
-    let registered = gateway.register(registration)?;
+    let minimal = request.prefers_minimal();
+    // One wait for the disk covers the change and what the answer shows.
+    let (registered, shown) = if minimal {
+        let (registered, version, leader) = gateway.register_with_leader(registration)?;
+        (registered, Err((version, leader)))
+    } else {
+        let (registered, list) = gateway.register_with_list(registration)?;
+        (registered, Ok(list))
+    };
     let status = if registered.created {
         "registered"
     } else {
@@ -543,22 +551,13 @@ fn register(
         tail.extend_from_slice(&settings[1..]);
         tail
     };
-    if request.prefers_minimal() {
-        // No list: the answer costs the registrant and the leader, whatever the cluster's size.
-        let (version, leader) = gateway.leader();
-        let leader = match leader {
-            Some(record) => serde_json::to_vec(&record).expect("a node record serialises"),
-            None => b"null".to_vec(),
-        };
-        let mut bytes = head(version).into_bytes();
-        bytes.extend_from_slice(&tail(&leader));
-        return Ok(Response {
-            body: Body::owned(bytes),
-            ..Response::json(&())
+    let list = match shown {
+        Ok(list) => list,
+        Err((version, leader)) => {
+            // No list: the answer costs the registrant and the leader, whatever the cluster's size.
+            return Ok(minimal_answer(head(version), &tail, leader));
         }
-        .with_header("Preference-Applied", "return=minimal"));
-    }
-    let list = gateway.list();
+    };
     let leader = match list.leader.and_then(|id| list.node(id)) {
         Some(Part::Cached { chunk, range }) => list.bytes(chunk, range).to_vec(),
         _ => b"null".to_vec(),
@@ -571,6 +570,25 @@ fn register(
         ..Filter::default()
     };
     Ok(list_answer(request, list, &prefix, filter, &tail))
+}
+
+/// A `/register` answer without the list (`Prefer: return=minimal`).
+fn minimal_answer(
+    head: String,
+    tail: &dyn Fn(&[u8]) -> Vec<u8>,
+    leader: Option<crate::registry::NodeRecord>,
+) -> Response {
+    let leader = match leader {
+        Some(record) => serde_json::to_vec(&record).expect("a node record serialises"),
+        None => b"null".to_vec(),
+    };
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(&tail(&leader));
+    Response {
+        body: Body::owned(bytes),
+        ..Response::json(&())
+    }
+    .with_header("Preference-Applied", "return=minimal")
 }
 
 fn nodes(gateway: &Gateway, request: &Request<'_>, query: &str) -> Result<Response, Response> {

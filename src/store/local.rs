@@ -8,7 +8,7 @@ use crate::lock;
 use crate::registry::{Event, Liveness, NodeRecord, Now, Registered, Registry};
 
 use super::log::{COMPACT_MIN_BYTES, Log, OpenError};
-use super::{Durability, Snapshot, Store, StoreError, Summary};
+use super::{Durability, Pending, Snapshot, Store, StoreError, Summary};
 
 /// The registry behind a mutex. With a data directory, every change is appended to a [`Log`]
 /// under the registry lock (so the log's order is the registry's), and the operation waits for
@@ -64,6 +64,17 @@ impl LocalStore {
     /// waits until that is on disk, then announces it. With `writes`, a store whose log failed
     /// refuses before changing anything.
     fn change<T>(&self, writes: bool, f: impl FnOnce(&mut Registry) -> T) -> Result<T, StoreError> {
+        let (result, pending) = self.change_pending(writes, f)?;
+        self.confirm(pending)?;
+        Ok(result)
+    }
+
+    /// [`LocalStore::change`] without the wait: the records are queued, not yet synced.
+    fn change_pending<T>(
+        &self,
+        writes: bool,
+        f: impl FnOnce(&mut Registry) -> T,
+    ) -> Result<(T, Pending), StoreError> {
         if writes && let Some(log) = &self.log {
             log.check_writable()?;
         }
@@ -78,11 +89,8 @@ impl LocalStore {
             });
             (result, events, ticket)
         };
-        if let (Some(log), Some(ticket)) = (&self.log, ticket) {
-            log.wait(ticket)?;
-        }
         announce(&events);
-        Ok(result)
+        Ok((result, Pending(ticket)))
     }
 }
 
@@ -117,6 +125,26 @@ fn bootstrap_state(registry: &Registry) -> (bool, bool) {
 impl Store for LocalStore {
     fn register(&self, registration: Registration, now: Now) -> Result<Registered, StoreError> {
         Ok(self.change(true, |r| r.register(registration, now))??)
+    }
+
+    fn register_pending(
+        &self,
+        registration: Registration,
+        now: Now,
+    ) -> Result<(Registered, Pending), StoreError> {
+        let (registered, pending) = self.change_pending(true, |r| r.register(registration, now))?;
+        match registered {
+            Ok(registered) => Ok((registered, pending)),
+            // Refused: nothing was queued.
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn confirm(&self, pending: Pending) -> Result<(), StoreError> {
+        match (&self.log, pending.0) {
+            (Some(log), Some(ticket)) => log.wait(ticket),
+            _ => Ok(()),
+        }
     }
 
     fn heartbeat(&self, node_id: NodeId, now: Now) -> Result<Option<u64>, StoreError> {

@@ -36,6 +36,24 @@ pub trait Store: Send + Sync + fmt::Debug {
         now: Now,
     ) -> Result<Registered, StoreError>;
 
+    /// [`Store::register`] that may return once the change is applied and before it is
+    /// durable. The caller then settles a version at or past the change (an answer must settle
+    /// the version it shows anyway) and confirms: one wait for the disk instead of two.
+    fn register_pending(
+        &self,
+        registration: crate::api::Registration,
+        now: Now,
+    ) -> Result<(Registered, Pending), StoreError> {
+        Ok((self.register(registration, now)?, Pending(None)))
+    }
+
+    /// Whether a change from [`Store::register_pending`] is durable; call it after settling a
+    /// version at or past the change.
+    fn confirm(&self, pending: Pending) -> Result<(), StoreError> {
+        let _ = pending;
+        Ok(())
+    }
+
     /// Records a heartbeat: `None` if the node is not registered, else the registry version.
     fn heartbeat(&self, node_id: NodeId, now: Now) -> Result<Option<u64>, StoreError>;
 
@@ -81,6 +99,11 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Where the registry is kept, for `/stats`.
     fn durability(&self) -> Durability;
 }
+
+/// A change applied, perhaps not yet durable (see [`Store::register_pending`]).
+#[derive(Debug)]
+#[must_use = "a pending change is acknowledged only once confirmed"]
+pub struct Pending(pub(crate) Option<log::Ticket>);
 
 /// A consistent view of the registry.
 #[derive(Debug, Clone)]

@@ -536,3 +536,29 @@ fn when_the_log_cannot_be_written_writes_are_refused_and_reads_and_heartbeats_go
         "only what was acknowledged comes back"
     );
 }
+
+#[test]
+fn a_pending_registration_is_confirmed_only_once_its_record_is_written() {
+    let dir = TempDir::new();
+    let store = open(&dir.0).unwrap();
+    let (done, confirmed) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        let writer = store.hold_writer();
+        let (registered, pending) = store.register_pending(reg(1), now()).unwrap();
+        assert!(registered.is_bootstrap);
+        s.spawn(|| {
+            store.confirm(pending).unwrap();
+            done.send(()).unwrap();
+        });
+        assert!(
+            confirmed.recv_timeout(Duration::from_millis(300)).is_err(),
+            "confirmed while the writer could not write"
+        );
+        drop(writer);
+        confirmed
+            .recv_timeout(Duration::from_secs(10))
+            .expect("confirmed once written");
+    });
+    drop(store);
+    assert_eq!(ids(&open(&dir.0).unwrap()), vec![1]);
+}
