@@ -34,6 +34,8 @@ pub struct ServerConfig {
     pub data_dir: Option<PathBuf>,
     /// Most nodes the registry holds; a new node past it is refused.
     pub max_nodes: usize,
+    /// Most long-poll requests parked at once; past it, they are answered at once.
+    pub max_watchers: usize,
 }
 
 impl Default for ServerConfig {
@@ -49,6 +51,7 @@ impl Default for ServerConfig {
             log_level: LevelFilter::Info,
             data_dir: None,
             max_nodes: 200_000,
+            max_watchers: crate::watch::DEFAULT_MAX_WATCHERS,
         }
     }
 }
@@ -93,13 +96,17 @@ pub struct ServerArgs {
     /// most nodes the registry holds (default 200000; env GATEWAY_MAX_NODES)
     #[argh(option)]
     pub max_nodes: Option<String>,
+    /// most long-poll requests waiting at once; past it they are answered at once (default
+    /// 10000; env GATEWAY_MAX_WATCHERS)
+    #[argh(option)]
+    pub max_watchers: Option<String>,
     /// JSON file with the same keys as the flags (env GATEWAY_CONFIG)
     #[argh(option)]
     pub config: Option<PathBuf>,
 }
 
 /// The settings, as text, with where each came from.
-const KEYS: [&str; 11] = [
+const KEYS: [&str; 12] = [
     "host",
     "port",
     "node_timeout",
@@ -111,6 +118,7 @@ const KEYS: [&str; 11] = [
     "log_level",
     "data_dir",
     "max_nodes",
+    "max_watchers",
 ];
 
 /// A setting that could not be used.
@@ -179,6 +187,7 @@ impl ServerConfig {
             ("log_level", &args.log_level),
             ("data_dir", &args.data_dir),
             ("max_nodes", &args.max_nodes),
+            ("max_watchers", &args.max_watchers),
         ]
         .into_iter()
         .filter_map(|(key, value)| {
@@ -234,6 +243,9 @@ impl ServerConfig {
                 "data_dir" => config.data_dir = Some(PathBuf::from(value)),
                 "max_nodes" => {
                     config.max_nodes = parse_int(value, 1, 100_000_000).map_err(invalid)? as usize
+                }
+                "max_watchers" => {
+                    config.max_watchers = parse_int(value, 0, 1_000_000).map_err(invalid)? as usize
                 }
                 _ => unreachable!("only known keys reach here"),
             }

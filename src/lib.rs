@@ -66,10 +66,12 @@ mod heartbeat;
 pub mod http;
 pub mod list;
 pub mod logger;
+pub mod metrics;
 pub mod registry;
 pub mod server;
 pub mod store;
 mod tiny_http_workarounds;
+pub mod watch;
 
 pub use client::GatewayClient;
 pub use config::ServerConfig;

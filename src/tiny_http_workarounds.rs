@@ -648,8 +648,9 @@ fn abandon(request: tiny_http::Request, answer: Response, unread: u64) {
 /// Writes `answer`, with its length (never chunked). tiny_http drops a `Connection` header
 /// from answers (`Response::add_header`), so an answer cannot even ask the client to close.
 pub(crate) fn respond(request: tiny_http::Request, answer: Response) {
+    let content_type = answer.content_type.unwrap_or("application/json");
     let mut headers = vec![
-        Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..]).expect("valid header"),
+        Header::from_bytes(&b"Content-Type"[..], content_type.as_bytes()).expect("valid header"),
     ];
     if let Some(allow) = answer.allow {
         headers.push(Header::from_bytes(&b"Allow"[..], allow.as_bytes()).expect("valid header"));

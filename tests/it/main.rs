@@ -17,3 +17,4 @@ mod server_cli;
 mod smuggling;
 mod support;
 mod transport;
+mod watch;
