@@ -10,6 +10,7 @@ mod front;
 mod hostile;
 mod leaks;
 mod logs;
+mod metrics;
 mod negotiation;
 mod race;
 mod scripts;
