@@ -455,9 +455,9 @@ impl Query {
         let mut parsed = Query::default();
         let mut seen: Vec<&str> = Vec::new();
         for (key, value) in query_pairs(query) {
-            let filter = matches!(key, "node_id" | "status" | "capability");
+            // `/leader` takes only the long-poll keys, and ignores the rest as it always did.
             let poll = matches!(key, "index" | "wait" | "epoch");
-            if !(poll || filter && endpoint == Endpoint::Nodes) {
+            if endpoint != Endpoint::Nodes && !poll {
                 continue;
             }
             if seen.contains(&key) {
