@@ -395,3 +395,33 @@ fn a_watcher_that_registration_arrives_for_sees_the_same_answer_as_everyone() {
     assert_eq!(answer.body["nodes"], serde_json::json!([]));
     assert!(answer.index.unwrap() > index);
 }
+
+#[test]
+fn max_watchers_comes_from_the_flag_the_environment_or_the_default() {
+    use cluster_gateway::config::ServerArgs;
+    let load = |flag: Option<&str>, env: Option<&str>| {
+        let args = ServerArgs {
+            max_watchers: flag.map(str::to_owned),
+            ..ServerArgs::default()
+        };
+        let env = env.map(str::to_owned);
+        cluster_gateway::ServerConfig::load(&args, |name| {
+            (name == "GATEWAY_MAX_WATCHERS")
+                .then(|| env.clone())
+                .flatten()
+        })
+    };
+    assert_eq!(load(None, None).unwrap().max_watchers, 10_000);
+    assert_eq!(load(None, Some("50")).unwrap().max_watchers, 50);
+    assert_eq!(load(Some("0"), Some("50")).unwrap().max_watchers, 0);
+    assert!(load(Some("many"), None).is_err());
+}
+
+#[test]
+fn with_max_watchers_zero_nothing_waits() {
+    let server = TestServer::with(|c| c.max_watchers = 0);
+    let index = index_of(&server);
+    let answer = answer_within(watch(&server.url, &format!("/nodes?index={index}&wait=5m")));
+    assert_eq!(answer.status, 200);
+    assert_eq!(server.server.watchers_waiting(), 0);
+}
