@@ -94,11 +94,7 @@ fn promtool_accepts_the_metrics_of_a_live_gateway() {
 
 #[test]
 fn the_counters_follow_what_the_gateway_does() {
-    let server = TestServer::with(|c| {
-        c.liveness.suspect_after = Duration::from_millis(100);
-        c.liveness.node_timeout = Duration::from_millis(300);
-        c.heartbeat_interval = Duration::from_millis(50);
-    });
+    let server = TestServer::start();
     server.register(1);
     server.register(1);
     server.register(2);
@@ -153,16 +149,31 @@ fn the_counters_follow_what_the_gateway_does() {
     assert!(!text.contains("cluster_gateway_store_"), "{text}");
     let version = value("cluster_gateway_registry_version");
     assert!(version >= 3.0);
+}
 
-    // Silence: both nodes are suspected, then reaped.
+#[test]
+fn suspicions_and_reaps_are_counted() {
+    let server = TestServer::with(|c| {
+        c.liveness.suspect_after = Duration::from_millis(100);
+        c.liveness.node_timeout = Duration::from_secs(2);
+        c.heartbeat_interval = Duration::from_millis(50);
+    });
+    server.register(1);
+    server.register(2);
+    let value = |name: &str| sample(&scrape(&server).0, name);
+    assert_eq!(value("cluster_gateway_leader_present"), Some(1.0));
+    // Silence: both nodes are suspected...
     assert!(eventually(Duration::from_secs(20), || {
-        let (text, _) = scrape(&server);
-        sample(&text, "cluster_gateway_reaps_total") == Some(2.0)
+        value("cluster_gateway_suspicions_total") == Some(2.0)
+    }));
+    assert_eq!(value("cluster_gateway_nodes{status=\"active\"}"), Some(0.0));
+    // ...then reaped.
+    assert!(eventually(Duration::from_secs(20), || {
+        value("cluster_gateway_reaps_total") == Some(2.0)
     }));
     let (text, _) = scrape(&server);
-    assert_eq!(sample(&text, "cluster_gateway_suspicions_total"), Some(2.0));
     assert_eq!(
-        sample(&text, "cluster_gateway_nodes{status=\"active\"}"),
+        sample(&text, "cluster_gateway_nodes{status=\"suspected\"}"),
         Some(0.0)
     );
     assert_eq!(sample(&text, "cluster_gateway_leader_present"), Some(0.0));
