@@ -4,7 +4,8 @@
 # and nginx serving a static file, each answering with a body the size of the gateway's answer.
 # Prints one table of ratios, then memory, reaper, client and registry figures.
 # Needs wrk and nginx: apt-get install wrk nginx. DURATION (seconds per run, default 5),
-# WORKERS (default 8).
+# WORKERS (default 8), WATCH_ROUNDS (changes timed for the long-poll latency, default 500).
+# ONLY=watch runs the long-poll rows alone.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 duration=${DURATION:-5}
@@ -135,6 +136,34 @@ request = function()
 end
 LUA
 
+# Long-poll rows: heartbeats with 1,000 parked watchers against none (measured before and after,
+# same gateway), and the time from a change to a watching client's whole answer.
+watch_rows() {
+  echo
+  echo "long-poll: POST /heartbeat, 1,000 ids (64 connections), with 1,000 parked watchers"
+  start_gateway 1000 30
+  local before after parked
+  before=$(measure "$url/heartbeat" 64 "$work/heartbeat.lua")
+  mkfifo "$work/park.in"
+  "$bin/watch_bench" park "$url" 1000 <"$work/park.in" >"$work/park.out" &
+  pids+=($!)
+  exec {hold_park}>"$work/park.in"
+  for _ in $(seq 600); do grep -q '^parked' "$work/park.out" 2>/dev/null && break; sleep 0.1; done
+  grep -q '^parked' "$work/park.out" || { echo "watch_bench could not park 1,000 watchers" >&2; exit 1; }
+  parked=$(measure "$url/heartbeat" 64 "$work/heartbeat.lua")
+  exec {hold_park}>&-
+  wait "${pids[-1]}" 2>/dev/null || true
+  after=$(measure "$url/heartbeat" 64 "$work/heartbeat.lua")
+  echo "$before $parked $after" | awk '{ none = ($1 + $9) / 2;
+    printf "  none %d/s (before %d, after %d), 1,000 parked %d/s: %.2fx; p99 %.2f -> %.2f ms\n", none, $1, $9, $5, $5/none, ($3 + $11) / 2, $7 }'
+  echo "long-poll: from POST /register (a change) to a watcher's whole GET /nodes answer"
+  start_gateway 16 30
+  printf '  16 nodes:    '; "$bin/watch_bench" latency "$url" "${WATCH_ROUNDS:-500}"
+  start_gateway 1000 30
+  printf '  1,000 nodes: '; "$bin/watch_bench" latency "$url" "${WATCH_ROUNDS:-500}"
+}
+if [ "${ONLY:-}" = watch ]; then watch_rows; exit 0; fi
+
 start_nginx
 start_gateway 1000 30; small=$url
 start_gateway 10000 30; large=$url
@@ -183,6 +212,8 @@ echo "$m $d $syncs" | awk '{ printf "  POST /register changing metadata (16): me
 m=$(measure "$beat_memory/heartbeat" 64 "$work/heartbeat.lua")
 d=$(measure "$beat_durable/heartbeat" 64 "$work/heartbeat.lua")
 echo "$m $d" | awk '{ printf "  POST /heartbeat, 1,000 ids (64): memory %d/s, data dir %d/s (%.2fx)\n", $1, $5, $5/$1 }'
+
+watch_rows
 
 echo
 echo "scale: gateway-server filled over HTTP with Prefer: return=minimal (16 connections)"

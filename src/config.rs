@@ -38,6 +38,8 @@ pub struct ServerConfig {
     pub store: StoreKind,
     /// The etcd members, `http://host:port` each, for [`StoreKind::Etcd`].
     pub etcd_endpoints: Vec<String>,
+    /// Most long-poll requests parked at once; past it, they are answered at once.
+    pub max_watchers: usize,
 }
 
 /// Where the registry lives (`--store`).
@@ -68,6 +70,7 @@ impl Default for ServerConfig {
             max_nodes: 200_000,
             store: StoreKind::Memory,
             etcd_endpoints: Vec::new(),
+            max_watchers: crate::watch::DEFAULT_MAX_WATCHERS,
         }
     }
 }
@@ -120,13 +123,17 @@ pub struct ServerArgs {
     /// GATEWAY_ETCD_ENDPOINTS)
     #[argh(option)]
     pub etcd_endpoints: Option<String>,
+    /// most long-poll requests waiting at once; past it they are answered at once (default
+    /// 10000; env GATEWAY_MAX_WATCHERS)
+    #[argh(option)]
+    pub max_watchers: Option<String>,
     /// JSON file with the same keys as the flags (env GATEWAY_CONFIG)
     #[argh(option)]
     pub config: Option<PathBuf>,
 }
 
 /// The settings, as text, with where each came from.
-const KEYS: [&str; 13] = [
+const KEYS: [&str; 14] = [
     "host",
     "port",
     "node_timeout",
@@ -140,6 +147,7 @@ const KEYS: [&str; 13] = [
     "max_nodes",
     "store",
     "etcd_endpoints",
+    "max_watchers",
 ];
 
 /// A setting that could not be used.
@@ -210,6 +218,7 @@ impl ServerConfig {
             ("max_nodes", &args.max_nodes),
             ("store", &args.store),
             ("etcd_endpoints", &args.etcd_endpoints),
+            ("max_watchers", &args.max_watchers),
         ]
         .into_iter()
         .filter_map(|(key, value)| {
@@ -268,6 +277,9 @@ impl ServerConfig {
                 }
                 "store" => config.store = store_kind(value).map_err(invalid)?,
                 "etcd_endpoints" => config.etcd_endpoints = endpoints(value).map_err(invalid)?,
+                "max_watchers" => {
+                    config.max_watchers = parse_int(value, 0, 1_000_000).map_err(invalid)? as usize
+                }
                 _ => unreachable!("only known keys reach here"),
             }
         }

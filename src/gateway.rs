@@ -7,12 +7,13 @@
 //! changes.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::api::{NodeId, Registration, Settings, Stats};
 use crate::config::{ServerConfig, StoreKind};
 use crate::lock;
+use crate::metrics::{Gauges, Metrics};
 use crate::registry::{NodeRecord, Now, Registered, Registry};
 use crate::store::log::OpenError;
 use crate::store::{Durability, EtcdStore, LocalStore, Store, StoreError};
@@ -29,15 +30,29 @@ pub struct Gateway {
     heartbeat_interval: Duration,
     /// The most nodes seen since memory was last given back.
     peak_nodes: AtomicUsize,
+    metrics: Arc<Metrics>,
+    /// Called with the new registry version after every change (the server's watchers).
+    wake: Arc<OnceLock<Wake>>,
+}
+
+/// What [`Gateway::on_change`] installs.
+struct Wake(Box<dyn Fn(u64) + Send + Sync>);
+
+impl std::fmt::Debug for Wake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Wake")
+    }
 }
 
 impl Gateway {
     /// A gateway around an in-memory `registry`; `heartbeat_interval` is reported in `/stats`.
     pub fn new(registry: Registry, heartbeat_interval: Duration) -> Gateway {
-        Gateway::with_store(Box::new(LocalStore::from(registry)), heartbeat_interval)
+        Gateway::local(LocalStore::from(registry), heartbeat_interval)
     }
 
-    /// A gateway over any store.
+    /// A gateway over any store. Only a [`LocalStore`] (through [`Gateway::new`] and
+    /// [`Gateway::open`]) tells the gateway of changes: over another store, long-polls are
+    /// answered when their wait ends, and suspicions and reaps are not counted.
     pub fn with_store(store: Box<dyn Store>, heartbeat_interval: Duration) -> Gateway {
         Gateway {
             store,
@@ -46,25 +61,91 @@ impl Gateway {
             started: Instant::now(),
             heartbeat_interval,
             peak_nodes: AtomicUsize::new(0),
+            metrics: Arc::new(Metrics::new()),
+            wake: Arc::new(OnceLock::new()),
         }
+    }
+
+    /// A gateway over `store`, told of every change it makes.
+    fn local(store: LocalStore, heartbeat_interval: Duration) -> Gateway {
+        let metrics = Arc::new(Metrics::new());
+        let wake: Arc<OnceLock<Wake>> = Arc::new(OnceLock::new());
+        let hook = {
+            let (metrics, wake) = (Arc::clone(&metrics), Arc::clone(&wake));
+            Box::new(move |version: u64, events: &[crate::registry::Event]| {
+                metrics.events(events);
+                if let Some(Wake(wake)) = wake.get() {
+                    wake(version);
+                }
+            })
+        };
+        Gateway {
+            metrics,
+            wake,
+            ..Gateway::with_store(Box::new(store.on_change(hook)), heartbeat_interval)
+        }
+    }
+
+    /// Calls `wake` with the new registry version after every change, outside the registry
+    /// lock (once: a second call is ignored).
+    pub fn on_change(&self, wake: impl Fn(u64) + Send + Sync + 'static) {
+        let _ = self.wake.set(Wake(Box::new(wake)));
+    }
+
+    /// The counters `/metrics` shows.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The `/metrics` text.
+    pub fn metrics_text(&self) -> String {
+        let summary = self.store.summary();
+        let durability = self.store.durability();
+        let gauges = Gauges {
+            active: summary.counts.active_nodes,
+            suspected: summary.counts.suspected_nodes,
+            version: summary.version,
+            leader: summary.leader.is_some(),
+            store: durability.data_dir.as_ref().map(|_| {
+                (
+                    durability.syncs,
+                    durability.log_bytes,
+                    durability.snapshot_bytes,
+                    durability.failed.is_some(),
+                )
+            }),
+        };
+        self.metrics.render(&gauges)
+    }
+
+    /// The registry version now (cheap; it may not be on disk yet).
+    pub fn version(&self) -> u64 {
+        self.store.versions().0
     }
 
     /// The gateway `config` asks for: in memory, kept in `config.data_dir`, or in etcd.
     pub fn open(config: &ServerConfig) -> Result<Gateway, OpenError> {
         let (liveness, max_nodes) = (config.liveness, config.max_nodes);
-        let store: Box<dyn Store> = match (&config.store, &config.data_dir) {
-            (StoreKind::Etcd, _) => Box::new(EtcdStore::open(
-                config.etcd_endpoints.clone(),
-                crate::store::etcd::PREFIX,
-                liveness,
-                max_nodes,
-            )),
-            (StoreKind::Memory, None) => Box::new(LocalStore::memory(liveness, max_nodes)),
+        let local = match (&config.store, &config.data_dir) {
+            (StoreKind::Etcd, _) => {
+                // Long-polls over etcd end when their wait does: the copy does not wake them.
+                let store = EtcdStore::open(
+                    config.etcd_endpoints.clone(),
+                    crate::store::etcd::PREFIX,
+                    liveness,
+                    max_nodes,
+                );
+                return Ok(Gateway::with_store(
+                    Box::new(store),
+                    config.heartbeat_interval,
+                ));
+            }
+            (StoreKind::Memory, None) => LocalStore::memory(liveness, max_nodes),
             (StoreKind::Memory, Some(dir)) => {
-                Box::new(LocalStore::open(dir, liveness, max_nodes, Now::system())?)
+                LocalStore::open(dir, liveness, max_nodes, Now::system())?
             }
         };
-        Ok(Gateway::with_store(store, config.heartbeat_interval))
+        Ok(Gateway::local(local, config.heartbeat_interval))
     }
 
     /// Id of this gateway run: it changes on every start.
@@ -84,7 +165,10 @@ impl Gateway {
 
     /// Registers or updates a node.
     pub fn register(&self, reg: Registration) -> Result<Registered, StoreError> {
-        self.store.register(reg, Now::system())
+        let registered = self.store.register(reg, Now::system())?;
+        self.metrics
+            .registered(registered.created, registered.is_bootstrap);
+        Ok(registered)
     }
 
     /// Registers or updates a node, and the list that shows it: the answer to `/register`.
@@ -97,6 +181,8 @@ impl Gateway {
         // The list's version is at or past the change: settling it makes the change durable.
         let list = self.list();
         self.store.confirm(pending)?;
+        self.metrics
+            .registered(registered.created, registered.is_bootstrap);
         Ok((registered, list))
     }
 
@@ -109,12 +195,16 @@ impl Gateway {
         let (registered, pending) = self.store.register_pending(reg, Now::system())?;
         let (version, leader) = self.store.leader();
         self.store.confirm(pending)?;
+        self.metrics
+            .registered(registered.created, registered.is_bootstrap);
         Ok((registered, version, leader))
     }
 
     /// Records a heartbeat; `None` if the node is not registered, else the registry version.
     pub fn heartbeat(&self, node_id: NodeId) -> Result<Option<u64>, StoreError> {
-        self.store.heartbeat(node_id, Now::system())
+        let version = self.store.heartbeat(node_id, Now::system())?;
+        self.metrics.heartbeat(version.is_some());
+        Ok(version)
     }
 
     /// Removes a node; false if it was not registered.

@@ -6,6 +6,7 @@
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -17,6 +18,7 @@ use crate::api::{
 use crate::gateway::{Filter, Gateway, NodeList, Part};
 use crate::registry::{RegistryError, unix_now};
 use crate::store::StoreError;
+use crate::watch;
 
 /// A request, as far as routing needs it.
 #[derive(Debug, Clone, Copy)]
@@ -410,7 +412,7 @@ fn route(gateway: &Gateway, request: &Request<'_>) -> Result<Response, Response>
         Endpoint::Health => Ok(health(gateway)),
         Endpoint::Register => register(gateway, request, &body(request)?),
         Endpoint::Nodes => nodes(gateway, request, query),
-        Endpoint::Leader if is_get => Ok(leader(gateway, request)),
+        Endpoint::Leader if is_get => leader(gateway, request, query),
         Endpoint::Leader => set_leader(gateway, &body(request)?),
         Endpoint::Heartbeat => heartbeat(gateway, &body(request)?),
         Endpoint::Remove => remove(gateway, &body(request)?),
@@ -420,6 +422,11 @@ fn route(gateway: &Gateway, request: &Request<'_>) -> Result<Response, Response>
             include_str!("dashboard.html"),
         )),
         Endpoint::OpenApi => Ok(Response::embedded(JSON, OPENAPI)),
+        Endpoint::Metrics => Ok(Response {
+            content_type: crate::metrics::CONTENT_TYPE,
+            body: Body::owned(gateway.metrics_text().into_bytes()),
+            ..Response::json(&())
+        }),
     }
 }
 
@@ -443,11 +450,12 @@ enum Endpoint {
     Stats,
     Dashboard,
     OpenApi,
+    Metrics,
 }
 
 impl Endpoint {
     /// Every endpoint: a path is served only if its endpoint is listed here.
-    const ALL: [Endpoint; 9] = [
+    const ALL: [Endpoint; 10] = [
         Endpoint::Health,
         Endpoint::Register,
         Endpoint::Nodes,
@@ -457,6 +465,7 @@ impl Endpoint {
         Endpoint::Stats,
         Endpoint::Dashboard,
         Endpoint::OpenApi,
+        Endpoint::Metrics,
     ];
 
     fn of(path: &str) -> Option<Endpoint> {
@@ -474,6 +483,7 @@ impl Endpoint {
             Endpoint::Stats => "/stats",
             Endpoint::Dashboard => "/",
             Endpoint::OpenApi => "/openapi.json",
+            Endpoint::Metrics => "/metrics",
         }
     }
 
@@ -483,7 +493,8 @@ impl Endpoint {
             | Endpoint::Nodes
             | Endpoint::Stats
             | Endpoint::Dashboard
-            | Endpoint::OpenApi => "GET, HEAD",
+            | Endpoint::OpenApi
+            | Endpoint::Metrics => "GET, HEAD",
             Endpoint::Leader => "GET, HEAD, POST",
             Endpoint::Register | Endpoint::Heartbeat | Endpoint::Remove => "POST",
         }
@@ -591,68 +602,201 @@ fn minimal_answer(
     .with_header("Preference-Applied", "return=minimal")
 }
 
-fn nodes(gateway: &Gateway, request: &Request<'_>, query: &str) -> Result<Response, Response> {
-    let mut filter = Filter::default();
-    let mut capability = None;
-    let mut seen: Vec<&str> = Vec::new();
-    for (key, value) in query_pairs(query) {
-        if seen.contains(&key) {
-            return Err(Response::error(
-                400,
-                format!("Repeated query parameter: {key} may be given once"),
-            ));
-        }
-        seen.push(key);
-        let value = percent_decode(value)
-            .ok_or_else(|| Response::error(400, format!("Invalid {key}: bad percent-encoding")))?;
-        match key {
-            "node_id" => filter.exclude = Some(api::node_id_from_query(&value)?),
-            "status" => {
-                filter.include_suspected = match value.as_str() {
-                    "all" => true,
-                    "active" => false,
-                    _ => {
-                        return Err(Response::error(
-                            400,
-                            "Invalid status: must be \"active\" or \"all\"",
-                        ));
-                    }
-                }
-            }
-            "capability" => capability = Some(value),
-            _ => {}
-        }
-    }
-    filter.capability = capability.as_deref();
-    let list = gateway.list();
-    let asked = format!(
-        "nodes;{:?};{};{:?}",
-        filter.exclude, filter.include_suspected, filter.capability
-    );
-    let gzip = request.accepts_gzip() && filter.capability.is_none();
-    let tag = etag(gateway, list.version, &asked, gzip);
-    if request.matches(&tag) {
-        return Ok(Response::not_modified(tag).with_header("Vary", "Accept-Encoding"));
-    }
-    let suffix = format!(r#","registry_version":{}}}"#, list.version);
-    Ok(
-        list_answer(request, list, br#"{"nodes":"#, filter, suffix.as_bytes())
-            .with_header("ETag", tag),
-    )
+/// What a `/nodes` or `/leader` query asks for.
+#[derive(Debug, Default)]
+struct Query {
+    exclude: Option<NodeId>,
+    include_suspected: bool,
+    capability: Option<String>,
+    /// `index`: the `registry_version` the client has seen (a long-poll).
+    index: Option<u64>,
+    /// `wait`: how long a long-poll may wait for a change.
+    wait: Option<Duration>,
+    /// `epoch`: the gateway run the client's `index` is from.
+    epoch: Option<String>,
 }
 
-fn leader(gateway: &Gateway, request: &Request<'_>) -> Response {
+impl Query {
+    /// Parses `query`; only `/nodes` takes the filters (`node_id`, `status`, `capability`).
+    fn parse(query: &str, endpoint: Endpoint) -> Result<Query, Response> {
+        let mut parsed = Query::default();
+        let mut seen: Vec<&str> = Vec::new();
+        for (key, value) in query_pairs(query) {
+            // `/leader` takes only the long-poll keys, and ignores the rest as it always did.
+            let poll = matches!(key, "index" | "wait" | "epoch");
+            if endpoint != Endpoint::Nodes && !poll {
+                continue;
+            }
+            if seen.contains(&key) {
+                return Err(Response::error(
+                    400,
+                    format!("Repeated query parameter: {key} may be given once"),
+                ));
+            }
+            seen.push(key);
+            let value = percent_decode(value).ok_or_else(|| {
+                Response::error(400, format!("Invalid {key}: bad percent-encoding"))
+            })?;
+            match key {
+                "node_id" => parsed.exclude = Some(api::node_id_from_query(&value)?),
+                "status" => {
+                    parsed.include_suspected = match value.as_str() {
+                        "all" => true,
+                        "active" => false,
+                        _ => {
+                            return Err(Response::error(
+                                400,
+                                "Invalid status: must be \"active\" or \"all\"",
+                            ));
+                        }
+                    }
+                }
+                "capability" => parsed.capability = Some(value),
+                "index" => {
+                    let index = value
+                        .bytes()
+                        .all(|b| b.is_ascii_digit())
+                        .then(|| value.parse::<u64>().ok())
+                        .flatten()
+                        .ok_or_else(|| {
+                            Response::error(
+                                400,
+                                "Invalid index: must be a registry_version (a whole number)",
+                            )
+                        })?;
+                    parsed.index = Some(index);
+                }
+                "wait" => {
+                    let wait = watch::parse_wait(&value).ok_or_else(|| {
+                        Response::error(
+                            400,
+                            "Invalid wait: must be a duration such as 30s, 1m, 500ms or a \
+                             number of seconds",
+                        )
+                    })?;
+                    parsed.wait = Some(wait);
+                }
+                "epoch" => parsed.epoch = Some(value),
+                _ => {}
+            }
+        }
+        Ok(parsed)
+    }
+
+    fn filter(&self) -> Filter<'_> {
+        Filter {
+            exclude: self.exclude,
+            include_suspected: self.include_suspected,
+            capability: self.capability.as_deref(),
+        }
+    }
+}
+
+/// How long a long-poll may be held, and the version it waits to see change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wait {
+    /// The registry version the client has; a change past it answers the request.
+    pub index: u64,
+    /// How long to hold the request at most (jitter included).
+    pub wait: Duration,
+}
+
+/// Whether `request` is a long-poll to hold until the registry changes: a `GET /nodes` or
+/// `GET /leader` with `index` (or `wait` and an `If-None-Match`) that describes what the
+/// registry shows now. `None`: answer at once with [`handle`] (a bad query, a registry already
+/// past the client's index, another gateway run's index or epoch or tag, `wait=0`).
+pub fn parks(gateway: &Gateway, request: &Request<'_>) -> Option<Wait> {
+    if !matches!(request.method, "GET" | "HEAD") {
+        return None;
+    }
+    let (path, query) = request.url.split_once('?')?;
+    let endpoint =
+        Endpoint::of(path).filter(|e| matches!(e, Endpoint::Nodes | Endpoint::Leader))?;
+    let query = Query::parse(query, endpoint).ok()?;
+    let tagged = request.header("If-None-Match").next().is_some();
+    if query.index.is_none() && !(tagged && query.wait.is_some()) {
+        return None;
+    }
+    let wait = query
+        .wait
+        .unwrap_or(watch::DEFAULT_WAIT)
+        .min(watch::MAX_WAIT);
+    if wait.is_zero() || query.epoch.as_deref().is_some_and(|e| e != gateway.epoch()) {
+        return None;
+    }
+    let version = gateway.version();
+    if query.index.is_some_and(|index| index != version) {
+        return None;
+    }
+    if tagged {
+        let tag = match endpoint {
+            Endpoint::Nodes => nodes_tag(gateway, request, &query, version),
+            _ => etag(gateway, version, "leader", false),
+        };
+        if !request.matches(&tag) {
+            return None;
+        }
+    }
+    Some(Wait {
+        index: version,
+        wait: wait + watch::jitter(wait),
+    })
+}
+
+/// The entity tag of a `/nodes` answer at `version`.
+fn nodes_tag(gateway: &Gateway, request: &Request<'_>, query: &Query, version: u64) -> String {
+    let asked = format!(
+        "nodes;{:?};{};{:?}",
+        query.exclude,
+        query.include_suspected,
+        query.capability.as_deref()
+    );
+    let gzip = request.accepts_gzip() && query.capability.is_none();
+    etag(gateway, version, &asked, gzip)
+}
+
+/// `X-Gateway-Index` and `X-Gateway-Epoch`: what a long-poll sends next time.
+fn with_index(response: Response, gateway: &Gateway, version: u64) -> Response {
+    response
+        .with_header("X-Gateway-Index", version.to_string())
+        .with_header("X-Gateway-Epoch", gateway.epoch())
+}
+
+fn nodes(gateway: &Gateway, request: &Request<'_>, query: &str) -> Result<Response, Response> {
+    let query = Query::parse(query, Endpoint::Nodes)?;
     let list = gateway.list();
-    let tag = etag(gateway, list.version, "leader", false);
+    let version = list.version;
+    let tag = nodes_tag(gateway, request, &query, version);
     if request.matches(&tag) {
-        return Response::not_modified(tag);
+        let answer = Response::not_modified(tag).with_header("Vary", "Accept-Encoding");
+        return Ok(with_index(answer, gateway, version));
+    }
+    let suffix = format!(r#","registry_version":{version}}}"#);
+    let answer = list_answer(
+        request,
+        list,
+        br#"{"nodes":"#,
+        query.filter(),
+        suffix.as_bytes(),
+    )
+    .with_header("ETag", tag);
+    Ok(with_index(answer, gateway, version))
+}
+
+fn leader(gateway: &Gateway, request: &Request<'_>, query: &str) -> Result<Response, Response> {
+    Query::parse(query, Endpoint::Leader)?;
+    let list = gateway.list();
+    let version = list.version;
+    let tag = etag(gateway, version, "leader", false);
+    if request.matches(&tag) {
+        return Ok(with_index(Response::not_modified(tag), gateway, version));
     }
     let answer = match list.leader.and_then(|id| list.node(id)) {
         Some(leader) => {
             let parts = vec![
                 Part::Static(br#"{"leader":"#),
                 leader,
-                Part::Owned(format!(r#","registry_version":{}}}"#, list.version).into_bytes()),
+                Part::Owned(format!(r#","registry_version":{version}}}"#).into_bytes()),
             ];
             Response::list(list, parts)
         }
@@ -662,7 +806,11 @@ fn leader(gateway: &Gateway, request: &Request<'_>) -> Response {
             message: Some("No leader currently registered".to_owned()),
         }),
     };
-    answer.with_header("ETag", tag)
+    Ok(with_index(
+        answer.with_header("ETag", tag),
+        gateway,
+        version,
+    ))
 }
 
 fn set_leader(gateway: &Gateway, body: &Map<String, Value>) -> Result<Response, Response> {

@@ -80,6 +80,8 @@ pub mod http;
 #[cfg(feature = "server")]
 pub mod list;
 pub mod logger;
+#[cfg(feature = "server")]
+pub mod metrics;
 pub mod registry;
 #[cfg(feature = "server")]
 pub mod server;
@@ -93,6 +95,8 @@ mod tiny_http_workarounds;
 mod transport;
 #[cfg(feature = "client")]
 mod view;
+#[cfg(feature = "server")]
+pub mod watch;
 
 #[cfg(feature = "client")]
 pub use client::GatewayClient;

@@ -7,8 +7,12 @@
 //! `catch_unwind`, and writes the answer. Everything done only because of a tiny_http defect is
 //! in `tiny_http_workarounds.rs`.
 //!
-//! Shutdown: the accept loops are told to stop, the reaper's channel is dropped, and the
-//! workers get [`SHUTDOWN_GRACE`] to finish what they are writing.
+//! A long-poll (`GET /nodes?index=V&wait=30s`) that must wait is parked in [`Watchers`] (see
+//! `watch.rs`): the worker moves on, and the watcher thread hands the request, once the
+//! registry changes or its wait ends, to a short-lived answering thread.
+//!
+//! Shutdown: the accept loops are told to stop, every parked request is answered, the reaper's
+//! channel is dropped, and the workers get [`SHUTDOWN_GRACE`] to finish what they are writing.
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -23,10 +27,12 @@ use crate::config::ServerConfig;
 use crate::gateway::Gateway;
 use crate::http::{self, Response};
 use crate::lock;
+use crate::metrics;
 use crate::registry::Now;
 use crate::tiny_http_workarounds::{
     self as workarounds, Accepting, Deadline, Nudger, Poisoned, Unread,
 };
+use crate::watch::{InFlight, Watchers};
 
 /// A gateway server, configured but not yet listening (the original's `GatewayServer(host,
 /// port)`).
@@ -94,6 +100,15 @@ impl GatewayServer {
             .local_addr()
             .map_err(|e| start_error(e.to_string()))?;
         let nudger = Arc::new(Nudger::new(local_addr));
+        let watchers = Arc::new(Watchers::new(
+            gateway.version(),
+            config.max_watchers,
+            Arc::clone(&gateway.metrics().watchers_waiting),
+        ));
+        {
+            let watchers = Arc::clone(&watchers);
+            gateway.on_change(move |version| watchers.changed(version));
+        }
         let context = Arc::new(Context {
             handler,
             gateway: Arc::clone(&gateway),
@@ -104,6 +119,7 @@ impl GatewayServer {
             poisoned: Poisoned::new(),
             nudger: Arc::clone(&nudger),
             counters: Counters::default(),
+            watchers: Arc::clone(&watchers),
         });
         let (exit, exits) = mpsc::channel::<()>();
         let serve = {
@@ -127,6 +143,17 @@ impl GatewayServer {
                     .expect("spawn a worker thread")
             })
             .collect();
+        let watching = {
+            let (context, exit) = (Arc::clone(&context), exit.clone());
+            thread::Builder::new()
+                .name("gateway-watchers".to_owned())
+                .spawn(move || {
+                    context
+                        .watchers
+                        .run(|due| Context::release(&context, due, &exit));
+                })
+                .expect("spawn the watcher thread")
+        };
         drop(exit);
 
         let (reaper_stop, stop_signal) = mpsc::channel::<()>();
@@ -164,6 +191,7 @@ impl GatewayServer {
             exits: Some(exits),
             reaper: Some((reaper_stop, reaper)),
             nudger: Some((nudger, nudging)),
+            watching: Some(watching),
             stopped: false,
         })
     }
@@ -202,6 +230,7 @@ pub struct RunningServer {
     exits: Option<Receiver<()>>,
     reaper: Option<(Sender<()>, JoinHandle<()>)>,
     nudger: Option<(Arc<Nudger>, JoinHandle<()>)>,
+    watching: Option<JoinHandle<()>>,
     stopped: bool,
 }
 
@@ -225,6 +254,11 @@ impl RunningServer {
     /// most 64; past that, such requests are refused with 503).
     pub fn bodies_being_read(&self) -> usize {
         lock(&self.context.slots).len()
+    }
+
+    /// Long-poll requests parked until the registry changes or their wait ends.
+    pub fn watchers_waiting(&self) -> usize {
+        self.context.watchers.waiting()
     }
 
     /// Why the server can no longer serve, once it cannot: the listening socket is gone and
@@ -266,6 +300,8 @@ impl RunningServer {
             return;
         }
         self.accepting.stop();
+        // Parked requests are answered now (as usual: they see the registry as it is).
+        self.context.watchers.stop();
         if let Some((stop, reaper)) = self.reaper.take() {
             drop(stop);
             let _ = reaper.join();
@@ -287,6 +323,9 @@ impl RunningServer {
         if all_returned {
             for worker in self.workers.drain(..) {
                 let _ = worker.join();
+            }
+            if let Some(watching) = self.watching.take() {
+                let _ = watching.join();
             }
         } else {
             log::warn!(
@@ -334,7 +373,24 @@ struct Context {
     poisoned: Poisoned,
     nudger: Arc<Nudger>,
     counters: Counters,
+    /// Parked long-polls.
+    watchers: Arc<Watchers<Waiting>>,
 }
+
+/// A long-poll request parked until the registry changes or its wait ends, with what routing
+/// it again needs.
+struct Waiting {
+    request: tiny_http::Request,
+    method: String,
+    url: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+/// Parked requests released together are answered by threads of this many requests each...
+const ANSWERS_PER_THREAD: usize = 128;
+/// ...and at most this many threads.
+const ANSWER_THREADS: usize = 8;
 
 impl Context {
     /// Takes a request off the queue: refuses what must be refused, and serves the rest on
@@ -342,6 +398,12 @@ impl Context {
     fn dispatch(context: &Arc<Context>, request: tiny_http::Request) {
         let received = Instant::now();
         let peer = request.remote_addr().copied();
+        // Answers on a connection go out in order: a request parked on this one is answered
+        // now, so that this request's answer does not wait behind it.
+        let (in_flight, parked) = context.watchers.arrived(peer);
+        if let Some(parked) = parked {
+            context.answer_waiting(parked, received);
+        }
         context
             .nudger
             .on_request(peer.as_ref(), keeps_alive(&request));
@@ -353,16 +415,16 @@ impl Context {
                  executed: open a new connection",
             );
             let unread = workarounds::unread(&request);
-            return workarounds::dispose(request, answer, unread);
+            return context.dispose(request, answer, unread, received);
         }
         if let Some(why) = workarounds::framing_error(&request) {
             context.count(&context.counters.framing_errors);
             context.poisoned.mark(peer.as_ref());
             let unread = workarounds::unread(&request);
-            return workarounds::dispose(request, Response::error(400, why), unread);
+            return context.dispose(request, Response::error(400, why), unread, received);
         }
         if workarounds::body_is_buffered(&request) {
-            return context.serve(request, received, None);
+            return context.serve(request, received, None, in_flight);
         }
         // The body may be slow to come, or never come: read it, and answer, on a thread of
         // its own so no worker waits on a client.
@@ -374,18 +436,116 @@ impl Context {
                 context.poisoned.mark(peer.as_ref());
             }
             let unread = workarounds::unread(&request);
-            return workarounds::dispose(request, answer, unread);
+            return context.dispose(request, answer, unread, received);
         };
         let context = Arc::clone(context);
-        thread::spawn(move || context.serve(request, received, Some(slot)));
+        thread::spawn(move || context.serve(request, received, Some(slot), in_flight));
+    }
+
+    /// Writes a refusal (see [`workarounds::dispose`]) and counts it.
+    fn dispose(
+        &self,
+        request: tiny_http::Request,
+        answer: Response,
+        unread: Unread,
+        received: Instant,
+    ) {
+        let (route, status) = (metrics::route(request.url()), answer.status);
+        workarounds::dispose(request, answer, unread);
+        self.gateway
+            .metrics()
+            .answered(route, status, received.elapsed());
+    }
+
+    /// Runs the handler inside `catch_unwind`: a panic is a 500.
+    fn route(&self, request: &http::Request<'_>) -> Response {
+        catch_unwind(AssertUnwindSafe(|| (self.handler)(&self.gateway, request))).unwrap_or_else(
+            |_| {
+                log::error!("handler panicked on {} {}", request.method, request.url);
+                Response::error(500, "Internal server error")
+            },
+        )
+    }
+
+    /// Writes `answer`, counts it, and logs it if it was slow.
+    fn respond(
+        &self,
+        request: tiny_http::Request,
+        (method, url): (&str, &str),
+        answer: Response,
+        received: Instant,
+    ) {
+        let (route, status) = (metrics::route(url), answer.status);
+        workarounds::respond(request, answer);
+        let took = received.elapsed();
+        self.gateway.metrics().answered(route, status, took);
+        if took > SLOW_ANSWER {
+            let n = self.counters.slow_answers.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                log::warn!("{method} {url} took {took:?} to answer ({n} slow answers so far)");
+            }
+        }
+    }
+
+    /// Answers a parked request as usual (`received`: when it was released).
+    fn answer_waiting(&self, waiting: Waiting, received: Instant) {
+        let headers: Vec<(&str, &str)> = waiting
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let answer = self.route(&http::Request {
+            method: &waiting.method,
+            url: &waiting.url,
+            body: &waiting.body,
+            headers: &headers,
+        });
+        let what = (waiting.method.as_str(), waiting.url.as_str());
+        self.respond(waiting.request, what, answer, received);
+    }
+
+    /// Answers parked requests that are due, on short-lived threads (a client that does not
+    /// read cannot hold up the watcher thread), each holding `exit` so that shutdown waits
+    /// for them.
+    fn release(context: &Arc<Context>, due: Vec<Waiting>, exit: &Sender<()>) {
+        let released = Instant::now();
+        let threads = due
+            .len()
+            .div_ceil(ANSWERS_PER_THREAD)
+            .clamp(1, ANSWER_THREADS);
+        let per_thread = due.len().div_ceil(threads);
+        let mut due = due.into_iter();
+        for _ in 0..threads {
+            let share: Vec<Waiting> = due.by_ref().take(per_thread).collect();
+            let (context, exit) = (Arc::clone(context), exit.clone());
+            let answering = thread::Builder::new()
+                .name("gateway-watch-answer".to_owned())
+                .spawn(move || {
+                    let _exit = exit;
+                    for waiting in share {
+                        context.answer_waiting(waiting, released);
+                    }
+                });
+            if let Err(e) = answering {
+                // Dropped unanswered, the requests get tiny_http's own 500.
+                log::error!("cannot start a thread to answer long-polls: {e}");
+            }
+        }
     }
 
     fn count(&self, counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Reads the body, routes the request inside `catch_unwind`, and answers.
-    fn serve(&self, mut request: tiny_http::Request, received: Instant, slot: Option<Slot>) {
+    /// Reads the body, routes the request inside `catch_unwind`, and answers, or parks it when
+    /// it is a long-poll that must wait.
+    fn serve(
+        &self,
+        mut request: tiny_http::Request,
+        received: Instant,
+        slot: Option<Slot>,
+        in_flight: InFlight<Waiting>,
+    ) {
         let deadline = received + self.body_timeout;
         let body = read_body(&mut request, self.max_body_bytes, deadline);
         // A body that came after its slot was given to another request came too late.
@@ -405,7 +565,7 @@ impl Context {
                     self.count(&self.counters.framing_errors);
                     self.poisoned.mark(request.remote_addr());
                 }
-                return workarounds::dispose(request, *refusal.answer, refusal.unread);
+                return self.dispose(request, *refusal.answer, refusal.unread, received);
             }
         };
         let method = request.method().as_str().to_owned();
@@ -415,30 +575,38 @@ impl Context {
             .iter()
             .map(|h| (h.field.as_str().as_str(), h.value.as_str()))
             .collect();
-        let routed = catch_unwind(AssertUnwindSafe(|| {
-            (self.handler)(
-                &self.gateway,
-                &http::Request {
-                    method: &method,
-                    url: &url,
-                    body: &body,
-                    headers: &headers,
-                },
-            )
-        }));
-        drop(headers);
-        let answer = routed.unwrap_or_else(|_| {
-            log::error!("handler panicked on {method} {url}");
-            Response::error(500, "Internal server error")
-        });
-        workarounds::respond(request, answer);
-        let took = received.elapsed();
-        if took > SLOW_ANSWER {
-            let n = self.counters.slow_answers.fetch_add(1, Ordering::Relaxed) + 1;
-            if n.is_power_of_two() {
-                log::warn!("{method} {url} took {took:?} to answer ({n} slow answers so far)");
-            }
+        let routing = http::Request {
+            method: &method,
+            url: &url,
+            body: &body,
+            headers: &headers,
+        };
+        let wait = catch_unwind(AssertUnwindSafe(|| http::parks(&self.gateway, &routing)))
+            .ok()
+            .flatten();
+        let Some(wait) = wait else {
+            let answer = self.route(&routing);
+            drop(headers);
+            return self.respond(request, (&method, &url), answer, received);
+        };
+        let headers = headers
+            .iter()
+            .map(|&(n, v)| (n.to_owned(), v.to_owned()))
+            .collect();
+        let peer = request.remote_addr().copied();
+        let waiting = Waiting {
+            request,
+            method,
+            url,
+            headers,
+            body,
+        };
+        let until = Instant::now() + wait.wait;
+        if let Err(refused) = self.watchers.park(waiting, wait.index, until, peer) {
+            // Changed meanwhile, too many waiting, stopping, or pipelined: answer now.
+            self.answer_waiting(refused.into_inner(), received);
         }
+        drop(in_flight);
     }
 
     fn timed_out(&self) -> Refusal {
@@ -491,6 +659,11 @@ impl Slot {
             slots.swap_remove(expired);
         }
         slots.push((id, deadline));
+        context
+            .gateway
+            .metrics()
+            .bodies_being_read
+            .store(slots.len(), Ordering::Relaxed);
         Some(Slot {
             id,
             context: Arc::clone(context),
@@ -506,7 +679,13 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        lock(&self.context.slots).retain(|&(id, _)| id != self.id);
+        let mut slots = lock(&self.context.slots);
+        slots.retain(|&(id, _)| id != self.id);
+        self.context
+            .gateway
+            .metrics()
+            .bodies_being_read
+            .store(slots.len(), Ordering::Relaxed);
     }
 }
 
@@ -521,6 +700,8 @@ struct Refusal {
 
 /// Reads the whole body by `deadline`, refusing one over `limit` before reading it and one
 /// shorter than its declared length.
+// A refusal is rare and goes straight out as the answer: not worth a box.
+#[allow(clippy::result_large_err)]
 fn read_body(
     request: &mut tiny_http::Request,
     limit: usize,

@@ -109,8 +109,12 @@ fn check(gateway: &Gateway, data: &[u8]) {
     let bytes = answer.body.to_vec();
     assert_eq!(bytes.len(), answer.body.len());
     if answer.content_type != http::JSON {
-        // The dashboard page, the one answer that is not JSON.
-        assert!(answer.content_type.starts_with("text/html"), "{method} {url}");
+        // The dashboard page and the metrics, the answers that are not JSON.
+        assert!(
+            answer.content_type.starts_with("text/html")
+                || answer.content_type.starts_with("text/plain"),
+            "{method} {url}"
+        );
         assert_eq!(answer.status, 200, "{method} {url}");
         assert_eq!(state(gateway), before, "{method} {url} changed the registry");
         return;

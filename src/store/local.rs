@@ -13,10 +13,24 @@ use super::{Durability, Pending, Snapshot, Store, StoreError, Summary};
 /// The registry behind a mutex. With a data directory, every change is appended to a [`Log`]
 /// under the registry lock (so the log's order is the registry's), and the operation waits for
 /// the log to be on disk after releasing the lock (so concurrent operations share one `fsync`).
-#[derive(Debug)]
 pub struct LocalStore {
     registry: Arc<Mutex<Registry>>,
     log: Option<Log>,
+    /// Told of every change after it is announced, outside the lock: the new registry version
+    /// and the events (watchers are woken and metrics counted here).
+    on_change: Option<ChangeHook>,
+}
+
+/// What [`LocalStore::on_change`] calls: the registry version after a change, and its events.
+pub type ChangeHook = Box<dyn Fn(u64, &[Event]) + Send + Sync>;
+
+impl std::fmt::Debug for LocalStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalStore")
+            .field("registry", &self.registry)
+            .field("log", &self.log)
+            .finish_non_exhaustive()
+    }
 }
 
 impl LocalStore {
@@ -27,7 +41,14 @@ impl LocalStore {
                 Registry::new(liveness).with_max_nodes(max_nodes),
             )),
             log: None,
+            on_change: None,
         }
+    }
+
+    /// Calls `hook` after every change, once it is announced (outside the registry lock).
+    pub fn on_change(mut self, hook: ChangeHook) -> LocalStore {
+        self.on_change = Some(hook);
+        self
     }
 
     /// The registry kept in `dir`: brought back from it (every node with a full grace period from
@@ -57,11 +78,12 @@ impl LocalStore {
         Ok(LocalStore {
             registry,
             log: Some(log),
+            on_change: None,
         })
     }
 
     /// Applies `f` under the registry lock and logs what it changed; after releasing the lock,
-    /// waits until that is on disk, then announces it. With `writes`, a store whose log failed
+    /// announces it and waits until it is on disk. With `writes`, a store whose log failed
     /// refuses before changing anything.
     fn change<T>(&self, writes: bool, f: impl FnOnce(&mut Registry) -> T) -> Result<T, StoreError> {
         let (result, pending) = self.change_pending(writes, f)?;
@@ -78,7 +100,7 @@ impl LocalStore {
         if writes && let Some(log) = &self.log {
             log.check_writable()?;
         }
-        let (result, events, ticket) = {
+        let (result, events, ticket, version) = {
             let mut registry = lock(&self.registry);
             let before = bootstrap_state(&registry);
             let result = f(&mut registry);
@@ -87,9 +109,14 @@ impl LocalStore {
                 let bootstrap_changed = bootstrap_state(&registry) != before;
                 log.append(&registry, &events, bootstrap_changed)
             });
-            (result, events, ticket)
+            (result, events, ticket, registry.version())
         };
         announce(&events);
+        // Watchers woken here read a list, which settles its version: they never see a change
+        // before it is durable.
+        if let Some(hook) = self.on_change.as_ref().filter(|_| !events.is_empty()) {
+            hook(version, &events);
+        }
         Ok((result, Pending(ticket)))
     }
 }
@@ -114,6 +141,7 @@ impl From<Registry> for LocalStore {
         LocalStore {
             registry: Arc::new(Mutex::new(registry)),
             log: None,
+            on_change: None,
         }
     }
 }

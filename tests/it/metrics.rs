@@ -1,0 +1,195 @@
+//! `GET /metrics`: the Prometheus text format, checked by `promtool check metrics`, and counters
+//! that follow what the gateway does.
+//!
+//! promtool (Debian package `prometheus`) is installed by `.ci/run`; without it the promtool
+//! test fails in CI (`GATEWAY_SLOW_TESTS` or `CI` set) and is skipped, with the reason printed,
+//! elsewhere.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::support::{TestServer, agent, eventually};
+
+/// The `/metrics` text and its `Content-Type`.
+fn scrape(server: &TestServer) -> (String, String) {
+    let mut response = agent()
+        .get(format!("{}/metrics", server.url))
+        .call()
+        .expect("the gateway answers");
+    assert_eq!(response.status(), 200);
+    let content_type = response
+        .headers()
+        .get("Content-Type")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    (response.body_mut().read_to_string().unwrap(), content_type)
+}
+
+/// The value of the sample `name` (with its labels, as written), if present.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .map(|v| v.parse().unwrap())
+}
+
+fn promtool() -> Option<&'static str> {
+    let found = Command::new("promtool")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    found.then_some("promtool")
+}
+
+#[test]
+fn promtool_accepts_the_metrics_of_a_live_gateway() {
+    let Some(promtool) = promtool() else {
+        let required =
+            std::env::var_os("GATEWAY_SLOW_TESTS").is_some() || std::env::var_os("CI").is_some();
+        assert!(!required, "promtool is required here: .ci/run installs it");
+        eprintln!("SKIPPED: promtool is not installed (apt-get install prometheus)");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("gateway-metrics-{}", std::process::id()));
+    let server = TestServer::with(|c| c.data_dir = Some(dir.clone()));
+    // Something in every family: requests on several routes and statuses, a durable store.
+    server.register(1);
+    server.register(1);
+    server.post("/heartbeat", r#"{"node_id": 1}"#);
+    server.post("/heartbeat", r#"{"node_id": 2}"#);
+    server.get("/nodes?index=nope");
+    server.get("/nowhere");
+    let (text, content_type) = scrape(&server);
+    assert_eq!(content_type, "text/plain; version=0.0.4");
+    let mut check = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs");
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = check.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+    // promtool exits non-zero on a malformed exposition and prints lint problems.
+    assert!(output.status.success(), "promtool: {said}\n{text}");
+    assert!(said.trim().is_empty(), "promtool: {said}\n{text}");
+    assert!(text.contains("cluster_gateway_store_syncs_total"), "{text}");
+}
+
+#[test]
+fn the_counters_follow_what_the_gateway_does() {
+    let server = TestServer::start();
+    server.register(1);
+    server.register(1);
+    server.register(2);
+    server.post("/heartbeat", r#"{"node_id": 2}"#);
+    server.post("/heartbeat", r#"{"node_id": 3}"#);
+    server.post("/heartbeat", r#"{"node_id": 3}"#);
+    server.get("/nodes?index=nope");
+    let (text, _) = scrape(&server);
+    let value = |name: &str| sample(&text, name).unwrap_or_else(|| panic!("{name} in\n{text}"));
+    assert_eq!(
+        value("cluster_gateway_registrations_total{result=\"created\"}"),
+        2.0
+    );
+    assert_eq!(
+        value("cluster_gateway_registrations_total{result=\"updated\"}"),
+        1.0
+    );
+    assert_eq!(value("cluster_gateway_bootstraps_total"), 1.0);
+    assert_eq!(value("cluster_gateway_leader_present"), 1.0);
+    assert_eq!(
+        value("cluster_gateway_heartbeats_total{result=\"acknowledged\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("cluster_gateway_heartbeats_total{result=\"not_found\"}"),
+        2.0
+    );
+    assert_eq!(
+        value("cluster_gateway_requests_total{route=\"/register\",status=\"200\"}"),
+        3.0
+    );
+    assert_eq!(
+        value("cluster_gateway_requests_total{route=\"/nodes\",status=\"400\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("cluster_gateway_request_duration_seconds_count{route=\"/heartbeat\"}"),
+        3.0
+    );
+    assert_eq!(
+        value("cluster_gateway_request_duration_seconds_bucket{route=\"/heartbeat\",le=\"+Inf\"}"),
+        3.0
+    );
+    assert_eq!(value("cluster_gateway_watchers_waiting"), 0.0);
+    assert_eq!(value("cluster_gateway_bodies_being_read"), 0.0);
+    assert!(value("cluster_gateway_process_start_time_seconds") > 1.6e9);
+    assert!(text.contains(&format!(
+        "cluster_gateway_build_info{{version=\"{}\"}} 1",
+        cluster_gateway::VERSION
+    )));
+    // In memory: no store families.
+    assert!(!text.contains("cluster_gateway_store_"), "{text}");
+    let version = value("cluster_gateway_registry_version");
+    assert!(version >= 3.0);
+}
+
+#[test]
+fn suspicions_and_reaps_are_counted() {
+    let server = TestServer::with(|c| {
+        c.liveness.suspect_after = Duration::from_millis(100);
+        c.liveness.node_timeout = Duration::from_secs(2);
+        c.heartbeat_interval = Duration::from_millis(50);
+    });
+    server.register(1);
+    server.register(2);
+    let value = |name: &str| sample(&scrape(&server).0, name);
+    assert_eq!(value("cluster_gateway_leader_present"), Some(1.0));
+    // Silence: both nodes are suspected...
+    assert!(eventually(Duration::from_secs(20), || {
+        value("cluster_gateway_suspicions_total") == Some(2.0)
+    }));
+    assert_eq!(value("cluster_gateway_nodes{status=\"active\"}"), Some(0.0));
+    // ...then reaped.
+    assert!(eventually(Duration::from_secs(20), || {
+        value("cluster_gateway_reaps_total") == Some(2.0)
+    }));
+    let (text, _) = scrape(&server);
+    assert_eq!(
+        sample(&text, "cluster_gateway_nodes{status=\"suspected\"}"),
+        Some(0.0)
+    );
+    assert_eq!(sample(&text, "cluster_gateway_leader_present"), Some(0.0));
+}
+
+#[test]
+fn parked_watchers_are_a_gauge() {
+    let server = TestServer::start();
+    let url = format!("{}/nodes?index=0&wait=5m", server.url);
+    let watcher = std::thread::spawn(move || agent().get(url).call().unwrap().status());
+    assert!(eventually(Duration::from_secs(20), || {
+        let (text, _) = scrape(&server);
+        sample(&text, "cluster_gateway_watchers_waiting") == Some(1.0)
+    }));
+    server.register(1);
+    assert_eq!(watcher.join().unwrap(), 200);
+    let (text, _) = scrape(&server);
+    assert_eq!(sample(&text, "cluster_gateway_watchers_waiting"), Some(0.0));
+}
