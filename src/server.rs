@@ -117,6 +117,7 @@ impl GatewayServer {
             slots: Mutex::new(Vec::new()),
             next_slot: AtomicU64::new(0),
             poisoned: Poisoned::new(),
+            taking: Mutex::new(()),
             nudger: Arc::clone(&nudger),
             counters: Counters::default(),
             watchers: Arc::clone(&watchers),
@@ -136,7 +137,7 @@ impl GatewayServer {
                     .name(format!("gateway-worker-{i}"))
                     .spawn(move || {
                         let _exit = exit;
-                        while let Some(request) = accepting.recv() {
+                        while let Some(request) = context.take(&accepting) {
                             Context::dispatch(&context, request);
                         }
                     })
@@ -371,6 +372,14 @@ struct Context {
     slots: Mutex<Vec<(u64, Instant)>>,
     next_slot: AtomicU64,
     poisoned: Poisoned,
+    /// Held while a worker takes a request off tiny_http's queue and screens its framing.
+    ///
+    /// tiny_http parses a connection's next request before the previous one is answered, so
+    /// two requests of one connection can be in the queue at once, and two workers would run
+    /// them side by side: a request smuggled behind a malformed one could run before the
+    /// malformed one poisoned the connection. Taken one at a time, in the queue's order, the
+    /// poison is marked before the next request of that connection is even seen.
+    taking: Mutex<()>,
     nudger: Arc<Nudger>,
     counters: Counters,
     /// Parked long-polls.
@@ -393,6 +402,17 @@ const ANSWERS_PER_THREAD: usize = 128;
 const ANSWER_THREADS: usize = 8;
 
 impl Context {
+    /// The next request, taken in the queue's order with its framing screened (see
+    /// [`Context::taking`]); `None` once the server stops.
+    fn take(&self, accepting: &Arc<Accepting>) -> Option<tiny_http::Request> {
+        let _in_order = lock(&self.taking);
+        let request = accepting.recv()?;
+        if workarounds::framing_error(&request).is_some() {
+            self.poisoned.mark(request.remote_addr());
+        }
+        Some(request)
+    }
+
     /// Takes a request off the queue: refuses what must be refused, and serves the rest on
     /// this thread (body already read) or on a thread of its own (body still to come).
     fn dispatch(context: &Arc<Context>, request: tiny_http::Request) {
@@ -407,6 +427,13 @@ impl Context {
         context
             .nudger
             .on_request(peer.as_ref(), keeps_alive(&request));
+        // Its own framing first: `take` marked the connection poisoned for it already.
+        if let Some(why) = workarounds::framing_error(&request) {
+            context.count(&context.counters.framing_errors);
+            context.poisoned.mark(peer.as_ref());
+            let unread = workarounds::unread(&request);
+            return context.dispose(request, Response::error(400, why), unread, received);
+        }
         if context.poisoned.contains(peer.as_ref()) {
             context.count(&context.counters.framing_errors);
             let answer = Response::error(
@@ -416,12 +443,6 @@ impl Context {
             );
             let unread = workarounds::unread(&request);
             return context.dispose(request, answer, unread, received);
-        }
-        if let Some(why) = workarounds::framing_error(&request) {
-            context.count(&context.counters.framing_errors);
-            context.poisoned.mark(peer.as_ref());
-            let unread = workarounds::unread(&request);
-            return context.dispose(request, Response::error(400, why), unread, received);
         }
         if workarounds::body_is_buffered(&request) {
             return context.serve(request, received, None, in_flight);
