@@ -9,6 +9,7 @@ use argh::FromArgs;
 use log::LevelFilter;
 use serde_json::{Map, Value};
 
+use crate::auth::{Secret, TokenSource};
 use crate::registry::Liveness;
 
 /// Everything the server needs to run.
@@ -34,6 +35,10 @@ pub struct ServerConfig {
     pub data_dir: Option<PathBuf>,
     /// Most nodes the registry holds; a new node past it is refused.
     pub max_nodes: usize,
+    /// Where the bearer tokens come from; none at all: the gateway is open.
+    pub tokens: TokenSource,
+    /// `/health` needs a read token too (when tokens are configured).
+    pub protect_health: bool,
 }
 
 impl Default for ServerConfig {
@@ -49,6 +54,8 @@ impl Default for ServerConfig {
             log_level: LevelFilter::Info,
             data_dir: None,
             max_nodes: 200_000,
+            tokens: TokenSource::default(),
+            protect_health: false,
         }
     }
 }
@@ -93,13 +100,21 @@ pub struct ServerArgs {
     /// most nodes the registry holds (default 200000; env GATEWAY_MAX_NODES)
     #[argh(option)]
     pub max_nodes: Option<String>,
+    /// file of bearer tokens, one role:name:token a line, roles read and write (default: none,
+    /// the gateway is open; env GATEWAY_TOKEN_FILE; GATEWAY_TOKENS holds the same lines)
+    #[argh(option)]
+    pub token_file: Option<String>,
+    /// GET /health needs a read token too (default: open for load-balancer probes; env
+    /// GATEWAY_PROTECT_HEALTH=true)
+    #[argh(switch)]
+    pub protect_health: bool,
     /// JSON file with the same keys as the flags (env GATEWAY_CONFIG)
     #[argh(option)]
     pub config: Option<PathBuf>,
 }
 
 /// The settings, as text, with where each came from.
-const KEYS: [&str; 11] = [
+const KEYS: [&str; 13] = [
     "host",
     "port",
     "node_timeout",
@@ -111,6 +126,8 @@ const KEYS: [&str; 11] = [
     "log_level",
     "data_dir",
     "max_nodes",
+    "token_file",
+    "protect_health",
 ];
 
 /// A setting that could not be used.
@@ -179,6 +196,11 @@ impl ServerConfig {
             ("log_level", &args.log_level),
             ("data_dir", &args.data_dir),
             ("max_nodes", &args.max_nodes),
+            ("token_file", &args.token_file),
+            (
+                "protect_health",
+                &args.protect_health.then(|| "true".to_owned()),
+            ),
         ]
         .into_iter()
         .filter_map(|(key, value)| {
@@ -235,9 +257,16 @@ impl ServerConfig {
                 "max_nodes" => {
                     config.max_nodes = parse_int(value, 1, 100_000_000).map_err(invalid)? as usize
                 }
+                "token_file" if value.trim().is_empty() => {
+                    return Err(invalid("must not be empty".to_owned()));
+                }
+                "token_file" => config.tokens.file = Some(PathBuf::from(value)),
+                "protect_health" => config.protect_health = boolean(value).map_err(invalid)?,
                 _ => unreachable!("only known keys reach here"),
             }
         }
+        // The tokens themselves only from the environment: never a flag (visible in `ps`).
+        config.tokens.inline = env("GATEWAY_TOKENS").map(Secret::new);
         config.liveness.suspect_after = derive_suspect_after(
             suspect_after,
             config.heartbeat_interval,
@@ -308,6 +337,7 @@ fn read_file(path: &Path) -> Result<Layer, ConfigError> {
         let text = match value {
             Value::String(s) => s,
             Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
             other => {
                 return Err(ConfigError::Invalid {
                     source: format!("{key} in {}", path.display()),
@@ -318,6 +348,14 @@ fn read_file(path: &Path) -> Result<Layer, ConfigError> {
         layer.push((known, format!("{key} in {}", path.display()), text));
     }
     Ok(layer)
+}
+
+fn boolean(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" | "" => Ok(false),
+        _ => Err(format!("expected true or false, got {text:?}")),
+    }
 }
 
 fn parse_int(text: &str, min: u64, max: u64) -> Result<u64, String> {

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::api::{NodeId, Registration, Settings, Stats};
+use crate::auth::Auth;
 use crate::config::ServerConfig;
 use crate::lock;
 use crate::registry::{NodeRecord, Now, Registered, Registry};
@@ -29,6 +30,8 @@ pub struct Gateway {
     heartbeat_interval: Duration,
     /// The most nodes seen since memory was last given back.
     peak_nodes: AtomicUsize,
+    /// Who may do what: see `auth.rs`.
+    auth: Auth,
 }
 
 impl Gateway {
@@ -46,6 +49,7 @@ impl Gateway {
             started: Instant::now(),
             heartbeat_interval,
             peak_nodes: AtomicUsize::new(0),
+            auth: Auth::default(),
         }
     }
 
@@ -59,6 +63,11 @@ impl Gateway {
             Box::new(store),
             config.heartbeat_interval,
         ))
+    }
+
+    /// The tokens requests are checked against (none: open).
+    pub fn auth(&self) -> &Auth {
+        &self.auth
     }
 
     /// Id of this gateway run: it changes on every start.

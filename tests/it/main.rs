@@ -1,6 +1,7 @@
 //! Integration tests: one binary, one module per area.
 
 mod api;
+mod auth;
 mod client;
 mod client_cli;
 mod contract;
