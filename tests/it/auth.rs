@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 use cluster_gateway::auth::{Secret, TokenSource};
 use serde_json::{Value, json};
 
-use crate::support::{TestServer, agent, eventually, registration};
+use cluster_gateway::ClientError;
+use cluster_gateway::client::GatewayClient;
+
+use crate::support::{FakeGateway, TestServer, agent, eventually, registration, within};
 
 const READ: &str = "r3ad-t0ken-aaaaaaaaaaaa";
 const WRITE: &str = "wr1te-t0ken-bbbbbbbbbbb";
@@ -421,4 +424,172 @@ fn no_log_line_at_any_level_holds_token_text_and_writes_name_their_token() {
     assert!(has("tokens reloaded: 2 (read:probe, write:ops)"), "{log}");
     // The open-gateway warning is for non-loopback addresses only, and there are tokens here.
     assert!(!has("no tokens"), "{log}");
+}
+
+// The client and the CLI.
+
+fn builder(server: &TestServer) -> cluster_gateway::client::ClientBuilder {
+    GatewayClient::builder()
+        .gateway(&server.url)
+        .retry_attempts(5)
+        .retry_base_delay(Duration::from_millis(10))
+}
+
+#[test]
+fn the_client_sends_its_token_and_says_which_refusal_it_met() {
+    let server = with_tokens(false);
+    let writer = builder(&server).token(WRITE).build().unwrap();
+    let registration = cluster_gateway::api::Registration {
+        node_id: 5,
+        ip_address: "127.0.0.1".into(),
+        port: 5005,
+        capabilities: vec!["raft".into()],
+        metadata: None,
+        previous_epoch: None,
+    };
+    writer.register_node(registration).unwrap();
+    writer.heartbeat().unwrap();
+    let reader = builder(&server).token(READ).build().unwrap();
+    assert_eq!(reader.get_nodes(false).unwrap().len(), 1);
+    let forbidden = reader.remove(5).unwrap_err();
+    assert!(forbidden.is_forbidden(), "{forbidden:?}");
+    assert!(
+        forbidden.to_string().contains("403 Forbidden"),
+        "{forbidden}"
+    );
+    let anonymous = builder(&server).build().unwrap();
+    let unauthorized = anonymous.get_nodes(false).unwrap_err();
+    assert!(unauthorized.is_unauthorized(), "{unauthorized:?}");
+    assert!(
+        unauthorized.to_string().contains("401 Unauthorized"),
+        "{unauthorized}"
+    );
+    for error in [&forbidden, &unauthorized] {
+        assert!(!error.to_string().contains(READ) && !format!("{error:?}").contains(READ));
+    }
+    // The node is still there: the refused removal changed nothing.
+    assert_eq!(writer.get_nodes(false).unwrap().len(), 1);
+}
+
+#[test]
+fn a_401_or_a_403_is_never_retried() {
+    for status in [401, 403] {
+        let body = format!(r#"{{"error":"no","status_code":{status},"timestamp":1.0}}"#);
+        let fake = FakeGateway::start(Some(status), &body);
+        let client = GatewayClient::builder()
+            .gateway(fake.url())
+            .gateway(fake.url())
+            .retry_attempts(5)
+            .retry_base_delay(Duration::from_millis(10))
+            .token("some-token")
+            .build()
+            .unwrap();
+        let error = client.get_stats().unwrap_err();
+        assert_eq!(
+            error,
+            ClientError::Gateway {
+                address: fake.url(),
+                status,
+                message: "no".to_owned()
+            }
+        );
+        assert_eq!(fake.requests(), 1, "{status} was sent again");
+    }
+}
+
+#[test]
+fn a_token_that_cannot_be_sent_is_refused_by_the_builder_without_echoing_it() {
+    for token in ["", "   ", "two w0rds", "tab\tt0ken"] {
+        let error = GatewayClient::builder()
+            .gateway("127.0.0.1:1")
+            .token(token)
+            .build()
+            .err()
+            .map(|e| e.to_string())
+            .expect("refused");
+        assert!(error.contains("token"), "{error}");
+        assert!(
+            !error.contains("w0rds") && !error.contains("t0ken"),
+            "{error}"
+        );
+    }
+    let debug = format!("{:?}", GatewayClient::builder().token("s3cr3t-t0ken"));
+    assert!(!debug.contains("s3cr3t"), "{debug}");
+}
+
+fn cli(server: &TestServer, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gateway-client"));
+    command
+        .args(["--gateway", &server.url])
+        .args(args)
+        .env_remove("GATEWAY_URL")
+        .env_remove("GATEWAY_TOKEN")
+        .env_remove("GATEWAY_CA_FILE")
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    within(Duration::from_secs(60), move || command.output().unwrap())
+}
+
+#[test]
+fn the_cli_takes_its_token_from_a_flag_a_file_or_the_environment() {
+    let server = with_tokens(false);
+    let dir = scratch("cli");
+    let file = dir.join("token");
+    std::fs::write(&file, format!("{WRITE}\n")).unwrap();
+    let file = file.to_str().unwrap();
+    let written = call(
+        &server.url,
+        "POST",
+        "/register",
+        Some(&registration(0)),
+        Some(&bearer(WRITE)),
+    );
+    assert_eq!(written.0, 200);
+
+    let out = cli(&server, &["nodes"], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("401 Unauthorized"), "{stderr}");
+
+    let out = cli(&server, &["--token", READ, "nodes"], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(&server, &["nodes"], &[("GATEWAY_TOKEN", READ)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = cli(&server, &["remove", "7"], &[("GATEWAY_TOKEN", READ)]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("403 Forbidden"), "{stderr}");
+    assert!(!stderr.contains(READ), "{stderr}");
+
+    // The file beats the environment.
+    let out = cli(
+        &server,
+        &["--token-file", file, "set-leader", "0"],
+        &[("GATEWAY_TOKEN", READ)],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = cli(
+        &server,
+        &["--token-file", "/nonexistent/token", "nodes"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let out = cli(&server, &["--token", "a b", "nodes"], &[]);
+    assert_eq!(out.status.code(), Some(2));
 }
