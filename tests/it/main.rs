@@ -18,4 +18,5 @@ mod scripts;
 mod server_cli;
 mod smuggling;
 mod support;
+mod tls;
 mod transport;
