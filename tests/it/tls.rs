@@ -192,7 +192,7 @@ fn gateway_client_speaks_https_through_the_shipped_front_with_tokens_and_refuses
     // The library: registers over https with a write token.
     let node = GatewayClient::builder()
         .gateway(&url)
-        .ca_file(&dir.join("ca.crt"))
+        .ca_file(dir.join("ca.crt"))
         .token(WRITE)
         .build()
         .unwrap();
