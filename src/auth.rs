@@ -76,6 +76,9 @@ pub enum AuthError {
         /// What is wrong (never the line itself).
         reason: String,
     },
+    /// A token file or `GATEWAY_TOKENS` was given, and holds no token: running open by mistake
+    /// is refused (give neither to run open).
+    Empty(String),
 }
 
 impl fmt::Display for AuthError {
@@ -89,6 +92,11 @@ impl fmt::Display for AuthError {
                 line,
                 reason,
             } => write!(f, "{source} line {line}: {reason}"),
+            AuthError::Empty(source) => write!(
+                f,
+                "{source} holds no token; the gateway would be open to anyone (give no token \
+                 file and no GATEWAY_TOKENS to run it open on purpose)"
+            ),
         }
     }
 }
@@ -260,7 +268,12 @@ impl TokenSource {
             text.push_str(lines);
             text.push('\n');
         }
-        Tokens::parse(&text, "the token file and GATEWAY_TOKENS together")
+        let tokens = Tokens::parse(&text, "the token file and GATEWAY_TOKENS together")?;
+        if tokens.is_empty() && !sources.is_empty() {
+            let names: Vec<&str> = sources.iter().map(|(source, _)| source.as_str()).collect();
+            return Err(AuthError::Empty(names.join(" and ")));
+        }
+        Ok(tokens)
     }
 }
 
@@ -541,6 +554,20 @@ mod tests {
         assert_eq!(open_gateway_warning(lo, &open), None);
         assert_eq!(open_gateway_warning(lo6, &open), None);
         assert_eq!(open_gateway_warning(any, &auth()), None);
+    }
+
+    #[test]
+    fn a_source_with_no_token_is_an_error_not_an_open_gateway() {
+        let source = |text: &str| TokenSource {
+            file: None,
+            inline: Some(Secret::new(text)),
+        };
+        assert!(matches!(
+            source("# nothing yet\n\n").load(),
+            Err(AuthError::Empty(_))
+        ));
+        assert_eq!(source("read:a:t0ken").load().unwrap().len(), 1);
+        assert!(TokenSource::default().load().unwrap().is_empty());
     }
 
     #[test]

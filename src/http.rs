@@ -366,27 +366,41 @@ fn authorise(gateway: &Gateway, request: &Request<'_>, endpoint: Endpoint) -> Re
             }
             Ok(())
         }
-        Verdict::Unauthenticated(why) => Err(Response::error(401, why).with_header(
-            "WWW-Authenticate",
-            if request.header("Authorization").next().is_some() {
-                r#"Bearer realm="cluster-gateway", error="invalid_token""#
-            } else {
-                r#"Bearer realm="cluster-gateway""#
-            },
-        )),
-        Verdict::Forbidden(name) => Err(Response::error(
-            403,
-            format!(
-                "token {name:?} may only read; {} {} needs a write token",
+        Verdict::Unauthenticated(why) => {
+            log::debug!("401 for {} {}: {why}", request.method, path_of(request));
+            Err(Response::error(401, why).with_header(
+                "WWW-Authenticate",
+                if request.header("Authorization").next().is_some() {
+                    r#"Bearer realm="cluster-gateway", error="invalid_token""#
+                } else {
+                    r#"Bearer realm="cluster-gateway""#
+                },
+            ))
+        }
+        Verdict::Forbidden(name) => {
+            log::debug!(
+                "403 for {} {}: token {name:?} may only read",
                 request.method,
-                request.url.split('?').next().unwrap_or("")
-            ),
-        )
-        .with_header(
-            "WWW-Authenticate",
-            r#"Bearer realm="cluster-gateway", error="insufficient_scope""#,
-        )),
+                path_of(request)
+            );
+            Err(Response::error(
+                403,
+                format!(
+                    "token {name:?} may only read; {} {} needs a write token",
+                    request.method,
+                    path_of(request)
+                ),
+            )
+            .with_header(
+                "WWW-Authenticate",
+                r#"Bearer realm="cluster-gateway", error="insufficient_scope""#,
+            ))
+        }
     }
+}
+
+fn path_of<'r>(request: &Request<'r>) -> &'r str {
+    request.url.split('?').next().unwrap_or("")
 }
 
 /// "ops: POST /remove node_id=7": who changed what. Heartbeats, the steady traffic, at DEBUG.
@@ -414,8 +428,12 @@ fn log_write(name: &str, request: &Request<'_>, endpoint: Endpoint) {
         Some(Target { node_id, .. }) => format!(" node_id={}", id(node_id)),
         None => String::new(),
     };
-    let path = request.url.split('?').next().unwrap_or("");
-    log::log!(level, "{name}: {} {path}{what}", request.method);
+    log::log!(
+        level,
+        "{name}: {} {}{what}",
+        request.method,
+        path_of(request)
+    );
 }
 
 fn body(request: &Request<'_>) -> Result<Map<String, Value>, Response> {

@@ -259,6 +259,22 @@ fn a_bad_token_file_stops_the_start_naming_the_line_not_the_token() {
     let error = error.to_string();
     assert!(error.contains("line 2"), "{error}");
     assert!(!error.contains("s3cr3t"), "{error}");
+
+    // A file with no token at all: refused too, rather than an open gateway.
+    std::fs::write(&file, "# to do\n").unwrap();
+    let config = cluster_gateway::ServerConfig {
+        host: "127.0.0.1".into(),
+        port: 0,
+        tokens: TokenSource {
+            file: Some(file.clone()),
+            inline: None,
+        },
+        ..Default::default()
+    };
+    let Err(error) = cluster_gateway::GatewayServer::new(config).start() else {
+        panic!("the start succeeded with an empty token file");
+    };
+    assert!(error.to_string().contains("holds no token"), "{error}");
 }
 
 #[test]
@@ -317,6 +333,15 @@ fn a_reload_adds_and_revokes_tokens_while_clients_run_and_a_bad_file_keeps_them(
     std::fs::write(&file, "write:new\n").unwrap();
     server.server.reload();
     assert_eq!(call(&url, "GET", "/stats", None, new).0, 200, "kept");
+    // An empty one (all revoked by mistake) would open the gateway: refused the same way.
+    std::fs::write(&file, "# nothing\n").unwrap();
+    server.server.reload();
+    assert_eq!(call(&url, "GET", "/stats", None, new).0, 200, "kept");
+    assert_eq!(
+        call(&url, "GET", "/stats", None, None).0,
+        401,
+        "still closed"
+    );
     std::fs::remove_file(&file).unwrap();
     server.server.reload();
     assert_eq!(call(&url, "GET", "/stats", None, new).0, 200, "kept");
@@ -422,6 +447,11 @@ fn no_log_line_at_any_level_holds_token_text_and_writes_name_their_token() {
     assert!(has("can be read by others than its owner"), "{log}");
     assert!(has("keeping the tokens in use") && has("line 2"), "{log}");
     assert!(has("tokens reloaded: 2 (read:probe, write:ops)"), "{log}");
+    assert!(has("401 for POST /remove: unknown token"), "{log}");
+    assert!(
+        has("403 for POST /remove: token \"dashboard\" may only read"),
+        "{log}"
+    );
     // The open-gateway warning is for non-loopback addresses only, and there are tokens here.
     assert!(!has("no tokens"), "{log}");
 }
