@@ -623,3 +623,49 @@ fn the_cli_takes_its_token_from_a_flag_a_file_or_the_environment() {
     let out = cli(&server, &["--token", "a b", "nodes"], &[]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn a_discovery_handle_without_a_write_token_is_told_why_at_once_and_joins_with_one() {
+    use cluster_gateway::discovery::Discovery;
+    let server = with_tokens(false);
+    let registration = |node_id| cluster_gateway::api::Registration {
+        node_id,
+        ip_address: "127.0.0.1".into(),
+        port: 6100 + node_id as u16,
+        capabilities: vec!["raft".into()],
+        ..Default::default()
+    };
+    for (token, status) in [(None, "401"), (Some(READ), "403")] {
+        let mut builder = builder(&server).deadline(Duration::from_secs(30));
+        if let Some(token) = token {
+            builder = builder.token(token);
+        }
+        let discovery = Discovery::new();
+        let info = within(Duration::from_secs(60), move || {
+            let info = discovery.initialize_with(builder.build().unwrap(), registration(21));
+            discovery.shutdown();
+            info
+        });
+        let error = info.error.unwrap_or_default();
+        assert!(error.contains(status), "{token:?}: {error:?}");
+        assert!(
+            info.node_id.is_none() || !info.gateway_available,
+            "{token:?}"
+        );
+    }
+    let (_, _, nodes) = call(&server.url, "GET", "/nodes", None, Some(&bearer(READ)));
+    assert_eq!(
+        nodes["nodes"],
+        json!([]),
+        "a refused node was registered: {nodes}"
+    );
+
+    let discovery = Discovery::new();
+    let info = discovery.initialize_with(
+        builder(&server).token(WRITE).build().unwrap(),
+        registration(22),
+    );
+    assert!(info.gateway_available, "{:?}", info.error);
+    assert!(info.is_bootstrap);
+    discovery.shutdown();
+}
