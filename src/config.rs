@@ -429,6 +429,32 @@ mod tests {
     }
 
     #[test]
+    fn token_settings_merge_like_the_others_and_the_tokens_come_only_from_the_environment() {
+        let config = load(&[], &[]).unwrap();
+        assert_eq!(config.tokens, TokenSource::default());
+        assert!(!config.protect_health);
+        let file = TempFile::new(
+            "tokens",
+            r#"{"token_file": "/from/file", "protect_health": true}"#,
+        );
+        let env = [
+            ("GATEWAY_TOKEN_FILE", "/from/env"),
+            ("GATEWAY_TOKENS", "read:a:t0ken"),
+        ];
+        let config = load(&["--config", file.path()], &env).unwrap();
+        assert_eq!(config.tokens.file, Some(PathBuf::from("/from/env")));
+        assert_eq!(config.tokens.inline, Some(Secret::new("read:a:t0ken")));
+        assert!(config.protect_health);
+        assert!(!format!("{config:?}").contains("t0ken"));
+        let config = load(&["--token-file", "/from/flag", "--protect-health"], &env).unwrap();
+        assert_eq!(config.tokens.file, Some(PathBuf::from("/from/flag")));
+        assert!(config.protect_health);
+        let bad = load(&[], &[("GATEWAY_PROTECT_HEALTH", "maybe")]).unwrap_err();
+        assert!(bad.to_string().contains("GATEWAY_PROTECT_HEALTH"), "{bad}");
+        assert!(load(&["--token-file", " "], &[]).is_err());
+    }
+
+    #[test]
     fn defaults_match_the_original() {
         // The README's configuration table, number for number.
         let config = load(&[], &[]).unwrap();
