@@ -9,6 +9,7 @@ use argh::FromArgs;
 use log::LevelFilter;
 use serde_json::{Map, Value};
 
+use crate::auth::{Secret, TokenSource};
 use crate::registry::Liveness;
 
 /// Everything the server needs to run.
@@ -40,6 +41,10 @@ pub struct ServerConfig {
     pub etcd_endpoints: Vec<String>,
     /// Most long-poll requests parked at once; past it, they are answered at once.
     pub max_watchers: usize,
+    /// Where the bearer tokens come from; none at all: the gateway is open.
+    pub tokens: TokenSource,
+    /// `/health` needs a read token too (when tokens are configured).
+    pub protect_health: bool,
 }
 
 /// Where the registry lives (`--store`).
@@ -71,6 +76,8 @@ impl Default for ServerConfig {
             store: StoreKind::Memory,
             etcd_endpoints: Vec::new(),
             max_watchers: crate::watch::DEFAULT_MAX_WATCHERS,
+            tokens: TokenSource::default(),
+            protect_health: false,
         }
     }
 }
@@ -127,13 +134,21 @@ pub struct ServerArgs {
     /// 10000; env GATEWAY_MAX_WATCHERS)
     #[argh(option)]
     pub max_watchers: Option<String>,
+    /// file of bearer tokens, one role:name:token a line, roles read and write (default: none,
+    /// the gateway is open; env GATEWAY_TOKEN_FILE; GATEWAY_TOKENS holds the same lines)
+    #[argh(option)]
+    pub token_file: Option<String>,
+    /// GET /health needs a read token too (default: open for load-balancer probes; env
+    /// GATEWAY_PROTECT_HEALTH=true)
+    #[argh(switch)]
+    pub protect_health: bool,
     /// JSON file with the same keys as the flags (env GATEWAY_CONFIG)
     #[argh(option)]
     pub config: Option<PathBuf>,
 }
 
 /// The settings, as text, with where each came from.
-const KEYS: [&str; 14] = [
+const KEYS: [&str; 16] = [
     "host",
     "port",
     "node_timeout",
@@ -148,6 +163,8 @@ const KEYS: [&str; 14] = [
     "store",
     "etcd_endpoints",
     "max_watchers",
+    "token_file",
+    "protect_health",
 ];
 
 /// A setting that could not be used.
@@ -219,6 +236,11 @@ impl ServerConfig {
             ("store", &args.store),
             ("etcd_endpoints", &args.etcd_endpoints),
             ("max_watchers", &args.max_watchers),
+            ("token_file", &args.token_file),
+            (
+                "protect_health",
+                &args.protect_health.then(|| "true".to_owned()),
+            ),
         ]
         .into_iter()
         .filter_map(|(key, value)| {
@@ -280,10 +302,17 @@ impl ServerConfig {
                 "max_watchers" => {
                     config.max_watchers = parse_int(value, 0, 1_000_000).map_err(invalid)? as usize
                 }
+                "token_file" if value.trim().is_empty() => {
+                    return Err(invalid("must not be empty".to_owned()));
+                }
+                "token_file" => config.tokens.file = Some(PathBuf::from(value)),
+                "protect_health" => config.protect_health = boolean(value).map_err(invalid)?,
                 _ => unreachable!("only known keys reach here"),
             }
         }
         check_store(&mut config)?;
+        // The tokens themselves only from the environment: never a flag (visible in `ps`).
+        config.tokens.inline = env("GATEWAY_TOKENS").map(Secret::new);
         config.liveness.suspect_after = derive_suspect_after(
             suspect_after,
             config.heartbeat_interval,
@@ -405,6 +434,7 @@ fn read_file(path: &Path) -> Result<Layer, ConfigError> {
         let text = match value {
             Value::String(s) => s,
             Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
             other => {
                 return Err(ConfigError::Invalid {
                     source: format!("{key} in {}", path.display()),
@@ -415,6 +445,14 @@ fn read_file(path: &Path) -> Result<Layer, ConfigError> {
         layer.push((known, format!("{key} in {}", path.display()), text));
     }
     Ok(layer)
+}
+
+fn boolean(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" | "" => Ok(false),
+        _ => Err(format!("expected true or false, got {text:?}")),
+    }
 }
 
 fn parse_int(text: &str, min: u64, max: u64) -> Result<u64, String> {
@@ -485,6 +523,32 @@ mod tests {
         fn drop(&mut self) {
             let _ = std::fs::remove_file(&self.0);
         }
+    }
+
+    #[test]
+    fn token_settings_merge_like_the_others_and_the_tokens_come_only_from_the_environment() {
+        let config = load(&[], &[]).unwrap();
+        assert_eq!(config.tokens, TokenSource::default());
+        assert!(!config.protect_health);
+        let file = TempFile::new(
+            "tokens",
+            r#"{"token_file": "/from/file", "protect_health": true}"#,
+        );
+        let env = [
+            ("GATEWAY_TOKEN_FILE", "/from/env"),
+            ("GATEWAY_TOKENS", "read:a:t0ken"),
+        ];
+        let config = load(&["--config", file.path()], &env).unwrap();
+        assert_eq!(config.tokens.file, Some(PathBuf::from("/from/env")));
+        assert_eq!(config.tokens.inline, Some(Secret::new("read:a:t0ken")));
+        assert!(config.protect_health);
+        assert!(!format!("{config:?}").contains("t0ken"));
+        let config = load(&["--token-file", "/from/flag", "--protect-health"], &env).unwrap();
+        assert_eq!(config.tokens.file, Some(PathBuf::from("/from/flag")));
+        assert!(config.protect_health);
+        let bad = load(&[], &[("GATEWAY_PROTECT_HEALTH", "maybe")]).unwrap_err();
+        assert!(bad.to_string().contains("GATEWAY_PROTECT_HEALTH"), "{bad}");
+        assert!(load(&["--token-file", " "], &[]).is_err());
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub enum ClientError {
     NotRegistered,
     /// A gateway address given to the builder cannot be used.
     InvalidAddress(String),
+    /// Another builder setting cannot be used: a token that cannot be sent, a CA file that
+    /// cannot be read. Never holds the token.
+    InvalidSetting(String),
 }
 
 impl ClientError {
@@ -51,6 +54,18 @@ impl ClientError {
     }
 }
 
+impl ClientError {
+    /// True for a 401: the gateway wants a token, or does not know the one sent.
+    pub fn is_unauthorized(&self) -> bool {
+        matches!(self, ClientError::Gateway { status: 401, .. })
+    }
+
+    /// True for a 403: the token is known, but may not do this (a read token on a write).
+    pub fn is_forbidden(&self) -> bool {
+        matches!(self, ClientError::Gateway { status: 403, .. })
+    }
+}
+
 impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -58,6 +73,24 @@ impl fmt::Display for ClientError {
                 write!(f, "gateway {address} is unreachable: {reason}")
             }
             ClientError::Timeout { address } => write!(f, "gateway {address} timed out"),
+            ClientError::Gateway {
+                address,
+                status: 401,
+                message,
+            } => write!(
+                f,
+                "gateway {address} refused the request (401 Unauthorized: no token, or one it \
+                 does not know; give one with --token-file, GATEWAY_TOKEN or .token()): {message}"
+            ),
+            ClientError::Gateway {
+                address,
+                status: 403,
+                message,
+            } => write!(
+                f,
+                "gateway {address} refused the request (403 Forbidden: the token is known but \
+                 may not do this; writes need a write token): {message}"
+            ),
             ClientError::Gateway {
                 address,
                 status,
@@ -71,6 +104,7 @@ impl fmt::Display for ClientError {
             }
             ClientError::NotRegistered => f.write_str("this node is not registered"),
             ClientError::InvalidAddress(why) => write!(f, "invalid gateway address: {why}"),
+            ClientError::InvalidSetting(why) => write!(f, "invalid client setting: {why}"),
         }
     }
 }

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::api::{NodeId, Registration, Settings, Stats};
+use crate::auth::Auth;
 use crate::config::{ServerConfig, StoreKind};
 use crate::lock;
 use crate::metrics::{Gauges, Metrics};
@@ -33,6 +34,8 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     /// Called with the new registry version after every change (the server's watchers).
     wake: Arc<OnceLock<Wake>>,
+    /// Who may do what: see `auth.rs`.
+    auth: Auth,
 }
 
 /// What [`Gateway::on_change`] installs.
@@ -63,6 +66,7 @@ impl Gateway {
             peak_nodes: AtomicUsize::new(0),
             metrics: Arc::new(Metrics::new()),
             wake: Arc::new(OnceLock::new()),
+            auth: Auth::default(),
         }
     }
 
@@ -146,6 +150,11 @@ impl Gateway {
             }
         };
         Ok(Gateway::local(local, config.heartbeat_interval))
+    }
+
+    /// The tokens requests are checked against (none: open).
+    pub fn auth(&self) -> &Auth {
+        &self.auth
     }
 
     /// Id of this gateway run: it changes on every start.

@@ -15,6 +15,7 @@ use crate::api::{
     self, ErrorBody, Health, HeartbeatResponse, HeartbeatStatus, Invalid, NodeId, Registration,
     RemoveResponse, RemoveStatus, SetLeaderResponse, SetLeaderStatus,
 };
+use crate::auth::{Need, Role, Verdict};
 use crate::gateway::{Filter, Gateway, NodeList, Part};
 use crate::registry::{RegistryError, unix_now};
 use crate::store::StoreError;
@@ -406,7 +407,7 @@ fn route(gateway: &Gateway, request: &Request<'_>) -> Result<Response, Response>
             ..Response::error(405, format!("Method {method} not allowed on {path}"))
         });
     }
-    authorise(request, endpoint)?;
+    authorise(gateway, request, endpoint)?;
     let is_get = matches!(method, "GET" | "HEAD");
     match endpoint {
         Endpoint::Health => Ok(health(gateway)),
@@ -505,10 +506,95 @@ impl Endpoint {
     }
 }
 
-/// The one place a request is allowed or refused before it reaches the registry. Everything is
-/// allowed today; bearer-token checks belong here.
-fn authorise(_request: &Request<'_>, _endpoint: Endpoint) -> Result<(), Response> {
-    Ok(())
+/// The one place a request is allowed or refused before it reaches the registry.
+///
+/// With tokens configured (`--token-file`, `GATEWAY_TOKENS`), `GET` and `HEAD` need a read or a
+/// write token and every other method a write token, whatever the path: a route added later is
+/// covered by its method. `/health` stays open unless `--protect-health`. With no token the
+/// gateway is open. A write is logged with the name of the token that made it (the token
+/// itself never reaches a log).
+fn authorise(gateway: &Gateway, request: &Request<'_>, endpoint: Endpoint) -> Result<(), Response> {
+    let is_read = matches!(request.method, "GET" | "HEAD");
+    let need = match endpoint {
+        Endpoint::Health => Need::Health,
+        _ if is_read => Need::Role(Role::Read),
+        _ => Need::Role(Role::Write),
+    };
+    match gateway.auth().check(request.header("Authorization"), need) {
+        Verdict::Allowed(name) => {
+            if let (Some(name), false) = (name, is_read) {
+                log_write(&name, request, endpoint);
+            }
+            Ok(())
+        }
+        Verdict::Unauthenticated(why) => {
+            log::debug!("401 for {} {}: {why}", request.method, path_of(request));
+            Err(Response::error(401, why).with_header(
+                "WWW-Authenticate",
+                if request.header("Authorization").next().is_some() {
+                    r#"Bearer realm="cluster-gateway", error="invalid_token""#
+                } else {
+                    r#"Bearer realm="cluster-gateway""#
+                },
+            ))
+        }
+        Verdict::Forbidden(name) => {
+            log::debug!(
+                "403 for {} {}: token {name:?} may only read",
+                request.method,
+                path_of(request)
+            );
+            Err(Response::error(
+                403,
+                format!(
+                    "token {name:?} may only read; {} {} needs a write token",
+                    request.method,
+                    path_of(request)
+                ),
+            )
+            .with_header(
+                "WWW-Authenticate",
+                r#"Bearer realm="cluster-gateway", error="insufficient_scope""#,
+            ))
+        }
+    }
+}
+
+fn path_of<'r>(request: &Request<'r>) -> &'r str {
+    request.url.split('?').next().unwrap_or("")
+}
+
+/// "ops: POST /remove node_id=7": who changed what. Heartbeats, the steady traffic, at DEBUG.
+fn log_write(name: &str, request: &Request<'_>, endpoint: Endpoint) {
+    let level = if endpoint == Endpoint::Heartbeat {
+        log::Level::Debug
+    } else {
+        log::Level::Info
+    };
+    if !log::log_enabled!(level) {
+        return;
+    }
+    #[derive(serde::Deserialize)]
+    struct Target {
+        node_id: Option<Value>,
+        leader_id: Option<Value>,
+    }
+    let target = serde_json::from_slice::<Target>(request.body).ok();
+    let id = |v: Option<Value>| v.map(|v| v.to_string()).unwrap_or_else(|| "?".to_owned());
+    let what = match target {
+        Some(Target {
+            leader_id: Some(leader),
+            ..
+        }) => format!(" leader_id={leader}"),
+        Some(Target { node_id, .. }) => format!(" node_id={}", id(node_id)),
+        None => String::new(),
+    };
+    log::log!(
+        level,
+        "{name}: {} {}{what}",
+        request.method,
+        path_of(request)
+    );
 }
 
 fn body(request: &Request<'_>) -> Result<Map<String, Value>, Response> {

@@ -62,6 +62,8 @@
 
 pub mod api;
 #[cfg(feature = "server")]
+pub mod auth;
+#[cfg(feature = "server")]
 pub mod cli;
 #[cfg(feature = "client")]
 pub mod client;

@@ -53,6 +53,8 @@ pub enum StartError {
     },
     /// The data directory could not be opened (in use, damaged, unwritable).
     Store(crate::store::log::OpenError),
+    /// The tokens could not be read (a missing file, a bad line).
+    Tokens(crate::auth::AuthError),
 }
 
 impl std::fmt::Display for StartError {
@@ -62,6 +64,7 @@ impl std::fmt::Display for StartError {
                 write!(f, "cannot listen on {address}: {reason}")
             }
             StartError::Store(e) => e.fmt(f),
+            StartError::Tokens(e) => e.fmt(f),
         }
     }
 }
@@ -93,8 +96,16 @@ impl GatewayServer {
             address: address.clone(),
             reason,
         };
-        // The registry first: a replay of the data directory finishes before anyone can connect.
+        // The tokens first (a bad file stops the start before anything is written), then the
+        // registry: a replay of the data directory finishes before anyone can connect.
+        let tokens = config.tokens.load().map_err(StartError::Tokens)?;
+        if !tokens.is_empty() {
+            log::info!("tokens: {} ({})", tokens.len(), tokens.names());
+        }
         let gateway = Arc::new(Gateway::open(&config).map_err(StartError::Store)?);
+        gateway
+            .auth()
+            .install(config.tokens.clone(), tokens, config.protect_health);
         let listener = workarounds::listen(&address).map_err(|e| start_error(e.to_string()))?;
         let local_addr = listener
             .local_addr()
@@ -284,10 +295,12 @@ impl RunningServer {
         }
     }
 
-    /// Re-reads what can be changed without a restart (the binary calls it on SIGHUP). Nothing
-    /// can be yet: the token file, when it exists, is re-read here.
+    /// Re-reads what can be changed without a restart (the binary calls it on SIGHUP): the
+    /// token file. A file that cannot be used leaves the tokens in use as they were.
     pub fn reload(&self) {
-        log::info!("reload: nothing to re-read (no setting can change without a restart yet)");
+        if let Err(e) = self.gateway.auth().reload() {
+            log::error!("reload: keeping the tokens in use: {e}");
+        }
     }
 
     /// Stops accepting, lets in-flight requests finish for up to [`SHUTDOWN_GRACE`], and joins

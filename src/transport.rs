@@ -7,11 +7,14 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use std::path::Path;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::ErrorBody;
 use crate::error::ClientError;
+use ureq::tls::{PemItem, RootCerts, TlsConfig, parse_pem};
 
 /// Largest answer the client reads (a peer list of 100,000 nodes is about 20 MB).
 const MAX_ANSWER_BYTES: u64 = 256 * 1024 * 1024;
@@ -39,6 +42,18 @@ pub(crate) struct Transport {
     base_delay: Duration,
     /// Longest single try, connection included.
     timeout: Duration,
+    /// `Authorization: Bearer <token>` on every request, when set.
+    authorization: Option<Redacted>,
+}
+
+/// Header text that holds a token: `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Redacted(pub(crate) String);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// What a [`Transport`] is built from.
@@ -48,6 +63,11 @@ pub(crate) struct TransportConfig<'a> {
     pub(crate) attempts: u32,
     pub(crate) base_delay: Duration,
     pub(crate) proxy_from_env: bool,
+    /// The bearer token, as given.
+    pub(crate) token: Option<&'a Redacted>,
+    /// PEM file of the CA certificates that `https://` gateways are checked against, instead of
+    /// the bundled public roots.
+    pub(crate) ca_file: Option<&'a Path>,
 }
 
 impl Transport {
@@ -63,18 +83,29 @@ impl Transport {
             .iter()
             .map(|a| base_url(a))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Transport::with(gateways, None, &config))
+        let roots = match config.ca_file {
+            Some(file) => Some(root_certs(file)?),
+            None => None,
+        };
+        let authorization = match config.token {
+            Some(token) => Some(authorization(token)?),
+            None => None,
+        };
+        let mut transport = Transport::with(gateways, None, &config, roots);
+        transport.authorization = authorization;
+        Ok(transport)
     }
 
     /// A transport whose every call fails with `error`.
     pub(crate) fn invalid(error: ClientError, config: TransportConfig<'_>) -> Transport {
-        Transport::with(Vec::new(), Some(error), &config)
+        Transport::with(Vec::new(), Some(error), &config, None)
     }
 
     fn with(
         gateways: Vec<String>,
         invalid: Option<ClientError>,
         config: &TransportConfig<'_>,
+        roots: Option<RootCerts>,
     ) -> Transport {
         let proxy = if config.proxy_from_env {
             ureq::Proxy::try_from_env()
@@ -92,6 +123,11 @@ impl Transport {
             .max_idle_connections(0)
             .max_idle_connections_per_host(0)
             .user_agent(format!("cluster-gateway-client/{}", crate::VERSION))
+            .tls_config(
+                TlsConfig::builder()
+                    .root_certs(roots.unwrap_or(RootCerts::WebPki))
+                    .build(),
+            )
             .build()
             .into();
         Transport {
@@ -102,6 +138,7 @@ impl Transport {
             attempts: config.attempts.max(1),
             base_delay: config.base_delay,
             timeout: config.timeout,
+            authorization: None,
         }
     }
 
@@ -204,11 +241,10 @@ impl Transport {
         timeout: Duration,
     ) -> Result<Reply<T>, ClientError> {
         let url = format!("{base}{path}");
+        let bearer = self.authorization.as_ref().map(|a| a.0.as_str());
         let sent = match (method, body) {
             (Method::Get, _) => {
-                let mut request = self
-                    .agent
-                    .get(&url)
+                let mut request = with_token(self.agent.get(&url), bearer)
                     .config()
                     .timeout_global(Some(timeout))
                     .build();
@@ -218,9 +254,7 @@ impl Transport {
                 request.call()
             }
             (Method::Post, body) => {
-                let mut request = self
-                    .agent
-                    .post(&url)
+                let mut request = with_token(self.agent.post(&url), bearer)
                     .config()
                     .timeout_global(Some(timeout))
                     .build();
@@ -291,7 +325,51 @@ impl<T> Reply<T> {
     }
 }
 
-/// True for failures worth another try or another gateway: the connection, or a 5xx.
+fn with_token<B>(
+    request: ureq::RequestBuilder<B>,
+    bearer: Option<&str>,
+) -> ureq::RequestBuilder<B> {
+    match bearer {
+        Some(header) => request.header("Authorization", header),
+        None => request,
+    }
+}
+
+/// `Bearer <token>`, once the token is known to fit in a header as it is.
+fn authorization(token: &Redacted) -> Result<Redacted, ClientError> {
+    let token = token.0.trim();
+    if token.is_empty() {
+        return Err(ClientError::InvalidSetting("the token is empty".to_owned()));
+    }
+    if !token.bytes().all(|c| c.is_ascii_graphic()) {
+        return Err(ClientError::InvalidSetting(
+            "the token must be visible ASCII characters, without spaces".to_owned(),
+        ));
+    }
+    Ok(Redacted(format!("Bearer {token}")))
+}
+
+/// The CA certificates in a PEM file.
+fn root_certs(file: &Path) -> Result<RootCerts, ClientError> {
+    let invalid =
+        |why: String| ClientError::InvalidSetting(format!("CA file {}: {why}", file.display()));
+    let pem = std::fs::read(file).map_err(|e| invalid(e.to_string()))?;
+    let mut certs = Vec::new();
+    for item in parse_pem(&pem) {
+        match item {
+            Ok(PemItem::Certificate(cert)) => certs.push(cert),
+            Ok(_) => {}
+            Err(e) => return Err(invalid(e.to_string())),
+        }
+    }
+    if certs.is_empty() {
+        return Err(invalid("no PEM certificate in it".to_owned()));
+    }
+    Ok(RootCerts::from(certs))
+}
+
+/// True for failures worth another try or another gateway: the connection, or a 5xx. A 401 or
+/// a 403 is a 4xx: the token is wrong wherever the request goes, and is never retried.
 pub(crate) fn retryable(error: &ClientError) -> bool {
     error.is_transport() || matches!(error, ClientError::Gateway { status, .. } if *status >= 500)
 }

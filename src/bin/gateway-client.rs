@@ -55,6 +55,17 @@ struct Cli {
     /// deregister from the gateway on exit (default: let the registration expire)
     #[argh(switch)]
     leave_on_exit: bool,
+    /// bearer token sent with every request (visible to other users in `ps`: prefer
+    /// --token-file or GATEWAY_TOKEN)
+    #[argh(option)]
+    token: Option<String>,
+    /// file holding the bearer token (default $GATEWAY_TOKEN, else no token)
+    #[argh(option)]
+    token_file: Option<String>,
+    /// PEM file of the CA that signed an https:// gateway's certificate (default
+    /// $GATEWAY_CA_FILE, else the bundled public roots)
+    #[argh(option)]
+    ca_file: Option<String>,
     /// DEBUG, INFO, WARNING, ERROR or CRITICAL (default WARNING; INFO when joining)
     #[argh(option)]
     log_level: Option<String>,
@@ -147,7 +158,9 @@ enum Failure {
 impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Failure {
         match e {
-            ClientError::InvalidAddress(_) => Failure::Usage(e.to_string()),
+            ClientError::InvalidAddress(_) | ClientError::InvalidSetting(_) => {
+                Failure::Usage(e.to_string())
+            }
             other => Failure::Gateway(other.to_string()),
         }
     }
@@ -217,7 +230,38 @@ fn builder(cli: &Cli) -> Result<ClientBuilder, Failure> {
     if let Some(seconds) = cli.timeout {
         builder = builder.timeout(positive_seconds(seconds, "--timeout")?);
     }
+    if let Some(token) = token(cli)? {
+        builder = builder.token(token);
+    }
+    let ca_file = cli.ca_file.clone().or_else(|| env("GATEWAY_CA_FILE"));
+    if let Some(file) = ca_file {
+        builder = builder.ca_file(file);
+    }
     Ok(builder)
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// The token: `--token`, else the first line of `--token-file`, else `GATEWAY_TOKEN`.
+fn token(cli: &Cli) -> Result<Option<String>, Failure> {
+    if let Some(token) = &cli.token {
+        return Ok(Some(token.clone()));
+    }
+    if let Some(file) = &cli.token_file {
+        // The error names the file, never what is in it.
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| Failure::Usage(format!("cannot read --token-file {file}: {e}")))?;
+        let token = text.lines().map(str::trim).find(|l| !l.is_empty());
+        return match token {
+            Some(token) => Ok(Some(token.to_owned())),
+            None => Err(Failure::Usage(format!(
+                "--token-file {file} holds no token"
+            ))),
+        };
+    }
+    Ok(env("GATEWAY_TOKEN"))
 }
 
 fn positive_seconds(seconds: f64, flag: &str) -> Result<Duration, Failure> {

@@ -1,6 +1,7 @@
 //! `gateway-server`: runs the discovery gateway until SIGINT or SIGTERM.
 //!
-//! SIGHUP re-reads what can be re-read (nothing yet) and SIGUSR1/SIGUSR2 log the counters:
+//! SIGHUP re-reads the token file (a bad file keeps the tokens in use) and SIGUSR1/SIGUSR2 log
+//! the counters:
 //! none of them stops the server. SIGTERM and SIGINT stop it within
 //! `cluster_gateway::server::SHUTDOWN_GRACE` (5 s) whatever clients do. The process exits 1
 //! only when the listening socket is gone and cannot be brought back.
@@ -9,7 +10,7 @@ use std::process::ExitCode;
 use std::sync::mpsc;
 
 use cluster_gateway::config::{ServerArgs, ServerConfig};
-use cluster_gateway::{GatewayServer, logger};
+use cluster_gateway::{GatewayServer, auth, logger};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook::iterator::Signals;
 
@@ -59,6 +60,10 @@ fn main() -> ExitCode {
         cluster_gateway::VERSION,
         server.local_addr()
     ));
+    if let Some(warning) = auth::open_gateway_warning(server.local_addr(), server.gateway().auth())
+    {
+        log::warn!("{warning}");
+    }
 
     // Wait, with no timer, for a signal or for the server to fail.
     let (events, next) = mpsc::channel();
@@ -82,7 +87,7 @@ fn main() -> ExitCode {
     loop {
         match next.recv() {
             Ok(Event::Signal(SIGHUP)) => {
-                log::info!("received SIGHUP: re-reading what can be re-read");
+                log::info!("received SIGHUP: re-reading the tokens");
                 server.reload();
             }
             Ok(Event::Signal(signal @ (SIGUSR1 | SIGUSR2))) => {

@@ -15,10 +15,16 @@ use crate::support::eventually;
 /// nginx listens on its own loopback address, so no test server can take its port.
 const FRONT_HOST: &str = "127.0.0.9";
 
-struct Front {
+pub(crate) struct Front {
     nginx: Child,
-    address: String,
+    pub(crate) address: String,
     _dir: TempDir,
+}
+
+/// The server certificate and key for the shipped TLS lines (tests/it/tls.rs).
+pub(crate) struct Tls<'a> {
+    pub(crate) certificate: &'a std::path::Path,
+    pub(crate) key: &'a std::path::Path,
 }
 
 struct TempDir(std::path::PathBuf);
@@ -36,7 +42,7 @@ impl Drop for Front {
     }
 }
 
-fn nginx_binary() -> Option<String> {
+pub(crate) fn nginx_binary() -> Option<String> {
     ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
@@ -44,9 +50,23 @@ fn nginx_binary() -> Option<String> {
 }
 
 impl Front {
-    /// nginx with the shipped configuration, proxying to `upstream`.
+    /// nginx with the shipped configuration, proxying to `upstream`, over plain HTTP: the TLS
+    /// lines are taken out.
     fn start(nginx: &str, upstream: &str) -> Front {
-        let dir = std::env::temp_dir().join(format!("gateway-front-{}", std::process::id()));
+        Front::start_with(nginx, upstream, None)
+    }
+
+    /// nginx with the shipped configuration, TLS included, proxying to `upstream`.
+    pub(crate) fn start_tls(nginx: &str, upstream: &str, tls: Tls<'_>) -> Front {
+        Front::start_with(nginx, upstream, Some(tls))
+    }
+
+    fn start_with(nginx: &str, upstream: &str, tls: Option<Tls<'_>>) -> Front {
+        let dir = std::env::temp_dir().join(format!(
+            "gateway-front-{}-{}",
+            if tls.is_some() { "tls" } else { "plain" },
+            std::process::id()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         let port = std::net::TcpListener::bind((FRONT_HOST, 0))
             .unwrap()
@@ -55,10 +75,27 @@ impl Front {
             .port();
         let address = format!("{FRONT_HOST}:{port}");
         let shipped = include_str!("../../scripts/deploy/nginx.conf");
-        assert!(shipped.contains("server 127.0.0.1:8080;") && shipped.contains("listen 80;"));
-        let site = shipped
-            .replace("server 127.0.0.1:8080;", &format!("server {upstream};"))
-            .replace("listen 80;", &format!("listen {address};"));
+        let certificate = "/etc/ssl/cluster-gateway/gateway.crt;";
+        let key = "/etc/ssl/cluster-gateway/gateway.key;";
+        assert!(
+            shipped.contains("server 127.0.0.1:8080;")
+                && shipped.contains("listen 443 ssl;")
+                && shipped.contains(certificate)
+                && shipped.contains(key)
+        );
+        let site = shipped.replace("server 127.0.0.1:8080;", &format!("server {upstream};"));
+        let site = match tls {
+            Some(tls) => site
+                .replace("listen 443 ssl;", &format!("listen {address} ssl;"))
+                .replace(certificate, &format!("{};", tls.certificate.display()))
+                .replace(key, &format!("{};", tls.key.display())),
+            None => site
+                .replace("listen 443 ssl;", &format!("listen {address};"))
+                .lines()
+                .filter(|line| !line.trim_start().starts_with("ssl_"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        };
         std::fs::write(dir.join("gateway.conf"), site).unwrap();
         let d = dir.display();
         let main = format!(

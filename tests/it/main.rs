@@ -1,6 +1,7 @@
 //! Integration tests: one binary, one module per area.
 
 mod api;
+mod auth;
 mod client;
 mod client_cli;
 mod contract;
@@ -22,5 +23,6 @@ mod scripts;
 mod server_cli;
 mod smuggling;
 mod support;
+mod tls;
 mod transport;
 mod watch;

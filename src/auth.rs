@@ -1,0 +1,582 @@
+//! Bearer tokens: the token table, how it is read and re-read, and the one decision it serves
+//! (which role a presented token has).
+//!
+//! A token file holds one `role:name:token` a line (`read` or `write`, `#` comments, blank lines
+//! ignored); `GATEWAY_TOKENS` holds the same lines. A `write` token may also read. With no token
+//! at all the gateway is open, as the original was. The token text itself never leaves this
+//! module: errors name a line, logs and answers name the token's `name`, and [`Secret`] prints
+//! as `<redacted>`. Presented tokens are compared in constant time.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// `GET` routes: `/nodes`, `/leader`, `/stats`, `/health` (when protected) and the like.
+    Read,
+    /// Everything, including `POST` routes: `/register`, `/heartbeat`, `/remove`, `/leader`.
+    Write,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Read => "read",
+            Role::Write => "write",
+        })
+    }
+}
+
+/// Text that must never be printed: `Debug` and `Display` show `<redacted>`.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps `text`.
+    pub fn new(text: impl Into<String>) -> Secret {
+        Secret(text.into())
+    }
+
+    /// The text, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Why tokens could not be read. Never holds token text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthError {
+    /// The token file could not be read.
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// What the system said.
+        reason: String,
+    },
+    /// A line that is not `role:name:token`, or that repeats a name or a token.
+    Line {
+        /// The file, or `GATEWAY_TOKENS`.
+        source: String,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong (never the line itself).
+        reason: String,
+    },
+    /// A token file or `GATEWAY_TOKENS` was given, and holds no token: running open by mistake
+    /// is refused (give neither to run open).
+    Empty(String),
+}
+
+impl fmt::Display for AuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AuthError::Read { file, reason } => {
+                write!(f, "cannot read token file {}: {reason}", file.display())
+            }
+            AuthError::Line {
+                source,
+                line,
+                reason,
+            } => write!(f, "{source} line {line}: {reason}"),
+            AuthError::Empty(source) => write!(
+                f,
+                "{source} holds no token; the gateway would be open to anyone (give no token \
+                 file and no GATEWAY_TOKENS to run it open on purpose)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for AuthError {}
+
+struct Token {
+    role: Role,
+    name: String,
+    secret: Vec<u8>,
+}
+
+/// A set of tokens, each with a role and a name.
+#[derive(Default)]
+pub struct Tokens {
+    tokens: Vec<Token>,
+}
+
+impl fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.tokens.iter().map(|t| format!("{}:{}", t.role, t.name)))
+            .finish()
+    }
+}
+
+/// Characters a token may hold: visible ASCII, no space (RFC 6750 `b64token` and more), so that
+/// every token can be sent in an `Authorization` header as it is written.
+fn token_char(c: u8) -> bool {
+    c.is_ascii_graphic()
+}
+
+/// Characters a name may hold: it is printed in logs and answers.
+fn name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-_.@".contains(c)
+}
+
+impl Tokens {
+    /// Reads `role:name:token` lines; `source` names them in errors.
+    pub fn parse(text: &str, source: &str) -> Result<Tokens, AuthError> {
+        let mut tokens = Tokens::default();
+        for (index, line) in text.lines().enumerate() {
+            let error = |reason: &str| AuthError::Line {
+                source: source.to_owned(),
+                line: index + 1,
+                reason: reason.to_owned(),
+            };
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let mut fields = line.splitn(3, ':');
+            let (Some(role), Some(name), Some(secret)) =
+                (fields.next(), fields.next(), fields.next())
+            else {
+                return Err(error("expected role:name:token"));
+            };
+            let role = match role.trim() {
+                "read" => Role::Read,
+                "write" => Role::Write,
+                _ => return Err(error("the role must be read or write")),
+            };
+            let name = name.trim();
+            if name.is_empty() || !name.chars().all(name_char) {
+                return Err(error(
+                    "the name must be letters, digits and - _ . @ (at least one)",
+                ));
+            }
+            let secret = secret.trim().as_bytes();
+            if secret.is_empty() {
+                return Err(error("the token is empty"));
+            }
+            if !secret.iter().all(|&c| token_char(c)) {
+                return Err(error(
+                    "the token must be visible ASCII characters, without spaces",
+                ));
+            }
+            if tokens.tokens.iter().any(|t| t.name == name) {
+                return Err(error("the name is used by an earlier line"));
+            }
+            if tokens.tokens.iter().any(|t| t.secret == secret) {
+                return Err(error("the token is used by an earlier line"));
+            }
+            tokens.tokens.push(Token {
+                role,
+                name: name.to_owned(),
+                secret: secret.to_vec(),
+            });
+        }
+        Ok(tokens)
+    }
+
+    /// True when there is no token: the gateway is open.
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// How many tokens.
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// `role:name` of every token, for logs.
+    pub fn names(&self) -> String {
+        let names: Vec<String> = self
+            .tokens
+            .iter()
+            .map(|t| format!("{}:{}", t.role, t.name))
+            .collect();
+        names.join(", ")
+    }
+
+    /// The name and role of `presented`, if it is one of the tokens. Every token is compared,
+    /// each over the whole presented text, whatever matches: the time taken depends on the
+    /// presented length and the number of tokens, never on how much of a token was guessed.
+    pub fn find(&self, presented: &[u8]) -> Option<(&str, Role)> {
+        let mut found = None;
+        for token in &self.tokens {
+            if constant_time_eq(presented, &token.secret) {
+                found = Some(token);
+            }
+        }
+        found.map(|t| (t.name.as_str(), t.role))
+    }
+}
+
+/// Compares `presented` with `secret` in time that depends only on `presented.len()`.
+fn constant_time_eq(presented: &[u8], secret: &[u8]) -> bool {
+    if secret.is_empty() {
+        return false;
+    }
+    let mut diff = u8::from(presented.len() != secret.len());
+    for (i, &byte) in presented.iter().enumerate() {
+        // Wrapping over the secret keeps the work the same whatever its length.
+        diff |= byte ^ secret[i % secret.len()];
+    }
+    std::hint::black_box(diff) == 0
+}
+
+/// Where tokens come from: a file (re-read on reload) and the text of `GATEWAY_TOKENS`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenSource {
+    /// `--token-file` / `GATEWAY_TOKEN_FILE`.
+    pub file: Option<PathBuf>,
+    /// `GATEWAY_TOKENS`.
+    pub inline: Option<Secret>,
+}
+
+impl TokenSource {
+    /// Reads every token. A file readable by others than its owner is used, with a warning.
+    pub fn load(&self) -> Result<Tokens, AuthError> {
+        let mut text = String::new();
+        let mut sources = Vec::new();
+        if let Some(file) = &self.file {
+            let read = std::fs::read_to_string(file).map_err(|e| AuthError::Read {
+                file: file.clone(),
+                reason: e.to_string(),
+            })?;
+            warn_if_shared(file);
+            sources.push((file.display().to_string(), read));
+        }
+        if let Some(inline) = &self.inline {
+            sources.push(("GATEWAY_TOKENS".to_owned(), inline.expose().to_owned()));
+        }
+        // Each source is checked on its own (for line numbers), then all of them together (for
+        // a name or a token used twice).
+        for (source, lines) in &sources {
+            Tokens::parse(lines, source)?;
+            text.push_str(lines);
+            text.push('\n');
+        }
+        let tokens = Tokens::parse(&text, "the token file and GATEWAY_TOKENS together")?;
+        if tokens.is_empty() && !sources.is_empty() {
+            let names: Vec<&str> = sources.iter().map(|(source, _)| source.as_str()).collect();
+            return Err(AuthError::Empty(names.join(" and ")));
+        }
+        Ok(tokens)
+    }
+}
+
+/// Warns when `file` can be read by its group or by anyone.
+#[cfg(unix)]
+fn warn_if_shared(file: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(file) {
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0 {
+            log::warn!(
+                "token file {} can be read by others than its owner (mode {:o}): chmod 600 it",
+                file.display(),
+                mode & 0o777
+            );
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_shared(_file: &Path) {}
+
+/// What a request presented, as [`Auth::check`] judges it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Allowed; `Some(name)` is the token's name, `None` when the route is open.
+    Allowed(Option<String>),
+    /// 401: no token, or not a usable one. The text says which, never the token.
+    Unauthenticated(&'static str),
+    /// 403: a known token whose role is too low; its name.
+    Forbidden(String),
+}
+
+struct State {
+    source: TokenSource,
+    tokens: Arc<Tokens>,
+    protect_health: bool,
+}
+
+/// The gateway's tokens as requests see them: swapped whole on reload.
+pub struct Auth {
+    state: RwLock<State>,
+}
+
+impl Default for Auth {
+    fn default() -> Auth {
+        Auth {
+            state: RwLock::new(State {
+                source: TokenSource::default(),
+                tokens: Arc::new(Tokens::default()),
+                protect_health: false,
+            }),
+        }
+    }
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.read();
+        f.debug_struct("Auth")
+            .field("tokens", &state.tokens)
+            .field("protect_health", &state.protect_health)
+            .finish()
+    }
+}
+
+impl Auth {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Uses `tokens`, read from `source`; `protect_health` puts `/health` behind a read token.
+    pub fn install(&self, source: TokenSource, tokens: Tokens, protect_health: bool) {
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        *state = State {
+            source,
+            tokens: Arc::new(tokens),
+            protect_health,
+        };
+    }
+
+    /// True when no token is configured: every request is allowed.
+    pub fn is_open(&self) -> bool {
+        self.read().tokens.is_empty()
+    }
+
+    /// Re-reads the tokens from where they came from. On an error the tokens in use stay, and
+    /// the error is returned for the log.
+    pub fn reload(&self) -> Result<(), AuthError> {
+        let source = self.read().source.clone();
+        let tokens = source.load()?;
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        log::info!(
+            "tokens reloaded: {} ({})",
+            tokens.len(),
+            if tokens.is_empty() {
+                "none: the gateway is open".to_owned()
+            } else {
+                tokens.names()
+            }
+        );
+        state.tokens = Arc::new(tokens);
+        Ok(())
+    }
+
+    /// Judges a request: `authorization` is every `Authorization` header it sent, `needs` the
+    /// role its route needs (`None`: an open route such as `/health`; `Some(Role::Read)` for
+    /// `/health` is lowered to open unless `--protect-health`).
+    pub fn check<'h>(&self, authorization: impl Iterator<Item = &'h str>, needs: Need) -> Verdict {
+        let (tokens, protect_health) = {
+            let state = self.read();
+            (Arc::clone(&state.tokens), state.protect_health)
+        };
+        let needs = match needs {
+            Need::Health if !protect_health => return Verdict::Allowed(None),
+            Need::Health | Need::Role(Role::Read) => Role::Read,
+            Need::Role(Role::Write) => Role::Write,
+        };
+        if tokens.is_empty() {
+            return Verdict::Allowed(None);
+        }
+        let mut headers = authorization;
+        let Some(header) = headers.next() else {
+            return Verdict::Unauthenticated("a bearer token is required");
+        };
+        if headers.next().is_some() {
+            return Verdict::Unauthenticated("more than one Authorization header");
+        }
+        let header = header.trim();
+        let (scheme, presented) = header.split_once(' ').unwrap_or((header, ""));
+        if !scheme.eq_ignore_ascii_case("Bearer") {
+            return Verdict::Unauthenticated("the Authorization scheme must be Bearer");
+        }
+        let presented = presented.trim_start_matches(' ');
+        if presented.is_empty() {
+            return Verdict::Unauthenticated("the bearer token is empty");
+        }
+        if !presented.bytes().all(token_char) {
+            return Verdict::Unauthenticated("the bearer token is not a single word");
+        }
+        match tokens.find(presented.as_bytes()) {
+            None => Verdict::Unauthenticated("unknown token"),
+            Some((name, role)) if role < needs => Verdict::Forbidden(name.to_owned()),
+            Some((name, _)) => Verdict::Allowed(Some(name.to_owned())),
+        }
+    }
+}
+
+/// The warning for a gateway without tokens listening on `addr`, when that is not loopback:
+/// anyone who can reach it may change the registry.
+pub fn open_gateway_warning(addr: std::net::SocketAddr, auth: &Auth) -> Option<String> {
+    (auth.is_open() && !addr.ip().is_loopback()).then(|| {
+        format!(
+            "no tokens: anyone who can reach {addr} may register, remove nodes and set the \
+             leader (--token-file or GATEWAY_TOKENS to require bearer tokens)"
+        )
+    })
+}
+
+/// What a route needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// `/health`: open, or a read token under `--protect-health`.
+    Health,
+    /// A token of at least this role (when tokens are configured).
+    Role(Role),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TABLE: &str = "# ops\nread:dash:r-secret-1\n\n write:ops:w-secret:with-colon \n";
+
+    fn auth() -> Auth {
+        let auth = Auth::default();
+        let tokens = Tokens::parse(TABLE, "test").unwrap();
+        auth.install(TokenSource::default(), tokens, false);
+        auth
+    }
+
+    #[test]
+    fn lines_give_roles_and_names_and_tokens_may_hold_colons() {
+        let tokens = Tokens::parse(TABLE, "test").unwrap();
+        assert_eq!(tokens.len(), 2);
+        assert_eq!(tokens.find(b"r-secret-1"), Some(("dash", Role::Read)));
+        assert_eq!(
+            tokens.find(b"w-secret:with-colon"),
+            Some(("ops", Role::Write))
+        );
+        assert_eq!(tokens.find(b"w-secret"), None);
+        assert_eq!(tokens.find(b""), None);
+    }
+
+    #[test]
+    fn bad_lines_are_refused_by_number_without_their_text() {
+        for (text, line) in [
+            ("read:a", 1),
+            ("# c\nadmin:a:t0ken", 2),
+            ("read::t0ken", 1),
+            ("read:a b:t0ken", 1),
+            ("read:a:", 1),
+            ("read:a:t0k en", 1),
+            ("read:a:t0ken\nwrite:a:other", 2),
+            ("read:a:t0ken\nwrite:b:t0ken", 2),
+        ] {
+            let error = Tokens::parse(text, "f").unwrap_err();
+            let AuthError::Line { line: at, .. } = &error else {
+                panic!("{error:?}")
+            };
+            assert_eq!(*at, line, "{text:?}");
+            assert!(!error.to_string().contains("t0k"), "{error}");
+        }
+    }
+
+    #[test]
+    fn comparison_needs_every_byte_and_the_length() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abd", b"abc"));
+        assert!(!constant_time_eq(b"ab", b"abc"));
+        assert!(!constant_time_eq(b"abca", b"abc"));
+        assert!(!constant_time_eq(b"", b"abc"));
+        assert!(!constant_time_eq(b"", b""));
+    }
+
+    #[test]
+    fn roles_map_to_verdicts() {
+        let auth = auth();
+        let read = Need::Role(Role::Read);
+        let write = Need::Role(Role::Write);
+        let h = |v: &'static str| std::iter::once(v);
+        assert_eq!(
+            auth.check(h("Bearer r-secret-1"), read),
+            Verdict::Allowed(Some("dash".into()))
+        );
+        assert_eq!(
+            auth.check(h("Bearer r-secret-1"), write),
+            Verdict::Forbidden("dash".into())
+        );
+        assert_eq!(
+            auth.check(h("bearer  w-secret:with-colon"), write),
+            Verdict::Allowed(Some("ops".into()))
+        );
+        assert!(matches!(
+            auth.check(std::iter::empty(), read),
+            Verdict::Unauthenticated(_)
+        ));
+        for header in [
+            "Basic r-secret-1",
+            "Bearer",
+            "Bearer ",
+            "Bearer r-secret-1 x",
+            "Bearer nope",
+            "r-secret-1",
+        ] {
+            assert!(
+                matches!(auth.check(h(header), read), Verdict::Unauthenticated(_)),
+                "{header}"
+            );
+        }
+        assert_eq!(
+            auth.check(std::iter::empty(), Need::Health),
+            Verdict::Allowed(None)
+        );
+    }
+
+    #[test]
+    fn an_open_gateway_warns_only_off_loopback() {
+        let open = Auth::default();
+        let any: std::net::SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        let lo: std::net::SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let lo6: std::net::SocketAddr = "[::1]:8080".parse().unwrap();
+        assert!(
+            open_gateway_warning(any, &open)
+                .unwrap()
+                .contains("0.0.0.0:8080")
+        );
+        assert_eq!(open_gateway_warning(lo, &open), None);
+        assert_eq!(open_gateway_warning(lo6, &open), None);
+        assert_eq!(open_gateway_warning(any, &auth()), None);
+    }
+
+    #[test]
+    fn a_source_with_no_token_is_an_error_not_an_open_gateway() {
+        let source = |text: &str| TokenSource {
+            file: None,
+            inline: Some(Secret::new(text)),
+        };
+        assert!(matches!(
+            source("# nothing yet\n\n").load(),
+            Err(AuthError::Empty(_))
+        ));
+        assert_eq!(source("read:a:t0ken").load().unwrap().len(), 1);
+        assert!(TokenSource::default().load().unwrap().is_empty());
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let source = TokenSource {
+            file: None,
+            inline: Some(Secret::new("read:a:hunter2")),
+        };
+        assert!(!format!("{source:?}").contains("hunter2"));
+        assert!(!format!("{:?}", auth()).contains("secret"));
+    }
+}
