@@ -118,6 +118,7 @@ impl Gateway {
                     durability.failed.is_some(),
                 )
             }),
+            writable: durability.failed.is_none(),
         };
         self.metrics.render(&gauges)
     }

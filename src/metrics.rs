@@ -99,6 +99,9 @@ pub struct Gauges {
     pub leader: bool,
     /// For a durable store: log syncs, log bytes, snapshot bytes, and whether writes failed.
     pub store: Option<(u64, u64, u64, bool)>,
+    /// False while the store refuses writes (a data directory that cannot be written, etcd out
+    /// of reach): reads go on, possibly stale.
+    pub writable: bool,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -328,6 +331,13 @@ impl Metrics {
             "gauge",
             "Request bodies being read on threads of their own.",
             &one(self.bodies_being_read.load(Ordering::Relaxed) as f64),
+        );
+        family(
+            "store_writable",
+            "gauge",
+            "1 while the store takes writes; 0 while it refuses them (a data directory that \
+             cannot be written, etcd out of reach) and reads answer from what the gateway has.",
+            &one(if gauges.writable { 1.0 } else { 0.0 }),
         );
         if let Some((syncs, log_bytes, snapshot_bytes, failed)) = gauges.store {
             family(

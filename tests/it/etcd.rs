@@ -359,6 +359,15 @@ impl Drop for Killed {
     }
 }
 
+/// The text of `/metrics`.
+fn metrics_of(url: &str) -> String {
+    let mut answer = crate::support::agent()
+        .get(format!("{url}/metrics"))
+        .call()
+        .expect("the gateway answers /metrics");
+    answer.body_mut().read_to_string().expect("a body")
+}
+
 fn get(url: &str) -> Option<Value> {
     let mut answer = agent().get(url).call().ok()?;
     serde_json::from_str(&answer.body_mut().read_to_string().ok()?).ok()
@@ -542,6 +551,11 @@ fn one_member_down_gateways_carry_on_quorum_lost_writes_503_reads_answer_then_al
                 .is_some_and(|e| e.contains("stale")),
             "{stats}"
         );
+        let metrics = metrics_of(&g.url);
+        assert!(
+            metrics.contains("cluster_gateway_store_writable 0"),
+            "{metrics}"
+        );
     }
 
     // The members come back: both gateways take writes again, without a restart.
@@ -566,6 +580,7 @@ fn one_member_down_gateways_carry_on_quorum_lost_writes_503_reads_answer_then_al
             .1
             .get("store_error")
             .is_none()));
+        assert!(metrics_of(&g.url).contains("cluster_gateway_store_writable 1"));
         let (status, beat) = g.post_json("/heartbeat", &json!({"node_id": 2}));
         assert_eq!(
             (status, &beat["status"]),

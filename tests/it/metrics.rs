@@ -145,8 +145,12 @@ fn the_counters_follow_what_the_gateway_does() {
         "cluster_gateway_build_info{{version=\"{}\"}} 1",
         cluster_gateway::VERSION
     )));
-    // In memory: no store families.
-    assert!(!text.contains("cluster_gateway_store_"), "{text}");
+    // In memory: no log families, and the store takes writes.
+    assert!(
+        !text.contains("cluster_gateway_store_syncs_total"),
+        "{text}"
+    );
+    assert_eq!(value("cluster_gateway_store_writable"), 1.0);
     let version = value("cluster_gateway_registry_version");
     assert!(version >= 3.0);
 }
