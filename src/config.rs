@@ -45,6 +45,8 @@ pub struct ServerConfig {
     pub tokens: TokenSource,
     /// `/health` needs a read token too (when tokens are configured).
     pub protect_health: bool,
+    /// One log line for every request answered (target `access`, at INFO).
+    pub access_log: bool,
 }
 
 /// Where the registry lives (`--store`).
@@ -78,6 +80,7 @@ impl Default for ServerConfig {
             max_watchers: crate::watch::DEFAULT_MAX_WATCHERS,
             tokens: TokenSource::default(),
             protect_health: false,
+            access_log: false,
         }
     }
 }
@@ -142,13 +145,17 @@ pub struct ServerArgs {
     /// GATEWAY_PROTECT_HEALTH=true)
     #[argh(switch)]
     pub protect_health: bool,
+    /// log one line for every request answered: peer, method, path, status, time (default:
+    /// off; env GATEWAY_ACCESS_LOG=true)
+    #[argh(switch)]
+    pub access_log: bool,
     /// JSON file with the same keys as the flags (env GATEWAY_CONFIG)
     #[argh(option)]
     pub config: Option<PathBuf>,
 }
 
 /// The settings, as text, with where each came from.
-const KEYS: [&str; 16] = [
+const KEYS: [&str; 17] = [
     "host",
     "port",
     "node_timeout",
@@ -165,6 +172,7 @@ const KEYS: [&str; 16] = [
     "max_watchers",
     "token_file",
     "protect_health",
+    "access_log",
 ];
 
 /// A setting that could not be used.
@@ -241,6 +249,7 @@ impl ServerConfig {
                 "protect_health",
                 &args.protect_health.then(|| "true".to_owned()),
             ),
+            ("access_log", &args.access_log.then(|| "true".to_owned())),
         ]
         .into_iter()
         .filter_map(|(key, value)| {
@@ -307,6 +316,7 @@ impl ServerConfig {
                 }
                 "token_file" => config.tokens.file = Some(PathBuf::from(value)),
                 "protect_health" => config.protect_health = boolean(value).map_err(invalid)?,
+                "access_log" => config.access_log = boolean(value).map_err(invalid)?,
                 _ => unreachable!("only known keys reach here"),
             }
         }
@@ -319,6 +329,45 @@ impl ServerConfig {
             config.liveness.node_timeout,
         )?;
         Ok(config)
+    }
+
+    /// The effective settings in one line, for the log at start (no token is shown).
+    pub fn summary(&self) -> String {
+        let store = match (&self.store, &self.data_dir) {
+            (StoreKind::Etcd, _) => format!("etcd at {}", self.etcd_endpoints.join(",")),
+            (StoreKind::Memory, Some(dir)) => format!("data dir {}", dir.display()),
+            (StoreKind::Memory, None) => "memory only".to_owned(),
+        };
+        let tokens = match (&self.tokens.file, self.tokens.inline.is_some()) {
+            (Some(file), true) => format!("{} and GATEWAY_TOKENS", file.display()),
+            (Some(file), false) => file.display().to_string(),
+            (None, true) => "GATEWAY_TOKENS".to_owned(),
+            (None, false) => "none (open)".to_owned(),
+        };
+        format!(
+            "listen {}, heartbeat_interval {}s, suspect_after {}s, node_timeout {}s, store {store}, \
+             max_nodes {}, workers {}, max_body_bytes {}, body_timeout {}s, max_watchers {}, \
+             tokens {tokens}{}, access log {}, log_level {}",
+            self.bind_address(),
+            self.heartbeat_interval.as_secs_f64(),
+            self.liveness.suspect_after.as_secs_f64(),
+            self.liveness.node_timeout.as_secs_f64(),
+            self.max_nodes,
+            self.workers,
+            self.max_body_bytes,
+            self.body_timeout.as_secs_f64(),
+            self.max_watchers,
+            if self.protect_health {
+                ", /health protected"
+            } else {
+                ""
+            },
+            if self.access_log { "on" } else { "off" },
+            match self.log_level {
+                LevelFilter::Warn => "WARNING".to_owned(),
+                level => level.to_string(),
+            },
+        )
     }
 
     /// The address to bind, `host:port`.

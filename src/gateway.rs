@@ -175,10 +175,19 @@ impl Gateway {
 
     /// Registers or updates a node.
     pub fn register(&self, reg: Registration) -> Result<Registered, StoreError> {
+        let node_id = reg.node_id;
         let registered = self.store.register(reg, Now::system())?;
+        self.counted(node_id, &registered);
+        Ok(registered)
+    }
+
+    /// Counts a registration acknowledged, and says so when it bootstrapped the cluster.
+    fn counted(&self, node_id: NodeId, registered: &Registered) {
         self.metrics
             .registered(registered.created, registered.is_bootstrap);
-        Ok(registered)
+        if registered.is_bootstrap {
+            log::info!("node {node_id} bootstrapped the cluster: it was the first, and leads it");
+        }
     }
 
     /// Registers or updates a node, and the list that shows it: the answer to `/register`.
@@ -187,12 +196,12 @@ impl Gateway {
         &self,
         reg: Registration,
     ) -> Result<(Registered, Arc<NodeList>), StoreError> {
+        let node_id = reg.node_id;
         let (registered, pending) = self.store.register_pending(reg, Now::system())?;
         // The list's version is at or past the change: settling it makes the change durable.
         let list = self.list();
         self.store.confirm(pending)?;
-        self.metrics
-            .registered(registered.created, registered.is_bootstrap);
+        self.counted(node_id, &registered);
         Ok((registered, list))
     }
 
@@ -202,11 +211,11 @@ impl Gateway {
         &self,
         reg: Registration,
     ) -> Result<(Registered, u64, Option<NodeRecord>), StoreError> {
+        let node_id = reg.node_id;
         let (registered, pending) = self.store.register_pending(reg, Now::system())?;
         let (version, leader) = self.store.leader();
         self.store.confirm(pending)?;
-        self.metrics
-            .registered(registered.created, registered.is_bootstrap);
+        self.counted(node_id, &registered);
         Ok((registered, version, leader))
     }
 

@@ -19,7 +19,7 @@ impl Log for StderrLogger {
             return;
         }
         write_line(
-            &record.level().to_string(),
+            level_name(record.level()),
             record.target(),
             &record.args().to_string(),
         );
@@ -31,9 +31,20 @@ impl Log for StderrLogger {
 }
 
 /// One line on stderr, in one write so lines from different threads do not interleave.
+/// The level as the `--log-level` flag names it (`WARNING`, as the original's Python logging).
+fn level_name(level: log::Level) -> &'static str {
+    match level {
+        log::Level::Error => "ERROR",
+        log::Level::Warn => "WARNING",
+        log::Level::Info => "INFO",
+        log::Level::Debug => "DEBUG",
+        log::Level::Trace => "TRACE",
+    }
+}
+
 fn write_line(level: &str, target: &str, message: &str) {
     let line = format!(
-        "{} {level:<5} {target}: {message}\n",
+        "{} {level:<7} {target}: {message}\n",
         utc_timestamp(SystemTime::now())
     );
     let _ = std::io::stderr().lock().write_all(line.as_bytes());

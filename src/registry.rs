@@ -137,6 +137,8 @@ pub enum Event {
     Updated {
         /// The node.
         node_id: NodeId,
+        /// What changed: `address`, `capabilities`, `metadata`.
+        changed: Vec<&'static str>,
     },
     /// A node was removed on request.
     Left {
@@ -354,7 +356,19 @@ impl Registry {
                 capabilities,
                 metadata: merged,
             };
-            let info_changed = *record.info != info;
+            let old = &record.info;
+            let changed: Vec<&'static str> = [
+                (
+                    "address",
+                    old.ip_address != info.ip_address || old.port != info.port,
+                ),
+                ("capabilities", old.capabilities != info.capabilities),
+                ("metadata", old.metadata.get() != info.metadata.get()),
+            ]
+            .into_iter()
+            .filter_map(|(what, differs)| differs.then_some(what))
+            .collect();
+            let info_changed = !changed.is_empty();
             if info_changed {
                 record.info = Arc::new(info);
             }
@@ -364,7 +378,7 @@ impl Registry {
             record.heard_at = now.instant;
             self.touches += 1;
             if info_changed {
-                self.record(Event::Updated { node_id });
+                self.record(Event::Updated { node_id, changed });
             }
             if recovered {
                 self.record(Event::Recovered { node_id });

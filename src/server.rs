@@ -91,6 +91,7 @@ impl GatewayServer {
 
     fn start_with(self, handler: Handler) -> Result<RunningServer, StartError> {
         let config = self.config;
+        let settings = config.summary();
         let address = config.bind_address();
         let start_error = |reason: String| StartError::Listen {
             address: address.clone(),
@@ -128,6 +129,7 @@ impl GatewayServer {
             slots: Mutex::new(Vec::new()),
             next_slot: AtomicU64::new(0),
             poisoned: Poisoned::new(),
+            access_log: config.access_log,
             taking: Mutex::new(()),
             nudger: Arc::clone(&nudger),
             counters: Counters::default(),
@@ -194,6 +196,7 @@ impl GatewayServer {
             "cluster gateway {} listening on http://{local_addr}",
             crate::VERSION
         );
+        log::info!("settings: {settings}");
         Ok(RunningServer {
             local_addr,
             accepting,
@@ -385,6 +388,8 @@ struct Context {
     slots: Mutex<Vec<(u64, Instant)>>,
     next_slot: AtomicU64,
     poisoned: Poisoned,
+    /// `--access-log`: a line for every request answered.
+    access_log: bool,
     /// Held while a worker takes a request off tiny_http's queue and screens its framing.
     ///
     /// tiny_http parses a connection's next request before the previous one is answered, so
@@ -485,10 +490,13 @@ impl Context {
         received: Instant,
     ) {
         let (route, status) = (metrics::route(request.url()), answer.status);
+        let access = self.access_log.then(|| access(&request));
         workarounds::dispose(request, answer, unread);
-        self.gateway
-            .metrics()
-            .answered(route, status, received.elapsed());
+        let took = received.elapsed();
+        self.gateway.metrics().answered(route, status, took);
+        if let Some(request) = access {
+            log::info!(target: "access", "{request} {status} {:.1} ms", took.as_secs_f64() * 1e3);
+        }
     }
 
     /// Runs the handler inside `catch_unwind`: a panic is a 500.
@@ -510,9 +518,13 @@ impl Context {
         received: Instant,
     ) {
         let (route, status) = (metrics::route(url), answer.status);
+        let access = self.access_log.then(|| access(&request));
         workarounds::respond(request, answer);
         let took = received.elapsed();
         self.gateway.metrics().answered(route, status, took);
+        if let Some(request) = access {
+            log::info!(target: "access", "{request} {status} {:.1} ms", took.as_secs_f64() * 1e3);
+        }
         if took > SLOW_ANSWER {
             let n = self.counters.slow_answers.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
@@ -656,6 +668,14 @@ impl Context {
             poison: false,
         }
     }
+}
+
+/// The access log's account of a request: peer, method and path with its query.
+fn access(request: &tiny_http::Request) -> String {
+    let peer = request
+        .remote_addr()
+        .map_or_else(|| "-".to_owned(), ToString::to_string);
+    format!("{peer} {} {}", request.method(), request.url())
 }
 
 /// True if the client may send another request on this connection.

@@ -264,14 +264,21 @@ fn announce(events: &[Event]) {
     for event in events {
         match event {
             Event::Joined { node_id, address } => log::info!("node {node_id} joined at {address}"),
-            Event::Updated { node_id } => log::info!("node {node_id} re-registered with changes"),
+            Event::Updated { node_id, changed } => {
+                log::info!(
+                    "node {node_id} re-registered with a new {}",
+                    changed.join(" and ")
+                )
+            }
             Event::Left { node_id } => log::info!("node {node_id} left"),
             Event::Reaped { node_id } => log::info!("node {node_id} reaped after silence"),
             Event::Suspected { node_id } => log::info!("node {node_id} suspected: silent"),
             Event::Recovered { node_id } => log::info!("node {node_id} heard from again"),
-            Event::LeaderChanged { from, to } => match to {
-                Some(to) => log::info!("leader is now node {to} (was {from:?})"),
-                None => log::info!("no leader (was {from:?})"),
+            Event::LeaderChanged { from, to } => match (to, from) {
+                (Some(to), Some(from)) => log::info!("leader is now node {to} (was node {from})"),
+                (Some(to), None) => log::info!("leader is now node {to} (there was none)"),
+                (None, Some(from)) => log::info!("no leader now (was node {from})"),
+                (None, None) => {}
             },
         }
     }

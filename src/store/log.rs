@@ -664,7 +664,7 @@ impl Log {
         let mut changes: Vec<Change> = events
             .iter()
             .filter_map(|event| match event {
-                Event::Joined { node_id, .. } | Event::Updated { node_id } => {
+                Event::Joined { node_id, .. } | Event::Updated { node_id, .. } => {
                     registry.get(*node_id).cloned().map(Change::Put)
                 }
                 Event::Left { node_id } => Some(Change::Remove(*node_id, "left")),

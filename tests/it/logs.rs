@@ -30,10 +30,16 @@ impl Logged {
     /// Starts the server on a port of `host` (an address of this test's own: at WARNING the
     /// server does not log its address, so the port is chosen here).
     fn start(level: &str, host: &str) -> Logged {
+        Logged::start_with(level, host, &[])
+    }
+
+    /// [`Logged::start`] with more flags.
+    fn start_with(level: &str, host: &str, flags: &[&str]) -> Logged {
         let port = free_port(host);
         let mut child = Command::new(BIN)
             .args(["--host", host, "--port", &port.to_string()])
             .args(["--log-level", level])
+            .args(flags)
             // Node 1 must live through the four requests that make it leave on purpose: two
             // seconds leave room for a stalled machine, and still end the test soon.
             .args(["--heartbeat-interval", "0.1", "--suspect-after", "1"])
@@ -126,14 +132,16 @@ fn membership_changes_are_logged_at_info() {
     membership_story(&server);
     let log = server.stop();
     for expected in [
+        "settings: listen 127.0.0.9:",
         "node 1 joined at 127.0.0.1:5001",
+        "node 1 bootstrapped the cluster",
+        "leader is now node 1 (there was none)",
         "node 2 joined at 127.0.0.1:5002",
-        "leader is now node 1",
-        "leader is now node 2",
+        "leader is now node 2 (was node 1)",
         "node 1 left",
         "node 2 suspected",
         "node 2 reaped",
-        "no leader",
+        "no leader now (was node 2)",
     ] {
         let line = log
             .iter()
@@ -141,6 +149,47 @@ fn membership_changes_are_logged_at_info() {
             .unwrap_or_else(|| panic!("no {expected:?} in the log: {log:#?}"));
         assert!(line.contains(" INFO "), "not at INFO: {line}");
     }
+    // No Rust `Some(..)` or `None` in what an operator reads, and no access log unless asked.
+    for line in &log {
+        assert!(!line.contains("Some(") && !line.contains("None"), "{line}");
+        assert!(!line.contains(" access: "), "{line}");
+    }
+}
+
+#[test]
+fn a_re_registration_says_what_changed() {
+    let server = Logged::start("INFO", own_host::LOG_CHANGES);
+    server.post("/register", node(1));
+    let mut moved = node(1);
+    moved["port"] = json!(6001);
+    moved["metadata"] = json!({"zone": "b"});
+    server.post("/register", moved);
+    let log = server.stop();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("node 1 re-registered with a new address and metadata")),
+        "{log:#?}"
+    );
+}
+
+#[test]
+fn the_access_log_has_a_line_per_request_when_asked() {
+    let server = Logged::start_with("INFO", own_host::LOG_ACCESS, &["--access-log"]);
+    server.post("/register", node(1));
+    server.post("/register", json!({"node_id": 2}));
+    let log = server.stop();
+    let access: Vec<&String> = log.iter().filter(|l| l.contains(" access: ")).collect();
+    assert!(
+        access
+            .iter()
+            .any(|l| l.contains("POST /register 200") && l.contains(" INFO ")),
+        "{log:#?}"
+    );
+    assert!(
+        access.iter().any(|l| l.contains("POST /register 400")),
+        "a refused request leaves a trace: {log:#?}"
+    );
+    assert!(log.iter().any(|l| l.contains("access log on")), "{log:#?}");
 }
 
 #[test]

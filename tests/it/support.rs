@@ -72,6 +72,8 @@ pub mod own_host {
     pub const BACKGROUND: &str = "127.0.0.8";
     pub const LOG_INFO: &str = "127.0.0.9";
     pub const LOG_WARNING: &str = "127.0.0.10";
+    pub const LOG_CHANGES: &str = "127.0.0.11";
+    pub const LOG_ACCESS: &str = "127.0.0.12";
 }
 
 /// A port on `host` that nothing listens on.
