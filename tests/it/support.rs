@@ -74,6 +74,7 @@ pub mod own_host {
     pub const LOG_WARNING: &str = "127.0.0.10";
     pub const LOG_CHANGES: &str = "127.0.0.11";
     pub const LOG_ACCESS: &str = "127.0.0.12";
+    pub const LEAKS_HEALTH: &str = "127.0.0.13";
 }
 
 /// A port on `host` that nothing listens on.
