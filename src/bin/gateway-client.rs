@@ -19,7 +19,19 @@ use signal_hook::iterator::Signals;
 /// Join a cluster through the gateway and keep heartbeating until SIGINT/SIGTERM, or run an
 /// operator command against it.
 #[derive(FromArgs, Debug)]
-#[argh(help_triggers("-h", "--help"))]
+#[argh(
+    help_triggers("-h", "--help"),
+    note = "Environment (a flag wins over its variable): GATEWAY_URL (gateways, comma-separated), \
+            GATEWAY_HOST and GATEWAY_PORT (the original client's), GATEWAY_TOKEN, \
+            GATEWAY_CA_FILE, GATEWAY_CLIENT_TIMEOUT, GATEWAY_CLIENT_HEARTBEAT_INTERVAL, \
+            GATEWAY_CLIENT_RETRY_ATTEMPTS, GATEWAY_CLIENT_RETRY_DELAY (seconds), \
+            GATEWAY_CLIENT_CAPABILITIES, NODE_ID, NODE_IP, NODE_PORT.",
+    error_code(1, "the gateway refused, answered an error, or could not be reached"),
+    error_code(
+        2,
+        "bad usage: a flag, a variable or a command that does not make sense"
+    )
+)]
 struct Cli {
     /// gateway host (default localhost)
     #[argh(option)]
@@ -218,17 +230,41 @@ fn builder(cli: &Cli) -> Result<ClientBuilder, Failure> {
         )]
     } else if let Ok(urls) = std::env::var("GATEWAY_URL") {
         urls.split(',').map(str::to_owned).collect()
+    } else if env("GATEWAY_HOST").is_some() || env("GATEWAY_PORT").is_some() {
+        // The original client's variables.
+        let port: u16 = env_number("GATEWAY_PORT")?.unwrap_or(8080);
+        vec![format!(
+            "{}:{port}",
+            env("GATEWAY_HOST").as_deref().unwrap_or("localhost")
+        )]
     } else {
         vec!["localhost:8080".to_owned()]
     };
     for gateway in gateways {
         builder = builder.gateway(gateway);
     }
-    if let Some(seconds) = cli.heartbeat_interval {
-        builder = builder.heartbeat_interval(positive_seconds(seconds, "--heartbeat-interval")?);
+    // Flags first, then the original client's variables.
+    let seconds = |flag: Option<f64>, name: &'static str, var: &'static str| match flag {
+        Some(seconds) => positive_seconds(seconds, name).map(Some),
+        None => env_number::<f64>(var)?
+            .map(|seconds| positive_seconds(seconds, var))
+            .transpose(),
+    };
+    if let Some(interval) = seconds(
+        cli.heartbeat_interval,
+        "--heartbeat-interval",
+        "GATEWAY_CLIENT_HEARTBEAT_INTERVAL",
+    )? {
+        builder = builder.heartbeat_interval(interval);
     }
-    if let Some(seconds) = cli.timeout {
-        builder = builder.timeout(positive_seconds(seconds, "--timeout")?);
+    if let Some(timeout) = seconds(cli.timeout, "--timeout", "GATEWAY_CLIENT_TIMEOUT")? {
+        builder = builder.timeout(timeout);
+    }
+    if let Some(attempts) = env_number::<u32>("GATEWAY_CLIENT_RETRY_ATTEMPTS")? {
+        builder = builder.retry_attempts(attempts);
+    }
+    if let Some(delay) = env_number::<f64>("GATEWAY_CLIENT_RETRY_DELAY")? {
+        builder = builder.retry_base_delay(positive_seconds(delay, "GATEWAY_CLIENT_RETRY_DELAY")?);
     }
     if let Some(token) = token(cli)? {
         builder = builder.token(token);
@@ -242,6 +278,17 @@ fn builder(cli: &Cli) -> Result<ClientBuilder, Failure> {
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// A number from the environment; one that does not parse is a usage error naming it.
+fn env_number<T: std::str::FromStr>(name: &'static str) -> Result<Option<T>, Failure> {
+    env(name)
+        .map(|text| {
+            text.trim().parse().map_err(|_| {
+                Failure::Usage(format!("invalid {name}: expected a number, got {text:?}"))
+            })
+        })
+        .transpose()
 }
 
 /// The token: `--token`, else the first line of `--token-file`, else `GATEWAY_TOKEN`.
@@ -277,18 +324,31 @@ fn positive_seconds(seconds: f64, flag: &str) -> Result<Duration, Failure> {
 /// Registers, prints what the gateway said, heartbeats until a signal, then stops.
 fn join(cli: &Cli, client: &GatewayClient) -> Result<(), Failure> {
     let commands = "or name a command: nodes, leader, set-leader, remove, stats, health";
-    let node_id = cli
-        .node_id
-        .ok_or_else(|| Failure::Usage(format!("--node-id is required to join ({commands})")))?;
-    let port = cli
-        .port
-        .ok_or_else(|| Failure::Usage(format!("--port is required to join ({commands})")))?;
+    // Flags first, then the original client's variables (NODE_ID, NODE_IP, NODE_PORT,
+    // GATEWAY_CLIENT_CAPABILITIES).
+    let node_id = match cli.node_id {
+        Some(id) => Some(id),
+        None => env_number("NODE_ID")?,
+    }
+    .ok_or_else(|| Failure::Usage(format!("--node-id is required to join ({commands})")))?;
+    let port = match cli.port {
+        Some(port) => Some(port),
+        None => env_number("NODE_PORT")?,
+    }
+    .ok_or_else(|| Failure::Usage(format!("--port is required to join ({commands})")))?;
+    let capabilities = cli
+        .capabilities
+        .clone()
+        .or_else(|| env("GATEWAY_CLIENT_CAPABILITIES"));
     let registration = Registration {
         node_id,
-        ip_address: cli.ip.clone().unwrap_or_else(|| "127.0.0.1".to_owned()),
+        ip_address: cli
+            .ip
+            .clone()
+            .or_else(|| env("NODE_IP"))
+            .unwrap_or_else(|| "127.0.0.1".to_owned()),
         port,
-        capabilities: cli
-            .capabilities
+        capabilities: capabilities
             .as_deref()
             .unwrap_or("raft,gossip")
             .split(',')

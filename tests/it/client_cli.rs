@@ -492,3 +492,74 @@ fn gateway_beats_host_and_port_beat_gateway_url_beats_the_default() {
         stderr(&out)
     );
 }
+
+/// The client binary with the original client's environment and nothing else of ours.
+fn original_environment(vars: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut command = Command::new(BIN);
+    command.args(args);
+    for name in [
+        "GATEWAY_URL",
+        "GATEWAY_HOST",
+        "GATEWAY_PORT",
+        "GATEWAY_CLIENT_TIMEOUT",
+        "NODE_ID",
+        "NODE_IP",
+        "NODE_PORT",
+    ] {
+        command.env_remove(name);
+    }
+    for (name, value) in vars {
+        command.env(name, value);
+    }
+    run(&mut command)
+}
+
+#[test]
+fn the_original_clients_environment_is_honoured() {
+    let server = TestServer::start();
+    let port = server.addr().port().to_string();
+    let out = original_environment(
+        &[
+            ("GATEWAY_HOST", "127.0.0.1"),
+            ("GATEWAY_PORT", &port),
+            ("GATEWAY_CLIENT_TIMEOUT", "5"),
+        ],
+        &["health", "--json"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(json_of(&out)["status"], "healthy");
+}
+
+#[test]
+fn a_bad_value_in_the_environment_is_a_usage_error_that_names_it() {
+    let server = TestServer::start();
+    let port = server.addr().port().to_string();
+    for (name, value) in [
+        ("GATEWAY_PORT", "eighty"),
+        ("GATEWAY_CLIENT_TIMEOUT", "soon"),
+        ("GATEWAY_CLIENT_TIMEOUT", "-1"),
+    ] {
+        let mut vars = vec![
+            ("GATEWAY_HOST", "127.0.0.1"),
+            ("GATEWAY_PORT", port.as_str()),
+        ];
+        vars.retain(|(n, _)| *n != name);
+        vars.push((name, value));
+        let out = original_environment(&vars, &["health"]);
+        assert_eq!(out.status.code(), Some(2), "{name}={value}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(name), "{name}={value}: {stderr}");
+    }
+    // A node id that is not a number, when joining.
+    let out = original_environment(
+        &[
+            ("GATEWAY_HOST", "127.0.0.1"),
+            ("GATEWAY_PORT", &port),
+            ("NODE_ID", "seven"),
+            ("NODE_PORT", "5007"),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NODE_ID"));
+}
