@@ -111,7 +111,31 @@ impl Etcd {
     /// skipped for the next one (the request was not sent); any other failure is returned, since
     /// a write that timed out may yet be applied and must not be sent twice.
     pub fn call(&self, path: &str, body: &Value) -> Result<Value, String> {
-        let text = body.to_string();
+        let (url, mut response) = self.send(path, &body.to_string())?;
+        let status = response.status().as_u16();
+        let answer = response
+            .body_mut()
+            .with_config()
+            .limit(u64::MAX)
+            .read_to_vec()
+            .map_err(|e| format!("{url}: reading the answer: {e}"))?;
+        let value: Value = serde_json::from_slice(&answer)
+            .map_err(|e| format!("{url}: answer is not JSON: {e}"))?;
+        if status != 200 {
+            return Err(format!("{url}: {status}: {}", error_message(&value)));
+        }
+        Ok(value)
+    }
+
+    /// POSTs `body` to `path` at the members in turn, from the one that answered last: a member
+    /// that cannot be reached is skipped for the next one (the request was not sent); any other
+    /// failure is returned, and the next call starts at the next member. The URL used, and the
+    /// answer, whatever its status.
+    fn send(
+        &self,
+        path: &str,
+        body: &str,
+    ) -> Result<(String, ureq::http::Response<ureq::Body>), String> {
         let start = self.current.load(Ordering::Relaxed);
         let mut last = String::new();
         for i in 0..self.endpoints.len() {
@@ -121,23 +145,11 @@ impl Etcd {
                 .agent
                 .post(&url)
                 .content_type("application/json")
-                .send(&text)
+                .send(body)
             {
-                Ok(mut response) => {
+                Ok(response) => {
                     self.current.store(at, Ordering::Relaxed);
-                    let status = response.status().as_u16();
-                    let answer = response
-                        .body_mut()
-                        .with_config()
-                        .limit(u64::MAX)
-                        .read_to_vec()
-                        .map_err(|e| format!("{url}: reading the answer: {e}"))?;
-                    let value: Value = serde_json::from_slice(&answer)
-                        .map_err(|e| format!("{url}: answer is not JSON: {e}"))?;
-                    if status != 200 {
-                        return Err(format!("{url}: {status}: {}", error_message(&value)));
-                    }
-                    return Ok(value);
+                    return Ok((url, response));
                 }
                 Err(e) if not_sent(&e) => last = format!("{url}: {e}"),
                 Err(e) => {
@@ -210,52 +222,30 @@ impl Etcd {
             // A number, not a string: shorter, so more fit the part etcd reads.
             body.push_str(&format!("{{\"ID\":{lease}}}\n"));
         }
-        let start = self.current.load(Ordering::Relaxed);
-        let mut last = String::new();
-        for i in 0..self.endpoints.len() {
-            let at = (start + i) % self.endpoints.len();
-            let url = format!("{}/v3/lease/keepalive", self.endpoints[at]);
-            match self
-                .agent
-                .post(&url)
-                .content_type("application/json")
-                .send(&body)
-            {
-                Ok(mut response) => {
-                    self.current.store(at, Ordering::Relaxed);
-                    let status = response.status().as_u16();
-                    let reader = response.body_mut().with_config().limit(u64::MAX).reader();
-                    let mut answered = HashSet::new();
-                    let mut gone = Vec::new();
-                    for line in BufReader::new(reader).lines() {
-                        let line = line.map_err(|e| format!("{url}: reading the answer: {e}"))?;
-                        if line.trim().is_empty() {
-                            continue;
-                        }
-                        let value: Value = serde_json::from_str(&line)
-                            .map_err(|e| format!("{url}: answer is not JSON: {e}"))?;
-                        let Some(result) = value.get("result") else {
-                            return Err(format!("{url}: {status}: {}", error_message(&value)));
-                        };
-                        let Some(id) = int(&result["ID"]) else {
-                            continue;
-                        };
-                        answered.insert(id);
-                        if int(&result["TTL"]).unwrap_or(0) <= 0 {
-                            gone.push(id);
-                        }
-                    }
-                    return Ok((answered, gone));
-                }
-                Err(e) if not_sent(&e) => last = format!("{url}: {e}"),
-                Err(e) => {
-                    self.current
-                        .store((at + 1) % self.endpoints.len(), Ordering::Relaxed);
-                    return Err(format!("{url}: {e}"));
-                }
+        let (url, mut response) = self.send("/v3/lease/keepalive", &body)?;
+        let status = response.status().as_u16();
+        let reader = response.body_mut().with_config().limit(u64::MAX).reader();
+        let mut answered = HashSet::new();
+        let mut gone = Vec::new();
+        for line in BufReader::new(reader).lines() {
+            let line = line.map_err(|e| format!("{url}: reading the answer: {e}"))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let value: Value = serde_json::from_str(&line)
+                .map_err(|e| format!("{url}: answer is not JSON: {e}"))?;
+            let Some(result) = value.get("result") else {
+                return Err(format!("{url}: {status}: {}", error_message(&value)));
+            };
+            let Some(id) = int(&result["ID"]) else {
+                continue;
+            };
+            answered.insert(id);
+            if int(&result["TTL"]).unwrap_or(0) <= 0 {
+                gone.push(id);
             }
         }
-        Err(last)
+        Ok((answered, gone))
     }
 
     /// Opens a watch on every key under `prefix` from revision `from`; the stream's lines are
