@@ -29,6 +29,9 @@ pub struct Gateway {
     epoch: String,
     started: Instant,
     heartbeat_interval: Duration,
+    /// The liveness settings advertised in `/register` and `/health`: read once, at start, not
+    /// from the store on every answer.
+    settings: Settings,
     /// The most nodes seen since memory was last given back.
     peak_nodes: AtomicUsize,
     metrics: Arc<Metrics>,
@@ -57,8 +60,15 @@ impl Gateway {
     /// [`Gateway::open`]) tells the gateway of changes: over another store, long-polls are
     /// answered when their wait ends, and suspicions and reaps are not counted.
     pub fn with_store(store: Box<dyn Store>, heartbeat_interval: Duration) -> Gateway {
+        let liveness = store.liveness();
+        let settings = Settings {
+            heartbeat_interval: Some(heartbeat_interval.as_secs_f64()),
+            suspect_after: Some(liveness.suspect_after.as_secs_f64()),
+            node_timeout: Some(liveness.node_timeout.as_secs_f64()),
+        };
         Gateway {
             store,
+            settings,
             lists: Mutex::new(None),
             epoch: new_epoch(),
             started: Instant::now(),
@@ -163,14 +173,9 @@ impl Gateway {
         &self.epoch
     }
 
-    /// The liveness settings advertised to nodes.
+    /// The liveness settings advertised to nodes (fixed at start).
     pub fn settings(&self) -> Settings {
-        let liveness = self.store.liveness();
-        Settings {
-            heartbeat_interval: Some(self.heartbeat_interval.as_secs_f64()),
-            suspect_after: Some(liveness.suspect_after.as_secs_f64()),
-            node_timeout: Some(liveness.node_timeout.as_secs_f64()),
-        }
+        self.settings
     }
 
     /// Registers or updates a node.
