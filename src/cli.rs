@@ -19,7 +19,8 @@ pub fn parse_args<T: FromArgs>(default_name: &str) -> Result<T, ExitCode> {
 
 /// Like [`parse_args`], for a command `T` whose subcommands are `C`: the flags `flags.global`
 /// names may come before or after the subcommand, and every flag that takes a value may be
-/// written `--flag=value` as well as `--flag value`.
+/// written `--flag=value` as well as `--flag value`. A subcommand must not declare a flag that
+/// `flags.global` names: given after the subcommand, it is moved to the top-level command.
 pub fn parse_args_with_globals<T: FromArgs, C: SubCommands>(
     default_name: &str,
     flags: &TopLevelFlags<'_>,
