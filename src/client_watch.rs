@@ -186,6 +186,8 @@ fn run(shared: &Shared, stopped: &Receiver<()>, wait: Duration) {
     let held = wait + wait / 16 + Duration::from_millis(100);
     let mut cursor = Cursor::Start;
     let mut failures = 0;
+    // Unchanged answers in a row that came back well before the wait ended.
+    let mut quick = 0;
     loop {
         if !pause(Duration::ZERO) {
             return;
@@ -239,14 +241,20 @@ fn run(shared: &Shared, stopped: &Receiver<()>, wait: Duration) {
                     (_, Seen::Unchanged) => {
                         shared.confirm_view();
                         // Back at once with the index it was sent: the gateway holds as many
-                        // requests as it will, or cut the wait short. Ask again later.
+                        // requests as it will, or is stopping. Ask again after a pause that
+                        // grows while this goes on.
                         if asked.elapsed() < wait / 2 {
-                            shared.current_interval().min(wait)
+                            quick += 1;
+                            retry_pause(shared, quick)
                         } else {
+                            quick = 0;
                             Duration::ZERO
                         }
                     }
-                    _ => Duration::ZERO,
+                    _ => {
+                        quick = 0;
+                        Duration::ZERO
+                    }
                 }
             }
             Err(e) => {
@@ -261,9 +269,10 @@ fn run(shared: &Shared, stopped: &Receiver<()>, wait: Duration) {
     }
 }
 
-/// The pause after `failures` failed rounds in a row: the client's backoff (full jitter, from
-/// its base delay), at least half the base delay and at most the heartbeat interval, so that
-/// the watch neither spins nor falls further behind than the heartbeat would.
+/// The pause after `failures` failed (or fruitless) rounds in a row: the client's backoff
+/// (full jitter, from its base delay, doubling), at least half the base delay and at most the
+/// heartbeat interval, so that the watch neither spins nor falls further behind than the
+/// heartbeat would.
 fn retry_pause(shared: &Shared, failures: u32) -> Duration {
     let base = shared.transport.base_delay();
     let floor = (base / 2).max(Duration::from_millis(1));

@@ -377,7 +377,11 @@ fn diff(
         .cloned()
         .collect();
     let leader_id = |v: &ClusterView| v.cluster.leader.as_ref().map(|l| l.node_id);
-    let leader_changed = old.map(leader_id) != Some(leader_id(new));
+    // A first view with no leader says nothing about one.
+    let leader_changed = match old {
+        Some(old) => leader_id(old) != leader_id(new),
+        None => new.cluster.leader.is_some(),
+    };
     if old.is_some()
         && joined.is_empty()
         && left.is_empty()

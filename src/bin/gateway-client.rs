@@ -94,6 +94,7 @@ enum Command {
     Remove(RemoveCommand),
     Stats(StatsCommand),
     Health(HealthCommand),
+    Watch(WatchCommand),
 }
 
 /// List the active nodes.
@@ -159,6 +160,16 @@ struct HealthCommand {
     json: bool,
 }
 
+/// Print each change as it happens (joined, left, suspected, back, leader), one line each,
+/// until SIGINT or SIGTERM; the first lines are the cluster as it is.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "watch")]
+struct WatchCommand {
+    /// print one JSON object a line
+    #[argh(switch)]
+    json: bool,
+}
+
 /// How a command ended, short of success.
 enum Failure {
     /// Bad usage: exit 2.
@@ -214,6 +225,7 @@ fn run(mut cli: Cli) -> Result<(), Failure> {
         Some(Command::Remove(c)) => remove(&client, c.node_id, c.json),
         Some(Command::Stats(c)) => stats(&client, c.json),
         Some(Command::Health(c)) => health(&client, c.json),
+        Some(Command::Watch(c)) => watch(&client, c.json),
     }
 }
 
@@ -479,6 +491,31 @@ fn health(client: &GatewayClient, as_json: bool) -> Result<(), Failure> {
             health.status, health.version, health.epoch
         );
     }
+    Ok(())
+}
+
+/// Prints changes as the client's watch sees them until a signal; exit 1 if no gateway answers
+/// at start.
+fn watch(client: &GatewayClient, as_json: bool) -> Result<(), Failure> {
+    let mut signals = Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| Failure::Gateway(format!("cannot handle signals: {e}")))?;
+    client.health_check()?;
+    let changes = client.subscribe();
+    client.watch();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        for event in changes.iter().flat_map(|change| change.events()) {
+            let line = match as_json {
+                true => event.to_json().to_string(),
+                false => event.to_string(),
+            };
+            if writeln!(std::io::stdout(), "{line}").is_err() {
+                return;
+            }
+        }
+    });
+    signals.forever().next();
+    client.shutdown();
     Ok(())
 }
 
