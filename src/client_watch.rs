@@ -15,6 +15,7 @@
 //!   the wait), and records nothing after it.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -38,6 +39,8 @@ pub(crate) struct Watch {
     stop: Sender<()>,
     /// Disconnected when the thread ends.
     done: Receiver<()>,
+    /// True while the thread waits for a long-poll's answer.
+    parked: Arc<AtomicBool>,
     thread: JoinHandle<()>,
 }
 
@@ -45,6 +48,7 @@ pub(crate) struct Watch {
 #[derive(Debug)]
 pub(crate) struct Stopping {
     done: Receiver<()>,
+    parked: Arc<AtomicBool>,
     thread: JoinHandle<()>,
 }
 
@@ -54,14 +58,23 @@ impl Watch {
         let wait = wait.clamp(Duration::from_millis(1), MAX_WAIT);
         let (stop, stopped) = mpsc::channel();
         let (finished, done) = mpsc::channel::<()>();
-        let thread = thread::Builder::new()
-            .name("gateway-watch".to_owned())
-            .spawn(move || {
-                let _finished = finished;
-                run(&shared, &stopped, wait);
-            })
-            .expect("spawn the watch thread");
-        Watch { stop, done, thread }
+        let parked = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let parked = Arc::clone(&parked);
+            thread::Builder::new()
+                .name("gateway-watch".to_owned())
+                .spawn(move || {
+                    let _finished = finished;
+                    run(&shared, &stopped, &parked, wait);
+                })
+                .expect("spawn the watch thread")
+        };
+        Watch {
+            stop,
+            done,
+            parked,
+            thread,
+        }
     }
 
     /// True until the thread has ended.
@@ -74,6 +87,7 @@ impl Watch {
         drop(self.stop);
         Stopping {
             done: self.done,
+            parked: self.parked,
             thread: self.thread,
         }
     }
@@ -81,9 +95,14 @@ impl Watch {
 
 impl Stopping {
     /// Waits until `until` at most for the thread to end. A thread in the middle of a request
-    /// (a parked long-poll) is left to end with it in the background; it records nothing after.
+    /// is left to end with it in the background; it records nothing after. One waiting for a
+    /// long-poll's answer is not waited for at all: the answer may be the wait away.
     pub(crate) fn wait(self, until: Instant) {
         let left = until.saturating_duration_since(Instant::now());
+        let left = match self.parked.load(Ordering::SeqCst) {
+            true => Duration::ZERO,
+            false => left,
+        };
         match self.done.recv_timeout(left) {
             Err(RecvTimeoutError::Disconnected) => {
                 let _ = self.thread.join();
@@ -170,7 +189,7 @@ fn escape(text: &str) -> String {
         .collect()
 }
 
-fn run(shared: &Shared, stopped: &Receiver<()>, wait: Duration) {
+fn run(shared: &Shared, stopped: &Receiver<()>, parked: &AtomicBool, wait: Duration) {
     // Waits, returning false once the client asks the thread to stop; `pause(ZERO)` asks
     // whether it has.
     let pause = |duration: Duration| {
@@ -194,38 +213,39 @@ fn run(shared: &Shared, stopped: &Receiver<()>, wait: Duration) {
         }
         let me = shared.node_id();
         let asked = Instant::now();
-        let result = shared
-            .call_held::<NodesResponse>(&path(&cursor, me, wait), &pause, held)
-            .and_then(|reply| {
-                let list = reply.value.ok_or_else(|| ClientError::InvalidResponse {
-                    address: shared.transport.current().to_owned(),
-                    reason: "304 Not Modified to a request that was not conditional".to_owned(),
-                })?;
-                let (next, seen) = advance(&cursor, reply.index, reply.epoch.as_deref());
-                if seen != Seen::Unchanged {
-                    if seen == Seen::Restarted {
-                        // Another run: its settings (the carry period) may differ too.
-                        learn_settings(shared, &pause);
-                    }
-                    let leader: LeaderResponse =
-                        shared.call(Method::Get, "/leader", None::<&()>, &pause)?;
-                    if !pause(Duration::ZERO) {
-                        return Ok((next, seen)); // Stopped meanwhile: record nothing.
-                    }
-                    let (nodes, suspected) = split(list.nodes, me);
-                    let view_epoch = reply.index.and(reply.epoch);
-                    shared.update_view(
-                        ClusterInfo {
-                            nodes,
-                            leader: leader.leader,
-                            registry_version: list.registry_version,
-                        },
-                        Some(suspected),
-                        view_epoch,
-                    );
+        parked.store(matches!(cursor, Cursor::At { .. }), Ordering::SeqCst);
+        let answer = shared.call_held::<NodesResponse>(&path(&cursor, me, wait), &pause, held);
+        parked.store(false, Ordering::SeqCst);
+        let result = answer.and_then(|reply| {
+            let list = reply.value.ok_or_else(|| ClientError::InvalidResponse {
+                address: shared.transport.current().to_owned(),
+                reason: "304 Not Modified to a request that was not conditional".to_owned(),
+            })?;
+            let (next, seen) = advance(&cursor, reply.index, reply.epoch.as_deref());
+            if seen != Seen::Unchanged {
+                if seen == Seen::Restarted {
+                    // Another run: its settings (the carry period) may differ too.
+                    learn_settings(shared, &pause);
                 }
-                Ok((next, seen))
-            });
+                let leader: LeaderResponse =
+                    shared.call(Method::Get, "/leader", None::<&()>, &pause)?;
+                if !pause(Duration::ZERO) {
+                    return Ok((next, seen)); // Stopped meanwhile: record nothing.
+                }
+                let (nodes, suspected) = split(list.nodes, me);
+                let view_epoch = reply.index.and(reply.epoch);
+                shared.update_view(
+                    ClusterInfo {
+                        nodes,
+                        leader: leader.leader,
+                        registry_version: list.registry_version,
+                    },
+                    Some(suspected),
+                    view_epoch,
+                );
+            }
+            Ok((next, seen))
+        });
         if !pause(Duration::ZERO) {
             return;
         }

@@ -408,8 +408,7 @@ fn watch_cli(
     });
     assert!(stopped, "gateway-client watch did not stop on SIG{signal}");
     assert_eq!(status.unwrap().code(), Some(0));
-    let lines = printed.lock().unwrap().clone();
-    lines
+    printed.lock().unwrap().clone()
 }
 
 /// `earlier` comes before `later` in `lines`.
