@@ -100,6 +100,22 @@ fn parked(server: &TestServer) -> usize {
         .unwrap_or(0.0) as usize
 }
 
+/// Requests the gateway answered on `route`, whatever their status.
+fn requests_to(server: &TestServer, route: &str) -> usize {
+    let text = crate::support::agent()
+        .get(format!("{}/metrics", server.url))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let prefix = format!("cluster_gateway_requests_total{{route=\"{route}\",");
+    text.lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as usize
+}
+
 #[test]
 fn the_view_follows_a_join_a_suspicion_a_recovery_a_leader_and_a_leave_as_they_happen() {
     let server = TestServer::with(fast);
@@ -289,19 +305,7 @@ fn a_gateway_full_of_watchers_answering_at_once_is_asked_again_after_a_growing_p
         .retry_base_delay(base)
         .build()
         .unwrap();
-    let nodes_requests = || {
-        let text = crate::support::agent()
-            .get(format!("{}/metrics", server.url))
-            .call()
-            .unwrap()
-            .body_mut()
-            .read_to_string()
-            .unwrap();
-        text.lines()
-            .filter(|l| l.starts_with("cluster_gateway_requests_total{route=\"/nodes\""))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as usize
-    };
+    let nodes_requests = || requests_to(&server, "/nodes");
     let started = Instant::now();
     client.watch();
     assert!(eventually(PATIENCE, || nodes_requests() >= 5));
@@ -312,6 +316,37 @@ fn a_gateway_full_of_watchers_answering_at_once_is_asked_again_after_a_growing_p
     assert!(
         requests as f64 <= pauses + 1.0,
         "{requests} long-polls in {pauses:.1} half base delays"
+    );
+    client.shutdown();
+}
+
+#[test]
+fn an_idle_watch_costs_one_parked_request_per_wait() {
+    let server = TestServer::start();
+    server.register(1);
+    let wait = Duration::from_millis(100);
+    let client = GatewayClient::builder()
+        .gateway(server.url.clone())
+        .heartbeat_interval(NEVER)
+        .watch_wait(wait)
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    client.watch();
+    assert!(eventually(PATIENCE, || requests_to(&server, "/nodes") >= 6));
+    let lists = requests_to(&server, "/nodes");
+    let waits = started.elapsed().as_secs_f64() / wait.as_secs_f64();
+    // Each long-poll is held for its whole wait while nothing changes: at most one a wait
+    // (plus the first, unconditional read); the leader is read once, with the first list.
+    assert!(
+        lists as f64 <= waits + 2.0,
+        "{lists} lists in {waits:.1} waits"
+    );
+    assert_eq!(requests_to(&server, "/leader"), 1);
+    assert_eq!(
+        requests_to(&server, "/health"),
+        1,
+        "settings, once at start"
     );
     client.shutdown();
 }
