@@ -152,6 +152,7 @@ enum Command {
     Remove(RemoveCommand),
     Stats(StatsCommand),
     Health(HealthCommand),
+    Watch(WatchCommand),
 }
 
 /// List the active nodes.
@@ -198,6 +199,12 @@ struct StatsCommand {}
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "health")]
 struct HealthCommand {}
+
+/// Print each change as it happens (joined, left, suspected, back, leader), one line each,
+/// until SIGINT or SIGTERM; the first lines are the cluster as it is.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "watch")]
+struct WatchCommand {}
 
 /// How a command ended, short of success.
 enum Failure {
@@ -255,7 +262,7 @@ fn run(mut cli: Cli) -> Result<(), Failure> {
     let client = builder(&settings).build()?;
     match command {
         None if json => Err(Failure::Usage(
-            "--json goes with a command (nodes, leader, set-leader, remove, stats, health); \
+            "--json goes with a command (nodes, leader, set-leader, remove, stats, health, watch); \
              joining prints text"
                 .to_owned(),
         )),
@@ -265,6 +272,7 @@ fn run(mut cli: Cli) -> Result<(), Failure> {
         Some(Command::SetLeader(c)) => set_leader(&client, c.node_id, json),
         Some(Command::Remove(c)) => remove(&client, c.node_id, json),
         Some(Command::Stats(_)) => stats(&client, json),
+        Some(Command::Watch(_)) => watch(&client, json),
         Some(Command::Health(_)) => unreachable!("answered above"),
     }
 }
@@ -512,6 +520,31 @@ fn check(address: &str, client: &GatewayClient) -> Endpoint {
         error,
         answer,
     }
+}
+
+/// Prints changes as the client's watch sees them until a signal; exit 1 if no gateway answers
+/// at start.
+fn watch(client: &GatewayClient, as_json: bool) -> Result<(), Failure> {
+    let mut signals = Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| Failure::Gateway(format!("cannot handle signals: {e}")))?;
+    client.health_check()?;
+    let changes = client.subscribe();
+    client.watch();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        for event in changes.iter().flat_map(|change| change.events()) {
+            let line = match as_json {
+                true => event.to_json().to_string(),
+                false => event.to_string(),
+            };
+            if writeln!(std::io::stdout(), "{line}").is_err() {
+                return;
+            }
+        }
+    });
+    signals.forever().next();
+    client.shutdown();
+    Ok(())
 }
 
 fn print_json(value: &impl Serialize) {
