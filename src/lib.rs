@@ -56,7 +56,8 @@
 //! argh, rlimit, signal-hook, socket2) and `client` (the client and discovery handle: ureq),
 //! both on by default. A node that only embeds the client depends on
 //! `cluster-gateway = { default-features = false, features = ["client"] }`.
-// One call is unsafe: glibc's `malloc_trim`, in `gateway::release_freed_memory`.
+// Two calls are unsafe: glibc's `malloc_trim`, in `gateway::release_freed_memory`, and the
+// borrow of a descriptor number to duplicate it, in `tiny_http_workarounds::close_accepted`.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 

@@ -121,6 +121,7 @@ impl GatewayServer {
             let watchers = Arc::clone(&watchers);
             gateway.on_change(move |version| watchers.changed(version));
         }
+        let (exit, exits) = mpsc::channel::<()>();
         let context = Arc::new(Context {
             handler,
             gateway: Arc::clone(&gateway),
@@ -134,8 +135,8 @@ impl GatewayServer {
             nudger: Arc::clone(&nudger),
             counters: Counters::default(),
             watchers: Arc::clone(&watchers),
+            exit: Mutex::new(Some(exit.clone())),
         });
-        let (exit, exits) = mpsc::channel::<()>();
         let serve = {
             let context = Arc::clone(&context);
             Arc::new(move |request| Context::dispatch(&context, request))
@@ -327,7 +328,9 @@ impl RunningServer {
             nudger.stop();
             let _ = thread.join();
         }
-        // Every worker and drainer holds a sender: the channel disconnects when all returned.
+        lock(&self.context.exit).take();
+        // Every worker, drainer, body reader and long-poll answerer holds a sender: the channel
+        // disconnects when all returned.
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         let exits = self.exits.take().expect("shut down once");
         let all_returned = loop {
@@ -337,6 +340,12 @@ impl RunningServer {
                 Ok(()) => {}
             }
         };
+        // What is still open is ended now: connections kept alive, requests that came as the
+        // workers stopped (never taken), and, past the grace, answers still being written.
+        let closed = self.accepting.close();
+        if closed > 0 {
+            log::debug!("closed {closed} connections at shutdown");
+        }
         if all_returned {
             for worker in self.workers.drain(..) {
                 let _ = worker.join();
@@ -402,6 +411,9 @@ struct Context {
     counters: Counters,
     /// Parked long-polls.
     watchers: Arc<Watchers<Waiting>>,
+    /// Held by each thread that answers a request whose body it read, so that shutdown waits
+    /// for it; taken when shutdown begins.
+    exit: Mutex<Option<Sender<()>>>,
 }
 
 /// A long-poll request parked until the registry changes or its wait ends, with what routing
@@ -594,6 +606,9 @@ impl Context {
     ) {
         let deadline = received + self.body_timeout;
         let body = read_body(&mut request, self.max_body_bytes, deadline);
+        // On a thread of its own, the request is waited for by shutdown from here on (not
+        // while its body may never come).
+        let _exit = slot.is_some().then(|| lock(&self.exit).clone());
         // A body that came after its slot was given to another request came too late.
         let late = slot.as_ref().is_some_and(|s| !s.held()) || Instant::now() > deadline;
         drop(slot);

@@ -13,7 +13,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -22,7 +22,7 @@ use std::sync::{Arc, Condvar, Mutex, Once, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use socket2::{Domain, Socket, TcpKeepalive, Type};
+use socket2::{Domain, SockRef, Socket, TcpKeepalive, Type};
 use tiny_http::{Header, StatusCode};
 
 use crate::http::Response;
@@ -69,7 +69,9 @@ pub(crate) fn listen(address: &str) -> io::Result<TcpListener> {
 /// One `tiny_http::Server` (its accept thread, connection pool and request queue) accepting
 /// on a duplicate of our listening socket.
 struct AcceptLoop {
-    server: tiny_http::Server,
+    /// Taken when the server stops: dropped with the last worker's handle, tiny_http's own
+    /// close ends its accept thread (see [`Accepting::close`]).
+    server: Mutex<Option<Arc<tiny_http::Server>>>,
     /// The duplicate's descriptor number: it is closed when the accept thread ends.
     fd: i32,
     /// Workers waiting in this loop's `recv()`.
@@ -82,10 +84,22 @@ impl AcceptLoop {
         let fd = duplicate.as_raw_fd();
         let server = tiny_http::Server::from_listener(duplicate, None).map_err(io::Error::other)?;
         Ok(AcceptLoop {
-            server,
+            server: Mutex::new(Some(Arc::new(server))),
             fd,
             attached: AtomicUsize::new(0),
         })
+    }
+
+    /// tiny_http's server, until the server stops.
+    fn server(&self) -> Option<Arc<tiny_http::Server>> {
+        lock(&self.server).clone()
+    }
+
+    /// Wakes one thread waiting in this loop's `recv()`.
+    fn unblock(&self) {
+        if let Some(server) = self.server() {
+            server.unblock();
+        }
     }
 }
 
@@ -100,6 +114,8 @@ impl AcceptLoop {
 /// one keeps serving the connections it already has, through a drainer thread.
 pub(crate) struct Accepting {
     listener: TcpListener,
+    /// The listener's address, taken at the start (a shut listener may no longer tell it).
+    listening: Option<SocketAddr>,
     /// `/proc/self/fd/N` of the listener (`socket:[inode]`), to tell whether a duplicate is
     /// still open on the same socket.
     link: Option<PathBuf>,
@@ -128,6 +144,7 @@ impl Accepting {
         let link = std::fs::read_link(format!("/proc/self/fd/{}", listener.as_raw_fd())).ok();
         let first = AcceptLoop::start(&listener)?;
         let accepting = Arc::new(Accepting {
+            listening: listener.local_addr().ok(),
             listener,
             link,
             current: Mutex::new(Arc::new(first)),
@@ -200,8 +217,10 @@ impl Accepting {
                 accept_loop.attached.fetch_sub(1, Ordering::SeqCst);
                 continue;
             }
-            let received = accept_loop.server.recv();
+            // `None` once `stop` took it: the loop's next turn returns.
+            let received = accept_loop.server().map(|server| server.recv());
             accept_loop.attached.fetch_sub(1, Ordering::SeqCst);
+            let Some(received) = received else { continue };
             let error = match received {
                 Ok(request) => return Some(request),
                 Err(e) => e,
@@ -252,6 +271,9 @@ impl Accepting {
                 }
             }
         };
+        if self.stopping() {
+            return;
+        }
         *lock(&self.current) = Arc::new(fresh);
         let restarts = self.restarts.fetch_add(1, Ordering::Relaxed) + 1;
         log::warn!("accepting connections again ({restarts} accept loop restarts so far)");
@@ -270,18 +292,21 @@ impl Accepting {
                 });
         }
         for _ in 0..self.workers {
-            dead.server.unblock();
+            dead.unblock();
         }
     }
 
     fn drain(&self, dead: &AcceptLoop) {
         loop {
-            match dead.server.recv() {
+            let Some(server) = dead.server() else { return };
+            let received = server.recv();
+            drop(server);
+            match received {
                 Ok(request) => (self.serve)(request),
                 Err(_) if self.stopping() => return,
                 Err(_) => {
                     if dead.attached.load(Ordering::SeqCst) > 0 {
-                        dead.server.unblock();
+                        dead.unblock();
                         thread::sleep(Duration::from_millis(10));
                     }
                 }
@@ -289,17 +314,94 @@ impl Accepting {
         }
     }
 
-    /// Stops every accept loop's workers and drainers: they return from `recv()`.
+    /// Stops accepting: every accept loop's workers and drainers return from `recv()`, and
+    /// new connections are refused from here on.
+    ///
+    /// Dropping a `tiny_http::Server` (the last of its workers lets go of it once woken) ends
+    /// its accept thread, but does not close the listening socket: we hold the original, and
+    /// connections would wait in its backlog, unanswered. Once the accept threads have ended
+    /// (waited for, briefly, so that no `accept()` in progress fails, which tiny_http logs as
+    /// an error), the listening socket is shut: its backlog is reset and new connections are
+    /// refused. What the accept threads took meanwhile is ended by [`Accepting::close`].
     pub(crate) fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         lock(&self.exits).take();
-        let current = self.current();
-        for accept_loop in lock(&self.retired).iter().chain([&current]) {
-            for _ in 0..=self.workers {
-                accept_loop.server.unblock();
+        let loops: Vec<Arc<AcceptLoop>> = lock(&self.retired)
+            .iter()
+            .cloned()
+            .chain([self.current()])
+            .collect();
+        for accept_loop in &loops {
+            if let Some(server) = lock(&accept_loop.server).take() {
+                for _ in 0..=self.workers {
+                    server.unblock();
+                }
             }
         }
+        let deadline = Instant::now() + ACCEPT_THREAD_EXIT;
+        while loops.iter().any(|l| self.is_accepting(l)) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(1));
+        }
+        let _ = SockRef::from(&self.listener).shutdown(std::net::Shutdown::Read);
     }
+
+    /// Ends every connection still open on the listener, once the workers have answered what
+    /// they were answering (or the grace ran out); returns how many.
+    ///
+    /// tiny_http keeps a connection's thread reading after its `Server` is dropped, and pushes
+    /// what it reads to a queue no one takes from any more: a request on a kept-alive
+    /// connection, or one that came in as the workers stopped, is neither answered nor closed,
+    /// and its client waits out its own timeout (upstream #244; tiny_http gives no access to
+    /// its sockets). So every socket accepted on our listener is shut both ways: its client
+    /// sees the connection end at once, and tiny_http's thread reads EOF and ends.
+    pub(crate) fn close(&self) -> usize {
+        self.listening.map_or(0, close_accepted)
+    }
+}
+
+/// How long [`Accepting::close`] waits for tiny_http's accept threads to end (they do at once:
+/// dropping the `Server` connects to wake them).
+const ACCEPT_THREAD_EXIT: Duration = Duration::from_secs(1);
+
+/// Shuts both ways every socket of this process accepted on `listening` (see
+/// [`Accepting::close`]); returns how many. Linux: the sockets are found in `/proc/self/fd`.
+#[allow(unsafe_code)]
+fn close_accepted(listening: SocketAddr) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return 0;
+    };
+    let mut closed = 0;
+    for entry in entries.flatten() {
+        let is_socket = std::fs::read_link(entry.path())
+            .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"));
+        let number = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<RawFd>().ok());
+        let Some(number) = number.filter(|_| is_socket) else {
+            continue;
+        };
+        // SAFETY: the borrow lives only for the one call that duplicates the descriptor
+        // (`fcntl(F_DUPFD_CLOEXEC)`). If another thread closed the number meanwhile the call
+        // fails; if the number was reused, the duplicate is of that other descriptor, which the
+        // address check below judges on its own. Everything after acts on our duplicate.
+        let duplicate = unsafe { BorrowedFd::borrow_raw(number) }.try_clone_to_owned();
+        let Ok(duplicate) = duplicate else { continue };
+        let socket = SockRef::from(&duplicate);
+        let local = socket.local_addr().ok().and_then(|a| a.as_socket());
+        // The listening socket has no peer; a connection we made has another local port.
+        if socket.peer_addr().is_ok() && local.is_some_and(|l| accepted_on(listening, l)) {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+            closed += 1;
+        }
+    }
+    closed
+}
+
+/// True if a socket with local address `local` was accepted by a listener on `listening`.
+fn accepted_on(listening: SocketAddr, local: SocketAddr) -> bool {
+    local.port() == listening.port()
+        && (listening.ip().is_unspecified() || local.ip() == listening.ip())
 }
 
 /// A few spare descriptors, or the new accept loop would die (or panic) on the first
@@ -345,7 +447,7 @@ fn supervise(accepting: &Arc<Accepting>) {
                         for accepting in servers {
                             let current = accepting.current();
                             if !accepting.is_accepting(&current) {
-                                current.server.unblock();
+                                current.unblock();
                             }
                         }
                     });
