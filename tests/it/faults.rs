@@ -216,3 +216,139 @@ fn while_the_gateway_is_gone_clients_keep_their_view_report_it_and_recover() {
         assert!(client.status().last_error.is_none());
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Stopping: no client is left waiting on a server that stopped.
+
+/// The gateway client's own timeout for one try (`ClientBuilder::timeout`'s default): a client
+/// left hanging by a stopped server finds out only after this long.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sends a GET on `stream` (kept alive).
+fn send_get(stream: &mut std::net::TcpStream, path: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: gateway\r\n\r\n").as_bytes())
+}
+
+/// Reads one answer (head and `Content-Length` body) off `stream`; returns its status.
+fn read_answer(stream: &mut std::net::TcpStream) -> u16 {
+    use std::io::Read;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).unwrap(), 1, "the answer ended early");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).unwrap();
+    head[9..12].parse().unwrap()
+}
+
+/// What a client waiting for an answer on `stream` sees first, within `CLIENT_TIMEOUT`:
+/// `Ok(n)` bytes (0: the connection ended), or the read's error (`WouldBlock`/`TimedOut`: it
+/// waited out its timeout).
+fn first_read(stream: &mut std::net::TcpStream) -> std::io::Result<usize> {
+    use std::io::Read;
+    stream.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+    stream.read(&mut [0u8; 512])
+}
+
+fn waited_out_its_timeout(read: &std::io::Result<usize>) -> bool {
+    matches!(read, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut))
+}
+
+/// tiny_http keeps reading a kept-alive connection after its server is gone, and queues what it
+/// reads where no one takes it (#244): before the fix, this client waited its whole timeout.
+#[test]
+fn a_request_on_a_kept_alive_connection_after_the_server_stopped_ends_before_the_client_timeout() {
+    let TestServer { server, .. } = TestServer::start();
+    let mut stream = std::net::TcpStream::connect(server.local_addr()).unwrap();
+    send_get(&mut stream, "/health").unwrap();
+    assert_eq!(read_answer(&mut stream), 200);
+    server.stop();
+    // The write may already fail (the connection was ended); if not, the read must.
+    let read = send_get(&mut stream, "/health").and_then(|()| first_read(&mut stream));
+    assert!(
+        !waited_out_its_timeout(&read),
+        "the request was left hanging: {read:?}"
+    );
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "a stopped server answered: {read:?}"
+    );
+}
+
+/// 300 nodes with 8 KiB of metadata each: a list is about 2.5 MB, more than a socket buffers.
+fn register_big_nodes(url: &str) {
+    let client = agent();
+    for id in 0..300u64 {
+        let mut node = registration(id);
+        node["metadata"] = json!({"blob": "x".repeat(8 * 1024)});
+        let answer = client
+            .post(format!("{url}/register"))
+            .send(node.to_string())
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+    }
+}
+
+/// True once a socket on `port` has bytes in its send queue (`/proc/net/tcp`): an answer the
+/// client does not read.
+fn answers_unread(port: u16) -> bool {
+    let port = format!(":{port:04X}");
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.len() > 4
+            && fields[1].ends_with(&port)
+            && fields[4]
+                .split(':')
+                .next()
+                .is_some_and(|tx| u64::from_str_radix(tx, 16).unwrap_or(0) > 0)
+    })
+}
+
+/// The stop waits (up to the grace) for the one worker, stuck writing to a client that does
+/// not read. Meanwhile a request that arrived before the stop, with no worker free to take it,
+/// ends with the stop (before, it hung until the client's timeout), and new connections are
+/// refused while the stop is still waiting (before, they were accepted and left hanging).
+#[test]
+fn while_the_stop_waits_for_a_busy_worker_new_connections_are_refused_and_queued_requests_end() {
+    let TestServer { server, url } = TestServer::with(|c| c.workers = 1);
+    register_big_nodes(&url);
+    let address = server.local_addr();
+    let mut reader = std::net::TcpStream::connect(address).unwrap();
+    for _ in 0..16 {
+        send_get(&mut reader, "/nodes?status=all").unwrap();
+    }
+    assert!(
+        eventually(Duration::from_secs(20), || answers_unread(address.port())),
+        "the worker never got stuck writing"
+    );
+    let mut queued = std::net::TcpStream::connect(address).unwrap();
+    send_get(&mut queued, "/health").unwrap();
+
+    let stopping = std::thread::spawn(move || server.stop());
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            std::net::TcpStream::connect(address).is_err()
+        }),
+        "new connections were never refused"
+    );
+    assert!(
+        !stopping.is_finished(),
+        "new connections were refused only once the stop was over"
+    );
+    let read = first_read(&mut queued);
+    assert!(
+        !waited_out_its_timeout(&read),
+        "the queued request was left hanging: {read:?}"
+    );
+    join_all(vec![stopping], Duration::from_secs(20));
+    drop(reader);
+}
