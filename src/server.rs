@@ -11,8 +11,9 @@
 //! `watch.rs`): the worker moves on, and the watcher thread hands the request, once the
 //! registry changes or its wait ends, to a short-lived answering thread.
 //!
-//! Shutdown: the accept loops are told to stop, every parked request is answered, the reaper's
-//! channel is dropped, and the workers get [`SHUTDOWN_GRACE`] to finish what they are writing.
+//! Shutdown: the accept loops are told to stop and new connections are refused, every parked
+//! request is answered, the reaper's channel is dropped, the workers get [`SHUTDOWN_GRACE`] to
+//! finish what they are writing, and then every connection still open is closed.
 
 use std::io::Read;
 use std::net::SocketAddr;
