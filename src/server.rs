@@ -15,6 +15,7 @@
 //! request is answered, the reaper's channel is dropped, the workers get [`SHUTDOWN_GRACE`] to
 //! finish what they are writing, and then every connection still open is closed.
 
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -137,10 +138,14 @@ impl GatewayServer {
             counters: Counters::default(),
             watchers: Arc::clone(&watchers),
             exit: Mutex::new(Some(exit.clone())),
+            answering: Peers::default(),
         });
         let serve = {
             let context = Arc::clone(&context);
-            Arc::new(move |request| Context::dispatch(&context, request))
+            Arc::new(move |request: tiny_http::Request| {
+                let answering = Answering::new(&context.answering, request.remote_addr());
+                Context::dispatch(&context, request, answering);
+            })
         };
         let accepting = Accepting::start(listener, config.workers, serve, exit.clone())
             .map_err(|e| start_error(e.to_string()))?;
@@ -152,8 +157,8 @@ impl GatewayServer {
                     .name(format!("gateway-worker-{i}"))
                     .spawn(move || {
                         let _exit = exit;
-                        while let Some(request) = context.take(&accepting) {
-                            Context::dispatch(&context, request);
+                        while let Some((request, answering)) = context.take(&accepting) {
+                            Context::dispatch(&context, request, answering);
                         }
                     })
                     .expect("spawn a worker thread")
@@ -319,6 +324,13 @@ impl RunningServer {
             return;
         }
         self.accepting.stop();
+        // Connections with nothing being answered (kept alive, or with a request no worker took)
+        // end now. Taken in the queue's order: a request a worker is taking is counted first.
+        let answering: HashSet<SocketAddr> = {
+            let _in_order = lock(&self.context.taking);
+            lock(&self.context.answering).keys().copied().collect()
+        };
+        let closed = self.accepting.close(&answering);
         // Parked requests are answered now (as usual: they see the registry as it is).
         self.context.watchers.stop();
         if let Some((stop, reaper)) = self.reaper.take() {
@@ -343,7 +355,7 @@ impl RunningServer {
         };
         // What is still open is ended now: connections kept alive, requests that came as the
         // workers stopped (never taken), and, past the grace, answers still being written.
-        let closed = self.accepting.close();
+        let closed = closed + self.accepting.close(&HashSet::new());
         if closed > 0 {
             log::debug!("closed {closed} connections at shutdown");
         }
@@ -412,6 +424,8 @@ struct Context {
     counters: Counters,
     /// Parked long-polls.
     watchers: Arc<Watchers<Waiting>>,
+    /// Connections with a request being answered (see [`Answering`]).
+    answering: Peers,
     /// Held by each thread that answers a request whose body it read, so that shutdown waits
     /// for it; taken when shutdown begins.
     exit: Mutex<Option<Sender<()>>>,
@@ -421,6 +435,8 @@ struct Context {
 /// it again needs.
 struct Waiting {
     request: tiny_http::Request,
+    /// Keeps the connection open at shutdown until the request is answered.
+    _answering: Answering,
     method: String,
     url: String,
     headers: Vec<(String, String)>,
@@ -435,18 +451,19 @@ const ANSWER_THREADS: usize = 8;
 impl Context {
     /// The next request, taken in the queue's order with its framing screened (see
     /// [`Context::taking`]); `None` once the server stops.
-    fn take(&self, accepting: &Arc<Accepting>) -> Option<tiny_http::Request> {
+    fn take(&self, accepting: &Arc<Accepting>) -> Option<(tiny_http::Request, Answering)> {
         let _in_order = lock(&self.taking);
         let request = accepting.recv()?;
         if workarounds::framing_error(&request).is_some() {
             self.poisoned.mark(request.remote_addr());
         }
-        Some(request)
+        let answering = Answering::new(&self.answering, request.remote_addr());
+        Some((request, answering))
     }
 
     /// Takes a request off the queue: refuses what must be refused, and serves the rest on
     /// this thread (body already read) or on a thread of its own (body still to come).
-    fn dispatch(context: &Arc<Context>, request: tiny_http::Request) {
+    fn dispatch(context: &Arc<Context>, request: tiny_http::Request, answering: Answering) {
         let received = Instant::now();
         let peer = request.remote_addr().copied();
         // Answers on a connection go out in order: a request parked on this one is answered
@@ -476,7 +493,7 @@ impl Context {
             return context.dispose(request, answer, unread, received);
         }
         if workarounds::body_is_buffered(&request) {
-            return context.serve(request, received, None, in_flight);
+            return context.serve(request, received, None, (in_flight, answering));
         }
         // The body may be slow to come, or never come: read it, and answer, on a thread of
         // its own so no worker waits on a client.
@@ -491,7 +508,7 @@ impl Context {
             return context.dispose(request, answer, unread, received);
         };
         let context = Arc::clone(context);
-        thread::spawn(move || context.serve(request, received, Some(slot), in_flight));
+        thread::spawn(move || context.serve(request, received, Some(slot), (in_flight, answering)));
     }
 
     /// Writes a refusal (see [`workarounds::dispose`]) and counts it.
@@ -603,7 +620,7 @@ impl Context {
         mut request: tiny_http::Request,
         received: Instant,
         slot: Option<Slot>,
-        in_flight: InFlight<Waiting>,
+        (in_flight, answering): (InFlight<Waiting>, Answering),
     ) {
         let deadline = received + self.body_timeout;
         let body = read_body(&mut request, self.max_body_bytes, deadline);
@@ -658,6 +675,7 @@ impl Context {
         let peer = request.remote_addr().copied();
         let waiting = Waiting {
             request,
+            _answering: answering,
             method,
             url,
             headers,
@@ -706,6 +724,45 @@ fn keeps_alive(request: &tiny_http::Request) -> bool {
         Some(c) if c.contains("close") => false,
         Some(c) if c.contains("keep-alive") => true,
         _ => http_1_1,
+    }
+}
+
+/// Requests being answered, counted by peer address (the address of their connection: unique
+/// among open connections).
+type Peers = Arc<Mutex<HashMap<SocketAddr, usize>>>;
+
+/// A request taken off tiny_http's queue and not yet answered (its body being read, routed,
+/// parked, or its answer being written), counted in [`Context::answering`] until dropped.
+/// When the server stops, every connection without one is ended at once; those with one get
+/// the grace to finish.
+struct Answering {
+    peers: Peers,
+    peer: Option<SocketAddr>,
+}
+
+impl Answering {
+    fn new(peers: &Peers, peer: Option<&SocketAddr>) -> Answering {
+        let peer = peer.copied();
+        if let Some(peer) = peer {
+            *lock(peers).entry(peer).or_insert(0) += 1;
+        }
+        Answering {
+            peers: Arc::clone(peers),
+            peer,
+        }
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        let Some(peer) = self.peer else { return };
+        let mut peers = lock(&self.peers);
+        if let Some(n) = peers.get_mut(&peer) {
+            *n -= 1;
+            if *n == 0 {
+                peers.remove(&peer);
+            }
+        }
     }
 }
 

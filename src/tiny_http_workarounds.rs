@@ -345,8 +345,8 @@ impl Accepting {
         let _ = SockRef::from(&self.listener).shutdown(std::net::Shutdown::Read);
     }
 
-    /// Ends every connection still open on the listener, once the workers have answered what
-    /// they were answering (or the grace ran out); returns how many.
+    /// Ends every connection still open on the listener but those from the peers `except`
+    /// (requests being answered, given the grace), and returns how many.
     ///
     /// tiny_http keeps a connection's thread reading after its `Server` is dropped, and pushes
     /// what it reads to a queue no one takes from any more: a request on a kept-alive
@@ -354,8 +354,9 @@ impl Accepting {
     /// and its client waits out its own timeout (upstream #244; tiny_http gives no access to
     /// its sockets). So every socket accepted on our listener is shut both ways: its client
     /// sees the connection end at once, and tiny_http's thread reads EOF and ends.
-    pub(crate) fn close(&self) -> usize {
-        self.listening.map_or(0, close_accepted)
+    pub(crate) fn close(&self, except: &HashSet<SocketAddr>) -> usize {
+        self.listening
+            .map_or(0, |listening| close_accepted(listening, except))
     }
 }
 
@@ -363,10 +364,11 @@ impl Accepting {
 /// dropping the `Server` connects to wake them).
 const ACCEPT_THREAD_EXIT: Duration = Duration::from_secs(1);
 
-/// Shuts both ways every socket of this process accepted on `listening` (see
-/// [`Accepting::close`]); returns how many. Linux: the sockets are found in `/proc/self/fd`.
+/// Shuts both ways every socket of this process accepted on `listening` but those connected to
+/// a peer in `except` (see [`Accepting::close`]); returns how many. Linux: the sockets are
+/// found in `/proc/self/fd`.
 #[allow(unsafe_code)]
-fn close_accepted(listening: SocketAddr) -> usize {
+fn close_accepted(listening: SocketAddr, except: &HashSet<SocketAddr>) -> usize {
     let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
         return 0;
     };
@@ -389,8 +391,10 @@ fn close_accepted(listening: SocketAddr) -> usize {
         let Ok(duplicate) = duplicate else { continue };
         let socket = SockRef::from(&duplicate);
         let local = socket.local_addr().ok().and_then(|a| a.as_socket());
+        let peer = socket.peer_addr().ok().and_then(|a| a.as_socket());
         // The listening socket has no peer; a connection we made has another local port.
-        if socket.peer_addr().is_ok() && local.is_some_and(|l| accepted_on(listening, l)) {
+        let open = peer.is_some_and(|p| !except.contains(&p));
+        if open && local.is_some_and(|l| accepted_on(listening, l)) {
             let _ = socket.shutdown(std::net::Shutdown::Both);
             closed += 1;
         }

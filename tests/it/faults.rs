@@ -314,9 +314,9 @@ fn answers_unread(port: u16) -> bool {
 }
 
 /// The stop waits (up to the grace) for the one worker, stuck writing to a client that does
-/// not read. Meanwhile a request that arrived before the stop, with no worker free to take it,
-/// ends with the stop (before, it hung until the client's timeout), and new connections are
-/// refused while the stop is still waiting (before, they were accepted and left hanging).
+/// not read. Meanwhile new connections are refused, and the connection of a request that
+/// arrived before the stop, with no worker free to take it, is ended: both while the stop is
+/// still waiting (before, both were left hanging until the client's timeout).
 #[test]
 fn while_the_stop_waits_for_a_busy_worker_new_connections_are_refused_and_queued_requests_end() {
     let TestServer { server, url } = TestServer::with(|c| c.workers = 1);
@@ -348,6 +348,14 @@ fn while_the_stop_waits_for_a_busy_worker_new_connections_are_refused_and_queued
     assert!(
         !waited_out_its_timeout(&read),
         "the queued request was left hanging: {read:?}"
+    );
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "a request no worker took was answered: {read:?}"
+    );
+    assert!(
+        !stopping.is_finished(),
+        "the queued request's connection ended only once the stop was over"
     );
     join_all(vec![stopping], Duration::from_secs(20));
     drop(reader);
