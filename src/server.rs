@@ -353,8 +353,9 @@ impl RunningServer {
                 Ok(()) => {}
             }
         };
-        // What is still open is ended now: connections kept alive, requests that came as the
-        // workers stopped (never taken), and, past the grace, answers still being written.
+        // What is still open is ended now: connections whose answer was written meanwhile (with
+        // what they pipelined behind it, never taken), and, past the grace, answers still
+        // being written.
         let closed = closed + self.accepting.close(&HashSet::new());
         if closed > 0 {
             log::debug!("closed {closed} connections at shutdown");
