@@ -56,10 +56,12 @@
 //! argh, rlimit, signal-hook, socket2) and `client` (the client and discovery handle: ureq),
 //! both on by default. A node that only embeds the client depends on
 //! `cluster-gateway = { default-features = false, features = ["client"] }`.
-// One call is unsafe: glibc's `malloc_trim`, in `gateway::release_freed_memory`.
+// The only unsafe code is in `allocator`: two calls into glibc's allocator.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+#[cfg(feature = "server")]
+pub mod allocator;
 pub mod api;
 #[cfg(feature = "server")]
 pub mod auth;
