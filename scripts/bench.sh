@@ -4,7 +4,8 @@
 # and nginx serving a static file, each answering with a body the size of the gateway's answer.
 # Prints one table of ratios, then memory, reaper, client and registry figures.
 # Needs wrk and nginx: apt-get install wrk nginx. DURATION (seconds per run, default 5),
-# WORKERS (default 8), WATCH_ROUNDS (changes timed for the long-poll latency, default 500).
+# WORKERS (default 8), WATCH_ROUNDS (changes timed for the long-poll latency, default 500),
+# CLIENT_WATCH_ROUNDS (changes timed through the client library's watch, default 200).
 # ONLY=watch runs the long-poll rows alone, ONLY=scale the 100,000-node rows.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -161,6 +162,11 @@ watch_rows() {
   printf '  16 nodes:    '; "$bin/watch_bench" latency "$url" "${WATCH_ROUNDS:-500}"
   start_gateway 1000 30
   printf '  1,000 nodes: '; "$bin/watch_bench" latency "$url" "${WATCH_ROUNDS:-500}"
+  echo "long-poll: from POST /register (a change) to a watching GatewayClient's subscriber (watch thread, /leader, view, channel)"
+  start_gateway 16 30
+  printf '  16 nodes:    '; "$bin/client_watch_latency" "$url" "${CLIENT_WATCH_ROUNDS:-200}"
+  start_gateway 1000 30
+  printf '  1,000 nodes: '; "$bin/client_watch_latency" "$url" "${CLIENT_WATCH_ROUNDS:-200}"
 }
 # Scale rows: gateway-server filled with 100,000 nodes over HTTP, then emptied.
 scale_rows() {

@@ -1,8 +1,9 @@
-//! What the two binaries share: reading their flags with argh.
+//! What the two binaries share: reading their flags with argh, and letting a command's global
+//! flags come after its subcommand too (argh alone takes them only before it).
 
 use std::process::ExitCode;
 
-use argh::FromArgs;
+use argh::{FromArgs, SubCommands};
 
 /// Parses the process's arguments into `T`.
 ///
@@ -13,11 +14,44 @@ pub fn parse_args<T: FromArgs>(default_name: &str) -> Result<T, ExitCode> {
     let argv: Vec<String> = std::env::args().collect();
     let name = argv.first().map(String::as_str).unwrap_or(default_name);
     let rest: Vec<&str> = argv.iter().skip(1).map(String::as_str).collect();
+    parse(default_name, name, &rest)
+}
+
+/// Like [`parse_args`], for a command `T` whose subcommands are `C`: the flags `flags.global`
+/// names may come before or after the subcommand, and every flag that takes a value may be
+/// written `--flag=value` as well as `--flag value`. A subcommand must not declare a flag that
+/// `flags.global` names: given after the subcommand, it is moved to the top-level command.
+pub fn parse_args_with_globals<T: FromArgs, C: SubCommands>(
+    default_name: &str,
+    flags: &TopLevelFlags<'_>,
+) -> Result<T, ExitCode> {
+    let argv: Vec<String> = std::env::args().collect();
+    let name = argv.first().map(String::as_str).unwrap_or(default_name);
+    let rest: Vec<&str> = argv.iter().skip(1).map(String::as_str).collect();
+    let commands: Vec<&str> = C::COMMANDS
+        .iter()
+        .chain(C::dynamic_commands())
+        .map(|c| c.name)
+        .collect();
+    match hoist_globals(&rest, flags, &commands) {
+        Ok(args) => {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            parse(default_name, name, &args)
+        }
+        Err(reason) => {
+            eprintln!("{reason}");
+            eprintln!("Run {name} --help for more information.");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+fn parse<T: FromArgs>(default_name: &str, name: &str, rest: &[&str]) -> Result<T, ExitCode> {
     if rest.contains(&"--version") {
         println!("{default_name} {}", crate::VERSION);
         return Err(ExitCode::SUCCESS);
     }
-    match T::from_args(&[name], &rest) {
+    match T::from_args(&[name], rest) {
         Ok(args) => Ok(args),
         Err(exit) if exit.status.is_ok() => {
             // argh knows nothing of --version: list it beside --help.
@@ -34,5 +68,203 @@ pub fn parse_args<T: FromArgs>(default_name: &str) -> Result<T, ExitCode> {
             eprintln!("Run {name} --help for more information.");
             Err(ExitCode::from(2))
         }
+    }
+}
+
+/// The flags of a top-level command, for [`parse_args_with_globals`].
+#[derive(Debug, Clone, Copy)]
+pub struct TopLevelFlags<'a> {
+    /// Every top-level flag that takes a value, e.g. `--gateway`.
+    pub options: &'a [&'a str],
+    /// Every top-level switch, e.g. `--json`.
+    pub switches: &'a [&'a str],
+    /// Those of both that may also come after the subcommand.
+    pub global: &'a [&'a str],
+}
+
+impl TopLevelFlags<'_> {
+    fn takes_value(&self, flag: &str) -> bool {
+        self.options.contains(&flag)
+    }
+
+    fn is_switch(&self, flag: &str) -> bool {
+        self.switches.contains(&flag)
+    }
+}
+
+/// Rewrites `args` (without the program's name) for argh: a global flag after the subcommand
+/// moves, with its value, to just before it; `--flag=value` becomes `--flag value`. Whatever
+/// follows `--` is left alone, as are the subcommand's own flags and positionals.
+///
+/// `Err` says what is wrong: a global flag after the subcommand without its value, or a value
+/// given to a switch.
+pub fn hoist_globals(
+    args: &[&str],
+    flags: &TopLevelFlags<'_>,
+    commands: &[&str],
+) -> Result<Vec<String>, String> {
+    let mut before = Vec::new();
+    let mut rest = args.iter().copied();
+    // Before the subcommand: top-level flags stay where they are.
+    let command = loop {
+        let Some(arg) = rest.next() else {
+            return Ok(before);
+        };
+        if arg == "--" {
+            before.push(arg.to_owned());
+            before.extend(rest.map(str::to_owned));
+            return Ok(before);
+        }
+        if arg.starts_with("--") {
+            let (flag, value) = split_flag(arg, flags)?;
+            before.push(flag.to_owned());
+            match value {
+                Some(value) => before.push(value.to_owned()),
+                None if flags.takes_value(flag) => {
+                    // Its value, whatever it looks like (argh reports it if missing).
+                    before.extend(rest.next().map(str::to_owned));
+                }
+                None => {}
+            }
+            continue;
+        }
+        if commands.contains(&arg) {
+            break arg;
+        }
+        before.push(arg.to_owned());
+    };
+    // After it: global flags move before it; the rest stays in order.
+    let mut after = Vec::new();
+    while let Some(arg) = rest.next() {
+        if arg == "--" {
+            after.push(arg.to_owned());
+            after.extend(rest.by_ref().map(str::to_owned));
+            break;
+        }
+        if !arg.starts_with("--") {
+            after.push(arg.to_owned());
+            continue;
+        }
+        let (flag, value) = split_flag(arg, flags)?;
+        let target = if flags.global.contains(&flag) {
+            &mut before
+        } else {
+            &mut after
+        };
+        target.push(flag.to_owned());
+        match value {
+            Some(value) => target.push(value.to_owned()),
+            None if flags.global.contains(&flag) && flags.takes_value(flag) => {
+                let value = rest
+                    .next()
+                    .ok_or_else(|| format!("No value provided for option '{flag}'."))?;
+                target.push(value.to_owned());
+            }
+            None => {}
+        }
+    }
+    before.push(command.to_owned());
+    before.extend(after);
+    Ok(before)
+}
+
+/// `--flag=value` as (`--flag`, `value`); `--flag` as (`--flag`, none). A switch takes no value.
+fn split_flag<'a>(
+    arg: &'a str,
+    flags: &TopLevelFlags<'_>,
+) -> Result<(&'a str, Option<&'a str>), String> {
+    match arg.split_once('=') {
+        Some((flag, _)) if flags.is_switch(flag) => Err(format!(
+            "{flag} is a switch: it takes no value, got {arg:?}"
+        )),
+        Some((flag, value)) => Ok((flag, Some(value))),
+        None => Ok((arg, None)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FLAGS: TopLevelFlags<'static> = TopLevelFlags {
+        options: &["--gateway", "--timeout", "--node-id", "--capabilities"],
+        switches: &["--json", "--leave-on-exit"],
+        global: &["--gateway", "--timeout", "--json"],
+    };
+    const COMMANDS: &[&str] = &["nodes", "health", "set-leader"];
+
+    fn hoist(args: &str) -> Result<String, String> {
+        let args: Vec<&str> = args.split_whitespace().collect();
+        hoist_globals(&args, &FLAGS, COMMANDS).map(|a| a.join(" "))
+    }
+
+    #[test]
+    fn global_flags_after_the_subcommand_move_before_it_with_their_values() {
+        assert_eq!(
+            hoist("nodes --json --gateway x --all"),
+            Ok("--json --gateway x nodes --all".to_owned())
+        );
+        assert_eq!(
+            hoist("--gateway a set-leader 2 --gateway b --timeout=3"),
+            Ok("--gateway a --gateway b --timeout 3 set-leader 2".to_owned())
+        );
+        // Already in place: unchanged.
+        assert_eq!(
+            hoist("--gateway x --json nodes --all"),
+            Ok("--gateway x --json nodes --all".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_value_that_looks_like_a_command_or_a_flag_stays_a_value() {
+        // "health" is the value of --capabilities, not the subcommand.
+        assert_eq!(
+            hoist("--node-id 1 --capabilities health"),
+            Ok("--node-id 1 --capabilities health".to_owned())
+        );
+        assert_eq!(
+            hoist("nodes --gateway --json"),
+            Ok("--gateway --json nodes".to_owned())
+        );
+        assert_eq!(
+            hoist("--gateway nodes health --json"),
+            Ok("--gateway nodes --json health".to_owned())
+        );
+    }
+
+    #[test]
+    fn flag_equals_value_is_split_and_a_switch_refuses_a_value() {
+        assert_eq!(
+            hoist("--gateway=h:1 nodes --all"),
+            Ok("--gateway h:1 nodes --all".to_owned())
+        );
+        assert_eq!(
+            hoist("nodes --capability=raft"),
+            Ok("nodes --capability raft".to_owned())
+        );
+        // Only the first '=' splits.
+        assert_eq!(
+            hoist("--gateway=http://h/?a=b nodes"),
+            Ok("--gateway http://h/?a=b nodes".to_owned())
+        );
+        let err = hoist("nodes --json=yes").unwrap_err();
+        assert!(err.contains("--json") && err.contains("no value"), "{err}");
+    }
+
+    #[test]
+    fn nothing_after_a_double_dash_moves_and_a_missing_value_is_an_error() {
+        assert_eq!(
+            hoist("set-leader -- --json"),
+            Ok("set-leader -- --json".to_owned())
+        );
+        assert_eq!(hoist("-- nodes --json"), Ok("-- nodes --json".to_owned()));
+        let err = hoist("nodes --timeout").unwrap_err();
+        assert!(err.contains("--timeout"), "{err}");
+        // No subcommand: nothing moves.
+        assert_eq!(
+            hoist("--node-id 1 --json"),
+            Ok("--node-id 1 --json".to_owned())
+        );
+        assert_eq!(hoist(""), Ok(String::new()));
     }
 }

@@ -36,12 +36,14 @@ use crate::api::{
     RegisterResponse, Registration, RemoveResponse, RemoveStatus, SetLeader, SetLeaderResponse,
     SetLeaderStatus, Settings, Stats,
 };
+pub use crate::client_watch::DEFAULT_WATCH_WAIT;
+use crate::client_watch::Watch;
 use crate::error::ClientError;
 use crate::heartbeat::Heartbeat;
 use crate::lock;
 use crate::shared::{Shared, State};
 use crate::transport::{Method, Redacted, Transport, TransportConfig, sleep};
-pub use crate::view::{ClusterChange, ClusterInfo, ClusterView};
+pub use crate::view::{ChangeEvent, ClusterChange, ClusterInfo, ClusterView};
 
 /// The heartbeat interval until the gateway advertises its own (the original's 30 s).
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
@@ -56,6 +58,10 @@ const SHUTDOWN_WAIT: Duration = Duration::from_millis(200);
 pub struct GatewayClient {
     shared: Arc<Shared>,
     heartbeat: Mutex<Option<Heartbeat>>,
+    watch: Mutex<Option<Watch>>,
+    /// Start the watch thread with the heartbeat thread ([`ClientBuilder::watch`]).
+    watch_with_heartbeat: bool,
+    watch_wait: Duration,
 }
 
 /// Settings for a [`GatewayClient`], with the original client's defaults.
@@ -70,6 +76,8 @@ pub struct ClientBuilder {
     proxy_from_env: bool,
     token: Option<Redacted>,
     ca_file: Option<PathBuf>,
+    watch: bool,
+    watch_wait: Duration,
 }
 
 impl Default for ClientBuilder {
@@ -84,6 +92,8 @@ impl Default for ClientBuilder {
             proxy_from_env: false,
             token: None,
             ca_file: None,
+            watch: false,
+            watch_wait: DEFAULT_WATCH_WAIT,
         }
     }
 }
@@ -155,6 +165,24 @@ impl ClientBuilder {
         self
     }
 
+    /// Watch the gateway for changes (default off): with it, the client starts a watch thread
+    /// along with its heartbeat thread (at `register_node`, `keep_registered`,
+    /// `Discovery::initialize_with`), which keeps the cached view current within moments of a
+    /// change instead of at heartbeat pace, suspicions and recoveries included; subscribers
+    /// hear of changes as they happen. See [`GatewayClient::watch`] for what it costs.
+    pub fn watch(mut self, yes: bool) -> ClientBuilder {
+        self.watch = yes;
+        self
+    }
+
+    /// How long each of the watch's long-polls may be held by the gateway (default 30 s, at
+    /// most 5 minutes): an idle watch sends one request per wait. Keep it under the read
+    /// timeout of any proxy in front of the gateway.
+    pub fn watch_wait(mut self, wait: Duration) -> ClientBuilder {
+        self.watch_wait = wait;
+        self
+    }
+
     /// Checks the addresses and builds the client.
     pub fn build(self) -> Result<GatewayClient, ClientError> {
         let transport = Transport::new(self.transport_config())?;
@@ -185,6 +213,9 @@ impl ClientBuilder {
                 changed: Condvar::new(),
             }),
             heartbeat: Mutex::new(None),
+            watch: Mutex::new(None),
+            watch_with_heartbeat: self.watch,
+            watch_wait: self.watch_wait,
         }
     }
 }
@@ -274,7 +305,7 @@ impl GatewayClient {
         let answer: RegisterResponse =
             self.shared
                 .call(Method::Post, "/register", Some(&sent), &sleep)?;
-        self.shared.registered(sent, &answer, false);
+        self.shared.registered(sent, &answer, None, false);
         self.start_heartbeat();
         Ok(answer)
     }
@@ -443,9 +474,11 @@ impl GatewayClient {
         self.shared.state().settings
     }
 
-    /// A channel of changes to the cached view, fed by the view refresh (so, today, at the pace
-    /// of heartbeats). The first message is the current view, if there is one. Changes queue
-    /// up until read; drop the receiver to unsubscribe.
+    /// A channel of changes to the cached view, fed by the view refresh: at the pace of
+    /// heartbeats, or as they happen while the watch runs ([`GatewayClient::watch`]). The first
+    /// message is the current view, if there is one. Changes queue up until read; drop the
+    /// receiver to unsubscribe. The receiver is an iterator; [`ClusterChange::events`] lists
+    /// each change fact by fact.
     pub fn subscribe(&self) -> Receiver<ClusterChange> {
         let (sender, receiver) = mpsc::channel();
         self.add_subscriber(sender, true);
@@ -459,9 +492,17 @@ impl GatewayClient {
         if let Some(view) = state.view.shown().filter(|_| send_current) {
             let current = ClusterChange {
                 view: view.clone(),
-                joined: view.cluster.nodes.clone(),
+                joined: view
+                    .cluster
+                    .nodes
+                    .iter()
+                    .chain(&view.suspected)
+                    .cloned()
+                    .collect(),
                 left: Vec::new(),
                 updated: Vec::new(),
+                suspected: view.suspected.clone(),
+                recovered: Vec::new(),
                 leader_changed: view.cluster.leader.is_some(),
                 bootstrapped: state.is_bootstrap,
                 epoch_changed: false,
@@ -484,10 +525,43 @@ impl GatewayClient {
     /// registration stays on the gateway until it is reaped (as the original did); see
     /// [`GatewayClient::leave`].
     pub fn shutdown(&self) {
+        let until = Instant::now() + SHUTDOWN_WAIT;
         // The waiter first: an `initialize*` returns at once, not after the thread's wait.
         self.shared.state().stopped = true;
         self.shared.changed.notify_all();
+        let watch = self.signal_watch();
         self.stop_heartbeat(SHUTDOWN_WAIT);
+        if let Some(watch) = watch {
+            watch.wait(until);
+        }
+    }
+
+    /// Starts the watch thread now, if it is not running: it keeps the cached view
+    /// ([`GatewayClient::cluster_view`]) current within moments of a change, and tells
+    /// subscribers as it happens: joins, departures, suspicions, recoveries, a new leader.
+    /// No registration is needed (an operator tool can watch); once this client registers a
+    /// node, that node is left out of the view. [`ClientBuilder::watch`] starts it with the
+    /// heartbeat instead.
+    ///
+    /// It long-polls `GET /nodes?status=all` with the index of the last answer, so an idle
+    /// watch costs one request parked on the gateway per wait ([`ClientBuilder::watch_wait`]).
+    /// After a gateway restart it starts over from the new run's index (the view carries peers
+    /// over as usual). While no gateway answers it backs off as the client's retries do (at
+    /// most a heartbeat interval apart), moving through the configured gateways; against a
+    /// gateway that does not long-poll (the original) it reads once per heartbeat interval.
+    /// [`GatewayClient::shutdown`], `leave()` and drop stop it without waiting for the parked
+    /// request, which ends in the background within the wait.
+    pub fn watch(&self) {
+        let mut watch = lock(&self.watch);
+        if watch.as_ref().is_some_and(Watch::is_running) {
+            return;
+        }
+        *watch = Some(Watch::start(Arc::clone(&self.shared), self.watch_wait));
+    }
+
+    /// True while the watch thread runs.
+    pub fn is_watching(&self) -> bool {
+        lock(&self.watch).as_ref().is_some_and(Watch::is_running)
     }
 
     /// Stops heartbeating and deregisters this node: a graceful departure. Waits for a
@@ -495,6 +569,9 @@ impl GatewayClient {
     /// removal), then removes it: at most twice the deadline. Afterwards the client is no
     /// longer a member: `status().node_id` is `None`, and a later registration is a first one.
     pub fn leave(&self) -> Result<(), ClientError> {
+        if let Some(watch) = self.signal_watch() {
+            watch.wait(Instant::now() + SHUTDOWN_WAIT);
+        }
         self.stop_heartbeat(self.shared.deadline);
         self.shared.state().stopped = true;
         self.shared.changed.notify_all();
@@ -560,6 +637,17 @@ impl GatewayClient {
         }
         self.shared.state().stopped = false;
         *heartbeat = Some(Heartbeat::start(Arc::clone(&self.shared)));
+        drop(heartbeat);
+        if self.watch_with_heartbeat {
+            self.watch();
+        }
+    }
+
+    /// Tells the watch thread to stop, if it runs.
+    fn signal_watch(&self) -> Option<crate::client_watch::Stopping> {
+        // Taken out of the lock first: `is_watching()` must not wait while it ends.
+        let watch = lock(&self.watch).take();
+        watch.map(Watch::signal)
     }
 
     fn stop_heartbeat(&self, wait: Duration) {

@@ -25,8 +25,12 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// How long a request body may take to arrive, from the end of its headers.
     pub body_timeout: Duration,
-    /// Time between reaper sweeps (and the interval clients are expected to beat at).
+    /// The interval clients are told to beat at; also the time between reaper sweeps unless
+    /// `cleanup_interval` is set.
     pub heartbeat_interval: Duration,
+    /// Time between reaper sweeps, which suspect and remove silent nodes (the original's
+    /// `cleanup_interval`); `None`: every `heartbeat_interval`. See [`ServerConfig::sweep_interval`].
+    pub cleanup_interval: Option<Duration>,
     /// When silent nodes are suspected and reaped.
     pub liveness: Liveness,
     /// How much to log.
@@ -47,6 +51,10 @@ pub struct ServerConfig {
     pub protect_health: bool,
     /// One log line for every request answered (target `access`, at INFO).
     pub access_log: bool,
+    /// Settings of the original's configuration that were accepted but are not applied here
+    /// (`max_connections`, `log_format`), one message each naming the setting, where it came
+    /// from and why: `gateway-server` logs each at WARNING when it starts.
+    pub not_applied: Vec<String>,
 }
 
 /// Where the registry lives (`--store`).
@@ -71,6 +79,7 @@ impl Default for ServerConfig {
             max_body_bytes: 64 * 1024,
             body_timeout: Duration::from_secs(5),
             heartbeat_interval: Duration::from_secs(30),
+            cleanup_interval: None,
             liveness: Liveness::default(),
             log_level: LevelFilter::Info,
             data_dir: None,
@@ -81,6 +90,7 @@ impl Default for ServerConfig {
             tokens: TokenSource::default(),
             protect_health: false,
             access_log: false,
+            not_applied: Vec::new(),
         }
     }
 }
@@ -98,10 +108,14 @@ pub struct ServerArgs {
     /// seconds of silence before a node is removed (default 300; env GATEWAY_NODE_TIMEOUT)
     #[argh(option)]
     pub node_timeout: Option<String>,
-    /// seconds between reaper sweeps, the interval nodes beat at (default 30; env
-    /// GATEWAY_HEARTBEAT_INTERVAL)
+    /// seconds nodes are told to beat at, and between reaper sweeps unless --cleanup-interval
+    /// (default 30; env GATEWAY_HEARTBEAT_INTERVAL)
     #[argh(option)]
     pub heartbeat_interval: Option<String>,
+    /// seconds between reaper sweeps, which suspect and remove silent nodes (default: the
+    /// heartbeat interval; env GATEWAY_CLEANUP_INTERVAL)
+    #[argh(option)]
+    pub cleanup_interval: Option<String>,
     /// seconds of silence before a node is suspected (default 3 x heartbeat interval; env
     /// GATEWAY_SUSPECT_AFTER)
     #[argh(option)]
@@ -112,7 +126,8 @@ pub struct ServerArgs {
     /// largest request body in bytes (default 65536; env GATEWAY_MAX_BODY_BYTES)
     #[argh(option)]
     pub max_body_bytes: Option<String>,
-    /// seconds a request body may take to arrive (default 5; env GATEWAY_BODY_TIMEOUT)
+    /// seconds a request body may take to arrive (default 5; env GATEWAY_BODY_TIMEOUT, or
+    /// GATEWAY_REQUEST_TIMEOUT as the original named it)
     #[argh(option)]
     pub body_timeout: Option<String>,
     /// DEBUG, INFO, WARNING, ERROR or CRITICAL (default INFO; env GATEWAY_LOG_LEVEL)
@@ -149,20 +164,27 @@ pub struct ServerArgs {
     /// off; env GATEWAY_ACCESS_LOG=true)
     #[argh(switch)]
     pub access_log: bool,
-    /// JSON file with the same keys as the flags (env GATEWAY_CONFIG)
+    /// JSON file with the same keys as the flags, or the original's (env GATEWAY_CONFIG)
     #[argh(option)]
     pub config: Option<PathBuf>,
 }
 
-/// The settings, as text, with where each came from.
-const KEYS: [&str; 17] = [
+/// The settings a file or the environment may hold (`GATEWAY_` and the key in capitals).
+///
+/// Four come from the original's configuration (`gateway_config.py`): `cleanup_interval` is the
+/// sweep period (a flag of its own), `request_timeout` is `body_timeout` under the original's
+/// name, and `max_connections` and `log_format` are checked as the original parsed them,
+/// then not applied (see [`NOT_APPLIED`]).
+const KEYS: [&str; 21] = [
     "host",
     "port",
     "node_timeout",
     "heartbeat_interval",
+    "cleanup_interval",
     "suspect_after",
     "workers",
     "max_body_bytes",
+    "request_timeout",
     "body_timeout",
     "log_level",
     "data_dir",
@@ -173,6 +195,24 @@ const KEYS: [&str; 17] = [
     "token_file",
     "protect_health",
     "access_log",
+    "max_connections",
+    "log_format",
+];
+
+/// The original's settings that the gateway accepts and does not apply, and why: what an
+/// operator reads in the WARNING at start.
+const NOT_APPLIED: [(&str, &str); 2] = [
+    (
+        "max_connections",
+        "the gateway has no connection limit of its own (tiny_http takes every connection, \
+         a thread each); bound connections in the front proxy (limit_conn in \
+         scripts/deploy/nginx.conf), and the request-handling threads with --workers",
+    ),
+    (
+        "log_format",
+        "the gateway writes its own line, `<UTC time> <LEVEL> <target>: <message>`: the \
+         fields of the original's default format, in a fixed layout",
+    ),
 ];
 
 /// A setting that could not be used.
@@ -234,6 +274,7 @@ impl ServerConfig {
             ("port", &args.port),
             ("node_timeout", &args.node_timeout),
             ("heartbeat_interval", &args.heartbeat_interval),
+            ("cleanup_interval", &args.cleanup_interval),
             ("suspect_after", &args.suspect_after),
             ("workers", &args.workers),
             ("max_body_bytes", &args.max_body_bytes),
@@ -272,6 +313,9 @@ impl ServerConfig {
             Some(path) => read_file(path)?,
             None => Vec::new(),
         };
+        for layer in [&file, &environment] {
+            same_timeout_under_both_names(layer)?;
+        }
 
         let mut config = ServerConfig::default();
         let mut suspect_after = None;
@@ -291,13 +335,18 @@ impl ServerConfig {
                 "heartbeat_interval" => {
                     config.heartbeat_interval = seconds(value).map_err(invalid)?
                 }
+                "cleanup_interval" => {
+                    config.cleanup_interval = Some(seconds(value).map_err(invalid)?)
+                }
                 "suspect_after" => suspect_after = Some(seconds(value).map_err(invalid)?),
                 "workers" => config.workers = parse_int(value, 1, 1024).map_err(invalid)? as usize,
                 "max_body_bytes" => {
                     config.max_body_bytes =
                         parse_int(value, 1024, 64 * 1024 * 1024).map_err(invalid)? as usize
                 }
-                "body_timeout" => config.body_timeout = seconds(value).map_err(invalid)?,
+                "body_timeout" | "request_timeout" => {
+                    config.body_timeout = seconds(value).map_err(invalid)?
+                }
                 "log_level" => config.log_level = log_level(value).map_err(invalid)?,
                 "data_dir" if value.trim().is_empty() => {
                     return Err(invalid("must not be empty".to_owned()));
@@ -317,9 +366,27 @@ impl ServerConfig {
                 "token_file" => config.tokens.file = Some(PathBuf::from(value)),
                 "protect_health" => config.protect_health = boolean(value).map_err(invalid)?,
                 "access_log" => config.access_log = boolean(value).map_err(invalid)?,
+                // As the original's int(): a whole number, then not applied.
+                "max_connections" => {
+                    parse_int(value, 1, u64::from(u32::MAX)).map_err(invalid)?;
+                }
+                // Any text is a Python logging format (the original applied no check).
+                "log_format" => {}
                 _ => unreachable!("only known keys reach here"),
             }
         }
+        // One message a key, naming the source that won (the environment beats the file).
+        config.not_applied = NOT_APPLIED
+            .iter()
+            .filter_map(|&(key, why)| {
+                let given = |layer: &Layer| layer.iter().rfind(|(k, ..)| *k == key).cloned();
+                let source = match given(&environment) {
+                    Some((_, name, _)) => format!("{key} ({name})"),
+                    None => given(&file)?.1,
+                };
+                Some(format!("{source} is accepted and not applied: {why}"))
+            })
+            .collect();
         check_store(&mut config)?;
         // The tokens themselves only from the environment: never a flag (visible in `ps`).
         config.tokens.inline = env("GATEWAY_TOKENS").map(Secret::new);
@@ -345,11 +412,12 @@ impl ServerConfig {
             (None, false) => "none (open)".to_owned(),
         };
         format!(
-            "listen {}, heartbeat_interval {}s, suspect_after {}s, node_timeout {}s, store {store}, \
-             max_nodes {}, workers {}, max_body_bytes {}, body_timeout {}s, max_watchers {}, \
-             tokens {tokens}{}, access log {}, log_level {}",
+            "listen {}, heartbeat_interval {}s, cleanup_interval {}s, suspect_after {}s, \
+             node_timeout {}s, store {store}, max_nodes {}, workers {}, max_body_bytes {}, \
+             body_timeout {}s, max_watchers {}, tokens {tokens}{}, access log {}, log_level {}",
             self.bind_address(),
             self.heartbeat_interval.as_secs_f64(),
+            self.sweep_interval().as_secs_f64(),
             self.liveness.suspect_after.as_secs_f64(),
             self.liveness.node_timeout.as_secs_f64(),
             self.max_nodes,
@@ -373,6 +441,32 @@ impl ServerConfig {
     /// The address to bind, `host:port`.
     pub fn bind_address(&self) -> String {
         crate::api::host_port(&self.host, self.port)
+    }
+
+    /// Time between reaper sweeps: `cleanup_interval`, or else `heartbeat_interval`.
+    pub fn sweep_interval(&self) -> Duration {
+        self.cleanup_interval.unwrap_or(self.heartbeat_interval)
+    }
+}
+
+/// Refuses a layer (the file, or the environment) that gives `request_timeout` (the
+/// original's name) and `body_timeout` different values: neither would be what was meant.
+fn same_timeout_under_both_names(layer: &Layer) -> Result<(), ConfigError> {
+    let find = |key: &str| layer.iter().rfind(|(k, ..)| *k == key);
+    let (Some((_, old_source, old)), Some((_, new_source, new))) =
+        (find("request_timeout"), find("body_timeout"))
+    else {
+        return Ok(());
+    };
+    // A value that does not parse is reported on its own, by the merge.
+    match (seconds(old), seconds(new)) {
+        (Ok(a), Ok(b)) if a != b => Err(ConfigError::Inconsistent(format!(
+            "{old_source} ({}s) and {new_source} ({}s) name the same setting, the time a \
+             request body may take: give one, or the same value",
+            a.as_secs_f64(),
+            b.as_secs_f64()
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -557,8 +651,13 @@ mod tests {
 
     impl TempFile {
         fn new(name: &str, text: &str) -> TempFile {
-            let path = std::env::temp_dir()
-                .join(format!("gateway-config-{}-{name}.json", std::process::id()));
+            // Tests run at once, some with the same name: a number of its own for each file.
+            static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path = std::env::temp_dir().join(format!(
+                "gateway-config-{}-{n}-{name}.json",
+                std::process::id()
+            ));
             std::fs::write(&path, text).unwrap();
             TempFile(path)
         }
@@ -744,6 +843,197 @@ mod tests {
         }
         let err = load(&["--store", "disk"], &[]).unwrap_err();
         assert!(err.to_string().contains("--store"), "{err}");
+    }
+
+    /// The original's example server configuration (`gateway_config.py`), as shipped.
+    const ORIGINAL_EXAMPLE: &str = r#"{ "host": "0.0.0.0", "port": 8080, "node_timeout": 300.0,
+        "heartbeat_interval": 30.0, "cleanup_interval": 60.0, "request_timeout": 30.0,
+        "max_connections": 100, "log_level": "INFO",
+        "log_format": "%(asctime)s - %(name)s - %(levelname)s - %(message)s" }"#;
+
+    #[test]
+    fn the_originals_example_config_loads_with_each_key_mapped_or_reported() {
+        let file = TempFile::new("original", ORIGINAL_EXAMPLE);
+        let config = load(&["--config", file.path()], &[]).unwrap();
+        assert_eq!((config.host.as_str(), config.port), ("0.0.0.0", 8080));
+        assert_eq!(config.liveness.node_timeout, Duration::from_secs(300));
+        assert_eq!(config.heartbeat_interval, Duration::from_secs(30));
+        assert_eq!(config.cleanup_interval, Some(Duration::from_secs(60)));
+        assert_eq!(config.sweep_interval(), Duration::from_secs(60));
+        assert_eq!(config.body_timeout, Duration::from_secs(30));
+        assert_eq!(config.log_level, LevelFilter::Info);
+        // The keys not applied, one message each, naming the key, the file and why.
+        assert_eq!(config.not_applied.len(), 2, "{:#?}", config.not_applied);
+        for (message, key, why) in [
+            (
+                &config.not_applied[0],
+                "max_connections",
+                "connection limit",
+            ),
+            (&config.not_applied[1], "log_format", "its own line"),
+        ] {
+            assert!(
+                message.contains(&format!("{key} in {}", file.path())),
+                "{message}"
+            );
+            assert!(message.contains(why), "{message}");
+        }
+        assert!(config.summary().contains("cleanup_interval 60s"));
+        assert!(config.summary().contains("body_timeout 30s"));
+    }
+
+    /// Loads `key: value` from a file, then `GATEWAY_KEY=value` from the environment.
+    fn file_and_env(key: &str, value: &str) -> [Result<ServerConfig, ConfigError>; 2] {
+        let json = serde_json::json!({ key: value }).to_string();
+        let file = TempFile::new(&format!("one-{key}"), &json);
+        let from_file = load(&["--config", file.path()], &[]);
+        let name = format!("GATEWAY_{}", key.to_uppercase());
+        let from_env = load(&[], &[(name.as_str(), value)]);
+        [from_file, from_env]
+    }
+
+    #[test]
+    fn each_key_of_the_original_means_the_same_in_the_file_and_the_environment() {
+        type Applied = fn(&ServerConfig) -> bool;
+        let check: [(&str, &str, Applied); 9] = [
+            ("host", "127.0.0.5", |c| c.host == "127.0.0.5"),
+            ("port", "9090", |c| c.port == 9090),
+            ("node_timeout", "120.5", |c| {
+                c.liveness.node_timeout == Duration::from_secs_f64(120.5)
+            }),
+            ("heartbeat_interval", "10", |c| {
+                c.heartbeat_interval == Duration::from_secs(10) && c.cleanup_interval.is_none()
+            }),
+            ("cleanup_interval", "45.0", |c| {
+                c.sweep_interval() == Duration::from_secs(45)
+                    && c.heartbeat_interval == Duration::from_secs(30)
+            }),
+            ("request_timeout", "12", |c| {
+                c.body_timeout == Duration::from_secs(12)
+            }),
+            ("max_connections", "100", |c| {
+                c.not_applied.len() == 1 && c.not_applied[0].contains("max_connections")
+            }),
+            ("log_level", "WARNING", |c| c.log_level == LevelFilter::Warn),
+            ("log_format", "%(message)s", |c| {
+                c.not_applied.len() == 1 && c.not_applied[0].contains("log_format")
+            }),
+        ];
+        for (key, value, applied) in check {
+            let [from_file, from_env] = file_and_env(key, value);
+            let (from_file, from_env) = (from_file.unwrap(), from_env.unwrap());
+            assert!(applied(&from_file), "{key} in a file: {from_file:#?}");
+            assert!(applied(&from_env), "GATEWAY_{key}: {from_env:#?}");
+            let default = ServerConfig::default();
+            assert_ne!(from_file, default, "{key} in a file changed nothing");
+            let same = |c: ServerConfig| ServerConfig {
+                not_applied: Vec::new(),
+                ..c
+            };
+            assert_eq!(same(from_file), same(from_env), "{key}");
+        }
+    }
+
+    #[test]
+    fn a_bad_value_of_an_originals_key_names_the_key_and_its_source_in_both() {
+        for (key, bad) in [
+            ("cleanup_interval", "soon"),
+            ("cleanup_interval", "0"),
+            ("request_timeout", "-1"),
+            ("max_connections", "many"),
+            ("max_connections", "0"),
+            ("max_connections", "1.5"),
+            ("node_timeout", "nan"),
+        ] {
+            let [from_file, from_env] = file_and_env(key, bad);
+            let env_name = format!("GATEWAY_{}", key.to_uppercase());
+            for (err, source) in [(from_file, key), (from_env, env_name.as_str())] {
+                let err = err.expect_err(&format!("{source}={bad} was accepted"));
+                assert!(matches!(err, ConfigError::Invalid { .. }), "{err}");
+                assert!(err.to_string().contains(source), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn numbers_parse_as_the_original_parsed_them() {
+        // float(): "30" and "30.0"; int(): "100", with spaces around.
+        for text in ["30", "30.0", " 30 "] {
+            let config = load(&[], &[("GATEWAY_CLEANUP_INTERVAL", text)]).unwrap();
+            assert_eq!(config.sweep_interval(), Duration::from_secs(30), "{text}");
+            let config = load(&[], &[("GATEWAY_REQUEST_TIMEOUT", text)]).unwrap();
+            assert_eq!(config.body_timeout, Duration::from_secs(30), "{text}");
+        }
+        let file = TempFile::new("floats", r#"{"port": 8081, "cleanup_interval": 2.5}"#);
+        let config = load(&["--config", file.path()], &[]).unwrap();
+        assert_eq!(config.sweep_interval(), Duration::from_millis(2500));
+        assert!(load(&[], &[("GATEWAY_MAX_CONNECTIONS", " 100 ")]).is_ok());
+    }
+
+    #[test]
+    fn cleanup_interval_sets_the_sweep_apart_from_the_advertised_heartbeat() {
+        let config = load(&["--heartbeat-interval", "5"], &[]).unwrap();
+        assert_eq!(config.sweep_interval(), Duration::from_secs(5));
+        assert!(config.summary().contains("cleanup_interval 5s"));
+        let env = [("GATEWAY_CLEANUP_INTERVAL", "60")];
+        let config = load(&["--heartbeat-interval", "5"], &env).unwrap();
+        assert_eq!(config.heartbeat_interval, Duration::from_secs(5));
+        assert_eq!(config.sweep_interval(), Duration::from_secs(60));
+        let config = load(&["--cleanup-interval", "0.5"], &env).unwrap();
+        assert_eq!(config.sweep_interval(), Duration::from_millis(500));
+        let err = load(&["--cleanup-interval", "never"], &[]).unwrap_err();
+        assert!(err.to_string().contains("--cleanup-interval"), "{err}");
+    }
+
+    #[test]
+    fn request_timeout_is_body_timeout_under_the_originals_name() {
+        // Across layers, the later layer wins whichever name it uses.
+        let file = TempFile::new("bodytimeout", r#"{"body_timeout": 7}"#);
+        let env = [("GATEWAY_REQUEST_TIMEOUT", "9")];
+        let config = load(&["--config", file.path()], &env).unwrap();
+        assert_eq!(config.body_timeout, Duration::from_secs(9));
+        let config = load(&["--config", file.path(), "--body-timeout", "3"], &env).unwrap();
+        assert_eq!(config.body_timeout, Duration::from_secs(3));
+        // In one layer, both names with one value are fine; two values are refused.
+        let both = [
+            ("GATEWAY_REQUEST_TIMEOUT", "9"),
+            ("GATEWAY_BODY_TIMEOUT", "9.0"),
+        ];
+        assert_eq!(
+            load(&[], &both).unwrap().body_timeout,
+            Duration::from_secs(9)
+        );
+        let both = [
+            ("GATEWAY_REQUEST_TIMEOUT", "9"),
+            ("GATEWAY_BODY_TIMEOUT", "4"),
+        ];
+        let err = load(&[], &both).unwrap_err();
+        assert!(matches!(err, ConfigError::Inconsistent(_)), "{err}");
+        let message = err.to_string();
+        assert!(
+            message.contains("GATEWAY_REQUEST_TIMEOUT") && message.contains("GATEWAY_BODY_TIMEOUT")
+        );
+        let file = TempFile::new(
+            "bothtimeouts",
+            r#"{"request_timeout": 30, "body-timeout": 5}"#,
+        );
+        let err = load(&["--config", file.path()], &[]).unwrap_err();
+        assert!(matches!(err, ConfigError::Inconsistent(_)), "{err}");
+        assert!(err.to_string().contains(file.path()), "{err}");
+    }
+
+    #[test]
+    fn a_key_not_applied_is_reported_once_from_the_source_that_won() {
+        let file = TempFile::new("twice", r#"{"max_connections": 100}"#);
+        let env = [("GATEWAY_MAX_CONNECTIONS", "200")];
+        let config = load(&["--config", file.path()], &env).unwrap();
+        assert_eq!(config.not_applied.len(), 1, "{:#?}", config.not_applied);
+        assert!(
+            config.not_applied[0].starts_with("max_connections (GATEWAY_MAX_CONNECTIONS) "),
+            "{:#?}",
+            config.not_applied
+        );
+        assert!(load(&[], &[]).unwrap().not_applied.is_empty());
     }
 
     #[test]

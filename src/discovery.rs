@@ -306,6 +306,33 @@ impl Discovery {
         receiver
     }
 
+    /// Calls `on_change` with every change to the view (see [`Discovery::subscribe`]; the first
+    /// call is the current view, if there is one), in order, on a thread of its own
+    /// (`gateway-on-change`), so that a slow callback holds up neither the client nor the
+    /// node. The thread sleeps until a change, and ends when this handle (and its client) is
+    /// dropped or the callback panics. For changes as they happen rather than at heartbeat
+    /// pace, build the client with [`crate::client::ClientBuilder::watch`].
+    ///
+    /// ```no_run
+    /// # let discovery = cluster_gateway::discovery::Discovery::new();
+    /// discovery.on_change(|change| {
+    ///     for event in change.events() {
+    ///         println!("{event}"); // joined 3 10.0.0.3:5003, suspected 3 ..., back 3 ..., left 3
+    ///     }
+    /// });
+    /// ```
+    pub fn on_change(&self, mut on_change: impl FnMut(&ClusterChange) + Send + 'static) {
+        let changes = self.subscribe();
+        std::thread::Builder::new()
+            .name("gateway-on-change".to_owned())
+            .spawn(move || {
+                for change in changes {
+                    on_change(&change);
+                }
+            })
+            .expect("spawn the change callback's thread");
+    }
+
     /// Tells the gateway who leads now (after an election). False if it failed: the gateway
     /// does not know the node, or cannot be reached (both logged). Blocks at most the client's
     /// deadline; readers are not held up meanwhile.

@@ -15,6 +15,7 @@ use crate::client::ClusterInfo;
 use crate::error::ClientError;
 use crate::shared::Shared;
 use crate::transport::{Method, Reply, random_unit};
+use crate::view::split;
 use serde::Deserialize;
 
 /// A running heartbeat thread. Stop it with [`Heartbeat::stop`].
@@ -142,8 +143,8 @@ fn register(
         return Ok(()); // Stopped meanwhile: record nothing.
     }
     match result {
-        Ok(answer) => {
-            shared.registered(registration, &answer, forgotten);
+        Ok((answer, suspected)) => {
+            shared.registered(registration, &answer, suspected, forgotten);
             log::info!("node {node_id} registered");
             Ok(())
         }
@@ -221,27 +222,29 @@ struct RegisterResponseWithoutNodes {
 }
 
 impl MinimalRegistration {
-    /// The whole answer, the list fetched when the gateway left it out.
+    /// The whole answer, the list fetched when the gateway left it out (suspected peers
+    /// included: they are returned apart).
     fn with_nodes(
         self,
         shared: &Shared,
         node_id: NodeId,
         pause: &dyn Fn(Duration) -> bool,
-    ) -> Result<RegisterResponse, ClientError> {
+    ) -> Result<(RegisterResponse, Option<Vec<Node>>), ClientError> {
         let a = self.answer;
-        let (nodes, registry_version) = match self.nodes {
-            Some(nodes) => (nodes, a.registry_version),
+        let (nodes, suspected, registry_version) = match self.nodes {
+            Some(nodes) => (nodes, None, a.registry_version),
             None => {
-                let list: NodesResponse = shared.call(
-                    Method::Get,
-                    &format!("/nodes?node_id={node_id}"),
-                    None::<&()>,
-                    pause,
-                )?;
-                (list.nodes, list.registry_version.max(a.registry_version))
+                let list: NodesResponse =
+                    shared.call(Method::Get, &nodes_path(node_id), None::<&()>, pause)?;
+                let (nodes, suspected) = split(list.nodes, Some(node_id));
+                (
+                    nodes,
+                    Some(suspected),
+                    list.registry_version.max(a.registry_version),
+                )
             }
         };
-        Ok(RegisterResponse {
+        let answer = RegisterResponse {
             status: a.status,
             node_id: a.node_id,
             is_bootstrap: a.is_bootstrap,
@@ -250,8 +253,14 @@ impl MinimalRegistration {
             leader: a.leader,
             epoch: a.epoch,
             settings: a.settings,
-        })
+        };
+        Ok((answer, suspected))
     }
+}
+
+/// The list the view is built from: every peer, suspected ones included, without this node.
+pub(crate) fn nodes_path(node_id: NodeId) -> String {
+    format!("/nodes?node_id={node_id}&status=all")
 }
 
 fn refresh_view(
@@ -262,7 +271,7 @@ fn refresh_view(
 ) -> Result<(), ClientError> {
     // Conditional reads: a list that did not change since the view was built costs a 304.
     let (nodes_tag, leader_tag) = shared.state().view_tags.clone();
-    let nodes_path = format!("/nodes?node_id={node_id}");
+    let nodes_path = nodes_path(node_id);
     let nodes: Reply<NodesResponse> = conditional(shared, &nodes_path, &nodes_tag, pause)?;
     let leader: Reply<LeaderResponse> = conditional(shared, "/leader", &leader_tag, pause)?;
     if !pause(Duration::ZERO) {
@@ -284,12 +293,14 @@ fn refresh_view(
         None => shared.call(Method::Get, "/leader", None::<&()>, pause)?,
     };
     shared.state().view_tags = (nodes_etag, leader_etag);
+    let (active, suspected) = split(nodes.nodes, Some(node_id));
     shared.update_view(
         ClusterInfo {
-            nodes: nodes.nodes,
+            nodes: active,
             leader: leader.leader,
             registry_version: nodes.registry_version,
         },
+        Some(suspected),
         epoch,
     );
     Ok(())

@@ -951,37 +951,31 @@ fn query_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
         .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
 }
 
-/// Decodes `%XX` escapes and `+`; `None` if an escape is malformed or the result is not UTF-8.
+/// Decodes a query value: `+` is a space and `%XX` a byte (so `%2B` is a `+`); `None` if an
+/// escape is malformed (`%zz`, `%4`) or the bytes are not UTF-8. The `percent-encoding` crate
+/// decodes, and passes a malformed escape through as text: that is checked first, so a typo
+/// is refused rather than taken literally.
 fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = text.get(i + 1..i + 3)?;
-                if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return None;
-                }
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
+    let well_formed = text.split('%').skip(1).all(|escape| {
+        escape
+            .as_bytes()
+            .get(..2)
+            .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !well_formed {
+        return None;
     }
-    String::from_utf8(out).ok()
+    // `+` first: an escaped `%2B` decodes to a `+` that must stay one.
+    let spaced = text.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8()
+        .ok()
+        .map(|decoded| decoded.into_owned())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{indent, percent_decode};
+    use super::{Endpoint, Query, indent, percent_decode};
 
     #[test]
     fn indenting_keeps_every_token_and_the_key_order() {
@@ -1004,5 +998,59 @@ mod tests {
         assert_eq!(percent_decode("%4"), None);
         assert_eq!(percent_decode("%ff"), None);
         assert_eq!(percent_decode("%+1"), None);
+        assert_eq!(percent_decode("%"), None);
+        assert_eq!(percent_decode("a%2"), None);
+        assert_eq!(percent_decode(""), Some(String::new()));
+    }
+
+    #[test]
+    fn an_escaped_plus_is_a_plus_and_a_bare_plus_is_a_space() {
+        assert_eq!(percent_decode("a%2Bb").as_deref(), Some("a+b"));
+        assert_eq!(percent_decode("a%2bb").as_deref(), Some("a+b"));
+        assert_eq!(percent_decode("a+b").as_deref(), Some("a b"));
+        assert_eq!(percent_decode("%2B+%2B").as_deref(), Some("+ +"));
+        assert_eq!(percent_decode("100%25").as_deref(), Some("100%"));
+        assert_eq!(percent_decode("%2525").as_deref(), Some("%25"));
+    }
+
+    #[test]
+    fn multi_byte_utf8_decodes_whole_and_broken_sequences_are_refused() {
+        assert_eq!(percent_decode("gr%C3%BCn").as_deref(), Some("grün"));
+        assert_eq!(percent_decode("%E2%82%AC").as_deref(), Some("€"));
+        assert_eq!(percent_decode("%F0%9F%A6%80").as_deref(), Some("🦀"));
+        // Unescaped UTF-8 in the query passes through.
+        assert_eq!(percent_decode("grün").as_deref(), Some("grün"));
+        // A sequence cut short, or an overlong encoding of `/`.
+        assert_eq!(percent_decode("%E2%82"), None);
+        assert_eq!(percent_decode("%C0%AF"), None);
+    }
+
+    #[test]
+    fn a_capability_query_is_decoded_and_a_bad_one_is_a_400_naming_it() {
+        let capability = |query: &str| Query::parse(query, Endpoint::Nodes).map(|q| q.capability);
+        assert_eq!(
+            capability("capability=c%2B%2B").unwrap().as_deref(),
+            Some("c++")
+        );
+        assert_eq!(
+            capability("capability=a+b").unwrap().as_deref(),
+            Some("a b")
+        );
+        assert_eq!(
+            capability("capability=gr%C3%BCn").unwrap().as_deref(),
+            Some("grün")
+        );
+        for bad in ["capability=%zz", "capability=%C3", "capability=%ff"] {
+            let refused = capability(bad).unwrap_err();
+            assert_eq!(refused.status, 400, "{bad}");
+            let body: serde_json::Value = serde_json::from_slice(&refused.body.to_vec()).unwrap();
+            assert!(
+                body["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("Invalid capability"),
+                "{bad}: {body}"
+            );
+        }
     }
 }

@@ -69,6 +69,8 @@ pub mod auth;
 pub mod cli;
 #[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "client")]
+mod client_watch;
 #[cfg(feature = "server")]
 pub mod config;
 #[cfg(feature = "client")]

@@ -173,7 +173,7 @@ impl GatewayServer {
         let (reaper_stop, stop_signal) = mpsc::channel::<()>();
         let reaper = {
             let gateway = Arc::clone(&gateway);
-            let interval = config.heartbeat_interval;
+            let interval = config.sweep_interval();
             thread::Builder::new()
                 .name("gateway-reaper".to_owned())
                 .spawn(move || {

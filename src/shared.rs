@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::api::{NodeId, RegisterResponse, Registration, Settings};
+use crate::api::{Node, NodeId, RegisterResponse, Registration, Settings};
 use crate::client::{ClientStatus, ClusterChange, ClusterInfo, DEFAULT_HEARTBEAT_INTERVAL};
 use crate::error::ClientError;
 use crate::lock;
@@ -149,17 +149,50 @@ impl Shared {
         headers: &[(&str, &str)],
         pause: &dyn Fn(Duration) -> bool,
     ) -> Result<Reply<T>, ClientError> {
+        self.exchange(method, path, body, headers, pause, None)
+    }
+
+    /// A `GET` the gateway may hold for up to `wait` (a long-poll), within the deadline plus
+    /// `wait`. It is recorded in the status like any call, but not as a request waiting for an
+    /// answer: a parked long-poll says nothing about the gateway's health.
+    pub(crate) fn call_held<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        pause: &dyn Fn(Duration) -> bool,
+        wait: Duration,
+    ) -> Result<Reply<T>, ClientError> {
+        self.exchange(Method::Get, path, None::<&()>, &[], pause, Some(wait))
+    }
+
+    fn exchange<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+        headers: &[(&str, &str)],
+        pause: &dyn Fn(Duration) -> bool,
+        held: Option<Duration>,
+    ) -> Result<Reply<T>, ClientError> {
         let started = Instant::now();
         let id = {
             let mut state = self.state();
             state.calls += 1;
             let id = state.calls;
-            state.pending.insert(id, started);
+            if held.is_none() {
+                state.pending.insert(id, started);
+            }
             id
         };
-        let result =
-            self.transport
-                .call_with(method, path, body, headers, pause, started + self.deadline);
+        let held = held.unwrap_or_default();
+        let result = self.transport.call_with(
+            method,
+            path,
+            body,
+            headers,
+            pause,
+            started + self.deadline + held,
+            held,
+        );
         let mut state = self.state();
         state.pending.remove(&id);
         match &result {
@@ -197,12 +230,14 @@ impl Shared {
     }
 
     /// Records a successful registration: what to repeat, the membership, the bootstrap role,
-    /// the gateway's settings and the view it returned. `forgotten`: the gateway had forgotten
-    /// this node (it restarted or reaped it).
+    /// the gateway's settings and the view it returned (with the suspected peers, when they
+    /// were read too). `forgotten`: the gateway had forgotten this node (it restarted or
+    /// reaped it).
     pub(crate) fn registered(
         &self,
         mut sent: Registration,
         answer: &RegisterResponse,
+        suspected: Option<Vec<Node>>,
         forgotten: bool,
     ) {
         let mut state = self.state();
@@ -235,6 +270,7 @@ impl Shared {
                 leader: answer.leader.clone(),
                 registry_version: answer.registry_version,
             },
+            suspected,
             answer.epoch.clone(),
             forgotten,
             carry_for,
@@ -248,6 +284,8 @@ impl Shared {
                     joined: Vec::new(),
                     left: Vec::new(),
                     updated: Vec::new(),
+                    suspected: Vec::new(),
+                    recovered: Vec::new(),
                     leader_changed: false,
                     bootstrapped: false,
                     epoch_changed: false,
@@ -268,8 +306,14 @@ impl Shared {
         self.changed.notify_all();
     }
 
-    /// Records a fresh view from the gateway.
-    pub(crate) fn update_view(&self, cluster: ClusterInfo, epoch: Option<String>) {
+    /// Records a fresh view from the gateway: active peers and leader in `cluster`, suspected
+    /// peers if the answer listed them.
+    pub(crate) fn update_view(
+        &self,
+        cluster: ClusterInfo,
+        suspected: Option<Vec<Node>>,
+        epoch: Option<String>,
+    ) {
         let mut state = self.state();
         let carry_for = self.carry_for(&state);
         if epoch.is_some() {
@@ -277,7 +321,7 @@ impl Shared {
         }
         let change = state
             .view
-            .update(cluster, epoch, false, carry_for, Instant::now());
+            .update(cluster, suspected, epoch, false, carry_for, Instant::now());
         state.publish(change);
     }
 

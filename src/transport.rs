@@ -160,6 +160,11 @@ impl Transport {
         self.timeout
     }
 
+    /// The first backoff's upper bound.
+    pub(crate) fn base_delay(&self) -> Duration {
+        self.base_delay
+    }
+
     /// Sends one request, trying the gateways in turn from the one in use, and gives up at
     /// `deadline`.
     ///
@@ -171,7 +176,10 @@ impl Transport {
     /// that of the gateway in use, not of the last one tried.
     ///
     /// Extra request headers (`Prefer`, `If-None-Match`) go with every try; the reply carries
-    /// the answer's `ETag`, and no value for a `304 Not Modified`.
+    /// the answer's `ETag` (and `X-Gateway-Index`, `X-Gateway-Epoch`), and no value for a
+    /// `304 Not Modified`. `held` is how long the gateway may hold the request on purpose (a
+    /// long-poll's wait): each try may take that much longer than the timeout.
+    #[allow(clippy::too_many_arguments)] // One call, every part of it; a struct would be noise.
     pub(crate) fn call_with<T: DeserializeOwned>(
         &self,
         method: Method,
@@ -180,6 +188,7 @@ impl Transport {
         headers: &[(&str, &str)],
         pause: &dyn Fn(Duration) -> bool,
         deadline: Instant,
+        held: Duration,
     ) -> Result<Reply<T>, ClientError> {
         if let Some(invalid) = &self.invalid {
             return Err(invalid.clone());
@@ -208,7 +217,7 @@ impl Transport {
                 path,
                 body,
                 headers,
-                left.min(self.timeout),
+                left.min(self.timeout + held),
             ) {
                 Ok(answer) => {
                     self.current.store(index, Ordering::Relaxed);
@@ -276,8 +285,22 @@ impl Transport {
             .get("ETag")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let index = header("X-Gateway-Index").and_then(|v| v.trim().parse().ok());
+        let epoch = header("X-Gateway-Epoch");
         if status == 304 {
-            return Ok(Reply { value: None, etag });
+            return Ok(Reply {
+                value: None,
+                etag,
+                index,
+                epoch,
+            });
         }
         let text = response
             .body_mut()
@@ -302,6 +325,8 @@ impl Transport {
         Ok(Reply {
             value: Some(value),
             etag,
+            index,
+            epoch,
         })
     }
 }
@@ -313,6 +338,11 @@ pub(crate) struct Reply<T> {
     pub(crate) value: Option<T>,
     /// The answer's `ETag`, if it had one.
     pub(crate) etag: Option<String>,
+    /// `X-Gateway-Index`: the registry version a long-poll sends back (none from the original
+    /// gateway, which does not long-poll).
+    pub(crate) index: Option<u64>,
+    /// `X-Gateway-Epoch`: the gateway run the index belongs to.
+    pub(crate) epoch: Option<String>,
 }
 
 impl<T> Reply<T> {

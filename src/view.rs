@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::api::{Node, NodeId};
+use crate::api::{Node, NodeId, NodeStatus};
 
 /// The cluster as the gateway last described it.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,12 +27,17 @@ pub struct ClusterInfo {
     pub registry_version: u64,
 }
 
-/// The last known view of the cluster, kept fresh by the heartbeat thread; still there while the
-/// gateway is down.
+/// The last known view of the cluster, kept fresh by the heartbeat thread (and the watch thread,
+/// when it runs); still there while the gateway is down.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterView {
     /// Peers and leader.
     pub cluster: ClusterInfo,
+    /// Suspected peers (silent for `suspect_after`, not reaped yet), by node id: not in
+    /// `cluster.nodes`, which lists active peers only. Learned from the lists the heartbeat and
+    /// watch threads read (`status=all`); a registration's answer does not list them, and the
+    /// original gateway may not either.
+    pub suspected: Vec<Node>,
     /// The `epoch` of the gateway run that gave this view (`None` from the original gateway).
     pub epoch: Option<String>,
     /// When the gateway last confirmed this view.
@@ -55,18 +60,24 @@ impl ClusterView {
 
 /// What changed in the cached view, as sent to subscribers
 /// ([`crate::GatewayClient::subscribe`]). Each change carries the whole new view, so the last one
-/// received is always a complete picture.
+/// received is always a complete picture. [`ClusterChange::events`] lists it as one
+/// [`ChangeEvent`] per fact, for printing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterChange {
     /// The view after the change.
     pub view: ClusterView,
-    /// Peers that appeared.
+    /// Peers that appeared (as active, or, first seen already suspected, in `suspected` too).
     pub joined: Vec<Node>,
     /// Peers that are gone: removed or reaped by the gateway, or not back within the carry
     /// period after a gateway restart.
     pub left: Vec<NodeId>,
-    /// Peers whose address, port, capabilities, metadata or status changed.
+    /// Peers whose address, port, capabilities or metadata changed (a change of status is in
+    /// `suspected` or `recovered`).
     pub updated: Vec<Node>,
+    /// Peers that became suspected (silent for the gateway's `suspect_after`).
+    pub suspected: Vec<Node>,
+    /// Suspected peers that are active again (heard from before they were reaped).
+    pub recovered: Vec<Node>,
     /// True if the leader is another node than before (or there is none now, or one now).
     pub leader_changed: bool,
     /// True if this change brings the news that this node bootstrapped the cluster (possibly
@@ -76,9 +87,114 @@ pub struct ClusterChange {
     pub epoch_changed: bool,
 }
 
+impl ClusterChange {
+    /// The change as one event per fact, in this order: joined, updated, suspected, back,
+    /// left, leader. A node first seen already suspected is both joined and suspected.
+    pub fn events(&self) -> Vec<ChangeEvent> {
+        let mut events: Vec<ChangeEvent> = Vec::new();
+        events.extend(self.joined.iter().cloned().map(ChangeEvent::Joined));
+        events.extend(self.updated.iter().cloned().map(ChangeEvent::Updated));
+        events.extend(self.suspected.iter().cloned().map(ChangeEvent::Suspected));
+        events.extend(self.recovered.iter().cloned().map(ChangeEvent::Back));
+        events.extend(self.left.iter().copied().map(ChangeEvent::Left));
+        if self.leader_changed {
+            events.push(ChangeEvent::Leader(self.view.cluster.leader.clone()));
+        }
+        events
+    }
+}
+
+/// One fact of a [`ClusterChange`]. `Display` gives one line (`joined 3 10.0.0.3:5003`,
+/// `left 3`, `suspected 3 10.0.0.3:5003`, `back 3 10.0.0.3:5003`, `updated 3 10.0.0.3:5003`,
+/// `leader 2 10.0.0.2:5002`, `leader none`); [`ChangeEvent::to_json`] one JSON object whose
+/// `event` is the line's first word.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChangeEvent {
+    /// A peer appeared.
+    Joined(Node),
+    /// A peer is gone (removed or reaped).
+    Left(NodeId),
+    /// A peer's address, port, capabilities or metadata changed.
+    Updated(Node),
+    /// A peer became suspected.
+    Suspected(Node),
+    /// A suspected peer is active again.
+    Back(Node),
+    /// The leader is another node, or none.
+    Leader(Option<Node>),
+}
+
+impl ChangeEvent {
+    /// The event's name: `joined`, `left`, `updated`, `suspected`, `back`, `leader`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ChangeEvent::Joined(_) => "joined",
+            ChangeEvent::Left(_) => "left",
+            ChangeEvent::Updated(_) => "updated",
+            ChangeEvent::Suspected(_) => "suspected",
+            ChangeEvent::Back(_) => "back",
+            ChangeEvent::Leader(_) => "leader",
+        }
+    }
+
+    /// The node the event is about (none for a departure or a cluster without a leader).
+    pub fn node(&self) -> Option<&Node> {
+        match self {
+            ChangeEvent::Joined(n)
+            | ChangeEvent::Updated(n)
+            | ChangeEvent::Suspected(n)
+            | ChangeEvent::Back(n) => Some(n),
+            ChangeEvent::Leader(n) => n.as_ref(),
+            ChangeEvent::Left(_) => None,
+        }
+    }
+
+    /// The id of the node the event is about (`None`: no leader now).
+    pub fn node_id(&self) -> Option<NodeId> {
+        match self {
+            ChangeEvent::Left(id) => Some(*id),
+            other => other.node().map(|n| n.node_id),
+        }
+    }
+
+    /// One JSON object: `{"event": "joined", "node_id": 3, "node": {...}}`; `left` has no
+    /// `node`; `leader` has `"node_id": null, "node": null` when there is none.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut object = serde_json::Map::new();
+        object.insert("event".into(), self.name().into());
+        object.insert("node_id".into(), self.node_id().into());
+        if !matches!(self, ChangeEvent::Left(_)) {
+            let node = self
+                .node()
+                .map(|n| serde_json::to_value(n).expect("a node serialises"));
+            object.insert("node".into(), node.unwrap_or(serde_json::Value::Null));
+        }
+        serde_json::Value::Object(object)
+    }
+}
+
+impl std::fmt::Display for ChangeEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.node_id(), self.node()) {
+            (Some(id), Some(node)) => write!(f, "{} {id} {}", self.name(), node.address()),
+            (Some(id), None) => write!(f, "{} {id}", self.name()),
+            (None, _) => write!(f, "{} none", self.name()),
+        }
+    }
+}
+
+/// A `status=all` list as the view holds it: active and suspected peers, without `me`.
+pub(crate) fn split(nodes: Vec<Node>, me: Option<NodeId>) -> (Vec<Node>, Vec<Node>) {
+    nodes
+        .into_iter()
+        .filter(|n| Some(n.node_id) != me)
+        .partition(|n| n.status == NodeStatus::Active)
+}
+
 /// Peers and leader of the view before a gateway restart, shown until they are back.
 #[derive(Debug, Clone)]
 struct Carried {
+    /// Active and suspected peers, with their status as last known.
     nodes: Vec<Node>,
     leader: Option<Node>,
     until: Instant,
@@ -89,6 +205,8 @@ struct Carried {
 pub(crate) struct ViewState {
     /// What the gateway last said, with its epoch.
     fresh: Option<(ClusterInfo, Option<String>)>,
+    /// The suspected peers the gateway last listed.
+    fresh_suspected: Vec<Node>,
     carried: Option<Carried>,
     shown: Option<ClusterView>,
 }
@@ -106,26 +224,54 @@ impl ViewState {
             .map(|(info, epoch)| (epoch.as_deref(), info.registry_version))
     }
 
-    /// The gateway described the cluster as `info` in run `epoch`. `forgotten` says that it had
-    /// forgotten this node (a restart or a reap), which starts carrying as a new epoch does.
+    /// The gateway described the cluster as `info` in run `epoch`, with `suspected` peers
+    /// (`None`: this answer does not list them, as a registration's does not; those known stay
+    /// suspected unless `info` lists them active). `forgotten` says that it had forgotten this
+    /// node (a restart or a reap), which starts carrying as a new epoch does.
+    ///
+    /// A description older than the one held (the same run, a lower version: the heartbeat and
+    /// watch threads read on their own) is ignored.
     pub(crate) fn update(
         &mut self,
         info: ClusterInfo,
+        suspected: Option<Vec<Node>>,
         epoch: Option<String>,
         forgotten: bool,
         carry_for: Duration,
         now: Instant,
     ) -> Option<ClusterChange> {
+        if let Some((held, held_epoch)) = &self.fresh
+            && epoch.is_some()
+            && *held_epoch == epoch
+            && info.registry_version < held.registry_version
+        {
+            return None;
+        }
         let epoch_changed = self.fresh.as_ref().is_some_and(|(_, old)| *old != epoch);
         if (epoch_changed || forgotten)
             && let Some(old) = &self.shown
         {
             self.carried = Some(Carried {
-                nodes: old.cluster.nodes.clone(),
+                nodes: old
+                    .cluster
+                    .nodes
+                    .iter()
+                    .chain(&old.suspected)
+                    .cloned()
+                    .collect(),
                 leader: old.cluster.leader.clone(),
                 until: now + carry_for,
             });
         }
+        self.fresh_suspected = match suspected {
+            Some(listed) => listed,
+            None if epoch_changed => Vec::new(),
+            None => {
+                let mut kept = std::mem::take(&mut self.fresh_suspected);
+                kept.retain(|s| !info.nodes.iter().any(|n| n.node_id == s.node_id));
+                kept
+            }
+        };
         self.fresh = Some((info, epoch));
         self.rebuild(now, epoch_changed)
     }
@@ -147,15 +293,26 @@ impl ViewState {
     fn rebuild(&mut self, now: Instant, epoch_changed: bool) -> Option<ClusterChange> {
         let (fresh, epoch) = self.fresh.clone()?;
         let mut cluster = fresh.clone();
+        let mut suspected = self.fresh_suspected.clone();
         if let Some(carried) = self.carried.as_mut() {
             if now >= carried.until {
                 self.carried = None;
             } else {
-                carried
-                    .nodes
-                    .retain(|n| !fresh.nodes.iter().any(|f| f.node_id == n.node_id));
-                cluster.nodes.extend(carried.nodes.iter().cloned());
+                carried.nodes.retain(|n| {
+                    !fresh
+                        .nodes
+                        .iter()
+                        .chain(&suspected)
+                        .any(|f| f.node_id == n.node_id)
+                });
+                for node in &carried.nodes {
+                    match node.status {
+                        NodeStatus::Active => cluster.nodes.push(node.clone()),
+                        NodeStatus::Suspected => suspected.push(node.clone()),
+                    }
+                }
                 cluster.nodes.sort_by_key(|n| n.node_id);
+                suspected.sort_by_key(|n| n.node_id);
                 if cluster.leader.is_none() {
                     cluster.leader = carried.leader.clone();
                 }
@@ -167,6 +324,7 @@ impl ViewState {
         }
         let view = ClusterView {
             cluster,
+            suspected,
             epoch,
             updated: now,
         };
@@ -184,33 +342,52 @@ fn diff(
     epoch_changed: bool,
 ) -> Option<ClusterChange> {
     let empty = Vec::new();
-    let old_nodes = old.map_or(&empty, |v| &v.cluster.nodes);
-    let find = |nodes: &[Node], id: NodeId| nodes.iter().find(|n| n.node_id == id).cloned();
-    let joined: Vec<Node> = new
-        .cluster
-        .nodes
-        .iter()
-        .filter(|n| find(old_nodes, n.node_id).is_none())
+    let old_active = old.map_or(&empty, |v| &v.cluster.nodes);
+    let old_suspected = old.map_or(&empty, |v| &v.suspected);
+    let old_any = |id| known(old_active, id).or_else(|| known(old_suspected, id));
+    let new_any = |id| known(&new.cluster.nodes, id).or_else(|| known(&new.suspected, id));
+    let every_new = new.cluster.nodes.iter().chain(&new.suspected);
+    let joined: Vec<Node> = every_new
+        .clone()
+        .filter(|n| old_any(n.node_id).is_none())
         .cloned()
         .collect();
-    let left: Vec<NodeId> = old_nodes
+    let mut left: Vec<NodeId> = old_active
         .iter()
-        .filter(|n| find(&new.cluster.nodes, n.node_id).is_none())
+        .chain(old_suspected)
+        .filter(|n| new_any(n.node_id).is_none())
         .map(|n| n.node_id)
         .collect();
-    let updated: Vec<Node> = new
+    left.sort_unstable();
+    let updated: Vec<Node> = every_new
+        .filter(|n| old_any(n.node_id).is_some_and(|o| !same_record(o, n)))
+        .cloned()
+        .collect();
+    let suspected: Vec<Node> = new
+        .suspected
+        .iter()
+        .filter(|n| known(old_suspected, n.node_id).is_none())
+        .cloned()
+        .collect();
+    let recovered: Vec<Node> = new
         .cluster
         .nodes
         .iter()
-        .filter(|n| find(old_nodes, n.node_id).is_some_and(|o| !same_record(&o, n)))
+        .filter(|n| known(old_suspected, n.node_id).is_some())
         .cloned()
         .collect();
     let leader_id = |v: &ClusterView| v.cluster.leader.as_ref().map(|l| l.node_id);
-    let leader_changed = old.map(leader_id) != Some(leader_id(new));
+    // A first view with no leader says nothing about one.
+    let leader_changed = match old {
+        Some(old) => leader_id(old) != leader_id(new),
+        None => new.cluster.leader.is_some(),
+    };
     if old.is_some()
         && joined.is_empty()
         && left.is_empty()
         && updated.is_empty()
+        && suspected.is_empty()
+        && recovered.is_empty()
         && !leader_changed
     {
         return None;
@@ -220,26 +397,31 @@ fn diff(
         joined,
         left,
         updated,
+        suspected,
+        recovered,
         leader_changed,
         bootstrapped: false,
         epoch_changed,
     })
 }
 
-/// Same record but for `last_seen`, which moves on every heartbeat.
+/// The node `id` in `nodes`.
+fn known(nodes: &[Node], id: NodeId) -> Option<&Node> {
+    nodes.iter().find(|n| n.node_id == id)
+}
+
+/// Same record but for `last_seen`, which moves on every heartbeat, and `status`, whose changes
+/// are reported apart.
 fn same_record(a: &Node, b: &Node) -> bool {
     a.ip_address == b.ip_address
         && a.port == b.port
         && a.capabilities == b.capabilities
-        && a.status == b.status
         && a.metadata == b.metadata
         && a.join_timestamp == b.join_timestamp
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::NodeStatus;
 
     fn node(id: NodeId) -> Node {
         Node {
@@ -274,7 +456,14 @@ mod tests {
         let mut view = ViewState::default();
         let t = Instant::now();
         let change = view
-            .update(info(&[2, 3], Some(2), 5), Some("a".into()), false, CARRY, t)
+            .update(
+                info(&[2, 3], Some(2), 5),
+                None,
+                Some("a".into()),
+                false,
+                CARRY,
+                t,
+            )
             .unwrap();
         assert_eq!(change.joined.len(), 2);
         assert!(change.leader_changed);
@@ -285,21 +474,31 @@ mod tests {
     fn a_new_version_with_the_same_content_is_no_change() {
         let mut view = ViewState::default();
         let t = Instant::now();
-        view.update(info(&[2], None, 5), Some("a".into()), false, CARRY, t);
+        view.update(info(&[2], None, 5), None, Some("a".into()), false, CARRY, t);
         let mut moved = info(&[2], None, 6);
         moved.nodes[0].last_seen = 99.0;
-        assert_eq!(view.update(moved, Some("a".into()), false, CARRY, t), None);
+        assert_eq!(
+            view.update(moved, None, Some("a".into()), false, CARRY, t),
+            None
+        );
     }
 
     #[test]
     fn departures_and_updates_within_one_run_are_reported_at_once() {
         let mut view = ViewState::default();
         let t = Instant::now();
-        view.update(info(&[2, 3], Some(2), 5), Some("a".into()), false, CARRY, t);
+        view.update(
+            info(&[2, 3], Some(2), 5),
+            None,
+            Some("a".into()),
+            false,
+            CARRY,
+            t,
+        );
         let mut next = info(&[2, 4], Some(2), 7);
         next.nodes[0].port = 6000;
         let change = view
-            .update(next, Some("a".into()), false, CARRY, t)
+            .update(next, None, Some("a".into()), false, CARRY, t)
             .unwrap();
         assert_eq!(change.left, vec![3]);
         assert_eq!(change.joined[0].node_id, 4);
@@ -311,9 +510,16 @@ mod tests {
     fn a_restart_carries_peers_until_they_are_back_and_reports_no_departure() {
         let mut view = ViewState::default();
         let t = Instant::now();
-        view.update(info(&[2, 3], Some(2), 9), Some("a".into()), false, CARRY, t);
+        view.update(
+            info(&[2, 3], Some(2), 9),
+            None,
+            Some("a".into()),
+            false,
+            CARRY,
+            t,
+        );
         // The new run knows nobody yet, has no leader, and its version went backwards.
-        let change = view.update(info(&[], None, 1), Some("b".into()), true, CARRY, t);
+        let change = view.update(info(&[], None, 1), None, Some("b".into()), true, CARRY, t);
         assert_eq!(change, None, "nothing a reader sees changed");
         assert_eq!(ids(&view), vec![2, 3]);
         assert_eq!(
@@ -329,12 +535,19 @@ mod tests {
         assert_eq!(view.shown().unwrap().key(), (Some("b"), 1));
         // Node 3 is back; node 2 not yet.
         assert_eq!(
-            view.update(info(&[3], None, 2), Some("b".into()), false, CARRY, t),
+            view.update(info(&[3], None, 2), None, Some("b".into()), false, CARRY, t),
             None
         );
         assert_eq!(ids(&view), vec![2, 3]);
         // Node 2 is back and is leader again: carrying ends.
-        view.update(info(&[2, 3], Some(2), 4), Some("b".into()), false, CARRY, t);
+        view.update(
+            info(&[2, 3], Some(2), 4),
+            None,
+            Some("b".into()),
+            false,
+            CARRY,
+            t,
+        );
         assert!(view.carried.is_none());
     }
 
@@ -342,8 +555,15 @@ mod tests {
     fn a_peer_that_never_comes_back_is_reported_gone_when_the_carry_period_ends() {
         let mut view = ViewState::default();
         let t = Instant::now();
-        view.update(info(&[2, 3], None, 9), Some("a".into()), false, CARRY, t);
-        view.update(info(&[2], None, 1), Some("b".into()), true, CARRY, t);
+        view.update(
+            info(&[2, 3], None, 9),
+            None,
+            Some("a".into()),
+            false,
+            CARRY,
+            t,
+        );
+        view.update(info(&[2], None, 1), None, Some("b".into()), true, CARRY, t);
         assert_eq!(view.confirm(t + CARRY / 2), None);
         assert_eq!(ids(&view), vec![2, 3]);
         let change = view.confirm(t + CARRY).unwrap();
@@ -355,9 +575,171 @@ mod tests {
     fn an_epoch_change_alone_starts_carrying() {
         let mut view = ViewState::default();
         let t = Instant::now();
-        view.update(info(&[2], None, 9), Some("a".into()), false, CARRY, t);
-        let change = view.update(info(&[], None, 9), Some("b".into()), false, CARRY, t);
+        view.update(info(&[2], None, 9), None, Some("a".into()), false, CARRY, t);
+        let change = view.update(info(&[], None, 9), None, Some("b".into()), false, CARRY, t);
         assert_eq!(change, None);
         assert_eq!(ids(&view), vec![2]);
+    }
+    fn view_of(active: &[NodeId], suspected: &[NodeId]) -> ClusterView {
+        let mut susp: Vec<Node> = suspected.iter().map(|&i| node(i)).collect();
+        for n in &mut susp {
+            n.status = NodeStatus::Suspected;
+        }
+        ClusterView {
+            cluster: info(active, None, 1),
+            suspected: susp,
+            epoch: None,
+            updated: Instant::now(),
+        }
+    }
+
+    fn suspected(ids: &[NodeId]) -> Option<Vec<Node>> {
+        Some(view_of(&[], ids).suspected)
+    }
+
+    fn node_ids(nodes: &[Node]) -> Vec<NodeId> {
+        nodes.iter().map(|n| n.node_id).collect()
+    }
+
+    #[test]
+    fn a_suspicion_and_a_recovery_are_reported_as_such_not_as_leave_and_join() {
+        let mut view = ViewState::default();
+        let t = Instant::now();
+        view.update(
+            info(&[2, 3], None, 1),
+            suspected(&[]),
+            None,
+            false,
+            CARRY,
+            t,
+        );
+        let change = view
+            .update(info(&[2], None, 2), suspected(&[3]), None, false, CARRY, t)
+            .unwrap();
+        assert_eq!(node_ids(&change.suspected), vec![3]);
+        assert!(
+            change.left.is_empty() && change.joined.is_empty(),
+            "{change:?}"
+        );
+        assert!(
+            change.updated.is_empty(),
+            "a status change is not an update"
+        );
+        assert_eq!(ids(&view), vec![2], "the peer list holds active nodes only");
+        assert_eq!(node_ids(&view.shown().unwrap().suspected), vec![3]);
+        let change = view
+            .update(
+                info(&[2, 3], None, 3),
+                suspected(&[]),
+                None,
+                false,
+                CARRY,
+                t,
+            )
+            .unwrap();
+        assert_eq!(node_ids(&change.recovered), vec![3]);
+        assert!(change.joined.is_empty() && change.suspected.is_empty());
+        // Suspected again, then reaped: a departure.
+        view.update(info(&[2], None, 4), suspected(&[3]), None, false, CARRY, t);
+        let change = view
+            .update(info(&[2], None, 5), suspected(&[]), None, false, CARRY, t)
+            .unwrap();
+        assert_eq!(change.left, vec![3]);
+    }
+
+    #[test]
+    fn an_answer_without_suspected_nodes_keeps_those_known() {
+        let mut view = ViewState::default();
+        let t = Instant::now();
+        view.update(
+            info(&[2], None, 1),
+            suspected(&[3, 4]),
+            None,
+            false,
+            CARRY,
+            t,
+        );
+        // A registration's answer lists active nodes only: 4 is active again, 3 still unknown.
+        let change = view
+            .update(info(&[2, 4], None, 2), None, None, false, CARRY, t)
+            .unwrap();
+        assert_eq!(node_ids(&change.recovered), vec![4]);
+        assert!(change.left.is_empty());
+        assert_eq!(node_ids(&view.shown().unwrap().suspected), vec![3]);
+    }
+
+    #[test]
+    fn an_older_description_of_the_same_run_is_ignored() {
+        let mut view = ViewState::default();
+        let t = Instant::now();
+        view.update(
+            info(&[2, 3], None, 7),
+            None,
+            Some("a".into()),
+            false,
+            CARRY,
+            t,
+        );
+        let older = view.update(info(&[2], None, 6), None, Some("a".into()), false, CARRY, t);
+        assert_eq!(older, None);
+        assert_eq!(ids(&view), vec![2, 3]);
+        assert_eq!(view.fresh_key(), Some((Some("a"), 7)));
+    }
+
+    #[test]
+    fn suspected_peers_are_carried_over_a_restart_with_their_status() {
+        let mut view = ViewState::default();
+        let t = Instant::now();
+        view.update(
+            info(&[2], None, 9),
+            suspected(&[3]),
+            Some("a".into()),
+            false,
+            CARRY,
+            t,
+        );
+        let change = view.update(
+            info(&[], None, 1),
+            suspected(&[]),
+            Some("b".into()),
+            true,
+            CARRY,
+            t,
+        );
+        assert_eq!(change, None, "nothing a reader sees changed");
+        assert_eq!(ids(&view), vec![2]);
+        assert_eq!(node_ids(&view.shown().unwrap().suspected), vec![3]);
+    }
+
+    #[test]
+    fn events_print_one_line_and_one_json_object_each() {
+        let old = view_of(&[2, 3], &[4]);
+        let mut new = view_of(&[2, 4, 5], &[3]);
+        new.cluster.leader = Some(node(2));
+        let change = diff(Some(&old), &new, false).unwrap();
+        let lines: Vec<String> = change.events().iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            lines,
+            vec![
+                "joined 5 10.0.0.1:5000",
+                "suspected 3 10.0.0.1:5000",
+                "back 4 10.0.0.1:5000",
+                "leader 2 10.0.0.1:5000",
+            ]
+        );
+        let gone = diff(Some(&new), &view_of(&[2, 4, 5], &[]), false).unwrap();
+        let lines: Vec<String> = gone.events().iter().map(|e| e.to_string()).collect();
+        assert_eq!(lines, vec!["left 3", "leader none"]);
+        let json: Vec<serde_json::Value> = gone.events().iter().map(|e| e.to_json()).collect();
+        assert_eq!(json[0], serde_json::json!({"event": "left", "node_id": 3}));
+        assert_eq!(
+            json[1],
+            serde_json::json!({"event": "leader", "node_id": null, "node": null})
+        );
+        let joined = change.events()[0].to_json();
+        assert_eq!(joined["event"], "joined");
+        assert_eq!(joined["node_id"], 5);
+        assert_eq!(joined["node"]["ip_address"], "10.0.0.1");
+        assert_eq!(joined["node"]["status"], "active");
     }
 }

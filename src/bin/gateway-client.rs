@@ -2,17 +2,23 @@
 //!
 //! Exit codes: 0 success; 1 the gateway refused or could not be reached; 2 bad usage.
 
+// Beside this file, not in src/bin/, where Cargo would take it for a binary of its own.
+#[path = "gateway-client/settings.rs"]
+mod settings;
+
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::Instant;
 
 use argh::FromArgs;
-use cluster_gateway::api::{Node, Registration, RemoveStatus, SetLeaderStatus};
+use cluster_gateway::api::{Health, Node, Registration, RemoveStatus, SetLeaderStatus};
+use cluster_gateway::cli::TopLevelFlags;
 use cluster_gateway::client::{ClientBuilder, GatewayClient};
-use cluster_gateway::config::log_level;
 use cluster_gateway::registry::unix_now;
 use cluster_gateway::{ClientError, logger};
+use log::LevelFilter;
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
+use settings::Settings;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -21,15 +27,26 @@ use signal_hook::iterator::Signals;
 #[derive(FromArgs, Debug)]
 #[argh(
     help_triggers("-h", "--help"),
-    note = "Environment (a flag wins over its variable): GATEWAY_URL (gateways, comma-separated), \
-            GATEWAY_HOST and GATEWAY_PORT (the original client's), GATEWAY_TOKEN, \
-            GATEWAY_CA_FILE, GATEWAY_CLIENT_TIMEOUT, GATEWAY_CLIENT_HEARTBEAT_INTERVAL, \
-            GATEWAY_CLIENT_RETRY_ATTEMPTS, GATEWAY_CLIENT_RETRY_DELAY (seconds), \
-            GATEWAY_CLIENT_CAPABILITIES, NODE_ID, NODE_IP, NODE_PORT.",
-    error_code(1, "the gateway refused, answered an error, or could not be reached"),
+    note = "Global flags (--gateway, --gateway-host, --gateway-port, --timeout, --token, \
+            --token-file, --ca-file, --config, --log-level, --json) go before or after the \
+            command; any flag that takes a value may be written --flag=value.\n\
+            Environment (a flag wins over its variable, a variable over --config's file): \
+            GATEWAY_URL (gateways, comma-separated), GATEWAY_HOST and GATEWAY_PORT (the \
+            original client's), GATEWAY_TOKEN, GATEWAY_CA_FILE, GATEWAY_CLIENT_TIMEOUT, \
+            GATEWAY_CLIENT_HEARTBEAT_INTERVAL, GATEWAY_CLIENT_RETRY_ATTEMPTS, \
+            GATEWAY_CLIENT_RETRY_DELAY (seconds), GATEWAY_CLIENT_CAPABILITIES, NODE_ID, NODE_IP, \
+            NODE_PORT.\n\
+            Config file keys (JSON, the original client's): gateway_host, gateway_port, \
+            timeout, heartbeat_interval, retry_attempts, retry_delay, node_id, ip_address, port, \
+            capabilities, metadata; and ours: gateways, token_file, ca_file, log_level.",
+    error_code(
+        1,
+        "the gateway refused, answered an error, or could not be reached (health: any \
+         gateway is down)"
+    ),
     error_code(
         2,
-        "bad usage: a flag, a variable or a command that does not make sense"
+        "bad usage: a flag, a variable, a config file or a command that does not make sense"
     )
 )]
 struct Cli {
@@ -78,12 +95,53 @@ struct Cli {
     /// $GATEWAY_CA_FILE, else the bundled public roots)
     #[argh(option)]
     ca_file: Option<String>,
+    /// JSON file of settings, the original client's keys (below); flags and variables win
+    #[argh(option)]
+    config: Option<String>,
     /// DEBUG, INFO, WARNING, ERROR or CRITICAL (default WARNING; INFO when joining)
     #[argh(option)]
     log_level: Option<String>,
+    /// print JSON (the commands)
+    #[argh(switch)]
+    json: bool,
     #[argh(subcommand)]
     command: Option<Command>,
 }
+
+/// The top-level flags, for argh to find them after the command too. A unit test checks this
+/// against `Cli`.
+const FLAGS: TopLevelFlags<'static> = TopLevelFlags {
+    options: &[
+        "--gateway-host",
+        "--gateway-port",
+        "--gateway",
+        "--node-id",
+        "--ip",
+        "--port",
+        "--capabilities",
+        "--metadata",
+        "--heartbeat-interval",
+        "--timeout",
+        "--token",
+        "--token-file",
+        "--ca-file",
+        "--config",
+        "--log-level",
+    ],
+    switches: &["--leave-on-exit", "--json"],
+    global: &[
+        "--gateway-host",
+        "--gateway-port",
+        "--gateway",
+        "--timeout",
+        "--token",
+        "--token-file",
+        "--ca-file",
+        "--config",
+        "--log-level",
+        "--json",
+    ],
+};
 
 #[derive(FromArgs, Debug)]
 #[argh(subcommand)]
@@ -94,6 +152,7 @@ enum Command {
     Remove(RemoveCommand),
     Stats(StatsCommand),
     Health(HealthCommand),
+    Watch(WatchCommand),
 }
 
 /// List the active nodes.
@@ -103,19 +162,15 @@ struct NodesCommand {
     /// include suspected nodes
     #[argh(switch)]
     all: bool,
-    /// print the gateway's JSON
-    #[argh(switch)]
-    json: bool,
+    /// only nodes offering this capability; repeat for nodes offering all of several
+    #[argh(option)]
+    capability: Vec<String>,
 }
 
 /// Show the current leader.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "leader")]
-struct LeaderCommand {
-    /// print JSON
-    #[argh(switch)]
-    json: bool,
-}
+struct LeaderCommand {}
 
 /// Make a registered node the leader.
 #[derive(FromArgs, Debug)]
@@ -124,9 +179,6 @@ struct SetLeaderCommand {
     /// the node to lead
     #[argh(positional)]
     node_id: u64,
-    /// print JSON
-    #[argh(switch)]
-    json: bool,
 }
 
 /// Deregister a node.
@@ -136,28 +188,23 @@ struct RemoveCommand {
     /// the node to remove
     #[argh(positional)]
     node_id: u64,
-    /// print JSON
-    #[argh(switch)]
-    json: bool,
 }
 
 /// Show the gateway's counters.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "stats")]
-struct StatsCommand {
-    /// print the gateway's JSON
-    #[argh(switch)]
-    json: bool,
-}
+struct StatsCommand {}
 
-/// Check that the gateway answers.
+/// Check every configured gateway, one line each; exit 1 if any is down.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "health")]
-struct HealthCommand {
-    /// print the gateway's JSON
-    #[argh(switch)]
-    json: bool,
-}
+struct HealthCommand {}
+
+/// Print each change as it happens (joined, left, suspected, back, leader), one line each,
+/// until SIGINT or SIGTERM; the first lines are the cluster as it is.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "watch")]
+struct WatchCommand {}
 
 /// How a command ended, short of success.
 enum Failure {
@@ -179,7 +226,10 @@ impl From<ClientError> for Failure {
 }
 
 fn main() -> ExitCode {
-    let cli = match cluster_gateway::cli::parse_args::<Cli>("gateway-client") {
+    let cli = match cluster_gateway::cli::parse_args_with_globals::<Cli, Command>(
+        "gateway-client",
+        &FLAGS,
+    ) {
         Ok(cli) => cli,
         Err(exit) => return exit,
     };
@@ -197,166 +247,82 @@ fn main() -> ExitCode {
 }
 
 fn run(mut cli: Cli) -> Result<(), Failure> {
+    let settings = Settings::load(&cli, |name| std::env::var(name).ok()).map_err(Failure::Usage)?;
     let default_level = if cli.command.is_none() {
-        "INFO"
+        LevelFilter::Info
     } else {
-        "WARNING"
+        LevelFilter::Warn
     };
-    let level = log_level(cli.log_level.as_deref().unwrap_or(default_level))
-        .map_err(|e| Failure::Usage(format!("invalid --log-level: {e}")))?;
-    logger::init(level);
-    let client = builder(&cli)?.build()?;
-    match cli.command.take() {
-        None => join(&cli, &client),
-        Some(Command::Nodes(c)) => nodes(&client, &c),
-        Some(Command::Leader(c)) => leader(&client, c.json),
-        Some(Command::SetLeader(c)) => set_leader(&client, c.node_id, c.json),
-        Some(Command::Remove(c)) => remove(&client, c.node_id, c.json),
-        Some(Command::Stats(c)) => stats(&client, c.json),
-        Some(Command::Health(c)) => health(&client, c.json),
+    logger::init(settings.log_level.unwrap_or(default_level));
+    let json = cli.json;
+    let command = cli.command.take();
+    if let Some(Command::Health(_)) = command {
+        return health(&settings, json);
+    }
+    let client = builder(&settings).build()?;
+    match command {
+        None if json => Err(Failure::Usage(
+            "--json goes with a command (nodes, leader, set-leader, remove, stats, health, watch); \
+             joining prints text"
+                .to_owned(),
+        )),
+        None => join(&cli, &settings, &client),
+        Some(Command::Nodes(c)) => nodes(&client, &c, json),
+        Some(Command::Leader(_)) => leader(&client, json),
+        Some(Command::SetLeader(c)) => set_leader(&client, c.node_id, json),
+        Some(Command::Remove(c)) => remove(&client, c.node_id, json),
+        Some(Command::Stats(_)) => stats(&client, json),
+        Some(Command::Watch(_)) => watch(&client, json),
+        Some(Command::Health(_)) => unreachable!("answered above"),
     }
 }
 
-/// The client settings from the flags and `GATEWAY_URL`.
-fn builder(cli: &Cli) -> Result<ClientBuilder, Failure> {
+/// A client for `settings`' gateways, tried in turn.
+fn builder(settings: &Settings) -> ClientBuilder {
     let mut builder = GatewayClient::builder();
-    let gateways: Vec<String> = if !cli.gateway.is_empty() {
-        cli.gateway.clone()
-    } else if cli.gateway_host.is_some() || cli.gateway_port.is_some() {
-        vec![format!(
-            "{}:{}",
-            cli.gateway_host.as_deref().unwrap_or("localhost"),
-            cli.gateway_port.unwrap_or(8080)
-        )]
-    } else if let Ok(urls) = std::env::var("GATEWAY_URL") {
-        urls.split(',').map(str::to_owned).collect()
-    } else if env("GATEWAY_HOST").is_some() || env("GATEWAY_PORT").is_some() {
-        // The original client's variables.
-        let port: u16 = env_number("GATEWAY_PORT")?.unwrap_or(8080);
-        vec![format!(
-            "{}:{port}",
-            env("GATEWAY_HOST").as_deref().unwrap_or("localhost")
-        )]
-    } else {
-        vec!["localhost:8080".to_owned()]
-    };
-    for gateway in gateways {
+    for gateway in &settings.gateways {
         builder = builder.gateway(gateway);
     }
-    // Flags first, then the original client's variables.
-    let seconds = |flag: Option<f64>, name: &'static str, var: &'static str| match flag {
-        Some(seconds) => positive_seconds(seconds, name).map(Some),
-        None => env_number::<f64>(var)?
-            .map(|seconds| positive_seconds(seconds, var))
-            .transpose(),
-    };
-    if let Some(interval) = seconds(
-        cli.heartbeat_interval,
-        "--heartbeat-interval",
-        "GATEWAY_CLIENT_HEARTBEAT_INTERVAL",
-    )? {
+    options(builder, settings)
+}
+
+/// Everything in `settings` but the gateways.
+fn options(mut builder: ClientBuilder, settings: &Settings) -> ClientBuilder {
+    builder = builder
+        .timeout(settings.timeout)
+        .retry_attempts(settings.retry_attempts)
+        .retry_base_delay(settings.retry_delay);
+    if let Some(interval) = settings.heartbeat_interval {
         builder = builder.heartbeat_interval(interval);
     }
-    if let Some(timeout) = seconds(cli.timeout, "--timeout", "GATEWAY_CLIENT_TIMEOUT")? {
-        builder = builder.timeout(timeout);
-    }
-    if let Some(attempts) = env_number::<u32>("GATEWAY_CLIENT_RETRY_ATTEMPTS")? {
-        builder = builder.retry_attempts(attempts);
-    }
-    if let Some(delay) = env_number::<f64>("GATEWAY_CLIENT_RETRY_DELAY")? {
-        builder = builder.retry_base_delay(positive_seconds(delay, "GATEWAY_CLIENT_RETRY_DELAY")?);
-    }
-    if let Some(token) = token(cli)? {
+    if let Some(token) = &settings.token {
         builder = builder.token(token);
     }
-    let ca_file = cli.ca_file.clone().or_else(|| env("GATEWAY_CA_FILE"));
-    if let Some(file) = ca_file {
+    if let Some(file) = &settings.ca_file {
         builder = builder.ca_file(file);
     }
-    Ok(builder)
-}
-
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
-/// A number from the environment; one that does not parse is a usage error naming it.
-fn env_number<T: std::str::FromStr>(name: &'static str) -> Result<Option<T>, Failure> {
-    env(name)
-        .map(|text| {
-            text.trim().parse().map_err(|_| {
-                Failure::Usage(format!("invalid {name}: expected a number, got {text:?}"))
-            })
-        })
-        .transpose()
-}
-
-/// The token: `--token`, else the first line of `--token-file`, else `GATEWAY_TOKEN`.
-fn token(cli: &Cli) -> Result<Option<String>, Failure> {
-    if let Some(token) = &cli.token {
-        return Ok(Some(token.clone()));
-    }
-    if let Some(file) = &cli.token_file {
-        // The error names the file, never what is in it.
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| Failure::Usage(format!("cannot read --token-file {file}: {e}")))?;
-        let token = text.lines().map(str::trim).find(|l| !l.is_empty());
-        return match token {
-            Some(token) => Ok(Some(token.to_owned())),
-            None => Err(Failure::Usage(format!(
-                "--token-file {file} holds no token"
-            ))),
-        };
-    }
-    Ok(env("GATEWAY_TOKEN"))
-}
-
-fn positive_seconds(seconds: f64, flag: &str) -> Result<Duration, Failure> {
-    if seconds.is_finite() && seconds > 0.0 && seconds < 1e9 {
-        Ok(Duration::from_secs_f64(seconds))
-    } else {
-        Err(Failure::Usage(format!(
-            "invalid {flag}: expected a positive number of seconds, got {seconds}"
-        )))
-    }
+    builder
 }
 
 /// Registers, prints what the gateway said, heartbeats until a signal, then stops.
-fn join(cli: &Cli, client: &GatewayClient) -> Result<(), Failure> {
+fn join(cli: &Cli, settings: &Settings, client: &GatewayClient) -> Result<(), Failure> {
     let commands = "or name a command: nodes, leader, set-leader, remove, stats, health";
-    // Flags first, then the original client's variables (NODE_ID, NODE_IP, NODE_PORT,
-    // GATEWAY_CLIENT_CAPABILITIES).
-    let node_id = match cli.node_id {
-        Some(id) => Some(id),
-        None => env_number("NODE_ID")?,
-    }
-    .ok_or_else(|| Failure::Usage(format!("--node-id is required to join ({commands})")))?;
-    let port = match cli.port {
-        Some(port) => Some(port),
-        None => env_number("NODE_PORT")?,
-    }
-    .ok_or_else(|| Failure::Usage(format!("--port is required to join ({commands})")))?;
-    let capabilities = cli
-        .capabilities
-        .clone()
-        .or_else(|| env("GATEWAY_CLIENT_CAPABILITIES"));
+    let node_id = settings.node_id.ok_or_else(|| {
+        Failure::Usage(format!(
+            "--node-id (or NODE_ID, or node_id in --config) is required to join ({commands})"
+        ))
+    })?;
+    let port = settings.port.ok_or_else(|| {
+        Failure::Usage(format!(
+            "--port (or NODE_PORT, or port in --config) is required to join ({commands})"
+        ))
+    })?;
     let registration = Registration {
         node_id,
-        ip_address: cli
-            .ip
-            .clone()
-            .or_else(|| env("NODE_IP"))
-            .unwrap_or_else(|| "127.0.0.1".to_owned()),
+        ip_address: settings.ip_address.clone(),
         port,
-        capabilities: capabilities
-            .as_deref()
-            .unwrap_or("raft,gossip")
-            .split(',')
-            .map(str::trim)
-            .filter(|c| !c.is_empty())
-            .map(str::to_owned)
-            .collect(),
-        metadata: metadata(&cli.metadata)?,
+        capabilities: settings.capabilities.clone(),
+        metadata: (!settings.metadata.is_empty()).then(|| settings.metadata.clone()),
         previous_epoch: None,
     };
     // Registered before joining, so a signal during start-up is not lost.
@@ -389,27 +355,17 @@ fn join(cli: &Cli, client: &GatewayClient) -> Result<(), Failure> {
     Ok(())
 }
 
-fn metadata(pairs: &[String]) -> Result<Option<Map<String, Value>>, Failure> {
-    if pairs.is_empty() {
-        return Ok(None);
-    }
-    pairs
-        .iter()
-        .map(|pair| match pair.split_once('=') {
-            Some((key, value)) if !key.is_empty() => {
-                Ok((key.to_owned(), Value::String(value.to_owned())))
-            }
-            _ => Err(Failure::Usage(format!(
-                "invalid --metadata {pair:?}: expected key=value"
-            ))),
-        })
-        .collect::<Result<Map<_, _>, _>>()
-        .map(Some)
-}
-
-fn nodes(client: &GatewayClient, command: &NodesCommand) -> Result<(), Failure> {
-    let answer = client.list_nodes(command.all)?;
-    if command.json {
+/// The listing, filtered here to the nodes offering every capability asked for (the filter
+/// works with any gateway, the original's too).
+fn nodes(client: &GatewayClient, command: &NodesCommand, as_json: bool) -> Result<(), Failure> {
+    let mut answer = client.list_nodes(command.all)?;
+    answer.nodes.retain(|node| {
+        command
+            .capability
+            .iter()
+            .all(|wanted| node.capabilities.contains(wanted))
+    });
+    if as_json {
         print_json(&answer);
     } else {
         print_nodes(&answer.nodes);
@@ -469,16 +425,125 @@ fn stats(client: &GatewayClient, as_json: bool) -> Result<(), Failure> {
     Ok(())
 }
 
-fn health(client: &GatewayClient, as_json: bool) -> Result<(), Failure> {
-    let health = client.health_check()?;
+/// One gateway's health, as `health` reports it.
+#[derive(Serialize)]
+struct Endpoint {
+    /// The gateway, as configured.
+    address: String,
+    /// It answered `/health`, and its store takes writes.
+    healthy: bool,
+    /// How long the check took, in milliseconds.
+    took_ms: f64,
+    /// Why it is not healthy.
+    error: Option<String>,
+    /// What it answered, if it did.
+    answer: Option<Health>,
+}
+
+/// Checks every gateway at once, one try each within the timeout (a check reports the moment,
+/// it does not wait out a restart), and reports each: a healthy one on stdout, one that is not
+/// on stderr (with `--json`, an array of both on stdout); any down: exit 1.
+fn health(settings: &Settings, as_json: bool) -> Result<(), Failure> {
+    // Each client is built first, so that a bad address is a usage error before any check.
+    let clients = settings
+        .gateways
+        .iter()
+        .map(|gateway| {
+            let builder = options(GatewayClient::builder().gateway(gateway), settings)
+                .retry_attempts(1)
+                .deadline(settings.timeout);
+            Ok((gateway, builder.build()?))
+        })
+        .collect::<Result<Vec<_>, Failure>>()?;
+    let endpoints: Vec<Endpoint> = std::thread::scope(|scope| {
+        let checks: Vec<_> = clients
+            .iter()
+            .map(|(gateway, client)| scope.spawn(move || check(gateway, client)))
+            .collect();
+        checks
+            .into_iter()
+            .map(|check| check.join().expect("a health check does not panic"))
+            .collect()
+    });
     if as_json {
-        print_json(&health);
+        print_json(&endpoints);
     } else {
-        println!(
-            "{} (version {}, epoch {})",
-            health.status, health.version, health.epoch
-        );
+        for e in &endpoints {
+            let took = format!("took {:.1} ms", e.took_ms);
+            match (&e.error, &e.answer) {
+                (None, Some(h)) => println!(
+                    "{} is healthy: {took} (version {}, epoch {})",
+                    e.address, h.version, h.epoch
+                ),
+                // To stderr, as etcdctl does, so that a script sees what is down.
+                (error, _) => eprintln!(
+                    "{} is unhealthy: {took}: {}",
+                    e.address,
+                    error.as_deref().unwrap_or("no answer")
+                ),
+            }
+        }
     }
+    let down: Vec<&str> = endpoints
+        .iter()
+        .filter(|e| !e.healthy)
+        .map(|e| e.address.as_str())
+        .collect();
+    if !down.is_empty() {
+        return Err(Failure::Gateway(format!(
+            "{} of {} gateways unhealthy: {}",
+            down.len(),
+            endpoints.len(),
+            down.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+fn check(address: &str, client: &GatewayClient) -> Endpoint {
+    let start = Instant::now();
+    let answer = client.health_check();
+    let took_ms = (start.elapsed().as_secs_f64() * 10_000.0).round() / 10.0;
+    let (error, answer) = match answer {
+        // A gateway whose store takes no writes answers, but refuses registrations and
+        // heartbeats: not healthy.
+        Ok(h) => (
+            h.store_error.as_ref().map(|e| format!("store: {e}")),
+            Some(h),
+        ),
+        Err(e) => (Some(e.to_string()), None),
+    };
+    Endpoint {
+        address: address.to_owned(),
+        healthy: error.is_none(),
+        took_ms,
+        error,
+        answer,
+    }
+}
+
+/// Prints changes as the client's watch sees them until a signal; exit 1 if no gateway answers
+/// at start.
+fn watch(client: &GatewayClient, as_json: bool) -> Result<(), Failure> {
+    let mut signals = Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| Failure::Gateway(format!("cannot handle signals: {e}")))?;
+    client.health_check()?;
+    let changes = client.subscribe();
+    client.watch();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        for event in changes.iter().flat_map(|change| change.events()) {
+            let line = match as_json {
+                true => event.to_json().to_string(),
+                false => event.to_string(),
+            };
+            if writeln!(std::io::stdout(), "{line}").is_err() {
+                return;
+            }
+        }
+    });
+    signals.forever().next();
+    client.shutdown();
     Ok(())
 }
 
@@ -562,5 +627,46 @@ fn age(seconds: f64) -> String {
         60..3600 => format!("{}m ago", s / 60),
         3600..86_400 => format!("{}h ago", s / 3600),
         _ => format!("{}d ago", s / 86_400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `FLAGS` must name every top-level flag of `Cli`, each as taking a value or not: a value
+    /// that looks like a command name would otherwise be taken for the command.
+    #[test]
+    fn flags_names_every_top_level_flag_as_cli_declares_it() {
+        let help = Cli::from_args(&["gateway-client"], &["--help"])
+            .expect_err("--help ends early")
+            .output;
+        let usage = help.lines().next().unwrap();
+        let (mut options, mut switches) = (Vec::new(), Vec::new());
+        // The usage line shows `[--name <value>]` for an option, `[--name]` for a switch.
+        for part in usage.split('[').skip(1) {
+            let mut words = part.trim_end().trim_end_matches(']').split_whitespace();
+            let name = words.next().unwrap();
+            if !name.starts_with("--") {
+                continue;
+            }
+            if words.next().is_some() {
+                options.push(name);
+            } else {
+                switches.push(name);
+            }
+        }
+        let sorted = |list: &[&'static str]| {
+            let mut list = list.to_vec();
+            list.sort_unstable();
+            list
+        };
+        options.sort_unstable();
+        switches.sort_unstable();
+        assert_eq!(options, sorted(FLAGS.options), "{usage}");
+        assert_eq!(switches, sorted(FLAGS.switches), "{usage}");
+        for flag in FLAGS.global {
+            assert!(usage.contains(&format!("[{flag}")), "{flag}: {usage}");
+        }
     }
 }

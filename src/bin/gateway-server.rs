@@ -34,6 +34,9 @@ fn main() -> ExitCode {
         }
     };
     logger::init(config.log_level);
+    for setting in &config.not_applied {
+        log::warn!("{setting}");
+    }
     // tiny_http holds a thread and two descriptors per connection: take all the system allows.
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => log::debug!("open-file limit: {limit}"),

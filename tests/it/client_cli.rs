@@ -78,7 +78,8 @@ fn join_and_stop(
     signal: &str,
 ) -> (String, std::process::ExitStatus) {
     let port = server.addr().port().to_string();
-    let mut child = Command::new(BIN)
+    let mut command = Command::new(BIN);
+    command
         .args([
             "--gateway-host",
             "127.0.0.1",
@@ -91,7 +92,18 @@ fn join_and_stop(
             "--port",
             "5001",
         ])
-        .args(extra)
+        .args(extra);
+    join_until_heartbeating_then(&mut command, || (), signal)
+}
+
+/// Runs `command`, a join, until it says it is heartbeating, then calls `meanwhile` and sends
+/// `signal`; returns what it printed and how it ended.
+fn join_until_heartbeating_then(
+    command: &mut Command,
+    meanwhile: impl FnOnce(),
+    signal: &str,
+) -> (String, std::process::ExitStatus) {
+    let mut child = command
         .env_remove("GATEWAY_URL")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -121,6 +133,7 @@ fn join_and_stop(
             break;
         }
     }
+    meanwhile();
     let killed = Command::new("kill")
         .args(["-s", signal, &child.id().to_string()])
         .status()
@@ -281,11 +294,14 @@ fn stats_and_health_in_both_output_modes() {
         json_of(&client(&server, &["stats", "--json"]))["total_nodes"],
         1
     );
-    assert!(stdout(&client(&server, &["health"])).starts_with("healthy"));
-    assert_eq!(
-        json_of(&client(&server, &["health", "--json"]))["status"],
-        "healthy"
-    );
+    let health = client(&server, &["health"]);
+    assert!(health.status.success(), "{}", stderr(&health));
+    let line = format!("{} is healthy: took ", server.url);
+    assert!(stdout(&health).starts_with(&line), "{}", stdout(&health));
+    let health = json_of(&client(&server, &["health", "--json"]));
+    assert_eq!(health[0]["address"], server.url.as_str(), "{health}");
+    assert_eq!(health[0]["healthy"], true, "{health}");
+    assert_eq!(health[0]["answer"]["status"], "healthy", "{health}");
 }
 
 #[test]
@@ -300,7 +316,7 @@ fn gateway_url_sets_the_default_gateway_and_http_proxy_is_ignored() {
         .env("ALL_PROXY", "http://127.0.0.1:9")
         .output()
         .unwrap();
-    assert_eq!(json_of(&out)["status"], "healthy");
+    assert_eq!(json_of(&out)[0]["healthy"], true);
 }
 
 #[test]
@@ -351,8 +367,17 @@ fn exit_codes_say_what_went_wrong() {
         "--gateway-port",
         "--node-id",
         "--leave-on-exit",
+        "--config",
+        "--json",
         "nodes",
         "set-leader",
+        // Where global flags go, the variables, the config keys, the exit codes.
+        "before or after the command",
+        "GATEWAY_CLIENT_RETRY_DELAY",
+        "NODE_PORT",
+        "retry_attempts",
+        "token_file",
+        "  2 bad usage",
     ] {
         assert!(stdout(&help).contains(word), "{word}");
     }
@@ -430,7 +455,7 @@ fn a_repeated_gateway_flag_fails_over_to_the_next() {
     let mut command = Command::new(BIN);
     command
         .args(["--gateway", &closed.address(), "--gateway", &server.url])
-        .args(["health", "--json"])
+        .args(["stats", "--json"])
         .env_remove("GATEWAY_URL");
     let out = run(&mut command);
     assert_eq!(json_of(&out)["epoch"], server.get("/health").1["epoch"]);
@@ -464,18 +489,18 @@ fn gateway_beats_host_and_port_beat_gateway_url_beats_the_default() {
         ],
         Some(&closed_url),
     );
-    assert_eq!(json_of(&out)["status"], "healthy");
+    assert_eq!(json_of(&out)[0]["healthy"], true);
     // --gateway-host/--gateway-port win over GATEWAY_URL; the host defaults to localhost.
     let out = health(&["--gateway-port", &port], Some(&closed_url));
-    assert_eq!(json_of(&out)["status"], "healthy");
+    assert_eq!(json_of(&out)[0]["healthy"], true);
     let out = health(
         &["--gateway-host", "127.0.0.1", "--gateway-port", &port],
         Some(&closed_url),
     );
-    assert_eq!(json_of(&out)["status"], "healthy");
+    assert_eq!(json_of(&out)[0]["healthy"], true);
     // GATEWAY_URL wins over the default.
     let out = health(&[], Some(&server.url));
-    assert_eq!(json_of(&out)["status"], "healthy");
+    assert_eq!(json_of(&out)[0]["healthy"], true);
     // The port defaults to 8080 (nothing listens on this test's own address).
     let out = health(&["--gateway-host", closed.host], Some(&server.url));
     assert_eq!(out.status.code(), Some(1));
@@ -527,7 +552,7 @@ fn the_original_clients_environment_is_honoured() {
         &["health", "--json"],
     );
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(json_of(&out)["status"], "healthy");
+    assert_eq!(json_of(&out)[0]["healthy"], true);
 }
 
 #[test]
@@ -562,4 +587,428 @@ fn a_bad_value_in_the_environment_is_a_usage_error_that_names_it() {
     );
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("NODE_ID"));
+}
+
+/// Every variable the client reads, so that a test's command sees only the ones it sets.
+const CLIENT_VARIABLES: [&str; 13] = [
+    "GATEWAY_URL",
+    "GATEWAY_HOST",
+    "GATEWAY_PORT",
+    "GATEWAY_TOKEN",
+    "GATEWAY_CA_FILE",
+    "GATEWAY_CLIENT_TIMEOUT",
+    "GATEWAY_CLIENT_HEARTBEAT_INTERVAL",
+    "GATEWAY_CLIENT_RETRY_ATTEMPTS",
+    "GATEWAY_CLIENT_RETRY_DELAY",
+    "GATEWAY_CLIENT_CAPABILITIES",
+    "NODE_ID",
+    "NODE_IP",
+    "NODE_PORT",
+];
+
+/// The client binary with `args`, `vars` and none of the client's other variables.
+fn clean_command(args: &[&str], vars: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(BIN);
+    command.args(args);
+    for name in CLIENT_VARIABLES {
+        command.env_remove(name);
+    }
+    command.envs(vars.iter().copied());
+    command
+}
+
+/// A client config file holding `json`, removed on drop.
+struct ConfigFile(std::path::PathBuf);
+
+impl ConfigFile {
+    fn new(name: &str, json: &str) -> ConfigFile {
+        let path =
+            std::env::temp_dir().join(format!("gateway-client-{name}-{}.json", std::process::id()));
+        std::fs::write(&path, json).unwrap();
+        ConfigFile(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn a_config_file_with_the_original_clients_keys_joins_with_them() {
+    let server = TestServer::start();
+    let file = ConfigFile::new(
+        "original-keys",
+        &json!({
+            "gateway_host": "127.0.0.1", "gateway_port": server.addr().port(), "timeout": 5.0,
+            "heartbeat_interval": 0.2, "retry_attempts": 2, "retry_delay": 0.5, "node_id": 7,
+            "ip_address": "127.0.0.7", "port": 5007, "capabilities": ["raft", "storage"],
+            "metadata": {"role": "worker"}
+        })
+        .to_string(),
+    );
+    // The file's heartbeat_interval (0.2 s) is in use: without it the client would follow the
+    // gateway's 30 s, and not beat again within the deadline.
+    let beats = || server.get("/stats").1["heartbeats_total"].as_u64().unwrap();
+    let mut beat = false;
+    let (printed, status) = join_until_heartbeating_then(
+        &mut clean_command(&["--config", file.path()], &[]),
+        || beat = eventually(Duration::from_secs(20), || beats() >= 2),
+        "TERM",
+    );
+    assert!(status.success(), "{printed}");
+    assert!(beat, "no heartbeats at the file's interval");
+    assert!(
+        printed.contains("Node 7 is the bootstrap node"),
+        "{printed}"
+    );
+    let node = server.get("/nodes").1["nodes"][0].clone();
+    assert_eq!(node["node_id"], 7, "{node}");
+    assert_eq!(node["ip_address"], "127.0.0.7", "{node}");
+    assert_eq!(node["port"], 5007, "{node}");
+    assert_eq!(node["capabilities"], json!(["raft", "storage"]), "{node}");
+    assert_eq!(node["metadata"], json!({"role": "worker"}), "{node}");
+}
+
+#[test]
+fn the_shipped_example_client_config_loads() {
+    let server = TestServer::start();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/client-config.json");
+    // Its gateway is localhost:8080; --gateway wins over the file.
+    let out = run(&mut clean_command(
+        &[
+            "--config",
+            example,
+            "--gateway",
+            &server.url,
+            "stats",
+            "--json",
+        ],
+        &[],
+    ));
+    assert_eq!(json_of(&out)["total_nodes"], 0);
+}
+
+#[test]
+fn flag_beats_environment_beats_config_file_beats_default() {
+    let server = TestServer::start();
+    let closed = ClosedPort::new();
+    let port = server.addr().port().to_string();
+    let closed_port = closed.port.to_string();
+    let health = |file: &ConfigFile, flags: &[&str], vars: &[(&str, &str)]| {
+        let mut args = vec!["--config", file.path()];
+        args.extend_from_slice(flags);
+        args.push("health");
+        run(&mut clean_command(&args, vars))
+    };
+    let up = |out: &Output, why: &str| {
+        assert!(out.status.success(), "{why}: {}", stderr(out));
+        assert!(stdout(out).contains("is healthy"), "{why}: {}", stdout(out));
+    };
+    let down = |out: &Output, why: &str| {
+        assert_eq!(out.status.code(), Some(1), "{why}: {}", stdout(out));
+        assert!(
+            stderr(out).contains(&closed.address()),
+            "{why}: {}",
+            stderr(out)
+        );
+    };
+
+    // The file's gateway beats the default (localhost:8080).
+    let to_server = ConfigFile::new(
+        "precedence-server",
+        &format!(r#"{{"gateway_host": "127.0.0.1", "gateway_port": {port}}}"#),
+    );
+    up(&health(&to_server, &[], &[]), "file");
+    // The environment beats the file; a variable for the port alone takes the file's host.
+    let to_closed = ConfigFile::new(
+        "precedence-closed",
+        &format!(
+            r#"{{"gateway_host": "{}", "gateway_port": {closed_port}}}"#,
+            closed.host
+        ),
+    );
+    let closed_url = format!("http://{}", closed.address());
+    down(
+        &health(&to_server, &[], &[("GATEWAY_URL", &closed_url)]),
+        "GATEWAY_URL over the file",
+    );
+    up(
+        &health(&to_closed, &[], &[("GATEWAY_URL", &server.url)]),
+        "GATEWAY_URL over the file",
+    );
+    let out = health(&to_server, &[], &[("GATEWAY_PORT", &closed_port)]);
+    assert_eq!(out.status.code(), Some(1), "GATEWAY_PORT over the file");
+    assert!(
+        stderr(&out).contains(&format!("127.0.0.1:{closed_port}")),
+        "{}",
+        stderr(&out)
+    );
+    // A flag beats both.
+    up(
+        &health(
+            &to_closed,
+            &["--gateway", &server.url],
+            &[("GATEWAY_URL", &closed_url)],
+        ),
+        "--gateway over both",
+    );
+    down(
+        &health(
+            &to_server,
+            &[
+                "--gateway-port",
+                &closed_port,
+                "--gateway-host",
+                closed.host,
+            ],
+            &[("GATEWAY_PORT", &port)],
+        ),
+        "--gateway-host/--gateway-port over both",
+    );
+    // The file's `gateways` list, ours.
+    let list = ConfigFile::new(
+        "precedence-list",
+        &json!({"gateways": [closed.address(), server.url]}).to_string(),
+    );
+    let out = health(&list, &["--json"], &[]);
+    let reports: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(reports.as_array().map(Vec::len), Some(2), "{reports}");
+
+    // The node's settings: NODE_ID beats the file, --node-id beats NODE_ID; NODE_PORT beats
+    // the file; --metadata adds to the file's metadata, key by key.
+    let file = ConfigFile::new(
+        "precedence-node",
+        &json!({
+            "gateway_host": "127.0.0.1", "gateway_port": server.addr().port(),
+            "node_id": 7, "port": 5007, "ip_address": "127.0.0.7",
+            "capabilities": ["raft", "storage"], "metadata": {"role": "worker", "zone": "x"}
+        })
+        .to_string(),
+    );
+    let (printed, status) = join_until_heartbeating_then(
+        &mut clean_command(
+            &[
+                "--config",
+                file.path(),
+                "--node-id",
+                "9",
+                "--metadata",
+                "zone=a",
+            ],
+            &[("NODE_ID", "8"), ("NODE_PORT", "5008")],
+        ),
+        || (),
+        "TERM",
+    );
+    assert!(status.success(), "{printed}");
+    let node = server.get("/nodes").1["nodes"][0].clone();
+    assert_eq!(node["node_id"], 9, "{node}");
+    assert_eq!(node["port"], 5008, "{node}");
+    assert_eq!(node["ip_address"], "127.0.0.7", "{node}");
+    assert_eq!(node["capabilities"], json!(["raft", "storage"]), "{node}");
+    assert_eq!(
+        node["metadata"],
+        json!({"role": "worker", "zone": "a"}),
+        "{node}"
+    );
+}
+
+#[test]
+fn config_file_errors_are_usage_errors_that_name_the_key_and_file() {
+    let server = TestServer::start();
+    let cases = [
+        ("unknown", r#"{"gateway_hots": "x"}"#, "gateway_hots"),
+        ("port", r#"{"gateway_port": "eighty"}"#, "gateway_port"),
+        ("bigport", r#"{"gateway_port": 70000}"#, "gateway_port"),
+        ("timeout", r#"{"timeout": -1}"#, "timeout"),
+        ("retries", r#"{"retry_attempts": 1.5}"#, "retry_attempts"),
+        ("delay", r#"{"retry_delay": "soon"}"#, "retry_delay"),
+        ("node", r#"{"node_id": "seven"}"#, "node_id"),
+        ("caps", r#"{"capabilities": [1]}"#, "capabilities"),
+        ("meta", r#"{"metadata": "role=worker"}"#, "metadata"),
+        ("gateways", r#"{"gateways": []}"#, "gateways"),
+        ("level", r#"{"log_level": "LOUD"}"#, "log_level"),
+        ("json", r#"{"timeout": 10,"#, "invalid JSON"),
+        ("array", r#"["timeout"]"#, "JSON object"),
+    ];
+    for (name, text, named) in cases {
+        let file = ConfigFile::new(&format!("bad-{name}"), text);
+        // A join that would register node 1 if the file were accepted.
+        let out = run(&mut clean_command(
+            &[
+                "--config",
+                file.path(),
+                "--gateway",
+                &server.url,
+                "--node-id",
+                "1",
+                "--port",
+                "5001",
+            ],
+            &[],
+        ));
+        assert_eq!(out.status.code(), Some(2), "{name}: {}", stderr(&out));
+        assert!(stderr(&out).contains(named), "{name}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(file.path()),
+            "{name}: {}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(server.get("/stats").1["total_nodes"], 0, "nothing changed");
+    // A file that is not there: 2, with its path.
+    let missing = std::env::temp_dir().join("gateway-client-no-such-config.json");
+    let missing = missing.to_str().unwrap();
+    let out = run(&mut clean_command(
+        &["--config", missing, "--gateway", &server.url, "stats"],
+        &[],
+    ));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains(missing), "{}", stderr(&out));
+}
+
+#[test]
+fn global_flags_work_after_the_command_too() {
+    let server = TestServer::start();
+    server.register(1);
+    let url = server.url.as_str();
+    let url_flag = format!("--gateway={url}");
+    for args in [
+        &["nodes", "--json", "--gateway", url][..],
+        &["--gateway", url, "nodes", "--json"],
+        &["nodes", "--all", "--timeout=5", &url_flag, "--json"],
+        &["--json", "nodes", "--gateway", url, "--log-level", "ERROR"],
+    ] {
+        let answer = json_of(&run(&mut clean_command(args, &[])));
+        assert_eq!(answer["nodes"][0]["node_id"], 1, "{args:?}: {answer}");
+    }
+    let answer = json_of(&run(&mut clean_command(
+        &["set-leader", "1", "--json", "--gateway", url],
+        &[],
+    )));
+    assert_eq!(answer, json!({"status": "updated", "leader_id": 1}));
+    // A global flag without its value, or a switch with one: 2, naming the flag.
+    for (args, named) in [
+        (&["--gateway", url, "nodes", "--timeout"][..], "--timeout"),
+        (&["--gateway", url, "nodes", "--json=yes"], "--json"),
+        (
+            &[
+                "--gateway",
+                url,
+                "--node-id",
+                "1",
+                "--port",
+                "5001",
+                "--json",
+            ],
+            "--json",
+        ),
+    ] {
+        let out = run(&mut clean_command(args, &[]));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(named), "{args:?}: {}", stderr(&out));
+    }
+    // Nothing after `--` moves: here `--json` is not a flag, and set-leader says so.
+    let out = run(&mut clean_command(
+        &["--gateway", url, "set-leader", "--", "--json"],
+        &[],
+    ));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+#[test]
+fn health_reports_every_gateway_and_exits_1_if_any_is_down() {
+    let up = TestServer::start();
+    let closed = ClosedPort::new();
+    let both = [
+        "--gateway",
+        &up.url,
+        "--gateway",
+        &closed.address(),
+        "health",
+    ];
+    let out = run(&mut clean_command(&both, &[]));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let line = format!("{} is healthy: took ", up.url);
+    assert!(stdout(&out).starts_with(&line), "{}", stdout(&out));
+    let line = format!("{} is unhealthy: took ", closed.address());
+    assert!(stderr(&out).starts_with(&line), "{}", stderr(&out));
+    assert!(stderr(&out).contains("1 of 2 gateways"), "{}", stderr(&out));
+
+    // With --json: an array, in the order given; the same through GATEWAY_URL.
+    let urls = format!("{},{}", up.url, closed.address());
+    for out in [
+        run(&mut clean_command(&[&both[..], &["--json"]].concat(), &[])),
+        run(&mut clean_command(
+            &["health", "--json"],
+            &[("GATEWAY_URL", &urls)],
+        )),
+    ] {
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let reports: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(reports[0]["address"], up.url.as_str(), "{reports}");
+        assert_eq!(reports[0]["healthy"], true, "{reports}");
+        assert_eq!(reports[0]["error"], Value::Null, "{reports}");
+        assert!(reports[0]["took_ms"].is_number(), "{reports}");
+        assert_eq!(reports[1]["address"], closed.address(), "{reports}");
+        assert_eq!(reports[1]["healthy"], false, "{reports}");
+        let error = reports[1]["error"].as_str().unwrap_or_default();
+        assert!(error.contains(&closed.address()), "{reports}");
+        assert_eq!(reports.as_array().unwrap().len(), 2, "{reports}");
+    }
+
+    // All up: 0, one line each.
+    let other = TestServer::start();
+    let out = run(&mut clean_command(
+        &["--gateway", &up.url, "--gateway", &other.url, "health"],
+        &[],
+    ));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().count(), 2, "{}", stdout(&out));
+}
+
+#[test]
+fn nodes_capability_lists_the_nodes_offering_every_capability_given() {
+    let server = TestServer::start();
+    for (id, capabilities) in [
+        (1, json!(["raft", "gossip"])),
+        (2, json!(["raft", "storage"])),
+        (3, json!(["gossip"])),
+    ] {
+        let mut node = crate::support::registration(id);
+        node["capabilities"] = capabilities;
+        assert_eq!(server.post_json("/register", &node).0, 200);
+    }
+    let ids = |capabilities: &[&str]| {
+        let mut args = vec!["nodes", "--json"];
+        for c in capabilities {
+            args.extend(["--capability", c]);
+        }
+        let answer = json_of(&client(&server, &args));
+        assert!(answer["registry_version"].is_u64(), "{answer}");
+        answer["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["node_id"].as_u64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&[]), [1, 2, 3]);
+    assert_eq!(ids(&["raft"]), [1, 2]);
+    assert_eq!(ids(&["gossip"]), [1, 3]);
+    assert_eq!(ids(&["raft", "storage"]), [2]);
+    assert_eq!(ids(&["raft", "storage", "gossip"]), Vec::<u64>::new());
+    let table = client(&server, &["nodes", "--capability", "storage"]);
+    assert!(table.status.success(), "{}", stderr(&table));
+    let text = stdout(&table);
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(text.lines().nth(1).unwrap().starts_with("2 "), "{text}");
+    let none = client(&server, &["nodes", "--capability=none"]);
+    assert!(stdout(&none).contains("(no nodes)"), "{}", stdout(&none));
 }

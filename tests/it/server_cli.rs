@@ -14,6 +14,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_gateway-server");
 pub(crate) struct Process {
     child: Child,
     pub(crate) url: String,
+    /// What it logged up to the line with its address (the settings and warnings at start).
+    startup: Vec<String>,
 }
 
 impl Drop for Process {
@@ -24,36 +26,59 @@ impl Drop for Process {
 }
 
 impl Process {
-    /// Starts the binary with `args` and `env` on port 0 and reads the address from its log.
+    /// Starts the binary with `args` and `env` on 127.0.0.1 port 0 (unless they name a host
+    /// or a port) and reads the address from its log.
     pub(crate) fn start(args: &[&str], env: &[(&str, &str)]) -> Process {
         let mut command = Command::new(BIN);
+        let given = |flag: &str, variable: &str| {
+            args.contains(&flag) || env.iter().any(|(k, _)| *k == variable)
+        };
+        if !given("--host", "GATEWAY_HOST") {
+            command.args(["--host", "127.0.0.1"]);
+        }
         command
-            .args(["--host", "127.0.0.1"])
             .args(args)
             .stderr(Stdio::piped())
             .stdout(Stdio::null());
         for (k, v) in env {
             command.env(k, v);
         }
-        if !args.contains(&"--port") && !env.iter().any(|(k, _)| *k == "GATEWAY_PORT") {
+        if !given("--port", "GATEWAY_PORT") {
             command.args(["--port", "0"]);
         }
         let mut child = command.spawn().expect("gateway-server runs");
         let stderr = child.stderr.take().unwrap();
-        let (found, address) = std::sync::mpsc::channel();
-        // Reads the log until the address shows, then keeps draining it so the server never
-        // blocks on a full pipe.
+        let (sender, lines) = std::sync::mpsc::channel();
+        // Passes the log on line by line, and keeps draining it after nobody listens, so the
+        // server never blocks on a full pipe.
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some((_, url)) = line.split_once("listening on http://") {
-                    let _ = found.send(format!("http://{}", url.trim()));
-                }
+                let _ = sender.send(line);
             }
         });
-        let url = address
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the server logs its address within 20 s");
-        Process { child, url }
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut startup = Vec::new();
+        let url = loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = lines
+                .recv_timeout(left)
+                .unwrap_or_else(|e| panic!("no address logged within 20 s ({e}): {startup:#?}"));
+            // The binary's own line, the last of the start (at DEBUG the library logs one
+            // before the settings).
+            let url = line
+                .split_once(" gateway_server: ")
+                .and_then(|(_, message)| message.split_once("listening on http://"))
+                .map(|(_, url)| format!("http://{}", url.trim()));
+            startup.push(line);
+            if let Some(url) = url {
+                break url;
+            }
+        };
+        Process {
+            child,
+            url,
+            startup,
+        }
     }
 
     pub(crate) fn get(&self, path: &str) -> Value {
@@ -105,6 +130,7 @@ fn help_lists_the_flags_and_exits_0() {
             "--suspect-after",
             "--workers",
             "--max-body-bytes",
+            "--cleanup-interval",
             "--config",
         ] {
             assert!(text.contains(option), "{option} missing from help:\n{text}");
@@ -256,4 +282,173 @@ fn sigterm_finishes_in_bounded_time_with_a_client_that_pipelines_and_never_reads
     // At most SHUTDOWN_GRACE (5 s) plus the exit: `wait_exit` allows 10 s.
     assert!(server.wait_exit().success());
     drop(stream);
+}
+
+/// The original's example server configuration (`gateway_config.py`), as shipped.
+const ORIGINAL_EXAMPLE: &str = r#"{ "host": "0.0.0.0", "port": 8080, "node_timeout": 300.0,
+  "heartbeat_interval": 30.0, "cleanup_interval": 60.0, "request_timeout": 30.0,
+  "max_connections": 100, "log_level": "INFO",
+  "log_format": "%(asctime)s - %(name)s - %(levelname)s - %(message)s" }"#;
+
+/// A config file with `text` in it, in a directory of this test run.
+fn config_file(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("gw-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(name);
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+/// The lines of `log` at WARNING that contain `text`.
+fn warnings<'a>(log: &'a [String], text: &str) -> Vec<&'a String> {
+    log.iter()
+        .filter(|l| l.contains(" WARNING ") && l.contains(text))
+        .collect()
+}
+
+#[test]
+fn the_originals_example_config_starts_the_gateway() {
+    let file = config_file("original.json", ORIGINAL_EXAMPLE);
+    // The file's 0.0.0.0:8080 is overridden by flags (tests bind 127.0.0.1:0).
+    let server = Process::start(&["--config", file.to_str().unwrap()], &[]);
+    assert_eq!(server.get("/health")["status"], "healthy");
+    let stats = server.get("/stats");
+    assert_eq!(stats["node_timeout"], 300.0);
+    assert_eq!(stats["heartbeat_interval"], 30.0);
+    let settings = server
+        .startup
+        .iter()
+        .find(|l| l.contains("settings: "))
+        .unwrap_or_else(|| panic!("no settings line: {:#?}", server.startup));
+    for applied in [
+        "heartbeat_interval 30s",
+        "cleanup_interval 60s",
+        "node_timeout 300s",
+        "body_timeout 30s",
+        "log_level INFO",
+    ] {
+        assert!(settings.contains(applied), "{applied} not in {settings}");
+    }
+    // One warning for each key not applied, naming the key, the file and why.
+    let file = file.display().to_string();
+    for (key, why) in [
+        ("max_connections", "no connection limit"),
+        ("log_format", "its own line"),
+    ] {
+        let named = warnings(&server.startup, &format!("{key} in {file}"));
+        assert_eq!(named.len(), 1, "{key}: {:#?}", server.startup);
+        assert!(named[0].contains(why), "{}", named[0]);
+    }
+    assert_eq!(warnings(&server.startup, "not applied").len(), 2);
+}
+
+#[test]
+fn each_of_the_originals_environment_variables_is_honoured() {
+    let env = [
+        ("GATEWAY_HOST", "127.0.0.1"),
+        ("GATEWAY_PORT", "0"),
+        ("GATEWAY_NODE_TIMEOUT", "120"),
+        ("GATEWAY_HEARTBEAT_INTERVAL", "10.0"),
+        ("GATEWAY_CLEANUP_INTERVAL", "20"),
+        ("GATEWAY_REQUEST_TIMEOUT", "12.5"),
+        ("GATEWAY_MAX_CONNECTIONS", "100"),
+        ("GATEWAY_LOG_LEVEL", "DEBUG"),
+        ("GATEWAY_LOG_FORMAT", "%(levelname)s %(message)s"),
+    ];
+    let server = Process::start(&[], &env);
+    // Not the defaults 0.0.0.0 and 8080: the host and the port came from the environment.
+    assert!(
+        server.url.starts_with("http://127.0.0.1:"),
+        "{}",
+        server.url
+    );
+    assert!(!server.url.ends_with(":8080"), "{}", server.url);
+    let stats = server.get("/stats");
+    assert_eq!(stats["node_timeout"], 120.0);
+    assert_eq!(stats["heartbeat_interval"], 10.0);
+    let settings = server
+        .startup
+        .iter()
+        .find(|l| l.contains("settings: "))
+        .unwrap_or_else(|| panic!("no settings line: {:#?}", server.startup));
+    for applied in [
+        "cleanup_interval 20s",
+        "body_timeout 12.5s",
+        "log_level DEBUG",
+    ] {
+        assert!(settings.contains(applied), "{applied} not in {settings}");
+    }
+    assert!(
+        server.startup.iter().any(|l| l.contains(" DEBUG ")),
+        "nothing at DEBUG: {:#?}",
+        server.startup
+    );
+    for variable in ["GATEWAY_MAX_CONNECTIONS", "GATEWAY_LOG_FORMAT"] {
+        let key = variable.trim_start_matches("GATEWAY_").to_lowercase();
+        let named = warnings(&server.startup, &format!("{key} ({variable})"));
+        assert_eq!(named.len(), 1, "{variable}: {:#?}", server.startup);
+    }
+}
+
+#[test]
+fn nothing_is_warned_about_without_the_originals_keys() {
+    let server = Process::start(&["--log-level", "WARNING"], &[]);
+    assert!(
+        warnings(&server.startup, "not applied").is_empty(),
+        "{:#?}",
+        server.startup
+    );
+}
+
+#[test]
+fn a_bad_value_of_an_originals_key_exits_2_naming_it_and_its_source() {
+    let out = Command::new(BIN)
+        .env("GATEWAY_CLEANUP_INTERVAL", "soon")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("GATEWAY_CLEANUP_INTERVAL"));
+
+    let file = config_file("many.json", r#"{"max_connections": "many"}"#);
+    let out = run(&["--config", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("max_connections") && stderr.contains(file.to_str().unwrap()),
+        "{stderr}"
+    );
+
+    let out = Command::new(BIN)
+        .env("GATEWAY_REQUEST_TIMEOUT", "30")
+        .env("GATEWAY_BODY_TIMEOUT", "5")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("GATEWAY_REQUEST_TIMEOUT"));
+}
+
+#[test]
+fn the_reaper_sweeps_at_the_cleanup_interval_not_the_heartbeat_interval() {
+    // Nodes are told to beat hourly, so a sweep every heartbeat interval would not reap within
+    // the test's deadline; the cleanup interval's sweeps do.
+    let server = crate::support::TestServer::with(|c| {
+        c.heartbeat_interval = Duration::from_secs(3600);
+        c.cleanup_interval = Some(Duration::from_millis(50));
+        c.liveness.suspect_after = Duration::from_millis(100);
+        c.liveness.node_timeout = Duration::from_millis(200);
+    });
+    let answer = agent()
+        .post(format!("{}/register", server.url))
+        .send(crate::support::registration(1).to_string())
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let stats = || {
+        let mut answer = agent().get(format!("{}/stats", server.url)).call().unwrap();
+        serde_json::from_str::<Value>(&answer.body_mut().read_to_string().unwrap()).unwrap()
+    };
+    assert!(
+        eventually(Duration::from_secs(20), || stats()["reaped_total"] == 1),
+        "the node was not reaped: {}",
+        stats()
+    );
 }

@@ -1,0 +1,371 @@
+//! The client's watch thread: keeps the cached view current within moments of a change by
+//! long-polling `GET /nodes?status=all&index=V&epoch=E&wait=W` (as Consul's blocking queries),
+//! then reading `/leader`, and feeding what it reads to the view (and so to subscribers).
+//!
+//! - It sends back the `X-Gateway-Index` and `X-Gateway-Epoch` of the last answer. An answer
+//!   from another run (a new epoch, or an index that went backwards) resets the index to that
+//!   answer's, as Consul's clients do; the view's carry logic handles the restart itself.
+//! - A gateway that does not long-poll (the original: no `X-Gateway-Index`) answers at once;
+//!   the thread then polls once per heartbeat interval.
+//! - A failure (gateway down, an error answer) pauses with the client's backoff before the
+//!   next try, and the transport rotates through the gateways as for any call. An answer that
+//!   comes back at once unchanged (a gateway full of parked requests) pauses too: never a spin.
+//! - Idle, it costs one parked request per wait period. No lock is held across a request.
+//! - Stopping never waits for the parked request: the thread is left to end with it (within
+//!   the wait), and records nothing after it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crate::api::{Health, LeaderResponse, NodesResponse};
+use crate::client::ClusterInfo;
+use crate::error::ClientError;
+use crate::shared::Shared;
+use crate::transport::{Method, backoff};
+use crate::view::split;
+
+/// How long a long-poll waits unless the builder says otherwise (Consul's default is 5 min;
+/// 30 s stays under the read timeouts of common proxies, nginx's 60 s among them).
+pub const DEFAULT_WATCH_WAIT: Duration = Duration::from_secs(30);
+/// The gateway holds a long-poll at most this long (its own cap).
+const MAX_WAIT: Duration = Duration::from_secs(300);
+
+/// A running watch thread. Stop it with [`Watch::stop`].
+#[derive(Debug)]
+pub(crate) struct Watch {
+    stop: Sender<()>,
+    /// Disconnected when the thread ends.
+    done: Receiver<()>,
+    /// True while the thread waits for a long-poll's answer.
+    parked: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+/// A watch thread told to stop, not yet waited for.
+#[derive(Debug)]
+pub(crate) struct Stopping {
+    done: Receiver<()>,
+    parked: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl Watch {
+    /// Starts watching through `shared`, each long-poll waiting up to `wait`.
+    pub(crate) fn start(shared: Arc<Shared>, wait: Duration) -> Watch {
+        let wait = wait.clamp(Duration::from_millis(1), MAX_WAIT);
+        let (stop, stopped) = mpsc::channel();
+        let (finished, done) = mpsc::channel::<()>();
+        let parked = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let parked = Arc::clone(&parked);
+            thread::Builder::new()
+                .name("gateway-watch".to_owned())
+                .spawn(move || {
+                    let _finished = finished;
+                    run(&shared, &stopped, &parked, wait);
+                })
+                .expect("spawn the watch thread")
+        };
+        Watch {
+            stop,
+            done,
+            parked,
+            thread,
+        }
+    }
+
+    /// True until the thread has ended.
+    pub(crate) fn is_running(&self) -> bool {
+        !self.thread.is_finished()
+    }
+
+    /// Tells the thread to stop; [`Stopping::wait`] waits for it.
+    pub(crate) fn signal(self) -> Stopping {
+        drop(self.stop);
+        Stopping {
+            done: self.done,
+            parked: self.parked,
+            thread: self.thread,
+        }
+    }
+}
+
+impl Stopping {
+    /// Waits until `until` at most for the thread to end. A thread in the middle of a request
+    /// is left to end with it in the background; it records nothing after. One waiting for a
+    /// long-poll's answer is not waited for at all: the answer may be the wait away.
+    pub(crate) fn wait(self, until: Instant) {
+        let left = until.saturating_duration_since(Instant::now());
+        let left = match self.parked.load(Ordering::SeqCst) {
+            true => Duration::ZERO,
+            false => left,
+        };
+        match self.done.recv_timeout(left) {
+            Err(RecvTimeoutError::Disconnected) => {
+                let _ = self.thread.join();
+            }
+            _ => log::debug!("the watch thread ends its parked request in the background"),
+        }
+    }
+}
+
+/// Where the watch stands, from the answers so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Cursor {
+    /// Nothing seen yet: ask for the list as it is.
+    Start,
+    /// Long-poll from `index` of run `epoch`.
+    At { index: u64, epoch: String },
+    /// The gateway does not long-poll: ask once per heartbeat interval.
+    Polling,
+}
+
+/// What an answer says, against the cursor it was asked with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    /// The registry moved on (or this is the first answer): read and feed the view.
+    Changed,
+    /// Another gateway run answered (a new epoch, or an index that went backwards): the index
+    /// starts over from this answer's; read and feed the view, which carries peers over.
+    Restarted,
+    /// The wait ended with nothing new.
+    Unchanged,
+}
+
+/// The cursor after an answer that carried `index` and `epoch` (its `X-Gateway-*` headers).
+fn advance(cursor: &Cursor, index: Option<u64>, epoch: Option<&str>) -> (Cursor, Seen) {
+    let Some(index) = index else {
+        return (Cursor::Polling, Seen::Changed);
+    };
+    let epoch = epoch.unwrap_or_default().to_owned();
+    let seen = match cursor {
+        Cursor::At {
+            index: old,
+            epoch: old_epoch,
+        } => {
+            if *old_epoch != epoch || index < *old {
+                Seen::Restarted
+            } else if index == *old {
+                Seen::Unchanged
+            } else {
+                Seen::Changed
+            }
+        }
+        Cursor::Start | Cursor::Polling => Seen::Changed,
+    };
+    (Cursor::At { index, epoch }, seen)
+}
+
+/// The request for `cursor`: every peer, suspected ones included (so that a suspicion is
+/// seen), without this node when it is registered.
+fn path(cursor: &Cursor, node_id: Option<u64>, wait: Duration) -> String {
+    let mut path = "/nodes?status=all".to_owned();
+    if let Some(id) = node_id {
+        path.push_str(&format!("&node_id={id}"));
+    }
+    if let Cursor::At { index, epoch } = cursor {
+        path.push_str(&format!(
+            "&index={index}&epoch={}&wait={}ms",
+            escape(epoch),
+            wait.as_millis().max(1)
+        ));
+    }
+    path
+}
+
+/// Percent-encodes all but RFC 3986's unreserved characters (an epoch is hex and dashes, but a
+/// gateway is not to be trusted to keep it so).
+fn escape(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+fn run(shared: &Shared, stopped: &Receiver<()>, parked: &AtomicBool, wait: Duration) {
+    // Waits, returning false once the client asks the thread to stop; `pause(ZERO)` asks
+    // whether it has.
+    let pause = |duration: Duration| {
+        matches!(
+            stopped.recv_timeout(duration),
+            Err(RecvTimeoutError::Timeout)
+        )
+    };
+    if shared.state().settings == Default::default() {
+        learn_settings(shared, &pause);
+    }
+    // The gateway adds up to wait/16 of jitter; the request may take that long on purpose.
+    let held = wait + wait / 16 + Duration::from_millis(100);
+    let mut cursor = Cursor::Start;
+    let mut failures = 0;
+    // Unchanged answers in a row that came back well before the wait ended.
+    let mut quick = 0;
+    loop {
+        if !pause(Duration::ZERO) {
+            return;
+        }
+        let me = shared.node_id();
+        let asked = Instant::now();
+        parked.store(matches!(cursor, Cursor::At { .. }), Ordering::SeqCst);
+        let answer = shared.call_held::<NodesResponse>(&path(&cursor, me, wait), &pause, held);
+        parked.store(false, Ordering::SeqCst);
+        let result = answer.and_then(|reply| {
+            let list = reply.value.ok_or_else(|| ClientError::InvalidResponse {
+                address: shared.transport.current().to_owned(),
+                reason: "304 Not Modified to a request that was not conditional".to_owned(),
+            })?;
+            let (next, seen) = advance(&cursor, reply.index, reply.epoch.as_deref());
+            if seen != Seen::Unchanged {
+                if seen == Seen::Restarted {
+                    // Another run: its settings (the carry period) may differ too.
+                    learn_settings(shared, &pause);
+                }
+                let leader: LeaderResponse =
+                    shared.call(Method::Get, "/leader", None::<&()>, &pause)?;
+                if !pause(Duration::ZERO) {
+                    return Ok((next, seen)); // Stopped meanwhile: record nothing.
+                }
+                let (nodes, suspected) = split(list.nodes, me);
+                let view_epoch = reply.index.and(reply.epoch);
+                shared.update_view(
+                    ClusterInfo {
+                        nodes,
+                        leader: leader.leader,
+                        registry_version: list.registry_version,
+                    },
+                    Some(suspected),
+                    view_epoch,
+                );
+            }
+            Ok((next, seen))
+        });
+        if !pause(Duration::ZERO) {
+            return;
+        }
+        let rest = match result {
+            Ok((next, seen)) => {
+                failures = 0;
+                if seen == Seen::Changed && matches!(cursor, Cursor::At { .. }) {
+                    log::debug!("the watch saw a change");
+                }
+                cursor = next;
+                match (&cursor, seen) {
+                    (Cursor::Polling, _) => shared.current_interval(),
+                    (_, Seen::Unchanged) => {
+                        shared.confirm_view();
+                        // Back at once with the index it was sent: the gateway holds as many
+                        // requests as it will, or is stopping. Ask again after a pause that
+                        // grows while this goes on.
+                        if asked.elapsed() < wait / 2 {
+                            quick += 1;
+                            retry_pause(shared, quick)
+                        } else {
+                            quick = 0;
+                            Duration::ZERO
+                        }
+                    }
+                    _ => {
+                        quick = 0;
+                        Duration::ZERO
+                    }
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                log::warn!("watching the gateway failed ({failures} in a row): {e}");
+                retry_pause(shared, failures)
+            }
+        };
+        if !rest.is_zero() && !pause(rest) {
+            return;
+        }
+    }
+}
+
+/// The pause after `failures` failed (or fruitless) rounds in a row: the client's backoff
+/// (full jitter, from its base delay, doubling), at least half the base delay and at most the
+/// heartbeat interval, so that the watch neither spins nor falls further behind than the
+/// heartbeat would.
+fn retry_pause(shared: &Shared, failures: u32) -> Duration {
+    let base = shared.transport.base_delay();
+    let floor = (base / 2).max(Duration::from_millis(1));
+    let ceiling = shared.current_interval().max(floor);
+    backoff(base, failures.saturating_sub(1)).clamp(floor, ceiling)
+}
+
+/// Learns the gateway's liveness settings (the heartbeat interval paces polling; the suspect
+/// period is how long peers are carried over a restart). A failure is left to the next try.
+fn learn_settings(shared: &Shared, pause: &dyn Fn(Duration) -> bool) {
+    if let Ok(health) = shared.call::<Health>(Method::Get, "/health", None::<&()>, pause) {
+        shared.learn_settings(health.settings);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(index: u64, epoch: &str) -> Cursor {
+        Cursor::At {
+            index,
+            epoch: epoch.to_owned(),
+        }
+    }
+
+    #[test]
+    fn the_index_follows_the_gateway_and_resets_on_another_run() {
+        let (cursor, seen) = advance(&Cursor::Start, Some(5), Some("a"));
+        assert_eq!((cursor.clone(), seen), (at(5, "a"), Seen::Changed));
+        assert_eq!(advance(&cursor, Some(5), Some("a")).1, Seen::Unchanged);
+        assert_eq!(
+            advance(&cursor, Some(9), Some("a")),
+            (at(9, "a"), Seen::Changed)
+        );
+        // A restart without a data directory: the version went backwards, or the epoch moved.
+        assert_eq!(
+            advance(&cursor, Some(2), Some("a")),
+            (at(2, "a"), Seen::Restarted)
+        );
+        assert_eq!(
+            advance(&cursor, Some(7), Some("b")),
+            (at(7, "b"), Seen::Restarted)
+        );
+    }
+
+    #[test]
+    fn an_answer_without_an_index_means_polling() {
+        assert_eq!(
+            advance(&Cursor::Start, None, None),
+            (Cursor::Polling, Seen::Changed)
+        );
+        assert_eq!(
+            advance(&at(4, "a"), None, None),
+            (Cursor::Polling, Seen::Changed)
+        );
+    }
+
+    #[test]
+    fn the_request_asks_for_suspected_nodes_and_sends_the_cursor_back() {
+        let wait = Duration::from_secs(30);
+        assert_eq!(path(&Cursor::Start, None, wait), "/nodes?status=all");
+        assert_eq!(
+            path(&Cursor::Polling, Some(3), wait),
+            "/nodes?status=all&node_id=3"
+        );
+        assert_eq!(
+            path(&at(42, "18c3f-1f2"), Some(3), wait),
+            "/nodes?status=all&node_id=3&index=42&epoch=18c3f-1f2&wait=30000ms"
+        );
+        assert_eq!(
+            path(&at(1, "a b&c"), None, Duration::from_millis(250)),
+            "/nodes?status=all&index=1&epoch=a%20b%26c&wait=250ms"
+        );
+    }
+}

@@ -1,0 +1,535 @@
+//! The client's watch thread (issue 11, change notification): the view follows joins,
+//! departures, suspicions, recoveries and leaders as they happen, through the long-poll; the
+//! change callback; a gateway restart resets the index; a gateway without long-poll is polled
+//! at the heartbeat interval, not spun on; shutdown does not wait for a parked request; and
+//! `gateway-client watch` in both output modes.
+//!
+//! The watching clients pin a heartbeat interval of an hour and register no node (or one
+//! whose heartbeat never comes due), so nothing but the watch can move their view.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cluster_gateway::api::Registration;
+use cluster_gateway::client::{ChangeEvent, ClusterChange};
+use cluster_gateway::discovery::Discovery;
+use cluster_gateway::{GatewayClient, GatewayServer, ServerConfig};
+use serde_json::{Value, json};
+
+use crate::support::{ClosedPort, FakeGateway, TestServer, eventually, free_port, within};
+
+/// Loopback addresses owned by one test each here (see `support::own_host`): this test frees a
+/// port and binds it again.
+mod own_host {
+    pub const RESTART: &str = "127.0.0.150";
+}
+
+/// Long enough for anything on a loaded machine; only reached when a test fails.
+const PATIENCE: Duration = Duration::from_secs(20);
+/// A heartbeat that never comes due while a test runs.
+const NEVER: Duration = Duration::from_secs(3600);
+
+/// A gateway with 50 ms sweeps that suspects after 300 ms and reaps after ten minutes.
+fn fast(config: &mut ServerConfig) {
+    config.heartbeat_interval = Duration::from_millis(50);
+    config.liveness.suspect_after = Duration::from_millis(300);
+    config.liveness.node_timeout = Duration::from_secs(600);
+}
+
+fn watcher(gateway: &str) -> GatewayClient {
+    GatewayClient::builder()
+        .gateway(gateway)
+        .heartbeat_interval(NEVER)
+        .retry_base_delay(Duration::from_millis(20))
+        .build()
+        .unwrap()
+}
+
+fn node(node_id: u64) -> Registration {
+    Registration {
+        node_id,
+        ip_address: "127.0.0.1".into(),
+        port: 6000 + node_id as u16,
+        capabilities: vec!["raft".into()],
+        ..Registration::default()
+    }
+}
+
+/// Reads changes until one has the event `line`; returns every event line read. Fails (does
+/// not hang) when none comes within [`PATIENCE`].
+fn until_event(changes: &Receiver<ClusterChange>, line: &str) -> Vec<String> {
+    let deadline = Instant::now() + PATIENCE;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(change) = changes.recv_timeout(left) else {
+            panic!("no {line:?} within {PATIENCE:?}; saw {seen:?}");
+        };
+        let lines: Vec<String> = change.events().iter().map(ChangeEvent::to_string).collect();
+        let found = lines.iter().any(|l| l == line);
+        seen.extend(lines);
+        if found {
+            return seen;
+        }
+    }
+}
+
+fn view_ids(client: &GatewayClient) -> (Vec<u64>, Vec<u64>) {
+    let view = client.cluster_view().unwrap_or_else(|| panic!("no view"));
+    (
+        view.cluster.nodes.iter().map(|n| n.node_id).collect(),
+        view.suspected.iter().map(|n| n.node_id).collect(),
+    )
+}
+
+/// The gateway's count of parked long-polls.
+fn parked(server: &TestServer) -> usize {
+    let text = crate::support::agent()
+        .get(format!("{}/metrics", server.url))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("cluster_gateway_watchers_waiting "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0) as usize
+}
+
+/// Requests the gateway answered on `route`, whatever their status.
+fn requests_to(server: &TestServer, route: &str) -> usize {
+    let text = crate::support::agent()
+        .get(format!("{}/metrics", server.url))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let prefix = format!("cluster_gateway_requests_total{{route=\"{route}\",");
+    text.lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as usize
+}
+
+#[test]
+fn the_view_follows_a_join_a_suspicion_a_recovery_a_leader_and_a_leave_as_they_happen() {
+    let server = TestServer::with(fast);
+    let client = watcher(&server.url);
+    let changes = client.subscribe();
+    client.watch();
+    assert!(client.is_watching());
+
+    server.register(2);
+    until_event(&changes, "joined 2 127.0.0.1:5002");
+    assert_eq!(view_ids(&client), (vec![2], vec![]));
+
+    // Node 2 never heartbeats: the gateway suspects it after 300 ms.
+    let seen = until_event(&changes, "suspected 2 127.0.0.1:5002");
+    assert!(!seen.iter().any(|l| l.starts_with("left")), "{seen:?}");
+    assert_eq!(view_ids(&client), (vec![], vec![2]));
+
+    let (status, body) = server.post_json("/heartbeat", &json!({"node_id": 2}));
+    assert_eq!((status, &body["status"]), (200, &json!("acknowledged")));
+    let seen = until_event(&changes, "back 2 127.0.0.1:5002");
+    assert!(!seen.iter().any(|l| l.starts_with("joined")), "{seen:?}");
+    assert_eq!(view_ids(&client), (vec![2], vec![]));
+
+    // Node 2 bootstrapped, so it leads already; another node takes over.
+    server.register(3);
+    until_event(&changes, "joined 3 127.0.0.1:5003");
+    let (status, _) = server.post_json("/leader", &json!({"leader_id": 3}));
+    assert_eq!(status, 200);
+    until_event(&changes, "leader 3 127.0.0.1:5003");
+    assert_eq!(
+        client
+            .cluster_view()
+            .unwrap()
+            .cluster
+            .leader
+            .unwrap()
+            .node_id,
+        3
+    );
+
+    let (status, _) = server.post_json("/remove", &json!({"node_id": 2}));
+    assert_eq!(status, 200);
+    until_event(&changes, "left 2");
+    assert!(!view_ids(&client).0.contains(&2));
+    client.shutdown();
+    assert!(!client.is_watching());
+}
+
+#[test]
+fn a_discovery_callback_hears_of_changes_from_a_watching_client_that_leaves_itself_out() {
+    let server = TestServer::with(fast);
+    let discovery = Discovery::new();
+    let heard = Arc::new(Mutex::new(Vec::<String>::new()));
+    {
+        let heard = Arc::clone(&heard);
+        discovery.on_change(move |change| {
+            let lines = change
+                .events()
+                .iter()
+                .map(ChangeEvent::to_string)
+                .collect::<Vec<_>>();
+            heard.lock().unwrap().extend(lines);
+        });
+    }
+    let client = GatewayClient::builder()
+        .gateway(server.url.clone())
+        .heartbeat_interval(NEVER)
+        .watch(true)
+        .build()
+        .unwrap();
+    let info = discovery.initialize_with(client, node(1));
+    assert!(info.gateway_available, "{info:?}");
+    assert!(discovery.client().unwrap().is_watching());
+    server.register(7);
+    let heard_join = eventually(PATIENCE, || {
+        heard
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l == "joined 7 127.0.0.1:5007")
+    });
+    assert!(heard_join, "{:?}", heard.lock().unwrap());
+    // Its own node is never a peer, though the watch reads every node.
+    let lines = heard.lock().unwrap().clone();
+    // (It may be the leader: it bootstrapped.)
+    let about_itself = |l: &&String| !l.starts_with("leader") && l.contains(" 1 ");
+    assert!(!lines.iter().any(|l| about_itself(&l)), "{lines:?}");
+    assert!(discovery.cluster_nodes().iter().all(|n| n.node_id != 1));
+    discovery.shutdown();
+    assert!(!discovery.client().unwrap().is_watching());
+}
+
+/// Starts a gateway on `host:port`, retrying while the port is still taken.
+fn start_at(host: &str, port: u16) -> TestServer {
+    let mut server = None;
+    assert!(eventually(PATIENCE, || {
+        let mut config = ServerConfig {
+            host: host.into(),
+            port,
+            workers: 4,
+            ..ServerConfig::default()
+        };
+        fast(&mut config);
+        match GatewayServer::new(config).start() {
+            Ok(running) => {
+                server = Some(running);
+                true
+            }
+            Err(_) => false,
+        }
+    }));
+    let server = server.unwrap();
+    let url = format!("http://{}", server.local_addr());
+    TestServer { server, url }
+}
+
+#[test]
+fn a_gateway_restart_resets_the_index_and_the_watch_parks_on_the_new_run() {
+    let host = own_host::RESTART;
+    let port = free_port(host);
+    let first = start_at(host, port);
+    // The first run's index climbs well past where the second run's will be.
+    for id in 1..=6 {
+        first.register(id);
+    }
+    let client = watcher(&first.url);
+    let changes = client.subscribe();
+    client.watch();
+    assert!(eventually(PATIENCE, || parked(&first) == 1));
+    let old_key = client.cluster_view().unwrap();
+    let old_index = old_key.cluster.registry_version;
+    drop(first);
+
+    let second = start_at(host, port);
+    second.register(9);
+    // Parked on the new run: sent with its epoch and an index it is at, not the old one
+    // (which the new run would answer at once, over and over).
+    assert!(eventually(PATIENCE, || parked(&second) == 1));
+    let (_, health) = second.get("/health");
+    let view = client.cluster_view().unwrap();
+    assert_eq!(view.epoch.as_deref(), health["epoch"].as_str());
+    assert!(view.cluster.registry_version < old_index, "{view:?}");
+    // And it sees the new run's changes as they happen.
+    second.register(10);
+    until_event(&changes, "joined 10 127.0.0.1:5010");
+    client.shutdown();
+}
+
+#[test]
+fn a_gateway_without_long_poll_is_polled_at_the_heartbeat_interval_not_spun_on() {
+    // As the original gateway: answers at once, without X-Gateway-Index.
+    let fake = FakeGateway::start(
+        Some(200),
+        r#"{"nodes": [], "registry_version": 1, "leader": null}"#,
+    );
+    let interval = Duration::from_millis(20);
+    let client = GatewayClient::builder()
+        .gateway(fake.url())
+        .heartbeat_interval(interval)
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    client.watch();
+    assert!(eventually(PATIENCE, || fake.requests() >= 10));
+    let requests = fake.requests();
+    let intervals = started.elapsed().as_secs_f64() / interval.as_secs_f64();
+    // One /health at start; then a /nodes and a /leader per interval at most. A loop that did
+    // not wait would have made thousands in that time.
+    assert!(
+        requests as f64 <= 2.0 * (intervals + 1.0) + 1.0,
+        "{requests} requests in {intervals:.1} intervals"
+    );
+    assert!(
+        client.cluster_view().is_some(),
+        "the polled list is the view"
+    );
+    client.shutdown();
+}
+
+#[test]
+fn a_gateway_full_of_watchers_answering_at_once_is_asked_again_after_a_growing_pause() {
+    let server = TestServer::with(|c| c.max_watchers = 0);
+    let base = Duration::from_millis(20);
+    let client = GatewayClient::builder()
+        .gateway(server.url.clone())
+        .heartbeat_interval(NEVER)
+        .retry_base_delay(base)
+        .build()
+        .unwrap();
+    let nodes_requests = || requests_to(&server, "/nodes");
+    let started = Instant::now();
+    client.watch();
+    assert!(eventually(PATIENCE, || nodes_requests() >= 5));
+    let requests = nodes_requests();
+    // At least half the base delay between two asks (and it doubles): a loop that did not
+    // pause would have asked thousands of times by then.
+    let pauses = started.elapsed().as_secs_f64() / (base / 2).as_secs_f64();
+    assert!(
+        requests as f64 <= pauses + 1.0,
+        "{requests} long-polls in {pauses:.1} half base delays"
+    );
+    client.shutdown();
+}
+
+#[test]
+fn an_idle_watch_costs_one_parked_request_per_wait() {
+    let server = TestServer::start();
+    server.register(1);
+    let wait = Duration::from_millis(100);
+    let client = GatewayClient::builder()
+        .gateway(server.url.clone())
+        .heartbeat_interval(NEVER)
+        .watch_wait(wait)
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    client.watch();
+    assert!(eventually(PATIENCE, || requests_to(&server, "/nodes") >= 6));
+    let lists = requests_to(&server, "/nodes");
+    let waits = started.elapsed().as_secs_f64() / wait.as_secs_f64();
+    // Each long-poll is held for its whole wait while nothing changes: at most one a wait
+    // (plus the first, unconditional read); the leader is read once, with the first list.
+    assert!(
+        lists as f64 <= waits + 2.0,
+        "{lists} lists in {waits:.1} waits"
+    );
+    assert_eq!(requests_to(&server, "/leader"), 1);
+    assert_eq!(
+        requests_to(&server, "/health"),
+        1,
+        "settings, once at start"
+    );
+    client.shutdown();
+}
+
+#[test]
+fn shutdown_does_not_wait_for_a_parked_long_poll() {
+    let server = TestServer::start();
+    let client = GatewayClient::builder()
+        .gateway(server.url.clone())
+        .watch_wait(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    client.watch();
+    assert!(eventually(PATIENCE, || parked(&server) == 1));
+    // Bounded well under the two minutes the request may stay parked.
+    let took = within(PATIENCE, move || {
+        let started = Instant::now();
+        client.shutdown();
+        let took = started.elapsed();
+        assert!(!client.is_watching());
+        took
+    });
+    eprintln!("shutdown with a parked long-poll took {took:?}");
+}
+
+const BIN: &str = env!("CARGO_BIN_EXE_gateway-client");
+
+/// Runs `gateway-client watch` with `args`; once it has a long-poll parked, runs `act` with a
+/// function that waits until a line was printed, then stops it with `signal`. Returns every line
+/// printed; fails (does not hang) if a line never comes or it does not exit 0.
+fn watch_cli(
+    server: &TestServer,
+    args: &[&str],
+    signal: &str,
+    act: impl FnOnce(&dyn Fn(&str)),
+) -> Vec<String> {
+    let mut child = Command::new(BIN)
+        .args(["--gateway", &server.url, "watch"])
+        .args(args)
+        .env_remove("GATEWAY_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let printed = Arc::new(Mutex::new(Vec::<String>::new()));
+    {
+        let printed = Arc::clone(&printed);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                printed.lock().unwrap().push(line);
+            }
+        });
+    }
+    // The child is stopped whatever happens below.
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Stop(child);
+    assert!(
+        eventually(PATIENCE, || parked(server) == 1),
+        "gateway-client watch never parked a long-poll"
+    );
+    // `json:joined 4` is a JSON line with that event and node id.
+    let matches = |line: &str, want: &str| match want.strip_prefix("json:") {
+        None => line == want,
+        Some(want) => serde_json::from_str::<Value>(line).is_ok_and(|v| {
+            format!("{} {}", v["event"].as_str().unwrap_or("?"), v["node_id"]) == want
+        }),
+    };
+    act(&|want: &str| {
+        let seen = eventually(PATIENCE, || {
+            printed.lock().unwrap().iter().any(|l| matches(l, want))
+        });
+        assert!(
+            seen,
+            "never printed {want:?}: {:?}",
+            printed.lock().unwrap()
+        );
+    });
+    let killed = Command::new("kill")
+        .args(["-s", signal, &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let mut status = None;
+    let stopped = eventually(PATIENCE, || {
+        status = child.0.try_wait().unwrap();
+        status.is_some()
+    });
+    assert!(stopped, "gateway-client watch did not stop on SIG{signal}");
+    assert_eq!(status.unwrap().code(), Some(0));
+    printed.lock().unwrap().clone()
+}
+
+/// `earlier` comes before `later` in `lines`.
+fn before(lines: &[String], earlier: &str, later: &str) -> bool {
+    let at = |l: &str| lines.iter().position(|x| x == l);
+    matches!((at(earlier), at(later)), (Some(a), Some(b)) if a < b)
+}
+
+#[test]
+fn gateway_client_watch_prints_each_change_on_a_line() {
+    let server = TestServer::with(fast);
+    let lines = watch_cli(&server, &[], "TERM", |printed| {
+        server.register(1);
+        printed("joined 1 127.0.0.1:5001");
+        printed("leader 1 127.0.0.1:5001"); // it bootstrapped
+        printed("suspected 1 127.0.0.1:5001"); // silent for 300 ms
+        server.post_json("/heartbeat", &json!({"node_id": 1}));
+        printed("back 1 127.0.0.1:5001");
+        server.register(2);
+        printed("joined 2 127.0.0.1:5002");
+        server.post_json("/leader", &json!({"leader_id": 2}));
+        printed("leader 2 127.0.0.1:5002");
+        server.post_json("/remove", &json!({"node_id": 1}));
+        printed("left 1");
+    });
+    assert!(before(
+        &lines,
+        "joined 1 127.0.0.1:5001",
+        "suspected 1 127.0.0.1:5001"
+    ));
+    assert!(before(
+        &lines,
+        "suspected 1 127.0.0.1:5001",
+        "back 1 127.0.0.1:5001"
+    ));
+    assert!(before(&lines, "back 1 127.0.0.1:5001", "left 1"));
+    // One fact a line, nothing else.
+    let words = ["joined", "left", "suspected", "back", "leader", "updated"];
+    for line in &lines {
+        let first = line.split(' ').next().unwrap();
+        assert!(words.contains(&first), "{line:?} in {lines:?}");
+    }
+}
+
+#[test]
+fn gateway_client_watch_json_prints_one_object_a_line() {
+    let server = TestServer::start();
+    server.register(3);
+    let lines = watch_cli(&server, &["--json"], "INT", |printed| {
+        // The cluster as it is first: node 3, which bootstrapped and leads.
+        printed("json:joined 3");
+        printed("json:leader 3");
+        server.register(4);
+        printed("json:joined 4");
+        server.post_json("/remove", &json!({"node_id": 3}));
+        printed("json:left 3");
+        printed("json:leader null");
+    });
+    let objects: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    let joined = objects
+        .iter()
+        .find(|o| o["event"] == "joined" && o["node_id"] == 4);
+    let joined = joined.unwrap_or_else(|| panic!("{lines:?}"));
+    assert_eq!(joined["node"]["ip_address"], "127.0.0.1");
+    assert_eq!(joined["node"]["port"], 5004);
+    assert_eq!(joined["node"]["status"], "active");
+    let left = objects.iter().find(|o| o["event"] == "left").unwrap();
+    assert_eq!(*left, json!({"event": "left", "node_id": 3}));
+    assert_eq!(objects.len(), 5, "one object a fact: {lines:?}");
+}
+
+#[test]
+fn gateway_client_watch_exits_1_when_no_gateway_answers_at_start() {
+    let closed = ClosedPort::new();
+    let out = Command::new(BIN)
+        .args(["--gateway", &closed.address(), "--timeout", "1", "watch"])
+        .env_remove("GATEWAY_URL")
+        .env("GATEWAY_CLIENT_RETRY_ATTEMPTS", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&closed.address()), "{stderr}");
+    assert!(out.stdout.is_empty());
+}
