@@ -6,7 +6,6 @@
 //! taken under the lock, then serialised once and shared by every request until the registry
 //! changes.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -32,8 +31,9 @@ pub struct Gateway {
     /// The liveness settings advertised in `/register` and `/health`: read once, at start, not
     /// from the store on every answer.
     settings: Settings,
-    /// The most nodes seen since memory was last given back.
-    peak_nodes: AtomicUsize,
+    /// The most nodes seen since memory was last given back, and until when sweeps give memory
+    /// back again (see [`Gateway::sweep`]).
+    trim: Mutex<Trim>,
     metrics: Arc<Metrics>,
     /// Called with the new registry version after every change (the server's watchers).
     wake: Arc<OnceLock<Wake>>,
@@ -73,7 +73,7 @@ impl Gateway {
             epoch: new_epoch(),
             started: Instant::now(),
             heartbeat_interval,
-            peak_nodes: AtomicUsize::new(0),
+            trim: Mutex::new(Trim::default()),
             metrics: Arc::new(Metrics::new()),
             wake: Arc::new(OnceLock::new()),
             auth: Auth::default(),
@@ -242,21 +242,23 @@ impl Gateway {
     }
 
     /// Suspects and reaps silent nodes, then gives memory back to the system if the registry
-    /// shrank a lot since it last did.
+    /// shrank a lot since it last did (and on the sweeps of the next [`TRIM_AGAIN_FOR`], for
+    /// what is freed late: see [`crate::allocator`]).
     pub fn sweep(&self, now: Now) {
         self.store.sweep(now);
         let nodes = self.store.summary().counts.total_nodes;
-        let peak = self
-            .peak_nodes
-            .fetch_max(nodes, Ordering::Relaxed)
-            .max(nodes);
-        if peak >= nodes + TRIM_AFTER_NODES && nodes <= peak / 2 {
-            self.peak_nodes.store(nodes, Ordering::Relaxed);
-            log::debug!("{nodes} nodes left of {peak}: giving freed memory back");
-            // The cached list still holds the departed nodes: let it go first (the next reader
-            // builds a new one; readers that hold the old one keep it alive until they finish).
-            lock(&self.lists).take();
-            release_freed_memory();
+        let departed = lock(&self.trim).after_sweep(nodes, now.instant);
+        match departed {
+            Some(peak) => {
+                log::debug!("{nodes} nodes left of {peak}: giving freed memory back");
+                // The cached list still holds the departed nodes: let it go first (the next
+                // reader builds a new one; readers that hold the old one keep it alive until
+                // they finish, and a later sweep gives that back).
+                lock(&self.lists).take();
+                crate::allocator::release();
+            }
+            None if lock(&self.trim).again(now.instant) => crate::allocator::release(),
+            None => {}
         }
     }
 
@@ -335,21 +337,44 @@ impl Gateway {
 /// A registry that lost at least this many nodes (and half of them) gives memory back.
 const TRIM_AFTER_NODES: usize = 1000;
 
-/// Returns the memory freed by removed nodes to the system. glibc's allocator keeps freed
-/// memory in its per-thread arenas for reuse, so without this a gateway that held 100,000 nodes
-/// stays at that size after they leave. `malloc_trim` walks the arenas: milliseconds, and only
-/// after a mass departure.
-#[allow(unsafe_code)]
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        unsafe extern "C" {
-            fn malloc_trim(pad: usize) -> i32;
+/// How long after a mass departure sweeps keep giving memory back: longer than tiny_http keeps
+/// an idle connection thread (5 s), whose cached blocks return to the allocator when it ends.
+pub const TRIM_AGAIN_FOR: Duration = Duration::from_secs(15);
+
+/// When the gateway gives memory back: pure, driven by the sweep's clock.
+#[derive(Debug, Default)]
+struct Trim {
+    /// The most nodes seen since memory was last given back.
+    peak: usize,
+    /// Sweeps before this instant give memory back again.
+    again_until: Option<Instant>,
+}
+
+impl Trim {
+    /// Notes a sweep that found `nodes`; the peak they came down from if that is a mass
+    /// departure (memory should be given back now).
+    fn after_sweep(&mut self, nodes: usize, now: Instant) -> Option<usize> {
+        let peak = self.peak.max(nodes);
+        if peak >= nodes + TRIM_AFTER_NODES && nodes <= peak / 2 {
+            self.peak = nodes;
+            self.again_until = Some(now + TRIM_AGAIN_FOR);
+            Some(peak)
+        } else {
+            self.peak = peak;
+            None
         }
-        // SAFETY: malloc_trim only releases free memory held by the allocator; it takes the
-        // allocator's own locks and is safe to call from any thread at any time.
-        unsafe {
-            malloc_trim(0);
+    }
+
+    /// Whether a sweep at `now`, after no departure, should give memory back again.
+    fn again(&mut self, now: Instant) -> bool {
+        match self.again_until {
+            Some(until) if now < until => true,
+            Some(_) => {
+                // One last time, then stop: an idle gateway does no work.
+                self.again_until = None;
+                true
+            }
+            None => false,
         }
     }
 }
@@ -360,4 +385,54 @@ fn new_epoch() -> String {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     format!("{:x}-{:x}", nanos, std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_is_given_back_after_a_mass_departure_and_on_the_sweeps_that_follow_then_never() {
+        let start = Instant::now();
+        let mut trim = Trim::default();
+        assert_eq!(
+            trim.after_sweep(5000, start),
+            None,
+            "growing gives nothing back"
+        );
+        assert!(!trim.again(start));
+        assert_eq!(
+            trim.after_sweep(4500, start),
+            None,
+            "a small loss is no departure"
+        );
+        assert_eq!(trim.after_sweep(0, start), Some(5000), "a mass departure");
+        let step = Duration::from_secs(2);
+        let mut later = start;
+        while later + step < start + TRIM_AGAIN_FOR {
+            later += step;
+            assert_eq!(trim.after_sweep(0, later), None);
+            assert!(trim.again(later), "again within TRIM_AGAIN_FOR");
+        }
+        let after = start + TRIM_AGAIN_FOR + step;
+        assert!(trim.again(after), "once more after it");
+        assert!(
+            !trim.again(after + step),
+            "then the idle gateway does nothing"
+        );
+        assert!(!trim.again(after + TRIM_AGAIN_FOR * 10));
+    }
+
+    #[test]
+    fn a_departure_of_fewer_than_a_thousand_nodes_keeps_the_memory_for_reuse() {
+        let now = Instant::now();
+        let mut trim = Trim::default();
+        trim.after_sweep(1500, now);
+        assert_eq!(trim.after_sweep(600, now), None, "900 left");
+        assert_eq!(
+            trim.after_sweep(400, now),
+            Some(1500),
+            "1,100 left, more than half"
+        );
+    }
 }

@@ -56,11 +56,13 @@
 //! argh, rlimit, signal-hook, socket2) and `client` (the client and discovery handle: ureq),
 //! both on by default. A node that only embeds the client depends on
 //! `cluster-gateway = { default-features = false, features = ["client"] }`.
-// Two calls are unsafe: glibc's `malloc_trim`, in `gateway::release_freed_memory`, and the
-// borrow of a descriptor number to duplicate it, in `tiny_http_workarounds::close_accepted`.
+// Unsafe code is allowed in two places only: `allocator` (glibc's `mallopt` and `malloc_trim`)
+// and `tiny_http_workarounds::close_accepted` (borrowing a descriptor number to duplicate it).
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+#[cfg(feature = "server")]
+pub mod allocator;
 pub mod api;
 #[cfg(feature = "server")]
 pub mod auth;

@@ -20,6 +20,8 @@ enum Event {
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts: how memory is given back after nodes leave.
+    cluster_gateway::allocator::tune();
     let args = match cluster_gateway::cli::parse_args::<ServerArgs>("gateway-server") {
         Ok(args) => args,
         Err(exit) => return exit,
