@@ -559,7 +559,7 @@ fn read_file(path: &Path) -> Result<Layer, ConfigError> {
         file: path.to_owned(),
         reason,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+    let text = read_config_text(path).map_err(file_error)?;
     let map: Map<String, Value> = match serde_json::from_str(&text) {
         Ok(Value::Object(map)) => map,
         Ok(_) => return Err(file_error("expected a JSON object".to_owned())),
@@ -590,6 +590,28 @@ fn read_file(path: &Path) -> Result<Layer, ConfigError> {
     Ok(layer)
 }
 
+/// The most a config file may hold. A real one is a few hundred bytes; the bound keeps a
+/// wrong path (`/dev/zero`, a log, a disk image) from filling the memory before it is refused.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// The text of the config file at `path`, read up to [`MAX_CONFIG_BYTES`]: `Err` says why it
+/// cannot be used (unreadable, a directory, larger than that, not UTF-8). Both binaries read
+/// their `--config` through it.
+pub fn read_config_text(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(format!(
+            "larger than {MAX_CONFIG_BYTES} bytes: not a config file"
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_owned())
+}
+
 fn boolean(text: &str) -> Result<bool, String> {
     match text.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" => Ok(true),
@@ -607,13 +629,34 @@ fn parse_int(text: &str, min: u64, max: u64) -> Result<u64, String> {
     }
 }
 
-fn seconds(text: &str) -> Result<Duration, String> {
-    match text.trim().parse::<f64>() {
-        Ok(s) if s.is_finite() && s > 0.0 && s <= 1e9 => Ok(Duration::from_secs_f64(s)),
-        _ => Err(format!(
-            "expected a positive number of seconds, got {text:?}"
-        )),
+/// The shortest period a setting may name: shorter, a sweep or a heartbeat comes round so
+/// often that an idle gateway (or client) spins, and below a nanosecond it is zero. The
+/// client library clamps an advertised heartbeat interval to the same floor.
+pub const MIN_SECONDS: f64 = 0.01;
+/// The longest: about 31 years, past any sensible setting, and far from overflowing.
+pub const MAX_SECONDS: f64 = 1e9;
+
+/// Checks a number of seconds a setting gives: `Err` says the range allowed.
+pub fn checked_seconds(seconds: f64) -> Result<Duration, String> {
+    if (MIN_SECONDS..=MAX_SECONDS).contains(&seconds) {
+        Ok(Duration::from_secs_f64(seconds))
+    } else {
+        Err(format!(
+            "expected a number of seconds from {MIN_SECONDS} to {MAX_SECONDS:e}"
+        ))
     }
+}
+
+fn seconds(text: &str) -> Result<Duration, String> {
+    text.trim()
+        .parse::<f64>()
+        .map_err(|_| String::new())
+        .and_then(checked_seconds)
+        .map_err(|_| {
+            format!(
+                "expected a number of seconds from {MIN_SECONDS} to {MAX_SECONDS:e}, got {text:?}"
+            )
+        })
 }
 
 /// Parses a log level, accepting Python's names (`WARNING`, `CRITICAL`) too.
@@ -1052,5 +1095,63 @@ mod tests {
         assert!(matches!(err, ConfigError::Inconsistent(_)), "{err}");
         let err = load(&["--heartbeat-interval", "300"], &[]).unwrap_err();
         assert!(matches!(err, ConfigError::Inconsistent(_)), "{err}");
+    }
+
+    #[test]
+    fn a_period_too_short_to_sleep_on_or_too_long_is_refused_in_every_source() {
+        // Each of these would pass a "positive number" check; 1e-300 s is zero nanoseconds,
+        // and a sweep every zero (or every microsecond) spins an idle gateway.
+        for bad in [
+            "1e-300", "0.000001", "0.009", "1e10", "1e308", "NaN", "inf", "-0",
+        ] {
+            for key in [
+                "cleanup_interval",
+                "heartbeat_interval",
+                "node_timeout",
+                "suspect_after",
+                "body_timeout",
+                "request_timeout",
+            ] {
+                let [from_file, from_env] = file_and_env(key, bad);
+                for err in [from_file, from_env] {
+                    let err = err.expect_err(&format!("{key}={bad} was accepted"));
+                    assert!(matches!(err, ConfigError::Invalid { .. }), "{err}");
+                    assert!(err.to_string().contains("0.01"), "{err}");
+                }
+            }
+            let flag = load(&["--cleanup-interval", bad], &[]).unwrap_err();
+            assert!(flag.to_string().contains("--cleanup-interval"), "{flag}");
+        }
+        // The floor itself is allowed.
+        let config = load(&["--cleanup-interval", "0.01"], &[]).unwrap();
+        assert_eq!(config.sweep_interval(), Duration::from_millis(10));
+    }
+
+    #[test]
+    fn a_config_file_that_is_not_a_small_file_is_refused_without_reading_it_all() {
+        let big = TempFile::new("big", &format!("{{\"host\": \"{}\"}}", "a".repeat(2 << 20)));
+        let err = load(&["--config", big.path()], &[]).unwrap_err();
+        assert!(err.to_string().contains("larger than"), "{err}");
+        // /dev/zero never ends: read whole, it would fill the memory (checked after the big
+        // file, so that without the bound this test fails there instead).
+        let err = load(&["--config", "/dev/zero"], &[]).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::File { .. }) && err.to_string().contains("larger than"),
+            "{err}"
+        );
+        let dir = std::env::temp_dir();
+        let err = load(&["--config", dir.to_str().unwrap()], &[]).unwrap_err();
+        assert!(matches!(err, ConfigError::File { .. }), "{err}");
+        let deep = TempFile::new(
+            "deep",
+            &format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)),
+        );
+        let err = load(&["--config", deep.path()], &[]).unwrap_err();
+        assert!(err.to_string().contains("invalid JSON"), "{err}");
+        let binary = dir.join(format!("gateway-config-{}-binary.json", std::process::id()));
+        std::fs::write(&binary, b"{\"host\": \"\xff\"}").unwrap();
+        let err = load(&["--config", binary.to_str().unwrap()], &[]).unwrap_err();
+        let _ = std::fs::remove_file(&binary);
+        assert!(err.to_string().contains("UTF-8"), "{err}");
     }
 }

@@ -452,3 +452,22 @@ fn the_reaper_sweeps_at_the_cleanup_interval_not_the_heartbeat_interval() {
         stats()
     );
 }
+
+#[test]
+fn a_period_that_would_spin_the_reaper_or_a_config_that_is_no_file_exits_2_at_once() {
+    // 1e-300 s is a positive number and zero nanoseconds: a sweep every zero would spin an
+    // idle gateway.
+    for (flag, value) in [
+        ("--cleanup-interval", "1e-300"),
+        ("--heartbeat-interval", "0.000001"),
+        ("--body-timeout", "1e308"),
+    ] {
+        let out = run(&[flag, value]);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(flag) && stderr.contains("0.01"), "{stderr}");
+    }
+    let out = run(&["--config", "/dev/zero"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("larger than"));
+}
