@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cluster_gateway::api::host_port;
-use cluster_gateway::config::log_level;
+use cluster_gateway::config::{checked_seconds, log_level, read_config_text};
 use log::LevelFilter;
 use serde_json::{Map, Value};
 
@@ -212,13 +212,17 @@ impl Layer {
     /// original's `os.getenv(...) or default` has it.
     fn from_environment(env: &impl Fn(&str) -> Option<String>) -> Result<Layer, String> {
         let var = |name: &str| env(name).filter(|v| !v.trim().is_empty());
-        // A number; one that does not parse is an error naming the variable.
+        // A number; one that does not parse (or is out of the type's range) is an error
+        // naming the variable and what it takes.
         macro_rules! parsed {
             ($name:expr) => {
+                parsed!($name, "a number")
+            };
+            ($name:expr, $what:expr) => {
                 var($name)
                     .map(|text| {
                         text.trim().parse().map_err(|_| {
-                            format!("invalid {}: expected a number, got {text:?}", $name)
+                            format!("invalid {}: expected {}, got {text:?}", $name, $what)
                         })
                     })
                     .transpose()?
@@ -237,20 +241,20 @@ impl Layer {
         Ok(Layer {
             gateways,
             gateway_host: var("GATEWAY_HOST").map(|h| h.trim().to_owned()),
-            gateway_port: parsed!("GATEWAY_PORT"),
+            gateway_port: parsed!("GATEWAY_PORT", PORT),
             timeout: seconds("GATEWAY_CLIENT_TIMEOUT", parsed!("GATEWAY_CLIENT_TIMEOUT"))?,
             heartbeat_interval: seconds(
                 "GATEWAY_CLIENT_HEARTBEAT_INTERVAL",
                 parsed!("GATEWAY_CLIENT_HEARTBEAT_INTERVAL"),
             )?,
-            retry_attempts: parsed!("GATEWAY_CLIENT_RETRY_ATTEMPTS"),
+            retry_attempts: parsed!("GATEWAY_CLIENT_RETRY_ATTEMPTS", TRIES),
             retry_delay: seconds(
                 "GATEWAY_CLIENT_RETRY_DELAY",
                 parsed!("GATEWAY_CLIENT_RETRY_DELAY"),
             )?,
-            node_id: parsed!("NODE_ID"),
+            node_id: parsed!("NODE_ID", NODE_ID),
             ip_address: var("NODE_IP").map(|ip| ip.trim().to_owned()),
-            port: parsed!("NODE_PORT"),
+            port: parsed!("NODE_PORT", PORT),
             capabilities: var("GATEWAY_CLIENT_CAPABILITIES")
                 .as_deref()
                 .map(comma_list),
@@ -275,9 +279,9 @@ impl Layer {
             gateway_port: file.number("gateway_port", PORT)?,
             timeout: file.seconds("timeout")?,
             heartbeat_interval: file.seconds("heartbeat_interval")?,
-            retry_attempts: file.number("retry_attempts", "a whole number of tries")?,
+            retry_attempts: file.number("retry_attempts", TRIES)?,
             retry_delay: file.seconds("retry_delay")?,
-            node_id: file.number("node_id", "a node id (a whole number)")?,
+            node_id: file.number("node_id", NODE_ID)?,
             ip_address: file.string("ip_address")?,
             port: file.number("port", PORT)?,
             capabilities: file.strings("capabilities")?,
@@ -293,6 +297,8 @@ impl Layer {
 }
 
 const PORT: &str = "a port number from 0 to 65535";
+const TRIES: &str = "a whole number of tries";
+const NODE_ID: &str = "a node id (a whole number)";
 
 /// The gateways: a list (`--gateway`, `GATEWAY_URL`, `gateways`) or a host and port
 /// (`--gateway-host`/`--gateway-port`, `GATEWAY_HOST`/`GATEWAY_PORT`,
@@ -328,14 +334,12 @@ fn read_token(path: &Path, source: &str) -> Result<String, String> {
         .ok_or_else(|| format!("{source} {} holds no token", path.display()))
 }
 
+/// Seconds from 0.01 to 1e9, as the server takes them: a shorter period (a heartbeat every
+/// 1e-12 s is every 0 ns) would spin, a longer one is no setting.
 fn positive_seconds(seconds: f64, source: &str) -> Result<Duration, String> {
-    if seconds.is_finite() && seconds > 0.0 && seconds < 1e9 {
-        Ok(Duration::from_secs_f64(seconds))
-    } else {
-        Err(format!(
-            "invalid {source}: expected a positive number of seconds, got {seconds}"
-        ))
-    }
+    // `{:?}`: 1e308 as `1e308`, not 309 digits.
+    checked_seconds(seconds)
+        .map_err(|expected| format!("invalid {source}: {expected}, got {seconds:?}"))
 }
 
 /// `a, b,,c` as `[a, b, c]`.
@@ -358,8 +362,8 @@ struct File {
 impl File {
     fn read(path: &Path) -> Result<File, String> {
         let shown = path.display();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read config file {shown}: {e}"))?;
+        let text =
+            read_config_text(path).map_err(|e| format!("cannot read config file {shown}: {e}"))?;
         let map = match serde_json::from_str(&text) {
             Ok(Value::Object(map)) => map,
             Ok(_) => return Err(format!("config file {shown}: expected a JSON object")),
@@ -417,12 +421,14 @@ impl File {
     }
 
     fn seconds(&self, key: &str) -> Result<Option<Duration>, String> {
-        let what = "a positive number of seconds";
-        match self.number::<f64>(key, what)? {
-            None => Ok(None),
-            Some(s) if s.is_finite() && s > 0.0 && s < 1e9 => Ok(Some(Duration::from_secs_f64(s))),
-            Some(_) => Err(self.expected(key, what, &self.values[key])),
-        }
+        let what = "a number of seconds";
+        self.number::<f64>(key, what)?
+            .map(|s| {
+                checked_seconds(s).map_err(|expected| {
+                    self.invalid(key, &format!("{expected}, got {}", self.values[key]))
+                })
+            })
+            .transpose()
     }
 
     /// A list of strings: a JSON array, or one string of comma-separated items.
@@ -650,5 +656,69 @@ mod tests {
         let file = TempFile::new("unknown", r#"{"cleanup_interval": 60}"#);
         let err = load(&["--config", file.path()], &[]).unwrap_err();
         assert!(err.contains("unknown key \"cleanup_interval\""), "{err}");
+    }
+
+    #[test]
+    fn a_period_that_would_spin_or_never_come_is_refused_from_every_source() {
+        // 1e-12 s passes as positive and is zero nanoseconds: a heartbeat every 0 ns.
+        for bad in ["1e-12", "0.001", "1e308", "NaN", "0", "-1"] {
+            for flag in ["--timeout", "--heartbeat-interval"] {
+                let err = load(&[flag, bad], &[]).unwrap_err();
+                assert!(err.contains(flag) && err.contains("0.01"), "{err}");
+                // The number as written, not 309 digits.
+                assert!(err.len() < 200, "{err}");
+            }
+            for var in [
+                "GATEWAY_CLIENT_TIMEOUT",
+                "GATEWAY_CLIENT_HEARTBEAT_INTERVAL",
+                "GATEWAY_CLIENT_RETRY_DELAY",
+            ] {
+                let err = load(&[], &[(var, bad)]).unwrap_err();
+                assert!(err.contains(var) && err.contains("0.01"), "{err}");
+            }
+            for key in ["timeout", "heartbeat_interval", "retry_delay"] {
+                let file = TempFile::new(
+                    &format!("period-{key}"),
+                    &format!(r#"{{"{key}": "{bad}"}}"#),
+                );
+                let err = load(&["--config", file.path()], &[]).unwrap_err();
+                assert!(err.contains(key) && err.contains("0.01"), "{err}");
+            }
+        }
+        let settings = load(&["--heartbeat-interval", "0.01"], &[]).unwrap();
+        assert_eq!(settings.heartbeat_interval, Some(Duration::from_millis(10)));
+    }
+
+    #[test]
+    fn a_port_out_of_range_says_what_a_port_is() {
+        for var in ["GATEWAY_PORT", "NODE_PORT"] {
+            let err = load(&[], &[(var, "70000")]).unwrap_err();
+            assert!(err.contains(var) && err.contains("0 to 65535"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_config_file_that_is_not_a_small_file_is_refused_without_reading_it_all() {
+        let big = TempFile::new(
+            "big",
+            &format!(r#"{{"gateway_host": "{}"}}"#, "a".repeat(2 << 20)),
+        );
+        let err = load(&["--config", big.path()], &[]).unwrap_err();
+        assert!(
+            err.contains("larger than") && err.contains(big.path()),
+            "{err}"
+        );
+        // Without the bound, /dev/zero is read until the memory runs out.
+        let err = load(&["--config", "/dev/zero"], &[]).unwrap_err();
+        assert!(err.contains("larger than"), "{err}");
+        let dir = std::env::temp_dir();
+        let err = load(&["--config", dir.to_str().unwrap()], &[]).unwrap_err();
+        assert!(err.contains("cannot read config file"), "{err}");
+        let deep = TempFile::new(
+            "deep",
+            &format!("{}1{}", r#"{"a":"#.repeat(10_000), "}".repeat(10_000)),
+        );
+        let err = load(&["--config", deep.path()], &[]).unwrap_err();
+        assert!(err.contains("invalid JSON"), "{err}");
     }
 }
