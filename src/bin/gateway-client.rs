@@ -201,7 +201,7 @@ struct StatsCommand {}
 struct HealthCommand {}
 
 /// Print each change as it happens (joined, left, suspected, back, leader), one line each,
-/// until SIGINT or SIGTERM; the first lines are the cluster as it is.
+/// until SIGINT or SIGTERM (or stdout is closed); the first lines are the cluster as it is.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "watch")]
 struct WatchCommand {}
@@ -522,14 +522,16 @@ fn check(address: &str, client: &GatewayClient) -> Endpoint {
     }
 }
 
-/// Prints changes as the client's watch sees them until a signal; exit 1 if no gateway answers
-/// at start.
+/// Prints changes as the client's watch sees them until a signal, or until stdout is closed
+/// (`watch | head -n 3` ends when `head` does); exit 1 if no gateway answers at start.
 fn watch(client: &GatewayClient, as_json: bool) -> Result<(), Failure> {
     let mut signals = Signals::new([SIGINT, SIGTERM])
         .map_err(|e| Failure::Gateway(format!("cannot handle signals: {e}")))?;
     client.health_check()?;
     let changes = client.subscribe();
     client.watch();
+    // Closing the handle ends `forever()` below as a signal would.
+    let stop = signals.handle();
     std::thread::spawn(move || {
         use std::io::Write;
         for event in changes.iter().flat_map(|change| change.events()) {
@@ -537,7 +539,14 @@ fn watch(client: &GatewayClient, as_json: bool) -> Result<(), Failure> {
                 true => event.to_json().to_string(),
                 false => event.to_string(),
             };
-            if writeln!(std::io::stdout(), "{line}").is_err() {
+            let mut stdout = std::io::stdout().lock();
+            // Flushed at once: a pipe's reader sees each change as it happens.
+            if writeln!(stdout, "{line}")
+                .and_then(|()| stdout.flush())
+                .is_err()
+            {
+                log::debug!("stdout is closed: the watch stops");
+                stop.close();
                 return;
             }
         }

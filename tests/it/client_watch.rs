@@ -533,3 +533,48 @@ fn gateway_client_watch_exits_1_when_no_gateway_answers_at_start() {
     assert!(stderr.contains(&closed.address()), "{stderr}");
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn gateway_client_watch_ends_with_exit_0_when_its_reader_goes_away() {
+    // As `gateway-client watch | head -n 1`: once head has its line and exits, the next change
+    // finds stdout closed, and the watch must end rather than wait for a signal forever.
+    let server = TestServer::start();
+    server.register(1);
+    let mut child = Command::new(BIN)
+        .args(["--gateway", &server.url, "watch"])
+        .env_remove("GATEWAY_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut child = Stop(child);
+    let first = within(PATIENCE, move || {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        line // The reader is dropped here: the pipe has no reader left.
+    });
+    assert_eq!(first.trim(), "joined 1 127.0.0.1:5001");
+    assert!(
+        eventually(PATIENCE, || parked(&server) == 1),
+        "the watch never parked a long-poll"
+    );
+    server.register(2);
+    let mut status = None;
+    let ended = eventually(PATIENCE, || {
+        status = child.0.try_wait().unwrap();
+        status.is_some()
+    });
+    assert!(
+        ended,
+        "gateway-client watch kept running with nobody reading"
+    );
+    assert_eq!(status.unwrap().code(), Some(0));
+}
