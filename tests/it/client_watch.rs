@@ -578,3 +578,90 @@ fn gateway_client_watch_ends_with_exit_0_when_its_reader_goes_away() {
     );
     assert_eq!(status.unwrap().code(), Some(0));
 }
+
+/// A stand-in for gateways that do not share a registry behind one address: each answer comes
+/// from another run (a new `X-Gateway-Epoch`). Counts the `/nodes` requests; stops on drop.
+struct EveryAnswerAnotherRun {
+    url: String,
+    lists: Arc<std::sync::atomic::AtomicUsize>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl EveryAnswerAnotherRun {
+    fn start() -> EveryAnswerAnotherRun {
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let lists = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (counted, stopped) = (Arc::clone(&lists), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            for (run, stream) in listener.incoming().enumerate() {
+                if stopped.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut head = Vec::new();
+                let mut byte = [0];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|n| n == 1) {
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head);
+                let body = if head.starts_with("GET /nodes") {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    r#"{"nodes": [], "registry_version": 1}"#
+                } else if head.starts_with("GET /leader") {
+                    r#"{"leader": null, "registry_version": 1}"#
+                } else {
+                    r#"{"status": "healthy", "timestamp": 1.0}"#
+                };
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Gateway-Index: 1\r\n\
+                     X-Gateway-Epoch: run-{run}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes());
+            }
+        });
+        EveryAnswerAnotherRun { url, lists, stop }
+    }
+
+    fn lists(&self) -> usize {
+        self.lists.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for EveryAnswerAnotherRun {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wakes the accept loop so that it sees the flag.
+        let _ = std::net::TcpStream::connect(self.url.trim_start_matches("http://"));
+    }
+}
+
+#[test]
+fn answers_each_from_another_gateway_run_are_asked_again_after_a_growing_pause() {
+    let fake = EveryAnswerAnotherRun::start();
+    // Long enough that even a slow loop without pauses makes its six rounds within a few.
+    let base = Duration::from_millis(100);
+    let client = GatewayClient::builder()
+        .gateway(fake.url.clone())
+        .heartbeat_interval(NEVER)
+        .retry_base_delay(base)
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    client.watch();
+    assert!(eventually(PATIENCE, || fake.lists() >= 6));
+    let lists = fake.lists();
+    // The first restart is read at once, the next after at least half the base delay (and
+    // it doubles): a loop that never paused would have asked hundreds of times by then.
+    let pauses = started.elapsed().as_secs_f64() / (base / 2).as_secs_f64();
+    assert!(
+        lists as f64 <= pauses + 3.0,
+        "{lists} lists in {pauses:.1} half base delays"
+    );
+    client.shutdown();
+}
