@@ -706,20 +706,33 @@ impl Query {
     /// Parses `query`; only `/nodes` takes the filters (`node_id`, `status`, `capability`).
     fn parse(query: &str, endpoint: Endpoint) -> Result<Query, Response> {
         let mut parsed = Query::default();
-        let mut seen: Vec<&str> = Vec::new();
-        for (key, value) in query_pairs(query) {
+        let mut seen: Vec<String> = Vec::new();
+        for (raw_key, value) in query_pairs(query) {
+            // A name is decoded as a value is (`node%5Fid` is `node_id`, as a form decoder
+            // and the original's have it): otherwise it would be ignored, or slip past the
+            // check for a repeated key.
+            let Some(key) = percent_decode(raw_key) else {
+                if endpoint != Endpoint::Nodes {
+                    continue; // Not one `/leader` takes: ignored, as any other.
+                }
+                return Err(Response::error(
+                    400,
+                    format!("Invalid query parameter name {raw_key:?}: bad percent-encoding"),
+                ));
+            };
+            let key = key.as_str();
             // `/leader` takes only the long-poll keys, and ignores the rest as it always did.
             let poll = matches!(key, "index" | "wait" | "epoch");
             if endpoint != Endpoint::Nodes && !poll {
                 continue;
             }
-            if seen.contains(&key) {
+            if seen.iter().any(|k| k == key) {
                 return Err(Response::error(
                     400,
                     format!("Repeated query parameter: {key} may be given once"),
                 ));
             }
-            seen.push(key);
+            seen.push(key.to_owned());
             let value = percent_decode(value).ok_or_else(|| {
                 Response::error(400, format!("Invalid {key}: bad percent-encoding"))
             })?;
@@ -1052,5 +1065,38 @@ mod tests {
                 "{bad}: {body}"
             );
         }
+    }
+
+    #[test]
+    fn a_query_name_is_decoded_as_a_value_is() {
+        let nodes = |query: &str| Query::parse(query, Endpoint::Nodes);
+        // Each name escaped as a form encoder may: taken, not ignored.
+        let query = nodes("st%61tus=all&node%5Fid=7&c%61pability=raft&ind%65x=3").unwrap();
+        assert!(query.include_suspected);
+        assert_eq!(query.exclude, Some(7));
+        assert_eq!(query.capability.as_deref(), Some("raft"));
+        assert_eq!(query.index, Some(3));
+        // The same name twice, once escaped, is a repeat.
+        let refused = nodes("status=all&st%61tus=active").unwrap_err();
+        assert_eq!(refused.status, 400);
+        let body: serde_json::Value = serde_json::from_slice(&refused.body.to_vec()).unwrap();
+        assert!(
+            body["error"].as_str().unwrap().contains("Repeated"),
+            "{body}"
+        );
+        // A name that does not decode is a 400 on /nodes; /leader ignores it, as any name
+        // it does not take.
+        let refused = nodes("st%zzatus=all").unwrap_err();
+        assert_eq!(refused.status, 400);
+        let body: serde_json::Value = serde_json::from_slice(&refused.body.to_vec()).unwrap();
+        assert!(
+            body["error"].as_str().unwrap().contains("st%zzatus"),
+            "{body}"
+        );
+        assert!(Query::parse("x%zz=1", Endpoint::Leader).is_ok());
+        assert_eq!(
+            Query::parse("ind%65x=4", Endpoint::Leader).unwrap().index,
+            Some(4)
+        );
     }
 }
