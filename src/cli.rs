@@ -47,7 +47,8 @@ pub fn parse_args_with_globals<T: FromArgs, C: SubCommands>(
 }
 
 fn parse<T: FromArgs>(default_name: &str, name: &str, rest: &[&str]) -> Result<T, ExitCode> {
-    if rest.contains(&"--version") {
+    // After `--` it is an argument like any other (`set-leader -- --version` is no node id).
+    if asks_for_version(rest) {
         println!("{default_name} {}", crate::VERSION);
         return Err(ExitCode::SUCCESS);
     }
@@ -69,6 +70,13 @@ fn parse<T: FromArgs>(default_name: &str, name: &str, rest: &[&str]) -> Result<T
             Err(ExitCode::from(2))
         }
     }
+}
+
+/// True if `args` asks for the version: `--version` before any `--`.
+fn asks_for_version(args: &[&str]) -> bool {
+    args.iter()
+        .take_while(|a| **a != "--")
+        .any(|a| *a == "--version")
 }
 
 /// The flags of a top-level command, for [`parse_args_with_globals`].
@@ -249,6 +257,15 @@ mod tests {
         );
         let err = hoist("nodes --json=yes").unwrap_err();
         assert!(err.contains("--json") && err.contains("no value"), "{err}");
+    }
+
+    #[test]
+    fn version_is_asked_for_only_before_a_double_dash() {
+        assert!(asks_for_version(&["--version"]));
+        assert!(asks_for_version(&["nodes", "--version"]));
+        assert!(!asks_for_version(&["set-leader", "--", "--version"]));
+        assert!(!asks_for_version(&["--", "--version"]));
+        assert!(!asks_for_version(&[]));
     }
 
     #[test]

@@ -358,6 +358,13 @@ fn join(cli: &Cli, settings: &Settings, client: &GatewayClient) -> Result<(), Fa
 /// The listing, filtered here to the nodes offering every capability asked for (the filter
 /// works with any gateway, the original's too).
 fn nodes(client: &GatewayClient, command: &NodesCommand, as_json: bool) -> Result<(), Failure> {
+    // An empty one (`--capability=`, a variable left unset) would list nothing, and say so
+    // with success.
+    if command.capability.iter().any(|c| c.trim().is_empty()) {
+        return Err(Failure::Usage(
+            "--capability needs a capability, got an empty one".to_owned(),
+        ));
+    }
     let mut answer = client.list_nodes(command.all)?;
     answer.nodes.retain(|node| {
         command

@@ -1012,3 +1012,33 @@ fn nodes_capability_lists_the_nodes_offering_every_capability_given() {
     let none = client(&server, &["nodes", "--capability=none"]);
     assert!(stdout(&none).contains("(no nodes)"), "{}", stdout(&none));
 }
+
+#[test]
+fn odd_arguments_are_usage_errors_not_a_quiet_success() {
+    let server = TestServer::start();
+    server.register(1);
+    // An empty capability matched no node, and said so with exit 0.
+    for args in [
+        &["nodes", "--capability="][..],
+        &["nodes", "--capability", " "],
+    ] {
+        let out = client(&server, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("--capability"), "{}", stderr(&out));
+        assert!(out.stdout.is_empty(), "{}", stdout(&out));
+    }
+    // After `--`, --version is a (bad) node id, not a request for the version.
+    let out = client(&server, &["set-leader", "--", "--version"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(!stdout(&out).contains("gateway-client"), "{}", stdout(&out));
+    // The gateway given a thousand times: still one answer (from the first).
+    let mut args: Vec<&str> = Vec::new();
+    for _ in 0..1000 {
+        args.extend(["--gateway", &server.url]);
+    }
+    args.extend(["nodes", "--json"]);
+    let mut command = Command::new(BIN);
+    command.args(&args).env_remove("GATEWAY_URL");
+    let answer = json_of(&run(&mut command));
+    assert_eq!(answer["nodes"][0]["node_id"], 1, "{answer}");
+}
