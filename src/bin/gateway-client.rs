@@ -56,7 +56,8 @@ struct Cli {
     /// gateway port (default 8080)
     #[argh(option)]
     gateway_port: Option<u16>,
-    /// gateway address, host:port or http(s) URL; repeat for several (default $GATEWAY_URL,
+    /// gateway address, host:port or http(s) URL; repeat (or comma-separate) for several
+    /// (default $GATEWAY_URL,
     /// else --gateway-host:--gateway-port)
     #[argh(option)]
     gateway: Vec<String>,

@@ -185,8 +185,20 @@ impl Layer {
             }),
             (None, None) => None,
         };
+        // Each --gateway may name several, comma-separated, as GATEWAY_URL does; one that
+        // names none is refused rather than dropped (the default would take its place).
+        let mut gateways = Vec::new();
+        for value in &cli.gateway {
+            let list = comma_list(value);
+            if list.is_empty() {
+                return Err(format!(
+                    "invalid --gateway {value:?}: expected a gateway address (host:port or URL)"
+                ));
+            }
+            gateways.extend(list);
+        }
         Ok(Layer {
-            gateways: (!cli.gateway.is_empty()).then(|| cli.gateway.clone()),
+            gateways: (!gateways.is_empty()).then_some(gateways),
             gateway_host: cli.gateway_host.clone(),
             gateway_port: cli.gateway_port,
             timeout: seconds(cli.timeout, "--timeout")?,
@@ -720,5 +732,17 @@ mod tests {
         );
         let err = load(&["--config", deep.path()], &[]).unwrap_err();
         assert!(err.contains("invalid JSON"), "{err}");
+    }
+
+    #[test]
+    fn a_gateway_flag_may_name_several_comma_separated_as_the_variable_does() {
+        let settings = load(&["--gateway", "g1:1, g2:2", "--gateway", "g3:3"], &[]).unwrap();
+        assert_eq!(settings.gateways, ["g1:1", "g2:2", "g3:3"]);
+        let from_env = load(&[], &[("GATEWAY_URL", "g1:1, g2:2")]).unwrap();
+        assert_eq!(from_env.gateways, ["g1:1", "g2:2"]);
+        for empty in ["", " , "] {
+            let err = load(&["--gateway", empty], &[]).unwrap_err();
+            assert!(err.contains("--gateway"), "{err}");
+        }
     }
 }
