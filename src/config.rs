@@ -574,6 +574,13 @@ fn read_file(path: &Path) -> Result<Layer, ConfigError> {
                 key,
             });
         };
+        // `node-timeout` and `node_timeout` both: which one was meant is anyone's guess.
+        if let Some((_, other, _)) = layer.iter().find(|(k, ..)| *k == known) {
+            return Err(ConfigError::Invalid {
+                source: format!("{key} in {}", path.display()),
+                reason: format!("the same setting as {other}: give it once"),
+            });
+        }
         let text = match value {
             Value::String(s) => s,
             Value::Number(n) => n.to_string(),
@@ -1153,5 +1160,17 @@ mod tests {
         let err = load(&["--config", binary.to_str().unwrap()], &[]).unwrap_err();
         let _ = std::fs::remove_file(&binary);
         assert!(err.to_string().contains("UTF-8"), "{err}");
+    }
+
+    #[test]
+    fn a_key_given_twice_in_the_file_with_a_dash_and_an_underscore_is_refused() {
+        let file = TempFile::new("twice", r#"{"node-timeout": 60, "node_timeout": 600}"#);
+        let err = load(&["--config", file.path()], &[]).unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("node-timeout") && text.contains("node_timeout"),
+            "{text}"
+        );
     }
 }
