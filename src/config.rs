@@ -97,7 +97,24 @@ impl Default for ServerConfig {
 
 /// Run the cluster-gateway discovery server.
 #[derive(Debug, Default, FromArgs, PartialEq)]
-#[argh(help_triggers("-h", "--help"))]
+#[argh(
+    help_triggers("-h", "--help"),
+    note = "A flag beats its variable, which beats --config's file, which beats the default. \
+            Seconds are from 0.01 to 1e9. The original's keys load too, in the file and as \
+            variables: cleanup_interval, request_timeout (GATEWAY_CLEANUP_INTERVAL, \
+            GATEWAY_REQUEST_TIMEOUT); max_connections and log_format \
+            (GATEWAY_MAX_CONNECTIONS, GATEWAY_LOG_FORMAT) are checked and not applied, with a \
+            WARNING at start. SIGINT and SIGTERM stop the server (exit 0).",
+    error_code(
+        1,
+        "the server cannot listen (address in use, no permission), or its listening socket \
+         is gone for good"
+    ),
+    error_code(
+        2,
+        "bad usage: a flag, a variable or a config file that does not make sense (named)"
+    )
+)]
 pub struct ServerArgs {
     /// address to listen on (default 0.0.0.0; env GATEWAY_HOST)
     #[argh(option)]

@@ -471,3 +471,31 @@ fn a_period_that_would_spin_the_reaper_or_a_config_that_is_no_file_exits_2_at_on
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("larger than"));
 }
+
+#[test]
+fn help_says_the_precedence_the_originals_variables_and_the_exit_codes() {
+    let out = run(&["--help"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for wanted in [
+        "beats its variable",
+        "GATEWAY_CLEANUP_INTERVAL",
+        "GATEWAY_REQUEST_TIMEOUT",
+        "GATEWAY_MAX_CONNECTIONS",
+        "GATEWAY_LOG_FORMAT",
+        "0.01",
+        "\n  1 ",
+        "\n  2 ",
+    ] {
+        assert!(
+            text.contains(wanted),
+            "{wanted:?} missing from help:\n{text}"
+        );
+    }
+    // And exit 1 is what it says: an address it cannot listen on.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = run(&["--host", "127.0.0.1", "--port", &port]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
+}
