@@ -88,6 +88,9 @@ pub struct TopLevelFlags<'a> {
     pub switches: &'a [&'a str],
     /// Those of both that may also come after the subcommand.
     pub global: &'a [&'a str],
+    /// The subcommands' switches (e.g. `nodes --all`), so that `--all=yes` is refused by
+    /// name rather than as a stray `yes`.
+    pub command_switches: &'a [&'a str],
 }
 
 impl TopLevelFlags<'_> {
@@ -96,7 +99,7 @@ impl TopLevelFlags<'_> {
     }
 
     fn is_switch(&self, flag: &str) -> bool {
-        self.switches.contains(&flag)
+        self.switches.contains(&flag) || self.command_switches.contains(&flag)
     }
 }
 
@@ -198,6 +201,7 @@ mod tests {
         options: &["--gateway", "--timeout", "--node-id", "--capabilities"],
         switches: &["--json", "--leave-on-exit"],
         global: &["--gateway", "--timeout", "--json"],
+        command_switches: &["--all"],
     };
     const COMMANDS: &[&str] = &["nodes", "health", "set-leader"];
 
@@ -257,6 +261,9 @@ mod tests {
         );
         let err = hoist("nodes --json=yes").unwrap_err();
         assert!(err.contains("--json") && err.contains("no value"), "{err}");
+        // A subcommand's switch too (argh would say only "Unrecognized argument: 1").
+        let err = hoist("nodes --all=1").unwrap_err();
+        assert!(err.contains("--all") && err.contains("no value"), "{err}");
     }
 
     #[test]

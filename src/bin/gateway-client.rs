@@ -142,6 +142,7 @@ const FLAGS: TopLevelFlags<'static> = TopLevelFlags {
         "--log-level",
         "--json",
     ],
+    command_switches: &["--all"],
 };
 
 #[derive(FromArgs, Debug)]
@@ -685,5 +686,34 @@ mod tests {
         for flag in FLAGS.global {
             assert!(usage.contains(&format!("[{flag}")), "{flag}: {usage}");
         }
+    }
+
+    /// `FLAGS.command_switches` must name every subcommand's switch, so that `--all=1` is
+    /// refused by name.
+    #[test]
+    fn flags_names_every_switch_of_the_subcommands() {
+        let mut switches = Vec::new();
+        for command in <Command as argh::SubCommands>::COMMANDS {
+            let help = Cli::from_args(&["gateway-client"], &[command.name, "--help"])
+                .expect_err("--help ends early")
+                .output;
+            let usage = help.lines().next().unwrap();
+            for part in usage.split('[').skip(1) {
+                let mut words = part.trim_end().trim_end_matches(']').split_whitespace();
+                let name = words.next().unwrap();
+                if name.starts_with("--") && words.next().is_none() {
+                    switches.push(name.to_owned());
+                }
+            }
+        }
+        switches.sort_unstable();
+        switches.dedup();
+        let mut listed: Vec<String> = FLAGS
+            .command_switches
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        listed.sort_unstable();
+        assert_eq!(switches, listed);
     }
 }
