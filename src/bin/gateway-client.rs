@@ -584,10 +584,10 @@ fn print_nodes(nodes: &[Node]) {
         .map(|n| {
             [
                 n.node_id.to_string(),
-                n.address(),
+                shown(&n.address()),
                 n.status.as_str().to_owned(),
                 age(now - n.last_seen),
-                n.capabilities.join(","),
+                shown(&n.capabilities.join(",")),
             ]
         })
         .collect();
@@ -613,7 +613,7 @@ fn print_leader(leader: Option<&Node>) {
         Some(n) => println!(
             "Leader: node {} at {} ({}, last seen {})",
             n.node_id,
-            n.address(),
+            shown(&n.address()),
             n.status.as_str(),
             age(unix_now() - n.last_seen)
         ),
@@ -635,6 +635,17 @@ fn print_fields(value: &impl Serialize) {
         };
         println!("{:<width$} {text}", format!("{key}:"));
     }
+}
+
+/// `text` as printed: each control character escaped (`\n`, `\u{1b}`), so that whatever a
+/// gateway sends, a row stays one row and the terminal is not driven.
+fn shown(text: &str) -> String {
+    text.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_default().to_string(),
+            false => c.to_string(),
+        })
+        .collect()
 }
 
 /// Seconds as "12s ago", "3m ago", "5h ago", "2d ago".
@@ -686,6 +697,13 @@ mod tests {
         for flag in FLAGS.global {
             assert!(usage.contains(&format!("[{flag}")), "{flag}: {usage}");
         }
+    }
+
+    #[test]
+    fn a_printed_cell_is_one_line_without_control_characters() {
+        assert_eq!(shown("10.0.0.1:5001"), "10.0.0.1:5001");
+        assert_eq!(shown("a\nb\u{1b}[2J"), "a\\nb\\u{1b}[2J");
+        assert_eq!(shown("grün"), "grün");
     }
 
     /// `FLAGS.command_switches` must name every subcommand's switch, so that `--all=1` is
