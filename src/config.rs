@@ -622,16 +622,20 @@ pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 /// cannot be used (unreadable, a directory, larger than that, not UTF-8). Both binaries read
 /// their `--config` through it.
 pub fn read_config_text(path: &Path) -> Result<String, String> {
+    read_small_text(path, MAX_CONFIG_BYTES)
+}
+
+/// The text of the file at `path`, if it holds at most `limit` bytes of UTF-8: a settings
+/// file (a config, a token) read without trusting the path to name a small file.
+pub fn read_small_text(path: &Path, limit: u64) -> Result<String, String> {
     use std::io::Read;
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let mut bytes = Vec::new();
-    file.take(MAX_CONFIG_BYTES + 1)
+    file.take(limit + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| e.to_string())?;
-    if bytes.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(format!(
-            "larger than {MAX_CONFIG_BYTES} bytes: not a config file"
-        ));
+    if bytes.len() as u64 > limit {
+        return Err(format!("larger than {limit} bytes"));
     }
     String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_owned())
 }

@@ -1042,3 +1042,23 @@ fn odd_arguments_are_usage_errors_not_a_quiet_success() {
     let answer = json_of(&run(&mut command));
     assert_eq!(answer["nodes"][0]["node_id"], 1, "{answer}");
 }
+
+#[test]
+fn a_token_or_ca_file_that_never_ends_is_refused_not_read_until_memory_runs_out() {
+    let server = TestServer::start();
+    for flag in ["--token-file", "--ca-file"] {
+        // Under a memory limit: a client that reads it all fails here, not the machine.
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", "ulimit -v 1000000 && exec \"$0\" \"$@\"", BIN])
+            .args(["--gateway", &server.url, flag, "/dev/zero", "nodes"])
+            .env_remove("GATEWAY_URL");
+        let out = run(&mut command);
+        assert_eq!(out.status.code(), Some(2), "{flag}: {}", stderr(&out));
+        let text = stderr(&out);
+        assert!(
+            text.contains("/dev/zero") && text.contains("larger than"),
+            "{text}"
+        );
+    }
+}

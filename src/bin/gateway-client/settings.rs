@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cluster_gateway::api::host_port;
-use cluster_gateway::config::{checked_seconds, log_level, read_config_text};
+use cluster_gateway::config::{checked_seconds, log_level, read_config_text, read_small_text};
 use log::LevelFilter;
 use serde_json::{Map, Value};
 
@@ -337,7 +337,8 @@ fn gateways(layers: &[&Layer]) -> Option<Vec<String>> {
 
 /// The first non-blank line of `path`. Errors name the file, never what is in it.
 fn read_token(path: &Path, source: &str) -> Result<String, String> {
-    let text = std::fs::read_to_string(path)
+    // A token is a line; the bound keeps a wrong path (/dev/zero) from filling the memory.
+    let text = read_small_text(path, 64 * 1024)
         .map_err(|e| format!("cannot read {source} {}: {e}", path.display()))?;
     text.lines()
         .map(str::trim)
