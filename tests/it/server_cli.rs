@@ -505,3 +505,26 @@ fn help_says_the_precedence_the_originals_variables_and_the_exit_codes() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
 }
+
+#[test]
+fn a_token_file_that_never_ends_is_refused_not_read_until_memory_runs_out() {
+    // Under a memory limit: a server that reads it all fails here, not the machine.
+    let out = Command::new("sh")
+        .args(["-c", "ulimit -v 1000000 && exec \"$0\" \"$@\"", BIN])
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--token-file",
+            "/dev/zero",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("/dev/zero") && stderr.contains("larger than"),
+        "{stderr}"
+    );
+}
