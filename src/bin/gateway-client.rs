@@ -248,7 +248,34 @@ fn main() -> ExitCode {
     }
 }
 
+/// The joining flags given on a command line that runs a command: each would be ignored, and
+/// `--port` is easily taken for the gateway's.
+fn joining_flags(cli: &Cli) -> Vec<&'static str> {
+    [
+        ("--node-id", cli.node_id.is_some()),
+        ("--ip", cli.ip.is_some()),
+        ("--port", cli.port.is_some()),
+        ("--capabilities", cli.capabilities.is_some()),
+        ("--metadata", !cli.metadata.is_empty()),
+        ("--heartbeat-interval", cli.heartbeat_interval.is_some()),
+        ("--leave-on-exit", cli.leave_on_exit),
+    ]
+    .into_iter()
+    .filter_map(|(flag, given)| given.then_some(flag))
+    .collect()
+}
+
 fn run(mut cli: Cli) -> Result<(), Failure> {
+    if cli.command.is_some() {
+        let given = joining_flags(&cli);
+        if !given.is_empty() {
+            return Err(Failure::Usage(format!(
+                "{} {} for joining, not for a command (the gateway's port is --gateway-port)",
+                given.join(", "),
+                if given.len() == 1 { "is" } else { "are" },
+            )));
+        }
+    }
     let settings = Settings::load(&cli, |name| std::env::var(name).ok()).map_err(Failure::Usage)?;
     let default_level = if cli.command.is_none() {
         LevelFilter::Info

@@ -1062,3 +1062,20 @@ fn a_token_or_ca_file_that_never_ends_is_refused_not_read_until_memory_runs_out(
         );
     }
 }
+
+#[test]
+fn a_joining_flag_with_a_command_is_a_usage_error_not_ignored() {
+    let server = TestServer::start();
+    // `--port` here reads as the gateway's port: it was ignored, and the default gateway asked.
+    for args in [
+        &["--port", "8081", "nodes"][..],
+        &["--node-id", "1", "leader"],
+        &["--leave-on-exit", "--metadata", "a=b", "stats"],
+    ] {
+        let out = client(&server, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stdout(&out));
+        let text = stderr(&out);
+        assert!(text.contains(args[0]) && text.contains("joining"), "{text}");
+        assert!(out.stdout.is_empty(), "{}", stdout(&out));
+    }
+}
