@@ -559,11 +559,14 @@ fn check(address: &str, client: &GatewayClient) -> Endpoint {
 }
 
 /// Prints changes as the client's watch sees them until a signal, or until stdout is closed
-/// (`watch | head -n 3` ends when `head` does); exit 1 if no gateway answers at start.
+/// (`watch | head -n 3` ends when `head` does); exit 1 if no gateway answers at start, or it
+/// refuses the read (no token, or a token it does not know).
 fn watch(client: &GatewayClient, as_json: bool) -> Result<(), Failure> {
     let mut signals = Signals::new([SIGINT, SIGTERM])
         .map_err(|e| Failure::Gateway(format!("cannot handle signals: {e}")))?;
-    client.health_check()?;
+    // A read, not `/health`: that one is open to probes, and a watch without the token it
+    // needs would retry its refusals until stopped, printing nothing.
+    client.leader()?;
     let changes = client.subscribe();
     client.watch();
     // Closing the handle ends `forever()` below as a signal would.

@@ -562,10 +562,8 @@ fn gateway_client_watch_ends_with_exit_0_when_its_reader_goes_away() {
         line // The reader is dropped here: the pipe has no reader left.
     });
     assert_eq!(first.trim(), "joined 1 127.0.0.1:5001");
-    assert!(
-        eventually(PATIENCE, || parked(&server) == 1),
-        "the watch never parked a long-poll"
-    );
+    // A change to print: the write that finds the pipe closed ends it (or the leader line
+    // already has, if it came after the reader went).
     server.register(2);
     let mut status = None;
     let ended = eventually(PATIENCE, || {
@@ -664,4 +662,41 @@ fn answers_each_from_another_gateway_run_are_asked_again_after_a_growing_pause()
         "{lists} lists in {pauses:.1} half base delays"
     );
     client.shutdown();
+}
+
+#[test]
+fn gateway_client_watch_exits_1_when_the_gateway_refuses_it_at_start() {
+    // /health stays open to probes; the watch's reads need a token it does not have. It
+    // retried its 401s until stopped, printing nothing.
+    let server = TestServer::with(|c| {
+        c.tokens = cluster_gateway::auth::TokenSource {
+            file: None,
+            inline: Some(cluster_gateway::auth::Secret::new(
+                "read:ops:0123456789abcdef0123",
+            )),
+        }
+    });
+    let mut command = Command::new(BIN);
+    command
+        .args(["--gateway", &server.url, "watch"])
+        .env_remove("GATEWAY_URL")
+        .env_remove("GATEWAY_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let mut status = None;
+    let ended = eventually(PATIENCE, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    if !ended {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(ended, "gateway-client watch kept retrying a refusal");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("401"), "{stderr}");
+    assert!(out.stdout.is_empty());
 }
