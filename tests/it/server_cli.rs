@@ -528,3 +528,28 @@ fn a_token_file_that_never_ends_is_refused_not_read_until_memory_runs_out() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_flag_may_be_written_with_an_equals_sign_as_the_originals_argparse_took_it() {
+    let server = Process::start(&["--log-level=DEBUG", "--max-watchers=7"], &[]);
+    let settings = server
+        .startup
+        .iter()
+        .find(|l| l.contains("settings: "))
+        .unwrap_or_else(|| panic!("no settings line: {:#?}", server.startup));
+    assert!(
+        settings.contains("max_watchers 7") && settings.contains("log_level DEBUG"),
+        "{settings}"
+    );
+    // A bad value so written is named as any other.
+    let out = run(&["--port=eighty"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("invalid --port") && stderr.contains("\"eighty\""),
+        "{stderr}"
+    );
+    let out = run(&["--access-log=yes"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("switch"));
+}
