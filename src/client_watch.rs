@@ -34,6 +34,9 @@ use crate::view::split;
 pub const DEFAULT_WATCH_WAIT: Duration = Duration::from_secs(30);
 /// The gateway holds a long-poll at most this long (its own cap).
 const MAX_WAIT: Duration = Duration::from_secs(300);
+/// The shortest wait asked for: an idle watch sends a request per wait, and a wait of a
+/// millisecond (or zero) would be a request a millisecond.
+const MIN_WAIT: Duration = Duration::from_millis(100);
 
 /// A running watch thread. Stop it with [`Watch::stop`].
 #[derive(Debug)]
@@ -57,7 +60,7 @@ pub(crate) struct Stopping {
 impl Watch {
     /// Starts watching through `shared`, each long-poll waiting up to `wait`.
     pub(crate) fn start(shared: Arc<Shared>, wait: Duration) -> Watch {
-        let wait = wait.clamp(Duration::from_millis(1), MAX_WAIT);
+        let wait = wait.clamp(MIN_WAIT, MAX_WAIT);
         let (stop, stopped) = mpsc::channel();
         let (finished, done) = mpsc::channel::<()>();
         let parked = Arc::new(AtomicBool::new(false));

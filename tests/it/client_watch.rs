@@ -700,3 +700,27 @@ fn gateway_client_watch_exits_1_when_the_gateway_refuses_it_at_start() {
     assert!(stderr.contains("401"), "{stderr}");
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn a_wait_of_zero_is_taken_as_the_shortest_wait_not_a_request_a_millisecond() {
+    let server = TestServer::start();
+    server.register(1);
+    let client = GatewayClient::builder()
+        .gateway(server.url.clone())
+        .heartbeat_interval(NEVER)
+        .watch_wait(Duration::ZERO)
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    client.watch();
+    assert!(eventually(PATIENCE, || requests_to(&server, "/nodes") >= 4));
+    let lists = requests_to(&server, "/nodes");
+    // Each long-poll held for the shortest wait, 100 ms, while nothing changes; a wait of a
+    // millisecond would have made dozens in that time.
+    let waits = started.elapsed().as_secs_f64() / 0.1;
+    assert!(
+        lists as f64 <= waits + 2.0,
+        "{lists} lists in {waits:.1} shortest waits"
+    );
+    client.shutdown();
+}
