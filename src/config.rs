@@ -107,8 +107,8 @@ impl Default for ServerConfig {
             WARNING at start. SIGINT and SIGTERM stop the server (exit 0).",
     error_code(
         1,
-        "the server cannot listen (address in use, no permission), or its listening socket \
-         is gone for good"
+        "the server cannot start (it cannot listen, or use its token file, data directory \
+         or etcd), or its listening socket is gone for good"
     ),
     error_code(
         2,
