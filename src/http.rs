@@ -389,9 +389,13 @@ pub fn handle(gateway: &Gateway, request: &Request<'_>) -> Response {
         .pretty()
 }
 
-/// True for `?pretty` (any value but `false` or `0`), as Consul and etcd read it.
+/// True for `?pretty` (any value but `false` or `0`), as Consul and etcd read it; name and
+/// value decoded as any others (`pr%65tty`, `fals%65`).
 fn wants_pretty(query: &str) -> bool {
-    query_pairs(query).any(|(key, value)| key == "pretty" && value != "false" && value != "0")
+    query_pairs(query).any(|(key, value)| {
+        let decoded = |text: &str| percent_decode(text).unwrap_or_else(|| text.to_owned());
+        decoded(key) == "pretty" && !matches!(decoded(value).as_str(), "false" | "0")
+    })
 }
 
 fn route(gateway: &Gateway, request: &Request<'_>) -> Result<Response, Response> {
@@ -988,7 +992,7 @@ fn percent_decode(text: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Endpoint, Query, indent, percent_decode};
+    use super::{Endpoint, Query, indent, percent_decode, wants_pretty};
 
     #[test]
     fn indenting_keeps_every_token_and_the_key_order() {
@@ -1098,5 +1102,17 @@ mod tests {
             Query::parse("ind%65x=4", Endpoint::Leader).unwrap().index,
             Some(4)
         );
+    }
+
+    #[test]
+    fn pretty_is_read_decoded_as_any_other_name_and_value() {
+        assert!(wants_pretty("pretty"));
+        assert!(wants_pretty("a=1&pretty=true"));
+        assert!(wants_pretty("pr%65tty"));
+        assert!(!wants_pretty("pretty=false"));
+        assert!(!wants_pretty("pretty=fals%65"));
+        assert!(!wants_pretty("pretty=%30"));
+        assert!(!wants_pretty("prettyx=1"));
+        assert!(!wants_pretty(""));
     }
 }
