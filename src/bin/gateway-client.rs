@@ -22,6 +22,38 @@ use settings::Settings;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+/// True while joining: the output is then a courtesy to whoever watches, and a node started
+/// with its stdout closed or gone keeps heartbeating.
+static JOINING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A line to stdout. For a command, a reader that went away (`gateway-client nodes | head`)
+/// ends the process quietly with success, as SIGPIPE ends a C tool, without the noise; any
+/// other write failure is exit 1 with the reason (`println!` panicked: exit 101, and a
+/// backtrace). While joining, a failure to write is ignored.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        emit(format_args!($($arg)*))
+    };
+}
+
+fn emit(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let written = stdout
+        .write_fmt(args)
+        .and_then(|()| stdout.write_all(b"\n"))
+        .and_then(|()| stdout.flush());
+    match written {
+        Ok(()) => {}
+        Err(_) if JOINING.load(std::sync::atomic::Ordering::Relaxed) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("gateway-client: cannot write to stdout: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 /// Join a cluster through the gateway and keep heartbeating until SIGINT/SIGTERM, or run an
 /// operator command against it.
 #[derive(FromArgs, Debug)]
@@ -335,6 +367,7 @@ fn options(mut builder: ClientBuilder, settings: &Settings) -> ClientBuilder {
 
 /// Registers, prints what the gateway said, heartbeats until a signal, then stops.
 fn join(cli: &Cli, settings: &Settings, client: &GatewayClient) -> Result<(), Failure> {
+    JOINING.store(true, std::sync::atomic::Ordering::Relaxed);
     let commands = "or name a command: nodes, leader, set-leader, remove, stats, health";
     let node_id = settings.node_id.ok_or_else(|| {
         Failure::Usage(format!(
@@ -359,27 +392,27 @@ fn join(cli: &Cli, settings: &Settings, client: &GatewayClient) -> Result<(), Fa
         .map_err(|e| Failure::Gateway(format!("cannot handle signals: {e}")))?;
     let (is_bootstrap, cluster) = client.discover_cluster(registration)?;
     if is_bootstrap {
-        println!("Node {node_id} is the bootstrap node: it starts a new cluster as its leader.");
+        out!("Node {node_id} is the bootstrap node: it starts a new cluster as its leader.");
     } else {
-        println!("Node {node_id} joined an existing cluster.");
+        out!("Node {node_id} joined an existing cluster.");
     }
-    println!("\nNodes ({}):", cluster.nodes.len());
+    out!("\nNodes ({}):", cluster.nodes.len());
     print_nodes(&cluster.nodes);
-    println!();
+    out!("");
     print_leader(cluster.leader.as_ref());
     let stats = client.get_stats()?;
-    println!("\nGateway stats:");
+    out!("\nGateway stats:");
     print_fields(&stats);
-    println!("\nHeartbeating; stop with Ctrl-C.");
+    out!("\nHeartbeating; stop with Ctrl-C.");
     if let Some(signal) = signals.forever().next() {
         log::info!("received signal {signal}, stopping");
     }
     if cli.leave_on_exit {
         client.leave()?;
-        println!("Node {node_id} left the cluster.");
+        out!("Node {node_id} left the cluster.");
     } else {
         client.shutdown();
-        println!("Stopped heartbeating; the gateway will expire node {node_id}.");
+        out!("Stopped heartbeating; the gateway will expire node {node_id}.");
     }
     Ok(())
 }
@@ -430,7 +463,7 @@ fn set_leader(client: &GatewayClient, node_id: u64, as_json: bool) -> Result<(),
         )));
     }
     if !as_json {
-        println!("Node {node_id} is now the leader.");
+        out!("Node {node_id} is now the leader.");
     }
     Ok(())
 }
@@ -446,7 +479,7 @@ fn remove(client: &GatewayClient, node_id: u64, as_json: bool) -> Result<(), Fai
         )));
     }
     if !as_json {
-        println!("Node {node_id} removed.");
+        out!("Node {node_id} removed.");
     }
     Ok(())
 }
@@ -507,9 +540,11 @@ fn health(settings: &Settings, as_json: bool) -> Result<(), Failure> {
         for e in &endpoints {
             let took = format!("took {:.1} ms", e.took_ms);
             match (&e.error, &e.answer) {
-                (None, Some(h)) => println!(
+                (None, Some(h)) => out!(
                     "{} is healthy: {took} (version {}, epoch {})",
-                    e.address, h.version, h.epoch
+                    e.address,
+                    h.version,
+                    h.epoch
                 ),
                 // To stderr, as etcdctl does, so that a script sees what is down.
                 (error, _) => eprintln!(
@@ -596,7 +631,7 @@ fn watch(client: &GatewayClient, as_json: bool) -> Result<(), Failure> {
 }
 
 fn print_json(value: &impl Serialize) {
-    println!(
+    out!(
         "{}",
         serde_json::to_string_pretty(value).expect("answers serialise")
     );
@@ -605,7 +640,7 @@ fn print_json(value: &impl Serialize) {
 /// Nodes as aligned columns.
 fn print_nodes(nodes: &[Node]) {
     if nodes.is_empty() {
-        println!("(no nodes)");
+        out!("(no nodes)");
         return;
     }
     let now = unix_now();
@@ -634,20 +669,20 @@ fn print_nodes(nodes: &[Node]) {
             .zip(widths)
             .map(|(cell, width)| format!("{cell:<width$}"))
             .collect();
-        println!("{}", line.join("  ").trim_end());
+        out!("{}", line.join("  ").trim_end());
     }
 }
 
 fn print_leader(leader: Option<&Node>) {
     match leader {
-        Some(n) => println!(
+        Some(n) => out!(
             "Leader: node {} at {} ({}, last seen {})",
             n.node_id,
             shown(&n.address()),
             n.status.as_str(),
             age(unix_now() - n.last_seen)
         ),
-        None => println!("No leader currently registered."),
+        None => out!("No leader currently registered."),
     }
 }
 
@@ -663,7 +698,7 @@ fn print_fields(value: &impl Serialize) {
             Value::Null => "none".to_owned(),
             other => other.to_string(),
         };
-        println!("{:<width$} {text}", format!("{key}:"));
+        out!("{:<width$} {text}", format!("{key}:"));
     }
 }
 

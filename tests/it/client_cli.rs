@@ -1079,3 +1079,68 @@ fn a_joining_flag_with_a_command_is_a_usage_error_not_ignored() {
         assert!(out.stdout.is_empty(), "{}", stdout(&out));
     }
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_a_command_quietly_and_never_a_joining_node() {
+    let server = TestServer::start();
+    // More than a pipe holds (64 KiB), so that some write comes after the reader is gone.
+    for id in 1..=400 {
+        server.register(id);
+    }
+    let mut child = Command::new(BIN)
+        .args(["--gateway", &server.url, "nodes", "--json"])
+        .env_remove("GATEWAY_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // As `| head -n 0`.
+    let mut status = None;
+    let ended = eventually(Duration::from_secs(30), || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    if !ended {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(ended, "gateway-client nodes did not end");
+    // println! panicked here: exit 101 and a backtrace.
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(out.stderr.is_empty(), "{}", stderr(&out));
+
+    // Joining, what it prints is a courtesy: with nobody reading, it keeps heartbeating.
+    let mut child = Command::new(BIN)
+        .args([
+            "--gateway",
+            &server.url,
+            "--node-id",
+            "900",
+            "--port",
+            "5900",
+        ])
+        .args(["--heartbeat-interval", "0.05"])
+        .env_remove("GATEWAY_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let beats = || {
+        server.get("/stats").1["heartbeats_total"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    // Beats well after the lines it printed on joining (the stats are read before them).
+    let beating = eventually(Duration::from_secs(30), || beats() >= 5);
+    let alive = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        beating && alive,
+        "the joining node stopped: beats {}",
+        beats()
+    );
+}
