@@ -71,8 +71,10 @@ pub struct ClusterChange {
     /// Peers that are gone: removed or reaped by the gateway, or not back within the carry
     /// period after a gateway restart.
     pub left: Vec<NodeId>,
-    /// Peers whose address, port, capabilities or metadata changed (a change of status is in
-    /// `suspected` or `recovered`).
+    /// Peers whose address, port, capabilities or metadata changed, or that registered anew
+    /// (a new `join_timestamp`: removed and back between two reads, or registered again after
+    /// a gateway restart without a data dir). A change of status is in `suspected` or
+    /// `recovered`.
     pub updated: Vec<Node>,
     /// Peers that became suspected (silent for the gateway's `suspect_after`).
     pub suspected: Vec<Node>,
@@ -114,7 +116,7 @@ pub enum ChangeEvent {
     Joined(Node),
     /// A peer is gone (removed or reaped).
     Left(NodeId),
-    /// A peer's address, port, capabilities or metadata changed.
+    /// A peer's address, port, capabilities or metadata changed, or it registered anew.
     Updated(Node),
     /// A peer became suspected.
     Suspected(Node),
