@@ -599,6 +599,8 @@ fn read_file(path: &Path) -> Result<Layer, ConfigError> {
             });
         }
         let text = match value {
+            // As in the client's config file: a key set to null counts as absent.
+            Value::Null => continue,
             Value::String(s) => s,
             Value::Number(n) => n.to_string(),
             Value::Bool(b) => b.to_string(),
@@ -1193,5 +1195,13 @@ mod tests {
             text.contains("node-timeout") && text.contains("node_timeout"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_key_set_to_null_counts_as_absent_as_in_the_clients_file() {
+        let file = TempFile::new("null", r#"{"cleanup_interval": null, "port": 9091}"#);
+        let config = load(&["--config", file.path()], &[]).unwrap();
+        assert_eq!(config.cleanup_interval, None);
+        assert_eq!(config.port, 9091);
     }
 }
