@@ -199,7 +199,11 @@ impl Layer {
         }
         Ok(Layer {
             gateways: (!gateways.is_empty()).then_some(gateways),
-            gateway_host: cli.gateway_host.clone(),
+            gateway_host: cli
+                .gateway_host
+                .as_deref()
+                .map(|h| gateway_host(h, "--gateway-host"))
+                .transpose()?,
             gateway_port: cli.gateway_port,
             timeout: seconds(cli.timeout, "--timeout")?,
             heartbeat_interval: seconds(cli.heartbeat_interval, "--heartbeat-interval")?,
@@ -252,7 +256,9 @@ impl Layer {
         };
         Ok(Layer {
             gateways,
-            gateway_host: var("GATEWAY_HOST").map(|h| h.trim().to_owned()),
+            gateway_host: var("GATEWAY_HOST")
+                .map(|h| gateway_host(h.trim(), "GATEWAY_HOST"))
+                .transpose()?,
             gateway_port: parsed!("GATEWAY_PORT", PORT),
             timeout: seconds("GATEWAY_CLIENT_TIMEOUT", parsed!("GATEWAY_CLIENT_TIMEOUT"))?,
             heartbeat_interval: seconds(
@@ -287,7 +293,10 @@ impl Layer {
         });
         Ok(Layer {
             gateways: file.strings("gateways")?,
-            gateway_host: file.string("gateway_host")?,
+            gateway_host: file
+                .string("gateway_host")?
+                .map(|h| gateway_host(&h, &format!("gateway_host in {}", path.display())))
+                .transpose()?,
             gateway_port: file.number("gateway_port", PORT)?,
             timeout: file.seconds("timeout")?,
             heartbeat_interval: file.seconds("heartbeat_interval")?,
@@ -306,6 +315,28 @@ impl Layer {
                 .transpose()?,
         })
     }
+}
+
+/// A gateway host as given: a name or an address, without a scheme or a port (those would
+/// be joined into an address that names nothing, `[http://gw:8080]:8080`).
+fn gateway_host(host: &str, source: &str) -> Result<String, String> {
+    let wrong = |what: &str| {
+        Err(format!(
+            "invalid {source} {host:?}: {what}; a gateway's URL or host:port goes in --gateway \
+             (GATEWAY_URL, gateways)"
+        ))
+    };
+    if host.is_empty() {
+        return wrong("expected a host name or address");
+    }
+    if host.contains("://") {
+        return wrong("a host, not a URL");
+    }
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if host.contains(':') && bare.parse::<std::net::Ipv6Addr>().is_err() {
+        return wrong("a host without a port (the port is --gateway-port)");
+    }
+    Ok(host.to_owned())
 }
 
 const PORT: &str = "a port number from 0 to 65535";
@@ -745,5 +776,28 @@ mod tests {
             let err = load(&["--gateway", empty], &[]).unwrap_err();
             assert!(err.contains("--gateway"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_gateway_host_with_a_scheme_or_a_port_is_refused_naming_the_setting() {
+        for bad in ["http://gw:8080", "gw:8080", "127.0.0.1:18431"] {
+            let err = load(&["--gateway-host", bad], &[]).unwrap_err();
+            assert!(
+                err.contains("--gateway-host") && err.contains("--gateway"),
+                "{err}"
+            );
+            let err = load(&[], &[("GATEWAY_HOST", bad)]).unwrap_err();
+            assert!(err.contains("GATEWAY_HOST"), "{err}");
+            let file = TempFile::new("host", &format!(r#"{{"gateway_host": "{bad}"}}"#));
+            let err = load(&["--config", file.path()], &[]).unwrap_err();
+            assert!(err.contains("gateway_host"), "{err}");
+        }
+        // An IPv6 address, bracketed or not, and a name are hosts.
+        for host in ["::1", "[::1]", "gw.example", "10.0.0.1"] {
+            let settings = load(&["--gateway-host", host, "--gateway-port", "9"], &[]).unwrap();
+            assert_eq!(settings.gateways.len(), 1, "{host}");
+        }
+        let settings = load(&["--gateway-host", "::1", "--gateway-port", "9"], &[]).unwrap();
+        assert_eq!(settings.gateways, ["[::1]:9"]);
     }
 }
