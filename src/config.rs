@@ -346,7 +346,7 @@ impl ServerConfig {
                 "host" if value.trim().is_empty() => {
                     return Err(invalid("must not be empty".to_owned()));
                 }
-                "host" => config.host = value.trim().to_owned(),
+                "host" => config.host = listen_host(value.trim()).map_err(invalid)?,
                 "port" => config.port = parse_int(value, 0, 65535).map_err(invalid)? as u16,
                 "node_timeout" => config.liveness.node_timeout = seconds(value).map_err(invalid)?,
                 "heartbeat_interval" => {
@@ -464,6 +464,19 @@ impl ServerConfig {
     pub fn sweep_interval(&self) -> Duration {
         self.cleanup_interval.unwrap_or(self.heartbeat_interval)
     }
+}
+
+/// An address to listen on as given: a name or an IP address, without a scheme or a port
+/// (`0.0.0.0:8080` would be joined into `[0.0.0.0:8080]:8080`, which names nothing).
+fn listen_host(host: &str) -> Result<String, String> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if host.contains("://") || (host.contains(':') && bare.parse::<std::net::Ipv6Addr>().is_err()) {
+        return Err(format!(
+            "expected an address to listen on without a scheme or a port (the port is --port), \
+             got {host:?}"
+        ));
+    }
+    Ok(host.to_owned())
 }
 
 /// Refuses a layer (the file, or the environment) that gives `request_timeout` (the
@@ -1203,5 +1216,21 @@ mod tests {
         let config = load(&["--config", file.path()], &[]).unwrap();
         assert_eq!(config.cleanup_interval, None);
         assert_eq!(config.port, 9091);
+    }
+
+    #[test]
+    fn a_host_with_a_scheme_or_a_port_is_refused_and_ipv6_is_a_host() {
+        for bad in ["0.0.0.0:8080", "http://localhost", "localhost:80"] {
+            let err = load(&["--host", bad], &[]).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::Invalid { .. }) && err.to_string().contains("--host"),
+                "{err}"
+            );
+            let err = load(&[], &[("GATEWAY_HOST", bad)]).unwrap_err();
+            assert!(err.to_string().contains("GATEWAY_HOST"), "{err}");
+        }
+        for good in ["::", "::1", "[::1]", "0.0.0.0", "localhost"] {
+            assert_eq!(load(&["--host", good], &[]).unwrap().host, good);
+        }
     }
 }
