@@ -1,6 +1,7 @@
 //! What the two binaries share: reading their flags with argh, and letting a command's global
 //! flags come after its subcommand too (argh alone takes them only before it).
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use argh::{FromArgs, SubCommands};
@@ -105,7 +106,8 @@ pub fn parse_args_with_globals<T: FromArgs, C: SubCommands>(
 fn parse<T: FromArgs>(default_name: &str, name: &str, rest: &[&str]) -> Result<T, ExitCode> {
     // After `--` it is an argument like any other (`set-leader -- --version` is no node id).
     if asks_for_version(rest) {
-        println!("{default_name} {}", crate::VERSION);
+        // Written, not `println!`: a closed stdout (`--version | true`) is no panic.
+        let _ = writeln!(std::io::stdout(), "{default_name} {}", crate::VERSION);
         return Err(ExitCode::SUCCESS);
     }
     match T::from_args(&[name], rest) {
@@ -117,7 +119,7 @@ fn parse<T: FromArgs>(default_name: &str, name: &str, rest: &[&str]) -> Result<T
                 "  --version         print the name and version, and exit\n  -h, --help",
                 1,
             );
-            print!("{help}");
+            let _ = std::io::stdout().write_all(help.as_bytes());
             Err(ExitCode::SUCCESS)
         }
         Err(exit) => {

@@ -1144,3 +1144,20 @@ fn a_reader_that_goes_away_ends_a_command_quietly_and_never_a_joining_node() {
         beats()
     );
 }
+
+#[test]
+fn help_and_version_to_a_reader_that_went_away_are_no_panic() {
+    for flag in ["--help", "--version"] {
+        let mut child = Command::new(BIN)
+            .arg(flag)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{flag}: {}", stderr(&out));
+        assert!(out.stderr.is_empty(), "{flag}: {}", stderr(&out));
+    }
+}
