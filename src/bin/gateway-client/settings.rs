@@ -210,7 +210,11 @@ impl Layer {
             retry_attempts: None,
             retry_delay: None,
             node_id: cli.node_id,
-            ip_address: cli.ip.clone(),
+            ip_address: match cli.ip.as_deref().map(str::trim) {
+                // Sent as it is, the gateway would refuse the registration: exit 1, not 2.
+                Some("") => return Err("invalid --ip \"\": expected an address".to_owned()),
+                ip => ip.map(str::to_owned),
+            },
             port: cli.port,
             capabilities: cli.capabilities.as_deref().map(comma_list),
             metadata: (!metadata.is_empty()).then_some(metadata),
@@ -799,5 +803,13 @@ mod tests {
         }
         let settings = load(&["--gateway-host", "::1", "--gateway-port", "9"], &[]).unwrap();
         assert_eq!(settings.gateways, ["[::1]:9"]);
+    }
+
+    #[test]
+    fn an_empty_ip_flag_is_refused_here_not_by_the_gateway() {
+        let err = load(&["--ip", " "], &[]).unwrap_err();
+        assert!(err.contains("--ip"), "{err}");
+        let settings = load(&["--ip", " 10.0.0.9 "], &[]).unwrap();
+        assert_eq!(settings.ip_address, "10.0.0.9");
     }
 }
