@@ -251,9 +251,13 @@ impl TokenSource {
         let mut text = String::new();
         let mut sources = Vec::new();
         if let Some(file) = &self.file {
-            let read = std::fs::read_to_string(file).map_err(|e| AuthError::Read {
-                file: file.clone(),
-                reason: e.to_string(),
+            // Bounded (16 MiB, some 100,000 tokens): /dev/zero is refused, not read until the
+            // memory runs out.
+            let read = crate::config::read_small_text(file, 16 << 20).map_err(|reason| {
+                AuthError::Read {
+                    file: file.clone(),
+                    reason,
+                }
             })?;
             warn_if_shared(file);
             sources.push((file.display().to_string(), read));

@@ -1,6 +1,7 @@
 //! What the two binaries share: reading their flags with argh, and letting a command's global
 //! flags come after its subcommand too (argh alone takes them only before it).
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use argh::{FromArgs, SubCommands};
@@ -9,12 +10,68 @@ use argh::{FromArgs, SubCommands};
 ///
 /// `--help` prints to stdout and ends with success; `--version` prints `default_name` and the
 /// version and ends with success; a usage error prints the reason and a hint to stderr and
-/// ends with exit status 2 (argh's own `from_env` would exit 1 for both).
+/// ends with exit status 2 (argh's own `from_env` would exit 1 for both). A flag that takes a
+/// value may be written `--flag=value`, as Python's argparse (the original's) takes it.
 pub fn parse_args<T: FromArgs>(default_name: &str) -> Result<T, ExitCode> {
     let argv: Vec<String> = std::env::args().collect();
     let name = argv.first().map(String::as_str).unwrap_or(default_name);
     let rest: Vec<&str> = argv.iter().skip(1).map(String::as_str).collect();
-    parse(default_name, name, &rest)
+    match split_equals::<T>(name, &rest) {
+        Ok(args) => {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            parse(default_name, name, &args)
+        }
+        Err(reason) => {
+            eprintln!("{reason}");
+            eprintln!("Run {name} --help for more information.");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+/// `args` with each `--flag=value` before any `--` as `--flag value`, for the flags of `T`
+/// that take a value (read from argh's own usage line); `Err` for a switch given a value. An
+/// unknown flag is left for argh to report.
+fn split_equals<T: FromArgs>(name: &str, args: &[&str]) -> Result<Vec<String>, String> {
+    let usage = T::from_args(&[name], &["--help"])
+        .err()
+        .map(|exit| exit.output)
+        .unwrap_or_default();
+    let usage = usage.lines().next().unwrap_or_default();
+    // `[--name <value>]` is an option, `[--name]` a switch.
+    let (mut options, mut switches) = (Vec::new(), Vec::new());
+    for part in usage.split('[').skip(1) {
+        let mut words = part.trim_end().trim_end_matches(']').split_whitespace();
+        let Some(flag) = words.next().filter(|w| w.starts_with("--")) else {
+            continue;
+        };
+        match words.next() {
+            Some(_) => options.push(flag),
+            None => switches.push(flag),
+        }
+    }
+    let mut out = Vec::new();
+    let mut rest = args.iter();
+    for &arg in rest.by_ref() {
+        if arg == "--" {
+            out.push(arg.to_owned());
+            break;
+        }
+        match arg.split_once('=') {
+            Some((flag, value)) if options.contains(&flag) => {
+                out.push(flag.to_owned());
+                out.push(value.to_owned());
+            }
+            Some((flag, _)) if switches.contains(&flag) => {
+                return Err(format!(
+                    "{flag} is a switch: it takes no value, got {arg:?}"
+                ));
+            }
+            _ => out.push(arg.to_owned()),
+        }
+    }
+    out.extend(rest.map(|a| a.to_string()));
+    Ok(out)
 }
 
 /// Like [`parse_args`], for a command `T` whose subcommands are `C`: the flags `flags.global`
@@ -47,8 +104,10 @@ pub fn parse_args_with_globals<T: FromArgs, C: SubCommands>(
 }
 
 fn parse<T: FromArgs>(default_name: &str, name: &str, rest: &[&str]) -> Result<T, ExitCode> {
-    if rest.contains(&"--version") {
-        println!("{default_name} {}", crate::VERSION);
+    // After `--` it is an argument like any other (`set-leader -- --version` is no node id).
+    if asks_for_version(rest) {
+        // Written, not `println!`: a closed stdout (`--version | true`) is no panic.
+        let _ = writeln!(std::io::stdout(), "{default_name} {}", crate::VERSION);
         return Err(ExitCode::SUCCESS);
     }
     match T::from_args(&[name], rest) {
@@ -60,7 +119,7 @@ fn parse<T: FromArgs>(default_name: &str, name: &str, rest: &[&str]) -> Result<T
                 "  --version         print the name and version, and exit\n  -h, --help",
                 1,
             );
-            print!("{help}");
+            let _ = std::io::stdout().write_all(help.as_bytes());
             Err(ExitCode::SUCCESS)
         }
         Err(exit) => {
@@ -69,6 +128,13 @@ fn parse<T: FromArgs>(default_name: &str, name: &str, rest: &[&str]) -> Result<T
             Err(ExitCode::from(2))
         }
     }
+}
+
+/// True if `args` asks for the version: `--version` before any `--`.
+fn asks_for_version(args: &[&str]) -> bool {
+    args.iter()
+        .take_while(|a| **a != "--")
+        .any(|a| *a == "--version")
 }
 
 /// The flags of a top-level command, for [`parse_args_with_globals`].
@@ -80,6 +146,9 @@ pub struct TopLevelFlags<'a> {
     pub switches: &'a [&'a str],
     /// Those of both that may also come after the subcommand.
     pub global: &'a [&'a str],
+    /// The subcommands' switches (e.g. `nodes --all`), so that `--all=yes` is refused by
+    /// name rather than as a stray `yes`.
+    pub command_switches: &'a [&'a str],
 }
 
 impl TopLevelFlags<'_> {
@@ -88,7 +157,7 @@ impl TopLevelFlags<'_> {
     }
 
     fn is_switch(&self, flag: &str) -> bool {
-        self.switches.contains(&flag)
+        self.switches.contains(&flag) || self.command_switches.contains(&flag)
     }
 }
 
@@ -190,6 +259,7 @@ mod tests {
         options: &["--gateway", "--timeout", "--node-id", "--capabilities"],
         switches: &["--json", "--leave-on-exit"],
         global: &["--gateway", "--timeout", "--json"],
+        command_switches: &["--all"],
     };
     const COMMANDS: &[&str] = &["nodes", "health", "set-leader"];
 
@@ -249,6 +319,61 @@ mod tests {
         );
         let err = hoist("nodes --json=yes").unwrap_err();
         assert!(err.contains("--json") && err.contains("no value"), "{err}");
+        // A subcommand's switch too (argh would say only "Unrecognized argument: 1").
+        let err = hoist("nodes --all=1").unwrap_err();
+        assert!(err.contains("--all") && err.contains("no value"), "{err}");
+    }
+
+    /// A command of two options and a switch, for `split_equals`.
+    #[derive(FromArgs, Debug)]
+    /// test command
+    struct Server {
+        /// port
+        #[argh(option)]
+        port: Option<u16>,
+        /// host
+        #[argh(option)]
+        host: Option<String>,
+        /// switch
+        #[argh(switch)]
+        access_log: bool,
+    }
+
+    #[test]
+    fn an_option_may_be_written_with_an_equals_sign_as_argparse_takes_it() {
+        let split = |args: &str| {
+            let args: Vec<&str> = args.split_whitespace().collect();
+            split_equals::<Server>("gateway-server", &args).map(|a| a.join(" "))
+        };
+        assert_eq!(
+            split("--port=0 --host=::1 --access-log"),
+            Ok("--port 0 --host ::1 --access-log".to_owned())
+        );
+        // Only the first `=` splits; an empty value stays (argh reports it).
+        assert_eq!(split("--host=a=b"), Ok("--host a=b".to_owned()));
+        assert_eq!(split("--port="), Ok("--port ".to_owned()));
+        // Unknown flags and whatever follows `--` are left for argh.
+        assert_eq!(split("--colour=blue"), Ok("--colour=blue".to_owned()));
+        assert_eq!(split("-- --port=1"), Ok("-- --port=1".to_owned()));
+        let err = split("--access-log=true").unwrap_err();
+        assert!(
+            err.contains("--access-log") && err.contains("no value"),
+            "{err}"
+        );
+        let parsed = Server::from_args(&["s"], &["--port", "7"]).unwrap();
+        assert_eq!(
+            (parsed.port, parsed.host, parsed.access_log),
+            (Some(7), None, false)
+        );
+    }
+
+    #[test]
+    fn version_is_asked_for_only_before_a_double_dash() {
+        assert!(asks_for_version(&["--version"]));
+        assert!(asks_for_version(&["nodes", "--version"]));
+        assert!(!asks_for_version(&["set-leader", "--", "--version"]));
+        assert!(!asks_for_version(&["--", "--version"]));
+        assert!(!asks_for_version(&[]));
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //!   the thread then polls once per heartbeat interval.
 //! - A failure (gateway down, an error answer) pauses with the client's backoff before the
 //!   next try, and the transport rotates through the gateways as for any call. An answer that
-//!   comes back at once unchanged (a gateway full of parked requests) pauses too: never a spin.
+//!   comes back at once unchanged (a gateway full of parked requests) pauses too, and so does
+//!   the second answer in a row from yet another gateway run (gateways that do not share a
+//!   registry, taken in turn behind one address): never a spin.
 //! - Idle, it costs one parked request per wait period. No lock is held across a request.
 //! - Stopping never waits for the parked request: the thread is left to end with it (within
 //!   the wait), and records nothing after it.
@@ -32,6 +34,9 @@ use crate::view::split;
 pub const DEFAULT_WATCH_WAIT: Duration = Duration::from_secs(30);
 /// The gateway holds a long-poll at most this long (its own cap).
 const MAX_WAIT: Duration = Duration::from_secs(300);
+/// The shortest wait asked for: an idle watch sends a request per wait, and a wait of a
+/// millisecond (or zero) would be a request a millisecond.
+const MIN_WAIT: Duration = Duration::from_millis(100);
 
 /// A running watch thread. Stop it with [`Watch::stop`].
 #[derive(Debug)]
@@ -55,7 +60,7 @@ pub(crate) struct Stopping {
 impl Watch {
     /// Starts watching through `shared`, each long-poll waiting up to `wait`.
     pub(crate) fn start(shared: Arc<Shared>, wait: Duration) -> Watch {
-        let wait = wait.clamp(Duration::from_millis(1), MAX_WAIT);
+        let wait = wait.clamp(MIN_WAIT, MAX_WAIT);
         let (stop, stopped) = mpsc::channel();
         let (finished, done) = mpsc::channel::<()>();
         let parked = Arc::new(AtomicBool::new(false));
@@ -207,6 +212,8 @@ fn run(shared: &Shared, stopped: &Receiver<()>, parked: &AtomicBool, wait: Durat
     let mut failures = 0;
     // Unchanged answers in a row that came back well before the wait ended.
     let mut quick = 0;
+    // Answers in a row that each came from another gateway run.
+    let mut restarts = 0;
     loop {
         if !pause(Duration::ZERO) {
             return;
@@ -252,6 +259,17 @@ fn run(shared: &Shared, stopped: &Receiver<()>, parked: &AtomicBool, wait: Durat
         let rest = match result {
             Ok((next, seen)) => {
                 failures = 0;
+                restarts = match seen {
+                    Seen::Restarted => restarts + 1,
+                    _ => 0,
+                };
+                if restarts == 2 {
+                    log::warn!(
+                        "the gateway's run changed on two answers in a row: are the gateways \
+                         behind one address each with a registry of its own? The watch slows \
+                         down until it settles"
+                    );
+                }
                 if seen == Seen::Changed && matches!(cursor, Cursor::At { .. }) {
                     log::debug!("the watch saw a change");
                 }
@@ -270,6 +288,13 @@ fn run(shared: &Shared, stopped: &Receiver<()>, parked: &AtomicBool, wait: Durat
                             quick = 0;
                             Duration::ZERO
                         }
+                    }
+                    // One restart is read at once; every answer from another run (gateways
+                    // that do not share a registry, taken in turn behind one address) would
+                    // be a loop that never waits: from the second in a row, pause.
+                    (_, Seen::Restarted) if restarts > 1 => {
+                        quick = 0;
+                        retry_pause(shared, restarts - 1)
                     }
                     _ => {
                         quick = 0;

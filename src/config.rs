@@ -97,7 +97,24 @@ impl Default for ServerConfig {
 
 /// Run the cluster-gateway discovery server.
 #[derive(Debug, Default, FromArgs, PartialEq)]
-#[argh(help_triggers("-h", "--help"))]
+#[argh(
+    help_triggers("-h", "--help"),
+    note = "A flag beats its variable, which beats --config's file, which beats the default. \
+            Seconds are from 0.01 to 1e9. The original's keys load too, in the file and as \
+            variables: cleanup_interval, request_timeout (GATEWAY_CLEANUP_INTERVAL, \
+            GATEWAY_REQUEST_TIMEOUT); max_connections and log_format \
+            (GATEWAY_MAX_CONNECTIONS, GATEWAY_LOG_FORMAT) are checked and not applied, with a \
+            WARNING at start. SIGINT and SIGTERM stop the server (exit 0).",
+    error_code(
+        1,
+        "the server cannot start (it cannot listen, or use its token file, data directory \
+         or etcd), or its listening socket is gone for good"
+    ),
+    error_code(
+        2,
+        "bad usage: a flag, a variable or a config file that does not make sense (named)"
+    )
+)]
 pub struct ServerArgs {
     /// address to listen on (default 0.0.0.0; env GATEWAY_HOST)
     #[argh(option)]
@@ -329,7 +346,7 @@ impl ServerConfig {
                 "host" if value.trim().is_empty() => {
                     return Err(invalid("must not be empty".to_owned()));
                 }
-                "host" => config.host = value.trim().to_owned(),
+                "host" => config.host = listen_host(value.trim()).map_err(invalid)?,
                 "port" => config.port = parse_int(value, 0, 65535).map_err(invalid)? as u16,
                 "node_timeout" => config.liveness.node_timeout = seconds(value).map_err(invalid)?,
                 "heartbeat_interval" => {
@@ -449,6 +466,19 @@ impl ServerConfig {
     }
 }
 
+/// An address to listen on as given: a name or an IP address, without a scheme or a port
+/// (`0.0.0.0:8080` would be joined into `[0.0.0.0:8080]:8080`, which names nothing).
+fn listen_host(host: &str) -> Result<String, String> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if host.contains("://") || (host.contains(':') && bare.parse::<std::net::Ipv6Addr>().is_err()) {
+        return Err(format!(
+            "expected an address to listen on without a scheme or a port (the port is --port), \
+             got {host:?}"
+        ));
+    }
+    Ok(host.to_owned())
+}
+
 /// Refuses a layer (the file, or the environment) that gives `request_timeout` (the
 /// original's name) and `body_timeout` different values: neither would be what was meant.
 fn same_timeout_under_both_names(layer: &Layer) -> Result<(), ConfigError> {
@@ -559,7 +589,7 @@ fn read_file(path: &Path) -> Result<Layer, ConfigError> {
         file: path.to_owned(),
         reason,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+    let text = read_config_text(path).map_err(file_error)?;
     let map: Map<String, Value> = match serde_json::from_str(&text) {
         Ok(Value::Object(map)) => map,
         Ok(_) => return Err(file_error("expected a JSON object".to_owned())),
@@ -574,7 +604,16 @@ fn read_file(path: &Path) -> Result<Layer, ConfigError> {
                 key,
             });
         };
+        // `node-timeout` and `node_timeout` both: which one was meant is anyone's guess.
+        if let Some((_, other, _)) = layer.iter().find(|(k, ..)| *k == known) {
+            return Err(ConfigError::Invalid {
+                source: format!("{key} in {}", path.display()),
+                reason: format!("the same setting as {other}: give it once"),
+            });
+        }
         let text = match value {
+            // As in the client's config file: a key set to null counts as absent.
+            Value::Null => continue,
             Value::String(s) => s,
             Value::Number(n) => n.to_string(),
             Value::Bool(b) => b.to_string(),
@@ -588,6 +627,32 @@ fn read_file(path: &Path) -> Result<Layer, ConfigError> {
         layer.push((known, format!("{key} in {}", path.display()), text));
     }
     Ok(layer)
+}
+
+/// The most a config file may hold. A real one is a few hundred bytes; the bound keeps a
+/// wrong path (`/dev/zero`, a log, a disk image) from filling the memory before it is refused.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// The text of the config file at `path`, read up to [`MAX_CONFIG_BYTES`]: `Err` says why it
+/// cannot be used (unreadable, a directory, larger than that, not UTF-8). Both binaries read
+/// their `--config` through it.
+pub fn read_config_text(path: &Path) -> Result<String, String> {
+    read_small_text(path, MAX_CONFIG_BYTES)
+}
+
+/// The text of the file at `path`, if it holds at most `limit` bytes of UTF-8: a settings
+/// file (a config, a token) read without trusting the path to name a small file.
+pub fn read_small_text(path: &Path, limit: u64) -> Result<String, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > limit {
+        return Err(format!("larger than {limit} bytes"));
+    }
+    String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_owned())
 }
 
 fn boolean(text: &str) -> Result<bool, String> {
@@ -607,13 +672,34 @@ fn parse_int(text: &str, min: u64, max: u64) -> Result<u64, String> {
     }
 }
 
-fn seconds(text: &str) -> Result<Duration, String> {
-    match text.trim().parse::<f64>() {
-        Ok(s) if s.is_finite() && s > 0.0 && s <= 1e9 => Ok(Duration::from_secs_f64(s)),
-        _ => Err(format!(
-            "expected a positive number of seconds, got {text:?}"
-        )),
+/// The shortest period a setting may name: shorter, a sweep or a heartbeat comes round so
+/// often that an idle gateway (or client) spins, and below a nanosecond it is zero. The
+/// client library clamps an advertised heartbeat interval to the same floor.
+pub const MIN_SECONDS: f64 = 0.01;
+/// The longest: about 31 years, past any sensible setting, and far from overflowing.
+pub const MAX_SECONDS: f64 = 1e9;
+
+/// Checks a number of seconds a setting gives: `Err` says the range allowed.
+pub fn checked_seconds(seconds: f64) -> Result<Duration, String> {
+    if (MIN_SECONDS..=MAX_SECONDS).contains(&seconds) {
+        Ok(Duration::from_secs_f64(seconds))
+    } else {
+        Err(format!(
+            "expected a number of seconds from {MIN_SECONDS} to {MAX_SECONDS:e}"
+        ))
     }
+}
+
+fn seconds(text: &str) -> Result<Duration, String> {
+    text.trim()
+        .parse::<f64>()
+        .map_err(|_| String::new())
+        .and_then(checked_seconds)
+        .map_err(|_| {
+            format!(
+                "expected a number of seconds from {MIN_SECONDS} to {MAX_SECONDS:e}, got {text:?}"
+            )
+        })
 }
 
 /// Parses a log level, accepting Python's names (`WARNING`, `CRITICAL`) too.
@@ -1052,5 +1138,99 @@ mod tests {
         assert!(matches!(err, ConfigError::Inconsistent(_)), "{err}");
         let err = load(&["--heartbeat-interval", "300"], &[]).unwrap_err();
         assert!(matches!(err, ConfigError::Inconsistent(_)), "{err}");
+    }
+
+    #[test]
+    fn a_period_too_short_to_sleep_on_or_too_long_is_refused_in_every_source() {
+        // Each of these would pass a "positive number" check; 1e-300 s is zero nanoseconds,
+        // and a sweep every zero (or every microsecond) spins an idle gateway.
+        for bad in [
+            "1e-300", "0.000001", "0.009", "1e10", "1e308", "NaN", "inf", "-0",
+        ] {
+            for key in [
+                "cleanup_interval",
+                "heartbeat_interval",
+                "node_timeout",
+                "suspect_after",
+                "body_timeout",
+                "request_timeout",
+            ] {
+                let [from_file, from_env] = file_and_env(key, bad);
+                for err in [from_file, from_env] {
+                    let err = err.expect_err(&format!("{key}={bad} was accepted"));
+                    assert!(matches!(err, ConfigError::Invalid { .. }), "{err}");
+                    assert!(err.to_string().contains("0.01"), "{err}");
+                }
+            }
+            let flag = load(&["--cleanup-interval", bad], &[]).unwrap_err();
+            assert!(flag.to_string().contains("--cleanup-interval"), "{flag}");
+        }
+        // The floor itself is allowed.
+        let config = load(&["--cleanup-interval", "0.01"], &[]).unwrap();
+        assert_eq!(config.sweep_interval(), Duration::from_millis(10));
+    }
+
+    #[test]
+    fn a_config_file_that_is_not_a_small_file_is_refused_without_reading_it_all() {
+        let big = TempFile::new("big", &format!("{{\"host\": \"{}\"}}", "a".repeat(2 << 20)));
+        let err = load(&["--config", big.path()], &[]).unwrap_err();
+        assert!(err.to_string().contains("larger than"), "{err}");
+        // /dev/zero never ends: read whole, it would fill the memory (checked after the big
+        // file, so that without the bound this test fails there instead).
+        let err = load(&["--config", "/dev/zero"], &[]).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::File { .. }) && err.to_string().contains("larger than"),
+            "{err}"
+        );
+        let dir = std::env::temp_dir();
+        let err = load(&["--config", dir.to_str().unwrap()], &[]).unwrap_err();
+        assert!(matches!(err, ConfigError::File { .. }), "{err}");
+        let deep = TempFile::new(
+            "deep",
+            &format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)),
+        );
+        let err = load(&["--config", deep.path()], &[]).unwrap_err();
+        assert!(err.to_string().contains("invalid JSON"), "{err}");
+        let binary = dir.join(format!("gateway-config-{}-binary.json", std::process::id()));
+        std::fs::write(&binary, b"{\"host\": \"\xff\"}").unwrap();
+        let err = load(&["--config", binary.to_str().unwrap()], &[]).unwrap_err();
+        let _ = std::fs::remove_file(&binary);
+        assert!(err.to_string().contains("UTF-8"), "{err}");
+    }
+
+    #[test]
+    fn a_key_given_twice_in_the_file_with_a_dash_and_an_underscore_is_refused() {
+        let file = TempFile::new("twice", r#"{"node-timeout": 60, "node_timeout": 600}"#);
+        let err = load(&["--config", file.path()], &[]).unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("node-timeout") && text.contains("node_timeout"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_key_set_to_null_counts_as_absent_as_in_the_clients_file() {
+        let file = TempFile::new("null", r#"{"cleanup_interval": null, "port": 9091}"#);
+        let config = load(&["--config", file.path()], &[]).unwrap();
+        assert_eq!(config.cleanup_interval, None);
+        assert_eq!(config.port, 9091);
+    }
+
+    #[test]
+    fn a_host_with_a_scheme_or_a_port_is_refused_and_ipv6_is_a_host() {
+        for bad in ["0.0.0.0:8080", "http://localhost", "localhost:80"] {
+            let err = load(&["--host", bad], &[]).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::Invalid { .. }) && err.to_string().contains("--host"),
+                "{err}"
+            );
+            let err = load(&[], &[("GATEWAY_HOST", bad)]).unwrap_err();
+            assert!(err.to_string().contains("GATEWAY_HOST"), "{err}");
+        }
+        for good in ["::", "::1", "[::1]", "0.0.0.0", "localhost"] {
+            assert_eq!(load(&["--host", good], &[]).unwrap().host, good);
+        }
     }
 }

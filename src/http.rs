@@ -389,9 +389,13 @@ pub fn handle(gateway: &Gateway, request: &Request<'_>) -> Response {
         .pretty()
 }
 
-/// True for `?pretty` (any value but `false` or `0`), as Consul and etcd read it.
+/// True for `?pretty` (any value but `false` or `0`), as Consul and etcd read it; name and
+/// value decoded as any others (`pr%65tty`, `fals%65`).
 fn wants_pretty(query: &str) -> bool {
-    query_pairs(query).any(|(key, value)| key == "pretty" && value != "false" && value != "0")
+    query_pairs(query).any(|(key, value)| {
+        let decoded = |text: &str| percent_decode(text).unwrap_or_else(|| text.to_owned());
+        decoded(key) == "pretty" && !matches!(decoded(value).as_str(), "false" | "0")
+    })
 }
 
 fn route(gateway: &Gateway, request: &Request<'_>) -> Result<Response, Response> {
@@ -706,20 +710,33 @@ impl Query {
     /// Parses `query`; only `/nodes` takes the filters (`node_id`, `status`, `capability`).
     fn parse(query: &str, endpoint: Endpoint) -> Result<Query, Response> {
         let mut parsed = Query::default();
-        let mut seen: Vec<&str> = Vec::new();
-        for (key, value) in query_pairs(query) {
+        let mut seen: Vec<String> = Vec::new();
+        for (raw_key, value) in query_pairs(query) {
+            // A name is decoded as a value is (`node%5Fid` is `node_id`, as a form decoder
+            // and the original's have it): otherwise it would be ignored, or slip past the
+            // check for a repeated key.
+            let Some(key) = percent_decode(raw_key) else {
+                if endpoint != Endpoint::Nodes {
+                    continue; // Not one `/leader` takes: ignored, as any other.
+                }
+                return Err(Response::error(
+                    400,
+                    format!("Invalid query parameter name {raw_key:?}: bad percent-encoding"),
+                ));
+            };
+            let key = key.as_str();
             // `/leader` takes only the long-poll keys, and ignores the rest as it always did.
             let poll = matches!(key, "index" | "wait" | "epoch");
             if endpoint != Endpoint::Nodes && !poll {
                 continue;
             }
-            if seen.contains(&key) {
+            if seen.iter().any(|k| k == key) {
                 return Err(Response::error(
                     400,
                     format!("Repeated query parameter: {key} may be given once"),
                 ));
             }
-            seen.push(key);
+            seen.push(key.to_owned());
             let value = percent_decode(value).ok_or_else(|| {
                 Response::error(400, format!("Invalid {key}: bad percent-encoding"))
             })?;
@@ -975,7 +992,7 @@ fn percent_decode(text: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Endpoint, Query, indent, percent_decode};
+    use super::{Endpoint, Query, indent, percent_decode, wants_pretty};
 
     #[test]
     fn indenting_keeps_every_token_and_the_key_order() {
@@ -1052,5 +1069,50 @@ mod tests {
                 "{bad}: {body}"
             );
         }
+    }
+
+    #[test]
+    fn a_query_name_is_decoded_as_a_value_is() {
+        let nodes = |query: &str| Query::parse(query, Endpoint::Nodes);
+        // Each name escaped as a form encoder may: taken, not ignored.
+        let query = nodes("st%61tus=all&node%5Fid=7&c%61pability=raft&ind%65x=3").unwrap();
+        assert!(query.include_suspected);
+        assert_eq!(query.exclude, Some(7));
+        assert_eq!(query.capability.as_deref(), Some("raft"));
+        assert_eq!(query.index, Some(3));
+        // The same name twice, once escaped, is a repeat.
+        let refused = nodes("status=all&st%61tus=active").unwrap_err();
+        assert_eq!(refused.status, 400);
+        let body: serde_json::Value = serde_json::from_slice(&refused.body.to_vec()).unwrap();
+        assert!(
+            body["error"].as_str().unwrap().contains("Repeated"),
+            "{body}"
+        );
+        // A name that does not decode is a 400 on /nodes; /leader ignores it, as any name
+        // it does not take.
+        let refused = nodes("st%zzatus=all").unwrap_err();
+        assert_eq!(refused.status, 400);
+        let body: serde_json::Value = serde_json::from_slice(&refused.body.to_vec()).unwrap();
+        assert!(
+            body["error"].as_str().unwrap().contains("st%zzatus"),
+            "{body}"
+        );
+        assert!(Query::parse("x%zz=1", Endpoint::Leader).is_ok());
+        assert_eq!(
+            Query::parse("ind%65x=4", Endpoint::Leader).unwrap().index,
+            Some(4)
+        );
+    }
+
+    #[test]
+    fn pretty_is_read_decoded_as_any_other_name_and_value() {
+        assert!(wants_pretty("pretty"));
+        assert!(wants_pretty("a=1&pretty=true"));
+        assert!(wants_pretty("pr%65tty"));
+        assert!(!wants_pretty("pretty=false"));
+        assert!(!wants_pretty("pretty=fals%65"));
+        assert!(!wants_pretty("pretty=%30"));
+        assert!(!wants_pretty("prettyx=1"));
+        assert!(!wants_pretty(""));
     }
 }

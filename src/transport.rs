@@ -383,7 +383,19 @@ fn authorization(token: &Redacted) -> Result<Redacted, ClientError> {
 fn root_certs(file: &Path) -> Result<RootCerts, ClientError> {
     let invalid =
         |why: String| ClientError::InvalidSetting(format!("CA file {}: {why}", file.display()));
-    let pem = std::fs::read(file).map_err(|e| invalid(e.to_string()))?;
+    // Bounded: a wrong path (/dev/zero) is refused, not read until the memory runs out. A
+    // system's whole bundle of public roots is about 200 KiB.
+    const MAX_PEM_BYTES: u64 = 16 * 1024 * 1024;
+    let mut pem = Vec::new();
+    std::fs::File::open(file)
+        .and_then(|f| {
+            use std::io::Read;
+            f.take(MAX_PEM_BYTES + 1).read_to_end(&mut pem)
+        })
+        .map_err(|e| invalid(e.to_string()))?;
+    if pem.len() as u64 > MAX_PEM_BYTES {
+        return Err(invalid(format!("larger than {MAX_PEM_BYTES} bytes")));
+    }
     let mut certs = Vec::new();
     for item in parse_pem(&pem) {
         match item {

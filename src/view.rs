@@ -71,8 +71,10 @@ pub struct ClusterChange {
     /// Peers that are gone: removed or reaped by the gateway, or not back within the carry
     /// period after a gateway restart.
     pub left: Vec<NodeId>,
-    /// Peers whose address, port, capabilities or metadata changed (a change of status is in
-    /// `suspected` or `recovered`).
+    /// Peers whose address, port, capabilities or metadata changed, or that registered anew
+    /// (a new `join_timestamp`: removed and back between two reads, or registered again after
+    /// a gateway restart without a data dir). A change of status is in `suspected` or
+    /// `recovered`.
     pub updated: Vec<Node>,
     /// Peers that became suspected (silent for the gateway's `suspect_after`).
     pub suspected: Vec<Node>,
@@ -114,7 +116,7 @@ pub enum ChangeEvent {
     Joined(Node),
     /// A peer is gone (removed or reaped).
     Left(NodeId),
-    /// A peer's address, port, capabilities or metadata changed.
+    /// A peer's address, port, capabilities or metadata changed, or it registered anew.
     Updated(Node),
     /// A peer became suspected.
     Suspected(Node),
@@ -174,13 +176,34 @@ impl ChangeEvent {
 }
 
 impl std::fmt::Display for ChangeEvent {
+    /// One line whatever the gateway sent: a control character in an address (a newline
+    /// would forge a second fact, an escape sequence drive the terminal) is shown escaped.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match (self.node_id(), self.node()) {
-            (Some(id), Some(node)) => write!(f, "{} {id} {}", self.name(), node.address()),
+            (Some(id), Some(node)) => write!(
+                f,
+                "{} {id} {}",
+                self.name(),
+                escape_controls(&node.address())
+            ),
             (Some(id), None) => write!(f, "{} {id}", self.name()),
             (None, _) => write!(f, "{} none", self.name()),
         }
     }
+}
+
+/// `text` with each control character as its Rust escape (`\n`, `\u{1b}`), the rest as is.
+pub(crate) fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_default().to_string(),
+            false => c.to_string(),
+        })
+        .collect::<String>()
+        .into()
 }
 
 /// A `status=all` list as the view holds it: active and suspected peers, without `me`.
@@ -741,5 +764,24 @@ mod tests {
         assert_eq!(joined["node_id"], 5);
         assert_eq!(joined["node"]["ip_address"], "10.0.0.1");
         assert_eq!(joined["node"]["status"], "active");
+    }
+
+    #[test]
+    fn an_event_line_stays_one_line_whatever_the_gateway_sent() {
+        let mut forged = node(3);
+        forged.ip_address = "10.0.0.3\nleader 9 10.0.0.9:1\u{1b}[2J".into();
+        for event in [
+            ChangeEvent::Joined(forged.clone()),
+            ChangeEvent::Back(forged.clone()),
+            ChangeEvent::Leader(Some(forged.clone())),
+        ] {
+            let line = event.to_string();
+            assert!(!line.chars().any(char::is_control), "{line:?}");
+            assert!(line.contains("10.0.0.3\\nleader 9"), "{line:?}");
+        }
+        assert_eq!(
+            ChangeEvent::Joined(node(4)).to_string(),
+            "joined 4 10.0.0.1:5000"
+        );
     }
 }

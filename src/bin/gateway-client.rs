@@ -22,6 +22,38 @@ use settings::Settings;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+/// True while joining: the output is then a courtesy to whoever watches, and a node started
+/// with its stdout closed or gone keeps heartbeating.
+static JOINING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A line to stdout. For a command, a reader that went away (`gateway-client nodes | head`)
+/// ends the process quietly with success, as SIGPIPE ends a C tool, without the noise; any
+/// other write failure is exit 1 with the reason (`println!` panicked: exit 101, and a
+/// backtrace). While joining, a failure to write is ignored.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        emit(format_args!($($arg)*))
+    };
+}
+
+fn emit(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let written = stdout
+        .write_fmt(args)
+        .and_then(|()| stdout.write_all(b"\n"))
+        .and_then(|()| stdout.flush());
+    match written {
+        Ok(()) => {}
+        Err(_) if JOINING.load(std::sync::atomic::Ordering::Relaxed) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("gateway-client: cannot write to stdout: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 /// Join a cluster through the gateway and keep heartbeating until SIGINT/SIGTERM, or run an
 /// operator command against it.
 #[derive(FromArgs, Debug)]
@@ -56,7 +88,8 @@ struct Cli {
     /// gateway port (default 8080)
     #[argh(option)]
     gateway_port: Option<u16>,
-    /// gateway address, host:port or http(s) URL; repeat for several (default $GATEWAY_URL,
+    /// gateway address, host:port or http(s) URL; repeat (or comma-separate) for several
+    /// (default $GATEWAY_URL,
     /// else --gateway-host:--gateway-port)
     #[argh(option)]
     gateway: Vec<String>,
@@ -141,6 +174,7 @@ const FLAGS: TopLevelFlags<'static> = TopLevelFlags {
         "--log-level",
         "--json",
     ],
+    command_switches: &["--all"],
 };
 
 #[derive(FromArgs, Debug)]
@@ -201,7 +235,7 @@ struct StatsCommand {}
 struct HealthCommand {}
 
 /// Print each change as it happens (joined, left, suspected, back, leader), one line each,
-/// until SIGINT or SIGTERM; the first lines are the cluster as it is.
+/// until SIGINT or SIGTERM (or stdout is closed); the first lines are the cluster as it is.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "watch")]
 struct WatchCommand {}
@@ -246,7 +280,34 @@ fn main() -> ExitCode {
     }
 }
 
+/// The joining flags given on a command line that runs a command: each would be ignored, and
+/// `--port` is easily taken for the gateway's.
+fn joining_flags(cli: &Cli) -> Vec<&'static str> {
+    [
+        ("--node-id", cli.node_id.is_some()),
+        ("--ip", cli.ip.is_some()),
+        ("--port", cli.port.is_some()),
+        ("--capabilities", cli.capabilities.is_some()),
+        ("--metadata", !cli.metadata.is_empty()),
+        ("--heartbeat-interval", cli.heartbeat_interval.is_some()),
+        ("--leave-on-exit", cli.leave_on_exit),
+    ]
+    .into_iter()
+    .filter_map(|(flag, given)| given.then_some(flag))
+    .collect()
+}
+
 fn run(mut cli: Cli) -> Result<(), Failure> {
+    if cli.command.is_some() {
+        let given = joining_flags(&cli);
+        if !given.is_empty() {
+            return Err(Failure::Usage(format!(
+                "{} {} for joining, not for a command (the gateway's port is --gateway-port)",
+                given.join(", "),
+                if given.len() == 1 { "is" } else { "are" },
+            )));
+        }
+    }
     let settings = Settings::load(&cli, |name| std::env::var(name).ok()).map_err(Failure::Usage)?;
     let default_level = if cli.command.is_none() {
         LevelFilter::Info
@@ -306,6 +367,7 @@ fn options(mut builder: ClientBuilder, settings: &Settings) -> ClientBuilder {
 
 /// Registers, prints what the gateway said, heartbeats until a signal, then stops.
 fn join(cli: &Cli, settings: &Settings, client: &GatewayClient) -> Result<(), Failure> {
+    JOINING.store(true, std::sync::atomic::Ordering::Relaxed);
     let commands = "or name a command: nodes, leader, set-leader, remove, stats, health";
     let node_id = settings.node_id.ok_or_else(|| {
         Failure::Usage(format!(
@@ -330,27 +392,27 @@ fn join(cli: &Cli, settings: &Settings, client: &GatewayClient) -> Result<(), Fa
         .map_err(|e| Failure::Gateway(format!("cannot handle signals: {e}")))?;
     let (is_bootstrap, cluster) = client.discover_cluster(registration)?;
     if is_bootstrap {
-        println!("Node {node_id} is the bootstrap node: it starts a new cluster as its leader.");
+        out!("Node {node_id} is the bootstrap node: it starts a new cluster as its leader.");
     } else {
-        println!("Node {node_id} joined an existing cluster.");
+        out!("Node {node_id} joined an existing cluster.");
     }
-    println!("\nNodes ({}):", cluster.nodes.len());
+    out!("\nNodes ({}):", cluster.nodes.len());
     print_nodes(&cluster.nodes);
-    println!();
+    out!("");
     print_leader(cluster.leader.as_ref());
     let stats = client.get_stats()?;
-    println!("\nGateway stats:");
+    out!("\nGateway stats:");
     print_fields(&stats);
-    println!("\nHeartbeating; stop with Ctrl-C.");
+    out!("\nHeartbeating; stop with Ctrl-C.");
     if let Some(signal) = signals.forever().next() {
         log::info!("received signal {signal}, stopping");
     }
     if cli.leave_on_exit {
         client.leave()?;
-        println!("Node {node_id} left the cluster.");
+        out!("Node {node_id} left the cluster.");
     } else {
         client.shutdown();
-        println!("Stopped heartbeating; the gateway will expire node {node_id}.");
+        out!("Stopped heartbeating; the gateway will expire node {node_id}.");
     }
     Ok(())
 }
@@ -358,6 +420,13 @@ fn join(cli: &Cli, settings: &Settings, client: &GatewayClient) -> Result<(), Fa
 /// The listing, filtered here to the nodes offering every capability asked for (the filter
 /// works with any gateway, the original's too).
 fn nodes(client: &GatewayClient, command: &NodesCommand, as_json: bool) -> Result<(), Failure> {
+    // An empty one (`--capability=`, a variable left unset) would list nothing, and say so
+    // with success.
+    if command.capability.iter().any(|c| c.trim().is_empty()) {
+        return Err(Failure::Usage(
+            "--capability needs a capability, got an empty one".to_owned(),
+        ));
+    }
     let mut answer = client.list_nodes(command.all)?;
     answer.nodes.retain(|node| {
         command
@@ -394,7 +463,7 @@ fn set_leader(client: &GatewayClient, node_id: u64, as_json: bool) -> Result<(),
         )));
     }
     if !as_json {
-        println!("Node {node_id} is now the leader.");
+        out!("Node {node_id} is now the leader.");
     }
     Ok(())
 }
@@ -410,7 +479,7 @@ fn remove(client: &GatewayClient, node_id: u64, as_json: bool) -> Result<(), Fai
         )));
     }
     if !as_json {
-        println!("Node {node_id} removed.");
+        out!("Node {node_id} removed.");
     }
     Ok(())
 }
@@ -471,9 +540,11 @@ fn health(settings: &Settings, as_json: bool) -> Result<(), Failure> {
         for e in &endpoints {
             let took = format!("took {:.1} ms", e.took_ms);
             match (&e.error, &e.answer) {
-                (None, Some(h)) => println!(
+                (None, Some(h)) => out!(
                     "{} is healthy: {took} (version {}, epoch {})",
-                    e.address, h.version, h.epoch
+                    e.address,
+                    h.version,
+                    h.epoch
                 ),
                 // To stderr, as etcdctl does, so that a script sees what is down.
                 (error, _) => eprintln!(
@@ -522,14 +593,19 @@ fn check(address: &str, client: &GatewayClient) -> Endpoint {
     }
 }
 
-/// Prints changes as the client's watch sees them until a signal; exit 1 if no gateway answers
-/// at start.
+/// Prints changes as the client's watch sees them until a signal, or until stdout is closed
+/// (`watch | head -n 3` ends when `head` does); exit 1 if no gateway answers at start, or it
+/// refuses the read (no token, or a token it does not know).
 fn watch(client: &GatewayClient, as_json: bool) -> Result<(), Failure> {
     let mut signals = Signals::new([SIGINT, SIGTERM])
         .map_err(|e| Failure::Gateway(format!("cannot handle signals: {e}")))?;
-    client.health_check()?;
+    // A read, not `/health`: that one is open to probes, and a watch without the token it
+    // needs would retry its refusals until stopped, printing nothing.
+    client.leader()?;
     let changes = client.subscribe();
     client.watch();
+    // Closing the handle ends `forever()` below as a signal would.
+    let stop = signals.handle();
     std::thread::spawn(move || {
         use std::io::Write;
         for event in changes.iter().flat_map(|change| change.events()) {
@@ -537,7 +613,14 @@ fn watch(client: &GatewayClient, as_json: bool) -> Result<(), Failure> {
                 true => event.to_json().to_string(),
                 false => event.to_string(),
             };
-            if writeln!(std::io::stdout(), "{line}").is_err() {
+            let mut stdout = std::io::stdout().lock();
+            // Flushed at once: a pipe's reader sees each change as it happens.
+            if writeln!(stdout, "{line}")
+                .and_then(|()| stdout.flush())
+                .is_err()
+            {
+                log::debug!("stdout is closed: the watch stops");
+                stop.close();
                 return;
             }
         }
@@ -548,7 +631,7 @@ fn watch(client: &GatewayClient, as_json: bool) -> Result<(), Failure> {
 }
 
 fn print_json(value: &impl Serialize) {
-    println!(
+    out!(
         "{}",
         serde_json::to_string_pretty(value).expect("answers serialise")
     );
@@ -557,7 +640,7 @@ fn print_json(value: &impl Serialize) {
 /// Nodes as aligned columns.
 fn print_nodes(nodes: &[Node]) {
     if nodes.is_empty() {
-        println!("(no nodes)");
+        out!("(no nodes)");
         return;
     }
     let now = unix_now();
@@ -566,10 +649,10 @@ fn print_nodes(nodes: &[Node]) {
         .map(|n| {
             [
                 n.node_id.to_string(),
-                n.address(),
+                shown(&n.address()),
                 n.status.as_str().to_owned(),
                 age(now - n.last_seen),
-                n.capabilities.join(","),
+                shown(&n.capabilities.join(",")),
             ]
         })
         .collect();
@@ -586,20 +669,20 @@ fn print_nodes(nodes: &[Node]) {
             .zip(widths)
             .map(|(cell, width)| format!("{cell:<width$}"))
             .collect();
-        println!("{}", line.join("  ").trim_end());
+        out!("{}", line.join("  ").trim_end());
     }
 }
 
 fn print_leader(leader: Option<&Node>) {
     match leader {
-        Some(n) => println!(
+        Some(n) => out!(
             "Leader: node {} at {} ({}, last seen {})",
             n.node_id,
-            n.address(),
+            shown(&n.address()),
             n.status.as_str(),
             age(unix_now() - n.last_seen)
         ),
-        None => println!("No leader currently registered."),
+        None => out!("No leader currently registered."),
     }
 }
 
@@ -615,8 +698,19 @@ fn print_fields(value: &impl Serialize) {
             Value::Null => "none".to_owned(),
             other => other.to_string(),
         };
-        println!("{:<width$} {text}", format!("{key}:"));
+        out!("{:<width$} {text}", format!("{key}:"));
     }
+}
+
+/// `text` as printed: each control character escaped (`\n`, `\u{1b}`), so that whatever a
+/// gateway sends, a row stays one row and the terminal is not driven.
+fn shown(text: &str) -> String {
+    text.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_default().to_string(),
+            false => c.to_string(),
+        })
+        .collect()
 }
 
 /// Seconds as "12s ago", "3m ago", "5h ago", "2d ago".
@@ -668,5 +762,41 @@ mod tests {
         for flag in FLAGS.global {
             assert!(usage.contains(&format!("[{flag}")), "{flag}: {usage}");
         }
+    }
+
+    #[test]
+    fn a_printed_cell_is_one_line_without_control_characters() {
+        assert_eq!(shown("10.0.0.1:5001"), "10.0.0.1:5001");
+        assert_eq!(shown("a\nb\u{1b}[2J"), "a\\nb\\u{1b}[2J");
+        assert_eq!(shown("grün"), "grün");
+    }
+
+    /// `FLAGS.command_switches` must name every subcommand's switch, so that `--all=1` is
+    /// refused by name.
+    #[test]
+    fn flags_names_every_switch_of_the_subcommands() {
+        let mut switches = Vec::new();
+        for command in <Command as argh::SubCommands>::COMMANDS {
+            let help = Cli::from_args(&["gateway-client"], &[command.name, "--help"])
+                .expect_err("--help ends early")
+                .output;
+            let usage = help.lines().next().unwrap();
+            for part in usage.split('[').skip(1) {
+                let mut words = part.trim_end().trim_end_matches(']').split_whitespace();
+                let name = words.next().unwrap();
+                if name.starts_with("--") && words.next().is_none() {
+                    switches.push(name.to_owned());
+                }
+            }
+        }
+        switches.sort_unstable();
+        switches.dedup();
+        let mut listed: Vec<String> = FLAGS
+            .command_switches
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        listed.sort_unstable();
+        assert_eq!(switches, listed);
     }
 }

@@ -1012,3 +1012,152 @@ fn nodes_capability_lists_the_nodes_offering_every_capability_given() {
     let none = client(&server, &["nodes", "--capability=none"]);
     assert!(stdout(&none).contains("(no nodes)"), "{}", stdout(&none));
 }
+
+#[test]
+fn odd_arguments_are_usage_errors_not_a_quiet_success() {
+    let server = TestServer::start();
+    server.register(1);
+    // An empty capability matched no node, and said so with exit 0.
+    for args in [
+        &["nodes", "--capability="][..],
+        &["nodes", "--capability", " "],
+    ] {
+        let out = client(&server, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("--capability"), "{}", stderr(&out));
+        assert!(out.stdout.is_empty(), "{}", stdout(&out));
+    }
+    // After `--`, --version is a (bad) node id, not a request for the version.
+    let out = client(&server, &["set-leader", "--", "--version"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(!stdout(&out).contains("gateway-client"), "{}", stdout(&out));
+    // The gateway given a thousand times: still one answer (from the first).
+    let mut args: Vec<&str> = Vec::new();
+    for _ in 0..1000 {
+        args.extend(["--gateway", &server.url]);
+    }
+    args.extend(["nodes", "--json"]);
+    let mut command = Command::new(BIN);
+    command.args(&args).env_remove("GATEWAY_URL");
+    let answer = json_of(&run(&mut command));
+    assert_eq!(answer["nodes"][0]["node_id"], 1, "{answer}");
+}
+
+#[test]
+fn a_token_or_ca_file_that_never_ends_is_refused_not_read_until_memory_runs_out() {
+    let server = TestServer::start();
+    for flag in ["--token-file", "--ca-file"] {
+        // Under a memory limit: a client that reads it all fails here, not the machine.
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", "ulimit -v 1000000 && exec \"$0\" \"$@\"", BIN])
+            .args(["--gateway", &server.url, flag, "/dev/zero", "nodes"])
+            .env_remove("GATEWAY_URL");
+        let out = run(&mut command);
+        assert_eq!(out.status.code(), Some(2), "{flag}: {}", stderr(&out));
+        let text = stderr(&out);
+        assert!(
+            text.contains("/dev/zero") && text.contains("larger than"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn a_joining_flag_with_a_command_is_a_usage_error_not_ignored() {
+    let server = TestServer::start();
+    // `--port` here reads as the gateway's port: it was ignored, and the default gateway asked.
+    for args in [
+        &["--port", "8081", "nodes"][..],
+        &["--node-id", "1", "leader"],
+        &["--leave-on-exit", "--metadata", "a=b", "stats"],
+    ] {
+        let out = client(&server, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stdout(&out));
+        let text = stderr(&out);
+        assert!(text.contains(args[0]) && text.contains("joining"), "{text}");
+        assert!(out.stdout.is_empty(), "{}", stdout(&out));
+    }
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_a_command_quietly_and_never_a_joining_node() {
+    let server = TestServer::start();
+    // More than a pipe holds (64 KiB), so that some write comes after the reader is gone.
+    for id in 1..=400 {
+        server.register(id);
+    }
+    let mut child = Command::new(BIN)
+        .args(["--gateway", &server.url, "nodes", "--json"])
+        .env_remove("GATEWAY_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // As `| head -n 0`.
+    let mut status = None;
+    let ended = eventually(Duration::from_secs(30), || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    if !ended {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(ended, "gateway-client nodes did not end");
+    // println! panicked here: exit 101 and a backtrace.
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(out.stderr.is_empty(), "{}", stderr(&out));
+
+    // Joining, what it prints is a courtesy: with nobody reading, it keeps heartbeating.
+    let mut child = Command::new(BIN)
+        .args([
+            "--gateway",
+            &server.url,
+            "--node-id",
+            "900",
+            "--port",
+            "5900",
+        ])
+        .args(["--heartbeat-interval", "0.05"])
+        .env_remove("GATEWAY_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let beats = || {
+        server.get("/stats").1["heartbeats_total"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    // Beats well after the lines it printed on joining (the stats are read before them).
+    let beating = eventually(Duration::from_secs(30), || beats() >= 5);
+    let alive = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        beating && alive,
+        "the joining node stopped: beats {}",
+        beats()
+    );
+}
+
+#[test]
+fn help_and_version_to_a_reader_that_went_away_are_no_panic() {
+    for flag in ["--help", "--version"] {
+        let mut child = Command::new(BIN)
+            .arg(flag)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{flag}: {}", stderr(&out));
+        assert!(out.stderr.is_empty(), "{flag}: {}", stderr(&out));
+    }
+}

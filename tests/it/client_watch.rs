@@ -533,3 +533,194 @@ fn gateway_client_watch_exits_1_when_no_gateway_answers_at_start() {
     assert!(stderr.contains(&closed.address()), "{stderr}");
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn gateway_client_watch_ends_with_exit_0_when_its_reader_goes_away() {
+    // As `gateway-client watch | head -n 1`: once head has its line and exits, the next change
+    // finds stdout closed, and the watch must end rather than wait for a signal forever.
+    let server = TestServer::start();
+    server.register(1);
+    let mut child = Command::new(BIN)
+        .args(["--gateway", &server.url, "watch"])
+        .env_remove("GATEWAY_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut child = Stop(child);
+    let first = within(PATIENCE, move || {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        line // The reader is dropped here: the pipe has no reader left.
+    });
+    assert_eq!(first.trim(), "joined 1 127.0.0.1:5001");
+    // A change to print: the write that finds the pipe closed ends it (or the leader line
+    // already has, if it came after the reader went).
+    server.register(2);
+    let mut status = None;
+    let ended = eventually(PATIENCE, || {
+        status = child.0.try_wait().unwrap();
+        status.is_some()
+    });
+    assert!(
+        ended,
+        "gateway-client watch kept running with nobody reading"
+    );
+    assert_eq!(status.unwrap().code(), Some(0));
+}
+
+/// A stand-in for gateways that do not share a registry behind one address: each answer comes
+/// from another run (a new `X-Gateway-Epoch`). Counts the `/nodes` requests; stops on drop.
+struct EveryAnswerAnotherRun {
+    url: String,
+    lists: Arc<std::sync::atomic::AtomicUsize>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl EveryAnswerAnotherRun {
+    fn start() -> EveryAnswerAnotherRun {
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let lists = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (counted, stopped) = (Arc::clone(&lists), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            for (run, stream) in listener.incoming().enumerate() {
+                if stopped.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut head = Vec::new();
+                let mut byte = [0];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|n| n == 1) {
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head);
+                let body = if head.starts_with("GET /nodes") {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    r#"{"nodes": [], "registry_version": 1}"#
+                } else if head.starts_with("GET /leader") {
+                    r#"{"leader": null, "registry_version": 1}"#
+                } else {
+                    r#"{"status": "healthy", "timestamp": 1.0}"#
+                };
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Gateway-Index: 1\r\n\
+                     X-Gateway-Epoch: run-{run}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes());
+            }
+        });
+        EveryAnswerAnotherRun { url, lists, stop }
+    }
+
+    fn lists(&self) -> usize {
+        self.lists.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for EveryAnswerAnotherRun {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wakes the accept loop so that it sees the flag.
+        let _ = std::net::TcpStream::connect(self.url.trim_start_matches("http://"));
+    }
+}
+
+#[test]
+fn answers_each_from_another_gateway_run_are_asked_again_after_a_growing_pause() {
+    let fake = EveryAnswerAnotherRun::start();
+    // Long enough that even a slow loop without pauses makes its six rounds within a few.
+    let base = Duration::from_millis(100);
+    let client = GatewayClient::builder()
+        .gateway(fake.url.clone())
+        .heartbeat_interval(NEVER)
+        .retry_base_delay(base)
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    client.watch();
+    assert!(eventually(PATIENCE, || fake.lists() >= 6));
+    let lists = fake.lists();
+    // The first restart is read at once, the next after at least half the base delay (and
+    // it doubles): a loop that never paused would have asked hundreds of times by then.
+    let pauses = started.elapsed().as_secs_f64() / (base / 2).as_secs_f64();
+    assert!(
+        lists as f64 <= pauses + 3.0,
+        "{lists} lists in {pauses:.1} half base delays"
+    );
+    client.shutdown();
+}
+
+#[test]
+fn gateway_client_watch_exits_1_when_the_gateway_refuses_it_at_start() {
+    // /health stays open to probes; the watch's reads need a token it does not have. It
+    // retried its 401s until stopped, printing nothing.
+    let server = TestServer::with(|c| {
+        c.tokens = cluster_gateway::auth::TokenSource {
+            file: None,
+            inline: Some(cluster_gateway::auth::Secret::new(
+                "read:ops:0123456789abcdef0123",
+            )),
+        }
+    });
+    let mut command = Command::new(BIN);
+    command
+        .args(["--gateway", &server.url, "watch"])
+        .env_remove("GATEWAY_URL")
+        .env_remove("GATEWAY_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let mut status = None;
+    let ended = eventually(PATIENCE, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    if !ended {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(ended, "gateway-client watch kept retrying a refusal");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("401"), "{stderr}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn a_wait_of_zero_is_taken_as_the_shortest_wait_not_a_request_a_millisecond() {
+    let server = TestServer::start();
+    server.register(1);
+    let client = GatewayClient::builder()
+        .gateway(server.url.clone())
+        .heartbeat_interval(NEVER)
+        .watch_wait(Duration::ZERO)
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    client.watch();
+    assert!(eventually(PATIENCE, || requests_to(&server, "/nodes") >= 4));
+    let lists = requests_to(&server, "/nodes");
+    // Each long-poll held for the shortest wait, 100 ms, while nothing changes; a wait of a
+    // millisecond would have made dozens in that time.
+    let waits = started.elapsed().as_secs_f64() / 0.1;
+    assert!(
+        lists as f64 <= waits + 2.0,
+        "{lists} lists in {waits:.1} shortest waits"
+    );
+    client.shutdown();
+}

@@ -452,3 +452,104 @@ fn the_reaper_sweeps_at_the_cleanup_interval_not_the_heartbeat_interval() {
         stats()
     );
 }
+
+#[test]
+fn a_period_that_would_spin_the_reaper_or_a_config_that_is_no_file_exits_2_at_once() {
+    // 1e-300 s is a positive number and zero nanoseconds: a sweep every zero would spin an
+    // idle gateway.
+    for (flag, value) in [
+        ("--cleanup-interval", "1e-300"),
+        ("--heartbeat-interval", "0.000001"),
+        ("--body-timeout", "1e308"),
+    ] {
+        let out = run(&[flag, value]);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(flag) && stderr.contains("0.01"), "{stderr}");
+    }
+    // Under a memory limit: a server that reads it all fails here, not the machine.
+    let out = Command::new("sh")
+        .args(["-c", "ulimit -v 1000000 && exec \"$0\" \"$@\"", BIN])
+        .args(["--config", "/dev/zero"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("larger than"), "{stderr}");
+}
+
+#[test]
+fn help_says_the_precedence_the_originals_variables_and_the_exit_codes() {
+    let out = run(&["--help"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for wanted in [
+        "beats its variable",
+        "GATEWAY_CLEANUP_INTERVAL",
+        "GATEWAY_REQUEST_TIMEOUT",
+        "GATEWAY_MAX_CONNECTIONS",
+        "GATEWAY_LOG_FORMAT",
+        "0.01",
+        "\n  1 ",
+        "\n  2 ",
+    ] {
+        assert!(
+            text.contains(wanted),
+            "{wanted:?} missing from help:\n{text}"
+        );
+    }
+    // And exit 1 is what it says: an address it cannot listen on.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = run(&["--host", "127.0.0.1", "--port", &port]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
+}
+
+#[test]
+fn a_token_file_that_never_ends_is_refused_not_read_until_memory_runs_out() {
+    // Under a memory limit: a server that reads it all fails here, not the machine.
+    let out = Command::new("sh")
+        .args(["-c", "ulimit -v 1000000 && exec \"$0\" \"$@\"", BIN])
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--token-file",
+            "/dev/zero",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("/dev/zero") && stderr.contains("larger than"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_flag_may_be_written_with_an_equals_sign_as_the_originals_argparse_took_it() {
+    let server = Process::start(&["--log-level=DEBUG", "--max-watchers=7"], &[]);
+    let settings = server
+        .startup
+        .iter()
+        .find(|l| l.contains("settings: "))
+        .unwrap_or_else(|| panic!("no settings line: {:#?}", server.startup));
+    assert!(
+        settings.contains("max_watchers 7") && settings.contains("log_level DEBUG"),
+        "{settings}"
+    );
+    // A bad value so written is named as any other.
+    let out = run(&["--port=eighty"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("invalid --port") && stderr.contains("\"eighty\""),
+        "{stderr}"
+    );
+    let out = run(&["--access-log=yes"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("switch"));
+}

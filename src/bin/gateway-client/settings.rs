@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cluster_gateway::api::host_port;
-use cluster_gateway::config::log_level;
+use cluster_gateway::config::{checked_seconds, log_level, read_config_text, read_small_text};
 use log::LevelFilter;
 use serde_json::{Map, Value};
 
@@ -185,16 +185,36 @@ impl Layer {
             }),
             (None, None) => None,
         };
+        // Each --gateway may name several, comma-separated, as GATEWAY_URL does; one that
+        // names none is refused rather than dropped (the default would take its place).
+        let mut gateways = Vec::new();
+        for value in &cli.gateway {
+            let list = comma_list(value);
+            if list.is_empty() {
+                return Err(format!(
+                    "invalid --gateway {value:?}: expected a gateway address (host:port or URL)"
+                ));
+            }
+            gateways.extend(list);
+        }
         Ok(Layer {
-            gateways: (!cli.gateway.is_empty()).then(|| cli.gateway.clone()),
-            gateway_host: cli.gateway_host.clone(),
+            gateways: (!gateways.is_empty()).then_some(gateways),
+            gateway_host: cli
+                .gateway_host
+                .as_deref()
+                .map(|h| gateway_host(h, "--gateway-host"))
+                .transpose()?,
             gateway_port: cli.gateway_port,
             timeout: seconds(cli.timeout, "--timeout")?,
             heartbeat_interval: seconds(cli.heartbeat_interval, "--heartbeat-interval")?,
             retry_attempts: None,
             retry_delay: None,
             node_id: cli.node_id,
-            ip_address: cli.ip.clone(),
+            ip_address: match cli.ip.as_deref().map(str::trim) {
+                // Sent as it is, the gateway would refuse the registration: exit 1, not 2.
+                Some("") => return Err("invalid --ip \"\": expected an address".to_owned()),
+                ip => ip.map(str::to_owned),
+            },
             port: cli.port,
             capabilities: cli.capabilities.as_deref().map(comma_list),
             metadata: (!metadata.is_empty()).then_some(metadata),
@@ -212,13 +232,17 @@ impl Layer {
     /// original's `os.getenv(...) or default` has it.
     fn from_environment(env: &impl Fn(&str) -> Option<String>) -> Result<Layer, String> {
         let var = |name: &str| env(name).filter(|v| !v.trim().is_empty());
-        // A number; one that does not parse is an error naming the variable.
+        // A number; one that does not parse (or is out of the type's range) is an error
+        // naming the variable and what it takes.
         macro_rules! parsed {
             ($name:expr) => {
+                parsed!($name, "a number")
+            };
+            ($name:expr, $what:expr) => {
                 var($name)
                     .map(|text| {
                         text.trim().parse().map_err(|_| {
-                            format!("invalid {}: expected a number, got {text:?}", $name)
+                            format!("invalid {}: expected {}, got {text:?}", $name, $what)
                         })
                     })
                     .transpose()?
@@ -236,21 +260,23 @@ impl Layer {
         };
         Ok(Layer {
             gateways,
-            gateway_host: var("GATEWAY_HOST").map(|h| h.trim().to_owned()),
-            gateway_port: parsed!("GATEWAY_PORT"),
+            gateway_host: var("GATEWAY_HOST")
+                .map(|h| gateway_host(h.trim(), "GATEWAY_HOST"))
+                .transpose()?,
+            gateway_port: parsed!("GATEWAY_PORT", PORT),
             timeout: seconds("GATEWAY_CLIENT_TIMEOUT", parsed!("GATEWAY_CLIENT_TIMEOUT"))?,
             heartbeat_interval: seconds(
                 "GATEWAY_CLIENT_HEARTBEAT_INTERVAL",
                 parsed!("GATEWAY_CLIENT_HEARTBEAT_INTERVAL"),
             )?,
-            retry_attempts: parsed!("GATEWAY_CLIENT_RETRY_ATTEMPTS"),
+            retry_attempts: parsed!("GATEWAY_CLIENT_RETRY_ATTEMPTS", TRIES),
             retry_delay: seconds(
                 "GATEWAY_CLIENT_RETRY_DELAY",
                 parsed!("GATEWAY_CLIENT_RETRY_DELAY"),
             )?,
-            node_id: parsed!("NODE_ID"),
+            node_id: parsed!("NODE_ID", NODE_ID),
             ip_address: var("NODE_IP").map(|ip| ip.trim().to_owned()),
-            port: parsed!("NODE_PORT"),
+            port: parsed!("NODE_PORT", PORT),
             capabilities: var("GATEWAY_CLIENT_CAPABILITIES")
                 .as_deref()
                 .map(comma_list),
@@ -271,13 +297,16 @@ impl Layer {
         });
         Ok(Layer {
             gateways: file.strings("gateways")?,
-            gateway_host: file.string("gateway_host")?,
+            gateway_host: file
+                .string("gateway_host")?
+                .map(|h| gateway_host(&h, &format!("gateway_host in {}", path.display())))
+                .transpose()?,
             gateway_port: file.number("gateway_port", PORT)?,
             timeout: file.seconds("timeout")?,
             heartbeat_interval: file.seconds("heartbeat_interval")?,
-            retry_attempts: file.number("retry_attempts", "a whole number of tries")?,
+            retry_attempts: file.number("retry_attempts", TRIES)?,
             retry_delay: file.seconds("retry_delay")?,
-            node_id: file.number("node_id", "a node id (a whole number)")?,
+            node_id: file.number("node_id", NODE_ID)?,
             ip_address: file.string("ip_address")?,
             port: file.number("port", PORT)?,
             capabilities: file.strings("capabilities")?,
@@ -292,7 +321,31 @@ impl Layer {
     }
 }
 
+/// A gateway host as given: a name or an address, without a scheme or a port (those would
+/// be joined into an address that names nothing, `[http://gw:8080]:8080`).
+fn gateway_host(host: &str, source: &str) -> Result<String, String> {
+    let wrong = |what: &str| {
+        Err(format!(
+            "invalid {source} {host:?}: {what}; a gateway's URL or host:port goes in --gateway \
+             (GATEWAY_URL, gateways)"
+        ))
+    };
+    if host.is_empty() {
+        return wrong("expected a host name or address");
+    }
+    if host.contains("://") {
+        return wrong("a host, not a URL");
+    }
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if host.contains(':') && bare.parse::<std::net::Ipv6Addr>().is_err() {
+        return wrong("a host without a port (the port is --gateway-port)");
+    }
+    Ok(host.to_owned())
+}
+
 const PORT: &str = "a port number from 0 to 65535";
+const TRIES: &str = "a whole number of tries";
+const NODE_ID: &str = "a node id (a whole number)";
 
 /// The gateways: a list (`--gateway`, `GATEWAY_URL`, `gateways`) or a host and port
 /// (`--gateway-host`/`--gateway-port`, `GATEWAY_HOST`/`GATEWAY_PORT`,
@@ -319,7 +372,8 @@ fn gateways(layers: &[&Layer]) -> Option<Vec<String>> {
 
 /// The first non-blank line of `path`. Errors name the file, never what is in it.
 fn read_token(path: &Path, source: &str) -> Result<String, String> {
-    let text = std::fs::read_to_string(path)
+    // A token is a line; the bound keeps a wrong path (/dev/zero) from filling the memory.
+    let text = read_small_text(path, 64 * 1024)
         .map_err(|e| format!("cannot read {source} {}: {e}", path.display()))?;
     text.lines()
         .map(str::trim)
@@ -328,14 +382,12 @@ fn read_token(path: &Path, source: &str) -> Result<String, String> {
         .ok_or_else(|| format!("{source} {} holds no token", path.display()))
 }
 
+/// Seconds from 0.01 to 1e9, as the server takes them: a shorter period (a heartbeat every
+/// 1e-12 s is every 0 ns) would spin, a longer one is no setting.
 fn positive_seconds(seconds: f64, source: &str) -> Result<Duration, String> {
-    if seconds.is_finite() && seconds > 0.0 && seconds < 1e9 {
-        Ok(Duration::from_secs_f64(seconds))
-    } else {
-        Err(format!(
-            "invalid {source}: expected a positive number of seconds, got {seconds}"
-        ))
-    }
+    // `{:?}`: 1e308 as `1e308`, not 309 digits.
+    checked_seconds(seconds)
+        .map_err(|expected| format!("invalid {source}: {expected}, got {seconds:?}"))
 }
 
 /// `a, b,,c` as `[a, b, c]`.
@@ -358,8 +410,8 @@ struct File {
 impl File {
     fn read(path: &Path) -> Result<File, String> {
         let shown = path.display();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read config file {shown}: {e}"))?;
+        let text =
+            read_config_text(path).map_err(|e| format!("cannot read config file {shown}: {e}"))?;
         let map = match serde_json::from_str(&text) {
             Ok(Value::Object(map)) => map,
             Ok(_) => return Err(format!("config file {shown}: expected a JSON object")),
@@ -417,12 +469,14 @@ impl File {
     }
 
     fn seconds(&self, key: &str) -> Result<Option<Duration>, String> {
-        let what = "a positive number of seconds";
-        match self.number::<f64>(key, what)? {
-            None => Ok(None),
-            Some(s) if s.is_finite() && s > 0.0 && s < 1e9 => Ok(Some(Duration::from_secs_f64(s))),
-            Some(_) => Err(self.expected(key, what, &self.values[key])),
-        }
+        let what = "a number of seconds";
+        self.number::<f64>(key, what)?
+            .map(|s| {
+                checked_seconds(s).map_err(|expected| {
+                    self.invalid(key, &format!("{expected}, got {}", self.values[key]))
+                })
+            })
+            .transpose()
     }
 
     /// A list of strings: a JSON array, or one string of comma-separated items.
@@ -650,5 +704,112 @@ mod tests {
         let file = TempFile::new("unknown", r#"{"cleanup_interval": 60}"#);
         let err = load(&["--config", file.path()], &[]).unwrap_err();
         assert!(err.contains("unknown key \"cleanup_interval\""), "{err}");
+    }
+
+    #[test]
+    fn a_period_that_would_spin_or_never_come_is_refused_from_every_source() {
+        // 1e-12 s passes as positive and is zero nanoseconds: a heartbeat every 0 ns.
+        for bad in ["1e-12", "0.001", "1e308", "NaN", "0", "-1"] {
+            for flag in ["--timeout", "--heartbeat-interval"] {
+                let err = load(&[flag, bad], &[]).unwrap_err();
+                assert!(err.contains(flag) && err.contains("0.01"), "{err}");
+                // The number as written, not 309 digits.
+                assert!(err.len() < 200, "{err}");
+            }
+            for var in [
+                "GATEWAY_CLIENT_TIMEOUT",
+                "GATEWAY_CLIENT_HEARTBEAT_INTERVAL",
+                "GATEWAY_CLIENT_RETRY_DELAY",
+            ] {
+                let err = load(&[], &[(var, bad)]).unwrap_err();
+                assert!(err.contains(var) && err.contains("0.01"), "{err}");
+            }
+            for key in ["timeout", "heartbeat_interval", "retry_delay"] {
+                let file = TempFile::new(
+                    &format!("period-{key}"),
+                    &format!(r#"{{"{key}": "{bad}"}}"#),
+                );
+                let err = load(&["--config", file.path()], &[]).unwrap_err();
+                assert!(err.contains(key) && err.contains("0.01"), "{err}");
+            }
+        }
+        let settings = load(&["--heartbeat-interval", "0.01"], &[]).unwrap();
+        assert_eq!(settings.heartbeat_interval, Some(Duration::from_millis(10)));
+    }
+
+    #[test]
+    fn a_port_out_of_range_says_what_a_port_is() {
+        for var in ["GATEWAY_PORT", "NODE_PORT"] {
+            let err = load(&[], &[(var, "70000")]).unwrap_err();
+            assert!(err.contains(var) && err.contains("0 to 65535"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_config_file_that_is_not_a_small_file_is_refused_without_reading_it_all() {
+        let big = TempFile::new(
+            "big",
+            &format!(r#"{{"gateway_host": "{}"}}"#, "a".repeat(2 << 20)),
+        );
+        let err = load(&["--config", big.path()], &[]).unwrap_err();
+        assert!(
+            err.contains("larger than") && err.contains(big.path()),
+            "{err}"
+        );
+        // Without the bound, /dev/zero is read until the memory runs out.
+        let err = load(&["--config", "/dev/zero"], &[]).unwrap_err();
+        assert!(err.contains("larger than"), "{err}");
+        let dir = std::env::temp_dir();
+        let err = load(&["--config", dir.to_str().unwrap()], &[]).unwrap_err();
+        assert!(err.contains("cannot read config file"), "{err}");
+        let deep = TempFile::new(
+            "deep",
+            &format!("{}1{}", r#"{"a":"#.repeat(10_000), "}".repeat(10_000)),
+        );
+        let err = load(&["--config", deep.path()], &[]).unwrap_err();
+        assert!(err.contains("invalid JSON"), "{err}");
+    }
+
+    #[test]
+    fn a_gateway_flag_may_name_several_comma_separated_as_the_variable_does() {
+        let settings = load(&["--gateway", "g1:1, g2:2", "--gateway", "g3:3"], &[]).unwrap();
+        assert_eq!(settings.gateways, ["g1:1", "g2:2", "g3:3"]);
+        let from_env = load(&[], &[("GATEWAY_URL", "g1:1, g2:2")]).unwrap();
+        assert_eq!(from_env.gateways, ["g1:1", "g2:2"]);
+        for empty in ["", " , "] {
+            let err = load(&["--gateway", empty], &[]).unwrap_err();
+            assert!(err.contains("--gateway"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_gateway_host_with_a_scheme_or_a_port_is_refused_naming_the_setting() {
+        for bad in ["http://gw:8080", "gw:8080", "127.0.0.1:18431"] {
+            let err = load(&["--gateway-host", bad], &[]).unwrap_err();
+            assert!(
+                err.contains("--gateway-host") && err.contains("--gateway"),
+                "{err}"
+            );
+            let err = load(&[], &[("GATEWAY_HOST", bad)]).unwrap_err();
+            assert!(err.contains("GATEWAY_HOST"), "{err}");
+            let file = TempFile::new("host", &format!(r#"{{"gateway_host": "{bad}"}}"#));
+            let err = load(&["--config", file.path()], &[]).unwrap_err();
+            assert!(err.contains("gateway_host"), "{err}");
+        }
+        // An IPv6 address, bracketed or not, and a name are hosts.
+        for host in ["::1", "[::1]", "gw.example", "10.0.0.1"] {
+            let settings = load(&["--gateway-host", host, "--gateway-port", "9"], &[]).unwrap();
+            assert_eq!(settings.gateways.len(), 1, "{host}");
+        }
+        let settings = load(&["--gateway-host", "::1", "--gateway-port", "9"], &[]).unwrap();
+        assert_eq!(settings.gateways, ["[::1]:9"]);
+    }
+
+    #[test]
+    fn an_empty_ip_flag_is_refused_here_not_by_the_gateway() {
+        let err = load(&["--ip", " "], &[]).unwrap_err();
+        assert!(err.contains("--ip"), "{err}");
+        let settings = load(&["--ip", " 10.0.0.9 "], &[]).unwrap();
+        assert_eq!(settings.ip_address, "10.0.0.9");
     }
 }
