@@ -10,7 +10,8 @@ use cluster_gateway::{GatewayClient, GatewayServer, ServerConfig};
 use serde_json::json;
 
 use crate::support::{
-    Barrier, TestServer, agent, eventually, free_port, join_all, own_host, registration,
+    Barrier, TestServer, agent, answers_unread, eventually, free_port, join_all, own_host,
+    registration,
 };
 
 /// Rounds of the bootstrap race: all of them when `GATEWAY_SLOW_TESTS` is set (CI sets it).
@@ -295,22 +296,6 @@ fn register_big_nodes(url: &str) {
             .unwrap();
         assert_eq!(answer.status(), 200);
     }
-}
-
-/// True once a socket on `port` has bytes in its send queue (`/proc/net/tcp`): an answer the
-/// client does not read.
-fn answers_unread(port: u16) -> bool {
-    let port = format!(":{port:04X}");
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-    table.lines().skip(1).any(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        fields.len() > 4
-            && fields[1].ends_with(&port)
-            && fields[4]
-                .split(':')
-                .next()
-                .is_some_and(|tx| u64::from_str_radix(tx, 16).unwrap_or(0) > 0)
-    })
 }
 
 /// The stop waits (up to the grace) for the one worker, stuck writing to a client that does

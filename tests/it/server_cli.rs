@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{agent, eventually};
+use crate::support::{agent, answers_unread, eventually};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gateway-server");
 
@@ -261,22 +261,8 @@ fn sigterm_finishes_in_bounded_time_with_a_client_that_pipelines_and_never_reads
     stream.write_all(request.as_bytes()).unwrap();
     // Wait until the server has answers queued that the client does not read: a socket on the
     // server's port with bytes in its send queue (/proc/net/tcp: local address, tx_queue).
-    let port = format!(
-        ":{:04X}",
-        address.rsplit(':').next().unwrap().parse::<u16>().unwrap()
-    );
-    let blocked = eventually(Duration::from_secs(20), || {
-        let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-        table.lines().skip(1).any(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            fields.len() > 4
-                && fields[1].ends_with(&port)
-                && fields[4]
-                    .split(':')
-                    .next()
-                    .is_some_and(|tx| u64::from_str_radix(tx, 16).unwrap_or(0) > 0)
-        })
-    });
+    let port: u16 = address.rsplit(':').next().unwrap().parse().unwrap();
+    let blocked = eventually(Duration::from_secs(20), || answers_unread(port));
     assert!(blocked, "the server never had unread answers queued");
     server.signal("TERM");
     // At most SHUTDOWN_GRACE (5 s) plus the exit: `wait_exit` allows 10 s.

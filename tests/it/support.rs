@@ -442,3 +442,19 @@ pub fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send +
         Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("the call panicked"),
     }
 }
+
+/// True once a socket on `port` has bytes in its send queue (`/proc/net/tcp`): an answer the
+/// client does not read.
+pub fn answers_unread(port: u16) -> bool {
+    let port = format!(":{port:04X}");
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.len() > 4
+            && fields[1].ends_with(&port)
+            && fields[4]
+                .split(':')
+                .next()
+                .is_some_and(|tx| u64::from_str_radix(tx, 16).unwrap_or(0) > 0)
+    })
+}
