@@ -146,6 +146,13 @@ impl Body {
         self.len() == 0
     }
 
+    /// Writes the whole body to `out`, piece by piece.
+    pub fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
+        self.parts
+            .iter()
+            .try_for_each(|p| out.write_all(self.part(p)))
+    }
+
     /// The whole body as one buffer.
     pub fn to_vec(&self) -> Vec<u8> {
         self.parts

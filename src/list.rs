@@ -68,6 +68,8 @@ struct Checksums {
 #[derive(Debug)]
 struct Chunk {
     entries: Vec<Entry>,
+    /// True if some of the nodes are suspected.
+    suspected: bool,
     /// The nodes' JSON objects joined by commas.
     json: Arc<[u8]>,
     built: Instant,
@@ -433,6 +435,7 @@ impl Chunk {
         Chunk {
             entries,
             json,
+            suspected: records.iter().any(|r| r.status == NodeStatus::Suspected),
             built: now,
             gzip,
         }
@@ -484,9 +487,7 @@ impl Chunk {
     }
 
     fn has_suspected(&self) -> bool {
-        self.entries
-            .iter()
-            .any(|e| e.status == NodeStatus::Suspected)
+        self.suspected
     }
 
     /// True if this chunk has exactly these nodes with the same address, capabilities,

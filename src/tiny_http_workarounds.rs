@@ -665,23 +665,34 @@ const WRITE_BUFFER: usize = 64 * 1024;
 /// `Request::into_writer` drops the request, and so drains an unread body, before the answer
 /// is written: a request with declared bytes left unread goes through [`respond_then_drain`].
 pub(crate) fn respond(request: tiny_http::Request, answer: Response) {
-    let (response, length) = response_of(answer);
+    let status = answer.status;
+    let (head, body, length) = response_of(answer);
     let head_only = *request.method() == tiny_http::Method::Head;
     let version = request.http_version().clone();
     let asked = request.headers().to_vec();
-    let head_size: usize = response
+    let head_size: usize = head
         .headers()
         .iter()
         .map(|h| h.field.as_str().as_str().len() + h.value.as_str().len() + 4)
         .sum::<usize>()
         + 256;
-    let body = if head_only { 0 } else { length };
-    let capacity = (head_size + body).min(WRITE_BUFFER);
+    // What `Response::raw_print` sends a body with.
+    let sends_body = !head_only && !matches!(status, 100..=199 | 204 | 304);
+    let capacity = (head_size + if sends_body { length } else { 0 }).min(WRITE_BUFFER);
     // Dropping the writer (after the flush) lets tiny_http go on to the connection's next
     // request, as `respond` does.
     let mut writer = io::BufWriter::with_capacity(capacity, request.into_writer());
-    let written = response
-        .raw_print(&mut writer, version, &asked, head_only, None)
+    // tiny_http prints the head (with the length); the body's pieces go straight into the
+    // buffer, not through `io::copy`'s own 8 KiB buffer first.
+    let written = head
+        .raw_print(&mut writer, version, &asked, true, None)
+        .and_then(|()| {
+            if sends_body {
+                body.write_to(&mut writer)
+            } else {
+                Ok(())
+            }
+        })
         .and_then(|()| writer.flush());
     match written {
         Ok(()) => {}
@@ -697,14 +708,15 @@ pub(crate) fn respond(request: tiny_http::Request, answer: Response) {
 /// Writes `answer` through `Request::respond` (unbuffered, see [`respond`]), then drops the
 /// request, which drains its unread body: for refusals, whose answers are small.
 fn respond_then_drain(request: tiny_http::Request, answer: Response) {
-    let (response, _) = response_of(answer);
-    if let Err(e) = request.respond(response) {
+    let (head, body, length) = response_of(answer);
+    if let Err(e) = request.respond(head.with_data(body, Some(length))) {
         log::debug!("could not write an answer: {e}");
     }
 }
 
-/// `answer` as a tiny_http response with its length, and that length.
-fn response_of(answer: Response) -> (tiny_http::Response<http::Body>, usize) {
+/// `answer` as a tiny_http response without its body but with its length, the body, and that
+/// length.
+fn response_of(answer: Response) -> (tiny_http::Response<io::Empty>, http::Body, usize) {
     let content_type = Header::from_bytes(&b"Content-Type"[..], answer.content_type.as_bytes());
     let mut headers = vec![content_type.expect("valid header")];
     if let Some(allow) = answer.allow {
@@ -720,13 +732,13 @@ fn response_of(answer: Response) -> (tiny_http::Response<http::Body>, usize) {
     let response = tiny_http::Response::new(
         StatusCode(answer.status),
         headers,
-        answer.body,
+        io::empty(),
         Some(length),
         None,
     )
     // We always know the length: never switch to chunked encoding.
     .with_chunked_threshold(usize::MAX);
-    (response, length)
+    (response, answer.body, length)
 }
 
 /// True for the errors `Request::respond` treats as the client closing the connection.
