@@ -6,7 +6,8 @@
 # Needs wrk and nginx: apt-get install wrk nginx. DURATION (seconds per run, default 5),
 # WORKERS (default 8), WATCH_ROUNDS (changes timed for the long-poll latency, default 500),
 # CLIENT_WATCH_ROUNDS (changes timed through the client library's watch, default 200).
-# ONLY=watch runs the long-poll rows alone, ONLY=scale the 100,000-node rows.
+# ONLY=watch runs the long-poll rows alone, ONLY=scale the 100,000-node rows, ONLY=gzip the gzip
+# rows.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 duration=${DURATION:-5}
@@ -250,8 +251,33 @@ sleep 15
 echo "$empty $soon $(rss_of "$srv")" | awk '{ printf "  every node removed: %d KiB resident after 3 s, %d KiB after 18 s (empty: %d KiB; +%d KiB, +%d KiB)\n", $2, $3, $1, $2-$1, $3-$1 }'
 kill "$srv" 2>/dev/null || true
 }
+# gzip rows: GET /nodes?node_id=1 (an answer without the asker) with Accept-Encoding: gzip, on
+# each gateway url given, against nginx serving the same compressed bytes (gzip_static).
+gzip_rows() {
+  echo
+  echo "gzip: GET /nodes with Accept-Encoding: gzip against nginx serving the same bytes (gzip_static)"
+  cat >"$work/gzip.lua" <<'LUA'
+wrk.headers["Accept-Encoding"] = "gzip"
+LUA
+  local gw n g x
+  for gw in "$@"; do
+    n=$(curl --silent "$gw/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["total_nodes"])')
+    curl --silent -H 'Accept-Encoding: gzip' "$gw/nodes?node_id=1" >"$work/www/nodes$n.json.gz"
+    curl --silent "$gw/nodes?node_id=1" >"$work/www/nodes$n.json"
+    g=$(measure "$gw/nodes?node_id=1" 16 "$work/gzip.lua")
+    x=$(measure "$nginx_url/nodes$n.json" 16 "$work/gzip.lua")
+    echo "$n $g $x $(wc -c <"$work/www/nodes$n.json.gz") $(wc -c <"$work/www/nodes$n.json")" | awk '{ printf "  %6d nodes: gateway %d/s, nginx %d/s (%.2fx); %d bytes gzip, %d plain\n", $1, $2, $6, $2/$6, $10, $11 }'
+  done
+}
 if [ "${ONLY:-}" = watch ]; then watch_rows; exit 0; fi
 if [ "${ONLY:-}" = scale ]; then scale_rows; exit 0; fi
+if [ "${ONLY:-}" = gzip ]; then
+  start_nginx
+  start_gateway 1000 30; small=$url
+  start_gateway 10000 30; large=$url
+  gzip_rows "$small" "$large"
+  exit 0
+fi
 
 start_nginx
 start_gateway 1000 30; small=$url
@@ -306,19 +332,7 @@ watch_rows
 
 scale_rows
 
-echo
-echo "gzip: GET /nodes with Accept-Encoding: gzip against nginx serving the same bytes (gzip_static)"
-for gw in "$small" "$large"; do
-  n=$(curl --silent "$gw/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["total_nodes"])')
-  curl --silent -H 'Accept-Encoding: gzip' "$gw/nodes?node_id=1" >"$work/www/nodes$n.json.gz"
-  curl --silent "$gw/nodes?node_id=1" >"$work/www/nodes$n.json"
-  cat >"$work/gzip.lua" <<'LUA'
-wrk.headers["Accept-Encoding"] = "gzip"
-LUA
-  g=$(measure "$gw/nodes?node_id=1" 16 "$work/gzip.lua")
-  x=$(measure "$nginx_url/nodes$n.json" 16 "$work/gzip.lua")
-  echo "$n $g $x $(wc -c <"$work/www/nodes$n.json.gz") $(wc -c <"$work/www/nodes$n.json")" | awk '{ printf "  %6d nodes: gateway %d/s, nginx %d/s (%.2fx); %d bytes gzip, %d plain\n", $1, $2, $6, $2/$6, $10, $11 }'
-done
+gzip_rows "$small" "$large"
 echo "etcd: a gateway over one etcd member (--store etcd) against one in memory, same run"
 if ! command -v etcd >/dev/null; then
   echo "  skipped: etcd is not installed (apt-get install etcd-server)"

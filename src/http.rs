@@ -146,6 +146,13 @@ impl Body {
         self.len() == 0
     }
 
+    /// Writes the whole body to `out`, piece by piece.
+    pub fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
+        self.parts
+            .iter()
+            .try_for_each(|p| out.write_all(self.part(p)))
+    }
+
     /// The whole body as one buffer.
     pub fn to_vec(&self) -> Vec<u8> {
         self.parts
@@ -157,19 +164,23 @@ impl Body {
 }
 
 impl Read for Body {
+    /// Fills `buf` from as many parts as fit (a list answer has hundreds of small ones).
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while let Some(part) = self.parts.get(self.at.0) {
+        let mut filled = 0;
+        while filled < buf.len()
+            && let Some(part) = self.parts.get(self.at.0)
+        {
             let rest = &self.part(part)[self.at.1..];
-            if rest.is_empty() {
+            let n = rest.len().min(buf.len() - filled);
+            buf[filled..filled + n].copy_from_slice(&rest[..n]);
+            filled += n;
+            if n == rest.len() {
                 self.at = (self.at.0 + 1, 0);
-                continue;
+            } else {
+                self.at.1 += n;
             }
-            let n = rest.len().min(buf.len());
-            buf[..n].copy_from_slice(&rest[..n]);
-            self.at.1 += n;
-            return Ok(n);
         }
-        Ok(0)
+        Ok(filled)
     }
 }
 

@@ -48,12 +48,28 @@ pub struct NodeList {
     pub(crate) built: Instant,
     chunks: Vec<Arc<Chunk>>,
     suspected: usize,
+    /// The checksums of the compressed chunks' texts, made on first use: `[0]` for answers of
+    /// the active nodes, `[1]` with the suspected ones.
+    checksums: [OnceLock<Checksums>; 2],
+}
+
+/// The CRC-32 of a list's compressed texts joined by commas (empty texts left out), before
+/// and after each chunk, so a gzip answer's checksum costs two combinations and the asker's
+/// chunk, not a pass over the whole list.
+#[derive(Debug)]
+struct Checksums {
+    /// `before[k]`: chunks `..k`; `before[chunks]` is the whole list.
+    before: Vec<crc32fast::Hasher>,
+    /// `after[k]`: chunks `k..`; `after[chunks]` is empty.
+    after: Vec<crc32fast::Hasher>,
 }
 
 /// Up to about [`CHUNK_NODES`] consecutive nodes.
 #[derive(Debug)]
 struct Chunk {
     entries: Vec<Entry>,
+    /// True if some of the nodes are suspected.
+    suspected: bool,
     /// The nodes' JSON objects joined by commas.
     json: Arc<[u8]>,
     built: Instant,
@@ -81,6 +97,8 @@ struct Compressed {
     /// The text it holds (for the gzip checksum). A chunk whose nodes only heartbeated keeps
     /// its compressed form, with the older `last_seen` values, for up to [`GZIP_MAX_AGE`].
     text: Arc<[u8]>,
+    /// The CRC-32 of `text`.
+    crc: crc32fast::Hasher,
     made: Instant,
 }
 
@@ -183,6 +201,7 @@ impl NodeList {
             built: now,
             chunks,
             suspected,
+            checksums: [OnceLock::new(), OnceLock::new()],
         }
     }
 
@@ -228,7 +247,8 @@ impl NodeList {
     /// ones). The asker's chunk, without the asker, is the one piece made for the answer: sent
     /// as it is (stored blocks) in a list of [`STORE_PARTIAL_FROM`] chunks or more, compressed
     /// fast in a shorter one. The prefix, the commas between chunks and the suffix go as stored
-    /// blocks. The checksum is computed over the text.
+    /// blocks. The checksum combines the list's cached checksums before and after the asker's
+    /// chunk with that chunk's text ([`Checksums`]).
     pub fn select_gzip(
         &self,
         filter: Filter<'_>,
@@ -238,6 +258,11 @@ impl NodeList {
         if filter.capability.is_some() {
             return None;
         }
+        let checksums = self.checksums(filter.include_suspected);
+        let asker = filter
+            .exclude
+            .and_then(|id| self.chunk_of(id))
+            .filter(|&k| self.chunks[k].contains(filter.exclude));
         let mut crc = crc32fast::Hasher::new();
         let mut parts = Vec::with_capacity(2 * self.chunks.len() + 2);
         let mut head = GZIP_HEADER.to_vec();
@@ -248,20 +273,18 @@ impl NodeList {
         parts.push(Part::Owned(head));
         let mut first = true;
         for (i, chunk) in self.chunks.iter().enumerate() {
-            if !chunk.contains(filter.exclude) {
-                let variant = usize::from(!filter.include_suspected && chunk.has_suspected());
-                let compressed = chunk.compressed(variant);
-                if !compressed.text.is_empty() {
+            if Some(i) != asker {
+                let variant = self.variant(chunk, filter.include_suspected);
+                if !chunk.compressed(variant).text.is_empty() {
                     if !first {
                         parts.push(Part::Static(COMMA_BLOCK));
-                        crc.update(b",");
                     }
-                    crc.update(&compressed.text);
                     parts.push(Part::Compressed { chunk: i, variant });
                     first = false;
                 }
                 continue;
             }
+            crc.combine(&checksums.before[i]);
             let mut text = Vec::new();
             for entry in chunk.entries.iter().filter(|e| filter.keeps(e)) {
                 if !text.is_empty() || !first {
@@ -281,6 +304,16 @@ impl NodeList {
                 }));
                 first = false;
             }
+            let rest = &checksums.after[i + 1];
+            if rest.total_len() > 0 {
+                if !first {
+                    crc.update(b",");
+                }
+                crc.combine(rest);
+            }
+        }
+        if asker.is_none() {
+            crc.combine(&checksums.before[self.chunks.len()]);
         }
         let mut closing = b"]".to_vec();
         closing.extend_from_slice(suffix);
@@ -291,6 +324,38 @@ impl NodeList {
         tail.extend_from_slice(&(length as u32).to_le_bytes());
         parts.push(Part::Owned(tail));
         Some(parts)
+    }
+
+    /// Which compressed form of `chunk` an answer uses: every node (`0`), or the active ones
+    /// (`1`) when the answer leaves suspected nodes out and the chunk has some.
+    fn variant(&self, chunk: &Chunk, include_suspected: bool) -> usize {
+        usize::from(!include_suspected && chunk.has_suspected())
+    }
+
+    /// The checksums of the compressed texts, with or without the suspected nodes.
+    fn checksums(&self, include_suspected: bool) -> &Checksums {
+        self.checksums[usize::from(include_suspected)].get_or_init(|| {
+            let n = self.chunks.len();
+            let pieces: Vec<&Compressed> = self
+                .chunks
+                .iter()
+                .map(|c| c.compressed(self.variant(c, include_suspected)))
+                .collect();
+            let mut before = Vec::with_capacity(n + 1);
+            let mut running = crc32fast::Hasher::new();
+            before.push(running.clone());
+            for piece in &pieces {
+                join(&mut running, &piece.crc);
+                before.push(running.clone());
+            }
+            let mut after = vec![crc32fast::Hasher::new(); n + 1];
+            for (k, piece) in pieces.iter().enumerate().rev() {
+                let mut here = piece.crc.clone();
+                join(&mut here, &after[k + 1]);
+                after[k] = here;
+            }
+            Checksums { before, after }
+        })
     }
 
     /// The JSON object of one node, if registered.
@@ -361,6 +426,7 @@ impl Chunk {
                     let _ = kept.set(Compressed {
                         bytes: compressed.bytes.clone(),
                         text: Arc::clone(&compressed.text),
+                        crc: compressed.crc.clone(),
                         made: compressed.made,
                     });
                 }
@@ -369,6 +435,7 @@ impl Chunk {
         Chunk {
             entries,
             json,
+            suspected: records.iter().any(|r| r.status == NodeStatus::Suspected),
             built: now,
             gzip,
         }
@@ -393,9 +460,12 @@ impl Chunk {
                 }
                 Arc::from(text)
             };
+            let mut crc = crc32fast::Hasher::new();
+            crc.update(&text);
             Compressed {
                 bytes: deflate(&text, Compression::default()),
                 text,
+                crc,
                 made: Instant::now(),
             }
         })
@@ -417,9 +487,7 @@ impl Chunk {
     }
 
     fn has_suspected(&self) -> bool {
-        self.entries
-            .iter()
-            .any(|e| e.status == NodeStatus::Suspected)
+        self.suspected
     }
 
     /// True if this chunk has exactly these nodes with the same address, capabilities,
@@ -444,6 +512,18 @@ impl Chunk {
                 .zip(records)
                 .all(|(e, r)| e.last_seen == r.last_seen)
     }
+}
+
+/// Appends the text `next` checksums to the text `crc` checksums, with a comma between them
+/// when both are non-empty (how chunks' texts join in a list).
+fn join(crc: &mut crc32fast::Hasher, next: &crc32fast::Hasher) {
+    if next.total_len() == 0 {
+        return;
+    }
+    if crc.total_len() > 0 {
+        crc.update(b",");
+    }
+    crc.combine(next);
 }
 
 /// `text` as a raw deflate stream ended by a full flush (no final block, byte aligned).

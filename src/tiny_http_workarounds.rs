@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, SockRef, Socket, TcpKeepalive, Type};
 use tiny_http::{Header, StatusCode};
 
-use crate::http::Response;
+use crate::http::{self, Response};
 use crate::lock;
 
 // ------------------------------------------------------------------------------------------
@@ -716,13 +716,13 @@ pub(crate) fn dispose(request: tiny_http::Request, answer: Response, unread: Unr
     match unread {
         Unread::Nothing => respond(request, answer),
         Unread::Declared(n) if n <= MAX_DRAIN => {
-            thread::spawn(move || respond(request, answer));
+            thread::spawn(move || respond_then_drain(request, answer));
         }
         Unread::Declared(n) if n > isize::MAX as u64 => {
             let _ = thread::Builder::new()
                 .name(QUIET_THREAD.to_owned())
                 .spawn(move || {
-                    let _ = catch_unwind(AssertUnwindSafe(|| respond(request, answer)));
+                    let _ = catch_unwind(AssertUnwindSafe(|| respond_then_drain(request, answer)));
                 });
         }
         Unread::Declared(n) => abandon(request, answer, n),
@@ -751,9 +751,78 @@ fn abandon(request: tiny_http::Request, answer: Response, unread: u64) {
     std::mem::forget(stream);
 }
 
-/// Writes `answer`, with its length (never chunked). tiny_http drops a `Connection` header
-/// from answers (`Response::add_header`), so an answer cannot even ask the client to close.
+/// The most an answer's writes are gathered into before they go to the socket.
+const WRITE_BUFFER: usize = 64 * 1024;
+
+/// Writes `answer`, with its length (never chunked), to a request whose body was read (or is
+/// not drained: no length, chunked, or buffered by tiny_http). tiny_http drops a `Connection`
+/// header from answers (`Response::add_header`), so an answer cannot even ask the client to
+/// close.
+///
+/// tiny_http writes an answer through a 1 KiB `BufWriter` with `io::copy`, which reads the body
+/// 8 KiB at a time: every write of 1 KiB or more goes straight to the socket, and with
+/// `TCP_NODELAY` each one is a packet of its own. A list answer made of many cached pieces
+/// took one `send` per piece (314 for a gzipped list of 10,000 nodes), most of its time
+/// (upstream: tiny-http/tiny-http#263, closed unmerged, on the 1 KiB buffer and 8 KiB copy).
+/// So the answer is written as `Request::respond` does (the same head, `HEAD` without a body,
+/// the same errors ignored), but into a buffer of up to [`WRITE_BUFFER`] in front of
+/// tiny_http's writer: a few large writes per answer, one for a small answer with its head.
+///
+/// `Request::into_writer` drops the request, and so drains an unread body, before the answer
+/// is written: a request with declared bytes left unread goes through [`respond_then_drain`].
 pub(crate) fn respond(request: tiny_http::Request, answer: Response) {
+    let status = answer.status;
+    let (head, body, length) = response_of(answer);
+    let head_only = *request.method() == tiny_http::Method::Head;
+    let version = request.http_version().clone();
+    let asked = request.headers().to_vec();
+    let head_size: usize = head
+        .headers()
+        .iter()
+        .map(|h| h.field.as_str().as_str().len() + h.value.as_str().len() + 4)
+        .sum::<usize>()
+        + 256;
+    // What `Response::raw_print` sends a body with.
+    let sends_body = !head_only && !matches!(status, 100..=199 | 204 | 304);
+    let capacity = (head_size + if sends_body { length } else { 0 }).min(WRITE_BUFFER);
+    // Dropping the writer (after the flush) lets tiny_http go on to the connection's next
+    // request, as `respond` does.
+    let mut writer = io::BufWriter::with_capacity(capacity, request.into_writer());
+    // tiny_http prints the head (with the length); the body's pieces go straight into the
+    // buffer, not through `io::copy`'s own 8 KiB buffer first.
+    let written = head
+        .raw_print(&mut writer, version, &asked, true, None)
+        .and_then(|()| {
+            if sends_body {
+                body.write_to(&mut writer)
+            } else {
+                Ok(())
+            }
+        })
+        .and_then(|()| writer.flush());
+    match written {
+        Ok(()) => {}
+        // What `Request::respond` ignores: the client went away.
+        Err(e) if client_closed(&e) => {}
+        Err(e) => log::debug!("could not write an answer: {e}"),
+    }
+    // Whatever a failed write left in the buffer is dropped, not tried again (a `BufWriter`
+    // flushes when dropped: another wait of the write timeout on a client that does not read).
+    drop(writer.into_parts());
+}
+
+/// Writes `answer` through `Request::respond` (unbuffered, see [`respond`]), then drops the
+/// request, which drains its unread body: for refusals, whose answers are small.
+fn respond_then_drain(request: tiny_http::Request, answer: Response) {
+    let (head, body, length) = response_of(answer);
+    if let Err(e) = request.respond(head.with_data(body, Some(length))) {
+        log::debug!("could not write an answer: {e}");
+    }
+}
+
+/// `answer` as a tiny_http response without its body but with its length, the body, and that
+/// length.
+fn response_of(answer: Response) -> (tiny_http::Response<io::Empty>, http::Body, usize) {
     let content_type = Header::from_bytes(&b"Content-Type"[..], answer.content_type.as_bytes());
     let mut headers = vec![content_type.expect("valid header")];
     if let Some(allow) = answer.allow {
@@ -769,15 +838,24 @@ pub(crate) fn respond(request: tiny_http::Request, answer: Response) {
     let response = tiny_http::Response::new(
         StatusCode(answer.status),
         headers,
-        answer.body,
+        io::empty(),
         Some(length),
         None,
     )
     // We always know the length: never switch to chunked encoding.
     .with_chunked_threshold(usize::MAX);
-    if let Err(e) = request.respond(response) {
-        log::debug!("could not write an answer: {e}");
-    }
+    (response, answer.body, length)
+}
+
+/// True for the errors `Request::respond` treats as the client closing the connection.
+fn client_closed(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+    )
 }
 
 /// A body reader that fails with `TimedOut` once a read ends past `deadline`.

@@ -255,3 +255,70 @@ fn stored_blocks_split_at_64_kib() {
     member.extend_from_slice(&(text.len() as u32).to_le_bytes());
     assert!(gunzip(&member).as_bytes() == text.as_slice());
 }
+
+/// The CRC-32 and length in a gzip member's trailer.
+fn trailer(bytes: &[u8]) -> (u32, u32) {
+    let end = &bytes[bytes.len() - 8..];
+    (
+        u32::from_le_bytes(end[..4].try_into().unwrap()),
+        u32::from_le_bytes(end[4..].try_into().unwrap()),
+    )
+}
+
+#[test]
+fn the_combined_checksum_is_the_crc_of_the_text_for_every_asker() {
+    // Chunk 1 (ids 64..128) is all suspected: without the suspected nodes its text is empty,
+    // and a chunk of one node is empty without its asker.
+    let mut records = nodes(0..300);
+    for record in &mut records[64..128] {
+        record.status = NodeStatus::Suspected;
+    }
+    records.push(record(5000, NodeStatus::Active));
+    let list = NodeList::build(snapshot(records.clone(), 1), None);
+    let askers = [0, 7, 63, 64, 100, 128, 299, 5000].map(Some);
+    for exclude in [None].into_iter().chain(askers) {
+        for include_suspected in [false, true] {
+            let filter = Filter {
+                exclude,
+                include_suspected,
+                capability: None,
+            };
+            let member = bytes_of(&list, &list.select_gzip(filter, b"{", b"}").unwrap());
+            let unzipped = gunzip(&member);
+            assert!(unzipped == format!("{{{}}}", text(plain(&records, filter))));
+            let (crc, length) = trailer(&member);
+            assert_eq!(crc, crc32fast::hash(unzipped.as_bytes()), "{filter:?}");
+            assert_eq!(length as usize, unzipped.len(), "{filter:?}");
+        }
+    }
+    // A list whose only node is the asker, and an empty list.
+    for records in [nodes([9]), Vec::new()] {
+        let list = NodeList::build(snapshot(records, 2), None);
+        let filter = Filter {
+            exclude: Some(9),
+            ..Filter::default()
+        };
+        let member = bytes_of(&list, &list.select_gzip(filter, b"", b"").unwrap());
+        assert_eq!(gunzip(&member), "[]");
+        assert_eq!(trailer(&member), (crc32fast::hash(b"[]"), 2));
+    }
+}
+
+#[test]
+fn checksums_kept_across_versions_with_old_compressed_texts_stay_right() {
+    // A heartbeat keeps a chunk's compressed form (older `last_seen`): the answer's checksum
+    // must be that of the kept text, which is what the member holds.
+    let records = nodes(0..200);
+    let first = NodeList::build(snapshot(records.clone(), 1), None);
+    let all = Filter::default();
+    first.select_gzip(all, b"", b"").unwrap();
+    let mut beat = records.clone();
+    beat[70].last_seen += 1.0;
+    let second = NodeList::build(snapshot(beat, 2), Some(&first));
+    for exclude in [None, Some(70), Some(3)] {
+        let filter = Filter { exclude, ..all };
+        let member = bytes_of(&second, &second.select_gzip(filter, b"", b"").unwrap());
+        let unzipped = gunzip(&member);
+        assert_eq!(trailer(&member).0, crc32fast::hash(unzipped.as_bytes()));
+    }
+}
