@@ -75,8 +75,9 @@ pub struct NodeInfo {
     pub ip_address: String,
     /// Port other nodes reach this one at.
     pub port: u16,
-    /// What the node offers, e.g. `raft`, `gossip`.
-    pub capabilities: Vec<String>,
+    /// What the node offers, e.g. `raft`, `gossip`: shared by the nodes that offer the same (see
+    /// `SharedCapabilities`).
+    pub capabilities: Arc<[String]>,
     /// A JSON object, kept as compact text: it is only ever written back out.
     pub metadata: Box<RawValue>,
 }
@@ -114,7 +115,7 @@ impl Serialize for NodeRecord {
         s.serialize_field("node_id", &self.node_id)?;
         s.serialize_field("ip_address", &self.info.ip_address)?;
         s.serialize_field("port", &self.info.port)?;
-        s.serialize_field("capabilities", &self.info.capabilities)?;
+        s.serialize_field("capabilities", &*self.info.capabilities)?;
         s.serialize_field("status", &self.status)?;
         s.serialize_field("last_seen", &self.last_seen)?;
         s.serialize_field("join_timestamp", &self.join_timestamp)?;
@@ -241,6 +242,48 @@ pub mod limits {
     pub const METADATA_BYTES: usize = 16 * 1024;
 }
 
+/// The capability sets of the last few nodes that registered with distinct ones, handed out
+/// again to a node that registers with the same: most nodes of a cluster offer the same few
+/// sets, so each set is kept once, not once a node (about 128 bytes a node with two).
+/// Bounded: a cluster of all-different sets only misses.
+#[derive(Debug, Default)]
+struct SharedCapabilities {
+    /// Most recently used first.
+    recent: Vec<Arc<[String]>>,
+}
+
+impl SharedCapabilities {
+    /// How many distinct sets are kept.
+    const KEEP: usize = 8;
+
+    fn share(&mut self, capabilities: Vec<String>) -> Arc<[String]> {
+        match self.find(&capabilities) {
+            Some(shared) => shared,
+            None => self.keep(capabilities.into()),
+        }
+    }
+
+    fn share_slice(&mut self, capabilities: &Arc<[String]>) -> Arc<[String]> {
+        match self.find(capabilities) {
+            Some(shared) => shared,
+            None => self.keep(Arc::clone(capabilities)),
+        }
+    }
+
+    fn find(&mut self, capabilities: &[String]) -> Option<Arc<[String]>> {
+        let i = self.recent.iter().position(|c| **c == *capabilities)?;
+        let found = self.recent.remove(i);
+        self.recent.insert(0, Arc::clone(&found));
+        Some(found)
+    }
+
+    fn keep(&mut self, capabilities: Arc<[String]>) -> Arc<[String]> {
+        self.recent.insert(0, Arc::clone(&capabilities));
+        self.recent.truncate(Self::KEEP);
+        capabilities
+    }
+}
+
 /// The registry: nodes, leader, bootstrap state and the version of what it shows.
 #[derive(Debug)]
 pub struct Registry {
@@ -256,6 +299,7 @@ pub struct Registry {
     max_nodes: usize,
     counts: Counts,
     events: Vec<Event>,
+    capabilities: SharedCapabilities,
 }
 
 /// What a durable store kept of a registry: enough to bring it back after a restart.
@@ -287,6 +331,7 @@ impl Registry {
             max_nodes: usize::MAX,
             counts: Counts::default(),
             events: Vec::new(),
+            capabilities: SharedCapabilities::default(),
         }
     }
 
@@ -303,7 +348,14 @@ impl Registry {
     /// back is reaped `node_timeout` later. `join_timestamp` is kept; `last_seen` is `now`.
     pub fn restore(liveness: Liveness, state: Restored, now: Now) -> Registry {
         let mut registry = Registry::new(liveness);
-        for (node_id, info, join_timestamp) in state.nodes {
+        for (node_id, mut info, join_timestamp) in state.nodes {
+            let shared = registry.capabilities.share_slice(&info.capabilities);
+            if !Arc::ptr_eq(&shared, &info.capabilities) {
+                info = Arc::new(NodeInfo {
+                    capabilities: shared,
+                    ..NodeInfo::clone(&info)
+                });
+            }
             registry.nodes.insert(
                 node_id,
                 NodeRecord {
@@ -353,7 +405,7 @@ impl Registry {
             let info = NodeInfo {
                 ip_address,
                 port,
-                capabilities,
+                capabilities: self.capabilities.share(capabilities),
                 metadata: merged,
             };
             let old = &record.info;
@@ -407,7 +459,7 @@ impl Registry {
                 info: Arc::new(NodeInfo {
                     ip_address,
                     port,
-                    capabilities,
+                    capabilities: self.capabilities.share(capabilities),
                     metadata,
                 }),
                 status: NodeStatus::Active,

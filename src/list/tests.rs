@@ -17,9 +17,9 @@ fn record(node_id: NodeId, status: NodeStatus) -> NodeRecord {
             ip_address: format!("10.0.{}.{}", node_id / 256 % 256, node_id % 256),
             port: 5000,
             capabilities: if node_id.is_multiple_of(3) {
-                vec!["raft".into(), "gossip".into()]
+                vec!["raft".into(), "gossip".into()].into()
             } else {
-                vec!["raft".into()]
+                vec!["raft".into()].into()
             },
             metadata: RawValue::from_string(format!(r#"{{"rack":"r{}"}}"#, node_id % 7)).unwrap(),
         }),

@@ -121,7 +121,7 @@ fn re_registering_replaces_address_and_merges_metadata() {
     let record = r.get(3).unwrap();
     assert_eq!(record.info.ip_address, "10.0.0.33");
     assert_eq!(record.info.port, 6003);
-    assert_eq!(record.info.capabilities, vec!["raft".to_string()]);
+    assert_eq!(*record.info.capabilities, ["raft".to_string()]);
     let metadata: Value = serde_json::from_str(record.info.metadata.get()).unwrap();
     assert_eq!(metadata, json!({"zone": "a", "rack": "r1"}));
 }
@@ -442,4 +442,114 @@ fn a_rejoiner_into_a_registry_emptied_on_purpose_still_disarms_bootstrap() {
     };
     assert!(!r.register(rejoin, clock.now()).unwrap().is_bootstrap);
     assert!(!r.bootstrap_armed());
+}
+
+fn with_capabilities(node_id: NodeId, capabilities: &[&str]) -> Registration {
+    Registration {
+        capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
+        ..reg(node_id)
+    }
+}
+
+fn capabilities_of(registry: &Registry, node_id: NodeId) -> Arc<[String]> {
+    Arc::clone(&registry.get(node_id).unwrap().info.capabilities)
+}
+
+#[test]
+fn nodes_offering_the_same_capabilities_share_one_copy_and_others_keep_their_own() {
+    let clock = Clock::new();
+    let mut registry = Registry::new(liveness());
+    for id in 1..=4 {
+        let caps: &[&str] = if id % 2 == 0 {
+            &["raft"]
+        } else {
+            &["raft", "gossip"]
+        };
+        registry
+            .register(with_capabilities(id, caps), clock.now())
+            .unwrap();
+    }
+    let (one, two, three, four) = (
+        capabilities_of(&registry, 1),
+        capabilities_of(&registry, 2),
+        capabilities_of(&registry, 3),
+        capabilities_of(&registry, 4),
+    );
+    assert!(Arc::ptr_eq(&one, &three), "the same set is one copy");
+    assert!(Arc::ptr_eq(&two, &four));
+    assert_eq!(*one, ["raft".to_string(), "gossip".to_string()]);
+    assert_eq!(*two, ["raft".to_string()]);
+    // The order is the node's own: the same names in another order are another set.
+    registry
+        .register(with_capabilities(5, &["gossip", "raft"]), clock.now())
+        .unwrap();
+    let five = capabilities_of(&registry, 5);
+    assert_eq!(*five, ["gossip".to_string(), "raft".to_string()]);
+    assert!(!Arc::ptr_eq(&five, &one));
+    // A re-registration that changes a node's set gives it the shared copy of the new one.
+    registry
+        .register(with_capabilities(1, &["raft"]), clock.now())
+        .unwrap();
+    assert!(Arc::ptr_eq(&capabilities_of(&registry, 1), &two));
+    assert!(Arc::ptr_eq(&capabilities_of(&registry, 3), &three));
+}
+
+#[test]
+fn more_distinct_capability_sets_than_are_kept_are_still_each_right() {
+    let clock = Clock::new();
+    let mut registry = Registry::new(liveness());
+    let sets: Vec<Vec<String>> = (0..3 * SharedCapabilities::KEEP)
+        .map(|i| vec![format!("cap{i}")])
+        .collect();
+    for round in 0..2 {
+        for (i, set) in sets.iter().enumerate() {
+            let id = (round * sets.len() + i) as NodeId + 1;
+            let caps: Vec<&str> = set.iter().map(String::as_str).collect();
+            registry
+                .register(with_capabilities(id, &caps), clock.now())
+                .unwrap();
+        }
+    }
+    for (i, set) in sets.iter().enumerate() {
+        for round in 0..2 {
+            let id = (round * sets.len() + i) as NodeId + 1;
+            assert_eq!(*capabilities_of(&registry, id), set[..]);
+        }
+    }
+    assert!(registry.capabilities.recent.len() <= SharedCapabilities::KEEP);
+}
+
+#[test]
+fn a_restored_registry_shares_the_capability_sets_again() {
+    let clock = Clock::new();
+    let info = |caps: &[&str]| {
+        Arc::new(NodeInfo {
+            ip_address: "10.0.0.1".into(),
+            port: 5000,
+            capabilities: caps
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .into(),
+            metadata: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
+        })
+    };
+    let state = Restored {
+        nodes: vec![
+            (1, info(&["raft"]), 1.0),
+            (2, info(&["raft"]), 2.0),
+            (3, info(&["gossip"]), 3.0),
+        ],
+        ..Restored::default()
+    };
+    let mut registry = Registry::restore(liveness(), state, clock.now());
+    let one = capabilities_of(&registry, 1);
+    assert!(Arc::ptr_eq(&one, &capabilities_of(&registry, 2)));
+    assert_eq!(*capabilities_of(&registry, 3), ["gossip".to_string()]);
+    assert_eq!(registry.get(2).unwrap().join_timestamp, 2.0);
+    // And a node that joins later with the same set gets the same copy.
+    registry
+        .register(with_capabilities(4, &["raft"]), clock.now())
+        .unwrap();
+    assert!(Arc::ptr_eq(&one, &capabilities_of(&registry, 4)));
 }

@@ -296,7 +296,7 @@ impl Replay {
                 let info = NodeInfo {
                     ip_address: node.ip_address,
                     port: node.port,
-                    capabilities: node.capabilities,
+                    capabilities: node.capabilities.into(),
                     metadata: RawValue::from_string(metadata).expect("serde_json output is JSON"),
                 };
                 self.nodes

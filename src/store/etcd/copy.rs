@@ -81,7 +81,7 @@ impl Stored {
         serde_json::to_vec(&Stored {
             ip_address: info.ip_address.clone(),
             port: info.port,
-            capabilities: info.capabilities.clone(),
+            capabilities: info.capabilities.to_vec(),
             metadata: info.metadata.clone(),
             join_timestamp,
         })
@@ -95,7 +95,7 @@ impl Stored {
             NodeInfo {
                 ip_address: stored.ip_address,
                 port: stored.port,
-                capabilities: stored.capabilities,
+                capabilities: stored.capabilities.into(),
                 metadata: stored.metadata,
             },
             stored.join_timestamp,
@@ -433,7 +433,7 @@ mod tests {
         let info = NodeInfo {
             ip_address: "10.0.0.1".to_owned(),
             port,
-            capabilities: vec!["raft".to_owned()],
+            capabilities: vec!["raft".to_owned()].into(),
             metadata: RawValue::from_string("{}".to_owned()).unwrap(),
         };
         Kv {
