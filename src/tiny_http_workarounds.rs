@@ -775,7 +775,6 @@ pub(crate) fn respond(request: tiny_http::Request, answer: Response) {
     let (head, body, length) = response_of(answer);
     let head_only = *request.method() == tiny_http::Method::Head;
     let version = request.http_version().clone();
-    let asked = request.headers().to_vec();
     let head_size: usize = head
         .headers()
         .iter()
@@ -789,9 +788,11 @@ pub(crate) fn respond(request: tiny_http::Request, answer: Response) {
     // request, as `respond` does.
     let mut writer = io::BufWriter::with_capacity(capacity, request.into_writer());
     // tiny_http prints the head (with the length); the body's pieces go straight into the
-    // buffer, not through `io::copy`'s own 8 KiB buffer first.
+    // buffer, not through `io::copy`'s own 8 KiB buffer first. The request's headers are not
+    // passed: tiny_http reads only `TE` from them, and `TE: chunked` would make it announce a
+    // chunked body (whatever the length and threshold) that is then written unframed, as is.
     let written = head
-        .raw_print(&mut writer, version, &asked, true, None)
+        .raw_print(&mut writer, version, &[], true, None)
         .and_then(|()| {
             if sends_body {
                 body.write_to(&mut writer)
