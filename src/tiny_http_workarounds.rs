@@ -714,7 +714,9 @@ pub(crate) fn unread(request: &tiny_http::Request) -> Unread {
 /// `client_max_body_size` keeps such requests away).
 pub(crate) fn dispose(request: tiny_http::Request, answer: Response, unread: Unread) {
     match unread {
-        Unread::Nothing => respond(request, answer),
+        Unread::Nothing => {
+            respond(request, answer);
+        }
         Unread::Declared(n) if n <= MAX_DRAIN => {
             thread::spawn(move || respond_then_drain(request, answer));
         }
@@ -770,7 +772,10 @@ const WRITE_BUFFER: usize = 64 * 1024;
 ///
 /// `Request::into_writer` drops the request, and so drains an unread body, before the answer
 /// is written: a request with declared bytes left unread goes through [`respond_then_drain`].
-pub(crate) fn respond(request: tiny_http::Request, answer: Response) {
+///
+/// Returns whether the answer was written whole (false: the client closed the connection, or
+/// did not read for the write timeout).
+pub(crate) fn respond(request: tiny_http::Request, answer: Response) -> bool {
     let status = answer.status;
     let (head, body, length) = response_of(answer);
     let head_only = *request.method() == tiny_http::Method::Head;
@@ -801,15 +806,16 @@ pub(crate) fn respond(request: tiny_http::Request, answer: Response) {
             }
         })
         .and_then(|()| writer.flush());
-    match written {
+    match &written {
         Ok(()) => {}
         // What `Request::respond` ignores: the client went away.
-        Err(e) if client_closed(&e) => {}
+        Err(e) if client_closed(e) => {}
         Err(e) => log::debug!("could not write an answer: {e}"),
     }
     // Whatever a failed write left in the buffer is dropped, not tried again (a `BufWriter`
     // flushes when dropped: another wait of the write timeout on a client that does not read).
     drop(writer.into_parts());
+    written.is_ok()
 }
 
 /// Writes `answer` through `Request::respond` (unbuffered, see [`respond`]), then drops the

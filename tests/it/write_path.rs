@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::support::TestServer;
+use crate::support::{TestServer, eventually};
 
 /// One answer read off `reader` as a client frames it: its status, headers (names in lower
 /// case) and body (by `Content-Length`, or by chunks; none for `HEAD`, 204 and 304).
@@ -158,4 +158,56 @@ fn pipelined_head_304_errors_and_lists_come_back_in_order_each_whole() {
         stream.read(&mut extra).is_err(),
         "bytes after the last answer"
     );
+}
+
+/// A long-poll to `/nodes`, parked until the registry changes.
+fn long_poll(server: &TestServer) -> (TcpStream, BufReader<TcpStream>) {
+    let (mut stream, mut reader) = connect(server);
+    stream
+        .write_all(b"GET /nodes HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let (_, headers, _) = answer(&mut reader, false);
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .expect(name)
+    };
+    let (index, epoch) = (header("x-gateway-index"), header("x-gateway-epoch"));
+    let poll =
+        format!("GET /nodes?index={index}&epoch={epoch}&wait=60s HTTP/1.1\r\nHost: x\r\n\r\n");
+    stream.write_all(poll.as_bytes()).unwrap();
+    (stream, reader)
+}
+
+#[test]
+fn an_answer_to_a_client_that_reset_its_connection_is_counted_as_cut_short() {
+    let server = TestServer::start();
+    server.register(1);
+    let (_stays, mut stays_reader) = long_poll(&server);
+    let (gone, _) = long_poll(&server);
+    assert!(eventually(Duration::from_secs(10), || {
+        server.server.watchers_waiting() == 2
+    }));
+    // Closed with a reset: the answer's first write fails.
+    socket2::SockRef::from(&gone)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(gone);
+    server.register(2);
+    let (status, _, body) = answer(&mut stays_reader, false);
+    assert_eq!(status, 200);
+    assert_eq!(json(&body)["nodes"].as_array().map(Vec::len), Some(2));
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            server.server.counters().answers_cut_short == 1
+        }),
+        "{:?}",
+        server.server.counters()
+    );
+    assert_eq!(server.server.watchers_waiting(), 0);
+    // The worker lives on.
+    assert_eq!(server.get("/health").0, 200);
+    assert_eq!(server.server.counters().answers_cut_short, 1);
 }
