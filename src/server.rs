@@ -223,6 +223,7 @@ impl GatewayServer {
 #[derive(Debug, Default)]
 struct Counters {
     slow_answers: AtomicU64,
+    answers_cut_short: AtomicU64,
     framing_errors: AtomicU64,
     bodies_timed_out: AtomicU64,
 }
@@ -232,6 +233,9 @@ struct Counters {
 pub struct ServerCounters {
     /// Answers that took over a second from receipt to the last byte written.
     pub slow_answers: u64,
+    /// Answers not written whole: the client closed the connection, or did not read for the
+    /// write timeout (refusals of requests with an unread body are not counted).
+    pub answers_cut_short: u64,
     /// Requests refused for ambiguous framing, and requests refused after one on the same
     /// connection.
     pub framing_errors: u64,
@@ -299,6 +303,7 @@ impl RunningServer {
         let c = &self.context.counters;
         ServerCounters {
             slow_answers: c.slow_answers.load(Ordering::Relaxed),
+            answers_cut_short: c.answers_cut_short.load(Ordering::Relaxed),
             framing_errors: c.framing_errors.load(Ordering::Relaxed),
             bodies_timed_out: c.bodies_timed_out.load(Ordering::Relaxed),
             accept_restarts: self.accepting.restarts(),
@@ -550,7 +555,9 @@ impl Context {
     ) {
         let (route, status) = (metrics::route(url), answer.status);
         let access = self.access_log.then(|| access(&request));
-        workarounds::respond(request, answer);
+        if !workarounds::respond(request, answer) {
+            self.count(&self.counters.answers_cut_short);
+        }
         let took = received.elapsed();
         self.gateway.metrics().answered(route, status, took);
         if let Some(request) = access {

@@ -714,7 +714,9 @@ pub(crate) fn unread(request: &tiny_http::Request) -> Unread {
 /// `client_max_body_size` keeps such requests away).
 pub(crate) fn dispose(request: tiny_http::Request, answer: Response, unread: Unread) {
     match unread {
-        Unread::Nothing => respond(request, answer),
+        Unread::Nothing => {
+            respond(request, answer);
+        }
         Unread::Declared(n) if n <= MAX_DRAIN => {
             thread::spawn(move || respond_then_drain(request, answer));
         }
@@ -770,12 +772,14 @@ const WRITE_BUFFER: usize = 64 * 1024;
 ///
 /// `Request::into_writer` drops the request, and so drains an unread body, before the answer
 /// is written: a request with declared bytes left unread goes through [`respond_then_drain`].
-pub(crate) fn respond(request: tiny_http::Request, answer: Response) {
+///
+/// Returns whether the answer was written whole (false: the client closed the connection, or
+/// did not read for the write timeout).
+pub(crate) fn respond(request: tiny_http::Request, answer: Response) -> bool {
     let status = answer.status;
     let (head, body, length) = response_of(answer);
     let head_only = *request.method() == tiny_http::Method::Head;
     let version = request.http_version().clone();
-    let asked = request.headers().to_vec();
     let head_size: usize = head
         .headers()
         .iter()
@@ -789,9 +793,11 @@ pub(crate) fn respond(request: tiny_http::Request, answer: Response) {
     // request, as `respond` does.
     let mut writer = io::BufWriter::with_capacity(capacity, request.into_writer());
     // tiny_http prints the head (with the length); the body's pieces go straight into the
-    // buffer, not through `io::copy`'s own 8 KiB buffer first.
+    // buffer, not through `io::copy`'s own 8 KiB buffer first. The request's headers are not
+    // passed: tiny_http reads only `TE` from them, and `TE: chunked` would make it announce a
+    // chunked body (whatever the length and threshold) that is then written unframed, as is.
     let written = head
-        .raw_print(&mut writer, version, &asked, true, None)
+        .raw_print(&mut writer, version, &[], true, None)
         .and_then(|()| {
             if sends_body {
                 body.write_to(&mut writer)
@@ -800,15 +806,16 @@ pub(crate) fn respond(request: tiny_http::Request, answer: Response) {
             }
         })
         .and_then(|()| writer.flush());
-    match written {
+    match &written {
         Ok(()) => {}
         // What `Request::respond` ignores: the client went away.
-        Err(e) if client_closed(&e) => {}
+        Err(e) if client_closed(e) => {}
         Err(e) => log::debug!("could not write an answer: {e}"),
     }
     // Whatever a failed write left in the buffer is dropped, not tried again (a `BufWriter`
     // flushes when dropped: another wait of the write timeout on a client that does not read).
     drop(writer.into_parts());
+    written.is_ok()
 }
 
 /// Writes `answer` through `Request::respond` (unbuffered, see [`respond`]), then drops the

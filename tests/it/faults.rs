@@ -345,3 +345,47 @@ fn while_the_stop_waits_for_a_busy_worker_new_connections_are_refused_and_queued
     join_all(vec![stopping], Duration::from_secs(20));
     drop(reader);
 }
+
+/// The stop ends the connections accepted on its own listener only: tests and embedding
+/// programs run many servers (and clients) in one process, found by the stop through the same
+/// `/proc/self/fd` as its own connections.
+#[test]
+fn a_stop_ends_its_own_connections_and_no_other_socket_of_the_process() {
+    use std::io::{Read, Write};
+    let stopping = TestServer::start();
+    let other = TestServer::start();
+    let mut own = std::net::TcpStream::connect(stopping.addr()).unwrap();
+    send_get(&mut own, "/health").unwrap();
+    assert_eq!(read_answer(&mut own), 200);
+    // A kept-alive connection to another gateway of the process, both of its ends here.
+    let mut to_other = std::net::TcpStream::connect(other.addr()).unwrap();
+    send_get(&mut to_other, "/health").unwrap();
+    assert_eq!(read_answer(&mut to_other), 200);
+    // A connection to a plain listener of the process, and the socket that listener accepted.
+    let foreign = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = std::net::TcpStream::connect(foreign.local_addr().unwrap()).unwrap();
+    let (mut accepted, _) = foreign.accept().unwrap();
+
+    let TestServer { server, .. } = stopping;
+    server.stop();
+
+    let read = first_read(&mut own);
+    assert!(
+        matches!(read, Ok(0) | Err(_)) && !waited_out_its_timeout(&read),
+        "the stopped server's idle connection did not end: {read:?}"
+    );
+    send_get(&mut to_other, "/health").unwrap();
+    assert_eq!(
+        read_answer(&mut to_other),
+        200,
+        "the other gateway's connection"
+    );
+    client.write_all(b"ping").unwrap();
+    accepted.write_all(b"pong").unwrap();
+    for (stream, expected) in [(&mut accepted, b"ping"), (&mut client, b"pong")] {
+        stream.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+        let mut got = [0u8; 4];
+        stream.read_exact(&mut got).unwrap();
+        assert_eq!(&got, expected);
+    }
+}

@@ -27,3 +27,4 @@ mod support;
 mod tls;
 mod transport;
 mod watch;
+mod write_path;
