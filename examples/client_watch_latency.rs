@@ -12,42 +12,9 @@ use std::time::{Duration, Instant};
 use cluster_gateway::GatewayClient;
 use cluster_gateway::serde_json::{self, json};
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .proxy(None)
-        .build()
-        .into()
-}
-
-/// Parked long-polls, from `/metrics`.
-fn waiting(agent: &ureq::Agent, url: &str) -> usize {
-    let text = agent
-        .get(format!("{url}/metrics"))
-        .call()
-        .expect("GET /metrics")
-        .body_mut()
-        .read_to_string()
-        .expect("metrics text");
-    text.lines()
-        .find_map(|l| l.strip_prefix("cluster_gateway_watchers_waiting "))
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0) as usize
-}
-
-fn wait_until_parked(agent: &ureq::Agent, url: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while waiting(agent, url) < 1 {
-        assert!(Instant::now() < deadline, "the watch never parked");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i]
-}
+#[path = "support/watch.rs"]
+mod support;
+use support::{agent, percentile, wait_until_parked};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -68,7 +35,7 @@ fn main() {
         .map_or(0, |d| d.as_nanos() as u64);
     let mut took = Vec::with_capacity(rounds);
     for round in 0..rounds {
-        wait_until_parked(&agent, &url);
+        wait_until_parked(&agent, &url, 1);
         let node_id = (round % 16 + 1) as u64;
         let body = json!({
             "node_id": node_id, "ip_address": format!("10.9.9.{node_id}"), "port": 7000,
@@ -95,7 +62,7 @@ fn main() {
             }
         }
     }
-    wait_until_parked(&agent, &url);
+    wait_until_parked(&agent, &url, 1);
     let stopping = Instant::now();
     watcher.shutdown();
     let shutdown = stopping.elapsed().as_secs_f64() * 1000.0;

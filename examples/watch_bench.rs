@@ -14,14 +14,9 @@ use std::net::TcpStream;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(120)))
-        .proxy(None)
-        .build()
-        .into()
-}
+#[path = "support/watch.rs"]
+mod support;
+use support::{agent, percentile, wait_until_parked};
 
 /// `X-Gateway-Index` and `X-Gateway-Epoch` of `GET /leader`.
 fn index(agent: &ureq::Agent, url: &str) -> (u64, String) {
@@ -41,34 +36,6 @@ fn index(agent: &ureq::Agent, url: &str) -> (u64, String) {
         header("X-Gateway-Index").parse().expect("a number"),
         header("X-Gateway-Epoch"),
     )
-}
-
-/// Parked watchers, from `/metrics`.
-fn waiting(agent: &ureq::Agent, url: &str) -> usize {
-    let text = agent
-        .get(format!("{url}/metrics"))
-        .call()
-        .expect("GET /metrics")
-        .body_mut()
-        .read_to_string()
-        .expect("metrics text");
-    text.lines()
-        .find_map(|l| l.strip_prefix("cluster_gateway_watchers_waiting "))
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0) as usize
-}
-
-fn wait_until_parked(agent: &ureq::Agent, url: &str, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while waiting(agent, url) < n {
-        assert!(Instant::now() < deadline, "the watchers were not parked");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i]
 }
 
 fn latency(url: &str, rounds: usize) {
