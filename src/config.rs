@@ -643,15 +643,7 @@ pub fn read_config_text(path: &Path) -> Result<String, String> {
 /// The text of the file at `path`, if it holds at most `limit` bytes of UTF-8: a settings
 /// file (a config, a token) read without trusting the path to name a small file.
 pub fn read_small_text(path: &Path, limit: u64) -> Result<String, String> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut bytes = Vec::new();
-    file.take(limit + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
-    if bytes.len() as u64 > limit {
-        return Err(format!("larger than {limit} bytes"));
-    }
+    let bytes = crate::read_small(path, limit)?;
     String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_owned())
 }
 

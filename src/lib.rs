@@ -129,6 +129,22 @@ pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// The bytes of the file at `path`, if it holds at most `limit`: a settings file (a config, a
+/// token, a CA bundle) read without trusting the path to name a small file (`/dev/zero`, a
+/// log, a disk image is refused, not read until the memory runs out).
+pub(crate) fn read_small(path: &std::path::Path, limit: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > limit {
+        return Err(format!("larger than {limit} bytes"));
+    }
+    Ok(bytes)
+}
+
 /// Compiles the README's Rust examples as doctests.
 #[doc = include_str!("../README.md")]
 #[cfg(all(doctest, feature = "server", feature = "client"))]

@@ -386,16 +386,7 @@ fn root_certs(file: &Path) -> Result<RootCerts, ClientError> {
     // Bounded: a wrong path (/dev/zero) is refused, not read until the memory runs out. A
     // system's whole bundle of public roots is about 200 KiB.
     const MAX_PEM_BYTES: u64 = 16 * 1024 * 1024;
-    let mut pem = Vec::new();
-    std::fs::File::open(file)
-        .and_then(|f| {
-            use std::io::Read;
-            f.take(MAX_PEM_BYTES + 1).read_to_end(&mut pem)
-        })
-        .map_err(|e| invalid(e.to_string()))?;
-    if pem.len() as u64 > MAX_PEM_BYTES {
-        return Err(invalid(format!("larger than {MAX_PEM_BYTES} bytes")));
-    }
+    let pem = crate::read_small(file, MAX_PEM_BYTES).map_err(invalid)?;
     let mut certs = Vec::new();
     for item in parse_pem(&pem) {
         match item {
