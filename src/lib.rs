@@ -53,8 +53,8 @@
 //!   binaries share.
 //!
 //! Cargo features: `server` (the gateway, its binaries and what only they need: tiny_http,
-//! argh, rlimit, signal-hook, socket2) and `client` (the client and discovery handle: ureq),
-//! both on by default. A node that only embeds the client depends on
+//! argh, rlimit, signal-hook, socket2, flate2, crc32fast, percent-encoding, and ureq for the etcd
+//! store) and `client` (the client and discovery handle: ureq), both on by default. A node that only embeds the client depends on
 //! `cluster-gateway = { default-features = false, features = ["client"] }`.
 // Unsafe code is allowed in two places only: `allocator` (glibc's `mallopt` and `malloc_trim`)
 // and `tiny_http_workarounds::close_accepted` (borrowing a descriptor number to duplicate it).
@@ -129,6 +129,7 @@ pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+#[cfg(any(feature = "server", feature = "client"))]
 /// The bytes of the file at `path`, if it holds at most `limit`: a settings file (a config, a
 /// token, a CA bundle) read without trusting the path to name a small file (`/dev/zero`, a
 /// log, a disk image is refused, not read until the memory runs out).
