@@ -26,7 +26,7 @@ fn rss() -> u64 {
 
 fn main() {
     // The allocator policy gateway-server runs with, so the figures are the product's.
-    cluster_gateway::allocator::tune();
+    cluster_gateway::server::allocator::tune();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| -> f64 {
         args.get(i)

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use cluster_gateway::api::Registration;
-use cluster_gateway::discovery::{Discovery, GatewayDiscovery};
+use cluster_gateway::client::discovery::{Discovery, GatewayDiscovery};
 use cluster_gateway::{GatewayClient, Metadata, serde_json};
 
 struct MyNode {

@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use cluster_gateway::api::Registration;
-use cluster_gateway::gateway::Gateway;
-use cluster_gateway::registry::{Liveness, Now, Registry};
+use cluster_gateway::server::gateway::Gateway;
+use cluster_gateway::server::registry::{Liveness, Now, Registry};
 
 fn registration(node_id: u64) -> Registration {
     let metadata = serde_json::json!({"zone": format!("z{}", node_id % 3), "rack": format!("r{}", node_id % 40)});

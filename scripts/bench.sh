@@ -246,7 +246,7 @@ sleep 3  # two sweeps (every 2 s): the one that gives memory back runs after the
 curl --silent --output /dev/null "$scale/nodes"
 soon=$(rss_of "$srv")
 # Sweeps keep giving memory back for 15 s after a mass departure (what idle connection threads
-# and late readers free: see src/allocator.rs); read it again once they have.
+# and late readers free: see src/server/allocator.rs); read it again once they have.
 sleep 15
 echo "$empty $soon $(rss_of "$srv")" | awk '{ printf "  every node removed: %d KiB resident after 3 s, %d KiB after 18 s (empty: %d KiB; +%d KiB, +%d KiB)\n", $2, $3, $1, $2-$1, $3-$1 }'
 kill "$srv" 2>/dev/null || true

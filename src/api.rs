@@ -23,7 +23,10 @@ pub mod limits {
     pub const CAPABILITY_BYTES: usize = 128;
     /// Longest `previous_epoch`.
     pub const EPOCH_BYTES: usize = 64;
-    pub use crate::registry::limits::{METADATA_BYTES, METADATA_KEYS};
+    /// Most keys a node's metadata may hold (after merging).
+    pub const METADATA_KEYS: usize = 64;
+    /// Most bytes a node's metadata may take as compact JSON (after merging).
+    pub const METADATA_BYTES: usize = 16 * 1024;
 }
 
 /// Whether a node is heard from.

@@ -9,7 +9,9 @@
 //! ```
 //! use cluster_gateway::{GatewayServer, ServerConfig};
 //!
-//! let config = ServerConfig { host: "127.0.0.1".into(), port: 0, ..ServerConfig::default() };
+//! let mut config = ServerConfig::default();
+//! config.host = "127.0.0.1".into();
+//! config.port = 0;
 //! let server = GatewayServer::new(config).start()?;
 //! println!("listening on {}", server.local_addr());
 //! server.stop();
@@ -20,8 +22,10 @@
 //!
 //! ```
 //! use cluster_gateway::discovery::{Discovery, GatewayDiscovery};
-//! # let server = cluster_gateway::GatewayServer::new(cluster_gateway::ServerConfig {
-//! #     host: "127.0.0.1".into(), port: 0, ..Default::default() }).start()?;
+//! # let mut config = cluster_gateway::ServerConfig::default();
+//! # config.host = "127.0.0.1".into();
+//! # config.port = 0;
+//! # let server = cluster_gateway::GatewayServer::new(config).start()?;
 //! # let gateway_port = server.local_addr().port();
 //!
 //! struct MyNode {
@@ -42,80 +46,49 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Modules, from the wire inwards:
-//! - [`discovery`]: the handle a node embeds; [`client`]: the blocking client under it, with
-//!   its heartbeat thread; [`error`]: the client's errors.
-//! - [`api`]: request and response bodies, shared by server and client; input validation.
-//! - [`server`]: threads and sockets; [`http`]: routing, with no sockets.
-//! - [`gateway`]: the registry behind its lock, the cached peer list, change announcements.
-//! - [`registry`]: pure membership logic, driven by an injected clock.
-//! - [`config`]: server settings from flags, environment and file; [`cli`]: flag parsing the
-//!   binaries share.
+//! The crate has two halves, each behind its Cargo feature, and what both share at the top:
+//! - [`api`]: the wire format (request and response bodies of the original gateway, input
+//!   validation, the limits on what a node may carry), and [`logger`].
+//! - [`client`] (feature `client`): the blocking client a node embeds, its heartbeat and watch
+//!   threads, and the [`discovery`] handle on top (the original `GatewayDiscoveryMixin`).
+//! - [`server`] (feature `server`): the gateway: [`GatewayServer`], its configuration
+//!   ([`ServerConfig`]) and tokens, and below them the registry, the store, the HTTP layer.
+//!
+//! ARCHITECTURE.md, at the root of the repository, maps every file and states the invariants.
 //!
 //! Cargo features: `server` (the gateway, its binaries and what only they need: tiny_http,
 //! argh, rlimit, signal-hook, socket2, flate2, crc32fast, percent-encoding, and ureq for the etcd
-//! store) and `client` (the client and discovery handle: ureq), both on by default. A node that only embeds the client depends on
+//! store) and `client` (the client and discovery handle: ureq), both on by default. A node that
+//! only embeds the client depends on
 //! `cluster-gateway = { default-features = false, features = ["client"] }`.
-// Unsafe code is allowed in two places only: `allocator` (glibc's `mallopt` and `malloc_trim`)
-// and `tiny_http_workarounds::close_accepted` (borrowing a descriptor number to duplicate it).
+//!
+//! Compatibility: see "Compatibility promise" in docs/embedding.md. Public structs and enums
+//! that will grow are `#[non_exhaustive]` and built through constructors, so a new field or
+//! variant does not break a node's code.
+// Unsafe code is allowed in two places only: `server::allocator` (glibc's `mallopt` and
+// `malloc_trim`) and `server::tiny_http_workarounds::close_accepted` (borrowing a descriptor number to duplicate it).
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
-#[cfg(feature = "server")]
-pub mod allocator;
 pub mod api;
-#[cfg(feature = "server")]
-pub mod auth;
-#[cfg(feature = "server")]
-pub mod cli;
 #[cfg(feature = "client")]
 pub mod client;
-#[cfg(feature = "client")]
-mod client_watch;
-#[cfg(feature = "server")]
-pub mod config;
-#[cfg(feature = "client")]
-pub mod discovery;
-#[cfg(feature = "client")]
-pub mod error;
-#[cfg(feature = "server")]
-pub mod gateway;
-#[cfg(feature = "client")]
-mod heartbeat;
-#[cfg(feature = "server")]
-pub mod http;
-#[cfg(feature = "server")]
-pub mod list;
+#[doc(hidden)]
+pub mod files;
 pub mod logger;
 #[cfg(feature = "server")]
-pub mod metrics;
-pub mod registry;
-#[cfg(feature = "server")]
 pub mod server;
-#[cfg(feature = "client")]
-mod shared;
-#[cfg(feature = "server")]
-pub mod store;
-#[cfg(feature = "server")]
-mod tiny_http_workarounds;
-#[cfg(feature = "client")]
-mod transport;
-#[cfg(feature = "client")]
-mod view;
-#[cfg(feature = "server")]
-pub mod watch;
 
+/// The discovery handle, also at the top as the original's `gateway_discovery` module was.
 #[cfg(feature = "client")]
-pub use client::GatewayClient;
-#[cfg(feature = "server")]
-pub use config::ServerConfig;
+pub use client::discovery;
 #[cfg(feature = "client")]
-pub use error::ClientError;
+pub use client::{ClientError, GatewayClient};
 /// The JSON crate this one speaks (node metadata is a [`Metadata`]), so that an embedder
 /// needs no `serde_json` dependency of its own, nor to match its version.
 pub use serde_json;
 #[cfg(feature = "server")]
-pub use server::{GatewayServer, RunningServer};
+pub use server::{GatewayServer, RunningServer, ServerConfig};
 
 /// A node's metadata: a JSON object, merged key by key by the gateway.
 pub type Metadata = serde_json::Map<String, serde_json::Value>;
@@ -127,23 +100,6 @@ pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-#[cfg(any(feature = "server", feature = "client"))]
-/// The bytes of the file at `path`, if it holds at most `limit`: a settings file (a config, a
-/// token, a CA bundle) read without trusting the path to name a small file (`/dev/zero`, a
-/// log, a disk image is refused, not read until the memory runs out).
-pub(crate) fn read_small(path: &std::path::Path, limit: u64) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut bytes = Vec::new();
-    file.take(limit + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
-    if bytes.len() as u64 > limit {
-        return Err(format!("larger than {limit} bytes"));
-    }
-    Ok(bytes)
 }
 
 /// Compiles the README's Rust examples as doctests.

@@ -17,9 +17,9 @@
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use cluster_gateway::gateway::Gateway;
-use cluster_gateway::http::{self, Request};
-use cluster_gateway::registry::{Liveness, Now, Registry};
+use cluster_gateway::server::gateway::Gateway;
+use cluster_gateway::server::http::{self, Request};
+use cluster_gateway::server::registry::{Liveness, Now, Registry};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 

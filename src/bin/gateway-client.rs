@@ -11,9 +11,9 @@ use std::time::Instant;
 
 use argh::FromArgs;
 use cluster_gateway::api::{Health, Node, Registration, RemoveStatus, SetLeaderStatus};
-use cluster_gateway::cli::TopLevelFlags;
 use cluster_gateway::client::{ClientBuilder, GatewayClient};
-use cluster_gateway::registry::unix_now;
+use cluster_gateway::server::cli::TopLevelFlags;
+use cluster_gateway::server::registry::unix_now;
 use cluster_gateway::{ClientError, logger};
 use log::LevelFilter;
 use serde::Serialize;
@@ -260,7 +260,7 @@ impl From<ClientError> for Failure {
 }
 
 fn main() -> ExitCode {
-    let cli = match cluster_gateway::cli::parse_args_with_globals::<Cli, Command>(
+    let cli = match cluster_gateway::server::cli::parse_args_with_globals::<Cli, Command>(
         "gateway-client",
         &FLAGS,
     ) {

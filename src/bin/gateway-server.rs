@@ -9,8 +9,9 @@
 use std::process::ExitCode;
 use std::sync::mpsc;
 
-use cluster_gateway::config::{ServerArgs, ServerConfig};
-use cluster_gateway::{GatewayServer, auth, logger};
+use cluster_gateway::server::auth;
+use cluster_gateway::server::config::{ServerArgs, ServerConfig};
+use cluster_gateway::{GatewayServer, logger};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook::iterator::Signals;
 
@@ -21,8 +22,8 @@ enum Event {
 
 fn main() -> ExitCode {
     // Before any thread starts: how memory is given back after nodes leave.
-    cluster_gateway::allocator::tune();
-    let args = match cluster_gateway::cli::parse_args::<ServerArgs>("gateway-server") {
+    cluster_gateway::server::allocator::tune();
+    let args = match cluster_gateway::server::cli::parse_args::<ServerArgs>("gateway-server") {
         Ok(args) => args,
         Err(exit) => return exit,
     };

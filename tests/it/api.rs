@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use cluster_gateway::registry::{Now, unix_now};
+use cluster_gateway::server::registry::{Now, unix_now};
 
 use serde_json::{Value, json};
 

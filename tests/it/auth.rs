@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cluster_gateway::auth::{Secret, TokenSource};
+use cluster_gateway::server::auth::{Secret, TokenSource};
 use serde_json::{Value, json};
 
 use cluster_gateway::ClientError;
@@ -626,7 +626,7 @@ fn the_cli_takes_its_token_from_a_flag_a_file_or_the_environment() {
 
 #[test]
 fn a_discovery_handle_without_a_write_token_is_told_why_at_once_and_joins_with_one() {
-    use cluster_gateway::discovery::Discovery;
+    use cluster_gateway::client::discovery::Discovery;
     let server = with_tokens(false);
     let registration = |node_id| cluster_gateway::api::Registration {
         node_id,

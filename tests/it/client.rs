@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use cluster_gateway::api::Registration;
-use cluster_gateway::discovery::{Discovery, GatewayDiscovery};
+use cluster_gateway::client::discovery::{Discovery, GatewayDiscovery};
 use cluster_gateway::{ClientError, GatewayClient, GatewayServer, ServerConfig};
 use serde_json::Value;
 
@@ -587,9 +587,9 @@ fn list_nodes_answers_active_nodes_or_all_with_the_registry_version() {
     server
         .server
         .gateway()
-        .sweep(cluster_gateway::registry::Now {
+        .sweep(cluster_gateway::server::registry::Now {
             instant: Instant::now() + Duration::from_secs(61),
-            unix: cluster_gateway::registry::unix_now() + 61.0,
+            unix: cluster_gateway::server::registry::unix_now() + 61.0,
         });
     server.post_json("/heartbeat", &serde_json::json!({"node_id": 2}));
     let c = client(&server);

@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cluster_gateway::api::Registration;
+use cluster_gateway::client::discovery::Discovery;
 use cluster_gateway::client::{ChangeEvent, ClusterChange};
-use cluster_gateway::discovery::Discovery;
 use cluster_gateway::{GatewayClient, GatewayServer, ServerConfig};
 use serde_json::{Value, json};
 
@@ -669,9 +669,9 @@ fn gateway_client_watch_exits_1_when_the_gateway_refuses_it_at_start() {
     // /health stays open to probes; the watch's reads need a token it does not have. It
     // retried its 401s until stopped, printing nothing.
     let server = TestServer::with(|c| {
-        c.tokens = cluster_gateway::auth::TokenSource {
+        c.tokens = cluster_gateway::server::auth::TokenSource {
             file: None,
-            inline: Some(cluster_gateway::auth::Secret::new(
+            inline: Some(cluster_gateway::server::auth::Secret::new(
                 "read:ops:0123456789abcdef0123",
             )),
         }

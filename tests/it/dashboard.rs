@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cluster_gateway::registry::{Liveness, Now, unix_now};
+use cluster_gateway::server::registry::{Liveness, Now, unix_now};
 use serde_json::{Value, json};
 
 use crate::support::{TestServer, agent, eventually};
@@ -350,7 +350,7 @@ fn long_polling_fake() -> (String, Arc<Mutex<Vec<String>>>, Arc<tiny_http::Serve
             let header = |text: &str| tiny_http::Header::from_bytes(&b"Content-Type"[..], text);
             let (body, content_type) = if path == "/" {
                 (
-                    include_str!("../../src/dashboard.html").to_owned(),
+                    include_str!("../../src/server/dashboard.html").to_owned(),
                     "text/html",
                 )
             } else if path.starts_with("/nodes") {

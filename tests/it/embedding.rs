@@ -17,8 +17,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use cluster_gateway::api::{NodeStatus, Registration};
+use cluster_gateway::client::discovery::{Discovery, GatewayDiscovery};
 use cluster_gateway::client::{ClusterChange, DEFAULT_HEARTBEAT_INTERVAL};
-use cluster_gateway::discovery::{Discovery, GatewayDiscovery};
 use cluster_gateway::{ClientError, GatewayClient, GatewayServer, Metadata, ServerConfig};
 use serde_json::{Value, json};
 
@@ -773,7 +773,9 @@ fn discovery_warnings() -> &'static Mutex<Vec<String>> {
     impl log::Log for Capture {
         fn enabled(&self, metadata: &log::Metadata) -> bool {
             metadata.level() <= log::Level::Warn
-                && metadata.target().starts_with("cluster_gateway::discovery")
+                && metadata
+                    .target()
+                    .starts_with("cluster_gateway::client::discovery")
         }
         fn log(&self, record: &log::Record) {
             if self.enabled(record.metadata()) {

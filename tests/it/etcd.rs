@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cluster_gateway::api::Registration;
-use cluster_gateway::config::StoreKind;
+use cluster_gateway::server::config::StoreKind;
 use cluster_gateway::{GatewayClient, ServerConfig};
 use serde_json::{Value, json};
 

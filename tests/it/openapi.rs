@@ -6,13 +6,13 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use cluster_gateway::http;
+use cluster_gateway::server::http;
 use serde_json::{Value, json};
 
 use crate::support::{TestServer, agent, registration};
 
 fn document() -> Value {
-    serde_json::from_str(http::OPENAPI).expect("src/openapi.json is JSON")
+    serde_json::from_str(http::OPENAPI).expect("src/server/openapi.json is JSON")
 }
 
 /// Follows a local `$ref` (`#/components/...`).

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 use std::thread;
 
-use cluster_gateway::gateway::Gateway;
-use cluster_gateway::http::{self, Request};
-use cluster_gateway::registry::{Liveness, Registry};
+use cluster_gateway::server::gateway::Gateway;
+use cluster_gateway::server::http::{self, Request};
+use cluster_gateway::server::registry::{Liveness, Registry};
 
 use crate::support::{Barrier, join_all, registration};
 

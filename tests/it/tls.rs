@@ -10,8 +10,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use cluster_gateway::api::Registration;
-use cluster_gateway::auth::{Secret, TokenSource};
 use cluster_gateway::client::GatewayClient;
+use cluster_gateway::server::auth::{Secret, TokenSource};
 
 use crate::front::{Front, Tls, nginx_binary};
 use crate::support::{TestServer, eventually, within};

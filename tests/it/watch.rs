@@ -398,7 +398,7 @@ fn a_watcher_that_registration_arrives_for_sees_the_same_answer_as_everyone() {
 
 #[test]
 fn max_watchers_comes_from_the_flag_the_environment_or_the_default() {
-    use cluster_gateway::config::ServerArgs;
+    use cluster_gateway::server::config::ServerArgs;
     let load = |flag: Option<&str>, env: Option<&str>| {
         let args = ServerArgs {
             max_watchers: flag.map(str::to_owned),

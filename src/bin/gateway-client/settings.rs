@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cluster_gateway::api::host_port;
-use cluster_gateway::config::{checked_seconds, log_level, read_config_text, read_small_text};
+use cluster_gateway::files::read_small_text;
+use cluster_gateway::server::config::{checked_seconds, log_level, read_config_text};
 use log::LevelFilter;
 use serde_json::{Map, Value};
 

@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::ErrorBody;
-use crate::error::ClientError;
+use crate::client::error::ClientError;
 use ureq::tls::{PemItem, RootCerts, TlsConfig, parse_pem};
 
 /// Largest answer the client reads (a peer list of 100,000 nodes is about 20 MB).
@@ -386,7 +386,7 @@ fn root_certs(file: &Path) -> Result<RootCerts, ClientError> {
     // Bounded: a wrong path (/dev/zero) is refused, not read until the memory runs out. A
     // system's whole bundle of public roots is about 200 KiB.
     const MAX_PEM_BYTES: u64 = 16 * 1024 * 1024;
-    let pem = crate::read_small(file, MAX_PEM_BYTES).map_err(invalid)?;
+    let pem = crate::files::read_small(file, MAX_PEM_BYTES).map_err(invalid)?;
     let mut certs = Vec::new();
     for item in parse_pem(&pem) {
         match item {

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, SockRef, Socket, TcpKeepalive, Type};
 use tiny_http::{Header, StatusCode};
 
-use crate::http::{self, Response};
 use crate::lock;
+use crate::server::http::{self, Response};
 
 // ------------------------------------------------------------------------------------------
 // The listening socket.

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use flate2::{Compress, Compression, FlushCompress};
 
 use crate::api::{NodeId, NodeStatus};
-use crate::registry::{NodeInfo, NodeRecord};
-use crate::store::Snapshot;
+use crate::server::registry::{NodeInfo, NodeRecord};
+use crate::server::store::Snapshot;
 
 /// How stale `last_seen` inside a cached plain list may get before its chunk is rebuilt.
 pub const LIST_MAX_AGE: Duration = Duration::from_secs(1);

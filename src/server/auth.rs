@@ -253,7 +253,7 @@ impl TokenSource {
         if let Some(file) = &self.file {
             // Bounded (16 MiB, some 100,000 tokens): /dev/zero is refused, not read until the
             // memory runs out.
-            let read = crate::config::read_small_text(file, 16 << 20).map_err(|reason| {
+            let read = crate::files::read_small_text(file, 16 << 20).map_err(|reason| {
                 AuthError::Read {
                     file: file.clone(),
                     reason,

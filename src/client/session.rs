@@ -12,11 +12,43 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::{Node, NodeId, RegisterResponse, Registration, Settings};
-use crate::client::{ClientStatus, ClusterChange, ClusterInfo, DEFAULT_HEARTBEAT_INTERVAL};
-use crate::error::ClientError;
+use crate::client::error::ClientError;
+use crate::client::transport::{Method, Reply, Transport, retryable};
+use crate::client::view::ViewState;
+use crate::client::view::{ClusterChange, ClusterInfo};
 use crate::lock;
-use crate::transport::{Method, Reply, Transport, retryable};
-use crate::view::ViewState;
+
+/// The heartbeat interval until the gateway advertises its own (the original's 30 s).
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How the heartbeat is going, for the embedding node.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClientStatus {
+    /// The node this client registered, if any (`None` again after `leave()`).
+    pub node_id: Option<NodeId>,
+    /// True while the heartbeat thread runs.
+    pub heartbeat_running: bool,
+    /// When an exchange with a gateway last succeeded.
+    pub last_success: Option<SystemTime>,
+    /// Exchanges that failed in a row since the last success.
+    pub consecutive_failures: u32,
+    /// Why the last exchange failed, if it did.
+    pub last_error: Option<String>,
+    /// The gateway requests go to first.
+    pub current_gateway: String,
+    /// The `epoch` of the gateway last heard from.
+    pub gateway_epoch: Option<String>,
+    /// True if the last exchange succeeded and no request has waited for an answer longer than
+    /// 2 s (or the request timeout, if shorter): a frozen gateway shows here within seconds,
+    /// not once a request times out.
+    pub gateway_available: bool,
+    /// True if this node bootstrapped the cluster, learned from any registration, the heartbeat
+    /// thread's included. It stays true across re-registrations (which the gateway answers
+    /// with `false`, since the cluster exists) until `leave()`.
+    pub is_bootstrap: bool,
+    /// The heartbeat interval in use: pinned, or the gateway's.
+    pub heartbeat_interval: Duration,
+}
 
 /// Longest a request may stay unanswered before the gateway counts as unavailable (or the
 /// request timeout, if shorter). A gateway answers in milliseconds; this only affects what

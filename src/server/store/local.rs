@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::api::{NodeId, Registration};
 use crate::lock;
-use crate::registry::{Event, Liveness, NodeRecord, Now, Registered, Registry};
+use crate::server::registry::{Event, Liveness, NodeRecord, Now, Registered, Registry};
 
 use super::log::{COMPACT_MIN_BYTES, Log, OpenError};
 use super::{Durability, Pending, Snapshot, Store, StoreError, Summary};

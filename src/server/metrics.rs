@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::registry::Event;
+use crate::server::registry::Event;
 
 /// `Content-Type` of the exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
@@ -125,7 +125,7 @@ impl Metrics {
             bootstraps: AtomicU64::new(0),
             watchers_waiting: Arc::new(AtomicUsize::new(0)),
             bodies_being_read: AtomicUsize::new(0),
-            start_time: crate::registry::unix_now(),
+            start_time: crate::server::registry::unix_now(),
         }
     }
 

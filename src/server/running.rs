@@ -25,16 +25,16 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::config::ServerConfig;
-use crate::gateway::Gateway;
-use crate::http::{self, Response};
 use crate::lock;
-use crate::metrics;
-use crate::registry::Now;
-use crate::tiny_http_workarounds::{
+use crate::server::config::ServerConfig;
+use crate::server::gateway::Gateway;
+use crate::server::http::{self, Response};
+use crate::server::long_polls::{InFlight, Watchers};
+use crate::server::metrics;
+use crate::server::registry::Now;
+use crate::server::tiny_http_workarounds::{
     self as workarounds, Accepting, Deadline, Nudger, Poisoned, Unread,
 };
-use crate::watch::{InFlight, Watchers};
 
 /// A gateway server, configured but not yet listening (the original's `GatewayServer(host,
 /// port)`).
@@ -54,9 +54,9 @@ pub enum StartError {
         reason: String,
     },
     /// The data directory could not be opened (in use, damaged, unwritable).
-    Store(crate::store::log::OpenError),
+    Store(crate::server::store::log::OpenError),
     /// The tokens could not be read (a missing file, a bad line).
-    Tokens(crate::auth::AuthError),
+    Tokens(crate::server::auth::AuthError),
 }
 
 impl std::fmt::Display for StartError {

@@ -15,11 +15,11 @@ use crate::api::{
     self, ErrorBody, Health, HeartbeatResponse, HeartbeatStatus, Invalid, NodeId, Registration,
     RemoveResponse, RemoveStatus, SetLeaderResponse, SetLeaderStatus,
 };
-use crate::auth::{Need, Role, Verdict};
-use crate::gateway::{Filter, Gateway, NodeList, Part};
-use crate::registry::{RegistryError, unix_now};
-use crate::store::StoreError;
-use crate::watch;
+use crate::server::auth::{Need, Role, Verdict};
+use crate::server::gateway::{Filter, Gateway, NodeList, Part};
+use crate::server::long_polls;
+use crate::server::registry::{RegistryError, unix_now};
+use crate::server::store::StoreError;
 
 /// A request, as far as routing needs it.
 #[derive(Debug, Clone, Copy)]
@@ -439,7 +439,7 @@ fn route(gateway: &Gateway, request: &Request<'_>) -> Result<Response, Response>
         )),
         Endpoint::OpenApi => Ok(Response::embedded(JSON, OPENAPI)),
         Endpoint::Metrics => Ok(Response {
-            content_type: crate::metrics::CONTENT_TYPE,
+            content_type: crate::server::metrics::CONTENT_TYPE,
             body: Body::owned(gateway.metrics_text().into_bytes()),
             ..Response::json(&())
         }),
@@ -688,7 +688,7 @@ fn register(
 fn minimal_answer(
     head: String,
     tail: &dyn Fn(&[u8]) -> Vec<u8>,
-    leader: Option<crate::registry::NodeRecord>,
+    leader: Option<crate::server::registry::NodeRecord>,
 ) -> Response {
     let leader = match leader {
         Some(record) => serde_json::to_vec(&record).expect("a node record serialises"),
@@ -781,7 +781,7 @@ impl Query {
                     parsed.index = Some(index);
                 }
                 "wait" => {
-                    let wait = watch::parse_wait(&value).ok_or_else(|| {
+                    let wait = long_polls::parse_wait(&value).ok_or_else(|| {
                         Response::error(
                             400,
                             "Invalid wait: must be a duration such as 30s, 1m, 500ms or a \
@@ -833,8 +833,8 @@ pub fn parks(gateway: &Gateway, request: &Request<'_>) -> Option<Wait> {
     }
     let wait = query
         .wait
-        .unwrap_or(watch::DEFAULT_WAIT)
-        .min(watch::MAX_WAIT);
+        .unwrap_or(long_polls::DEFAULT_WAIT)
+        .min(long_polls::MAX_WAIT);
     if wait.is_zero() || query.epoch.as_deref().is_some_and(|e| e != gateway.epoch()) {
         return None;
     }
@@ -853,7 +853,7 @@ pub fn parks(gateway: &Gateway, request: &Request<'_>) -> Option<Wait> {
     }
     Some(Wait {
         index: version,
-        wait: wait + watch::jitter(wait),
+        wait: wait + long_polls::jitter(wait),
     })
 }
 

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::api::{NodeId, NodeStatus};
-use crate::registry::{Counts, Liveness, NodeInfo, NodeRecord, Now};
-use crate::store::Snapshot;
+use crate::server::registry::{Counts, Liveness, NodeInfo, NodeRecord, Now};
+use crate::server::store::Snapshot;
 
 use super::wire::{Change, Kv};
 

@@ -9,8 +9,9 @@ use argh::FromArgs;
 use log::LevelFilter;
 use serde_json::{Map, Value};
 
-use crate::auth::{Secret, TokenSource};
-use crate::registry::Liveness;
+use crate::files::read_small_text;
+use crate::server::auth::{Secret, TokenSource};
+use crate::server::registry::Liveness;
 
 /// Everything the server needs to run.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,7 +87,7 @@ impl Default for ServerConfig {
             max_nodes: 200_000,
             store: StoreKind::Memory,
             etcd_endpoints: Vec::new(),
-            max_watchers: crate::watch::DEFAULT_MAX_WATCHERS,
+            max_watchers: crate::server::long_polls::DEFAULT_MAX_WATCHERS,
             tokens: TokenSource::default(),
             protect_health: false,
             access_log: false,
@@ -638,13 +639,6 @@ pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 /// their `--config` through it.
 pub fn read_config_text(path: &Path) -> Result<String, String> {
     read_small_text(path, MAX_CONFIG_BYTES)
-}
-
-/// The text of the file at `path`, if it holds at most `limit` bytes of UTF-8: a settings
-/// file (a config, a token) read without trusting the path to name a small file.
-pub fn read_small_text(path: &Path, limit: u64) -> Result<String, String> {
-    let bytes = crate::read_small(path, limit)?;
-    String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_owned())
 }
 
 fn boolean(text: &str) -> Result<bool, String> {

@@ -34,7 +34,9 @@ use serde_json::Value;
 
 use crate::api::{NodeId, Registration};
 use crate::lock;
-use crate::registry::{Liveness, Now, Registered, Registry, RegistryError, Restored, unix_now};
+use crate::server::registry::{
+    Liveness, Now, Registered, Registry, RegistryError, Restored, unix_now,
+};
 
 use super::{Durability, Snapshot, Store, StoreError, Summary};
 use copy::{Bootstrap, Copy, Keys, Stored};

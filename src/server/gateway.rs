@@ -10,15 +10,15 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::api::{NodeId, Registration, Settings, Stats};
-use crate::auth::Auth;
-use crate::config::{ServerConfig, StoreKind};
 use crate::lock;
-use crate::metrics::{Gauges, Metrics};
-use crate::registry::{NodeRecord, Now, Registered, Registry};
-use crate::store::log::OpenError;
-use crate::store::{Durability, EtcdStore, LocalStore, Store, StoreError};
+use crate::server::auth::Auth;
+use crate::server::config::{ServerConfig, StoreKind};
+use crate::server::metrics::{Gauges, Metrics};
+use crate::server::registry::{NodeRecord, Now, Registered, Registry};
+use crate::server::store::log::OpenError;
+use crate::server::store::{Durability, EtcdStore, LocalStore, Store, StoreError};
 
-pub use crate::list::{Filter, LIST_MAX_AGE, NodeList, Part};
+pub use crate::server::node_list::{Filter, LIST_MAX_AGE, NodeList, Part};
 
 /// The registry and everything derived from it, shared by all request handlers.
 #[derive(Debug)]
@@ -86,12 +86,14 @@ impl Gateway {
         let wake: Arc<OnceLock<Wake>> = Arc::new(OnceLock::new());
         let hook = {
             let (metrics, wake) = (Arc::clone(&metrics), Arc::clone(&wake));
-            Box::new(move |version: u64, events: &[crate::registry::Event]| {
-                metrics.events(events);
-                if let Some(Wake(wake)) = wake.get() {
-                    wake(version);
-                }
-            })
+            Box::new(
+                move |version: u64, events: &[crate::server::registry::Event]| {
+                    metrics.events(events);
+                    if let Some(Wake(wake)) = wake.get() {
+                        wake(version);
+                    }
+                },
+            )
         };
         Gateway {
             metrics,
@@ -146,7 +148,7 @@ impl Gateway {
                 // Long-polls over etcd end when their wait does: the copy does not wake them.
                 let store = EtcdStore::open(
                     config.etcd_endpoints.clone(),
-                    crate::store::etcd::PREFIX,
+                    crate::server::store::etcd::PREFIX,
                     liveness,
                     max_nodes,
                 );
@@ -243,7 +245,7 @@ impl Gateway {
 
     /// Suspects and reaps silent nodes, then gives memory back to the system if the registry
     /// shrank a lot since it last did (and on the sweeps of the next [`TRIM_AGAIN_FOR`], for
-    /// what is freed late: see [`crate::allocator`]).
+    /// what is freed late: see [`crate::server::allocator`]).
     pub fn sweep(&self, now: Now) {
         self.store.sweep(now);
         let nodes = self.store.summary().counts.total_nodes;
@@ -255,9 +257,9 @@ impl Gateway {
                 // reader builds a new one; readers that hold the old one keep it alive until
                 // they finish, and a later sweep gives that back).
                 lock(&self.lists).take();
-                crate::allocator::release();
+                crate::server::allocator::release();
             }
-            None if lock(&self.trim).again(now.instant) => crate::allocator::release(),
+            None if lock(&self.trim).again(now.instant) => crate::server::allocator::release(),
             None => {}
         }
     }

@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 use super::log::OpenError;
 use super::{LocalStore, Store, StoreError};
 use crate::api::{NodeId, Registration};
-use crate::registry::{Liveness, Now};
+use crate::server::registry::{Liveness, Now};
 
 /// A fresh directory under the system's temporary directory, removed on drop.
 struct TempDir(PathBuf);
@@ -393,7 +393,9 @@ fn a_full_registry_refuses_new_nodes_and_changes_nothing() {
     store.register(reg(2), now()).unwrap();
     let version = store.summary().version;
     match store.register(reg(3), now()) {
-        Err(StoreError::Registry(crate::registry::RegistryError::Full { max_nodes: 2 })) => {}
+        Err(StoreError::Registry(crate::server::registry::RegistryError::Full {
+            max_nodes: 2,
+        })) => {}
         other => panic!("expected Full, got {other:?}"),
     }
     assert_eq!(store.summary().version, version);

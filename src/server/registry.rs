@@ -3,7 +3,7 @@
 //! This module is pure logic. It opens no sockets, spawns no threads and never reads a clock:
 //! every method that depends on time takes a [`Now`] from the caller, so tests drive time by hand.
 //! Every change that alters what `/nodes` or `/leader` would return goes through
-//! [`Registry::record`], which bumps `registry_version` and queues an [`Event`] for the owner to
+//! `Registry::record`, which bumps `registry_version` and queues an [`Event`] for the owner to
 //! announce.
 
 use std::collections::HashMap;
@@ -15,7 +15,7 @@ use serde::ser::SerializeStruct;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::api::{NodeId, NodeStatus, Registration};
+use crate::api::{NodeId, NodeStatus, Registration, limits};
 
 /// A point in time, as both clocks see it.
 ///
@@ -232,14 +232,6 @@ pub struct Counts {
     pub reaped_total: u64,
     /// Heartbeats acknowledged, since start.
     pub heartbeats_total: u64,
-}
-
-/// Limits on what one node may store.
-pub mod limits {
-    /// Most keys a node's metadata may hold (after merging).
-    pub const METADATA_KEYS: usize = 64;
-    /// Most bytes a node's metadata may take as compact JSON (after merging).
-    pub const METADATA_BYTES: usize = 16 * 1024;
 }
 
 /// The capability sets of the last few nodes that registered with distinct ones, handed out

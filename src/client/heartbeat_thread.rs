@@ -11,11 +11,11 @@ use crate::api::{
     Health, HeartbeatResponse, HeartbeatStatus, LeaderResponse, Node, NodeId, NodeRef,
     NodesResponse, RegisterResponse, RegisterStatus, Settings,
 };
-use crate::client::ClusterInfo;
-use crate::error::ClientError;
-use crate::shared::Shared;
-use crate::transport::{Method, Reply, random_unit};
-use crate::view::split;
+use crate::client::error::ClientError;
+use crate::client::session::Shared;
+use crate::client::transport::{Method, Reply, random_unit};
+use crate::client::view::ClusterInfo;
+use crate::client::view::split;
 use serde::Deserialize;
 
 /// A running heartbeat thread. Stop it with [`Heartbeat::stop`].

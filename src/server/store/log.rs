@@ -44,7 +44,7 @@ use serde_json::value::RawValue;
 
 use crate::api::{Node, NodeId, NodeStatus};
 use crate::lock;
-use crate::registry::{Event, NodeInfo, NodeRecord, Registry, Restored, unix_now};
+use crate::server::registry::{Event, NodeInfo, NodeRecord, Registry, Restored, unix_now};
 
 use super::{Durability, StoreError};
 

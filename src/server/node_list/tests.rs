@@ -8,7 +8,7 @@ use std::time::Instant;
 use serde_json::value::RawValue;
 
 use super::*;
-use crate::registry::NodeInfo;
+use crate::server::registry::NodeInfo;
 
 fn record(node_id: NodeId, status: NodeStatus) -> NodeRecord {
     NodeRecord {

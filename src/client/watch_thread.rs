@@ -23,11 +23,11 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::api::{Health, LeaderResponse, NodesResponse};
-use crate::client::ClusterInfo;
-use crate::error::ClientError;
-use crate::shared::Shared;
-use crate::transport::{Method, backoff};
-use crate::view::split;
+use crate::client::error::ClientError;
+use crate::client::session::Shared;
+use crate::client::transport::{Method, backoff};
+use crate::client::view::ClusterInfo;
+use crate::client::view::split;
 
 /// How long a long-poll waits unless the builder says otherwise (Consul's default is 5 min;
 /// 30 s stays under the read timeouts of common proxies, nginx's 60 s among them).

@@ -1,9 +1,9 @@
 //! Where the registry lives: the seam between the gateway and its storage.
 //!
-//! The HTTP layer talks to [`crate::gateway::Gateway`], which talks to a [`Store`]. A store
+//! The HTTP layer talks to [`crate::server::gateway::Gateway`], which talks to a [`Store`]. A store
 //! applies the membership operations (register, heartbeat, remove, set leader, sweep) and
 //! answers consistent snapshots for the node lists. [`LocalStore`] is the pure
-//! [`Registry`](crate::registry::Registry) behind a mutex, in memory only, or with a durable
+//! [`Registry`](crate::server::registry::Registry) behind a mutex, in memory only, or with a durable
 //! [`log`] in a data directory. [`EtcdStore`] keeps the registry in etcd for several gateways:
 //! a transaction per write, reads from a local copy fed by a watch.
 //!
@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::api::NodeId;
-use crate::registry::{Counts, Liveness, NodeRecord, Now, Registered, RegistryError};
+use crate::server::registry::{Counts, Liveness, NodeRecord, Now, Registered, RegistryError};
 
 pub mod etcd;
 mod local;

@@ -27,7 +27,7 @@
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
@@ -36,17 +36,15 @@ use crate::api::{
     RegisterResponse, Registration, RemoveResponse, RemoveStatus, SetLeader, SetLeaderResponse,
     SetLeaderStatus, Settings, Stats,
 };
-pub use crate::client_watch::DEFAULT_WATCH_WAIT;
-use crate::client_watch::Watch;
-use crate::error::ClientError;
-use crate::heartbeat::Heartbeat;
+use crate::client::error::ClientError;
+use crate::client::heartbeat_thread::Heartbeat;
+use crate::client::session::ClientStatus;
+use crate::client::session::{Shared, State};
+use crate::client::transport::{Method, Redacted, Transport, TransportConfig, sleep};
+use crate::client::view::{ClusterChange, ClusterInfo, ClusterView};
+use crate::client::watch_thread::{DEFAULT_WATCH_WAIT, Watch};
 use crate::lock;
-use crate::shared::{Shared, State};
-use crate::transport::{Method, Redacted, Transport, TransportConfig, sleep};
-pub use crate::view::{ChangeEvent, ClusterChange, ClusterInfo, ClusterView};
 
-/// The heartbeat interval until the gateway advertises its own (the original's 30 s).
-pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
 /// The deadline of every blocking call unless the builder sets one (or the timeout is longer).
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(15);
 /// How long `shutdown()` waits for the heartbeat thread before leaving a request in flight to
@@ -218,35 +216,6 @@ impl ClientBuilder {
             watch_wait: self.watch_wait,
         }
     }
-}
-
-/// How the heartbeat is going, for the embedding node.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ClientStatus {
-    /// The node this client registered, if any (`None` again after `leave()`).
-    pub node_id: Option<NodeId>,
-    /// True while the heartbeat thread runs.
-    pub heartbeat_running: bool,
-    /// When an exchange with a gateway last succeeded.
-    pub last_success: Option<SystemTime>,
-    /// Exchanges that failed in a row since the last success.
-    pub consecutive_failures: u32,
-    /// Why the last exchange failed, if it did.
-    pub last_error: Option<String>,
-    /// The gateway requests go to first.
-    pub current_gateway: String,
-    /// The `epoch` of the gateway last heard from.
-    pub gateway_epoch: Option<String>,
-    /// True if the last exchange succeeded and no request has waited for an answer longer than
-    /// 2 s (or the request timeout, if shorter): a frozen gateway shows here within seconds,
-    /// not once a request times out.
-    pub gateway_available: bool,
-    /// True if this node bootstrapped the cluster, learned from any registration, the heartbeat
-    /// thread's included. It stays true across re-registrations (which the gateway answers
-    /// with `false`, since the cluster exists) until `leave()`.
-    pub is_bootstrap: bool,
-    /// The heartbeat interval in use: pinned, or the gateway's.
-    pub heartbeat_interval: Duration,
 }
 
 impl GatewayClient {
@@ -644,7 +613,7 @@ impl GatewayClient {
     }
 
     /// Tells the watch thread to stop, if it runs.
-    fn signal_watch(&self) -> Option<crate::client_watch::Stopping> {
+    fn signal_watch(&self) -> Option<crate::client::watch_thread::Stopping> {
         // Taken out of the lock first: `is_watching()` must not wait while it ends.
         let watch = lock(&self.watch).take();
         watch.map(Watch::signal)

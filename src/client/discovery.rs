@@ -6,7 +6,7 @@
 //! `gateway_available: false` and keeps trying to register in the background.
 //!
 //! ```
-//! use cluster_gateway::discovery::{Discovery, GatewayDiscovery};
+//! use cluster_gateway::client::discovery::{Discovery, GatewayDiscovery};
 //! # let server = cluster_gateway::GatewayServer::new(cluster_gateway::ServerConfig {
 //! #     host: "127.0.0.1".into(), port: 0, ..Default::default() }).start()?;
 //! # let gateway_port = server.local_addr().port();
@@ -37,8 +37,10 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 
 use crate::api::{Node, NodeId, Registration};
-use crate::client::{ClientStatus, ClusterChange, ClusterView, GatewayClient};
-use crate::error::ClientError;
+use crate::client::error::ClientError;
+use crate::client::gateway_client::GatewayClient;
+use crate::client::session::ClientStatus;
+use crate::client::view::{ClusterChange, ClusterView};
 
 /// What a node knows about its discovery, for logs and status pages.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -314,7 +316,7 @@ impl Discovery {
     /// pace, build the client with [`crate::client::ClientBuilder::watch`].
     ///
     /// ```no_run
-    /// # let discovery = cluster_gateway::discovery::Discovery::new();
+    /// # let discovery = cluster_gateway::client::discovery::Discovery::new();
     /// discovery.on_change(|change| {
     ///     for event in change.events() {
     ///         println!("{event}"); // joined 3 10.0.0.3:5003, suspected 3 ..., back 3 ..., left 3
