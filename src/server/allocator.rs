@@ -20,7 +20,7 @@
 //! thread caches some freed blocks and hands them back when it exits (tiny_http ends an idle
 //! connection thread after 5 s), and a reader may hold an old peer list for a while. So the
 //! gateway trims after a mass departure and again on the sweeps of the next
-//! [`crate::server::gateway::TRIM_AGAIN_FOR`] ([`crate::server::gateway::Gateway::sweep`]).
+//! `gateway::TRIM_AGAIN_FOR` (`Gateway::sweep`).
 //!
 //! Elsewhere (musl, macOS, another global allocator) both functions do nothing.
 

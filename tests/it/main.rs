@@ -13,6 +13,7 @@ mod etcd;
 mod faults;
 mod front;
 mod hostile;
+mod layering;
 mod leaks;
 mod logs;
 mod metrics;

@@ -1,6 +1,6 @@
 //! Where the registry lives: the seam between the gateway and its storage.
 //!
-//! The HTTP layer talks to [`crate::server::gateway::Gateway`], which talks to a [`Store`]. A store
+//! The HTTP layer talks to the gateway (`gateway::Gateway`), which talks to a [`Store`]. A store
 //! applies the membership operations (register, heartbeat, remove, set leader, sweep) and
 //! answers consistent snapshots for the node lists. [`LocalStore`] is the pure
 //! [`Registry`](crate::server::registry::Registry) behind a mutex, in memory only, or with a durable
