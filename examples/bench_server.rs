@@ -35,14 +35,10 @@ fn main() {
     };
     let (port, workers, nodes, sweep) = (arg(0) as u16, arg(1) as usize, arg(2) as u64, arg(3));
     let heartbeat_interval = Duration::from_secs_f64(sweep);
-    let mut config = ServerConfig {
-        host: "127.0.0.1".into(),
-        port,
-        workers,
-        heartbeat_interval,
-        data_dir: args.get(4).map(Into::into),
-        ..ServerConfig::default()
-    };
+    let mut config = ServerConfig::new("127.0.0.1", port);
+    config.workers = workers;
+    config.heartbeat_interval = heartbeat_interval;
+    config.data_dir = args.get(4).map(Into::into);
     // Nobody heartbeats the seeded nodes: keep them all active for the whole run.
     config.liveness.suspect_after = Duration::from_secs(3600);
     config.liveness.node_timeout = Duration::from_secs(7200);
@@ -52,19 +48,20 @@ fn main() {
     for node_id in 1..=nodes {
         let metadata = serde_json::json!({"zone": format!("z{}", node_id % 3), "rack": format!("r{}", node_id % 40)});
         gateway
-            .register(Registration {
-                node_id,
-                ip_address: format!(
-                    "10.{}.{}.{}",
-                    node_id >> 16 & 255,
-                    node_id >> 8 & 255,
-                    node_id & 255
-                ),
-                port: 5000 + (node_id % 1000) as u16,
-                capabilities: vec!["raft".into(), "gossip".into()],
-                metadata: metadata.as_object().cloned(),
-                previous_epoch: None,
-            })
+            .register(
+                Registration::new(
+                    node_id,
+                    format!(
+                        "10.{}.{}.{}",
+                        node_id >> 16 & 255,
+                        node_id >> 8 & 255,
+                        node_id & 255
+                    ),
+                    5000 + (node_id % 1000) as u16,
+                )
+                .capabilities(["raft", "gossip"])
+                .metadata(metadata.as_object().cloned().unwrap_or_default()),
+            )
             .expect("register");
     }
     // The first list request builds the cached list; count it in.

@@ -29,14 +29,7 @@ fn main() {
         .build()
         .expect("client");
     client
-        .register_node(Registration {
-            node_id: 999_999,
-            ip_address: "127.0.0.1".into(),
-            port: 9999,
-            capabilities: vec!["raft".into()],
-            metadata: None,
-            previous_epoch: None,
-        })
+        .register_node(Registration::new(999_999, "127.0.0.1", 9999).capabilities(["raft"]))
         .expect("register");
     let (cpu_start, wall_start) = (cpu_seconds(), Instant::now());
     std::thread::sleep(Duration::from_secs(seconds));

@@ -38,14 +38,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let changes = node.discovery().subscribe();
     let info = node.discovery().initialize_with(
         client,
-        Registration {
-            node_id: node.node_id,
-            ip_address: "127.0.0.1".into(),
-            port,
-            capabilities: vec!["raft".into(), "gossip".into()],
-            metadata: Some(metadata),
-            ..Registration::default()
-        },
+        Registration::new(node.node_id, "127.0.0.1", port)
+            .capabilities(["raft", "gossip"])
+            .metadata(metadata),
     );
     println!("{info:?}");
     if node.is_bootstrap_node() {

@@ -11,19 +11,18 @@ use cluster_gateway::server::registry::{Liveness, Now, Registry};
 
 fn registration(node_id: u64) -> Registration {
     let metadata = serde_json::json!({"zone": format!("z{}", node_id % 3), "rack": format!("r{}", node_id % 40)});
-    Registration {
+    Registration::new(
         node_id,
-        ip_address: format!(
+        format!(
             "10.{}.{}.{}",
             node_id >> 16 & 255,
             node_id >> 8 & 255,
             node_id & 255
         ),
-        port: 5000,
-        capabilities: vec!["raft".into(), "gossip".into()],
-        metadata: metadata.as_object().cloned(),
-        previous_epoch: None,
-    }
+        5000,
+    )
+    .capabilities(["raft", "gossip"])
+    .metadata(metadata.as_object().cloned().unwrap_or_default())
 }
 
 fn per_op(started: Instant, ops: u64) -> String {

@@ -32,6 +32,7 @@ pub mod limits {
 /// Whether a node is heard from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum NodeStatus {
     /// Heard from within `suspect_after`.
     Active,
@@ -51,6 +52,7 @@ impl NodeStatus {
 
 /// A node record as the gateway reports it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Node {
     /// The node's id.
     pub node_id: NodeId,
@@ -89,6 +91,7 @@ pub fn host_port(host: &str, port: u16) -> String {
 
 /// `POST /register`: who a node is and where to reach it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Registration {
     /// The node's id.
     pub node_id: NodeId,
@@ -120,6 +123,7 @@ pub enum RegisterStatus {
 
 /// Answer to `POST /register`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RegisterResponse {
     /// `registered` or `updated`.
     pub status: RegisterStatus,
@@ -146,6 +150,7 @@ pub struct RegisterResponse {
 ///
 /// Each is absent when the gateway is the original one, which did not advertise them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Settings {
     /// How often nodes should heartbeat (and how often the gateway sweeps).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -160,6 +165,7 @@ pub struct Settings {
 
 /// Answer to `GET /nodes`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct NodesResponse {
     /// The matching nodes, by node id.
     pub nodes: Vec<Node>,
@@ -169,6 +175,7 @@ pub struct NodesResponse {
 
 /// Answer to `GET /leader`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct LeaderResponse {
     /// The leader's record, or null.
     pub leader: Option<Node>,
@@ -199,6 +206,7 @@ pub enum SetLeaderStatus {
 
 /// Answer to `POST /leader`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SetLeaderResponse {
     /// `updated` or `failed`.
     pub status: SetLeaderStatus,
@@ -229,6 +237,7 @@ pub enum HeartbeatStatus {
 
 /// Answer to `POST /heartbeat` (always 200, as the original client expects).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct HeartbeatResponse {
     /// `acknowledged` or `not_found`.
     pub status: HeartbeatStatus,
@@ -252,6 +261,7 @@ pub enum RemoveStatus {
 
 /// Answer to `POST /remove`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RemoveResponse {
     /// `removed` or `not_found`.
     pub status: RemoveStatus,
@@ -261,6 +271,7 @@ pub struct RemoveResponse {
 
 /// Answer to `GET /health`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Health {
     /// Always `healthy` when the gateway answers.
     pub status: String,
@@ -283,6 +294,7 @@ pub struct Health {
 
 /// Answer to `GET /stats`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Stats {
     /// Registered nodes, active or suspected.
     pub total_nodes: usize,
@@ -354,6 +366,7 @@ pub struct Stats {
 
 /// The body of every 4xx and 5xx answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ErrorBody {
     /// What went wrong, for a person.
     pub error: String,
@@ -388,6 +401,67 @@ pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, Invalid> {
 }
 
 impl Registration {
+    /// A registration of `node_id`, reachable at `ip_address:port`, with no capabilities and no
+    /// metadata; add them with [`Registration::capabilities`] and [`Registration::metadata`].
+    ///
+    /// ```
+    /// use cluster_gateway::api::Registration;
+    ///
+    /// let mut round = cluster_gateway::Metadata::new();
+    /// round.insert("round".into(), 3.into());
+    /// let registration = Registration::new(7, "10.0.0.7", 5001)
+    ///     .capabilities(["raft", "gossip"])
+    ///     .metadata(round);
+    /// assert_eq!(registration.capabilities, ["raft", "gossip"]);
+    /// ```
+    ///
+    /// The struct is `#[non_exhaustive]`: it gains fields as the protocol grows, so it is built
+    /// this way, never with a struct literal.
+    ///
+    /// ```compile_fail
+    /// use cluster_gateway::api::Registration;
+    ///
+    /// let registration = Registration {
+    ///     node_id: 7,
+    ///     ip_address: "10.0.0.7".into(),
+    ///     port: 5001,
+    ///     capabilities: Vec::new(),
+    ///     metadata: None,
+    ///     previous_epoch: None,
+    /// };
+    /// ```
+    pub fn new(node_id: NodeId, ip_address: impl Into<String>, port: u16) -> Registration {
+        Registration {
+            node_id,
+            ip_address: ip_address.into(),
+            port,
+            ..Registration::default()
+        }
+    }
+
+    /// The same registration offering `capabilities` (e.g. `raft`, `gossip`).
+    pub fn capabilities<I, S>(mut self, capabilities: I) -> Registration
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.capabilities = capabilities.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The same registration carrying `metadata`, merged key by key into what the gateway holds.
+    pub fn metadata(mut self, metadata: Map<String, Value>) -> Registration {
+        self.metadata = Some(metadata);
+        self
+    }
+
+    /// The same registration naming the `epoch` of the gateway this node last registered with:
+    /// the node belongs to a cluster that exists, so it never bootstraps.
+    pub fn previous_epoch(mut self, epoch: impl Into<String>) -> Registration {
+        self.previous_epoch = Some(epoch.into());
+        self
+    }
+
     /// Validates a `POST /register` body. Unknown fields are ignored.
     pub fn from_body(body: &Map<String, Value>) -> Result<Registration, Invalid> {
         for name in ["node_id", "ip_address", "port", "capabilities"] {

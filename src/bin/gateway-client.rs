@@ -379,14 +379,11 @@ fn join(cli: &Cli, settings: &Settings, client: &GatewayClient) -> Result<(), Fa
             "--port (or NODE_PORT, or port in --config) is required to join ({commands})"
         ))
     })?;
-    let registration = Registration {
-        node_id,
-        ip_address: settings.ip_address.clone(),
-        port,
-        capabilities: settings.capabilities.clone(),
-        metadata: (!settings.metadata.is_empty()).then(|| settings.metadata.clone()),
-        previous_epoch: None,
-    };
+    let mut registration = Registration::new(node_id, settings.ip_address.clone(), port)
+        .capabilities(settings.capabilities.clone());
+    if !settings.metadata.is_empty() {
+        registration = registration.metadata(settings.metadata.clone());
+    }
     // Registered before joining, so a signal during start-up is not lost.
     let mut signals = Signals::new([SIGINT, SIGTERM])
         .map_err(|e| Failure::Gateway(format!("cannot handle signals: {e}")))?;

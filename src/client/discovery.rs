@@ -44,6 +44,7 @@ use crate::client::view::{ClusterChange, ClusterView};
 
 /// What a node knows about its discovery, for logs and status pages.
 #[derive(Debug, Clone, PartialEq, Default)]
+#[non_exhaustive]
 pub struct DiscoveryInfo {
     /// True if the last exchange with the gateway succeeded and no request has waited long
     /// for an answer (see [`ClientStatus::gateway_available`]).
@@ -70,6 +71,7 @@ pub struct DiscoveryInfo {
 
 /// Everything a node may want to know, taken at one moment: [`Discovery::snapshot`].
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct DiscoverySnapshot {
     /// The summary.
     pub info: DiscoveryInfo,

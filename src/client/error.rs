@@ -5,6 +5,7 @@ use std::fmt;
 
 /// Why a client call failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ClientError {
     /// No gateway could be reached (connection refused, host not found, connection reset).
     Unreachable {

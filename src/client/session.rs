@@ -23,6 +23,7 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
 
 /// How the heartbeat is going, for the embedding node.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct ClientStatus {
     /// The node this client registered, if any (`None` again after `leave()`).
     pub node_id: Option<NodeId>,

@@ -16,6 +16,7 @@ use crate::api::{Node, NodeId, NodeStatus};
 
 /// The cluster as the gateway last described it.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct ClusterInfo {
     /// Active peers, without this node.
     pub nodes: Vec<Node>,
@@ -30,6 +31,7 @@ pub struct ClusterInfo {
 /// The last known view of the cluster, kept fresh by the heartbeat thread (and the watch thread,
 /// when it runs); still there while the gateway is down.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct ClusterView {
     /// Peers and leader.
     pub cluster: ClusterInfo,
@@ -63,6 +65,7 @@ impl ClusterView {
 /// received is always a complete picture. [`ClusterChange::events`] lists it as one
 /// [`ChangeEvent`] per fact, for printing.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct ClusterChange {
     /// The view after the change.
     pub view: ClusterView,
@@ -111,6 +114,7 @@ impl ClusterChange {
 /// `leader 2 10.0.0.2:5002`, `leader none`); [`ChangeEvent::to_json`] one JSON object whose
 /// `event` is the line's first word.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum ChangeEvent {
     /// A peer appeared.
     Joined(Node),

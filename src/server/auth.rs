@@ -13,6 +13,7 @@ use std::sync::{Arc, RwLock};
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum Role {
     /// `GET` routes: `/nodes`, `/leader`, `/stats`, `/health` (when protected) and the like.
     Read,
@@ -59,6 +60,7 @@ impl fmt::Display for Secret {
 
 /// Why tokens could not be read. Never holds token text.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AuthError {
     /// The token file could not be read.
     Read {
@@ -238,6 +240,7 @@ fn constant_time_eq(presented: &[u8], secret: &[u8]) -> bool {
 
 /// Where tokens come from: a file (re-read on reload) and the text of `GATEWAY_TOKENS`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TokenSource {
     /// `--token-file` / `GATEWAY_TOKEN_FILE`.
     pub file: Option<PathBuf>,

@@ -15,6 +15,7 @@ use crate::server::registry::Liveness;
 
 /// Everything the server needs to run.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct ServerConfig {
     /// Address to listen on.
     pub host: String,
@@ -60,6 +61,7 @@ pub struct ServerConfig {
 
 /// Where the registry lives (`--store`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StoreKind {
     /// In this process: in memory, or in `--data-dir`.
     #[default]
@@ -235,6 +237,7 @@ const NOT_APPLIED: [(&str, &str); 2] = [
 
 /// A setting that could not be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// A value that does not parse or is out of range.
     Invalid {
@@ -282,6 +285,24 @@ impl std::error::Error for ConfigError {}
 type Layer = Vec<(&'static str, String, String)>;
 
 impl ServerConfig {
+    /// The default settings, listening on `host:port` (port 0: any free port). Every other
+    /// field is public: set it after this, or start from [`ServerConfig::default`].
+    ///
+    /// ```
+    /// use cluster_gateway::ServerConfig;
+    ///
+    /// let mut config = ServerConfig::new("127.0.0.1", 0);
+    /// config.workers = 4;
+    /// assert_eq!(config.max_nodes, ServerConfig::default().max_nodes);
+    /// ```
+    pub fn new(host: impl Into<String>, port: u16) -> ServerConfig {
+        ServerConfig {
+            host: host.into(),
+            port,
+            ..ServerConfig::default()
+        }
+    }
+
     /// Merges defaults, the config file, the environment (read through `env`) and the flags.
     pub fn load(
         args: &ServerArgs,

@@ -45,6 +45,7 @@ pub struct GatewayServer {
 
 /// Why the server could not start.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum StartError {
     /// The address could not be listened on.
     Listen {
@@ -230,6 +231,7 @@ struct Counters {
 
 /// A snapshot of the server's counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ServerCounters {
     /// Answers that took over a second from receipt to the last byte written.
     pub slow_answers: u64,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cluster_gateway::server::auth::{Secret, TokenSource};
+use cluster_gateway::server::auth::Secret;
 use serde_json::{Value, json};
 
 use cluster_gateway::ClientError;
@@ -28,10 +28,7 @@ fn scratch(name: &str) -> PathBuf {
 
 fn with_tokens(protect_health: bool) -> TestServer {
     TestServer::with(|config| {
-        config.tokens = TokenSource {
-            file: None,
-            inline: Some(Secret::new(TABLE)),
-        };
+        config.tokens.inline = Some(Secret::new(TABLE));
         config.protect_health = protect_health;
     })
 }
@@ -244,15 +241,8 @@ fn a_bad_token_file_stops_the_start_naming_the_line_not_the_token() {
     let dir = scratch("bad-start");
     let file = dir.join("tokens");
     std::fs::write(&file, "read:a:s3cr3t-one\nwrite:b:s3cr3t two\n").unwrap();
-    let config = cluster_gateway::ServerConfig {
-        host: "127.0.0.1".into(),
-        port: 0,
-        tokens: TokenSource {
-            file: Some(file.clone()),
-            inline: None,
-        },
-        ..Default::default()
-    };
+    let mut config = cluster_gateway::ServerConfig::new("127.0.0.1", 0);
+    config.tokens.file = Some(file.clone());
     let Err(error) = cluster_gateway::GatewayServer::new(config).start() else {
         panic!("the start succeeded with a bad token file");
     };
@@ -262,15 +252,8 @@ fn a_bad_token_file_stops_the_start_naming_the_line_not_the_token() {
 
     // A file with no token at all: refused too, rather than an open gateway.
     std::fs::write(&file, "# to do\n").unwrap();
-    let config = cluster_gateway::ServerConfig {
-        host: "127.0.0.1".into(),
-        port: 0,
-        tokens: TokenSource {
-            file: Some(file.clone()),
-            inline: None,
-        },
-        ..Default::default()
-    };
+    let mut config = cluster_gateway::ServerConfig::new("127.0.0.1", 0);
+    config.tokens.file = Some(file.clone());
     let Err(error) = cluster_gateway::GatewayServer::new(config).start() else {
         panic!("the start succeeded with an empty token file");
     };
@@ -469,14 +452,8 @@ fn builder(server: &TestServer) -> cluster_gateway::client::ClientBuilder {
 fn the_client_sends_its_token_and_says_which_refusal_it_met() {
     let server = with_tokens(false);
     let writer = builder(&server).token(WRITE).build().unwrap();
-    let registration = cluster_gateway::api::Registration {
-        node_id: 5,
-        ip_address: "127.0.0.1".into(),
-        port: 5005,
-        capabilities: vec!["raft".into()],
-        metadata: None,
-        previous_epoch: None,
-    };
+    let registration =
+        cluster_gateway::api::Registration::new(5, "127.0.0.1", 5005).capabilities(["raft"]);
     writer.register_node(registration).unwrap();
     writer.heartbeat().unwrap();
     let reader = builder(&server).token(READ).build().unwrap();
@@ -628,12 +605,9 @@ fn the_cli_takes_its_token_from_a_flag_a_file_or_the_environment() {
 fn a_discovery_handle_without_a_write_token_is_told_why_at_once_and_joins_with_one() {
     use cluster_gateway::client::discovery::Discovery;
     let server = with_tokens(false);
-    let registration = |node_id| cluster_gateway::api::Registration {
-        node_id,
-        ip_address: "127.0.0.1".into(),
-        port: 6100 + node_id as u16,
-        capabilities: vec!["raft".into()],
-        ..Default::default()
+    let registration = |node_id| {
+        cluster_gateway::api::Registration::new(node_id, "127.0.0.1", 6100 + node_id as u16)
+            .capabilities(["raft"])
     };
     for (token, status) in [(None, "401"), (Some(READ), "403")] {
         let mut builder = builder(&server).deadline(Duration::from_secs(30));

@@ -33,14 +33,7 @@ fn client(server: &TestServer) -> GatewayClient {
 }
 
 fn node(node_id: u64) -> Registration {
-    Registration {
-        node_id,
-        ip_address: "127.0.0.1".into(),
-        port: 6000 + node_id as u16,
-        capabilities: vec!["raft".into(), "gossip".into()],
-        metadata: None,
-        previous_epoch: None,
-    }
+    Registration::new(node_id, "127.0.0.1", 6000 + node_id as u16).capabilities(["raft", "gossip"])
 }
 
 fn registered(server: &TestServer, node_id: u64) -> Option<Value> {
@@ -148,13 +141,9 @@ fn after_a_gateway_restart_the_client_registers_again() {
     // Same port, empty registry. The port may take a moment to be free again.
     let mut second = None;
     assert!(eventually(Duration::from_secs(10), || {
-        second = GatewayServer::new(ServerConfig {
-            host: own_host::CLIENT_RESTART.into(),
-            port: addr.port(),
-            ..ServerConfig::default()
-        })
-        .start()
-        .ok();
+        second = GatewayServer::new(ServerConfig::new(own_host::CLIENT_RESTART, addr.port()))
+            .start()
+            .ok();
         second.is_some()
     }));
     let second = second.unwrap();
@@ -232,9 +221,10 @@ fn leave_deregisters_the_node() {
 fn the_gateway_error_text_reaches_the_caller() {
     let server = TestServer::start();
     let c = client(&server);
-    let bad = Registration {
-        ip_address: "not an address".into(),
-        ..node(1)
+    let bad = {
+        let mut registration = node(1);
+        registration.ip_address = "not an address".into();
+        registration
     };
     match c.register_node(bad) {
         Err(ClientError::Gateway {
@@ -342,13 +332,9 @@ fn a_node_started_before_its_gateway_registers_once_the_gateway_is_up() {
     assert!(!info.gateway_available);
     let mut server = None;
     assert!(eventually(Duration::from_secs(10), || {
-        server = GatewayServer::new(ServerConfig {
-            host: host.into(),
-            port,
-            ..ServerConfig::default()
-        })
-        .start()
-        .ok();
+        server = GatewayServer::new(ServerConfig::new(host, port))
+            .start()
+            .ok();
         server.is_some()
     }));
     let url = format!("http://{host}:{port}");
@@ -655,13 +641,9 @@ fn initialize_discovery_registers_in_the_background_once_a_gateway_answers() {
     assert!(!info.gateway_available, "{info:?}");
     let mut server = None;
     assert!(eventually(Duration::from_secs(10), || {
-        server = GatewayServer::new(ServerConfig {
-            host: host.into(),
-            port,
-            ..ServerConfig::default()
-        })
-        .start()
-        .ok();
+        server = GatewayServer::new(ServerConfig::new(host, port))
+            .start()
+            .ok();
         server.is_some()
     }));
     let gateway = std::sync::Arc::clone(server.as_ref().unwrap().gateway());

@@ -49,13 +49,7 @@ fn watcher(gateway: &str) -> GatewayClient {
 }
 
 fn node(node_id: u64) -> Registration {
-    Registration {
-        node_id,
-        ip_address: "127.0.0.1".into(),
-        port: 6000 + node_id as u16,
-        capabilities: vec!["raft".into()],
-        ..Registration::default()
-    }
+    Registration::new(node_id, "127.0.0.1", 6000 + node_id as u16).capabilities(["raft"])
 }
 
 /// Reads changes until one has the event `line`; returns every event line read. Fails (does
@@ -212,12 +206,8 @@ fn a_discovery_callback_hears_of_changes_from_a_watching_client_that_leaves_itse
 fn start_at(host: &str, port: u16) -> TestServer {
     let mut server = None;
     assert!(eventually(PATIENCE, || {
-        let mut config = ServerConfig {
-            host: host.into(),
-            port,
-            workers: 4,
-            ..ServerConfig::default()
-        };
+        let mut config = ServerConfig::new(host, port);
+        config.workers = 4;
         fast(&mut config);
         match GatewayServer::new(config).start() {
             Ok(running) => {
@@ -669,12 +659,9 @@ fn gateway_client_watch_exits_1_when_the_gateway_refuses_it_at_start() {
     // /health stays open to probes; the watch's reads need a token it does not have. It
     // retried its 401s until stopped, printing nothing.
     let server = TestServer::with(|c| {
-        c.tokens = cluster_gateway::server::auth::TokenSource {
-            file: None,
-            inline: Some(cluster_gateway::server::auth::Secret::new(
-                "read:ops:0123456789abcdef0123",
-            )),
-        }
+        c.tokens.inline = Some(cluster_gateway::server::auth::Secret::new(
+            "read:ops:0123456789abcdef0123",
+        ));
     });
     let mut command = Command::new(BIN);
     command

@@ -37,13 +37,7 @@ mod own_host {
 const PATIENCE: Duration = Duration::from_secs(20);
 
 fn node(node_id: u64) -> Registration {
-    Registration {
-        node_id,
-        ip_address: "127.0.0.1".into(),
-        port: 6000 + node_id as u16,
-        capabilities: vec!["raft".into()],
-        ..Registration::default()
-    }
+    Registration::new(node_id, "127.0.0.1", 6000 + node_id as u16).capabilities(["raft"])
 }
 
 struct MyNode {
@@ -73,12 +67,8 @@ fn fast_config(config: &mut ServerConfig, suspect_ms: u64) {
 fn start_at(host: &str, port: u16, configure: impl Fn(&mut ServerConfig)) -> TestServer {
     let mut server = None;
     assert!(eventually(PATIENCE, || {
-        let mut config = ServerConfig {
-            host: host.into(),
-            port,
-            workers: 4,
-            ..ServerConfig::default()
-        };
+        let mut config = ServerConfig::new(host, port);
+        config.workers = 4;
         configure(&mut config);
         server = GatewayServer::new(config).start().ok();
         server.is_some()
@@ -880,13 +870,8 @@ fn the_handle_offers_leave_status_metadata_and_a_snapshot() {
         .unwrap();
     let mut metadata = Metadata::new();
     metadata.insert("zone".into(), json!("a"));
-    my.discovery().initialize_with(
-        client,
-        Registration {
-            metadata: Some(metadata),
-            ..node(1)
-        },
-    );
+    my.discovery()
+        .initialize_with(client, node(1).metadata(metadata));
     let mut more = Metadata::new();
     more.insert("role".into(), json!("primary"));
     my.discovery().update_metadata(more).unwrap();
@@ -937,13 +922,11 @@ fn a_refused_background_registration_is_reported_and_stops_heartbeating() {
         .gateway(server.url.clone())
         .build()
         .unwrap();
-    let info = my.discovery().initialize_with(
-        client,
-        Registration {
-            ip_address: "not an address".into(),
-            ..node(1)
-        },
-    );
+    let info = my.discovery().initialize_with(client, {
+        let mut registration = node(1);
+        registration.ip_address = "not an address".into();
+        registration
+    });
     assert!(!info.gateway_available);
     let error = info.error.unwrap();
     assert!(error.contains("Invalid ip_address"), "{error}");

@@ -398,13 +398,8 @@ fn a_gateway_killed_under_heartbeating_clients_they_fail_over_and_nothing_acknow
                 .timeout(Duration::from_secs(5))
                 .build()
                 .unwrap();
-            let registration = Registration {
-                node_id: id,
-                ip_address: "127.0.0.1".into(),
-                port: 7000 + id as u16,
-                capabilities: vec!["raft".into()],
-                ..Registration::default()
-            };
+            let registration =
+                Registration::new(id, "127.0.0.1", 7000 + id as u16).capabilities(["raft"]);
             client
                 .register_node(registration)
                 .expect("registered through the first gateway");

@@ -110,14 +110,9 @@ fn heartbeating_client(url: &str, node_id: u64) -> GatewayClient {
         .build()
         .unwrap();
     client
-        .register_node(Registration {
-            node_id,
-            ip_address: "127.0.0.1".into(),
-            port: 7000 + node_id as u16,
-            capabilities: vec!["raft".into()],
-            metadata: None,
-            previous_epoch: None,
-        })
+        .register_node(
+            Registration::new(node_id, "127.0.0.1", 7000 + node_id as u16).capabilities(["raft"]),
+        )
         .unwrap();
     client
 }
@@ -162,15 +157,8 @@ fn while_the_gateway_is_gone_clients_keep_their_view_report_it_and_recover() {
                 .retry_base_delay(Duration::from_millis(10))
                 .build()
                 .unwrap();
-            c.register_node(Registration {
-                node_id: id,
-                ip_address: "127.0.0.1".into(),
-                port: 7100 + id as u16,
-                capabilities: vec![],
-                metadata: None,
-                previous_epoch: None,
-            })
-            .unwrap();
+            c.register_node(Registration::new(id, "127.0.0.1", 7100 + id as u16))
+                .unwrap();
             c
         })
         .collect();
@@ -199,13 +187,9 @@ fn while_the_gateway_is_gone_clients_keep_their_view_report_it_and_recover() {
 
     let mut second = None;
     assert!(eventually(Duration::from_secs(10), || {
-        second = GatewayServer::new(ServerConfig {
-            host: own_host::GONE.into(),
-            port,
-            ..ServerConfig::default()
-        })
-        .start()
-        .ok();
+        second = GatewayServer::new(ServerConfig::new(own_host::GONE, port))
+            .start()
+            .ok();
         second.is_some()
     }));
     assert!(eventually(Duration::from_secs(20), || count_nodes(&url) == Some(3)));

@@ -22,12 +22,8 @@ impl TestServer {
     pub fn with(configure: impl FnOnce(&mut ServerConfig)) -> TestServer {
         // The suite opens thousands of sockets at once; the default soft limit is too low.
         let _ = rlimit::increase_nofile_limit(u64::MAX);
-        let mut config = ServerConfig {
-            host: "127.0.0.1".into(),
-            port: 0,
-            workers: 4,
-            ..ServerConfig::default()
-        };
+        let mut config = ServerConfig::new("127.0.0.1", 0);
+        config.workers = 4;
         configure(&mut config);
         let server = GatewayServer::new(config)
             .start()

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use cluster_gateway::api::Registration;
 use cluster_gateway::client::GatewayClient;
-use cluster_gateway::server::auth::{Secret, TokenSource};
+use cluster_gateway::server::auth::Secret;
 
 use crate::front::{Front, Tls, nginx_binary};
 use crate::support::{TestServer, eventually, within};
@@ -168,12 +168,9 @@ fn gateway_client_speaks_https_through_the_shipped_front_with_tokens_and_refuses
     std::fs::write(&token_file, format!("{WRITE}\n")).unwrap();
 
     let gateway = TestServer::with(|config| {
-        config.tokens = TokenSource {
-            file: None,
-            inline: Some(Secret::new(format!(
-                "read:dash:{READ}\nwrite:ops:{WRITE}\n"
-            ))),
-        };
+        config.tokens.inline = Some(Secret::new(format!(
+            "read:dash:{READ}\nwrite:ops:{WRITE}\n"
+        )));
     });
     let front = Front::start_tls(
         &nginx,
@@ -196,14 +193,7 @@ fn gateway_client_speaks_https_through_the_shipped_front_with_tokens_and_refuses
         .token(WRITE)
         .build()
         .unwrap();
-    let registration = Registration {
-        node_id: 1,
-        ip_address: "127.0.0.1".into(),
-        port: 7001,
-        capabilities: vec!["raft".into()],
-        metadata: None,
-        previous_epoch: None,
-    };
+    let registration = Registration::new(1, "127.0.0.1", 7001).capabilities(["raft"]);
     let answer = node.register_node(registration).unwrap();
     assert!(answer.is_bootstrap);
     node.heartbeat().unwrap();
