@@ -4,22 +4,26 @@
 //! drives it directly. It maps paths to [`Gateway`] calls, turns bad input into a 4xx JSON error,
 //! and is the one place where requests are authorised.
 
-use std::io::{self, Read, Write};
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::api::{
-    self, ErrorBody, Health, HeartbeatResponse, HeartbeatStatus, Invalid, NodeId, Registration,
-    RemoveResponse, RemoveStatus, SetLeaderResponse, SetLeaderStatus,
+    self, Health, HeartbeatResponse, HeartbeatStatus, NodeId, Registration, RemoveResponse,
+    RemoveStatus, SetLeaderResponse, SetLeaderStatus,
 };
 use crate::server::auth::{Need, Role, Verdict};
 use crate::server::gateway::{Filter, Gateway, NodeList, Part};
 use crate::server::long_polls;
-use crate::server::registry::{RegistryError, unix_now};
-use crate::server::store::StoreError;
+use crate::server::registry::{NodeRecord, Registered, unix_now};
+
+mod query;
+mod response;
+
+use query::{Query, wants_pretty};
+pub use response::{Body, JSON, Response};
 
 /// A request, as far as routing needs it.
 #[derive(Debug, Clone, Copy)]
@@ -83,251 +87,6 @@ impl<'a> Request<'a> {
     }
 }
 
-/// The content type of every answer but the dashboard.
-pub const JSON: &str = "application/json";
-
-/// An answer: status, headers, body.
-#[derive(Debug)]
-pub struct Response {
-    /// HTTP status code.
-    pub status: u16,
-    /// For 405: the methods the path accepts.
-    pub allow: Option<&'static str>,
-    /// The `Content-Type`: JSON, except for the dashboard.
-    pub content_type: &'static str,
-    /// Other headers: `ETag`, `Vary`, `Content-Encoding`, `Preference-Applied`.
-    pub headers: Vec<(&'static str, String)>,
-    /// JSON (or gzip-compressed JSON), in pieces.
-    pub body: Body,
-}
-
-/// A JSON body made of pieces, some of them borrowed from a cached node list.
-#[derive(Debug)]
-pub struct Body {
-    list: Option<Arc<NodeList>>,
-    parts: Vec<Part>,
-    /// Reading position: which part, and how far into it.
-    at: (usize, usize),
-}
-
-impl Body {
-    fn owned(bytes: Vec<u8>) -> Body {
-        Body {
-            list: None,
-            parts: vec![Part::Owned(bytes)],
-            at: (0, 0),
-        }
-    }
-
-    fn part<'s>(&'s self, part: &'s Part) -> &'s [u8] {
-        match part {
-            Part::Static(bytes) => bytes,
-            Part::Owned(bytes) => bytes,
-            Part::Cached { chunk, range } => self
-                .list
-                .as_ref()
-                .expect("cached parts come with their list")
-                .bytes(*chunk, range.clone()),
-            Part::Compressed { chunk, variant } => self
-                .list
-                .as_ref()
-                .expect("cached parts come with their list")
-                .compressed(*chunk, *variant),
-        }
-    }
-
-    /// Length in bytes.
-    pub fn len(&self) -> usize {
-        self.parts.iter().map(|p| self.part(p).len()).sum()
-    }
-
-    /// True if the body has no bytes.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Writes the whole body to `out`, piece by piece.
-    pub fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
-        self.parts
-            .iter()
-            .try_for_each(|p| out.write_all(self.part(p)))
-    }
-
-    /// The whole body as one buffer.
-    pub fn to_vec(&self) -> Vec<u8> {
-        self.parts
-            .iter()
-            .flat_map(|p| self.part(p))
-            .copied()
-            .collect()
-    }
-}
-
-impl Read for Body {
-    /// Fills `buf` from as many parts as fit (a list answer has hundreds of small ones).
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut filled = 0;
-        while filled < buf.len()
-            && let Some(part) = self.parts.get(self.at.0)
-        {
-            let rest = &self.part(part)[self.at.1..];
-            let n = rest.len().min(buf.len() - filled);
-            buf[filled..filled + n].copy_from_slice(&rest[..n]);
-            filled += n;
-            if n == rest.len() {
-                self.at = (self.at.0 + 1, 0);
-            } else {
-                self.at.1 += n;
-            }
-        }
-        Ok(filled)
-    }
-}
-
-impl Response {
-    fn json<T: Serialize>(value: &T) -> Response {
-        let bytes = serde_json::to_vec(value).expect("answers serialise");
-        Response {
-            status: 200,
-            allow: None,
-            content_type: JSON,
-            headers: Vec::new(),
-            body: Body::owned(bytes),
-        }
-    }
-
-    /// A `{"error", "status_code", "timestamp"}` answer.
-    pub fn error(status: u16, message: impl Into<String>) -> Response {
-        let body = ErrorBody {
-            error: message.into(),
-            status_code: status,
-            timestamp: unix_now(),
-        };
-        Response {
-            status,
-            ..Response::json(&body)
-        }
-    }
-
-    fn list(list: Arc<NodeList>, parts: Vec<Part>) -> Response {
-        Response {
-            status: 200,
-            allow: None,
-            content_type: JSON,
-            headers: Vec::new(),
-            body: Body {
-                list: Some(list),
-                parts,
-                at: (0, 0),
-            },
-        }
-    }
-
-    /// `304 Not Modified`: no body.
-    fn not_modified(etag: String) -> Response {
-        Response {
-            status: 304,
-            headers: vec![("ETag", etag)],
-            ..Response::json(&())
-        }
-        .without_body()
-    }
-
-    fn without_body(mut self) -> Response {
-        self.body = Body::owned(Vec::new());
-        self
-    }
-
-    fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
-        self.headers.push((name, value.into()));
-        self
-    }
-
-    /// A fixed document embedded in the binary.
-    fn embedded(content_type: &'static str, text: &'static str) -> Response {
-        Response {
-            content_type,
-            body: Body {
-                list: None,
-                parts: vec![Part::Static(text.as_bytes())],
-                at: (0, 0),
-            },
-            ..Response::json(&())
-        }
-    }
-
-    /// The same JSON answer, indented (`?pretty`). Its `ETag` turns weak: the same content in
-    /// other bytes, so it still matches `If-None-Match` as the compact answer's tag does.
-    fn pretty(mut self) -> Response {
-        let encoded = self.headers.iter().any(|(n, _)| *n == "Content-Encoding");
-        if self.content_type != JSON || encoded || self.body.is_empty() {
-            return self;
-        }
-        self.body = Body::owned(indent(&self.body.to_vec()));
-        for (name, value) in &mut self.headers {
-            if *name == "ETag" && !value.starts_with("W/") {
-                value.insert_str(0, "W/");
-            }
-        }
-        self
-    }
-}
-
-/// Indents compact JSON text by two spaces, keeping every token (and the key order) as it is.
-fn indent(json: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(json.len() * 2);
-    let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    let newline = |out: &mut Vec<u8>, depth: usize| {
-        out.push(b'\n');
-        out.extend(std::iter::repeat_n(b' ', depth * 2));
-    };
-    let mut bytes = json.iter().copied().peekable();
-    while let Some(b) = bytes.next() {
-        if in_string {
-            out.push(b);
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b' ' | b'\n' | b'\r' | b'\t' => {}
-            b'"' => {
-                in_string = true;
-                out.push(b);
-            }
-            b'{' | b'[' => {
-                out.push(b);
-                while bytes.next_if(|c| c.is_ascii_whitespace()).is_some() {}
-                if bytes.peek().is_some_and(|&c| c == b'}' || c == b']') {
-                    out.push(bytes.next().unwrap_or(b' '));
-                } else {
-                    depth += 1;
-                    newline(&mut out, depth);
-                }
-            }
-            b'}' | b']' => {
-                depth = depth.saturating_sub(1);
-                newline(&mut out, depth);
-                out.push(b);
-            }
-            b',' => {
-                out.push(b);
-                newline(&mut out, depth);
-            }
-            b':' => out.extend_from_slice(b": "),
-            _ => out.push(b),
-        }
-    }
-    out.push(b'\n');
-    out
-}
-
 /// An answer holding a list of nodes between `prefix` and `suffix`: gzip-compressed when the
 /// client takes it (from the compressed chunks), plain otherwise.
 fn list_answer(
@@ -362,22 +121,6 @@ fn etag(gateway: &Gateway, version: u64, what: &str, gzip: bool) -> String {
     format!("\"{}-{version}-{hash:08x}{coding}\"", gateway.epoch())
 }
 
-impl From<Invalid> for Response {
-    fn from(invalid: Invalid) -> Response {
-        Response::error(400, invalid.0)
-    }
-}
-
-impl From<StoreError> for Response {
-    fn from(error: StoreError) -> Response {
-        let status = match &error {
-            StoreError::Registry(RegistryError::MetadataTooLarge(_)) => 400,
-            StoreError::Registry(RegistryError::Full { .. }) | StoreError::Unavailable(_) => 503,
-        };
-        Response::error(status, error.to_string())
-    }
-}
-
 /// Answers one request.
 pub fn handle(gateway: &Gateway, request: &Request<'_>) -> Response {
     let query = request.url.split_once('?').map_or("", |(_, query)| query);
@@ -398,15 +141,6 @@ pub fn handle(gateway: &Gateway, request: &Request<'_>) -> Response {
     route(gateway, &plain)
         .unwrap_or_else(|refusal| refusal)
         .pretty()
-}
-
-/// True for `?pretty` (any value but `false` or `0`), as Consul and etcd read it; name and
-/// value decoded as any others (`pr%65tty`, `fals%65`).
-fn wants_pretty(query: &str) -> bool {
-    query_pairs(query).any(|(key, value)| {
-        let decoded = |text: &str| percent_decode(text).unwrap_or_else(|| text.to_owned());
-        decoded(key) == "pretty" && !matches!(decoded(value).as_str(), "false" | "0")
-    })
 }
 
 fn route(gateway: &Gateway, request: &Request<'_>) -> Result<Response, Response> {
@@ -634,48 +368,22 @@ fn register(
 ) -> Result<Response, Response> {
     let registration = Registration::from_body(body)?;
     let node_id = registration.node_id;
-    let minimal = request.prefers_minimal();
     // One wait for the disk covers the change and what the answer shows.
-    let (registered, shown) = if minimal {
+    if request.prefers_minimal() {
+        // No list: the answer costs the registrant and the leader, whatever the cluster's size.
         let (registered, version, leader) = gateway.register_with_leader(registration)?;
-        (registered, Err((version, leader)))
-    } else {
-        let (registered, list) = gateway.register_with_list(registration)?;
-        (registered, Ok(list))
-    };
-    let status = if registered.created {
-        "registered"
-    } else {
-        "updated"
-    };
-    let head = |version: u64| {
-        format!(
-            r#"{{"status":"{status}","node_id":{node_id},"is_bootstrap":{},"registry_version":{version}"#,
-            registered.is_bootstrap
-        )
-    };
-    let tail = |leader: &[u8]| {
-        let mut tail = br#","leader":"#.to_vec();
-        tail.extend_from_slice(leader);
-        write!(tail, r#","epoch":"{}","#, gateway.epoch()).expect("writing to a Vec");
-        let settings = serde_json::to_vec(&gateway.settings()).expect("settings serialise");
-        // `{"heartbeat_interval":..}` joins the answer object without its braces.
-        tail.extend_from_slice(&settings[1..]);
-        tail
-    };
-    let list = match shown {
-        Ok(list) => list,
-        Err((version, leader)) => {
-            // No list: the answer costs the registrant and the leader, whatever the cluster's size.
-            return Ok(minimal_answer(head(version), &tail, leader));
-        }
-    };
+        return Ok(minimal_answer(
+            register_head(&registered, node_id, version),
+            register_tail(gateway, &leader_json(leader)),
+        ));
+    }
+    let (registered, list) = gateway.register_with_list(registration)?;
     let leader = match list.leader.and_then(|id| list.node(id)) {
         Some(Part::Cached { chunk, range }) => list.bytes(chunk, range).to_vec(),
         _ => b"null".to_vec(),
     };
-    let tail = tail(&leader);
-    let mut prefix = head(list.version).into_bytes();
+    let tail = register_tail(gateway, &leader);
+    let mut prefix = register_head(&registered, node_id, list.version).into_bytes();
     prefix.extend_from_slice(br#","nodes":"#);
     let filter = Filter {
         exclude: Some(node_id),
@@ -684,126 +392,46 @@ fn register(
     Ok(list_answer(request, list, &prefix, filter, &tail))
 }
 
-/// A `/register` answer without the list (`Prefer: return=minimal`).
-fn minimal_answer(
-    head: String,
-    tail: &dyn Fn(&[u8]) -> Vec<u8>,
-    leader: Option<crate::server::registry::NodeRecord>,
-) -> Response {
-    let leader = match leader {
+/// A `/register` answer up to its list: status, id, bootstrap role, version.
+fn register_head(registered: &Registered, node_id: NodeId, version: u64) -> String {
+    let status = if registered.created {
+        "registered"
+    } else {
+        "updated"
+    };
+    format!(
+        r#"{{"status":"{status}","node_id":{node_id},"is_bootstrap":{},"registry_version":{version}"#,
+        registered.is_bootstrap
+    )
+}
+
+/// A `/register` answer after its list: the leader (JSON), the epoch and the settings.
+fn register_tail(gateway: &Gateway, leader: &[u8]) -> Vec<u8> {
+    let mut tail = br#","leader":"#.to_vec();
+    tail.extend_from_slice(leader);
+    write!(tail, r#","epoch":"{}","#, gateway.epoch()).expect("writing to a Vec");
+    let settings = serde_json::to_vec(&gateway.settings()).expect("settings serialise");
+    // `{"heartbeat_interval":..}` joins the answer object without its braces.
+    tail.extend_from_slice(&settings[1..]);
+    tail
+}
+
+fn leader_json(leader: Option<NodeRecord>) -> Vec<u8> {
+    match leader {
         Some(record) => serde_json::to_vec(&record).expect("a node record serialises"),
         None => b"null".to_vec(),
-    };
+    }
+}
+
+/// A `/register` answer without the list (`Prefer: return=minimal`).
+fn minimal_answer(head: String, tail: Vec<u8>) -> Response {
     let mut bytes = head.into_bytes();
-    bytes.extend_from_slice(&tail(&leader));
+    bytes.extend_from_slice(&tail);
     Response {
         body: Body::owned(bytes),
         ..Response::json(&())
     }
     .with_header("Preference-Applied", "return=minimal")
-}
-
-/// What a `/nodes` or `/leader` query asks for.
-#[derive(Debug, Default)]
-struct Query {
-    exclude: Option<NodeId>,
-    include_suspected: bool,
-    capability: Option<String>,
-    /// `index`: the `registry_version` the client has seen (a long-poll).
-    index: Option<u64>,
-    /// `wait`: how long a long-poll may wait for a change.
-    wait: Option<Duration>,
-    /// `epoch`: the gateway run the client's `index` is from.
-    epoch: Option<String>,
-}
-
-impl Query {
-    /// Parses `query`; only `/nodes` takes the filters (`node_id`, `status`, `capability`).
-    fn parse(query: &str, endpoint: Endpoint) -> Result<Query, Response> {
-        let mut parsed = Query::default();
-        let mut seen: Vec<String> = Vec::new();
-        for (raw_key, value) in query_pairs(query) {
-            // A name is decoded as a value is (`node%5Fid` is `node_id`, as a form decoder
-            // and the original's have it): otherwise it would be ignored, or slip past the
-            // check for a repeated key.
-            let Some(key) = percent_decode(raw_key) else {
-                if endpoint != Endpoint::Nodes {
-                    continue; // Not one `/leader` takes: ignored, as any other.
-                }
-                return Err(Response::error(
-                    400,
-                    format!("Invalid query parameter name {raw_key:?}: bad percent-encoding"),
-                ));
-            };
-            let key = key.as_str();
-            // `/leader` takes only the long-poll keys, and ignores the rest as it always did.
-            let poll = matches!(key, "index" | "wait" | "epoch");
-            if endpoint != Endpoint::Nodes && !poll {
-                continue;
-            }
-            if seen.iter().any(|k| k == key) {
-                return Err(Response::error(
-                    400,
-                    format!("Repeated query parameter: {key} may be given once"),
-                ));
-            }
-            seen.push(key.to_owned());
-            let value = percent_decode(value).ok_or_else(|| {
-                Response::error(400, format!("Invalid {key}: bad percent-encoding"))
-            })?;
-            match key {
-                "node_id" => parsed.exclude = Some(api::node_id_from_query(&value)?),
-                "status" => {
-                    parsed.include_suspected = match value.as_str() {
-                        "all" => true,
-                        "active" => false,
-                        _ => {
-                            return Err(Response::error(
-                                400,
-                                "Invalid status: must be \"active\" or \"all\"",
-                            ));
-                        }
-                    }
-                }
-                "capability" => parsed.capability = Some(value),
-                "index" => {
-                    let index = value
-                        .bytes()
-                        .all(|b| b.is_ascii_digit())
-                        .then(|| value.parse::<u64>().ok())
-                        .flatten()
-                        .ok_or_else(|| {
-                            Response::error(
-                                400,
-                                "Invalid index: must be a registry_version (a whole number)",
-                            )
-                        })?;
-                    parsed.index = Some(index);
-                }
-                "wait" => {
-                    let wait = long_polls::parse_wait(&value).ok_or_else(|| {
-                        Response::error(
-                            400,
-                            "Invalid wait: must be a duration such as 30s, 1m, 500ms or a \
-                             number of seconds",
-                        )
-                    })?;
-                    parsed.wait = Some(wait);
-                }
-                "epoch" => parsed.epoch = Some(value),
-                _ => {}
-            }
-        }
-        Ok(parsed)
-    }
-
-    fn filter(&self) -> Filter<'_> {
-        Filter {
-            exclude: self.exclude,
-            include_suspected: self.include_suspected,
-            capability: self.capability.as_deref(),
-        }
-    }
 }
 
 /// How long a long-poll may be held, and the version it waits to see change.
@@ -970,35 +598,6 @@ fn remove(gateway: &Gateway, body: &Map<String, Value>) -> Result<Response, Resp
         RemoveStatus::NotFound
     };
     Ok(Response::json(&RemoveResponse { status, node_id }))
-}
-
-fn query_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
-    query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
-}
-
-/// Decodes a query value: `+` is a space and `%XX` a byte (so `%2B` is a `+`); `None` if an
-/// escape is malformed (`%zz`, `%4`) or the bytes are not UTF-8. The `percent-encoding` crate
-/// decodes, and passes a malformed escape through as text: that is checked first, so a typo
-/// is refused rather than taken literally.
-fn percent_decode(text: &str) -> Option<String> {
-    let well_formed = text.split('%').skip(1).all(|escape| {
-        escape
-            .as_bytes()
-            .get(..2)
-            .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
-    });
-    if !well_formed {
-        return None;
-    }
-    // `+` first: an escaped `%2B` decodes to a `+` that must stay one.
-    let spaced = text.replace('+', " ");
-    percent_encoding::percent_decode_str(&spaced)
-        .decode_utf8()
-        .ok()
-        .map(|decoded| decoded.into_owned())
 }
 
 #[cfg(test)]

@@ -1,4 +1,6 @@
-use super::{Endpoint, Query, indent, percent_decode, wants_pretty};
+use super::Endpoint;
+use super::query::{Query, percent_decode, wants_pretty};
+use super::response::indent;
 
 #[test]
 fn indenting_keeps_every_token_and_the_key_order() {

@@ -151,8 +151,7 @@ fn a_value_a_higher_layer_overrides_is_still_checked() {
 
 #[test]
 fn the_token_and_ca_files_of_the_config_file_are_found_beside_it() {
-    let token =
-        std::env::temp_dir().join(format!("gateway-client-token-{}", std::process::id()));
+    let token = std::env::temp_dir().join(format!("gateway-client-token-{}", std::process::id()));
     std::fs::write(&token, "\n  s3cret  \n").unwrap();
     let name = token.file_name().unwrap().to_str().unwrap();
     let file = TempFile::new(
