@@ -1,4 +1,6 @@
 use super::*;
+use crate::server::http::Response;
+use std::io::Read;
 
 fn panics_on_boom(gateway: &Gateway, request: &http::Request<'_>) -> Response {
     if request.url == "/boom" {

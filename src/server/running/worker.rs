@@ -1,0 +1,535 @@
+//! What the workers do with a request: take it off tiny_http's queue with its framing screened,
+//! read its body (off the worker when it could be slow), route it inside `catch_unwind`, park a
+//! long-poll or answer at once, and count and log what happened.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+use std::thread::{self};
+use std::time::{Duration, Instant};
+
+use crate::lock;
+use crate::server::gateway::Gateway;
+use crate::server::http::{self, Response};
+use crate::server::long_polls::{InFlight, Watchers};
+use crate::server::metrics;
+use crate::server::tiny_http_workarounds::{
+    self as workarounds, Accepting, Deadline, Nudger, Poisoned, Unread,
+};
+
+use super::{Counters, SLOW_ANSWER};
+
+/// Answers one request: [`http::handle`], or a stand-in in this module's tests.
+pub(super) type Handler = fn(&Gateway, &http::Request<'_>) -> Response;
+
+/// Most request bodies read at once on their own threads within the body timeout. Past it,
+/// such requests get a 503: clients that open many slow uploads cannot hold every slot for
+/// longer than the body timeout.
+pub(super) const MAX_BODY_READERS: usize = 64;
+
+/// What answering a request needs, shared by the workers, the drainers and the body threads.
+pub(super) struct Context {
+    pub(super) handler: Handler,
+    pub(super) gateway: Arc<Gateway>,
+    pub(super) max_body_bytes: usize,
+    pub(super) body_timeout: Duration,
+    /// Bodies being read on threads of their own: an id and the body's deadline.
+    pub(super) slots: Mutex<Vec<(u64, Instant)>>,
+    pub(super) next_slot: AtomicU64,
+    pub(super) poisoned: Poisoned,
+    /// `--access-log`: a line for every request answered.
+    pub(super) access_log: bool,
+    /// Held while a worker takes a request off tiny_http's queue and screens its framing.
+    ///
+    /// tiny_http parses a connection's next request before the previous one is answered, so
+    /// two requests of one connection can be in the queue at once, and two workers would run
+    /// them side by side: a request smuggled behind a malformed one could run before the
+    /// malformed one poisoned the connection. Taken one at a time, in the queue's order, the
+    /// poison is marked before the next request of that connection is even seen.
+    pub(super) taking: Mutex<()>,
+    pub(super) nudger: Arc<Nudger>,
+    pub(super) counters: Counters,
+    /// Parked long-polls.
+    pub(super) watchers: Arc<Watchers<Waiting>>,
+    /// Connections with a request being answered (see [`Answering`]).
+    pub(super) answering: Peers,
+    /// Held by each thread that answers a request whose body it read, so that shutdown waits
+    /// for it; taken when shutdown begins.
+    pub(super) exit: Mutex<Option<Sender<()>>>,
+}
+
+/// A long-poll request parked until the registry changes or its wait ends, with what routing
+/// it again needs.
+pub(super) struct Waiting {
+    pub(super) request: tiny_http::Request,
+    /// Keeps the connection open at shutdown until the request is answered.
+    pub(super) _answering: Answering,
+    pub(super) method: String,
+    pub(super) url: String,
+    pub(super) headers: Vec<(String, String)>,
+    pub(super) body: Vec<u8>,
+}
+
+/// Parked requests released together are answered by threads of this many requests each...
+pub(super) const ANSWERS_PER_THREAD: usize = 128;
+/// ...and at most this many threads.
+pub(super) const ANSWER_THREADS: usize = 8;
+
+impl Context {
+    /// The next request, taken in the queue's order with its framing screened (see
+    /// [`Context::taking`]); `None` once the server stops.
+    pub(super) fn take(
+        &self,
+        accepting: &Arc<Accepting>,
+    ) -> Option<(tiny_http::Request, Answering)> {
+        let _in_order = lock(&self.taking);
+        let request = accepting.recv()?;
+        if workarounds::framing_error(&request).is_some() {
+            self.poisoned.mark(request.remote_addr());
+        }
+        let answering = Answering::new(&self.answering, request.remote_addr());
+        Some((request, answering))
+    }
+
+    /// Takes a request off the queue: refuses what must be refused, and serves the rest on
+    /// this thread (body already read) or on a thread of its own (body still to come).
+    pub(super) fn dispatch(
+        context: &Arc<Context>,
+        request: tiny_http::Request,
+        answering: Answering,
+    ) {
+        let received = Instant::now();
+        let peer = request.remote_addr().copied();
+        // Answers on a connection go out in order: a request parked on this one is answered
+        // now, so that this request's answer does not wait behind it.
+        let (in_flight, parked) = context.watchers.arrived(peer);
+        if let Some(parked) = parked {
+            context.answer_waiting(parked, received);
+        }
+        context
+            .nudger
+            .on_request(peer.as_ref(), keeps_alive(&request));
+        // Its own framing first: `take` marked the connection poisoned for it already.
+        if let Some(why) = workarounds::framing_error(&request) {
+            context.count(&context.counters.framing_errors);
+            context.poisoned.mark(peer.as_ref());
+            let unread = workarounds::unread(&request);
+            return context.dispose(request, Response::error(400, why), unread, received);
+        }
+        if context.poisoned.contains(peer.as_ref()) {
+            context.count(&context.counters.framing_errors);
+            let answer = Response::error(
+                400,
+                "An earlier request on this connection was malformed; nothing more on it is \
+                 executed: open a new connection",
+            );
+            let unread = workarounds::unread(&request);
+            return context.dispose(request, answer, unread, received);
+        }
+        if workarounds::body_is_buffered(&request) {
+            return context.serve(request, received, None, (in_flight, answering));
+        }
+        // The body may be slow to come, or never come: read it, and answer, on a thread of
+        // its own so no worker waits on a client.
+        let Some(slot) = Slot::take(context, received) else {
+            log::warn!("{MAX_BODY_READERS} request bodies are already being read; refusing one");
+            let answer = Response::error(503, "Too many requests with large bodies in progress");
+            if request.body_length().is_none() {
+                // A chunked body is not drained on drop: what follows is not a request.
+                context.poisoned.mark(peer.as_ref());
+            }
+            let unread = workarounds::unread(&request);
+            return context.dispose(request, answer, unread, received);
+        };
+        let context = Arc::clone(context);
+        thread::spawn(move || context.serve(request, received, Some(slot), (in_flight, answering)));
+    }
+
+    /// Writes a refusal (see [`workarounds::dispose`]) and counts it.
+    pub(super) fn dispose(
+        &self,
+        request: tiny_http::Request,
+        answer: Response,
+        unread: Unread,
+        received: Instant,
+    ) {
+        let (route, status) = (metrics::route(request.url()), answer.status);
+        let access = self.access_log.then(|| access(&request));
+        workarounds::dispose(request, answer, unread);
+        let took = received.elapsed();
+        self.gateway.metrics().answered(route, status, took);
+        if let Some(request) = access {
+            log::info!(target: "access", "{request} {status} {:.1} ms", took.as_secs_f64() * 1e3);
+        }
+    }
+
+    /// Runs the handler inside `catch_unwind`: a panic is a 500.
+    pub(super) fn route(&self, request: &http::Request<'_>) -> Response {
+        catch_unwind(AssertUnwindSafe(|| (self.handler)(&self.gateway, request))).unwrap_or_else(
+            |_| {
+                log::error!("handler panicked on {} {}", request.method, request.url);
+                Response::error(500, "Internal server error")
+            },
+        )
+    }
+
+    /// Writes `answer`, counts it, and logs it if it was slow.
+    pub(super) fn respond(
+        &self,
+        request: tiny_http::Request,
+        (method, url): (&str, &str),
+        answer: Response,
+        received: Instant,
+    ) {
+        let (route, status) = (metrics::route(url), answer.status);
+        let access = self.access_log.then(|| access(&request));
+        if !workarounds::respond(request, answer) {
+            self.count(&self.counters.answers_cut_short);
+        }
+        let took = received.elapsed();
+        self.gateway.metrics().answered(route, status, took);
+        if let Some(request) = access {
+            log::info!(target: "access", "{request} {status} {:.1} ms", took.as_secs_f64() * 1e3);
+        }
+        if took > SLOW_ANSWER {
+            let n = self.counters.slow_answers.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                log::warn!("{method} {url} took {took:?} to answer ({n} slow answers so far)");
+            }
+        }
+    }
+
+    /// Answers a parked request as usual (`received`: when it was released).
+    pub(super) fn answer_waiting(&self, waiting: Waiting, received: Instant) {
+        let headers: Vec<(&str, &str)> = waiting
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let answer = self.route(&http::Request {
+            method: &waiting.method,
+            url: &waiting.url,
+            body: &waiting.body,
+            headers: &headers,
+        });
+        let what = (waiting.method.as_str(), waiting.url.as_str());
+        self.respond(waiting.request, what, answer, received);
+    }
+
+    /// Answers parked requests that are due, on short-lived threads (a client that does not
+    /// read cannot hold up the watcher thread), each holding `exit` so that shutdown waits
+    /// for them.
+    pub(super) fn release(context: &Arc<Context>, due: Vec<Waiting>, exit: &Sender<()>) {
+        let released = Instant::now();
+        let threads = due
+            .len()
+            .div_ceil(ANSWERS_PER_THREAD)
+            .clamp(1, ANSWER_THREADS);
+        let per_thread = due.len().div_ceil(threads);
+        let mut due = due.into_iter();
+        for _ in 0..threads {
+            let share: Vec<Waiting> = due.by_ref().take(per_thread).collect();
+            let (context, exit) = (Arc::clone(context), exit.clone());
+            let answering = thread::Builder::new()
+                .name("gateway-watch-answer".to_owned())
+                .spawn(move || {
+                    let _exit = exit;
+                    for waiting in share {
+                        context.answer_waiting(waiting, released);
+                    }
+                });
+            if let Err(e) = answering {
+                // Dropped unanswered, the requests get tiny_http's own 500.
+                log::error!("cannot start a thread to answer long-polls: {e}");
+            }
+        }
+    }
+
+    pub(super) fn count(&self, counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Reads the body, routes the request inside `catch_unwind`, and answers, or parks it when
+    /// it is a long-poll that must wait.
+    pub(super) fn serve(
+        &self,
+        mut request: tiny_http::Request,
+        received: Instant,
+        slot: Option<Slot>,
+        (in_flight, answering): (InFlight<Waiting>, Answering),
+    ) {
+        let deadline = received + self.body_timeout;
+        let body = read_body(&mut request, self.max_body_bytes, deadline);
+        // On a thread of its own, the request is waited for by shutdown from here on (not
+        // while its body may never come).
+        let _exit = slot.is_some().then(|| lock(&self.exit).clone());
+        // A body that came after its slot was given to another request came too late.
+        let late = slot.as_ref().is_some_and(|s| !s.held()) || Instant::now() > deadline;
+        drop(slot);
+        let body = match body {
+            Ok(_) if late => Err(self.timed_out()),
+            other => other,
+        };
+        let body = match body {
+            Ok(body) => body,
+            Err(refusal) => {
+                if refusal.answer.status == 408 {
+                    self.count(&self.counters.bodies_timed_out);
+                }
+                if refusal.poison {
+                    self.count(&self.counters.framing_errors);
+                    self.poisoned.mark(request.remote_addr());
+                }
+                return self.dispose(request, *refusal.answer, refusal.unread, received);
+            }
+        };
+        let method = request.method().as_str().to_owned();
+        let url = request.url().to_owned();
+        let headers: Vec<(&str, &str)> = request
+            .headers()
+            .iter()
+            .map(|h| (h.field.as_str().as_str(), h.value.as_str()))
+            .collect();
+        let routing = http::Request {
+            method: &method,
+            url: &url,
+            body: &body,
+            headers: &headers,
+        };
+        let wait = catch_unwind(AssertUnwindSafe(|| http::parks(&self.gateway, &routing)))
+            .ok()
+            .flatten();
+        let Some(wait) = wait else {
+            let answer = self.route(&routing);
+            drop(headers);
+            return self.respond(request, (&method, &url), answer, received);
+        };
+        let headers = headers
+            .iter()
+            .map(|&(n, v)| (n.to_owned(), v.to_owned()))
+            .collect();
+        let peer = request.remote_addr().copied();
+        let waiting = Waiting {
+            request,
+            _answering: answering,
+            method,
+            url,
+            headers,
+            body,
+        };
+        let until = Instant::now() + wait.wait;
+        if let Err(refused) = self.watchers.park(waiting, wait.index, until, peer) {
+            // Changed meanwhile, too many waiting, stopping, or pipelined: answer now.
+            self.answer_waiting(refused.into_inner(), received);
+        }
+        drop(in_flight);
+    }
+
+    pub(super) fn timed_out(&self) -> Refusal {
+        Refusal {
+            answer: Box::new(Response::error(
+                408,
+                format!(
+                    "Request body did not arrive within {} s",
+                    self.body_timeout.as_secs_f64()
+                ),
+            )),
+            unread: Unread::Nothing,
+            poison: false,
+        }
+    }
+}
+
+/// The access log's account of a request: peer, method and path with its query.
+pub(super) fn access(request: &tiny_http::Request) -> String {
+    let peer = request
+        .remote_addr()
+        .map_or_else(|| "-".to_owned(), ToString::to_string);
+    format!("{peer} {} {}", request.method(), request.url())
+}
+
+/// True if the client may send another request on this connection.
+pub(super) fn keeps_alive(request: &tiny_http::Request) -> bool {
+    let connection = request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Connection"))
+        .map(|h| h.value.as_str().to_ascii_lowercase());
+    let http_1_1 = *request.http_version() >= (1, 1);
+    match connection {
+        Some(c) if c.contains("close") => false,
+        Some(c) if c.contains("keep-alive") => true,
+        _ => http_1_1,
+    }
+}
+
+/// Requests being answered, counted by peer address (the address of their connection: unique
+/// among open connections).
+pub(super) type Peers = Arc<Mutex<HashMap<SocketAddr, usize>>>;
+
+/// A request taken off tiny_http's queue and not yet answered (its body being read, routed,
+/// parked, or its answer being written), counted in [`Context::answering`] until dropped.
+/// When the server stops, every connection without one is ended at once; those with one get
+/// the grace to finish.
+pub(super) struct Answering {
+    pub(super) peers: Peers,
+    pub(super) peer: Option<SocketAddr>,
+}
+
+impl Answering {
+    pub(super) fn new(peers: &Peers, peer: Option<&SocketAddr>) -> Answering {
+        let peer = peer.copied();
+        if let Some(peer) = peer {
+            *lock(peers).entry(peer).or_insert(0) += 1;
+        }
+        Answering {
+            peers: Arc::clone(peers),
+            peer,
+        }
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        let Some(peer) = self.peer else { return };
+        let mut peers = lock(&self.peers);
+        if let Some(n) = peers.get_mut(&peer) {
+            *n -= 1;
+            if *n == 0 {
+                peers.remove(&peer);
+            }
+        }
+    }
+}
+
+/// One of the [`MAX_BODY_READERS`] slots, given back on drop. A slot whose body is past its
+/// deadline is given to the next request that needs one: its reader may still be blocked on
+/// the socket (tiny_http gives no way to interrupt it), but it no longer keeps anyone out,
+/// and whatever it reads later is answered 408 and not executed.
+pub(super) struct Slot {
+    pub(super) id: u64,
+    pub(super) context: Arc<Context>,
+}
+
+impl Slot {
+    pub(super) fn take(context: &Arc<Context>, received: Instant) -> Option<Slot> {
+        let id = context.next_slot.fetch_add(1, Ordering::Relaxed);
+        let deadline = received + context.body_timeout;
+        let mut slots = lock(&context.slots);
+        if slots.len() >= MAX_BODY_READERS {
+            let now = Instant::now();
+            let expired = slots.iter().position(|&(_, until)| until < now)?;
+            slots.swap_remove(expired);
+        }
+        slots.push((id, deadline));
+        context
+            .gateway
+            .metrics()
+            .bodies_being_read
+            .store(slots.len(), Ordering::Relaxed);
+        Some(Slot {
+            id,
+            context: Arc::clone(context),
+        })
+    }
+
+    pub(super) fn held(&self) -> bool {
+        lock(&self.context.slots)
+            .iter()
+            .any(|&(id, _)| id == self.id)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut slots = lock(&self.context.slots);
+        slots.retain(|&(id, _)| id != self.id);
+        self.context
+            .gateway
+            .metrics()
+            .bodies_being_read
+            .store(slots.len(), Ordering::Relaxed);
+    }
+}
+
+/// A request refused before its body was used.
+pub(super) struct Refusal {
+    pub(super) answer: Box<Response>,
+    /// Declared body bytes not read.
+    pub(super) unread: Unread,
+    /// The connection's framing is lost: nothing more on it may be executed.
+    pub(super) poison: bool,
+}
+
+/// Reads the whole body by `deadline`, refusing one over `limit` before reading it and one
+/// shorter than its declared length.
+// A refusal is rare and goes straight out as the answer: not worth a box.
+#[allow(clippy::result_large_err)]
+pub(super) fn read_body(
+    request: &mut tiny_http::Request,
+    limit: usize,
+    deadline: Instant,
+) -> Result<Vec<u8>, Refusal> {
+    let too_large = |unread: Unread, poison: bool| Refusal {
+        answer: Box::new(Response::error(
+            413,
+            format!("Request body too large: the limit is {limit} bytes"),
+        )),
+        unread,
+        poison,
+    };
+    let declared = request.body_length();
+    if let Some(declared) = declared.filter(|&n| n > limit) {
+        // tiny_http drains what was declared (see `dispose`), except a length past isize::MAX,
+        // after which the connection goes on out of step.
+        return Err(too_large(
+            Unread::Declared(declared as u64),
+            declared as u64 > isize::MAX as u64,
+        ));
+    }
+    let mut body = Vec::with_capacity(declared.unwrap_or(0));
+    let read = Deadline {
+        inner: request.as_reader().take(limit as u64 + 1),
+        deadline,
+    }
+    .read_to_end(&mut body);
+    let left = |body: &Vec<u8>| {
+        declared.map_or(Unread::Nothing, |n| {
+            Unread::Declared(n.saturating_sub(body.len()) as u64)
+        })
+    };
+    if let Err(e) = read {
+        let answer = if e.kind() == std::io::ErrorKind::TimedOut {
+            Response::error(408, format!("Request body did not arrive in time: {e}"))
+        } else {
+            Response::error(400, format!("Could not read the request body: {e}"))
+        };
+        return Err(Refusal {
+            answer: Box::new(answer),
+            unread: left(&body),
+            poison: declared.is_none(),
+        });
+    }
+    if body.len() > limit {
+        // Only a chunked body gets here: the rest of it is not drained.
+        return Err(too_large(Unread::Nothing, true));
+    }
+    if let Some(declared) = declared.filter(|&n| body.len() < n) {
+        return Err(Refusal {
+            answer: Box::new(Response::error(
+                400,
+                format!(
+                    "Request body shorter than its Content-Length ({} of {declared} bytes)",
+                    body.len()
+                ),
+            )),
+            unread: Unread::Nothing,
+            poison: true,
+        });
+    }
+    Ok(body)
+}
