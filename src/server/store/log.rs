@@ -29,7 +29,6 @@
 //! Reading at start: a torn last record (a crash mid-write) is dropped with a warning; any other
 //! damage stops the start with the file, the byte offset and what to do.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -39,14 +38,17 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
+use serde::Serialize;
 
-use crate::api::{Node, NodeId, NodeStatus};
+use crate::api::{NodeId, NodeStatus};
 use crate::lock;
-use crate::server::registry::{Event, NodeInfo, NodeRecord, Registry, Restored, unix_now};
+use crate::server::registry::{Event, NodeRecord, Registry, unix_now};
 
 use super::{Durability, StoreError};
+
+mod recover;
+
+pub use recover::recover;
 
 const LOCK_FILE: &str = "lock";
 const SNAPSHOT_FILE: &str = "snapshot.jsonl";
@@ -203,40 +205,6 @@ enum OpOut<'a> {
     },
 }
 
-/// A record as read back.
-#[derive(Deserialize)]
-struct RecordIn {
-    seq: u64,
-    v: u64,
-    #[serde(flatten)]
-    op: OpIn,
-}
-
-#[derive(Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-enum OpIn {
-    Put {
-        node: Node,
-    },
-    Remove {
-        node_id: NodeId,
-    },
-    Leader {
-        leader_id: Option<NodeId>,
-    },
-    Status {},
-    Bootstrap {
-        initiated: bool,
-        armed: bool,
-    },
-    Snapshot {
-        leader_id: Option<NodeId>,
-        bootstrap_initiated: bool,
-        bootstrap_armed: bool,
-        nodes: usize,
-    },
-}
-
 /// Frames one record: `{"len":N,"crc":C,"rec":RECORD}` and a newline.
 fn frame(out: &mut Vec<u8>, record: &RecordOut<'_>) {
     let body = serde_json::to_vec(record).expect("a log record serialises");
@@ -244,296 +212,6 @@ fn frame(out: &mut Vec<u8>, record: &RecordOut<'_>) {
     write!(out, r#"{{"len":{},"crc":{crc},"rec":"#, body.len()).expect("writing to a Vec");
     out.extend_from_slice(&body);
     out.extend_from_slice(b"}\n");
-}
-
-/// The record inside one framed line (without its newline), or why it is not one.
-fn unframe(line: &[u8]) -> Result<&[u8], String> {
-    let rest = line
-        .strip_prefix(br#"{"len":"#)
-        .ok_or("not a framed record")?;
-    let (len, rest) = split_number(rest)?;
-    let rest = rest.strip_prefix(br#","crc":"#).ok_or("no checksum")?;
-    let (crc, rest) = split_number(rest)?;
-    let rest = rest.strip_prefix(br#","rec":"#).ok_or("no record")?;
-    let len = usize::try_from(len).map_err(|_| "length out of range")?;
-    if rest.len() != len + 1 || rest[len] != b'}' {
-        return Err(format!(
-            "length {len} does not match the record ({} bytes)",
-            rest.len().saturating_sub(1)
-        ));
-    }
-    let body = &rest[..len];
-    let actual = crc32fast::hash(body);
-    if u64::from(actual) != crc {
-        return Err(format!("checksum {actual} does not match {crc}"));
-    }
-    Ok(body)
-}
-
-fn split_number(bytes: &[u8]) -> Result<(u64, &[u8]), String> {
-    let digits = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
-    let text = std::str::from_utf8(&bytes[..digits]).expect("ASCII digits");
-    let n = text.parse().map_err(|_| "a number out of range")?;
-    Ok((n, &bytes[digits..]))
-}
-
-/// The registry as the files describe it, while it is being read.
-#[derive(Default)]
-struct Replay {
-    nodes: HashMap<NodeId, (Arc<NodeInfo>, f64)>,
-    leader: Option<NodeId>,
-    version: u64,
-    seq: u64,
-    bootstrap_initiated: bool,
-    bootstrap_armed: bool,
-}
-
-impl Replay {
-    fn apply(&mut self, record: RecordIn) -> Result<(), String> {
-        match record.op {
-            OpIn::Put { node } => {
-                let metadata = serde_json::to_string(&node.metadata).expect("a map serialises");
-                let info = NodeInfo {
-                    ip_address: node.ip_address,
-                    port: node.port,
-                    capabilities: node.capabilities.into(),
-                    metadata: RawValue::from_string(metadata).expect("serde_json output is JSON"),
-                };
-                self.nodes
-                    .insert(node.node_id, (Arc::new(info), node.join_timestamp));
-            }
-            OpIn::Remove { node_id } => {
-                self.nodes.remove(&node_id);
-                if self.leader == Some(node_id) {
-                    self.leader = None;
-                }
-            }
-            OpIn::Leader { leader_id } => self.leader = leader_id,
-            OpIn::Status {} => {}
-            OpIn::Bootstrap { initiated, armed } => {
-                self.bootstrap_initiated = initiated;
-                self.bootstrap_armed = armed;
-            }
-            OpIn::Snapshot { .. } => return Err("a snapshot header inside the log".to_owned()),
-        }
-        self.seq = record.seq;
-        self.version = self.version.max(record.v);
-        Ok(())
-    }
-
-    fn into_restored(self) -> Restored {
-        let mut nodes: Vec<_> = self
-            .nodes
-            .into_iter()
-            .map(|(id, (info, joined))| (id, info, joined))
-            .collect();
-        nodes.sort_unstable_by_key(|n| n.0);
-        Restored {
-            nodes,
-            leader: self.leader,
-            version: self.version,
-            bootstrap_initiated: self.bootstrap_initiated,
-            bootstrap_armed: self.bootstrap_armed,
-        }
-    }
-}
-
-/// Locks `dir` (creating it if needed) and reads the registry back from it.
-pub fn recover(dir: &Path) -> Result<(Restored, Resume), OpenError> {
-    fs::create_dir_all(dir).map_err(io_error(dir))?;
-    let lock_path = dir.join(LOCK_FILE);
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(io_error(&lock_path))?;
-    match lock.try_lock() {
-        Ok(()) => {}
-        Err(fs::TryLockError::WouldBlock) => {
-            return Err(OpenError::Locked {
-                dir: dir.to_owned(),
-            });
-        }
-        Err(fs::TryLockError::Error(e)) => return Err(io_error(&lock_path)(e)),
-    }
-    // A temporary snapshot is one whose compaction did not finish: the old snapshot and the
-    // log still hold everything.
-    let temp = dir.join(SNAPSHOT_TEMP);
-    if temp.exists() {
-        log::warn!(
-            "removing {}, left by a compaction that did not finish",
-            temp.display()
-        );
-        fs::remove_file(&temp).map_err(io_error(&temp))?;
-    }
-
-    let mut replay = Replay {
-        bootstrap_armed: true,
-        ..Replay::default()
-    };
-    let snapshot_path = dir.join(SNAPSHOT_FILE);
-    let snapshot_bytes = match fs::read(&snapshot_path) {
-        Ok(bytes) => {
-            read_snapshot(&snapshot_path, &bytes, &mut replay)?;
-            bytes.len() as u64
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
-        Err(e) => return Err(io_error(&snapshot_path)(e)),
-    };
-    let log_path = dir.join(LOG_FILE);
-    let log_bytes = match fs::read(&log_path) {
-        Ok(bytes) => read_log(&log_path, &bytes, &mut replay)?,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
-        Err(e) => return Err(io_error(&log_path)(e)),
-    };
-    let resume = Resume {
-        lock,
-        next_seq: replay.seq + 1,
-        version: replay.version,
-        log_bytes,
-        snapshot_bytes,
-    };
-    let restored = replay.into_restored();
-    log::info!(
-        "data directory {}: {} nodes, leader {}, registry version {}",
-        dir.display(),
-        restored.nodes.len(),
-        restored
-            .leader
-            .map_or_else(|| "none".to_owned(), |id| id.to_string()),
-        restored.version
-    );
-    Ok((restored, resume))
-}
-
-/// Lines of `bytes` with their offsets; the last one may lack its newline.
-fn lines(bytes: &[u8]) -> impl Iterator<Item = (usize, &[u8], bool)> {
-    let mut offset = 0;
-    std::iter::from_fn(move || {
-        if offset >= bytes.len() {
-            return None;
-        }
-        let rest = &bytes[offset..];
-        let (line, complete) = match rest.iter().position(|&b| b == b'\n') {
-            Some(end) => (&rest[..end], true),
-            None => (rest, false),
-        };
-        let at = offset;
-        offset += line.len() + usize::from(complete);
-        Some((at, line, complete))
-    })
-}
-
-fn parse(line: &[u8], complete: bool) -> Result<RecordIn, String> {
-    if !complete {
-        return Err("the record has no end".to_owned());
-    }
-    let body = unframe(line)?;
-    serde_json::from_slice(body).map_err(|e| format!("not a valid record: {e}"))
-}
-
-fn read_snapshot(path: &Path, bytes: &[u8], replay: &mut Replay) -> Result<(), OpenError> {
-    let damaged = |offset: usize, reason: String| OpenError::Damaged {
-        file: path.to_owned(),
-        offset: offset as u64,
-        reason,
-    };
-    let mut expected = None;
-    let mut seen = 0;
-    for (offset, line, complete) in lines(bytes) {
-        let record = parse(line, complete).map_err(|e| damaged(offset, e))?;
-        match (record.op, expected) {
-            (
-                OpIn::Snapshot {
-                    leader_id,
-                    bootstrap_initiated,
-                    bootstrap_armed,
-                    nodes,
-                },
-                None,
-            ) => {
-                replay.leader = leader_id;
-                replay.bootstrap_initiated = bootstrap_initiated;
-                replay.bootstrap_armed = bootstrap_armed;
-                replay.version = record.v;
-                replay.seq = record.seq;
-                expected = Some(nodes);
-            }
-            (OpIn::Put { node }, Some(_)) => {
-                let put = RecordIn {
-                    seq: replay.seq,
-                    v: replay.version,
-                    op: OpIn::Put { node },
-                };
-                replay.apply(put).map_err(|e| damaged(offset, e))?;
-                seen += 1;
-            }
-            _ => {
-                return Err(damaged(
-                    offset,
-                    "unexpected record in a snapshot".to_owned(),
-                ));
-            }
-        }
-    }
-    match expected {
-        Some(n) if n == seen => Ok(()),
-        Some(n) => Err(damaged(
-            bytes.len(),
-            format!("the snapshot promises {n} nodes and holds {seen}"),
-        )),
-        None => Err(damaged(0, "no snapshot header".to_owned())),
-    }
-}
-
-/// Replays the log; returns its length once a torn tail is cut off.
-fn read_log(path: &Path, bytes: &[u8], replay: &mut Replay) -> Result<u64, OpenError> {
-    let damaged = |offset: usize, reason: String| OpenError::Damaged {
-        file: path.to_owned(),
-        offset: offset as u64,
-        reason,
-    };
-    let base = replay.seq;
-    let mut last_seq = 0;
-    let mut all = lines(bytes);
-    while let Some((offset, line, complete)) = all.next() {
-        let record = match parse(line, complete) {
-            Ok(record) => record,
-            Err(reason) => {
-                // Damage followed by a good record is not a torn write: refuse.
-                if all.any(|(_, line, complete)| parse(line, complete).is_ok()) {
-                    return Err(damaged(offset, reason));
-                }
-                log::warn!(
-                    "{}: dropping a torn record at byte {offset} ({} bytes: {reason}), left by a \
-                     crash while it was written; it was never acknowledged",
-                    path.display(),
-                    bytes.len() - offset
-                );
-                let file = OpenOptions::new()
-                    .write(true)
-                    .open(path)
-                    .map_err(io_error(path))?;
-                file.set_len(offset as u64).map_err(io_error(path))?;
-                file.sync_all().map_err(io_error(path))?;
-                return Ok(offset as u64);
-            }
-        };
-        if record.seq <= last_seq {
-            return Err(damaged(
-                offset,
-                format!("sequence {} after {last_seq}", record.seq),
-            ));
-        }
-        last_seq = record.seq;
-        // Records already in the snapshot: a compaction stopped before emptying the log.
-        if record.seq <= base {
-            continue;
-        }
-        replay.apply(record).map_err(|e| damaged(offset, e))?;
-    }
-    Ok(bytes.len() as u64)
 }
 
 /// A ticket for records queued by one operation: wait for it to be durable.
