@@ -66,7 +66,8 @@
 //! that will grow are `#[non_exhaustive]` and built through constructors, so a new field or
 //! variant does not break a node's code.
 // Unsafe code is allowed in two places only: `server::allocator` (glibc's `mallopt` and
-// `malloc_trim`) and `server::tiny_http_workarounds::close_accepted` (borrowing a descriptor number to duplicate it).
+// `malloc_trim`) and `server::tiny_http_workarounds::listener::close_accepted` (borrowing a
+// descriptor number to duplicate it).
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 

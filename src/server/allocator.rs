@@ -1,5 +1,5 @@
 //! How the gateway asks glibc's allocator to give memory back (one of the two places with
-//! `unsafe` code; the other is `tiny_http_workarounds::close_accepted`).
+//! `unsafe` code; the other is `tiny_http_workarounds::listener::close_accepted`).
 //!
 //! A gateway that held 100,000 nodes and lost them should shrink back to about the size of an
 //! empty one. glibc keeps freed memory for reuse, and three of its defaults defeat that here
