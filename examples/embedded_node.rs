@@ -1,5 +1,5 @@
-//! A node that embeds the client, as the README's "Embedding the client" shows. Builds with the
-//! `client` feature alone (CI checks that). Run it against a gateway:
+//! A node that embeds the client, as "Embedding the client" in docs/embedding.md shows. Builds
+//! with the `client` feature alone (CI checks that). Run it against a gateway:
 //! `cargo run --example embedded_node -- 127.0.0.1:8080 1 5001`.
 
 use std::time::Duration;
