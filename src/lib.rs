@@ -22,9 +22,7 @@
 //!
 //! ```
 //! use cluster_gateway::discovery::{Discovery, GatewayDiscovery};
-//! # let mut config = cluster_gateway::ServerConfig::default();
-//! # config.host = "127.0.0.1".into();
-//! # config.port = 0;
+//! # let config = cluster_gateway::ServerConfig::new("127.0.0.1", 0);
 //! # let server = cluster_gateway::GatewayServer::new(config).start()?;
 //! # let gateway_port = server.local_addr().port();
 //!
@@ -103,10 +101,20 @@ pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Compiles the README's Rust examples as doctests.
-#[doc = include_str!("../README.md")]
+/// Compiles the Rust examples of the README and the manual as doctests.
 #[cfg(all(doctest, feature = "server", feature = "client"))]
-pub struct ReadmeDoctests;
+mod doc_examples {
+    #[doc = include_str!("../README.md")]
+    struct Readme;
+    #[doc = include_str!("../docs/embedding.md")]
+    struct Embedding;
+    #[doc = include_str!("../docs/http-api.md")]
+    struct HttpApi;
+    #[doc = include_str!("../docs/operations.md")]
+    struct Operations;
+    #[doc = include_str!("../docs/cli.md")]
+    struct Cli;
+}
 
 /// This crate's version, reported by `/health` and `/stats`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

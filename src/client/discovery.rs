@@ -6,9 +6,9 @@
 //! `gateway_available: false` and keeps trying to register in the background.
 //!
 //! ```
-//! use cluster_gateway::client::discovery::{Discovery, GatewayDiscovery};
-//! # let server = cluster_gateway::GatewayServer::new(cluster_gateway::ServerConfig {
-//! #     host: "127.0.0.1".into(), port: 0, ..Default::default() }).start()?;
+//! use cluster_gateway::discovery::{Discovery, GatewayDiscovery};
+//! # let config = cluster_gateway::ServerConfig::new("127.0.0.1", 0);
+//! # let server = cluster_gateway::GatewayServer::new(config).start()?;
 //! # let gateway_port = server.local_addr().port();
 //!
 //! struct MyNode {

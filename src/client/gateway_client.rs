@@ -7,13 +7,8 @@
 //! use cluster_gateway::client::GatewayClient;
 //!
 //! let client = GatewayClient::new("localhost", 8080);
-//! let (is_bootstrap, cluster) = client.discover_cluster(Registration {
-//!     node_id: 1,
-//!     ip_address: "127.0.0.1".into(),
-//!     port: 5001,
-//!     capabilities: vec!["raft".into(), "gossip".into()],
-//!     ..Registration::default()
-//! })?;
+//! let registration = Registration::new(1, "127.0.0.1", 5001).capabilities(["raft", "gossip"]);
+//! let (is_bootstrap, cluster) = client.discover_cluster(registration)?;
 //! println!("bootstrap: {is_bootstrap}, peers: {}", cluster.nodes.len());
 //! // The heartbeat thread now runs until `shutdown()`, `leave()` or drop.
 //! # Ok::<(), cluster_gateway::ClientError>(())
