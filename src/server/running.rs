@@ -8,7 +8,7 @@
 //! in `tiny_http_workarounds.rs`.
 //!
 //! A long-poll (`GET /nodes?index=V&wait=30s`) that must wait is parked in [`Watchers`] (see
-//! `watch.rs`): the worker moves on, and the watcher thread hands the request, once the
+//! `long_polls.rs`): the worker moves on, and the watcher thread hands the request, once the
 //! registry changes or its wait ends, to a short-lived answering thread.
 //!
 //! Shutdown: the accept loops are told to stop and new connections are refused, every parked

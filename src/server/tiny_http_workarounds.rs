@@ -338,7 +338,7 @@ fn client_closed(e: &io::Error) -> bool {
 ///
 /// tiny_http gives no access to the socket, so a read that blocks cannot be interrupted
 /// (#143); this bounds a body trickled in a byte at a time, and the server stops waiting for
-/// a read that blocks past the deadline (see `server.rs`).
+/// a read that blocks past the deadline (see `running/worker.rs`).
 pub(crate) struct Deadline<R> {
     pub(crate) inner: R,
     pub(crate) deadline: Instant,

@@ -1,5 +1,9 @@
 //! The gateway-client binary: the original join command line, operator commands in both output
 //! modes, and exit codes.
+//!
+//! Longer than ~800 lines on purpose: one test a command line, each short, sharing the helpers
+//! that run the binary and read its output; the file is a catalogue to search, not to read
+//! through.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};

@@ -4,6 +4,10 @@
 //! `previous_epoch` on every registration after the first, no phantom departures across a
 //! gateway restart, and the smaller API points.
 //!
+//! Longer than ~800 lines on purpose: every test here drives the scriptable fake gateway and
+//! the node type defined at the top (frozen, restarted, answering what a test says) and reads as
+//! one scenario from start to end; split, each part would need them moved to `support.rs`.
+//!
 //! A frozen gateway is a [`FakeGateway`] that accepts connections and never answers; the same
 //! fake, answering, shows exactly what the client sends.
 

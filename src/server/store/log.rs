@@ -139,7 +139,7 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> OpenError + '_ {
     }
 }
 
-/// What [`recover`] hands to [`Log::start`]: the lock, and where the log goes on.
+/// What [`recover()`](recover::recover) hands to [`Log::start`]: the lock, and where the log goes on.
 #[derive(Debug)]
 pub struct Resume {
     lock: File,
