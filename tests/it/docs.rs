@@ -125,15 +125,16 @@ fn without_code_spans(line: &str) -> String {
 fn link_targets(line: &str) -> Vec<String> {
     let mut targets = Vec::new();
     let trimmed = line.trim_start();
-    if trimmed.starts_with('[') {
-        if let Some(end) = trimmed.find("]:") {
-            let label = &trimmed[1..end];
-            if !label.is_empty() && !label.contains('[') {
-                if let Some(target) = trimmed[end + 2..].split_whitespace().next() {
-                    targets.push(target.trim_matches(['<', '>']).to_owned());
-                    return targets;
-                }
-            }
+    if trimmed.starts_with('[')
+        && let Some(end) = trimmed.find("]:")
+    {
+        let label = &trimmed[1..end];
+        if !label.is_empty()
+            && !label.contains('[')
+            && let Some(target) = trimmed[end + 2..].split_whitespace().next()
+        {
+            targets.push(target.trim_matches(['<', '>']).to_owned());
+            return targets;
         }
     }
     let bytes = line.as_bytes();
@@ -221,14 +222,14 @@ fn check_link(root: &Path, from: &Path, target: &str) -> Option<String> {
     } else {
         normalise(&from.parent().unwrap_or(root).join(path_part))
     };
-    if let Ok(relative) = file.strip_prefix(root) {
-        if relative.starts_with("src") {
-            return Some(
-                "links into src/, whose files move: link to a document, or name the file in \
+    if let Ok(relative) = file.strip_prefix(root)
+        && relative.starts_with("src")
+    {
+        return Some(
+            "links into src/, whose files move: link to a document, or name the file in \
                  backticks"
-                    .to_owned(),
-            );
-        }
+                .to_owned(),
+        );
     }
     if !file.exists() {
         return Some(format!("{} does not exist", file.display()));
