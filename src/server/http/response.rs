@@ -262,12 +262,21 @@ impl From<Invalid> for Response {
     }
 }
 
+/// Seconds a client is told to wait before it tries a write again while the store cannot take
+/// writes (`Retry-After` on those 503 answers).
+pub(super) const RETRY_AFTER: &str = "2";
+
 impl From<StoreError> for Response {
     fn from(error: StoreError) -> Response {
         let status = match &error {
             StoreError::Registry(RegistryError::MetadataTooLarge(_)) => 400,
             StoreError::Registry(RegistryError::Full { .. }) | StoreError::Unavailable(_) => 503,
         };
-        Response::error(status, error.to_string())
+        let response = Response::error(status, error.to_string());
+        match error {
+            // The store recovers by itself (space freed, etcd back): say when to try again.
+            StoreError::Unavailable(_) => response.with_header("Retry-After", RETRY_AFTER),
+            _ => response,
+        }
     }
 }
