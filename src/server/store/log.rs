@@ -26,8 +26,11 @@
 //! empties the log. A crash at any point leaves a directory that recovers: records already in
 //! the snapshot are skipped by their `seq`.
 //!
-//! Reading at start: a torn last record (a crash mid-write) is dropped with a warning; any other
-//! damage stops the start with the file, the byte offset and what to do.
+//! Reading at start: only what a write cut short by a crash leaves (an unfinished last line
+//! that starts like a record, or zero bytes after it, within one write's size) counts as torn:
+//! it is moved aside to `log.jsonl.torn-OFFSET`, never destroyed, and the start says where. Any
+//! other damage (a complete line with a bad checksum, other line endings, another framing)
+//! stops the start with the file, the byte offset, what was found and what to do.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -76,7 +79,7 @@ pub enum OpenError {
         /// The directory.
         dir: PathBuf,
     },
-    /// A record that is not the torn last one is damaged.
+    /// The directory holds something other than good records and a torn last write.
     Damaged {
         /// The file.
         file: PathBuf,

@@ -251,9 +251,170 @@ fn a_torn_last_record_is_dropped_and_the_log_goes_on() {
         good,
         "the torn tail is cut off"
     );
+    let aside = dir.0.join(format!("log.jsonl.torn-{good}"));
+    assert_eq!(
+        std::fs::read(&aside).unwrap(),
+        torn,
+        "the torn tail is moved aside, not destroyed"
+    );
     store.register(reg(3), now()).unwrap();
     drop(store);
     assert_eq!(ids(&open(&dir.0).unwrap()), vec![1, 2, 3]);
+}
+
+/// A log with three acknowledged registrations and a leader; its bytes.
+fn three_nodes(dir: &TempDir) -> Vec<u8> {
+    let store = open(&dir.0).unwrap();
+    for id in 1..=3 {
+        store.register(reg(id), now()).unwrap();
+    }
+    assert!(store.set_leader(2).unwrap());
+    drop(store);
+    std::fs::read(dir.log()).unwrap()
+}
+
+/// Writes `bytes` as the log, then checks that the start is refused at `offset` naming the
+/// file and how to move it aside, and that nothing in the directory changed.
+fn refused_at(dir: &TempDir, bytes: &[u8], offset: usize) -> String {
+    std::fs::write(dir.log(), bytes).unwrap();
+    let names = |dir: &Path| {
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = names(&dir.0);
+    let error = match open(&dir.0) {
+        Err(error) => error,
+        Ok(store) => panic!("the start was not refused: nodes {:?}", ids(&store)),
+    };
+    let message = error.to_string();
+    match &error {
+        OpenError::Damaged {
+            file, offset: at, ..
+        } => {
+            assert_eq!(file, &dir.log(), "{message}");
+            assert_eq!(*at, offset as u64, "{message}");
+        }
+        other => panic!("expected Damaged, got {other:?}"),
+    }
+    assert!(message.contains(&format!("byte {offset}")), "{message}");
+    assert!(
+        message.contains("mv "),
+        "says how to move it aside: {message}"
+    );
+    assert_eq!(
+        std::fs::read(dir.log()).unwrap(),
+        bytes,
+        "the log is untouched"
+    );
+    assert_eq!(
+        names(&dir.0),
+        before,
+        "nothing is added or moved: {message}"
+    );
+    message
+}
+
+#[test]
+fn a_log_with_other_line_endings_is_refused_not_emptied() {
+    let dir = TempDir::new();
+    let crlf: Vec<u8> = three_nodes(&dir)
+        .iter()
+        .flat_map(|&b| {
+            if b == b'\n' {
+                vec![b'\r', b'\n']
+            } else {
+                vec![b]
+            }
+        })
+        .collect();
+    refused_at(&dir, &crlf, 0);
+}
+
+#[test]
+fn random_bytes_as_a_log_are_refused_not_emptied() {
+    let dir = TempDir::new();
+    three_nodes(&dir);
+    // 5,000 bytes of a fixed pseudo-random sequence, with a newline somewhere, as a copy
+    // through a broken tool would leave.
+    let mut x: u32 = 0x9e37_79b9;
+    let random: Vec<u8> = (0..5000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 24) as u8
+        })
+        .collect();
+    assert!(random.contains(&b'\n'));
+    refused_at(&dir, &random, 0);
+    // And without any newline: one unfinished "line" that is not the start of a record.
+    let no_newline: Vec<u8> = random
+        .iter()
+        .map(|&b| if b == b'\n' { b' ' } else { b })
+        .collect();
+    refused_at(&dir, &no_newline, 0);
+}
+
+#[test]
+fn a_log_in_another_framing_is_refused() {
+    let dir = TempDir::new();
+    three_nodes(&dir);
+    let later = b"{\"framing\":2,\"seq\":1,\"op\":\"put\"}\n{\"framing\":2,\"seq\":2}\n";
+    refused_at(&dir, later, 0);
+}
+
+#[test]
+fn a_complete_last_record_with_a_bad_checksum_is_refused_not_dropped() {
+    let dir = TempDir::new();
+    let bytes = three_nodes(&dir);
+    // The last record is the acknowledged leader change. Change a digit of its leader id: the
+    // JSON stays valid, only the checksum tells.
+    let last = bytes[..bytes.len() - 1]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .unwrap()
+        + 1;
+    let line = std::str::from_utf8(&bytes[last..]).unwrap();
+    let at = last + line.find(r#""leader_id":2"#).unwrap() + r#""leader_id":"#.len();
+    let mut damaged = bytes.clone();
+    damaged[at] = b'3';
+    let message = refused_at(&dir, &damaged, last);
+    assert!(message.contains("checksum"), "{message}");
+}
+
+#[test]
+fn a_changed_digit_inside_a_record_is_caught_by_its_checksum() {
+    let dir = TempDir::new();
+    let bytes = three_nodes(&dir);
+    // Node 2's port, 5002, becomes 5003 in the second record: valid JSON, a stale checksum.
+    let second = bytes.iter().position(|&b| b == b'\n').unwrap() + 1;
+    let text = std::str::from_utf8(&bytes).unwrap();
+    let at = text.find(r#""port":5002"#).unwrap() + r#""port":500"#.len();
+    assert!(at > second);
+    let mut damaged = bytes.clone();
+    damaged[at] = b'3';
+    let line_start = bytes[..at].iter().rposition(|&b| b == b'\n').unwrap() + 1;
+    let message = refused_at(&dir, &damaged, line_start);
+    assert!(message.contains("checksum"), "{message}");
+}
+
+#[test]
+fn zero_bytes_after_the_last_record_are_a_torn_write_set_aside() {
+    let dir = TempDir::new();
+    let bytes = three_nodes(&dir);
+    let mut zeroed = bytes.clone();
+    zeroed.extend_from_slice(br#"{"len":120,"crc":1,"rec":{"seq":"#);
+    zeroed.extend(std::iter::repeat_n(0u8, 4096));
+    std::fs::write(dir.log(), &zeroed).unwrap();
+    let store = open(&dir.0).unwrap();
+    assert_eq!(ids(&store), vec![1, 2, 3]);
+    assert_eq!(store.summary().leader, Some(2));
+    let aside = dir.0.join(format!("log.jsonl.torn-{}", bytes.len()));
+    assert_eq!(std::fs::read(aside).unwrap(), &zeroed[bytes.len()..]);
 }
 
 #[test]

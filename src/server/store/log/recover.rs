@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
-use std::io;
+use std::io::{self, Write};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -186,7 +186,13 @@ pub fn recover(dir: &Path) -> Result<(Restored, Resume), OpenError> {
     };
     let log_path = dir.join(LOG_FILE);
     let log_bytes = match fs::read(&log_path) {
-        Ok(bytes) => read_log(&log_path, &bytes, &mut replay)?,
+        Ok(bytes) => {
+            let read = read_log(&log_path, &bytes, &mut replay)?;
+            if read.torn {
+                set_torn_tail_aside(&log_path, &bytes, read.good)?;
+            }
+            read.good
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
         Err(e) => return Err(io_error(&log_path)(e)),
     };
@@ -294,8 +300,33 @@ pub(super) fn read_snapshot(
     }
 }
 
-/// Replays the log; returns its length once a torn tail is cut off.
-pub(super) fn read_log(path: &Path, bytes: &[u8], replay: &mut Replay) -> Result<u64, OpenError> {
+/// The most a write in flight at a crash can leave after the last complete record: part of one
+/// record (records are far smaller: a node's metadata is at most 16 KiB)...
+pub(super) const MAX_TORN_RECORD: usize = 1 << 20;
+/// ...and zero bytes a file system may show past the end of what was written.
+pub(super) const MAX_TORN_ZEROS: usize = 64 << 20;
+
+/// How every framed record starts.
+const FRAME_START: &[u8] = br#"{"len":"#;
+
+/// What reading the log found: where its complete records end, and what follows them.
+pub(super) struct LogRead {
+    /// The length of the complete records: the log's length once a torn tail is set aside.
+    pub(super) good: u64,
+    /// Bytes after the last complete record that a write cut short by a crash left.
+    pub(super) torn: bool,
+}
+
+/// Replays the log's complete records. Only a write cut short by a crash may be dropped: what
+/// follows the last newline, if it is the start of one framed record (or zero bytes a file
+/// system left), within what one write in flight can leave. Anything else, a complete line
+/// that is not a good record above all (a bad checksum, other line endings, another framing),
+/// refuses the start: its records were acknowledged.
+pub(super) fn read_log(
+    path: &Path,
+    bytes: &[u8],
+    replay: &mut Replay,
+) -> Result<LogRead, OpenError> {
     let damaged = |offset: usize, reason: String| OpenError::Damaged {
         file: path.to_owned(),
         offset: offset as u64,
@@ -303,30 +334,13 @@ pub(super) fn read_log(path: &Path, bytes: &[u8], replay: &mut Replay) -> Result
     };
     let base = replay.seq;
     let mut last_seq = 0;
-    let mut all = lines(bytes);
-    while let Some((offset, line, complete)) = all.next() {
-        let record = match parse(line, complete) {
-            Ok(record) => record,
-            Err(reason) => {
-                // Damage followed by a good record is not a torn write: refuse.
-                if all.any(|(_, line, complete)| parse(line, complete).is_ok()) {
-                    return Err(damaged(offset, reason));
-                }
-                log::warn!(
-                    "{}: dropping a torn record at byte {offset} ({} bytes: {reason}), left by a \
-                     crash while it was written; it was never acknowledged",
-                    path.display(),
-                    bytes.len() - offset
-                );
-                let file = OpenOptions::new()
-                    .write(true)
-                    .open(path)
-                    .map_err(io_error(path))?;
-                file.set_len(offset as u64).map_err(io_error(path))?;
-                file.sync_all().map_err(io_error(path))?;
-                return Ok(offset as u64);
-            }
-        };
+    let complete = bytes
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |at| at + 1);
+    for (offset, line, _) in lines(&bytes[..complete]) {
+        let record = parse(line, true)
+            .map_err(|reason| damaged(offset, format!("{reason}; found {}", found(line))))?;
         if record.seq <= last_seq {
             return Err(damaged(
                 offset,
@@ -340,5 +354,84 @@ pub(super) fn read_log(path: &Path, bytes: &[u8], replay: &mut Replay) -> Result
         }
         replay.apply(record).map_err(|e| damaged(offset, e))?;
     }
-    Ok(bytes.len() as u64)
+    let tail = &bytes[complete..];
+    torn_tail(tail)
+        .map_err(|reason| damaged(complete, format!("{reason}; found {}", found(tail))))?;
+    Ok(LogRead {
+        good: complete as u64,
+        torn: !tail.is_empty(),
+    })
+}
+
+/// Whether `tail`, the bytes after the last complete record, is what a write cut short leaves.
+pub(super) fn torn_tail(tail: &[u8]) -> Result<(), String> {
+    let zeros = tail.iter().rev().take_while(|&&b| b == 0).count();
+    let start = &tail[..tail.len() - zeros];
+    if zeros > MAX_TORN_ZEROS {
+        return Err(format!(
+            "{zeros} zero bytes after the last complete record, more than a crash leaves"
+        ));
+    }
+    if start.is_empty() {
+        return Ok(());
+    }
+    let framed = if start.len() <= FRAME_START.len() {
+        FRAME_START.starts_with(start)
+    } else {
+        start.starts_with(FRAME_START)
+    };
+    if !framed || start.contains(&0) {
+        return Err("an unfinished last line that is not the start of a record".to_owned());
+    }
+    if start.len() > MAX_TORN_RECORD {
+        return Err(format!(
+            "an unfinished last line of {} bytes, longer than any record",
+            start.len()
+        ));
+    }
+    Ok(())
+}
+
+/// The first bytes of `bytes`, escaped, for an error message.
+fn found(bytes: &[u8]) -> String {
+    const SHOWN: usize = 48;
+    let shown: String = bytes[..bytes.len().min(SHOWN)].escape_ascii().to_string();
+    if bytes.len() > SHOWN {
+        format!("\"{shown}...\" ({} bytes)", bytes.len())
+    } else {
+        format!("\"{shown}\"")
+    }
+}
+
+/// Moves the torn tail of the log (after `good` bytes) aside to `log.jsonl.torn-OFFSET`, then
+/// cuts the log there: a tail is never destroyed, only set aside, and the start says where.
+pub(super) fn set_torn_tail_aside(path: &Path, bytes: &[u8], good: u64) -> Result<(), OpenError> {
+    let aside = path.with_file_name(format!("{LOG_FILE}.torn-{good}"));
+    let tail = &bytes[good as usize..];
+    {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&aside)
+            .map_err(io_error(&aside))?;
+        file.write_all(tail).map_err(io_error(&aside))?;
+        file.sync_all().map_err(io_error(&aside))?;
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    sync_dir(dir).map_err(io_error(dir))?;
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io_error(path))?;
+    file.set_len(good).map_err(io_error(path))?;
+    file.sync_all().map_err(io_error(path))?;
+    log::warn!(
+        "{}: the last write was cut short by a crash ({} bytes at byte {good}, never \
+         acknowledged); moved them to {} and went on from the records before",
+        path.display(),
+        tail.len(),
+        aside.display()
+    );
+    Ok(())
 }
