@@ -367,6 +367,29 @@ impl Registry {
         registry
     }
 
+    /// Puts back the registry a durable store last wrote (`state`), after a write failed: what
+    /// the failed write changed goes, and so does anything else that never reached the disk.
+    /// Nodes still there keep their liveness (when last heard from, suspected or not); nodes
+    /// that come back get a full grace period from `now`. The version moves on, never back, so
+    /// every reader and watcher sees the change.
+    pub fn roll_back(&mut self, state: Restored, now: Now) {
+        let version = self.version.max(state.version) + 1;
+        let mut restored = Registry::restore(self.liveness, state, now);
+        for (node_id, record) in &mut restored.nodes {
+            if let Some(old) = self.nodes.get(node_id) {
+                record.status = old.status;
+                record.last_seen = old.last_seen;
+                record.heard_at = old.heard_at;
+            }
+        }
+        self.nodes = restored.nodes;
+        self.leader = restored.leader;
+        self.bootstrap_initiated = restored.bootstrap_initiated;
+        self.bootstrap_armed = restored.bootstrap_armed;
+        self.version = version;
+        self.touches += 1;
+    }
+
     /// Registers a node, or updates it if known.
     ///
     /// A known node gets the new address, port and capabilities; its metadata is merged key by

@@ -7,7 +7,7 @@ use crate::api::{NodeId, Registration};
 use crate::lock;
 use crate::server::registry::{Event, Liveness, NodeRecord, Now, Registered, Registry};
 
-use super::log::{COMPACT_MIN_BYTES, Log, OpenError};
+use super::log::{COMPACT_MIN_BYTES, Disk, Log, OpenError, RealDisk};
 use super::{Durability, Pending, Snapshot, Store, StoreError, Summary};
 
 /// The registry behind a mutex. With a data directory, every change is appended to a [`Log`]
@@ -18,7 +18,7 @@ pub struct LocalStore {
     log: Option<Log>,
     /// Told of every change after it is announced, outside the lock: the new registry version
     /// and the events (watchers are woken and metrics counted here).
-    on_change: Option<ChangeHook>,
+    on_change: Option<Arc<ChangeHook>>,
 }
 
 /// What [`LocalStore::on_change`] calls: the registry version after a change, and its events.
@@ -47,6 +47,12 @@ impl LocalStore {
 
     /// Calls `hook` after every change, once it is announced (outside the registry lock).
     pub fn on_change(mut self, hook: ChangeHook) -> LocalStore {
+        let hook = Arc::new(hook);
+        if let Some(log) = &self.log {
+            // A rollback after a failed write is a change too: readers and watchers see it.
+            let hook = Arc::clone(&hook);
+            log.on_rolled_back(Box::new(move |version| hook(version, &[])));
+        }
         self.on_change = Some(hook);
         self
     }
@@ -71,10 +77,31 @@ impl LocalStore {
         now: Now,
         compact_at: u64,
     ) -> Result<LocalStore, OpenError> {
+        LocalStore::open_on(
+            dir,
+            liveness,
+            max_nodes,
+            now,
+            compact_at,
+            Arc::new(RealDisk),
+        )
+    }
+
+    /// [`LocalStore::open_compacting_at`], writing through `disk`: tests see every write and
+    /// sync, and make them fail.
+    #[doc(hidden)]
+    pub fn open_on(
+        dir: &Path,
+        liveness: Liveness,
+        max_nodes: usize,
+        now: Now,
+        compact_at: u64,
+        disk: Arc<dyn Disk>,
+    ) -> Result<LocalStore, OpenError> {
         let (restored, resume) = super::log::recover(dir)?;
         let registry = Registry::restore(liveness, restored, now).with_max_nodes(max_nodes);
         let registry = Arc::new(Mutex::new(registry));
-        let log = Log::start(dir, resume, Arc::clone(&registry), compact_at)?;
+        let log = Log::start(dir, resume, Arc::clone(&registry), compact_at, disk)?;
         Ok(LocalStore {
             registry,
             log: Some(log),
@@ -97,11 +124,13 @@ impl LocalStore {
         writes: bool,
         f: impl FnOnce(&mut Registry) -> T,
     ) -> Result<(T, Pending), StoreError> {
-        if writes && let Some(log) = &self.log {
-            log.check_writable()?;
-        }
         let (result, events, ticket, version) = {
             let mut registry = lock(&self.registry);
+            // Under the lock: a log that fails rolls the registry back under it too, so a
+            // write is either refused here or undone there, never left showing.
+            if writes && let Some(log) = &self.log {
+                log.check_writable()?;
+            }
             let before = bootstrap_state(&registry);
             let result = f(&mut registry);
             let events = registry.take_events();
@@ -126,12 +155,6 @@ impl LocalStore {
     #[cfg(test)]
     pub(super) fn hold_writer(&self) -> std::sync::MutexGuard<'_, ()> {
         self.log.as_ref().expect("a durable store").hold_writer()
-    }
-
-    /// Makes every write of the log fail from now on, as a full disk would.
-    #[cfg(test)]
-    pub(super) fn fail_writes(&self) {
-        self.log.as_ref().expect("a durable store").fail_writes();
     }
 }
 

@@ -33,11 +33,11 @@
 //! stops the start with the file, the byte offset, what was found and what to do.
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -49,8 +49,10 @@ use crate::server::registry::{Event, NodeRecord, Registry, unix_now};
 
 use super::{Durability, StoreError};
 
+mod disk;
 mod recover;
 
+pub use disk::{Disk, LogFile, RealDisk};
 pub use recover::recover;
 
 const LOCK_FILE: &str = "lock";
@@ -63,6 +65,14 @@ pub const COMPACT_MIN_BYTES: u64 = 8 * 1024 * 1024;
 
 /// The longest a batch waits for more records before it is synced.
 const MAX_GROUP_WAIT: Duration = Duration::from_millis(1);
+
+/// While the log cannot be written (a full disk), how often the writer tries to write the
+/// registry out again.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+
+/// What a [`Log`] calls after it rolled the registry back (with the new registry version), so
+/// that readers and parked watchers see the change.
+pub type RolledBack = Box<dyn Fn(u64) + Send + Sync>;
 
 /// Why a data directory could not be opened.
 #[derive(Debug)]
@@ -238,6 +248,9 @@ impl fmt::Debug for Log {
 struct Shared {
     dir: PathBuf,
     compact_at: u64,
+    disk: Arc<dyn Disk>,
+    /// Called after a rollback, once the store sets it.
+    rolled_back: OnceLock<RolledBack>,
     state: Mutex<State>,
     /// The writer waits here for records (or the stop).
     work: Condvar,
@@ -249,9 +262,6 @@ struct Shared {
     /// Held by a test to keep the writer from writing.
     #[cfg(test)]
     pub(super) gate: Mutex<()>,
-    /// Set by a test to make every write fail, as a full disk would.
-    #[cfg(test)]
-    pub(super) fail_writes: AtomicBool,
 }
 
 struct State {
@@ -273,17 +283,16 @@ impl Log {
         resume: Resume,
         registry: Arc<Mutex<Registry>>,
         compact_at: u64,
+        disk: Arc<dyn Disk>,
     ) -> Result<Log, OpenError> {
         let log_path = dir.join(LOG_FILE);
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(io_error(&log_path))?;
-        sync_dir(dir).map_err(io_error(dir))?;
+        let file = disk.open_append(&log_path).map_err(io_error(&log_path))?;
+        disk.sync_dir(dir).map_err(io_error(dir))?;
         let shared = Arc::new(Shared {
             dir: dir.to_owned(),
             compact_at,
+            disk,
+            rolled_back: OnceLock::new(),
             state: Mutex::new(State {
                 queue: Vec::new(),
                 next_seq: resume.next_seq,
@@ -306,8 +315,6 @@ impl Log {
             failed_flag: AtomicBool::new(false),
             #[cfg(test)]
             gate: Mutex::new(()),
-            #[cfg(test)]
-            fail_writes: AtomicBool::new(false),
         });
         let writer = {
             let shared = Arc::clone(&shared);
@@ -422,10 +429,10 @@ impl Log {
         lock(&self.shared.gate)
     }
 
-    /// Makes every write from now on fail, as a full disk would.
-    #[cfg(test)]
-    pub(super) fn fail_writes(&self) {
-        self.shared.fail_writes.store(true, Ordering::Relaxed);
+    /// Calls `rolled_back` with the new registry version after every rollback (once: a second
+    /// call is ignored).
+    pub fn on_rolled_back(&self, rolled_back: RolledBack) {
+        let _ = self.shared.rolled_back.set(rolled_back);
     }
 
     /// Figures for `/stats`.
@@ -449,11 +456,27 @@ impl Drop for Log {
     }
 }
 
-fn write_loop(shared: &Shared, mut file: File, registry: &Mutex<Registry>) {
+fn write_loop(shared: &Shared, file: Box<dyn LogFile>, registry: &Mutex<Registry>) {
+    let mut file = Some(file);
     let mut buffer = Vec::new();
     // How many records the last batch had.
     let mut last = 0;
     loop {
+        let Some(open) = file.as_mut() else {
+            // A write failed: nothing is taken until the registry is on disk again.
+            {
+                let state = lock(&shared.state);
+                let (state, _) = shared
+                    .work
+                    .wait_timeout(state, RETRY_EVERY)
+                    .unwrap_or_else(|e| e.into_inner());
+                if state.stopping {
+                    return;
+                }
+            }
+            file = write_out_again(shared, registry);
+            continue;
+        };
         let batch = {
             let mut state = lock(&shared.state);
             while state.queue.is_empty() && !state.stopping {
@@ -485,43 +508,33 @@ fn write_loop(shared: &Shared, mut file: File, registry: &Mutex<Registry>) {
         for entry in &batch {
             frame(&mut buffer, &record_out(entry));
         }
-        #[cfg(test)]
-        if shared.fail_writes.load(Ordering::Relaxed) {
-            buffer.clear();
-        }
-        let written = file.write_all(&buffer).and_then(|()| file.sync_data());
+        let written = open.write_all(&buffer).and_then(|()| open.sync_data());
         last = batch.len();
-        #[cfg(test)]
-        let written = written.and_then(|()| match shared.fail_writes.load(Ordering::Relaxed) {
-            true => Err(io::Error::from(io::ErrorKind::StorageFull)),
-            false => Ok(()),
-        });
         let last = batch.last().expect("a batch is never empty");
-        let compact = {
-            let mut state = lock(&shared.state);
-            match written {
-                Ok(()) => {
-                    state.durable_seq = last.seq;
-                    state.figures.log_bytes += buffer.len() as u64;
-                    state.figures.syncs += 1;
-                    shared
-                        .durable_version
-                        .fetch_max(last.version, Ordering::AcqRel);
-                }
-                Err(e) => {
-                    let why = format!("cannot write {}: {e}", shared.dir.join(LOG_FILE).display());
-                    log::error!("{why}; refusing writes from now on");
-                    state.failed = Some(why.into());
-                    state.queue.clear();
-                    shared.failed_flag.store(true, Ordering::Release);
-                }
+        let compact = match written {
+            Ok(()) => {
+                let mut state = lock(&shared.state);
+                state.durable_seq = last.seq;
+                state.figures.log_bytes += buffer.len() as u64;
+                state.figures.syncs += 1;
+                shared
+                    .durable_version
+                    .fetch_max(last.version, Ordering::AcqRel);
+                state.figures.log_bytes >= shared.compact_at
+                    && state.figures.log_bytes >= state.figures.snapshot_bytes
             }
-            state.failed.is_none()
-                && state.figures.log_bytes >= shared.compact_at
-                && state.figures.log_bytes >= state.figures.snapshot_bytes
+            Err(e) => {
+                // The descriptor is given up: after a failed sync it cannot be trusted.
+                file = None;
+                fail(shared, registry, &e);
+                false
+            }
         };
         shared.synced.notify_all();
-        if compact && let Err(e) = compact_now(shared, &file, registry) {
+        if compact
+            && let Some(open) = file.as_mut()
+            && let Err(e) = compact_now(shared, open.as_mut(), registry)
+        {
             log::warn!(
                 "compaction of {} failed, the log goes on growing: {e}",
                 shared.dir.display()
@@ -532,6 +545,93 @@ fn write_loop(shared: &Shared, mut file: File, registry: &Mutex<Registry>) {
             buffer = Vec::new();
         }
     }
+}
+
+/// A write or sync of the log failed: refuse writes, fail every operation waiting or queued,
+/// and roll the registry back to what the disk holds, so nothing that was not written is shown.
+fn fail(shared: &Shared, registry: &Mutex<Registry>, error: &io::Error) {
+    let log_path = shared.dir.join(LOG_FILE);
+    // The registry lock first (the order `append` takes them in), held until the rollback is
+    // done: an operation told of the failure, and any reader, sees the registry rolled back.
+    let mut registry = lock(registry);
+    let good = {
+        let mut state = lock(&shared.state);
+        let why = format!(
+            "cannot write {} since {}: {error}",
+            log_path.display(),
+            iso_utc(unix_now())
+        );
+        log::error!("{why}; writes are refused until it can be written again");
+        state.failed = Some(why.into());
+        state.queue.clear();
+        shared.failed_flag.store(true, Ordering::Release);
+        state.figures.log_bytes
+    };
+    // From here on every write is refused under the registry lock before it changes anything;
+    // what changed the registry before that and is not on disk is undone here.
+    match recover::read_written(&shared.dir, good) {
+        Ok(written) => registry.roll_back(written, crate::server::registry::Now::system()),
+        Err(e) => log::error!(
+            "cannot read {} back to undo what was not written ({e}); the registry keeps it",
+            shared.dir.display()
+        ),
+    }
+    let version = registry.version();
+    drop(registry);
+    shared.synced.notify_all();
+    if let Some(rolled_back) = shared.rolled_back.get() {
+        rolled_back(version);
+    }
+}
+
+/// After a failure: writes the registry out afresh (a snapshot, and an empty log through a new
+/// descriptor), and takes writes again if that worked.
+fn write_out_again(shared: &Shared, registry: &Mutex<Registry>) -> Option<Box<dyn LogFile>> {
+    let log_path = shared.dir.join(LOG_FILE);
+    let result = shared
+        .disk
+        .open_append(&log_path)
+        .and_then(|mut file| compact_now(shared, file.as_mut(), registry).map(|()| file));
+    match result {
+        Ok(file) => {
+            let mut state = lock(&shared.state);
+            state.failed = None;
+            shared.failed_flag.store(false, Ordering::Release);
+            state.durable_seq = state.next_seq - 1;
+            drop(state);
+            log::info!(
+                "{} can be written again: writes are taken again",
+                log_path.display()
+            );
+            Some(file)
+        }
+        Err(e) => {
+            log::debug!("{} still cannot be written: {e}", log_path.display());
+            None
+        }
+    }
+}
+
+/// `unix` seconds as an ISO-8601 UTC time, for messages a person reads.
+pub(crate) fn iso_utc(unix: f64) -> String {
+    let secs = unix.max(0.0) as u64;
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60
+    )
 }
 
 fn record_out(entry: &Entry) -> RecordOut<'_> {
@@ -562,7 +662,11 @@ fn record_out(entry: &Entry) -> RecordOut<'_> {
 
 /// Writes a snapshot of the registry and empties the log. The records still queued that the
 /// snapshot already holds are dropped and count as synced.
-fn compact_now(shared: &Shared, log: &File, registry: &Mutex<Registry>) -> io::Result<()> {
+fn compact_now(
+    shared: &Shared,
+    log: &mut dyn LogFile,
+    registry: &Mutex<Registry>,
+) -> io::Result<()> {
     // Registry lock, then state lock: the order `append` takes them in.
     let (records, leader, version, initiated, armed, seq) = {
         let registry = lock(registry);
@@ -604,15 +708,11 @@ fn compact_now(shared: &Shared, log: &File, registry: &Mutex<Registry>) -> io::R
         );
     }
     let temp = shared.dir.join(SNAPSHOT_TEMP);
-    let mut file = File::create(&temp)?;
-    file.write_all(&bytes)?;
-    file.sync_all()?;
-    drop(file);
-    fs::rename(&temp, shared.dir.join(SNAPSHOT_FILE))?;
-    sync_dir(&shared.dir)?;
+    shared.disk.write_synced(&temp, &bytes)?;
+    shared.disk.rename(&temp, &shared.dir.join(SNAPSHOT_FILE))?;
+    shared.disk.sync_dir(&shared.dir)?;
     // The snapshot holds every record up to `seq`: the log can go.
-    log.set_len(0)?;
-    log.sync_all()?;
+    log.truncate(0)?;
     {
         let mut state = lock(&shared.state);
         state.queue.retain(|entry| entry.seq > seq);

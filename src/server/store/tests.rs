@@ -661,46 +661,6 @@ fn registrations_that_arrive_together_share_one_sync() {
 }
 
 #[test]
-fn when_the_log_cannot_be_written_writes_are_refused_and_reads_and_heartbeats_go_on() {
-    let dir = TempDir::new();
-    let store = open(&dir.0).unwrap();
-    store.register(reg(1), now()).unwrap();
-    store.fail_writes();
-    match store.register(reg(2), now()) {
-        Err(StoreError::Unavailable(why)) => assert!(why.contains("log.jsonl"), "{why}"),
-        other => panic!("the first write after the failure is not acknowledged: {other:?}"),
-    }
-    let version = store.summary().version;
-    match store.register(reg(3), now()) {
-        Err(StoreError::Unavailable(_)) => {}
-        other => panic!("expected Unavailable, got {other:?}"),
-    }
-    assert!(matches!(store.remove(1), Err(StoreError::Unavailable(_))));
-    assert!(matches!(
-        store.set_leader(1),
-        Err(StoreError::Unavailable(_))
-    ));
-    assert_eq!(
-        store.summary().version,
-        version,
-        "refused writes change nothing"
-    );
-    assert!(!ids(&store).contains(&3));
-    assert!(
-        store.heartbeat(1, now()).unwrap().is_some(),
-        "heartbeats go on"
-    );
-    assert!(store.durability().failed.is_some());
-    drop(store);
-    let store = open(&dir.0).unwrap();
-    assert_eq!(
-        ids(&store),
-        vec![1],
-        "only what was acknowledged comes back"
-    );
-}
-
-#[test]
 fn a_pending_registration_is_confirmed_only_once_its_record_is_written() {
     let dir = TempDir::new();
     let store = open(&dir.0).unwrap();
@@ -725,3 +685,5 @@ fn a_pending_registration_is_confirmed_only_once_its_record_is_written() {
     drop(store);
     assert_eq!(ids(&open(&dir.0).unwrap()), vec![1]);
 }
+
+mod disk;

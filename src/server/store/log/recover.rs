@@ -216,6 +216,31 @@ pub fn recover(dir: &Path) -> Result<(Restored, Resume), OpenError> {
     Ok((restored, resume))
 }
 
+/// What the directory holds on disk, with the log read up to `good` bytes (what was synced):
+/// the registry to go back to after a write failed. Takes no lock (the writer holds it).
+pub(super) fn read_written(dir: &Path, good: u64) -> Result<Restored, OpenError> {
+    let mut replay = Replay {
+        bootstrap_armed: true,
+        ..Replay::default()
+    };
+    let snapshot_path = dir.join(SNAPSHOT_FILE);
+    match fs::read(&snapshot_path) {
+        Ok(bytes) => read_snapshot(&snapshot_path, &bytes, &mut replay)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_error(&snapshot_path)(e)),
+    }
+    let log_path = dir.join(LOG_FILE);
+    match fs::read(&log_path) {
+        Ok(mut bytes) => {
+            bytes.truncate(good as usize);
+            read_log(&log_path, &bytes, &mut replay)?;
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_error(&log_path)(e)),
+    }
+    Ok(replay.into_restored())
+}
+
 /// Lines of `bytes` with their offsets; the last one may lack its newline.
 pub(super) fn lines(bytes: &[u8]) -> impl Iterator<Item = (usize, &[u8], bool)> {
     let mut offset = 0;
