@@ -201,10 +201,15 @@ fn a_full_disk_refuses_writes_shows_nothing_unwritten_and_recovers_once_space_is
     );
 
     disk.full.store(false, Ordering::SeqCst);
+    let freed = Instant::now();
     assert!(
         eventually(|| store.durability().failed.is_none()),
         "writes are not taken again once space is free: {:?}",
         store.durability().failed
+    );
+    eprintln!(
+        "writes taken again {:?} after space was freed",
+        freed.elapsed()
     );
     store.register(reg(5), now()).unwrap();
     assert_eq!(ids(&store), vec![1, 2, 5]);
