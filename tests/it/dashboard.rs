@@ -199,6 +199,10 @@ fn register(server: &TestServer, node_id: u64, caps: &[&str], metadata: Value) {
 const WAIT: Duration = Duration::from_secs(30);
 
 #[test]
+#[cfg_attr(
+    not(has_chromedriver),
+    ignore = "needs chromedriver and chromium: apt-get install chromium chromium-driver"
+)]
 fn the_dashboard_shows_nodes_appear_and_turn_suspected() {
     // Nodes stay active for a minute of real time: suspicion comes from a sweep with injected
     // time, so no stall of the machine changes a status behind the test's back.
@@ -384,6 +388,10 @@ fn long_polling_fake() -> (String, Arc<Mutex<Vec<String>>>, Arc<tiny_http::Serve
 }
 
 #[test]
+#[cfg_attr(
+    not(has_chromedriver),
+    ignore = "needs chromedriver and chromium: apt-get install chromium chromium-driver"
+)]
 fn the_dashboard_long_polls_with_the_index_it_was_given_and_never_loops_tightly() {
     let (url, seen, server) = long_polling_fake();
     let browser = Browser::start();

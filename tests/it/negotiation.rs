@@ -200,6 +200,7 @@ fn run(program: &str, args: &[&str]) -> String {
 }
 
 #[test]
+#[cfg_attr(not(has_curl), ignore = "needs curl: apt-get install curl")]
 fn curl_decodes_gzip_answers_that_leave_the_asker_out() {
     let server = cluster(150);
     for path in ["/nodes?node_id=70", "/nodes?status=all", "/nodes"] {
@@ -226,6 +227,10 @@ fn curl_decodes_gzip_answers_that_leave_the_asker_out() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_python_requests),
+    ignore = "needs python3 with requests and urllib3: pip install requests urllib3"
+)]
 fn python_requests_and_urllib3_decode_gzip_answers() {
     let server = cluster(150);
     let script = r#"

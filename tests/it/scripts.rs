@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use crate::support::{ClosedPort, FakeGateway, TestServer};
 
 #[test]
+#[cfg_attr(not(has_curl), ignore = "needs curl: apt-get install curl")]
 fn demo_registers_three_nodes_shows_them_and_what_the_gateway_logged() {
     let out = Command::new("bash")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/demo.sh"))
@@ -59,6 +60,7 @@ fn text(bytes: &[u8]) -> String {
 }
 
 #[test]
+#[cfg_attr(not(has_curl), ignore = "needs curl: apt-get install curl")]
 fn scripts_print_indented_json_and_exit_zero_on_success() {
     let server = TestServer::start();
     let out = script(
@@ -99,6 +101,7 @@ fn scripts_print_indented_json_and_exit_zero_on_success() {
 }
 
 #[test]
+#[cfg_attr(not(has_curl), ignore = "needs curl: apt-get install curl")]
 fn scripts_fail_on_an_error_answer_and_show_the_gateways_error() {
     let server = TestServer::start();
     let out = script("register.sh", &server.url, &["7", "not an address"]);
@@ -135,6 +138,7 @@ fn scripts_fail_on_an_error_answer_and_show_the_gateways_error() {
 }
 
 #[test]
+#[cfg_attr(not(has_curl), ignore = "needs curl: apt-get install curl")]
 fn scripts_check_their_arguments_and_say_what_is_wrong() {
     // Nothing listens here: a bad call must fail before any request.
     let closed = ClosedPort::new();
@@ -214,6 +218,7 @@ fn scripts_check_their_arguments_and_say_what_is_wrong() {
 }
 
 #[test]
+#[cfg_attr(not(has_curl), ignore = "needs curl: apt-get install curl")]
 fn demo_cluster_shows_a_stopped_node_suspected_then_reaped() {
     let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_gateway-client"))
         .parent()
