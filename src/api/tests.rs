@@ -82,6 +82,9 @@ fn refuses_bad_values_naming_the_field() {
         ("node_id", json!("four")),
         ("port", json!(0)),
         ("port", json!(65536)),
+        // 70,537 is 5,001 modulo 65,536: a port read with `as u16` would take it.
+        ("port", json!(70537)),
+        ("port", json!(u64::MAX)),
         ("port", json!("http")),
         ("ip_address", json!("")),
         ("ip_address", json!("a b")),

@@ -60,6 +60,10 @@ struct State<T> {
     /// The parked request of each connection.
     peers: HashMap<SocketAddr, (Instant, u64)>,
     next: u64,
+    /// How often the run went to sleep with a request parked (tests wait for it, so that a
+    /// wake they check is the one they cause).
+    #[cfg(test)]
+    sleeps: usize,
 }
 
 struct Parked<T> {
@@ -115,6 +119,8 @@ impl<T> Watchers<T> {
                 parked: BTreeMap::new(),
                 peers: HashMap::new(),
                 next: 0,
+                #[cfg(test)]
+                sleeps: 0,
             }),
             wake: Condvar::new(),
             max,
@@ -478,6 +484,13 @@ mod tests {
             std::thread::spawn(move || w.run(|batch| tx.send(batch).unwrap()))
         };
         w.park(7, 0, later(600), None).unwrap();
+        // The run asleep until the request's wait ends, ten minutes from now: only the change
+        // can wake it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while lock(&w.state).sleeps == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(lock(&w.state).sleeps > 0, "the run never went to sleep");
         w.changed(1);
         assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(vec![7]));
         w.stop();

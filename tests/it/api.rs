@@ -461,7 +461,116 @@ fn a_reaped_leader_leaves_the_cluster_without_a_leader() {
         !ids(&server.get("/nodes?status=all").1["nodes"]).contains(&1),
         "the leader went because it was reaped"
     );
-    assert!(server.get("/stats").1["reaped_total"].as_u64().unwrap() >= 1);
+    let stats = server.get("/stats").1;
+    assert!(stats["reaped_total"].as_u64().unwrap() >= 1);
+    assert!(
+        stats["leader_id"].is_null(),
+        "no dangling leader id: {stats}"
+    );
+}
+
+/// A gateway whose reaper sweeps every 0.5 s, suspecting after 1.25 s and reaping after
+/// 2.75 s: neither a whole number of sweeps, so that a sweep that reads its clock early
+/// (by up to a sweep) acts a quarter of a second early, not just within the polling slack.
+fn timed_reaper() -> TestServer {
+    TestServer::with(|c| {
+        c.heartbeat_interval = Duration::from_millis(500);
+        c.liveness.suspect_after = Duration::from_millis(1250);
+        c.liveness.node_timeout = Duration::from_millis(2750);
+    })
+}
+
+#[test]
+fn a_silent_node_is_suspected_and_reaped_neither_early_nor_late() {
+    let server = timed_reaper();
+    let before = Instant::now();
+    server.register(1);
+    let registered = Instant::now();
+    let status = || {
+        let nodes = server.get("/nodes?status=all").1;
+        nodes["nodes"]
+            .as_array()
+            .unwrap()
+            .first()
+            .map(|n| n["status"].as_str().unwrap().to_owned())
+    };
+    let deadline = registered + Duration::from_secs(10);
+    let (mut suspected, mut reaped) = (None, None);
+    while Instant::now() < deadline && reaped.is_none() {
+        let seen = status();
+        let at = Instant::now();
+        match seen.as_deref() {
+            Some("suspected") if suspected.is_none() => suspected = Some(at),
+            None => reaped = Some(at),
+            _ => {}
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let suspected = suspected.expect("never suspected") - before;
+    let reaped = reaped.expect("never reaped") - before;
+    eprintln!("suspected after {suspected:?}, reaped after {reaped:?}");
+    // Never before its silence lasted suspect_after (node_timeout); at most a sweep, and some
+    // slack for a loaded machine, after.
+    let slack = Duration::from_millis(500 + 1500);
+    let (suspect_after, node_timeout) = (Duration::from_millis(1250), Duration::from_millis(2750));
+    assert!(suspected >= suspect_after, "suspected early: {suspected:?}");
+    assert!(
+        suspected <= suspect_after + slack,
+        "suspected late: {suspected:?}"
+    );
+    assert!(reaped >= node_timeout, "reaped early: {reaped:?}");
+    assert!(reaped <= node_timeout + slack, "reaped late: {reaped:?}");
+}
+
+#[test]
+fn a_heartbeat_moves_last_seen_in_the_list_within_a_second() {
+    let server = TestServer::start();
+    server.register(1);
+    // Asked plain, as the original's clients ask: a gzip answer may keep `last_seen` for up to
+    // 5 s (docs/http-api.md), a plain one for at most a second.
+    let last_seen = || {
+        let answer = raw(
+            server.addr(),
+            b"GET /nodes HTTP/1.1\r\nHost: x\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(5),
+        );
+        let body = &answer[answer.find("\r\n\r\n").expect("an answer") + 4..];
+        let list: Value = serde_json::from_str(body).expect("a JSON list");
+        list["nodes"][0]["last_seen"].as_f64().unwrap()
+    };
+    let first = last_seen();
+    // Some time must pass for last_seen to move: wait until 1.5 s have.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(1500) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let beat = unix_now();
+    let answer = server.post_json("/heartbeat", &json!({"node_id": 1}));
+    assert_eq!(answer.1["status"], "acknowledged", "{answer:?}");
+    assert!(
+        eventually(Duration::from_secs(3), || last_seen() >= beat - 1.0),
+        "last_seen stayed at {first} after a heartbeat at {beat}: {}",
+        last_seen()
+    );
+}
+
+#[test]
+fn a_full_registry_refuses_new_nodes_with_503_and_keeps_taking_known_ones() {
+    let server = TestServer::with(|c| c.max_nodes = 2);
+    server.register(1);
+    server.register(2);
+    let (status, answer) = server.post_json("/register", &registration(3));
+    assert_eq!(
+        status, 503,
+        "a full registry is the gateway's state, not a bad request (a 4xx makes clients give up): {answer}"
+    );
+    assert!(answer["error"].as_str().unwrap().contains('2'), "{answer}");
+    assert_eq!(
+        server.post_json("/register", &registration(1)).0,
+        200,
+        "a known node re-registers"
+    );
+    assert_eq!(server.get("/stats").1["total_nodes"], 2);
 }
 
 #[test]

@@ -98,6 +98,13 @@ fn a_fresh_etag_answers_304_and_a_stale_one_the_new_list() {
     assert_eq!(status, 304);
     assert!(body.is_empty());
     assert_eq!(header(&headers, "ETag"), Some(tag.as_str()));
+    // A 304 carries the Vary the 200 would have (RFC 9110 15.4.5): a cache keyed on
+    // Accept-Encoding must not answer a gzip asker with the plain list it validated.
+    assert_eq!(
+        header(&headers, "Vary"),
+        Some("Accept-Encoding"),
+        "{headers:?}"
+    );
 
     // Another question about the same version has another tag.
     let (_, headers, _) = exchange("GET", &format!("{}/nodes", server.url), &[], None);
