@@ -241,6 +241,10 @@ impl<T> Watchers<T> {
                     .wait(state)
                     .unwrap_or_else(|poisoned| poisoned.into_inner()),
                 Some(until) => {
+                    #[cfg(test)]
+                    {
+                        state.sleeps += 1;
+                    }
                     let timeout = until.saturating_duration_since(Instant::now());
                     self.wake
                         .wait_timeout(state, timeout.max(Duration::from_millis(1)))
