@@ -5,18 +5,19 @@
 //! Needs Debian's `chromium` and `chromium-driver` (CI installs them).
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cluster_gateway::server::registry::{Liveness, Now, unix_now};
 use serde_json::{Value, json};
 
-use crate::support::{TestServer, agent, eventually};
+use crate::support::{ChildGuard, TestServer, agent, eventually};
 
 /// A chromedriver process with one headless Chromium session; both end on drop.
 struct Browser {
-    driver: Child,
+    // Killed, with chromium, when the browser drops (after the session is closed).
+    _driver: ChildGuard,
     session: String,
     _profile: TempDir,
 }
@@ -31,12 +32,13 @@ impl Drop for TempDir {
 
 impl Browser {
     fn start() -> Browser {
-        let mut driver = Command::new("chromedriver")
-            .arg("--port=0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver runs (Debian package chromium-driver)");
+        let mut driver = ChildGuard::spawn(
+            Command::new("chromedriver")
+                .arg("--port=0")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null()),
+        )
+        .expect("chromedriver runs (Debian package chromium-driver)");
         // "ChromeDriver was started successfully on port 46307."
         let mut lines = BufReader::new(driver.stdout.take().unwrap()).lines();
         let port = lines
@@ -53,7 +55,7 @@ impl Browser {
             std::env::temp_dir().join(format!("gateway-dashboard-{}-{port}", std::process::id())),
         );
         let mut browser = Browser {
-            driver,
+            _driver: driver,
             session: String::new(),
             _profile: profile,
         };
@@ -135,8 +137,7 @@ impl Drop for Browser {
         if !self.session.is_empty() {
             let _ = agent().delete(&self.session).call();
         }
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+        // The driver's group goes when `_driver` drops: chromium with it.
     }
 }
 

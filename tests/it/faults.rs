@@ -1,7 +1,7 @@
 //! Faults: racing bootstraps over real HTTP, the gateway killed and restarted under
 //! heartbeating clients, and the gateway gone for several intervals.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,8 +10,8 @@ use cluster_gateway::{GatewayClient, GatewayServer, ServerConfig};
 use serde_json::json;
 
 use crate::support::{
-    Barrier, TestServer, agent, answers_unread, eventually, free_port, join_all, own_host,
-    registration,
+    Barrier, ChildGuard, TestServer, agent, answers_unread, eventually, free_port, join_all,
+    own_host, registration,
 };
 
 /// Rounds of the bootstrap race: all of them when `GATEWAY_SLOW_TESTS` is set (CI sets it).
@@ -77,21 +77,22 @@ fn exactly_one_of_fifty_http_clients_bootstraps_every_round() {
 }
 
 /// A gateway-server process on a fixed port.
-fn spawn_server(port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_gateway-server"))
-        .args([
-            "--host",
-            own_host::SIGKILL,
-            "--port",
-            &port.to_string(),
-            "--heartbeat-interval",
-            "1",
-            "--log-level",
-            "ERROR",
-        ])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+fn spawn_server(port: u16) -> ChildGuard {
+    ChildGuard::spawn(
+        Command::new(env!("CARGO_BIN_EXE_gateway-server"))
+            .args([
+                "--host",
+                own_host::SIGKILL,
+                "--port",
+                &port.to_string(),
+                "--heartbeat-interval",
+                "1",
+                "--log-level",
+                "ERROR",
+            ])
+            .stderr(Stdio::null()),
+    )
+    .unwrap()
 }
 
 fn count_nodes(url: &str) -> Option<usize> {

@@ -6,17 +6,18 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::leaks::Server;
-use crate::support::eventually;
+use crate::support::{ChildGuard, eventually};
 
 /// nginx listens on its own loopback address, so no test server can take its port.
 const FRONT_HOST: &str = "127.0.0.9";
 
 pub(crate) struct Front {
-    nginx: Child,
+    // Read by no one: killed, with its workers, when the front drops.
+    _nginx: ChildGuard,
     pub(crate) address: String,
     _dir: TempDir,
 }
@@ -32,13 +33,6 @@ struct TempDir(std::path::PathBuf);
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl Drop for Front {
-    fn drop(&mut self) {
-        let _ = self.nginx.kill();
-        let _ = self.nginx.wait();
     }
 }
 
@@ -107,14 +101,15 @@ impl Front {
              include {d}/gateway.conf;\n}}\n"
         );
         std::fs::write(dir.join("nginx.conf"), main).unwrap();
-        let nginx = Command::new(nginx)
-            .args(["-p", &dir.display().to_string(), "-c"])
-            .arg(dir.join("nginx.conf"))
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("nginx runs");
+        let nginx = ChildGuard::spawn(
+            Command::new(nginx)
+                .args(["-p", &dir.display().to_string(), "-c"])
+                .arg(dir.join("nginx.conf"))
+                .stderr(Stdio::inherit()),
+        )
+        .expect("nginx runs");
         let front = Front {
-            nginx,
+            _nginx: nginx,
             address,
             _dir: TempDir(dir),
         };

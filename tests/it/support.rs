@@ -454,3 +454,43 @@ pub fn answers_unread(port: u16) -> bool {
                 .is_some_and(|tx| u64::from_str_radix(tx, 16).unwrap_or(0) > 0)
     })
 }
+
+/// A child process that is killed, with every process it started (nginx's workers, chromium
+/// under chromedriver), when the guard drops: when the test ends, passed or failed. The child
+/// leads a process group of its own, and the whole group gets SIGKILL.
+#[derive(Debug)]
+pub struct ChildGuard(std::process::Child);
+
+impl ChildGuard {
+    /// Spawns `command` as the leader of a new process group.
+    pub fn spawn(command: &mut std::process::Command) -> std::io::Result<ChildGuard> {
+        use std::os::unix::process::CommandExt;
+        command.process_group(0).spawn().map(ChildGuard)
+    }
+}
+
+impl std::ops::Deref for ChildGuard {
+    type Target = std::process::Child;
+
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ChildGuard {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        // The group: what the child started dies with it, even if the child is gone already.
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0.id())])
+            .stderr(std::process::Stdio::null())
+            .status();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
