@@ -259,3 +259,20 @@ print("ok")
 "#;
     assert_eq!(run("python3", &["-c", script, &server.url]).trim(), "ok");
 }
+
+#[test]
+fn a_list_filtered_by_capability_is_sent_plain_even_to_a_gzip_asker() {
+    let server = cluster(200);
+    let (head, body) = raw_get(
+        &server,
+        "/nodes?capability=raft",
+        "Accept-Encoding: gzip\r\n",
+    );
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(!head.contains("content-encoding"), "{head}");
+    let body: Value = serde_json::from_slice(&body).expect("plain JSON");
+    assert_eq!(body["nodes"].as_array().unwrap().len(), 200);
+    // The same asker gets gzip for the whole list.
+    let (head, _) = raw_get(&server, "/nodes", "Accept-Encoding: gzip\r\n");
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+}

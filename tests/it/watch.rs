@@ -425,3 +425,48 @@ fn with_max_watchers_zero_nothing_waits() {
     assert_eq!(answer.status, 200);
     assert_eq!(server.server.watchers_waiting(), 0);
 }
+
+#[test]
+fn a_wait_longer_than_five_minutes_is_cut_to_five_with_at_most_a_sixteenth_of_jitter() {
+    use cluster_gateway::server::gateway::Gateway;
+    use cluster_gateway::server::http::{Request, parks};
+    use cluster_gateway::server::registry::{Liveness, Registry};
+
+    let gateway = Gateway::new(
+        Registry::new(Liveness {
+            suspect_after: Duration::from_secs(90),
+            node_timeout: Duration::from_secs(300),
+        }),
+        Duration::from_secs(30),
+    );
+    let park = |url: &str| {
+        parks(
+            &gateway,
+            &Request {
+                method: "GET",
+                url,
+                body: b"",
+                headers: &[],
+            },
+        )
+        .unwrap_or_else(|| panic!("{url} parks"))
+        .wait
+    };
+    let five_minutes = Duration::from_secs(300);
+    for url in [
+        "/nodes?index=0&wait=10m",
+        "/nodes?index=0&wait=86400s",
+        "/leader?index=0&wait=1h",
+    ] {
+        for _ in 0..50 {
+            let wait = park(url);
+            assert!(wait >= five_minutes, "{url}: {wait:?}");
+            assert!(wait <= five_minutes + five_minutes / 16, "{url}: {wait:?}");
+        }
+    }
+    let short = park("/nodes?index=0&wait=2s");
+    assert!(
+        short >= Duration::from_secs(2) && short <= Duration::from_millis(2125),
+        "{short:?}"
+    );
+}
