@@ -428,3 +428,147 @@ fn the_dashboard_long_polls_with_the_index_it_was_given_and_never_loops_tightly(
     }
     server.unblock();
 }
+
+#[test]
+#[cfg_attr(
+    not(has_chromedriver),
+    ignore = "needs chromedriver and chromium: apt-get install chromium chromium-driver"
+)]
+fn behind_tokens_with_a_thousand_nodes_the_page_asks_for_a_token_and_shows_problems_first_with_true_ages()
+ {
+    const READ: &str = "r3ad-t0ken-aaaaaaaaaaaa";
+    let server = TestServer::with(|c| {
+        c.tokens.inline = Some(cluster_gateway::server::auth::Secret::new(format!(
+            "read:dashboard:{READ}\nwrite:nodes:wr1te-t0ken-bbbbbbbbbbb\n"
+        )));
+        c.heartbeat_interval = Duration::from_secs(1);
+        c.liveness = Liveness {
+            suspect_after: Duration::from_secs(60),
+            node_timeout: Duration::from_secs(600),
+        };
+    });
+    let gateway = server.server.gateway();
+    for id in 1..=1000u64 {
+        let metadata = json!({"zone": format!("eu-west-1{}", ["a", "b", "c"][id as usize % 3]),
+                              "round": id % 17, "disk": "ssd"});
+        gateway
+            .register(
+                cluster_gateway::api::Registration::new(
+                    id,
+                    format!("10.0.{}.{}", id / 250, id % 250),
+                    7000,
+                )
+                .capabilities(["raft", "gossip"])
+                .metadata(metadata.as_object().unwrap().clone()),
+            )
+            .unwrap();
+    }
+    // Nodes 500 to 509 fall silent; the others beat.
+    gateway.sweep(Now {
+        instant: Instant::now() + Duration::from_secs(61),
+        unix: unix_now() + 61.0,
+    });
+    for id in (1..=1000u64).filter(|id| !(500..510).contains(id)) {
+        gateway.heartbeat(id).unwrap();
+    }
+
+    let browser = Browser::start();
+    browser.open(&format!("{}/", server.url));
+    // The page loads without a token (it holds no data) and asks for one.
+    assert!(
+        eventually(WAIT, || text(&browser, "conn") == "token needed"),
+        "{}",
+        text(&browser, "conn")
+    );
+    assert!(rows(&browser).is_empty());
+    assert_eq!(text(&browser, "empty"), "Loading...");
+    browser.eval(&format!(
+        "window.tokenAt = performance.now();
+         document.getElementById('token').value = '{READ}';
+         document.getElementById('token-form').requestSubmit();"
+    ));
+    assert!(
+        eventually(WAIT, || rows(&browser).len() == 1000),
+        "{} rows",
+        rows(&browser).len()
+    );
+    let first_rows_ms = browser.eval("return window.firstRowsAt - window.tokenAt;");
+    eprintln!("1,000 nodes: rows shown {first_rows_ms} ms after the token was given");
+    // Problems first: the ten silent nodes lead, then the rest by id.
+    let shown = rows(&browser);
+    let ids: Vec<u64> = shown.iter().map(|(id, _, _)| id.parse().unwrap()).collect();
+    assert_eq!(
+        ids[..10],
+        (500..510).collect::<Vec<_>>(),
+        "{:?}",
+        &ids[..12]
+    );
+    assert!(
+        shown[..10]
+            .iter()
+            .all(|(_, status, _)| status == "suspected")
+    );
+    assert!(shown[10..].iter().all(|(_, status, _)| status == "active"));
+    assert_eq!(ids[10], 1, "the leader, node 1, first of the active");
+    // A row is one line tall, metadata included.
+    let heights: Vec<f64> = serde_json::from_value(browser.eval(
+        "return Array.from(document.querySelectorAll('tr[data-node]')).slice(0, 20)
+             .map(r => r.getBoundingClientRect().height);",
+    ))
+    .unwrap();
+    assert!(heights.iter().all(|h| *h < 40.0), "row heights {heights:?}");
+    // The filter box narrows the rows.
+    browser.eval(
+        "const f = document.getElementById('filter'); f.value = '10.0.2.';
+         f.dispatchEvent(new Event('input'));",
+    );
+    assert!(
+        eventually(WAIT, || rows(&browser).len() == 250),
+        "{}",
+        rows(&browser).len()
+    );
+    browser.eval(
+        "const f = document.getElementById('filter'); f.value = '';
+         f.dispatchEvent(new Event('input'));",
+    );
+    // True ages: node 2 beats every half second for a while; its age stays within the
+    // heartbeat interval the page waits for and the second a list may keep last_seen.
+    let beating = Instant::now();
+    while beating.elapsed() < Duration::from_secs(12) {
+        gateway.heartbeat(2).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let age = browser
+        .eval("return document.querySelector(\"tr[data-node='2'] td[data-seen]\").textContent;");
+    let seconds: u64 = age
+        .as_str()
+        .unwrap()
+        .trim_end_matches("s ago")
+        .parse()
+        .unwrap();
+    assert!(seconds <= 3, "node 2 beat just now and shows {age}");
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .join("dashboard-1000.png");
+    browser.screenshot(&shot);
+
+    // The gateway goes away: the rows stay, greyed, with the time since the last update.
+    drop(server);
+    assert!(
+        eventually(WAIT, || text(&browser, "updated")
+            .starts_with("last update")),
+        "{}",
+        text(&browser, "updated")
+    );
+    let stale =
+        browser.eval("return document.getElementById('table').classList.contains('stale');");
+    assert_eq!(stale, true);
+    assert_eq!(rows(&browser).len(), 1000, "the last rows stay");
+    let uptime = text(&browser, "uptime");
+    let still = Instant::now();
+    while still.elapsed() < Duration::from_millis(2100) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(text(&browser, "uptime"), uptime, "the uptime stopped");
+}

@@ -155,3 +155,35 @@ fn the_dashboard_is_html_and_the_api_is_json() {
     assert_eq!(answer.status(), 405);
     assert_eq!(answer.headers()["allow"], "GET, HEAD");
 }
+
+#[test]
+fn behind_tokens_the_dashboard_page_and_the_openapi_document_load_and_the_data_does_not() {
+    let server = TestServer::with(|config| {
+        config.tokens.inline = Some(cluster_gateway::server::auth::Secret::new(
+            "read:dashboard:r3ad-t0ken-aaaaaaaaaaaa\n",
+        ));
+        config.protect_health = true;
+    });
+    let (status, headers, page) = get(&format!("{}/", server.url), &[]);
+    assert_eq!(
+        status, 200,
+        "a browser loads the page before it has a token: {page}"
+    );
+    assert!(
+        header(&headers, "content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(page.contains("id=\"token\""), "the page asks for a token");
+    let (status, _, document) = get(&format!("{}/openapi.json", server.url), &[]);
+    assert_eq!(status, 200, "{document}");
+    for path in ["/nodes", "/leader", "/stats", "/health", "/metrics"] {
+        let (status, _, body) = get(&format!("{}{path}", server.url), &[]);
+        assert_eq!(status, 401, "{path} without a token: {body}");
+    }
+    let (status, _, body) = get(
+        &format!("{}/nodes", server.url),
+        &[("Authorization", "Bearer r3ad-t0ken-aaaaaaaaaaaa")],
+    );
+    assert_eq!(status, 200, "{body}");
+}

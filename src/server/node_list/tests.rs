@@ -232,7 +232,7 @@ fn heartbeats_alone_keep_the_compressed_chunks_for_a_while() {
         r.last_seen += 5.0;
     }
     // Plain chunks are rebuilt with the new `last_seen`; compressed ones are kept, showing the
-    // older values, until GZIP_MAX_AGE.
+    // older values, until GZIP_MAX_AGE (LIST_MAX_AGE in a list of at most GZIP_FRESH_UP_TO).
     let mut later = snapshot(beaten.clone(), 1);
     later.touches = 2;
     let second = NodeList::build(later, Some(&first));
@@ -321,4 +321,35 @@ fn checksums_kept_across_versions_with_old_compressed_texts_stay_right() {
         let unzipped = gunzip(&member);
         assert_eq!(trailer(&member).0, crc32fast::hash(unzipped.as_bytes()));
     }
+}
+
+#[test]
+fn in_a_list_of_a_few_thousand_nodes_compressed_chunks_are_as_fresh_as_plain_ones() {
+    let records = nodes(0..200);
+    let mut first = NodeList::build(snapshot(records.clone(), 1), None);
+    let all = Filter {
+        include_suspected: true,
+        ..Filter::default()
+    };
+    let _ = first.select_gzip(all, b"", b"").unwrap();
+    // A second later, every node has heartbeated: the compressed forms are a second old.
+    for chunk in &mut first.chunks {
+        let chunk = Arc::get_mut(chunk).expect("not shared");
+        chunk.built -= LIST_MAX_AGE;
+        for compressed in chunk.gzip.iter_mut().filter_map(OnceLock::get_mut) {
+            compressed.made -= LIST_MAX_AGE;
+        }
+    }
+    let mut beaten = records.clone();
+    for r in &mut beaten {
+        r.last_seen += 1.0;
+    }
+    let mut later = snapshot(beaten.clone(), 1);
+    later.touches = 2;
+    let second = NodeList::build(later, Some(&first));
+    let gzip_after = bytes_of(&second, &second.select_gzip(all, b"", b"").unwrap());
+    assert!(
+        gunzip(&gzip_after) == text(plain(&beaten, all)),
+        "the gzip list shows the new last_seen"
+    );
 }
