@@ -433,6 +433,11 @@ pub(crate) fn base_url(address: &str) -> Result<String, ClientError> {
     if address.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(invalid("contains spaces or control characters"));
     }
+    if address.starts_with("https://") && !cfg!(feature = "tls") {
+        return Err(invalid(
+            "https:// needs the client's TLS support: build cluster-gateway with the `tls` feature",
+        ));
+    }
     let url = if address.starts_with("http://") || address.starts_with("https://") {
         address.trim_end_matches('/').to_owned()
     } else if address.contains("://") {
