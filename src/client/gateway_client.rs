@@ -35,9 +35,7 @@ use crate::client::error::ClientError;
 use crate::client::heartbeat_thread::Heartbeat;
 use crate::client::session::{ClientStatus, Membership};
 use crate::client::session::{Shared, State};
-use crate::client::transport::{
-    Method, Redacted, Transport, TransportConfig, retryable, sleep,
-};
+use crate::client::transport::{Method, Redacted, Transport, TransportConfig, retryable, sleep};
 use crate::client::view::{ClusterChange, ClusterInfo, ClusterView};
 use crate::client::watch_thread::{DEFAULT_WATCH_WAIT, Watch};
 use crate::lock;
@@ -368,7 +366,9 @@ impl GatewayClient {
     /// Where this node stands with the gateway (see [`Membership`]). Never waits for the
     /// network.
     pub fn membership(&self) -> Membership {
-        self.shared.state().membership(self.shared.unanswered_limit())
+        self.shared
+            .state()
+            .membership(self.shared.unanswered_limit())
     }
 
     /// A channel of membership changes (see [`Membership`]), starting with the current one.
@@ -394,7 +394,10 @@ impl GatewayClient {
     ) -> Result<ClusterView, ClientError> {
         let until = Instant::now() + timeout;
         let changes = self.subscribe();
-        if let Some(view) = self.cluster_view().filter(|v| v.cluster.nodes.len() >= peers) {
+        if let Some(view) = self
+            .cluster_view()
+            .filter(|v| v.cluster.nodes.len() >= peers)
+        {
             return Ok(view);
         }
         loop {
@@ -667,8 +670,12 @@ impl GatewayClient {
         let result = if known_down {
             Err(self.unavailable())
         } else {
-            self.shared
-                .call::<RemoveResponse>(Method::Post, "/remove", Some(&NodeRef { node_id }), &sleep)
+            self.shared.call::<RemoveResponse>(
+                Method::Post,
+                "/remove",
+                Some(&NodeRef { node_id }),
+                &sleep,
+            )
         };
         match result {
             Ok(_) if settled && self.shared.state().writes == 0 => Ok(()),
@@ -680,7 +687,9 @@ impl GatewayClient {
             }
             Err(e) if !retryable(&e) => Err(e),
             Err(e) => {
-                log::warn!("node {node_id} left, but no gateway confirmed its removal: retrying in the background ({e})");
+                log::warn!(
+                    "node {node_id} left, but no gateway confirmed its removal: retrying in the background ({e})"
+                );
                 remove_in_background(Arc::clone(&self.shared), node_id, life);
                 Err(e)
             }

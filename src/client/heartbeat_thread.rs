@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use crate::api::{
     Health, HeartbeatResponse, HeartbeatStatus, LeaderResponse, Node, NodeId, NodeRef,
-    NodesResponse, RegisterResponse, RegisterStatus, SetLeader, SetLeaderResponse,
-    SetLeaderStatus, Settings,
+    NodesResponse, RegisterResponse, RegisterStatus, SetLeader, SetLeaderResponse, SetLeaderStatus,
+    Settings,
 };
 use crate::client::error::ClientError;
 use crate::client::session::Shared;
@@ -171,7 +171,8 @@ fn register(
     }
     match result {
         Ok((answer, suspected)) => {
-            let restore_leader = shared.registered(life, registration, &answer, suspected, forgotten);
+            let restore_leader =
+                shared.registered(life, registration, &answer, suspected, forgotten);
             log::info!("node {node_id} registered");
             if restore_leader {
                 restore_leadership(shared, node_id, pause, life);
@@ -237,7 +238,13 @@ fn restore_leadership(
     life: u64,
 ) {
     let result = shared
-        .write::<SetLeaderResponse>(life, "/leader", &SetLeader { leader_id: node_id }, &[], pause)
+        .write::<SetLeaderResponse>(
+            life,
+            "/leader",
+            &SetLeader { leader_id: node_id },
+            &[],
+            pause,
+        )
         .and_then(|reply| reply.unconditional(shared.transport.current()));
     match result {
         Ok(answer) if answer.status == SetLeaderStatus::Updated => {

@@ -439,8 +439,8 @@ impl Shared {
         if state.leaving || state.life != life {
             return false; // `leave()` began meanwhile: record nothing.
         }
-        let new_run = state.member_of.as_ref() != answer.epoch.as_ref()
-            && state.member_of.is_some();
+        let new_run =
+            state.member_of.as_ref() != answer.epoch.as_ref() && state.member_of.is_some();
         let restore_leader = (forgotten || new_run)
             && answer.leader.is_none()
             && state
@@ -584,7 +584,13 @@ impl Shared {
             state.publishing = true;
             drop(state);
             let result = self
-                .write::<RegisterResponse>(life, "/register", &sent, &[], &crate::client::transport::sleep)
+                .write::<RegisterResponse>(
+                    life,
+                    "/register",
+                    &sent,
+                    &[],
+                    &crate::client::transport::sleep,
+                )
                 .and_then(|reply| reply.unconditional(self.transport.current()));
             if let Ok(answer) = &result {
                 self.registered(life, sent, answer, None, false);

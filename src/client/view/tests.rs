@@ -99,7 +99,10 @@ fn a_restart_carries_peers_until_they_are_back_and_reports_no_departure() {
     let change = view.update(info(&[], None, 1), None, Some("b".into()), true, CARRY, t);
     // Issue 21, item 4: only the run changed, and that alone is reported.
     let change = change.expect("the new run is reported");
-    assert!(change.epoch_changed && change.events().is_empty(), "{change:?}");
+    assert!(
+        change.epoch_changed && change.events().is_empty(),
+        "{change:?}"
+    );
     assert_eq!(ids(&view), vec![2, 3]);
     assert_eq!(
         view.shown()
@@ -157,7 +160,10 @@ fn an_epoch_change_alone_starts_carrying() {
     view.update(info(&[2], None, 9), None, Some("a".into()), false, CARRY, t);
     let change = view.update(info(&[], None, 9), None, Some("b".into()), false, CARRY, t);
     let change = change.expect("the new run is reported");
-    assert!(change.epoch_changed && change.events().is_empty(), "{change:?}");
+    assert!(
+        change.epoch_changed && change.events().is_empty(),
+        "{change:?}"
+    );
     assert_eq!(ids(&view), vec![2]);
 }
 fn view_of(active: &[NodeId], suspected: &[NodeId]) -> ClusterView {
@@ -290,7 +296,10 @@ fn suspected_peers_are_carried_over_a_restart_with_their_status() {
     );
     // Issue 21, item 4: only the run changed, and that alone is reported.
     let change = change.expect("the new run is reported");
-    assert!(change.epoch_changed && change.events().is_empty(), "{change:?}");
+    assert!(
+        change.epoch_changed && change.events().is_empty(),
+        "{change:?}"
+    );
     assert_eq!(ids(&view), vec![2]);
     assert_eq!(node_ids(&view.shown().unwrap().suspected), vec![3]);
 }
@@ -352,9 +361,23 @@ fn a_new_epoch_alone_is_reported() {
     let mut state = ViewState::default();
     let now = Instant::now();
     let carry = Duration::from_secs(10);
-    state.update(info(&[2], None, 1), Some(vec![]), Some("a".into()), false, carry, now);
+    state.update(
+        info(&[2], None, 1),
+        Some(vec![]),
+        Some("a".into()),
+        false,
+        carry,
+        now,
+    );
     let change = state
-        .update(info(&[2], None, 1), Some(vec![]), Some("b".into()), false, carry, now)
+        .update(
+            info(&[2], None, 1),
+            Some(vec![]),
+            Some("b".into()),
+            false,
+            carry,
+            now,
+        )
         .expect("an epoch change is reported");
     assert!(change.epoch_changed);
 }
@@ -366,12 +389,33 @@ fn carried_peers_and_leader_are_marked_until_confirmed() {
     let mut state = ViewState::default();
     let now = Instant::now();
     let carry = Duration::from_secs(10);
-    state.update(info(&[2, 3], Some(2), 1), Some(vec![]), Some("a".into()), false, carry, now);
-    state.update(info(&[3], None, 1), Some(vec![]), Some("b".into()), false, carry, now);
+    state.update(
+        info(&[2, 3], Some(2), 1),
+        Some(vec![]),
+        Some("a".into()),
+        false,
+        carry,
+        now,
+    );
+    state.update(
+        info(&[3], None, 1),
+        Some(vec![]),
+        Some("b".into()),
+        false,
+        carry,
+        now,
+    );
     let view = state.shown().unwrap();
     assert_eq!(view.carried, vec![2]);
     assert!(view.leader_carried);
-    state.update(info(&[2, 3], Some(2), 2), Some(vec![]), Some("b".into()), false, carry, now);
+    state.update(
+        info(&[2, 3], Some(2), 2),
+        Some(vec![]),
+        Some("b".into()),
+        false,
+        carry,
+        now,
+    );
     let view = state.shown().unwrap();
     assert!(view.carried.is_empty());
     assert!(!view.leader_carried);
