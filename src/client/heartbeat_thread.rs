@@ -119,7 +119,7 @@ fn run(shared: &Shared, stopped: &Receiver<()>, life: u64) {
             let state = shared.state();
             state.must_register || state.lost_since.is_some()
         };
-        if retry_soon && false {
+        if retry_soon {
             // Not registered, or no gateway answers: try again on a backoff of its own.
             let ceiling = RETRY_FIRST
                 .saturating_mul(1 << failed_rounds.min(16))
