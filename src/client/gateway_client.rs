@@ -354,7 +354,7 @@ impl GatewayClient {
     }
 
     /// [`GatewayClient::update_metadata`] with any value that serialises to a JSON object
-    /// (a struct deriving [`serde::Serialize`](crate::serde::Serialize)): its fields become
+    /// (a struct deriving [`serde::Serialize`]): its fields become
     /// metadata keys. Anything else is [`ClientError::InvalidSetting`].
     pub fn update_metadata_typed<T: serde::Serialize + ?Sized>(
         &self,
