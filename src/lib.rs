@@ -83,6 +83,10 @@ pub mod server;
 pub use client::discovery;
 #[cfg(feature = "client")]
 pub use client::{ClientError, GatewayClient};
+/// The serde this crate uses, for typed metadata (`GatewayClient::update_metadata_typed`):
+/// derive `cluster_gateway::serde::Serialize` with `#[serde(crate = "cluster_gateway::serde")]`
+/// and no serde dependency of your own.
+pub use serde;
 /// The JSON crate this one speaks (node metadata is a [`Metadata`]), so that an embedder
 /// needs no `serde_json` dependency of its own, nor to match its version.
 pub use serde_json;

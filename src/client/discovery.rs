@@ -30,7 +30,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -39,7 +39,7 @@ use serde_json::{Map, Value};
 use crate::api::{Node, NodeId, Registration};
 use crate::client::error::ClientError;
 use crate::client::gateway_client::GatewayClient;
-use crate::client::session::ClientStatus;
+use crate::client::session::{ClientStatus, Membership};
 use crate::client::view::{ClusterChange, ClusterView};
 
 /// What a node knows about its discovery, for logs and status pages.
@@ -325,16 +325,73 @@ impl Discovery {
     ///     }
     /// });
     /// ```
-    pub fn on_change(&self, mut on_change: impl FnMut(&ClusterChange) + Send + 'static) {
+    ///
+    /// Dropping the returned [`Subscription`] (or calling [`Subscription::cancel`]) stops the
+    /// calls; [`Subscription::detach`] keeps them coming for as long as the handle lives.
+    pub fn on_change(
+        &self,
+        mut on_change: impl FnMut(&ClusterChange) + Send + 'static,
+    ) -> Subscription {
         let changes = self.subscribe();
+        let subscription = Subscription::new();
+        let gate = Arc::clone(&subscription.gate);
         std::thread::Builder::new()
             .name("gateway-on-change".to_owned())
             .spawn(move || {
-                for change in changes {
-                    on_change(&change);
+                loop {
+                    let change = match changes.recv_timeout(Duration::from_millis(250)) {
+                        Ok(change) => Some(change),
+                        Err(RecvTimeoutError::Timeout) => None,
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    };
+                    // The gate is held while the callback runs: `cancel()` waits for it.
+                    let cancelled = crate::lock(&gate);
+                    if *cancelled {
+                        return;
+                    }
+                    if let Some(change) = change {
+                        on_change(&change);
+                    }
+                    if CANCEL_AFTER_CALL.with(|c| c.replace(false)) {
+                        return; // The callback cancelled its own subscription.
+                    }
                 }
             })
             .expect("spawn the change callback's thread");
+        subscription
+    }
+
+    /// Calls `on_leader_change` with the leader (or `None`) each time the view names another
+    /// one (the first call is the current leader, if there is one), on a thread of its own, as
+    /// [`Discovery::on_change`] does. The leader may be carried over a gateway restart
+    /// ([`ClusterView::leader_carried`]).
+    pub fn on_leader_change(
+        &self,
+        mut on_leader_change: impl FnMut(Option<&Node>) + Send + 'static,
+    ) -> Subscription {
+        self.on_change(move |change| {
+            if change.leader_changed {
+                on_leader_change(change.view.cluster.leader.as_ref());
+            }
+        })
+    }
+
+    /// Waits until the view lists at least `peers` active peers, this node not counted (see
+    /// [`GatewayClient::wait_for_peers`]); `NotRegistered` before initialisation.
+    pub fn wait_for_peers(
+        &self,
+        peers: usize,
+        timeout: Duration,
+    ) -> Result<ClusterView, ClientError> {
+        let client = self.client().ok_or(ClientError::NotRegistered)?;
+        client.wait_for_peers(peers, timeout)
+    }
+
+    /// Where this node stands with the gateway ([`Membership::Joining`] before
+    /// initialisation). Never waits for the network.
+    pub fn membership(&self) -> Membership {
+        self.client()
+            .map_or(Membership::Joining, |c| c.membership())
     }
 
     /// Tells the gateway who leads now (after an election). False if it failed: the gateway
@@ -368,6 +425,16 @@ impl Discovery {
     pub fn update_metadata(&self, metadata: Map<String, Value>) -> Result<(), ClientError> {
         let client = self.client().ok_or(ClientError::NotRegistered)?;
         client.update_metadata(metadata).map(|_| ())
+    }
+
+    /// [`Discovery::update_metadata`] with a value that serialises to a JSON object (see
+    /// [`GatewayClient::update_metadata_typed`]).
+    pub fn update_metadata_typed<T: serde::Serialize + ?Sized>(
+        &self,
+        metadata: &T,
+    ) -> Result<(), ClientError> {
+        let client = self.client().ok_or(ClientError::NotRegistered)?;
+        client.update_metadata_typed(metadata).map(|_| ())
     }
 
     /// Stops heartbeating and deregisters this node: a graceful departure (see
@@ -446,5 +513,66 @@ pub trait GatewayDiscovery {
     /// See [`Discovery::shutdown`].
     fn shutdown_discovery(&self) {
         self.discovery().shutdown()
+    }
+}
+
+/// A change callback ([`Discovery::on_change`], [`Discovery::on_leader_change`]): dropping it,
+/// or [`Subscription::cancel`], stops the calls; [`Subscription::detach`] lets them run for as
+/// long as the discovery handle does.
+#[derive(Debug)]
+#[must_use = "dropping the subscription stops its callback; call .detach() to keep it"]
+pub struct Subscription {
+    /// True once cancelled; held while the callback runs.
+    gate: Arc<Mutex<bool>>,
+    detached: bool,
+}
+
+impl Subscription {
+    fn new() -> Subscription {
+        Subscription {
+            gate: Arc::new(Mutex::new(false)),
+            detached: false,
+        }
+    }
+
+    /// Stops the calls: none starts after this returns (a call under way on another thread is
+    /// waited for; from inside the callback itself, the next call is the one that does not
+    /// happen). The callback's thread ends within moments.
+    pub fn cancel(self) {
+        drop(self);
+    }
+
+    /// Keeps the callback running until the discovery handle and its client are dropped.
+    pub fn detach(mut self) {
+        self.detached = true;
+    }
+
+    fn stop(&self) {
+        // Inside the callback the gate is held by this very thread: waiting would deadlock,
+        // so the thread is told to end after the call instead.
+        match self.gate.try_lock() {
+            Ok(mut cancelled) => *cancelled = true,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => *poisoned.into_inner() = true,
+            Err(std::sync::TryLockError::WouldBlock) => {
+                if std::thread::current().name() == Some("gateway-on-change") {
+                    CANCEL_AFTER_CALL.with(|c| c.set(true));
+                } else {
+                    *crate::lock(&self.gate) = true;
+                }
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// Set when a callback cancels its own subscription.
+    static CANCEL_AFTER_CALL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if !self.detached {
+            self.stop();
+        }
     }
 }

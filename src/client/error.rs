@@ -14,6 +14,17 @@ pub enum ClientError {
         /// What the system said.
         reason: String,
     },
+    /// The client already knows that no gateway answers (an exchange failed, or a request has
+    /// gone unanswered for 2 s, and none has succeeded since), so the call was not sent: it
+    /// fails at once, or after the wait given to
+    /// [`ClientBuilder::fail_fast_wait`](crate::client::ClientBuilder::fail_fast_wait). The
+    /// heartbeat thread keeps trying; calls go out again once it reaches a gateway.
+    GatewayUnavailable {
+        /// The gateway in use.
+        address: String,
+        /// Why it counts as unavailable: the last failure.
+        reason: String,
+    },
     /// A gateway did not answer within the request timeout.
     Timeout {
         /// The gateway address tried last.
@@ -50,7 +61,9 @@ impl ClientError {
     pub fn is_transport(&self) -> bool {
         matches!(
             self,
-            ClientError::Unreachable { .. } | ClientError::Timeout { .. }
+            ClientError::Unreachable { .. }
+                | ClientError::Timeout { .. }
+                | ClientError::GatewayUnavailable { .. }
         )
     }
 }
@@ -74,6 +87,11 @@ impl fmt::Display for ClientError {
                 write!(f, "gateway {address} is unreachable: {reason}")
             }
             ClientError::Timeout { address } => write!(f, "gateway {address} timed out"),
+            ClientError::GatewayUnavailable { address, reason } => write!(
+                f,
+                "no gateway answers (not sent; the client keeps trying in the background): \
+                 gateway {address}: {reason}"
+            ),
             ClientError::Gateway {
                 address,
                 status: 401,

@@ -33,9 +33,9 @@ use crate::api::{
 };
 use crate::client::error::ClientError;
 use crate::client::heartbeat_thread::Heartbeat;
-use crate::client::session::ClientStatus;
+use crate::client::session::{ClientStatus, Membership};
 use crate::client::session::{Shared, State};
-use crate::client::transport::{Method, Redacted, Transport, TransportConfig, sleep};
+use crate::client::transport::{Method, Redacted, Transport, TransportConfig, retryable, sleep};
 use crate::client::view::{ClusterChange, ClusterInfo, ClusterView};
 use crate::client::watch_thread::{DEFAULT_WATCH_WAIT, Watch};
 use crate::lock;
@@ -55,6 +55,7 @@ pub struct GatewayClient {
     /// Start the watch thread with the heartbeat thread ([`ClientBuilder::watch`]).
     watch_with_heartbeat: bool,
     watch_wait: Duration,
+    fail_fast_wait: Duration,
 }
 
 /// Settings for a [`GatewayClient`], with the original client's defaults.
@@ -71,6 +72,7 @@ pub struct ClientBuilder {
     ca_file: Option<PathBuf>,
     watch: bool,
     watch_wait: Duration,
+    fail_fast_wait: Duration,
 }
 
 impl Default for ClientBuilder {
@@ -87,6 +89,7 @@ impl Default for ClientBuilder {
             ca_file: None,
             watch: false,
             watch_wait: DEFAULT_WATCH_WAIT,
+            fail_fast_wait: Duration::ZERO,
         }
     }
 }
@@ -176,6 +179,16 @@ impl ClientBuilder {
         self
     }
 
+    /// How long a call waits for a gateway to answer again when the client already knows that
+    /// none does (default: not at all). While the heartbeat thread runs and its last exchange
+    /// failed (or a request has gone unanswered for 2 s), calls are not sent: they fail with
+    /// [`ClientError::GatewayUnavailable`] at once, or once this wait passes without the
+    /// heartbeat thread reaching a gateway, instead of spending the whole deadline on retries.
+    pub fn fail_fast_wait(mut self, wait: Duration) -> ClientBuilder {
+        self.fail_fast_wait = wait;
+        self
+    }
+
     /// Checks the addresses and builds the client.
     pub fn build(self) -> Result<GatewayClient, ClientError> {
         let transport = Transport::new(self.transport_config())?;
@@ -209,6 +222,7 @@ impl ClientBuilder {
             watch: Mutex::new(None),
             watch_with_heartbeat: self.watch,
             watch_wait: self.watch_wait,
+            fail_fast_wait: self.fail_fast_wait,
         }
     }
 }
@@ -244,6 +258,7 @@ impl GatewayClient {
 
     /// `GET /health`. Also learns the gateway's liveness settings.
     pub fn health_check(&self) -> Result<Health, ClientError> {
+        self.fail_fast()?;
         let health: Health = self
             .shared
             .call(Method::Get, "/health", None::<&()>, &sleep)?;
@@ -265,11 +280,18 @@ impl GatewayClient {
         &self,
         registration: Registration,
     ) -> Result<RegisterResponse, ClientError> {
-        let sent = self.shared.state().to_send(registration);
-        let answer: RegisterResponse =
-            self.shared
-                .call(Method::Post, "/register", Some(&sent), &sleep)?;
-        self.shared.registered(sent, &answer, None, false);
+        self.fail_fast()?;
+        let (life, sent) = {
+            let mut state = self.shared.state();
+            let life = state.begin_life();
+            state.registration = Some(registration.clone());
+            (life, state.to_send(registration))
+        };
+        let answer: RegisterResponse = self
+            .shared
+            .write(life, "/register", &sent, &[], &sleep)?
+            .unconditional(self.shared.transport.current())?;
+        self.shared.registered(life, sent, &answer, None, false);
         self.start_heartbeat();
         Ok(answer)
     }
@@ -283,6 +305,7 @@ impl GatewayClient {
             return;
         }
         let mut state = self.shared.state();
+        state.begin_life();
         state.status.node_id = Some(registration.node_id);
         state.registration = Some(registration);
         state.must_register = true;
@@ -308,25 +331,92 @@ impl GatewayClient {
     }
 
     /// Changes this node's metadata: merged key by key into what it registered with (as the
-    /// gateway merges it), and registered again at once. Never bootstraps anything.
+    /// gateway merges it), and registered again as a rejoining member (`previous_epoch`).
+    /// Never bootstraps anything.
+    ///
+    /// Publishing is coalesced: at most one such write is on the wire per client, and calls
+    /// made meanwhile wait for the next one, which carries every value merged so far (the last
+    /// value of a key wins). Before this node's first registration has landed, nothing is
+    /// sent: the metadata is merged into the pending registration (the heartbeat thread's
+    /// first registration carries it), and the call waits for that registration within the
+    /// deadline, then publishes; if none lands in time it fails with
+    /// [`ClientError::NotRegistered`], the metadata still pending. After `leave()` it fails
+    /// with [`ClientError::NotRegistered`] and sends nothing, whatever it raced.
     pub fn update_metadata(
         &self,
         metadata: Map<String, Value>,
     ) -> Result<RegisterResponse, ClientError> {
-        let mut registration = self
-            .shared
+        let deadline = Instant::now() + self.shared.deadline;
+        let (life, version) = self.shared.merge_metadata(metadata)?;
+        self.wait_until_member(life, deadline)?;
+        self.fail_fast()?;
+        self.shared.publish_metadata(life, version, deadline)
+    }
+
+    /// [`GatewayClient::update_metadata`] with any value that serialises to a JSON object
+    /// (a struct deriving [`serde::Serialize`]): its fields become
+    /// metadata keys. Anything else is [`ClientError::InvalidSetting`].
+    pub fn update_metadata_typed<T: serde::Serialize + ?Sized>(
+        &self,
+        metadata: &T,
+    ) -> Result<RegisterResponse, ClientError> {
+        self.update_metadata(metadata_map(metadata)?)
+    }
+
+    /// Where this node stands with the gateway (see [`Membership`]). Never waits for the
+    /// network.
+    pub fn membership(&self) -> Membership {
+        self.shared
             .state()
-            .registration
-            .clone()
-            .ok_or(ClientError::NotRegistered)?;
-        let mut merged = registration.metadata.take().unwrap_or_default();
-        merged.extend(metadata);
-        registration.metadata = Some(merged);
-        self.register_node(registration)
+            .membership(self.shared.unanswered_limit())
+    }
+
+    /// A channel of membership changes (see [`Membership`]), starting with the current one.
+    /// A change that comes from a request left unanswered (a frozen gateway) is sent when
+    /// that request ends; [`GatewayClient::membership`] shows it within 2 s.
+    pub fn subscribe_membership(&self) -> Receiver<Membership> {
+        let (sender, receiver) = mpsc::channel();
+        let mut state = self.shared.state();
+        let now = state.membership(self.shared.unanswered_limit());
+        if sender.send(now).is_ok() {
+            state.membership_subscribers.push(sender);
+        }
+        receiver
+    }
+
+    /// Waits until the cached view lists at least `peers` active peers (this node not
+    /// counted), and returns that view; [`ClientError::Timeout`] if `timeout` passes first.
+    /// Never sends a request: the heartbeat (or watch) thread feeds the view.
+    pub fn wait_for_peers(
+        &self,
+        peers: usize,
+        timeout: Duration,
+    ) -> Result<ClusterView, ClientError> {
+        let until = Instant::now() + timeout;
+        let changes = self.subscribe();
+        if let Some(view) = self
+            .cluster_view()
+            .filter(|v| v.cluster.nodes.len() >= peers)
+        {
+            return Ok(view);
+        }
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match changes.recv_timeout(left) {
+                Ok(change) if change.view.cluster.nodes.len() >= peers => return Ok(change.view),
+                Ok(_) => {}
+                Err(_) => {
+                    return Err(ClientError::Timeout {
+                        address: self.shared.transport.current().to_owned(),
+                    });
+                }
+            }
+        }
     }
 
     /// `GET /nodes`: active nodes, without this one if `exclude_self` and it is registered.
     pub fn get_nodes(&self, exclude_self: bool) -> Result<Vec<Node>, ClientError> {
+        self.fail_fast()?;
         let path = match self.node_id().filter(|_| exclude_self) {
             Some(id) => format!("/nodes?node_id={id}"),
             None => "/nodes".to_owned(),
@@ -339,6 +429,7 @@ impl GatewayClient {
 
     /// `GET /nodes`, whole answer: active nodes, and suspected ones too if `include_suspected`.
     pub fn list_nodes(&self, include_suspected: bool) -> Result<NodesResponse, ClientError> {
+        self.fail_fast()?;
         let path = if include_suspected {
             "/nodes?status=all"
         } else {
@@ -354,6 +445,7 @@ impl GatewayClient {
 
     /// `GET /leader`, the whole answer.
     pub fn leader(&self) -> Result<LeaderResponse, ClientError> {
+        self.fail_fast()?;
         self.shared
             .call(Method::Get, "/leader", None::<&()>, &sleep)
     }
@@ -365,6 +457,7 @@ impl GatewayClient {
 
     /// `POST /leader`, the whole answer (`failed` with the gateway's message included).
     pub fn set_leader(&self, leader_id: NodeId) -> Result<SetLeaderResponse, ClientError> {
+        self.fail_fast()?;
         self.shared.call(
             Method::Post,
             "/leader",
@@ -376,12 +469,11 @@ impl GatewayClient {
     /// One `POST /heartbeat` for this node, now. The heartbeat thread does this on its own.
     pub fn heartbeat(&self) -> Result<HeartbeatResponse, ClientError> {
         let node_id = self.node_id().ok_or(ClientError::NotRegistered)?;
-        self.shared.call(
-            Method::Post,
-            "/heartbeat",
-            Some(&NodeRef { node_id }),
-            &sleep,
-        )
+        self.fail_fast()?;
+        let life = self.shared.state().life;
+        self.shared
+            .write(life, "/heartbeat", &NodeRef { node_id }, &[], &sleep)?
+            .unconditional(self.shared.transport.current())
     }
 
     /// `POST /remove`. False if the gateway did not know the node.
@@ -391,12 +483,14 @@ impl GatewayClient {
 
     /// `POST /remove`, the whole answer.
     pub fn remove(&self, node_id: NodeId) -> Result<RemoveResponse, ClientError> {
+        self.fail_fast()?;
         self.shared
             .call(Method::Post, "/remove", Some(&NodeRef { node_id }), &sleep)
     }
 
     /// `GET /stats`.
     pub fn get_stats(&self) -> Result<Stats, ClientError> {
+        self.fail_fast()?;
         self.shared.call(Method::Get, "/stats", None::<&()>, &sleep)
     }
 
@@ -423,6 +517,7 @@ impl GatewayClient {
         status.gateway_available = state.available(self.shared.unanswered_limit());
         status.is_bootstrap = state.is_bootstrap;
         status.heartbeat_interval = self.shared.interval(&state);
+        status.membership = state.membership(self.shared.unanswered_limit());
         (status, state.view.shown().cloned())
     }
 
@@ -528,26 +623,77 @@ impl GatewayClient {
         lock(&self.watch).as_ref().is_some_and(Watch::is_running)
     }
 
-    /// Stops heartbeating and deregisters this node: a graceful departure. Waits for a
-    /// heartbeat in flight to end first (so that it cannot register the node again after its
-    /// removal), then removes it: at most twice the deadline. Afterwards the client is no
-    /// longer a member: `status().node_id` is `None`, and a later registration is a first one.
+    /// Stops heartbeating and deregisters this node: a graceful departure, and a final one.
+    ///
+    /// From the moment it begins, no thread of this client registers, heartbeats or publishes
+    /// metadata for this membership again, whatever raced it: every such write checks under
+    /// the client's lock whether `leave()` has begun, and `leave()` waits (within the
+    /// deadline) for the writes already on the wire before it removes the node. Afterwards
+    /// the client is no longer a member: `status().node_id` is `None`,
+    /// [`GatewayClient::membership`] is [`Membership::Left`], and a later `register_node` is a
+    /// first registration (a new membership).
+    ///
+    /// When no gateway confirms the removal (it is down or frozen, or a write was still on the
+    /// wire at the deadline), the error says so and a thread (`gateway-leave`) goes on removing
+    /// the node in the background until a gateway confirms it twice, a second apart (a
+    /// registration a frozen gateway still held may land when it resumes), for at most five
+    /// minutes. When the client already knows no gateway answers, it returns
+    /// [`ClientError::GatewayUnavailable`] at once and leaves the removal to that thread.
     pub fn leave(&self) -> Result<(), ClientError> {
-        if let Some(watch) = self.signal_watch() {
+        let deadline = Instant::now() + self.shared.deadline;
+        let limit = self.shared.unanswered_limit();
+        let (node_id, known_down, life) = {
+            let mut state = self.shared.state();
+            state.leaving = true;
+            state.stopped = true;
+            let node_id = state.registration.as_ref().map(|r| r.node_id);
+            state.publish_membership(limit);
+            (node_id, state.known_down(limit), state.life)
+        };
+        self.shared.changed.notify_all();
+        let watch = self.signal_watch();
+        self.stop_heartbeat(SHUTDOWN_WAIT);
+        if let Some(watch) = watch {
             watch.wait(Instant::now() + SHUTDOWN_WAIT);
         }
-        self.stop_heartbeat(self.shared.deadline);
-        self.shared.state().stopped = true;
-        self.shared.changed.notify_all();
-        let node_id = self.node_id().ok_or(ClientError::NotRegistered)?;
-        self.remove_node(node_id)?;
-        let mut state = self.shared.state();
-        state.registration = None;
-        state.must_register = false;
-        state.member_of = None;
-        state.is_bootstrap = false;
-        state.status.node_id = None;
-        Ok(())
+        let node_id = node_id.ok_or(ClientError::NotRegistered)?;
+        let settled = known_down || self.shared.wait_for_writes(deadline);
+        {
+            let mut state = self.shared.state();
+            state.registration = None;
+            state.must_register = false;
+            state.member_of = None;
+            state.is_bootstrap = false;
+            state.status.node_id = None;
+            state.registered_at = None;
+        }
+        let result = if known_down {
+            Err(self.unavailable())
+        } else {
+            self.shared.call::<RemoveResponse>(
+                Method::Post,
+                "/remove",
+                Some(&NodeRef { node_id }),
+                &sleep,
+            )
+        };
+        match result {
+            Ok(_) if settled && self.shared.state().writes == 0 => Ok(()),
+            Ok(_) => {
+                remove_in_background(Arc::clone(&self.shared), node_id, life);
+                Err(ClientError::Timeout {
+                    address: self.shared.transport.current().to_owned(),
+                })
+            }
+            Err(e) if !retryable(&e) => Err(e),
+            Err(e) => {
+                log::warn!(
+                    "node {node_id} left, but no gateway confirmed its removal: retrying in the background ({e})"
+                );
+                remove_in_background(Arc::clone(&self.shared), node_id, life);
+                Err(e)
+            }
+        }
     }
 
     /// Registers `registration` from the heartbeat thread, at once and then in the background
@@ -594,13 +740,90 @@ impl GatewayClient {
         self.shared.deadline
     }
 
+    /// Fails with [`ClientError::GatewayUnavailable`] if the heartbeat thread runs and the
+    /// client knows that no gateway answers, after waiting up to the builder's
+    /// `fail_fast_wait` for one to answer again.
+    fn fail_fast(&self) -> Result<(), ClientError> {
+        if !lock(&self.heartbeat)
+            .as_ref()
+            .is_some_and(Heartbeat::is_running)
+        {
+            return Ok(()); // Nothing else probes the gateway: this call must.
+        }
+        let limit = self.shared.unanswered_limit();
+        let until = Instant::now() + self.fail_fast_wait;
+        let mut state = self.shared.state();
+        loop {
+            if !state.known_down(limit) {
+                return Ok(());
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                drop(state);
+                return Err(self.unavailable());
+            }
+            // Polled too: a request going unanswered is noticed by no one.
+            state = match self
+                .shared
+                .changed
+                .wait_timeout(state, left.min(Duration::from_millis(50)))
+            {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+    }
+
+    fn unavailable(&self) -> ClientError {
+        let reason = self
+            .shared
+            .state()
+            .status
+            .last_error
+            .clone()
+            .unwrap_or_else(|| "a request has gone unanswered".to_owned());
+        ClientError::GatewayUnavailable {
+            address: self.shared.transport.current().to_owned(),
+            reason,
+        }
+    }
+
+    /// Waits until this node is a member (its first registration landed) in membership
+    /// `life`; `NotRegistered` if that does not happen by `deadline`, or the membership ends.
+    fn wait_until_member(&self, life: u64, deadline: Instant) -> Result<(), ClientError> {
+        let mut state = self.shared.state();
+        loop {
+            if state.leaving || state.life != life {
+                return Err(ClientError::NotRegistered);
+            }
+            if state.member_of.is_some() {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || state.stopped {
+                return Err(ClientError::NotRegistered);
+            }
+            state = match self.shared.changed.wait_timeout(state, left) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+    }
+
     fn start_heartbeat(&self) {
         let mut heartbeat = lock(&self.heartbeat);
         if heartbeat.as_ref().is_some_and(Heartbeat::is_running) {
             return;
         }
-        self.shared.state().stopped = false;
-        *heartbeat = Some(Heartbeat::start(Arc::clone(&self.shared)));
+        let life = {
+            let mut state = self.shared.state();
+            if state.leaving {
+                return; // `leave()` began: nothing of this membership starts again.
+            }
+            state.stopped = false;
+            state.life
+        };
+        *heartbeat = Some(Heartbeat::start(Arc::clone(&self.shared), life));
         drop(heartbeat);
         if self.watch_with_heartbeat {
             self.watch();
@@ -620,6 +843,79 @@ impl GatewayClient {
         if let Some(heartbeat) = heartbeat {
             heartbeat.stop(wait);
         }
+    }
+}
+
+/// `metadata` as a metadata map: it must serialise to a JSON object.
+pub(crate) fn metadata_map<T: serde::Serialize + ?Sized>(
+    metadata: &T,
+) -> Result<Map<String, Value>, ClientError> {
+    match serde_json::to_value(metadata) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(other) => Err(ClientError::InvalidSetting(format!(
+            "metadata must serialise to a JSON object, not {other}"
+        ))),
+        Err(e) => Err(ClientError::InvalidSetting(format!(
+            "metadata cannot be serialised: {e}"
+        ))),
+    }
+}
+
+/// How long `leave()`'s removal is retried in the background at most.
+const LEAVE_RETRY_FOR: Duration = Duration::from_secs(300);
+
+/// Removes `node_id` until a gateway has confirmed it twice, a second apart, after every write
+/// of membership `life` has ended; gives up after [`LEAVE_RETRY_FOR`], or when a new
+/// membership starts (the node registers again on purpose).
+fn remove_in_background(shared: Arc<Shared>, node_id: NodeId, life: u64) {
+    let spawned = std::thread::Builder::new()
+        .name("gateway-leave".to_owned())
+        .spawn(move || {
+            let until = Instant::now() + LEAVE_RETRY_FOR;
+            let mut confirmed = 0;
+            let mut round = 0;
+            while Instant::now() < until {
+                {
+                    let state = shared.state();
+                    if state.life != life || !state.leaving {
+                        return;
+                    }
+                }
+                if !shared.wait_for_writes(Instant::now() + Duration::from_secs(1)) {
+                    continue;
+                }
+                let answer = shared.call::<RemoveResponse>(
+                    Method::Post,
+                    "/remove",
+                    Some(&NodeRef { node_id }),
+                    &|_| false,
+                );
+                let pause = match answer {
+                    Ok(_) => {
+                        confirmed += 1;
+                        if confirmed >= 2 {
+                            log::info!("node {node_id}: the gateway confirmed its departure");
+                            return;
+                        }
+                        round = 0;
+                        Duration::from_secs(1)
+                    }
+                    Err(e) if !retryable(&e) => {
+                        log::warn!("node {node_id}: the gateway refused its removal: {e}");
+                        return;
+                    }
+                    Err(_) => {
+                        round += 1;
+                        crate::client::transport::backoff(Duration::from_millis(200), round)
+                            .min(Duration::from_secs(5))
+                    }
+                };
+                std::thread::sleep(pause);
+            }
+            log::warn!("node {node_id}: no gateway confirmed its departure within 5 minutes");
+        });
+    if let Err(e) = spawned {
+        log::warn!("node {node_id}: cannot retry its removal in the background: {e}");
     }
 }
 

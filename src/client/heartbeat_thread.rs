@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use crate::api::{
     Health, HeartbeatResponse, HeartbeatStatus, LeaderResponse, Node, NodeId, NodeRef,
-    NodesResponse, RegisterResponse, RegisterStatus, Settings,
+    NodesResponse, RegisterResponse, RegisterStatus, SetLeader, SetLeaderResponse, SetLeaderStatus,
+    Settings,
 };
 use crate::client::error::ClientError;
 use crate::client::session::Shared;
@@ -28,14 +29,16 @@ pub(crate) struct Heartbeat {
 }
 
 impl Heartbeat {
-    pub(crate) fn start(shared: Arc<Shared>) -> Heartbeat {
+    /// Starts the thread for membership `life` (see `State::life`): its writes are refused
+    /// once `leave()` ends that membership.
+    pub(crate) fn start(shared: Arc<Shared>, life: u64) -> Heartbeat {
         let (stop, stopped) = mpsc::channel();
         let (finished, done) = mpsc::channel::<()>();
         let thread = thread::Builder::new()
             .name("gateway-heartbeat".to_owned())
             .spawn(move || {
                 let _finished = finished;
-                run(&shared, &stopped);
+                run(&shared, &stopped, life);
             })
             .expect("spawn the heartbeat thread");
         Heartbeat { stop, done, thread }
@@ -61,7 +64,12 @@ impl Heartbeat {
     }
 }
 
-fn run(shared: &Shared, stopped: &Receiver<()>) {
+/// The first pause after a failure while the node is not registered or no gateway answers;
+/// it doubles up to the heartbeat interval, with full jitter, so that a node joins (and sees a
+/// gateway again) within moments of one answering, not a heartbeat interval later.
+pub(crate) const RETRY_FIRST: Duration = Duration::from_millis(100);
+
+fn run(shared: &Shared, stopped: &Receiver<()>, life: u64) {
     // Waits, returning false once the client asks the thread to stop; `pause(ZERO)` asks
     // whether it has.
     let pause = |duration: Duration| {
@@ -75,6 +83,10 @@ fn run(shared: &Shared, stopped: &Receiver<()>) {
     } else {
         Instant::now() + jittered(shared.current_interval())
     };
+    // One round of tries per attempt (every gateway once, no backoff inside the call): the
+    // backoff between attempts is this thread's own, so it stays short while nobody answers.
+    let one_round = |duration: Duration| duration.is_zero() && pause(duration);
+    let mut failed_rounds: u32 = 0;
     loop {
         // Beats are scheduled from the previous schedule, not from when the last one finished,
         // so a slow answer does not push every later beat back.
@@ -83,9 +95,9 @@ fn run(shared: &Shared, stopped: &Receiver<()>) {
         }
         let must_register = shared.state().must_register;
         let result = if must_register {
-            register(shared, &pause, false)
+            register(shared, &one_round, false, life)
         } else {
-            beat(shared, &pause)
+            beat(shared, &one_round, life)
         };
         if !pause(Duration::ZERO) {
             return;
@@ -103,6 +115,20 @@ fn run(shared: &Shared, stopped: &Receiver<()>) {
         }
         // The interval may just have been learned from the gateway.
         let interval = shared.current_interval();
+        let retry_soon = {
+            let state = shared.state();
+            state.must_register || state.lost_since.is_some()
+        };
+        if retry_soon {
+            // Not registered, or no gateway answers: try again on a backoff of its own.
+            let ceiling = RETRY_FIRST
+                .saturating_mul(1 << failed_rounds.min(16))
+                .min(interval);
+            failed_rounds = failed_rounds.saturating_add(1);
+            next = Instant::now() + ceiling.mul_f64(0.5 + 0.5 * random_unit());
+            continue;
+        }
+        failed_rounds = 0;
         next += jittered(interval);
         if Instant::now() > next {
             next = Instant::now() + jittered(interval);
@@ -122,6 +148,7 @@ fn register(
     shared: &Shared,
     pause: &dyn Fn(Duration) -> bool,
     forgotten: bool,
+    life: u64,
 ) -> Result<(), ClientError> {
     let Some(registration) = shared.registration_to_send() else {
         return Ok(());
@@ -130,10 +157,10 @@ fn register(
     // The thread fetches the list itself (conditional, compressed): the registration's answer
     // need not carry it (RFC 7240; a gateway that ignores the preference sends it anyway).
     let result = shared
-        .call_with::<MinimalRegistration>(
-            Method::Post,
+        .write::<MinimalRegistration>(
+            life,
             "/register",
-            Some(&registration),
+            &registration,
             &[("Prefer", "return=minimal")],
             pause,
         )
@@ -144,8 +171,12 @@ fn register(
     }
     match result {
         Ok((answer, suspected)) => {
-            shared.registered(registration, &answer, suspected, forgotten);
+            let restore_leader =
+                shared.registered(life, registration, &answer, suspected, forgotten);
             log::info!("node {node_id} registered");
+            if restore_leader {
+                restore_leadership(shared, node_id, pause, life);
+            }
             Ok(())
         }
         Err(e) => {
@@ -156,16 +187,13 @@ fn register(
 }
 
 /// One heartbeat, and what follows from its answer.
-fn beat(shared: &Shared, pause: &dyn Fn(Duration) -> bool) -> Result<(), ClientError> {
+fn beat(shared: &Shared, pause: &dyn Fn(Duration) -> bool, life: u64) -> Result<(), ClientError> {
     let Some(node_id) = shared.node_id() else {
         return Ok(());
     };
-    let answer: HeartbeatResponse = shared.call(
-        Method::Post,
-        "/heartbeat",
-        Some(&NodeRef { node_id }),
-        pause,
-    )?;
+    let answer: HeartbeatResponse = shared
+        .write(life, "/heartbeat", &NodeRef { node_id }, &[], pause)?
+        .unconditional(shared.transport.current())?;
     if !pause(Duration::ZERO) {
         return Ok(());
     }
@@ -175,7 +203,8 @@ fn beat(shared: &Shared, pause: &dyn Fn(Duration) -> bool) -> Result<(), ClientE
                 "the gateway does not know node {node_id} (it restarted or reaped us): registering again"
             );
             shared.state().must_register = true;
-            register(shared, pause, true)
+            shared.forgotten();
+            register(shared, pause, true, life)
         }
         HeartbeatStatus::Acknowledged => {
             let epoch = answer.epoch.as_deref();
@@ -196,6 +225,36 @@ fn beat(shared: &Shared, pause: &dyn Fn(Duration) -> bool) -> Result<(), ClientE
                 Ok(())
             }
         }
+    }
+}
+
+/// Gives the gateway its leader back after it forgot it (an in-memory restart): this node led
+/// before, and the gateway names no leader now. Logged either way; the next heartbeat's view
+/// shows the outcome.
+fn restore_leadership(
+    shared: &Shared,
+    node_id: NodeId,
+    pause: &dyn Fn(Duration) -> bool,
+    life: u64,
+) {
+    let result = shared
+        .write::<SetLeaderResponse>(
+            life,
+            "/leader",
+            &SetLeader { leader_id: node_id },
+            &[],
+            pause,
+        )
+        .and_then(|reply| reply.unconditional(shared.transport.current()));
+    match result {
+        Ok(answer) if answer.status == SetLeaderStatus::Updated => {
+            log::info!("node {node_id} led before the gateway forgot it: leader restored");
+        }
+        Ok(answer) => log::warn!(
+            "node {node_id} could not restore itself as leader: {}",
+            answer.message.as_deref().unwrap_or("refused")
+        ),
+        Err(e) => log::warn!("node {node_id} could not restore itself as leader: {e}"),
     }
 }
 

@@ -17,9 +17,9 @@ mod transport;
 pub mod view;
 mod watch_thread;
 
-pub use discovery::{Discovery, DiscoveryInfo, DiscoverySnapshot, GatewayDiscovery};
+pub use discovery::{Discovery, DiscoveryInfo, DiscoverySnapshot, GatewayDiscovery, Subscription};
 pub use error::ClientError;
 pub use gateway_client::{ClientBuilder, DEFAULT_DEADLINE, GatewayClient};
-pub use session::{ClientStatus, DEFAULT_HEARTBEAT_INTERVAL};
+pub use session::{ClientStatus, DEFAULT_HEARTBEAT_INTERVAL, Membership};
 pub use view::{ChangeEvent, ClusterChange, ClusterInfo, ClusterView};
 pub use watch_thread::DEFAULT_WATCH_WAIT;

@@ -49,15 +49,47 @@ pub struct ClientStatus {
     pub is_bootstrap: bool,
     /// The heartbeat interval in use: pinned, or the gateway's.
     pub heartbeat_interval: Duration,
+    /// Whether this node is a member now: joining, registered, cut off from the gateway, or
+    /// gone for good ([`GatewayClient::leave`](crate::GatewayClient::leave)).
+    pub membership: Membership,
+}
+
+/// Where this node stands with the gateway: the one answer to "am I registered?".
+/// [`GatewayClient::membership`](crate::GatewayClient::membership) polls it;
+/// [`GatewayClient::subscribe_membership`](crate::GatewayClient::subscribe_membership) sends
+/// every change.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Membership {
+    /// No registration has landed yet (or the gateway forgot this node and it registers again).
+    #[default]
+    Joining,
+    /// The gateway of run `epoch` took this node's registration at `since`, and answers.
+    Registered {
+        /// The gateway run the node registered with (`None` from the original gateway).
+        epoch: Option<String>,
+        /// When that registration landed.
+        since: SystemTime,
+    },
+    /// The node registered, but no gateway has answered since `since` (a failed exchange, or
+    /// a request unanswered for 2 s). Heartbeats go on; calls fail fast meanwhile.
+    GatewayLost {
+        /// When the first exchange failed (or now, for a request still unanswered).
+        since: SystemTime,
+    },
+    /// `leave()` was called: this client registers, heartbeats and publishes nothing again
+    /// (until a new `register_node` or `keep_registered` starts a new membership).
+    Left,
 }
 
 /// Longest a request may stay unanswered before the gateway counts as unavailable (or the
 /// request timeout, if shorter). A gateway answers in milliseconds; this only affects what
 /// `gateway_available` reports, never a request.
 const UNANSWERED_LIMIT: Duration = Duration::from_secs(2);
-/// Bounds on an advertised heartbeat interval, against a gateway that says something absurd.
-const ADVERTISED_INTERVAL: (Duration, Duration) =
-    (Duration::from_millis(10), Duration::from_secs(3600));
+/// Bounds on an advertised heartbeat interval: outside them the gateway's value is refused
+/// (with a warning) and the client keeps its own, against a gateway that says something absurd.
+pub(crate) const ADVERTISED_INTERVAL: (Duration, Duration) =
+    (Duration::from_millis(100), Duration::from_secs(24 * 3600));
 /// Sent as `previous_epoch` by a node that registered with a gateway that gave no epoch (the
 /// original): it is still a member of an existing cluster.
 const UNKNOWN_EPOCH: &str = "unknown";
@@ -92,9 +124,31 @@ pub(crate) struct State {
     /// Registrations that ended, in success or failure.
     pub(crate) outcomes: u64,
     pub(crate) stopped: bool,
-    /// Requests waiting for an answer, by call number, with their start.
+    /// Requests waiting for an answer, by call number, with the start of their current try
+    /// (a retry pause is not waiting for an answer).
     pub(crate) pending: BTreeMap<u64, Instant>,
     pub(crate) calls: u64,
+    /// The membership this state belongs to: `leave()` ends it, `register_node` and
+    /// `keep_registered` after a `leave()` start the next one. A write carries the membership
+    /// it was made for and is refused once that one has ended.
+    pub(crate) life: u64,
+    /// True once `leave()` has ended `life`: no write for it goes out again.
+    pub(crate) leaving: bool,
+    /// Writes (registrations, heartbeats, metadata) on the wire; `leave()` waits for them.
+    pub(crate) writes: u32,
+    /// When an exchange last failed for want of a gateway, until one succeeds.
+    pub(crate) lost_since: Option<SystemTime>,
+    /// When the current registration landed, with the run it landed in.
+    pub(crate) registered_at: Option<(Option<String>, SystemTime)>,
+    pub(crate) membership_subscribers: Vec<Sender<Membership>>,
+    /// The membership last sent to subscribers.
+    pub(crate) membership_sent: Membership,
+    /// Metadata merges so far; the merge a publish carried; whether one is on the wire; the
+    /// outcome of the last, for the calls it carried.
+    pub(crate) metadata_version: u64,
+    pub(crate) metadata_published: u64,
+    pub(crate) publishing: bool,
+    pub(crate) last_publish: Option<Result<RegisterResponse, ClientError>>,
 }
 
 impl State {
@@ -106,6 +160,16 @@ impl State {
         registration
     }
 
+    /// Starts a new membership if `leave()` ended the last one; the current one otherwise.
+    pub(crate) fn begin_life(&mut self) -> u64 {
+        if self.leaving {
+            self.leaving = false;
+            self.life += 1;
+            self.membership_sent = Membership::Joining;
+        }
+        self.life
+    }
+
     /// Exchanges that failed in a row.
     pub(crate) fn status_failures(&self) -> u32 {
         self.status.consecutive_failures
@@ -113,12 +177,49 @@ impl State {
 
     pub(crate) fn available(&self, unanswered_limit: Duration) -> bool {
         self.status.last_success.is_some()
-            && self.status.last_error.is_none()
-            && self
-                .pending
-                .values()
-                .min()
-                .is_none_or(|since| since.elapsed() < unanswered_limit)
+            && self.lost_since.is_none()
+            && !self.unanswered(unanswered_limit)
+    }
+
+    /// True if a request has waited longer than `limit` for an answer (its current try).
+    fn unanswered(&self, limit: Duration) -> bool {
+        self.pending
+            .values()
+            .min()
+            .is_some_and(|since| since.elapsed() >= limit)
+    }
+
+    /// True if the client knows that no gateway answers: an exchange failed for want of one,
+    /// or a request has gone unanswered past `limit`, since the last success.
+    pub(crate) fn known_down(&self, limit: Duration) -> bool {
+        self.lost_since.is_some() || (self.status.last_success.is_some() && self.unanswered(limit))
+    }
+
+    /// The membership as it stands.
+    pub(crate) fn membership(&self, limit: Duration) -> Membership {
+        if self.leaving {
+            return Membership::Left;
+        }
+        match &self.registered_at {
+            None => Membership::Joining,
+            Some(_) if self.known_down(limit) => Membership::GatewayLost {
+                since: self.lost_since.unwrap_or_else(SystemTime::now),
+            },
+            Some((epoch, since)) => Membership::Registered {
+                epoch: epoch.clone(),
+                since: *since,
+            },
+        }
+    }
+
+    /// Tells membership subscribers if it changed.
+    pub(crate) fn publish_membership(&mut self, limit: Duration) {
+        let now = self.membership(limit);
+        if now != self.membership_sent {
+            self.membership_sent = now.clone();
+            self.membership_subscribers
+                .retain(|subscriber| subscriber.send(now.clone()).is_ok());
+        }
     }
 
     fn publish(&mut self, change: Option<ClusterChange>) {
@@ -141,9 +242,8 @@ impl Shared {
                 .settings
                 .heartbeat_interval
                 .and_then(|s| Duration::try_from_secs_f64(s).ok())
-                .map_or(DEFAULT_HEARTBEAT_INTERVAL, |d| {
-                    d.clamp(ADVERTISED_INTERVAL.0, ADVERTISED_INTERVAL.1)
-                })
+                .filter(|d| sane_interval(*d))
+                .unwrap_or(DEFAULT_HEARTBEAT_INTERVAL)
         })
     }
 
@@ -216,13 +316,27 @@ impl Shared {
             }
             id
         };
+        let is_held = held.is_some();
         let held = held.unwrap_or_default();
+        // A retry pause is not a request waiting for an answer: the entry leaves `pending` for
+        // the pause and comes back with the next try, so a gateway that just came back is not
+        // reported away because of a call still in its pause.
+        let paused = |duration: Duration| {
+            if !is_held {
+                self.state().pending.remove(&id);
+            }
+            let go_on = pause(duration);
+            if !is_held && go_on && !duration.is_zero() {
+                self.state().pending.insert(id, Instant::now());
+            }
+            go_on
+        };
         let result = self.transport.call_with(
             method,
             path,
             body,
             headers,
-            pause,
+            &paused,
             started + self.deadline + held,
             held,
         );
@@ -233,6 +347,7 @@ impl Shared {
                 state.status.last_success = Some(SystemTime::now());
                 state.status.consecutive_failures = 0;
                 state.status.last_error = None;
+                state.lost_since = None;
             }
             Err(e)
                 if retryable(e)
@@ -243,10 +358,52 @@ impl Shared {
             {
                 state.status.consecutive_failures += 1;
                 state.status.last_error = Some(e.to_string());
+                if retryable(e) && state.lost_since.is_none() {
+                    state.lost_since = Some(SystemTime::now());
+                }
             }
             // A 4xx is the gateway's answer: it is there.
-            Err(_) => {}
+            Err(_) => {
+                state.lost_since = None;
+            }
         }
+        state.publish_membership(self.unanswered_limit());
+        drop(state);
+        self.changed.notify_all();
+        result
+    }
+
+    /// A write for membership `life` (a registration, a heartbeat, a leader restored): sent
+    /// only while that membership lasts, counted while on the wire so that `leave()` can wait
+    /// for it, and refused with [`ClientError::NotRegistered`] once `leave()` has begun. The
+    /// check and the count are made under the lock `leave()` takes, so no write slips between.
+    pub(crate) fn write<T: DeserializeOwned>(
+        &self,
+        life: u64,
+        path: &str,
+        body: &impl Serialize,
+        headers: &[(&str, &str)],
+        pause: &dyn Fn(Duration) -> bool,
+    ) -> Result<Reply<T>, ClientError> {
+        {
+            let mut state = self.state();
+            if state.leaving || state.life != life {
+                return Err(ClientError::NotRegistered);
+            }
+            state.writes += 1;
+        }
+        // A `leave()` that begins meanwhile ends the retry pauses at once.
+        let pause = |duration: Duration| {
+            let state = self.state();
+            if state.leaving || state.life != life {
+                return false;
+            }
+            drop(state);
+            pause(duration)
+        };
+        let result = self.exchange(Method::Post, path, Some(body), headers, &pause, None);
+        self.state().writes -= 1;
+        self.changed.notify_all();
         result
     }
 
@@ -266,14 +423,39 @@ impl Shared {
     /// the gateway's settings and the view it returned (with the suspected peers, when they
     /// were read too). `forgotten`: the gateway had forgotten this node (it restarted or
     /// reaped it).
+    ///
+    /// Returns true if this node should give the gateway its leader back: the gateway names
+    /// none, and the view this node had before it registered again (after the gateway forgot
+    /// it, or in another run) named this node.
     pub(crate) fn registered(
         &self,
+        life: u64,
         mut sent: Registration,
         answer: &RegisterResponse,
         suspected: Option<Vec<Node>>,
         forgotten: bool,
-    ) {
+    ) -> bool {
         let mut state = self.state();
+        if state.leaving || state.life != life {
+            return false; // `leave()` began meanwhile: record nothing.
+        }
+        let new_run =
+            state.member_of.as_ref() != answer.epoch.as_ref() && state.member_of.is_some();
+        let restore_leader = (forgotten || new_run)
+            && answer.leader.is_none()
+            && state
+                .view
+                .shown()
+                .and_then(|v| v.cluster.leader.as_ref())
+                .is_some_and(|l| l.node_id == sent.node_id);
+        let rejoined_same_run = state
+            .registered_at
+            .as_ref()
+            .is_some_and(|(epoch, _)| *epoch == answer.epoch)
+            && !forgotten;
+        if !rejoined_same_run {
+            state.registered_at = Some((answer.epoch.clone(), SystemTime::now()));
+        }
         let was_bootstrap = state.is_bootstrap;
         state.is_bootstrap |= answer.is_bootstrap;
         if answer.is_bootstrap && !was_bootstrap {
@@ -289,11 +471,14 @@ impl Shared {
             state.status.gateway_epoch = answer.epoch.clone();
         }
         if answer.settings != Settings::default() {
-            state.settings = answer.settings;
+            state.settings = checked(answer.settings);
         }
         state.status.node_id = Some(sent.node_id);
         sent.previous_epoch = None;
-        state.registration = Some(sent);
+        // What is held may be newer (metadata merged meanwhile): it stays.
+        if state.registration.is_none() {
+            state.registration = Some(sent);
+        }
         state.must_register = false;
         state.outcomes += 1;
         let carry_for = self.carry_for(&state);
@@ -326,8 +511,123 @@ impl Shared {
                 .bootstrapped = true;
         }
         state.publish(change);
+        state.publish_membership(self.unanswered_limit());
         drop(state);
         self.changed.notify_all();
+        restore_leader
+    }
+
+    /// Merges `metadata` into the registration of the current membership; returns the
+    /// membership and the merge's number.
+    pub(crate) fn merge_metadata(
+        &self,
+        metadata: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(u64, u64), ClientError> {
+        let mut state = self.state();
+        if state.leaving {
+            return Err(ClientError::NotRegistered);
+        }
+        let registration = state
+            .registration
+            .as_mut()
+            .ok_or(ClientError::NotRegistered)?;
+        registration
+            .metadata
+            .get_or_insert_with(Default::default)
+            .extend(metadata);
+        state.metadata_version += 1;
+        Ok((state.life, state.metadata_version))
+    }
+
+    /// Publishes the registration with merge `version` (or a later one) in it, as a rejoining
+    /// member: at most one such write on the wire, the calls that wait for it sharing its
+    /// outcome.
+    pub(crate) fn publish_metadata(
+        &self,
+        life: u64,
+        version: u64,
+        deadline: Instant,
+    ) -> Result<RegisterResponse, ClientError> {
+        loop {
+            let mut state = self.state();
+            loop {
+                if state.leaving || state.life != life {
+                    return Err(ClientError::NotRegistered);
+                }
+                if state.metadata_published >= version
+                    && let Some(outcome) = &state.last_publish
+                {
+                    return outcome.clone();
+                }
+                if !state.publishing {
+                    break;
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(ClientError::Timeout {
+                        address: self.transport.current().to_owned(),
+                    });
+                }
+                state = match self.changed.wait_timeout(state, left) {
+                    Ok((guard, _)) => guard,
+                    Err(poisoned) => poisoned.into_inner().0,
+                };
+            }
+            let Some(registration) = state.registration.clone() else {
+                return Err(ClientError::NotRegistered);
+            };
+            if state.member_of.is_none() {
+                return Err(ClientError::NotRegistered); // Never a first registration.
+            }
+            let carried = state.metadata_version;
+            let sent = state.to_send(registration);
+            state.publishing = true;
+            drop(state);
+            let result = self
+                .write::<RegisterResponse>(
+                    life,
+                    "/register",
+                    &sent,
+                    &[],
+                    &crate::client::transport::sleep,
+                )
+                .and_then(|reply| reply.unconditional(self.transport.current()));
+            if let Ok(answer) = &result {
+                self.registered(life, sent, answer, None, false);
+            }
+            let mut state = self.state();
+            state.publishing = false;
+            state.metadata_published = state.metadata_published.max(carried);
+            state.last_publish = Some(result.clone());
+            drop(state);
+            self.changed.notify_all();
+            if carried >= version {
+                return result;
+            }
+        }
+    }
+
+    /// Waits until no write is on the wire, or `deadline`; true if none is.
+    pub(crate) fn wait_for_writes(&self, deadline: Instant) -> bool {
+        let mut state = self.state();
+        while state.writes > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            state = match self.changed.wait_timeout(state, left) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+        true
+    }
+
+    /// The gateway forgot this node (a `not_found` heartbeat): it is joining again.
+    pub(crate) fn forgotten(&self) {
+        let mut state = self.state();
+        state.registered_at = None;
+        state.publish_membership(self.unanswered_limit());
     }
 
     /// Records a registration that failed.
@@ -380,7 +680,7 @@ impl Shared {
     /// Learns liveness settings from an answer that carried them.
     pub(crate) fn learn_settings(&self, settings: Settings) {
         if settings != Settings::default() {
-            self.state().settings = settings;
+            self.state().settings = checked(settings);
         }
     }
 
@@ -389,4 +689,24 @@ impl Shared {
         let state = self.state();
         self.interval(&state)
     }
+}
+
+/// True for a heartbeat interval a client may follow: 100 ms to a day.
+pub(crate) fn sane_interval(interval: Duration) -> bool {
+    (ADVERTISED_INTERVAL.0..=ADVERTISED_INTERVAL.1).contains(&interval)
+}
+
+/// `settings` with an absurd advertised heartbeat interval refused (logged): the client keeps
+/// its own.
+fn checked(mut settings: Settings) -> Settings {
+    if let Some(seconds) = settings.heartbeat_interval
+        && !Duration::try_from_secs_f64(seconds).is_ok_and(sane_interval)
+    {
+        log::warn!(
+            "the gateway advertises a heartbeat interval of {seconds} s, outside 0.1 s to a day: \
+             refused, the client keeps its own"
+        );
+        settings.heartbeat_interval = None;
+    }
+    settings
 }

@@ -14,7 +14,11 @@ use serde::de::DeserializeOwned;
 
 use crate::api::ErrorBody;
 use crate::client::error::ClientError;
+#[cfg(feature = "tls")]
 use ureq::tls::{PemItem, RootCerts, TlsConfig, parse_pem};
+/// Without the `tls` feature there are no roots to hold: `https://` is refused earlier.
+#[cfg(not(feature = "tls"))]
+type RootCerts = ();
 
 /// Largest answer the client reads (a peer list of 100,000 nodes is about 20 MB).
 const MAX_ANSWER_BYTES: u64 = 256 * 1024 * 1024;
@@ -112,7 +116,7 @@ impl Transport {
         } else {
             None
         };
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+        let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(config.timeout))
             .timeout_connect(Some(config.timeout.min(Duration::from_secs(5))))
@@ -122,14 +126,16 @@ impl Transport {
             // heartbeat interval the extra handshake costs nothing that matters.
             .max_idle_connections(0)
             .max_idle_connections_per_host(0)
-            .user_agent(format!("cluster-gateway-client/{}", crate::VERSION))
-            .tls_config(
-                TlsConfig::builder()
-                    .root_certs(roots.unwrap_or(RootCerts::WebPki))
-                    .build(),
-            )
-            .build()
-            .into();
+            .user_agent(format!("cluster-gateway-client/{}", crate::VERSION));
+        #[cfg(feature = "tls")]
+        let agent = agent.tls_config(
+            TlsConfig::builder()
+                .root_certs(roots.unwrap_or(RootCerts::WebPki))
+                .build(),
+        );
+        #[cfg(not(feature = "tls"))]
+        let () = roots.unwrap_or_default();
+        let agent: ureq::Agent = agent.build().into();
         Transport {
             agent,
             gateways,
@@ -380,6 +386,15 @@ fn authorization(token: &Redacted) -> Result<Redacted, ClientError> {
 }
 
 /// The CA certificates in a PEM file.
+#[cfg(not(feature = "tls"))]
+fn root_certs(file: &Path) -> Result<RootCerts, ClientError> {
+    Err(ClientError::InvalidSetting(format!(
+        "CA file {}: a CA file is for https://, which needs the `tls` feature",
+        file.display()
+    )))
+}
+
+#[cfg(feature = "tls")]
 fn root_certs(file: &Path) -> Result<RootCerts, ClientError> {
     let invalid =
         |why: String| ClientError::InvalidSetting(format!("CA file {}: {why}", file.display()));
@@ -432,6 +447,11 @@ pub(crate) fn base_url(address: &str) -> Result<String, ClientError> {
     }
     if address.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(invalid("contains spaces or control characters"));
+    }
+    if address.starts_with("https://") && !cfg!(feature = "tls") {
+        return Err(invalid(
+            "https:// needs the client's TLS support: build cluster-gateway with the `tls` feature",
+        ));
     }
     let url = if address.starts_with("http://") || address.starts_with("https://") {
         address.trim_end_matches('/').to_owned()

@@ -44,6 +44,12 @@ pub struct ClusterView {
     pub epoch: Option<String>,
     /// When the gateway last confirmed this view.
     pub updated: Instant,
+    /// Peers shown only because they were carried over a gateway restart: the gateway has not
+    /// listed them again yet (they are in `cluster.nodes` or `suspected` as they were).
+    pub carried: Vec<NodeId>,
+    /// True if `cluster.leader` is carried over a gateway restart: the gateway names no leader
+    /// yet, and this is the one the previous run named.
+    pub leader_carried: bool,
 }
 
 impl ClusterView {
@@ -321,6 +327,8 @@ impl ViewState {
         let (fresh, epoch) = self.fresh.clone()?;
         let mut cluster = fresh.clone();
         let mut suspected = self.fresh_suspected.clone();
+        let mut carried_ids = Vec::new();
+        let mut leader_carried = false;
         if let Some(carried) = self.carried.as_mut() {
             if now >= carried.until {
                 self.carried = None;
@@ -333,6 +341,7 @@ impl ViewState {
                         .any(|f| f.node_id == n.node_id)
                 });
                 for node in &carried.nodes {
+                    carried_ids.push(node.node_id);
                     match node.status {
                         NodeStatus::Active => cluster.nodes.push(node.clone()),
                         NodeStatus::Suspected => suspected.push(node.clone()),
@@ -342,6 +351,7 @@ impl ViewState {
                 suspected.sort_by_key(|n| n.node_id);
                 if cluster.leader.is_none() {
                     cluster.leader = carried.leader.clone();
+                    leader_carried = cluster.leader.is_some();
                 }
                 if carried.nodes.is_empty() && (fresh.leader.is_some() || carried.leader.is_none())
                 {
@@ -354,6 +364,8 @@ impl ViewState {
             suspected,
             epoch,
             updated: now,
+            carried: carried_ids,
+            leader_carried,
         };
         let change = diff(self.shown.as_ref(), &view, epoch_changed);
         self.shown = Some(view);
@@ -410,6 +422,7 @@ fn diff(
         None => new.cluster.leader.is_some(),
     };
     if old.is_some()
+        && !epoch_changed
         && joined.is_empty()
         && left.is_empty()
         && updated.is_empty()

@@ -165,14 +165,16 @@ fn a_discovery_callback_hears_of_changes_from_a_watching_client_that_leaves_itse
     let heard = Arc::new(Mutex::new(Vec::<String>::new()));
     {
         let heard = Arc::clone(&heard);
-        discovery.on_change(move |change| {
-            let lines = change
-                .events()
-                .iter()
-                .map(ChangeEvent::to_string)
-                .collect::<Vec<_>>();
-            heard.lock().unwrap().extend(lines);
-        });
+        discovery
+            .on_change(move |change| {
+                let lines = change
+                    .events()
+                    .iter()
+                    .map(ChangeEvent::to_string)
+                    .collect::<Vec<_>>();
+                heard.lock().unwrap().extend(lines);
+            })
+            .detach();
     }
     let client = GatewayClient::builder()
         .gateway(server.url.clone())

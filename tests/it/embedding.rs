@@ -35,7 +35,14 @@ mod own_host {
     pub const RESTART: &str = "127.0.0.141";
     pub const FAILOVER: &str = "127.0.0.142";
     pub const CLOSED: &str = "127.0.0.143";
+    pub const JOIN_LATE: &str = "127.0.0.144";
+    pub const LEADER_RESTART: &str = "127.0.0.145";
+    pub const FAIL_FAST: &str = "127.0.0.146";
+    pub const METADATA_FIRST: &str = "127.0.0.147";
 }
+
+/// Issue 21: the embedded client, round two.
+mod issue21;
 
 /// Long enough for anything on a loaded machine; only reached when a test fails.
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -60,9 +67,10 @@ fn my_node() -> MyNode {
     }
 }
 
-/// A gateway with 50 ms heartbeats that suspects after `suspect_ms` and reaps after twice that.
+/// A gateway with 100 ms heartbeats (the shortest a client follows) that suspects after
+/// `suspect_ms` and reaps after twice that.
 fn fast_config(config: &mut ServerConfig, suspect_ms: u64) {
-    config.heartbeat_interval = Duration::from_millis(50);
+    config.heartbeat_interval = Duration::from_millis(100);
     config.liveness.suspect_after = Duration::from_millis(suspect_ms);
     config.liveness.node_timeout = Duration::from_millis(2 * suspect_ms);
 }
@@ -591,7 +599,7 @@ fn a_node_follows_the_gateways_heartbeat_interval_and_is_never_reaped() {
     client.register_node(node(1)).unwrap();
     assert_eq!(
         client.status().heartbeat_interval,
-        Duration::from_millis(50)
+        Duration::from_millis(100)
     );
     // Two node timeouts pass; the node is there at every look.
     let looks = 100;
@@ -612,7 +620,7 @@ fn a_node_follows_the_gateways_heartbeat_interval_and_is_never_reaped() {
 fn a_pinned_interval_wins_and_the_original_gateway_gets_the_default() {
     let run = FakeRun::new(
         "e",
-        json!({"heartbeat_interval": 0.05, "suspect_after": 0.3}),
+        json!({"heartbeat_interval": 0.15, "suspect_after": 0.3}),
     );
     let fake = fake_run("127.0.0.1", &run);
     let pinned = GatewayClient::builder()
@@ -622,7 +630,7 @@ fn a_pinned_interval_wins_and_the_original_gateway_gets_the_default() {
         .unwrap();
     pinned.register_node(node(1)).unwrap();
     assert_eq!(pinned.status().heartbeat_interval, Duration::from_secs(7));
-    assert_eq!(pinned.gateway_settings().heartbeat_interval, Some(0.05));
+    assert_eq!(pinned.gateway_settings().heartbeat_interval, Some(0.15));
 
     let original = FakeRun::new("e", Value::Null);
     let fake = fake_run("127.0.0.1", &original);

@@ -97,7 +97,12 @@ fn a_restart_carries_peers_until_they_are_back_and_reports_no_departure() {
     );
     // The new run knows nobody yet, has no leader, and its version went backwards.
     let change = view.update(info(&[], None, 1), None, Some("b".into()), true, CARRY, t);
-    assert_eq!(change, None, "nothing a reader sees changed");
+    // Issue 21, item 4: only the run changed, and that alone is reported.
+    let change = change.expect("the new run is reported");
+    assert!(
+        change.epoch_changed && change.events().is_empty(),
+        "{change:?}"
+    );
     assert_eq!(ids(&view), vec![2, 3]);
     assert_eq!(
         view.shown()
@@ -154,7 +159,11 @@ fn an_epoch_change_alone_starts_carrying() {
     let t = Instant::now();
     view.update(info(&[2], None, 9), None, Some("a".into()), false, CARRY, t);
     let change = view.update(info(&[], None, 9), None, Some("b".into()), false, CARRY, t);
-    assert_eq!(change, None);
+    let change = change.expect("the new run is reported");
+    assert!(
+        change.epoch_changed && change.events().is_empty(),
+        "{change:?}"
+    );
     assert_eq!(ids(&view), vec![2]);
 }
 fn view_of(active: &[NodeId], suspected: &[NodeId]) -> ClusterView {
@@ -167,6 +176,8 @@ fn view_of(active: &[NodeId], suspected: &[NodeId]) -> ClusterView {
         suspected: susp,
         epoch: None,
         updated: Instant::now(),
+        carried: Vec::new(),
+        leader_carried: false,
     }
 }
 
@@ -283,7 +294,12 @@ fn suspected_peers_are_carried_over_a_restart_with_their_status() {
         CARRY,
         t,
     );
-    assert_eq!(change, None, "nothing a reader sees changed");
+    // Issue 21, item 4: only the run changed, and that alone is reported.
+    let change = change.expect("the new run is reported");
+    assert!(
+        change.epoch_changed && change.events().is_empty(),
+        "{change:?}"
+    );
     assert_eq!(ids(&view), vec![2]);
     assert_eq!(node_ids(&view.shown().unwrap().suspected), vec![3]);
 }
@@ -337,4 +353,70 @@ fn an_event_line_stays_one_line_whatever_the_gateway_sent() {
         ChangeEvent::Joined(node(4)).to_string(),
         "joined 4 10.0.0.1:5000"
     );
+}
+
+/// Issue 21, item 4: a change of gateway run is news even when nothing else changed.
+#[test]
+fn a_new_epoch_alone_is_reported() {
+    let mut state = ViewState::default();
+    let now = Instant::now();
+    let carry = Duration::from_secs(10);
+    state.update(
+        info(&[2], None, 1),
+        Some(vec![]),
+        Some("a".into()),
+        false,
+        carry,
+        now,
+    );
+    let change = state
+        .update(
+            info(&[2], None, 1),
+            Some(vec![]),
+            Some("b".into()),
+            false,
+            carry,
+            now,
+        )
+        .expect("an epoch change is reported");
+    assert!(change.epoch_changed);
+}
+
+/// Issue 21, item 6: peers and a leader carried over a restart are marked until the gateway
+/// lists them again.
+#[test]
+fn carried_peers_and_leader_are_marked_until_confirmed() {
+    let mut state = ViewState::default();
+    let now = Instant::now();
+    let carry = Duration::from_secs(10);
+    state.update(
+        info(&[2, 3], Some(2), 1),
+        Some(vec![]),
+        Some("a".into()),
+        false,
+        carry,
+        now,
+    );
+    state.update(
+        info(&[3], None, 1),
+        Some(vec![]),
+        Some("b".into()),
+        false,
+        carry,
+        now,
+    );
+    let view = state.shown().unwrap();
+    assert_eq!(view.carried, vec![2]);
+    assert!(view.leader_carried);
+    state.update(
+        info(&[2, 3], Some(2), 2),
+        Some(vec![]),
+        Some("b".into()),
+        false,
+        carry,
+        now,
+    );
+    let view = state.shown().unwrap();
+    assert!(view.carried.is_empty());
+    assert!(!view.leader_carried);
 }

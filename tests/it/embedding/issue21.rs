@@ -1,0 +1,309 @@
+//! Issue 21, the embedded client's second round: a final `leave()`, joins within moments of a
+//! gateway appearing, `update_metadata` that never registers first, the membership status,
+//! the leader given back after an in-memory restart, failing fast, absurd advertised
+//! intervals, and the helpers. Each test failed with its fix taken out (see the commits).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use cluster_gateway::client::Membership;
+
+use super::*;
+use crate::support::Barrier;
+
+/// Settings as a test gateway advertises them: 100 ms heartbeats, slow suspicion.
+fn advertised(config: &mut ServerConfig) {
+    fast_config(config, 30_000);
+}
+
+fn client_of(gateway: &str) -> GatewayClient {
+    GatewayClient::builder()
+        .gateway(gateway)
+        .retry_base_delay(Duration::from_millis(5))
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap()
+}
+
+fn listed(server: &TestServer, node_id: u64) -> bool {
+    let (_, nodes) = server.get("/nodes?status=all");
+    nodes["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n["node_id"] == node_id)
+}
+
+/// A socket bound to `host:port` that never listens: connections are refused until dropped.
+fn hold_closed(host: &str) -> (socket2::Socket, u16) {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let addr: SocketAddr = format!("{host}:0").parse().unwrap();
+    socket.bind(&addr.into()).unwrap();
+    let port = socket.local_addr().unwrap().as_socket().unwrap().port();
+    (socket, port)
+}
+
+/// Item 1: `leave()` racing `update_metadata()` 200 times leaves no ghost: after `leave()`
+/// returns, the node is not listed, its heartbeat thread is not running, and nothing
+/// registers it again later.
+#[test]
+fn two_hundred_leaves_racing_metadata_updates_leave_no_ghost() {
+    let server = TestServer::with(advertised);
+    let mut clients = Vec::new();
+    for round in 0..200u64 {
+        let node_id = 1000 + round;
+        let client = Arc::new(client_of(&server.url));
+        client.register_node(node(node_id)).unwrap();
+        let barrier = Barrier::new(2);
+        let publisher = {
+            let (client, barrier) = (Arc::clone(&client), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                barrier.wait();
+                let mut metadata = serde_json::Map::new();
+                metadata.insert("round".into(), json!(round));
+                let _ = client.update_metadata(metadata);
+            })
+        };
+        barrier.wait();
+        let left = client.leave();
+        publisher.join().unwrap();
+        assert!(left.is_ok(), "round {round}: {left:?}");
+        assert!(
+            !listed(&server, node_id),
+            "round {round}: a ghost after leave()"
+        );
+        let status = client.status();
+        assert!(
+            !status.heartbeat_running,
+            "round {round}: heartbeats after leave()"
+        );
+        assert_eq!(client.membership(), Membership::Left);
+        clients.push(client);
+    }
+    // Three heartbeat intervals later, still nobody: no thread came back.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(server.get("/stats").1["total_nodes"], 0);
+    assert!(clients.iter().all(|c| !c.status().heartbeat_running));
+}
+
+/// Item 2: a node started before its gateway registers within moments of the gateway's
+/// start, not at the 30 s heartbeat pace it has before any gateway answered.
+#[test]
+fn a_node_started_before_its_gateway_joins_within_two_seconds_of_it() {
+    let host = own_host::JOIN_LATE;
+    let (closed, port) = hold_closed(host);
+    let client = GatewayClient::builder()
+        .gateway(format!("{host}:{port}"))
+        .build()
+        .unwrap();
+    client.keep_registered(node(1));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(client.membership(), Membership::Joining);
+    drop(closed);
+    let server = start_at(host, port, advertised);
+    let started = Instant::now();
+    assert!(eventually(PATIENCE, || matches!(
+        client.membership(),
+        Membership::Registered { .. }
+    )));
+    let joined_after = started.elapsed();
+    eprintln!("joined {joined_after:?} after the gateway started");
+    assert!(joined_after < Duration::from_secs(2), "{joined_after:?}");
+    assert!(listed(&server, 1));
+}
+
+/// Item 3: `update_metadata` called before the node's first registration landed sends no
+/// registration of its own: it waits for the first one, then publishes as a rejoining member,
+/// so its answer never says bootstrap.
+#[test]
+fn update_metadata_before_the_first_registration_never_bootstraps() {
+    let host = own_host::METADATA_FIRST;
+    let (closed, port) = hold_closed(host);
+    let client = Arc::new(
+        GatewayClient::builder()
+            .gateway(format!("{host}:{port}"))
+            .build()
+            .unwrap(),
+    );
+    client.keep_registered(node(1));
+    let update = {
+        let client = Arc::clone(&client);
+        std::thread::spawn(move || {
+            let mut metadata = serde_json::Map::new();
+            metadata.insert("round".into(), json!(7));
+            client.update_metadata(metadata)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    drop(closed);
+    let server = start_at(host, port, advertised);
+    let answer = update.join().unwrap().expect("published once registered");
+    assert!(
+        !answer.is_bootstrap,
+        "update_metadata bootstrapped the cluster"
+    );
+    let (_, nodes) = server.get("/nodes");
+    assert_eq!(nodes["nodes"][0]["metadata"]["round"], 7);
+}
+
+/// Item 5: the membership says whether the node is registered, whatever `gateway_available`
+/// says, and follows the gateway going away and `leave()`.
+#[test]
+fn membership_follows_joining_registered_gateway_lost_and_left() {
+    let host = own_host::FAIL_FAST;
+    let port = free_port(host);
+    let server = start_at(host, port, advertised);
+    let client = client_of(&format!("{host}:{port}"));
+    let changes = client.subscribe_membership();
+    assert_eq!(changes.recv_timeout(PATIENCE).unwrap(), Membership::Joining);
+    client.register_node(node(1)).unwrap();
+    assert!(matches!(
+        changes.recv_timeout(PATIENCE).unwrap(),
+        Membership::Registered { .. }
+    ));
+    drop(server);
+    assert!(matches!(
+        changes.recv_timeout(PATIENCE).unwrap(),
+        Membership::GatewayLost { .. }
+    ));
+    assert!(!client.status().gateway_available);
+
+    // Item 7: calls fail fast while the client knows no gateway answers.
+    let started = Instant::now();
+    let leader = client.get_leader();
+    assert!(
+        matches!(leader, Err(ClientError::GatewayUnavailable { .. })),
+        "{leader:?}"
+    );
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("round".into(), json!(1));
+    let update = client.update_metadata(metadata);
+    assert!(
+        matches!(update, Err(ClientError::GatewayUnavailable { .. })),
+        "{update:?}"
+    );
+    let left = client.leave();
+    assert!(
+        matches!(left, Err(ClientError::GatewayUnavailable { .. })),
+        "{left:?}"
+    );
+    let took = started.elapsed();
+    eprintln!("get_leader, update_metadata and leave failed fast in {took:?}");
+    assert!(took < Duration::from_millis(500), "{took:?}");
+    assert_eq!(client.membership(), Membership::Left);
+    assert_eq!(changes.recv_timeout(PATIENCE).unwrap(), Membership::Left);
+
+    // The gateway comes back: the background removal confirms the departure; nothing else
+    // registers the node again.
+    let server = start_at(host, port, advertised);
+    server.register(1); // As a frozen gateway would still list it.
+    assert!(eventually(PATIENCE, || !listed(&server, 1)), "a ghost");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!listed(&server, 1));
+}
+
+/// Item 6: after an in-memory restart, the node that led gives the gateway its leader back as
+/// soon as it has registered again; meanwhile the view marks the leader as carried.
+#[test]
+fn after_an_in_memory_restart_the_old_leader_is_back_within_a_heartbeat() {
+    let host = own_host::LEADER_RESTART;
+    let port = free_port(host);
+    let server = start_at(host, port, advertised);
+    let leader = client_of(&format!("{host}:{port}"));
+    leader.register_node(node(1)).unwrap();
+    let follower = client_of(&format!("{host}:{port}"));
+    follower.register_node(node(2)).unwrap();
+    assert!(leader.update_leader(1).unwrap());
+    assert!(eventually(PATIENCE, || {
+        leader
+            .cluster_view()
+            .and_then(|v| v.cluster.leader)
+            .is_some_and(|l| l.node_id == 1)
+    }));
+    drop(server);
+    let server = start_at(host, port, advertised);
+    assert!(eventually(PATIENCE, || listed(&server, 1)));
+    let rejoined = Instant::now();
+    assert!(eventually(
+        PATIENCE,
+        || server.get("/leader").1["leader"]["node_id"] == 1
+    ));
+    let back_after = rejoined.elapsed();
+    eprintln!("leader back {back_after:?} after the old leader rejoined");
+    assert!(back_after < Duration::from_millis(500), "{back_after:?}");
+}
+
+/// Item 9: an advertised heartbeat interval of 0 (or 1e-300) is refused: the client keeps its
+/// own, and does not beat 100 times a second.
+#[test]
+fn an_absurd_advertised_heartbeat_interval_is_refused() {
+    for absurd in [0.0, 1e-300] {
+        let run = FakeRun::new("e", json!({"heartbeat_interval": absurd}));
+        let fake = fake_run("127.0.0.1", &run);
+        let client = GatewayClient::builder()
+            .gateway(fake.address())
+            .build()
+            .unwrap();
+        client.register_node(node(1)).unwrap();
+        assert_eq!(
+            client.status().heartbeat_interval,
+            DEFAULT_HEARTBEAT_INTERVAL
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        let requests = fake.requests.lock().unwrap().len();
+        assert!(requests < 5, "{requests} requests in 500 ms");
+    }
+}
+
+/// Item 11: typed metadata, waiting for peers, and a change callback that stops when its
+/// handle is dropped.
+#[test]
+fn typed_metadata_waiting_for_peers_and_unsubscribing() {
+    #[derive(cluster_gateway::serde::Serialize)]
+    #[serde(crate = "cluster_gateway::serde")]
+    struct Progress {
+        training_round: u32,
+    }
+    let server = TestServer::with(advertised);
+    let my = my_node();
+    let client = client_of(&server.url);
+    my.discovery().initialize_with(client, node(1));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let subscription = {
+        let calls = Arc::clone(&calls);
+        my.discovery().on_change(move |_| {
+            calls.fetch_add(1, Ordering::SeqCst);
+        })
+    };
+    let waiter = {
+        let discovery_client = my.discovery().client().unwrap();
+        std::thread::spawn(move || discovery_client.wait_for_peers(2, PATIENCE))
+    };
+    server.register(2);
+    server.register(3);
+    let view = waiter.join().unwrap().unwrap();
+    assert_eq!(view.cluster.nodes.len(), 2);
+    assert!(eventually(PATIENCE, || calls.load(Ordering::SeqCst) >= 2));
+    subscription.cancel();
+    let before = calls.load(Ordering::SeqCst);
+    my.discovery()
+        .update_metadata_typed(&Progress { training_round: 3 })
+        .unwrap();
+    let (_, nodes) = server.get("/nodes?node_id=2");
+    assert_eq!(nodes["nodes"][0]["metadata"]["training_round"], 3);
+    server.register(4);
+    assert!(eventually(PATIENCE, || my.cluster_nodes().len() == 3));
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        before,
+        "called after cancel()"
+    );
+    assert!(matches!(
+        my.discovery()
+            .client()
+            .unwrap()
+            .wait_for_peers(9, Duration::from_millis(200)),
+        Err(ClientError::Timeout { .. })
+    ));
+    my.shutdown_discovery();
+}
