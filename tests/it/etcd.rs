@@ -487,7 +487,7 @@ fn a_gateway_killed_under_heartbeating_clients_they_fail_over_and_nothing_acknow
 }
 
 #[test]
-fn one_member_down_gateways_carry_on_quorum_lost_writes_503_reads_answer_then_all_recovers() {
+fn one_member_down_gateways_carry_on_quorum_lost_reads_and_writes_503_then_all_recovers() {
     let mut etcd = EtcdCluster::start(host::QUORUM, 3);
     let g = [
         gateway(&etcd.endpoints_from(0), |_| {}),
@@ -523,6 +523,7 @@ fn one_member_down_gateways_carry_on_quorum_lost_writes_503_reads_answer_then_al
     // Two of three gone: no quorum. Writes 503; reads 503 too (the copy can no longer be
     // shown current: the probe's linearizable read fails); /health and /stats say why.
     etcd.kill(1);
+    let killed = Instant::now();
     for g in &g {
         let refused = eventually(WAIT, || g.post_json("/register", &registration(5)).0 == 503);
         assert!(refused, "{} took a write without quorum", g.url);
@@ -530,6 +531,7 @@ fn one_member_down_gateways_carry_on_quorum_lost_writes_503_reads_answer_then_al
         assert_eq!(status, 503);
         let stale = eventually(WAIT, || g.get("/nodes").0 == 503);
         assert!(stale, "{} still answers reads without quorum", g.url);
+        println!("reads refused {:?} after quorum was lost", killed.elapsed());
         let (status, leader) = g.get("/leader");
         assert_eq!(status, 503, "{leader}");
         let health = g.get("/health").1;
@@ -652,6 +654,12 @@ fn a_gateway_started_before_etcd_refuses_reads_and_writes_then_serves_once_etcd_
     assert_eq!(g.get("/stats").0, 200);
 
     etcd.start_all();
+    let started = Instant::now();
+    assert!(eventually(WAIT, || g.get("/nodes").0 == 200));
+    println!(
+        "reads answered {:?} after etcd was healthy",
+        started.elapsed()
+    );
     let ok = eventually(WAIT, || g.post_json("/register", &registration(1)).0 == 200);
     assert!(ok, "the gateway never took a write: {}", g.get("/health").1);
     assert_eq!(node_ids(&g), BTreeSet::from([1]));
