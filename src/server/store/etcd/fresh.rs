@@ -5,7 +5,7 @@
 //! come every 10 minutes by default (a server flag the gateway cannot set), and no second
 //! request can be sent on an open watch stream. So a thread probes etcd every [`PROBE_EVERY`]
 //! with a cheap linearizable read (a count of the keys under the prefix, with a deadline of
-//! [`wire::PROBE_TIMEOUT`]) and compares etcd's revision with the copy's:
+//! [`super::wire::PROBE_TIMEOUT`]) and compares etcd's revision with the copy's:
 //! - the copy is at or past it (after waiting up to [`CATCH_UP`] for the watch to show it):
 //!   current;
 //! - etcd is ahead: either the watch missed changes under the prefix, or something else in etcd
