@@ -33,7 +33,7 @@ mod renew;
 mod watch;
 mod wire;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -103,6 +103,9 @@ struct Shared {
     /// Why the copy is stale, and since when (Unix seconds): set and cleared by the freshness
     /// probe (`fresh.rs`); reads and writes are refused while it is set.
     stale: Mutex<Option<(String, f64)>>,
+    /// While stale: the etcd revision the probe last saw ahead of the copy; the watch clears
+    /// the mark itself once the copy reaches it (`i64::MAX`: only the probe clears it).
+    caught_up_at: AtomicI64,
     /// The watch thread that is current; an older one ends when it next wakes.
     watch_generation: AtomicU64,
     /// Told of every change of the registry version the copy makes, outside its lock.
@@ -135,6 +138,7 @@ impl EtcdStore {
             cut_off: Mutex::new(None),
             probing: AtomicBool::new(false),
             stale: Mutex::new(None),
+            caught_up_at: AtomicI64::new(i64::MAX),
             watch_generation: AtomicU64::new(0),
             hook: OnceLock::new(),
             stopping: AtomicBool::new(false),

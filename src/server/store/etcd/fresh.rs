@@ -15,9 +15,10 @@
 //!
 //! A copy not shown current for [`STALE_AFTER`] is stale: reads and writes answer 503, naming
 //! why and since when, and the watch is started afresh from the copy's revision (at most every
-//! [`RESTART_EVERY`]). The mark goes at the first probe that finds the copy current again. An
-//! idle gateway over an idle etcd costs one small read a second; nothing is stale because
-//! nothing changed.
+//! [`RESTART_EVERY`]). The mark goes as soon as the watch shows the revision the probe last saw
+//! ahead of the copy (before the long-polls its changes wake read), or at the first probe that
+//! finds the copy current again. An idle gateway over an idle etcd costs one small read a
+//! second; nothing is stale because nothing changed.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -78,14 +79,17 @@ impl Shared {
                         self.clear_stale();
                     }
                     Ok(Found::Behind { etcd, copy }) if started - shown_current >= STALE_AFTER => {
-                        self.mark_stale(format!(
+                        self.mark_stale(Some(etcd), format!(
                             "etcd is at revision {etcd} and the watch has shown revision {copy} \
                              for over {} s",
                             STALE_AFTER.as_secs()
                         ));
                     }
                     Err(e) if started - shown_current >= STALE_AFTER => {
-                        self.mark_stale(format!("etcd does not answer the freshness probe: {e}"));
+                        self.mark_stale(
+                            None,
+                            format!("etcd does not answer the freshness probe: {e}"),
+                        );
                     }
                     Ok(Found::Behind { .. }) | Err(_) => {}
                 }
@@ -140,8 +144,11 @@ impl Shared {
         Ok(Found::Current)
     }
 
-    fn mark_stale(&self, why: String) {
+    /// Marks the copy stale; the watch clears the mark once the copy reaches `until`, if given.
+    fn mark_stale(&self, until: Option<i64>, why: String) {
         let mut stale = lock(&self.stale);
+        self.caught_up_at
+            .store(until.unwrap_or(i64::MAX), Ordering::Release);
         if stale.is_none() {
             log::warn!(
                 "this gateway's copy of the registry is stale, reads and writes are refused: {why}"
@@ -150,8 +157,10 @@ impl Shared {
         }
     }
 
-    fn clear_stale(&self) {
-        if lock(&self.stale).take().is_some() {
+    pub(super) fn clear_stale(&self) {
+        let mut stale = lock(&self.stale);
+        self.caught_up_at.store(i64::MAX, Ordering::Release);
+        if stale.take().is_some() {
             log::warn!("the copy of the registry is current again; reads and writes are served");
         }
     }

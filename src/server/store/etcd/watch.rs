@@ -126,8 +126,13 @@ impl Shared {
                         let mut copy = lock(&self.copy);
                         let before = copy.version();
                         copy.apply(&changes, revision, Now::system());
-                        let after = copy.version();
+                        let (after, reached) = (copy.version(), copy.revision);
                         drop(copy);
+                        if reached >= self.caught_up_at.load(Ordering::Acquire) {
+                            // Caught up with what the probe saw: served again before the
+                            // long-polls this wakes read.
+                            self.clear_stale();
+                        }
                         self.applied.notify_all();
                         self.changed(before, after);
                     }
