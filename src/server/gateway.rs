@@ -56,9 +56,10 @@ impl Gateway {
         Gateway::local(LocalStore::from(registry), heartbeat_interval)
     }
 
-    /// A gateway over any store. Only a [`LocalStore`] (through [`Gateway::new`] and
-    /// [`Gateway::open`]) tells the gateway of changes: over another store, long-polls are
-    /// answered when their wait ends, and suspicions and reaps are not counted.
+    /// A gateway over any store, not told of its changes: long-polls are answered when their
+    /// wait ends, and suspicions and reaps are not counted. [`Gateway::new`] and
+    /// [`Gateway::open`] wire a [`LocalStore`]'s hook (and an [`EtcdStore`]'s, which wakes
+    /// long-polls but counts no suspicions) to the gateway.
     pub fn with_store(store: Box<dyn Store>, heartbeat_interval: Duration) -> Gateway {
         let liveness = store.liveness();
         let settings = Settings {
@@ -145,17 +146,27 @@ impl Gateway {
         let (liveness, max_nodes) = (config.liveness, config.max_nodes);
         let local = match (&config.store, &config.data_dir) {
             (StoreKind::Etcd, _) => {
-                // Long-polls over etcd end when their wait does: the copy does not wake them.
+                // The watch thread tells of changes other gateways made: long-polls wake.
+                let wake: Arc<OnceLock<Wake>> = Arc::new(OnceLock::new());
+                let hook = {
+                    let wake = Arc::clone(&wake);
+                    Box::new(move |version: u64| {
+                        if let Some(Wake(wake)) = wake.get() {
+                            wake(version);
+                        }
+                    })
+                };
                 let store = EtcdStore::open(
                     config.etcd_endpoints.clone(),
                     crate::server::store::etcd::PREFIX,
                     liveness,
                     max_nodes,
-                );
-                return Ok(Gateway::with_store(
-                    Box::new(store),
-                    config.heartbeat_interval,
-                ));
+                )
+                .on_change(hook);
+                return Ok(Gateway {
+                    wake,
+                    ..Gateway::with_store(Box::new(store), config.heartbeat_interval)
+                });
             }
             (StoreKind::Memory, None) => LocalStore::memory(liveness, max_nodes),
             (StoreKind::Memory, Some(dir)) => {
@@ -267,6 +278,11 @@ impl Gateway {
     /// The registry version and the leader's record, without building a list.
     pub fn leader(&self) -> (u64, Option<NodeRecord>) {
         self.store.leader()
+    }
+
+    /// Whether reads may be answered (`Err`: a 503 saying why): see [`Store::readable`].
+    pub fn readable(&self) -> Result<(), StoreError> {
+        self.store.readable()
     }
 
     /// Where the registry is kept.

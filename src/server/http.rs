@@ -450,7 +450,8 @@ pub struct Wait {
 /// Whether `request` is a long-poll to hold until the registry changes: a `GET /nodes` or
 /// `GET /leader` with `index` (or `wait` and an `If-None-Match`) that describes what the
 /// registry shows now. `None`: answer at once with [`handle`] (a bad query, a registry already
-/// past the client's index, another gateway run's index or epoch or tag, `wait=0`).
+/// past the client's index, another gateway run's index or epoch or tag, `wait=0`, a store
+/// that cannot be read).
 pub fn parks(gateway: &Gateway, request: &Request<'_>) -> Option<Wait> {
     if !matches!(request.method, "GET" | "HEAD") {
         return None;
@@ -467,7 +468,11 @@ pub fn parks(gateway: &Gateway, request: &Request<'_>) -> Option<Wait> {
         .wait
         .unwrap_or(long_polls::DEFAULT_WAIT)
         .min(long_polls::MAX_WAIT);
-    if wait.is_zero() || query.epoch.as_deref().is_some_and(|e| e != gateway.epoch()) {
+    // A store that cannot be read answers 503 at once rather than holding the request.
+    if wait.is_zero()
+        || query.epoch.as_deref().is_some_and(|e| e != gateway.epoch())
+        || gateway.readable().is_err()
+    {
         return None;
     }
     let version = gateway.version();
@@ -510,6 +515,7 @@ fn with_index(response: Response, gateway: &Gateway, version: u64) -> Response {
 
 fn nodes(gateway: &Gateway, request: &Request<'_>, query: &str) -> Result<Response, Response> {
     let query = Query::parse(query, Endpoint::Nodes)?;
+    gateway.readable()?;
     let list = gateway.list();
     let version = list.version;
     let tag = nodes_tag(gateway, request, &query, version);
@@ -531,6 +537,7 @@ fn nodes(gateway: &Gateway, request: &Request<'_>, query: &str) -> Result<Respon
 
 fn leader(gateway: &Gateway, request: &Request<'_>, query: &str) -> Result<Response, Response> {
     Query::parse(query, Endpoint::Leader)?;
+    gateway.readable()?;
     let list = gateway.list();
     let version = list.version;
     let tag = etag(gateway, version, "leader", false);

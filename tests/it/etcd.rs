@@ -15,6 +15,8 @@ use serde_json::{Value, json};
 
 use crate::support::{Barrier, TestServer, agent, eventually, free_port, join_all, registration};
 
+mod proxy;
+
 /// Loopback addresses owned by one test each (127.0.0.x belong to `support::own_host`).
 mod host {
     pub const READ_ELSEWHERE: &str = "127.0.1.1";
@@ -23,6 +25,8 @@ mod host {
     pub const QUORUM: &str = "127.0.1.4";
     pub const REJOIN: &str = "127.0.1.5";
     pub const LATE_ETCD: &str = "127.0.1.6";
+    pub const BLACKHOLE: &str = "127.0.1.7";
+    pub const LONG_POLL: &str = "127.0.1.8";
 }
 
 /// Deadline for anything the tests wait on: generous, as the machine may be busy.
@@ -201,6 +205,7 @@ fn node_ids(server: &TestServer) -> BTreeSet<u64> {
 }
 
 #[test]
+#[cfg_attr(not(has_etcd), ignore = "needs etcd: apt-get install etcd-server")]
 fn three_members_three_gateways_a_registration_through_one_is_read_through_the_others() {
     let etcd = EtcdCluster::start(host::READ_ELSEWHERE, 3);
     let gateways: Vec<TestServer> = (0..3)
@@ -268,6 +273,7 @@ fn rounds() -> usize {
 }
 
 #[test]
+#[cfg_attr(not(has_etcd), ignore = "needs etcd: apt-get install etcd-server")]
 fn fifty_nodes_at_once_over_three_gateways_into_an_empty_registry_bootstrap_exactly_once() {
     let etcd = EtcdCluster::start(host::BOOTSTRAP_RACE, 3);
     let gateways: Vec<TestServer> = (0..3)
@@ -374,6 +380,7 @@ fn get(url: &str) -> Option<Value> {
 }
 
 #[test]
+#[cfg_attr(not(has_etcd), ignore = "needs etcd: apt-get install etcd-server")]
 fn a_gateway_killed_under_heartbeating_clients_they_fail_over_and_nothing_acknowledged_is_lost() {
     let host = host::SIGKILL;
     let etcd = EtcdCluster::start(host, 1);
@@ -483,7 +490,8 @@ fn a_gateway_killed_under_heartbeating_clients_they_fail_over_and_nothing_acknow
 }
 
 #[test]
-fn one_member_down_gateways_carry_on_quorum_lost_writes_503_reads_answer_then_all_recovers() {
+#[cfg_attr(not(has_etcd), ignore = "needs etcd: apt-get install etcd-server")]
+fn one_member_down_gateways_carry_on_quorum_lost_reads_and_writes_503_then_all_recovers() {
     let mut etcd = EtcdCluster::start(host::QUORUM, 3);
     let g = [
         gateway(&etcd.endpoints_from(0), |_| {}),
@@ -516,21 +524,20 @@ fn one_member_down_gateways_carry_on_quorum_lost_writes_503_reads_answer_then_al
         assert!(g.get("/health").1.get("store_error").is_none());
     }
 
-    // Two of three gone: no quorum. Writes 503; reads answer from the copy; /health and
-    // /stats say why.
+    // Two of three gone: no quorum. Writes 503; reads 503 too (the copy can no longer be
+    // shown current: the probe's linearizable read fails); /health and /stats say why.
     etcd.kill(1);
+    let killed = Instant::now();
     for g in &g {
         let refused = eventually(WAIT, || g.post_json("/register", &registration(5)).0 == 503);
         assert!(refused, "{} took a write without quorum", g.url);
         let (status, _) = g.post_json("/heartbeat", &json!({"node_id": 1}));
         assert_eq!(status, 503);
-        assert_eq!(node_ids(g), BTreeSet::from([1, 2, 3, 4]));
+        let stale = eventually(WAIT, || g.get("/nodes").0 == 503);
+        assert!(stale, "{} still answers reads without quorum", g.url);
+        println!("reads refused {:?} after quorum was lost", killed.elapsed());
         let (status, leader) = g.get("/leader");
-        assert_eq!(
-            (status, &leader["leader"]["node_id"]),
-            (200, &json!(1)),
-            "{leader}"
-        );
+        assert_eq!(status, 503, "{leader}");
         let health = g.get("/health").1;
         assert!(
             health["store_error"]
@@ -586,6 +593,7 @@ fn one_member_down_gateways_carry_on_quorum_lost_writes_503_reads_answer_then_al
 }
 
 #[test]
+#[cfg_attr(not(has_etcd), ignore = "needs etcd: apt-get install etcd-server")]
 fn a_rejoining_node_through_one_gateway_disarms_bootstrap_for_newcomers_through_another() {
     let etcd = EtcdCluster::start(host::REJOIN, 1);
     let (a, b) = (
@@ -620,28 +628,179 @@ fn a_rejoining_node_through_one_gateway_disarms_bootstrap_for_newcomers_through_
 }
 
 #[test]
-fn a_gateway_started_before_etcd_refuses_writes_then_takes_them_once_etcd_runs() {
+#[cfg_attr(not(has_etcd), ignore = "needs etcd: apt-get install etcd-server")]
+fn a_gateway_started_before_etcd_refuses_reads_and_writes_then_serves_once_etcd_runs() {
     let mut etcd = EtcdCluster::prepare(host::LATE_ETCD, 1);
-    // The gateway waits a few seconds for etcd, then serves without it.
+    // The gateway waits a few seconds for etcd, then serves without it: never an empty
+    // registry it has not read (a node told "empty" would bootstrap a second cluster).
     let g = gateway(&etcd.endpoints(), |_| {});
     let (status, body) = g.post_json("/register", &registration(1));
     assert_eq!(status, 503, "{body}");
-    let health = g.get("/health").1;
+    let health = g.get("/health");
+    assert_eq!(health.0, 200);
     assert!(
-        health["store_error"]
+        health.1["store_error"]
             .as_str()
             .is_some_and(|e| e.contains("etcd")),
-        "{health}"
+        "{}",
+        health.1
     );
-    assert_eq!(g.get("/nodes").0, 200);
+    for path in ["/nodes", "/leader", "/nodes?index=0&wait=5s"] {
+        let (status, body) = g.get(path);
+        assert_eq!(status, 503, "{path}: {body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("not read from etcd yet")),
+            "{path}: {body}"
+        );
+    }
+    let (status, body) = g.post_json("/heartbeat", &json!({"node_id": 1}));
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(g.get("/stats").0, 200);
 
     etcd.start_all();
+    let started = Instant::now();
+    assert!(eventually(WAIT, || g.get("/nodes").0 == 200));
+    println!(
+        "reads answered {:?} after etcd was healthy",
+        started.elapsed()
+    );
     let ok = eventually(WAIT, || g.post_json("/register", &registration(1)).0 == 200);
     assert!(ok, "the gateway never took a write: {}", g.get("/health").1);
     assert_eq!(node_ids(&g), BTreeSet::from([1]));
+    assert_eq!(g.get("/leader").0, 200);
     assert!(eventually(WAIT, || g
         .get("/health")
         .1
         .get("store_error")
         .is_none()));
+}
+
+#[test]
+#[cfg_attr(not(has_etcd), ignore = "needs etcd: apt-get install etcd-server")]
+fn a_gateway_whose_watch_is_blackholed_answers_503_within_seconds_then_recovers() {
+    let etcd = EtcdCluster::start(host::BLACKHOLE, 1);
+    let upstream = etcd.url(0).trim_start_matches("http://").to_owned();
+    let proxy = proxy::Proxy::start(upstream);
+    let (behind, direct) = (
+        gateway(&proxy.url, |_| {}),
+        gateway(&etcd.endpoints(), |_| {}),
+    );
+    direct.register(1);
+    assert!(eventually(WAIT, || node_ids(&behind) == BTreeSet::from([1])));
+
+    // The watch's packets are dropped from now on; everything else still passes. Nothing
+    // changed yet, so nothing is stale: the copy still is the registry.
+    proxy.freeze_watches();
+    let frozen = Instant::now();
+    while frozen.elapsed() < Duration::from_millis(4500) {
+        let (status, health) = behind.get("/health");
+        assert!(
+            status == 200 && health.get("store_error").is_none(),
+            "stale though nothing changed: {health}"
+        );
+        assert_eq!(behind.get("/nodes").0, 200);
+    }
+    let changed = Instant::now();
+    direct.register(2);
+    let mut last = (0, Value::Null);
+    let refused = eventually(Duration::from_secs(10), || {
+        last = behind.get("/nodes");
+        last.0 == 503
+    });
+    let detected = changed.elapsed();
+    println!("a blackholed watch was noticed {detected:?} after a change");
+    assert!(
+        refused,
+        "the gateway behind a blackholed watch still answers after {detected:?}: {last:?}"
+    );
+    assert!(
+        last.1["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("stale")),
+        "{}",
+        last.1
+    );
+    let (status, health) = behind.get("/health");
+    assert_eq!(status, 200);
+    let why = health["store_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        why.contains("stale") && why.contains('T') && why.contains('Z'),
+        "{health}"
+    );
+    assert_eq!(behind.get("/leader").0, 503);
+    assert_eq!(behind.post_json("/register", &registration(3)).0, 503);
+    assert_eq!(behind.get("/stats").0, 200);
+
+    // The watch comes back: the change shows, and the mark goes.
+    proxy.thaw();
+    let recovered = Instant::now();
+    let ok = eventually(WAIT, || {
+        let (status, _) = behind.get("/nodes");
+        status == 200 && node_ids(&behind) == BTreeSet::from([1, 2])
+    });
+    assert!(ok, "no recovery: {:?}", behind.get("/health"));
+    println!("recovered {:?} after the thaw", recovered.elapsed());
+    assert!(eventually(WAIT, || behind
+        .get("/health")
+        .1
+        .get("store_error")
+        .is_none()));
+    assert_eq!(behind.post_json("/register", &registration(3)).0, 200);
+}
+
+#[test]
+#[cfg_attr(not(has_etcd), ignore = "needs etcd: apt-get install etcd-server")]
+fn a_long_poll_over_etcd_is_answered_within_milliseconds_of_a_change_through_another_gateway() {
+    let etcd = EtcdCluster::start(host::LONG_POLL, 1);
+    let (watching, other) = (
+        gateway(&etcd.endpoints(), |_| {}),
+        gateway(&etcd.endpoints(), |_| {}),
+    );
+    other.register(1);
+    assert!(eventually(WAIT, || node_ids(&watching) == BTreeSet::from([1])));
+    let mut samples = Vec::new();
+    for id in 2..5 {
+        let response = agent()
+            .get(format!("{}/nodes", watching.url))
+            .call()
+            .unwrap();
+        let index: u64 = response.headers()["X-Gateway-Index"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let url = format!("{}/nodes?index={index}&wait=30s", watching.url);
+        let poll = std::thread::spawn(move || {
+            let mut response = agent().get(&url).call().unwrap();
+            let answered = Instant::now();
+            let status = response.status().as_u16();
+            let body = response.body_mut().read_to_string().unwrap();
+            (status, body, answered)
+        });
+        assert!(
+            eventually(WAIT, || watching.server.watchers_waiting() == 1),
+            "the long-poll was not parked"
+        );
+        let sent = Instant::now();
+        let (status, _) = other.post_json("/register", &registration(id));
+        assert_eq!(status, 200);
+        let (status, body, answered) = poll.join().unwrap();
+        // From the registration's request: etcd's transaction is in the figure.
+        let latency = answered.saturating_duration_since(sent);
+        println!("long-poll over etcd answered {latency:?} after the registration was sent");
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains(&format!("\"node_id\":{id}")), "{body}");
+        assert!(
+            latency < Duration::from_secs(1),
+            "answered after {latency:?}"
+        );
+        samples.push(latency);
+    }
+    samples.sort();
+    println!("long-poll latencies over etcd: {samples:?}");
 }

@@ -16,18 +16,25 @@
 //!   registration through it) and then not for `suspect_after`; a node that beats through
 //!   another gateway is never suspected here. `registry_version` is the etcd revision plus this
 //!   gateway's own suspicion changes: it only grows.
-//! - **Cut off from etcd**: writes answer 503 ([`StoreError::Unavailable`]), reads answer from
-//!   the copy, and `/health` and `/stats` say it is stale, until etcd answers again.
+//! - **Cut off from etcd, or a silent watch**: a write etcd does not take answers 503
+//!   ([`StoreError::Unavailable`]). A probe checks every second that the copy shows etcd's
+//!   revision (`etcd/fresh.rs`); a copy not shown current for 3 s is stale, and reads and writes
+//!   answer 503 (`/health`, `/stats` and `/metrics` still answer, and say why) until the watch,
+//!   started afresh, catches up. Before the registry is first read, reads and writes answer 503
+//!   too: never an empty registry that was not read.
+//! - **Long-polls**: the watch thread calls the change hook ([`EtcdStore::on_change`]) when what
+//!   it applied moved the registry version, so parked long-polls wake within milliseconds.
 //! - **Reads after writes**: a write waits until the copy shows its revision before it
 //!   answers, so its answer (and any read after it) includes it.
 
 mod copy;
+mod fresh;
 mod renew;
+mod watch;
 mod wire;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -41,7 +48,7 @@ use crate::server::registry::{
 use super::{Durability, Snapshot, Store, StoreError, Summary};
 use copy::{Bootstrap, Copy, Keys, Stored};
 use renew::Renewals;
-use wire::{Etcd, Kv, WatchLine};
+use wire::{Etcd, Kv};
 
 /// The prefix every key of the registry starts with.
 pub const PREFIX: &str = "/cluster-gateway/";
@@ -60,10 +67,22 @@ const RENEW_SLACK: Duration = Duration::from_secs(1);
 /// How long [`EtcdStore::open`] waits for the first read of the registry.
 const OPEN_WAIT: Duration = Duration::from_secs(5);
 
+/// What [`EtcdStore::on_change`] calls: the registry version after a change.
+pub type ChangeHook = Box<dyn Fn(u64) + Send + Sync>;
+
 /// The registry in etcd; see the module docs.
 #[derive(Debug)]
 pub struct EtcdStore {
     shared: Arc<Shared>,
+}
+
+/// A [`ChangeHook`] that can be debug-printed.
+struct HookBox(ChangeHook);
+
+impl std::fmt::Debug for HookBox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChangeHook")
+    }
 }
 
 #[derive(Debug)]
@@ -81,6 +100,16 @@ struct Shared {
     cut_off: Mutex<Option<(String, f64)>>,
     /// True while a thread probes etcd until it answers again.
     probing: AtomicBool,
+    /// Why the copy is stale, and since when (Unix seconds): set and cleared by the freshness
+    /// probe (`fresh.rs`); reads and writes are refused while it is set.
+    stale: Mutex<Option<(String, f64)>>,
+    /// While stale: the etcd revision the probe last saw ahead of the copy; the watch clears
+    /// the mark itself once the copy reaches it (`i64::MAX`: only the probe clears it).
+    caught_up_at: AtomicI64,
+    /// The watch thread that is current; an older one ends when it next wakes.
+    watch_generation: AtomicU64,
+    /// Told of every change of the registry version the copy makes, outside its lock.
+    hook: OnceLock<HookBox>,
     stopping: AtomicBool,
     /// When the store was opened (Unix seconds).
     opened: f64,
@@ -89,7 +118,7 @@ struct Shared {
 impl EtcdStore {
     /// A store over the etcd members at `endpoints`, keeping the registry under `prefix`. Waits
     /// a few seconds for the first read; if etcd does not answer, the store starts cut off
-    /// (writes 503, empty reads marked stale) and catches up when it does.
+    /// (reads and writes 503) and catches up when it does.
     pub fn open(
         endpoints: Vec<String>,
         prefix: &str,
@@ -108,18 +137,15 @@ impl EtcdStore {
             renewed: Condvar::new(),
             cut_off: Mutex::new(None),
             probing: AtomicBool::new(false),
+            stale: Mutex::new(None),
+            caught_up_at: AtomicI64::new(i64::MAX),
+            watch_generation: AtomicU64::new(0),
+            hook: OnceLock::new(),
             stopping: AtomicBool::new(false),
             opened: unix_now(),
         });
-        {
-            let shared = Arc::clone(&shared);
-            // Not joined: it may be blocked reading the watch stream, which ends when etcd
-            // sends something or after `WATCH_IDLE`; it then sees `stopping` and returns.
-            thread::Builder::new()
-                .name("gateway-etcd-watch".to_owned())
-                .spawn(move || shared.watch())
-                .expect("spawn the etcd watch thread");
-        }
+        shared.start_watch();
+        shared.start_probe();
         let deadline = Instant::now() + OPEN_WAIT;
         let mut copy = lock(&shared.copy);
         while !copy.loaded && Instant::now() < deadline {
@@ -140,16 +166,27 @@ impl EtcdStore {
         EtcdStore { shared }
     }
 
-    /// Why writes are refused, if they are (etcd cut off, or not read yet), and since when.
+    /// Calls `hook` with the new registry version whenever the copy's changes (from the watch,
+    /// a fresh read, or local suspicion), outside the copy's lock (once: a second call is
+    /// ignored).
+    pub fn on_change(self, hook: ChangeHook) -> EtcdStore {
+        let _ = self.shared.hook.set(HookBox(hook));
+        self
+    }
+
+    /// Why reads or writes are refused, if they are (etcd cut off, the copy stale, or not
+    /// read yet), and since when (Unix seconds).
     pub fn cut_off(&self) -> Option<(String, f64)> {
-        let cut_off = lock(&self.shared.cut_off).clone();
-        if cut_off.is_none() && !lock(&self.shared.copy).loaded {
+        if !lock(&self.shared.copy).loaded {
             return Some((
                 "the registry was not read from etcd yet".to_owned(),
                 self.shared.opened,
             ));
         }
-        cut_off
+        let stale = lock(&self.shared.stale)
+            .clone()
+            .map(|(why, since)| (format!("this gateway's copy is stale: {why}"), since));
+        stale.or_else(|| lock(&self.shared.cut_off).clone())
     }
 }
 
@@ -174,125 +211,28 @@ struct Basis {
 }
 
 impl Shared {
-    fn unavailable(self: &Arc<Self>, why: String) -> StoreError {
-        let mut cut_off = lock(&self.cut_off);
-        if cut_off.is_none() {
-            log::warn!("etcd cannot be used, writes are refused: {why}");
-            *cut_off = Some((why.clone(), unix_now()));
+    /// Whether the copy may be read and written from: loaded, and not stale.
+    fn usable(&self) -> Result<(), StoreError> {
+        if !lock(&self.copy).loaded {
+            return Err(StoreError::Unavailable(Arc::from(
+                "etcd: the registry was not read from etcd yet",
+            )));
         }
-        drop(cut_off);
-        self.probe();
-        StoreError::Unavailable(Arc::from(format!("etcd: {why}").as_str()))
-    }
-
-    fn answered(&self) {
-        let mut cut_off = lock(&self.cut_off);
-        if cut_off.take().is_some() {
-            log::warn!("etcd answers again; writes are accepted");
-        }
-    }
-
-    /// Starts a thread that reads the registry afresh until etcd answers (then the copy is
-    /// current and the gateway takes writes again), unless one runs already.
-    fn probe(self: &Arc<Self>) {
-        if self.probing.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let shared = Arc::clone(self);
-        let spawned = thread::Builder::new()
-            .name("gateway-etcd-probe".to_owned())
-            .spawn(move || {
-                while !shared.stopping.load(Ordering::Relaxed) {
-                    if shared.reload().is_ok() {
-                        break;
-                    }
-                    thread::sleep(Duration::from_millis(250));
-                }
-                shared.probing.store(false, Ordering::Release);
-            });
-        if spawned.is_err() {
-            self.probing.store(false, Ordering::Release);
-        }
-    }
-
-    /// Reads the whole registry and replaces the copy with it.
-    fn reload(self: &Arc<Self>) -> Result<i64, String> {
-        let (kvs, revision) = self.etcd.range_prefix(&self.keys.prefix)?;
-        let mut copy = lock(&self.copy);
-        copy.reload(&kvs, revision, Now::system());
-        drop(copy);
-        self.applied.notify_all();
-        self.answered();
-        Ok(revision)
-    }
-
-    /// The watch thread: reads the registry, then follows its changes from the next revision;
-    /// reads it afresh when the history it needs was compacted.
-    fn watch(self: Arc<Self>) {
-        let mut fresh = true;
-        while !self.stopping.load(Ordering::Relaxed) {
-            if fresh {
-                if let Err(e) = self.reload() {
-                    log::debug!("reading the registry from etcd: {e}");
-                    let _ = self.unavailable(e);
-                    thread::sleep(Duration::from_millis(250));
-                    continue;
-                }
-                fresh = false;
-            }
-            let from = lock(&self.copy).revision + 1;
-            let mut stream = match self.etcd.watch(&self.keys.prefix, from) {
-                Ok(stream) => stream,
-                Err(e) => {
-                    log::debug!("watching etcd: {e}");
-                    thread::sleep(Duration::from_millis(250));
-                    continue;
-                }
-            };
-            while !self.stopping.load(Ordering::Relaxed) {
-                match wire::next_line(&mut stream) {
-                    Ok(WatchLine::Events(changes, revision)) => {
-                        lock(&self.copy).apply(&changes, revision, Now::system());
-                        self.applied.notify_all();
-                    }
-                    Ok(WatchLine::Progress(_)) => {}
-                    Ok(WatchLine::Compacted(at)) => {
-                        log::info!("etcd compacted the history to revision {at}; reading afresh");
-                        fresh = true;
-                        break;
-                    }
-                    Ok(WatchLine::Ended(why)) | Err(why) => {
-                        log::debug!("etcd watch: {why}");
-                        break;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Waits until the copy shows `revision`; reads afresh if the watch is late.
-    fn wait_applied(self: &Arc<Self>, revision: i64) {
-        let deadline = Instant::now() + APPLY_WAIT;
-        let mut copy = lock(&self.copy);
-        while copy.revision < revision {
-            let now = Instant::now();
-            if now >= deadline {
-                drop(copy);
-                if let Err(e) = self.reload() {
-                    log::warn!("the watch is behind and etcd cannot be read: {e}");
-                }
-                return;
-            }
-            copy = self
-                .applied
-                .wait_timeout(copy, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+        match &*lock(&self.stale) {
+            Some((why, since)) => Err(StoreError::Unavailable(Arc::from(
+                format!(
+                    "etcd: this gateway's copy of the registry is stale since {}: {why}",
+                    fresh::iso8601(*since)
+                )
+                .as_str(),
+            ))),
+            None => Ok(()),
         }
     }
 
     /// What a write about `node_id` rests on, from the copy.
     fn basis(self: &Arc<Self>, node_id: NodeId) -> Result<Basis, StoreError> {
+        self.usable()?;
         let copy = lock(&self.copy);
         if !copy.loaded {
             drop(copy);
@@ -532,14 +472,19 @@ impl Shared {
         let (registered, revision, _) = outcome?;
         self.wait_applied(revision);
         let mut copy = lock(&self.copy);
+        let before = copy.version();
         copy.heard(node_id, now);
         if registered.created {
             copy.counts.joins_total += 1;
         }
+        let after = copy.version();
+        drop(copy);
+        self.changed(before, after);
         Ok(registered)
     }
 
     fn heartbeat(self: &Arc<Self>, node_id: NodeId, now: Now) -> Result<Option<u64>, StoreError> {
+        self.usable()?;
         let connected = lock(&self.cut_off).is_none();
         let (lease, age) = {
             let copy = lock(&self.copy);
@@ -575,11 +520,15 @@ impl Shared {
             }
         }
         let mut copy = lock(&self.copy);
+        let before = copy.version();
         if !copy.heard(node_id, now) {
             return Ok(None);
         }
         copy.counts.heartbeats_total += 1;
-        Ok(Some(copy.version()))
+        let after = copy.version();
+        drop(copy);
+        self.changed(before, after);
+        Ok(Some(after))
     }
 
     fn remove(self: &Arc<Self>, node_id: NodeId) -> Result<bool, StoreError> {
@@ -717,7 +666,16 @@ impl Store for EtcdStore {
     }
 
     fn sweep(&self, now: Now) {
-        lock(&self.shared.copy).sweep(now);
+        let mut copy = lock(&self.shared.copy);
+        let before = copy.version();
+        copy.sweep(now);
+        let after = copy.version();
+        drop(copy);
+        self.shared.changed(before, after);
+    }
+
+    fn readable(&self) -> Result<(), StoreError> {
+        self.shared.usable()
     }
 
     fn versions(&self) -> (u64, u64) {
@@ -748,10 +706,16 @@ impl Store for EtcdStore {
     fn durability(&self) -> Durability {
         Durability {
             failed: self.cut_off().map(|(why, since)| {
+                let refused = if self.shared.usable().is_err() {
+                    "reads and writes are refused"
+                } else {
+                    "writes are refused; reads answer from this gateway's copy, which the \
+                     freshness probe still shows current"
+                };
                 format!(
-                    "etcd at {} cannot be used since {since:.0} (Unix time): {why}; writes are \
-                     refused, reads answer from this gateway's copy, which may be stale",
-                    self.shared.etcd.endpoints()
+                    "etcd at {} cannot be used since {}: {why}; {refused}",
+                    self.shared.etcd.endpoints(),
+                    fresh::iso8601(since)
                 )
             }),
             ..Durability::default()

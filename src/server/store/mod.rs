@@ -98,6 +98,12 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Where the registry is kept, for `/stats`.
     fn durability(&self) -> Durability;
+
+    /// Whether reads may be answered: `Err` (a 503) while what the store shows cannot be
+    /// trusted to be the registry (over etcd: not read yet, or a copy that fell behind).
+    fn readable(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// A change applied, perhaps not yet durable (see [`Store::register_pending`]).
@@ -157,7 +163,8 @@ pub struct Durability {
 pub enum StoreError {
     /// The request itself cannot be applied (a 4xx, or 503 when the registry is full).
     Registry(RegistryError),
-    /// The store cannot take writes now (a 503): the data directory cannot be written.
+    /// The store cannot serve now (a 503): the data directory cannot be written, or etcd
+    /// cannot be used (cut off, not read yet, or this gateway's copy of it is stale).
     Unavailable(Arc<str>),
 }
 
@@ -165,7 +172,7 @@ impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreError::Registry(e) => e.fmt(f),
-            StoreError::Unavailable(why) => write!(f, "Registry unavailable for writes: {why}"),
+            StoreError::Unavailable(why) => write!(f, "Registry unavailable: {why}"),
         }
     }
 }

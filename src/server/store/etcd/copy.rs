@@ -159,6 +159,9 @@ pub struct Copy {
     pub revision: i64,
     /// True once loaded from etcd.
     pub loaded: bool,
+    /// How many keys are under the prefix at `revision` (the freshness probe compares it with
+    /// etcd's count to notice deletions the watch has not shown).
+    pub held: i64,
     /// Every node.
     pub nodes: HashMap<NodeId, Entry>,
     /// The leader's id and the revision of its key.
@@ -184,6 +187,7 @@ impl Copy {
             liveness,
             revision: 0,
             loaded: false,
+            held: 0,
             nodes: HashMap::new(),
             leader: None,
             bootstrap: Bootstrap::of(None),
@@ -269,6 +273,7 @@ impl Copy {
         self.bootstrap = Bootstrap::of(bootstrap);
         self.revision = revision;
         self.loaded = true;
+        self.held = kvs.len() as i64;
         self.touches += 1;
     }
 
@@ -282,6 +287,11 @@ impl Copy {
             };
             if kv.mod_revision <= self.revision {
                 continue;
+            }
+            if deleted {
+                self.held -= 1;
+            } else if kv.create_revision == kv.mod_revision {
+                self.held += 1;
             }
             if let Some(id) = self.keys.node_id(&kv.key) {
                 if deleted {
@@ -482,6 +492,11 @@ mod tests {
         );
         assert_eq!(copy.nodes[&1].record.info.port, 6001);
         assert_eq!((copy.version(), copy.leader_id()), (7, None));
+        // The keys held follow: two loaded, an update is no new key, a deletion one fewer, a
+        // creation one more (what the freshness probe compares with etcd's count).
+        assert_eq!(copy.held, 1);
+        copy.apply(&[Change::Put(node(2, 8, 8, 5002))], 8, now);
+        assert_eq!(copy.held, 2);
     }
 
     #[test]

@@ -22,9 +22,13 @@ use serde_json::{Value, json};
 /// has a deadline of its own.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// How long a watch stream may stay silent before it is re-established (a member that vanished
-/// without closing the connection is noticed then).
-pub const WATCH_IDLE: Duration = Duration::from_secs(300);
+/// How long a watch stream may stay silent before it is re-established. A silent watch over a
+/// busy registry is noticed far sooner by the freshness probe (`fresh.rs`), which starts a new
+/// watch; this bounds how long the abandoned one's thread stays blocked reading.
+pub const WATCH_IDLE: Duration = Duration::from_secs(60);
+
+/// How long the freshness probe's read may take: it runs every second.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Lease renewals in one keepalive POST: each is at most 28 bytes (`{"ID":<19 digits>}` and a
 /// newline), and etcd reads the first 512 bytes of the body (see [`Etcd::keepalive`]).
@@ -38,6 +42,8 @@ pub struct Etcd {
     current: AtomicUsize,
     agent: ureq::Agent,
     streams: ureq::Agent,
+    /// The freshness probe's agent: a short deadline.
+    probes: ureq::Agent,
 }
 
 /// A key and value as etcd keeps them.
@@ -94,11 +100,18 @@ impl Etcd {
             .proxy(None)
             .build()
             .into();
+        let probes = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(PROBE_TIMEOUT))
+            .proxy(None)
+            .build()
+            .into();
         Etcd {
             endpoints,
             current: AtomicUsize::new(0),
             agent,
             streams,
+            probes,
         }
     }
 
@@ -111,7 +124,12 @@ impl Etcd {
     /// skipped for the next one (the request was not sent); any other failure is returned, since
     /// a write that timed out may yet be applied and must not be sent twice.
     pub fn call(&self, path: &str, body: &Value) -> Result<Value, String> {
-        let (url, mut response) = self.send(path, &body.to_string())?;
+        self.call_with(&self.agent, path, body)
+    }
+
+    /// [`Etcd::call`] through `agent`.
+    fn call_with(&self, agent: &ureq::Agent, path: &str, body: &Value) -> Result<Value, String> {
+        let (url, mut response) = self.send_with(agent, path, &body.to_string())?;
         let status = response.status().as_u16();
         let answer = response
             .body_mut()
@@ -136,17 +154,22 @@ impl Etcd {
         path: &str,
         body: &str,
     ) -> Result<(String, ureq::http::Response<ureq::Body>), String> {
+        self.send_with(&self.agent, path, body)
+    }
+
+    /// [`Etcd::send`] through `agent`.
+    fn send_with(
+        &self,
+        agent: &ureq::Agent,
+        path: &str,
+        body: &str,
+    ) -> Result<(String, ureq::http::Response<ureq::Body>), String> {
         let start = self.current.load(Ordering::Relaxed);
         let mut last = String::new();
         for i in 0..self.endpoints.len() {
             let at = (start + i) % self.endpoints.len();
             let url = format!("{}{path}", self.endpoints[at]);
-            match self
-                .agent
-                .post(&url)
-                .content_type("application/json")
-                .send(body)
-            {
+            match agent.post(&url).content_type("application/json").send(body) {
                 Ok(response) => {
                     self.current.store(at, Ordering::Relaxed);
                     return Ok((url, response));
@@ -174,6 +197,40 @@ impl Etcd {
             .transpose()?
             .unwrap_or_default();
         Ok((kvs, revision(&answer)))
+    }
+
+    /// How many keys are under `prefix`, and etcd's revision: the freshness probe's cheap
+    /// read (linearizable, so a member cut off from its quorum does not answer it), with a
+    /// deadline of [`PROBE_TIMEOUT`].
+    pub fn count_prefix(&self, prefix: &[u8]) -> Result<(i64, i64), String> {
+        let answer = self.call_with(
+            &self.probes,
+            "/v3/kv/range",
+            &json!({"key": b64(prefix), "range_end": b64(&prefix_end(prefix)), "count_only": true}),
+        )?;
+        Ok((int(&answer["count"]).unwrap_or(0), revision(&answer)))
+    }
+
+    /// The keys under `prefix` changed at or after revision `from` (keys only), how many keys
+    /// are under it, and etcd's revision. Costs etcd a pass over the keys: the probe asks it
+    /// only when etcd's revision is past the copy's, which writes outside the prefix also do.
+    pub fn changed_since(&self, prefix: &[u8], from: i64) -> Result<(Vec<Kv>, i64, i64), String> {
+        let answer = self.call_with(
+            &self.probes,
+            "/v3/kv/range",
+            &json!({
+                "key": b64(prefix),
+                "range_end": b64(&prefix_end(prefix)),
+                "keys_only": true,
+                "min_mod_revision": from.to_string(),
+            }),
+        )?;
+        let kvs = answer["kvs"]
+            .as_array()
+            .map(|kvs| kvs.iter().map(kv).collect::<Result<_, _>>())
+            .transpose()?
+            .unwrap_or_default();
+        Ok((kvs, int(&answer["count"]).unwrap_or(0), revision(&answer)))
     }
 
     /// Grants a lease of `ttl` seconds; its id.
