@@ -53,6 +53,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let limits = (config.max_nodes, config.max_watchers);
     let server = match GatewayServer::new(config).start() {
         Ok(server) => server,
         Err(e) => {
@@ -60,6 +61,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    server.gateway().metrics().set_limits(limits.0, limits.1);
     // Whatever the log level: operators and scripts need the address (and the port, for 0).
     logger::always(&format!(
         "cluster gateway {} listening on http://{}",

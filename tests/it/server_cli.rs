@@ -86,6 +86,11 @@ impl Process {
         serde_json::from_str(&answer.body_mut().read_to_string().unwrap()).unwrap()
     }
 
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL, and the exit collected.
     pub(crate) fn kill_9(&mut self) {
         self.child.kill().unwrap();
