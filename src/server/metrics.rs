@@ -528,7 +528,10 @@ mod tests {
         metrics.set_limits(123, 45);
         let text = metrics.render(&Gauges::default());
         assert!(text.contains("\ncluster_gateway_max_nodes 123\n"), "{text}");
-        assert!(text.contains("\ncluster_gateway_max_watchers 45\n"), "{text}");
+        assert!(
+            text.contains("\ncluster_gateway_max_watchers 45\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -484,7 +484,10 @@ fn a_long_poll_passes_through_the_front_and_gets_its_200() {
     let took = started.elapsed();
     assert_eq!(status(&answer), 200, "{answer}");
     assert!(answer.contains("\"node_id\":1,"), "{answer}");
-    assert!(took >= Duration::from_millis(2900), "answered after {took:?}: no wait");
+    assert!(
+        took >= Duration::from_millis(2900),
+        "answered after {took:?}: no wait"
+    );
 }
 
 #[test]

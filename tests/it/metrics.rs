@@ -111,7 +111,14 @@ fn gateway_server_exports_its_process_and_its_limits() {
         panic!("promtool is not installed (apt-get install prometheus)");
     };
     let server = crate::server_cli::Process::start(
-        &["--max-nodes", "1234", "--max-watchers", "56", "--workers", "3"],
+        &[
+            "--max-nodes",
+            "1234",
+            "--max-watchers",
+            "56",
+            "--workers",
+            "3",
+        ],
         &[],
     );
     let scrape = || {
@@ -129,14 +136,24 @@ fn gateway_server_exports_its_process_and_its_limits() {
     assert_eq!(value("cluster_gateway_max_watchers"), 56.0);
     // The process as /proc shows it from outside.
     let pid = server.pid();
-    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().count() as f64;
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count() as f64;
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .count() as f64;
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count() as f64;
     // Three workers at least; within a few of what the test counted (threads come and go
     // with connections).
     assert!(value("process_threads") >= 4.0, "{text}");
-    assert!((value("process_threads") - threads).abs() <= 4.0, "{threads}: {text}");
+    assert!(
+        (value("process_threads") - threads).abs() <= 4.0,
+        "{threads}: {text}"
+    );
     assert!(value("process_open_fds") >= 3.0, "{text}");
-    assert!((value("process_open_fds") - fds).abs() <= 4.0, "{fds}: {text}");
+    assert!(
+        (value("process_open_fds") - fds).abs() <= 4.0,
+        "{fds}: {text}"
+    );
     // gateway-server raises its soft limit to the hard one.
     assert!(value("process_max_fds") >= 1024.0, "{text}");
     let resident = value("process_resident_memory_bytes");

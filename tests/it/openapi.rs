@@ -374,7 +374,8 @@ fn every_operation_states_the_security_the_server_applies() {
                 json!([])
             };
             assert_eq!(
-                security, &expected,
+                security,
+                &expected,
                 "{method} {path}: the server answers {} without a token",
                 answer.status()
             );
