@@ -1,14 +1,14 @@
 //! `gateway-server`: runs the discovery gateway until SIGINT or SIGTERM.
 //!
 //! SIGHUP re-reads the token file (a bad file keeps the tokens in use) and SIGUSR1/SIGUSR2 log
-//! the counters:
-//! none of them stops the server. SIGTERM and SIGINT stop it within
+//! the counters, in words: none of them stops the server. SIGTERM and SIGINT stop it within
 //! `cluster_gateway::server::SHUTDOWN_GRACE` (5 s) whatever clients do. The process exits 1
 //! only when the listening socket is gone and cannot be brought back.
 
 use std::process::ExitCode;
 use std::sync::mpsc;
 
+use cluster_gateway::server::RunningServer;
 use cluster_gateway::server::auth;
 use cluster_gateway::server::config::{ServerArgs, ServerConfig};
 use cluster_gateway::{GatewayServer, logger};
@@ -34,7 +34,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    logger::init(config.log_level);
+    logger::init_with(config.log_level, config.log_format);
     for setting in &config.not_applied {
         log::warn!("{setting}");
     }
@@ -99,7 +99,7 @@ fn main() -> ExitCode {
                 server.reload();
             }
             Ok(Event::Signal(signal @ (SIGUSR1 | SIGUSR2))) => {
-                log::info!("received signal {signal}: {:?}", server.counters());
+                log::info!("received signal {signal}: {}", counters_in_words(&server));
             }
             Ok(Event::Signal(signal)) => {
                 log::info!("received signal {signal}, stopping");
@@ -113,4 +113,25 @@ fn main() -> ExitCode {
             Err(_) => return ExitCode::FAILURE,
         }
     }
+}
+
+/// The counters as a sentence, for SIGUSR1 and SIGUSR2.
+fn counters_in_words(server: &RunningServer) -> String {
+    let metrics = server.gateway().metrics();
+    let c = server.counters();
+    format!(
+        "counters: {} requests answered ({} refused with 4xx, {} failed with 5xx), {} slow \
+         answers (over 1 s), {} answers cut short, {} framing errors, {} bodies timed out, {} \
+         accept-loop restarts; now {} long-polls waiting and {} bodies being read",
+        metrics.answers_with_status(0..=599),
+        metrics.answers_with_status(400..=499),
+        metrics.answers_with_status(500..=599),
+        c.slow_answers,
+        c.answers_cut_short,
+        c.framing_errors,
+        c.bodies_timed_out,
+        c.accept_restarts,
+        server.watchers_waiting(),
+        server.bodies_being_read(),
+    )
 }
