@@ -4,7 +4,11 @@
 //! the counters, in words: none of them stops the server. SIGTERM and SIGINT stop it within
 //! `cluster_gateway::server::SHUTDOWN_GRACE` (5 s) whatever clients do. The process exits 1
 //! only when the listening socket is gone and cannot be brought back.
+//!
+//! Under systemd with `Type=notify` (`NOTIFY_SOCKET` set), it sends `READY=1` once it listens
+//! and `STOPPING=1` when it starts to stop (sd_notify(3)), with nothing but std.
 
+use std::os::unix::net::UnixDatagram;
 use std::process::ExitCode;
 use std::sync::mpsc;
 
@@ -68,6 +72,8 @@ fn main() -> ExitCode {
         cluster_gateway::VERSION,
         server.local_addr()
     ));
+    // After the address is logged, so whoever waits for readiness can also read the port.
+    notify_systemd("READY=1");
     if let Some(warning) = auth::open_gateway_warning(server.local_addr(), server.gateway().auth())
     {
         log::warn!("{warning}");
@@ -103,6 +109,7 @@ fn main() -> ExitCode {
             }
             Ok(Event::Signal(signal)) => {
                 log::info!("received signal {signal}, stopping");
+                notify_systemd("STOPPING=1");
                 server.stop();
                 return ExitCode::SUCCESS;
             }
@@ -134,4 +141,31 @@ fn counters_in_words(server: &RunningServer) -> String {
         server.watchers_waiting(),
         server.bodies_being_read(),
     )
+}
+
+/// Sends `state` to systemd's notification socket (sd_notify(3)), if `NOTIFY_SOCKET` names
+/// one: a path, or an abstract socket written with a leading `@`. Outside systemd it does
+/// nothing; a failure is logged and otherwise ignored (systemd then times the start out).
+fn notify_systemd(state: &str) {
+    let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let sent = UnixDatagram::unbound().and_then(|sender| {
+        let socket = socket.to_string_lossy();
+        match socket.strip_prefix('@') {
+            #[cfg(target_os = "linux")]
+            Some(name) => {
+                use std::os::linux::net::SocketAddrExt;
+                let address = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+                sender.send_to_addr(state.as_bytes(), &address)
+            }
+            #[cfg(not(target_os = "linux"))]
+            Some(_) => Err(std::io::Error::other("abstract sockets are Linux's")),
+            None => sender.send_to(state.as_bytes(), &*socket),
+        }
+    });
+    match sent {
+        Ok(_) => log::debug!("told systemd {state}"),
+        Err(e) => log::warn!("could not tell systemd {state} through NOTIFY_SOCKET: {e}"),
+    }
 }
