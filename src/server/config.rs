@@ -10,6 +10,7 @@ use log::LevelFilter;
 use serde_json::{Map, Value};
 
 use crate::files::read_small_text;
+use crate::logger::LogFormat;
 use crate::server::auth::{Secret, TokenSource};
 use crate::server::registry::Liveness;
 
@@ -37,6 +38,8 @@ pub struct ServerConfig {
     pub liveness: Liveness,
     /// How much to log.
     pub log_level: LevelFilter,
+    /// How log lines are laid out: text (the default) or JSON.
+    pub log_format: LogFormat,
     /// Where the registry is kept across restarts; `None`: in memory only.
     pub data_dir: Option<PathBuf>,
     /// Most nodes the registry holds; a new node past it is refused.
@@ -85,6 +88,7 @@ impl Default for ServerConfig {
             cleanup_interval: None,
             liveness: Liveness::default(),
             log_level: LevelFilter::Info,
+            log_format: LogFormat::Text,
             data_dir: None,
             max_nodes: 200_000,
             store: StoreKind::Memory,
@@ -105,9 +109,9 @@ impl Default for ServerConfig {
     note = "A flag beats its variable, which beats --config's file, which beats the default. \
             Seconds are from 0.01 to 1e9. The original's keys load too, in the file and as \
             variables: cleanup_interval, request_timeout (GATEWAY_CLEANUP_INTERVAL, \
-            GATEWAY_REQUEST_TIMEOUT); max_connections and log_format \
-            (GATEWAY_MAX_CONNECTIONS, GATEWAY_LOG_FORMAT) are checked and not applied, with a \
-            WARNING at start. SIGINT and SIGTERM stop the server (exit 0).",
+            GATEWAY_REQUEST_TIMEOUT); max_connections (GATEWAY_MAX_CONNECTIONS), and a log_format \
+            that is a Python logging format, are checked and not applied, with a WARNING at \
+            start. SIGINT and SIGTERM stop the server (exit 0).",
     error_code(
         1,
         "the server cannot start (it cannot listen, or use its token file, data directory \
@@ -153,6 +157,10 @@ pub struct ServerArgs {
     /// DEBUG, INFO, WARNING, ERROR or CRITICAL (default INFO; env GATEWAY_LOG_LEVEL)
     #[argh(option)]
     pub log_level: Option<String>,
+    /// text (default) or json: one JSON object a line with ts, level, target and msg (env
+    /// GATEWAY_LOG_FORMAT)
+    #[argh(option)]
+    pub log_format: Option<String>,
     /// directory that keeps the registry across restarts (default: none, in memory; env
     /// GATEWAY_DATA_DIR)
     #[argh(option)]
@@ -193,8 +201,9 @@ pub struct ServerArgs {
 ///
 /// Four come from the original's configuration (`gateway_config.py`): `cleanup_interval` is the
 /// sweep period (a flag of its own), `request_timeout` is `body_timeout` under the original's
-/// name, and `max_connections` and `log_format` are checked as the original parsed them,
-/// then not applied (see [`NOT_APPLIED`]).
+/// name, `max_connections` is checked as the original parsed it, then not applied (see
+/// [`NOT_APPLIED`]), and `log_format` is `text` or `json`, or the original's Python logging
+/// format, accepted and not applied.
 const KEYS: [&str; 21] = [
     "host",
     "port",
@@ -230,8 +239,9 @@ const NOT_APPLIED: [(&str, &str); 2] = [
     ),
     (
         "log_format",
-        "the gateway writes its own line, `<UTC time> <LEVEL> <target>: <message>`: the \
-         fields of the original's default format, in a fixed layout",
+        "a Python logging format: the gateway writes its own line, `<UTC time> <LEVEL> \
+         <target>: <message>` (the fields of the original's default format, in a fixed \
+         layout), or a JSON object a line with log_format json",
     ),
 ];
 
@@ -319,6 +329,7 @@ impl ServerConfig {
             ("max_body_bytes", &args.max_body_bytes),
             ("body_timeout", &args.body_timeout),
             ("log_level", &args.log_level),
+            ("log_format", &args.log_format),
             ("data_dir", &args.data_dir),
             ("max_nodes", &args.max_nodes),
             ("store", &args.store),
@@ -358,6 +369,8 @@ impl ServerConfig {
 
         let mut config = ServerConfig::default();
         let mut suspect_after = None;
+        // Where the original's Python logging format came from, while it is the value in force.
+        let mut python_log_format = None;
         // Later layers win.
         for (key, source, value) in file.iter().chain(&environment).chain(&flags) {
             let invalid = |reason: String| ConfigError::Invalid {
@@ -409,8 +422,23 @@ impl ServerConfig {
                 "max_connections" => {
                     parse_int(value, 1, u64::from(u32::MAX)).map_err(invalid)?;
                 }
-                // Any text is a Python logging format (the original applied no check).
-                "log_format" => {}
+                "log_format" => match LogFormat::parse(value) {
+                    Some(format) => {
+                        config.log_format = format;
+                        python_log_format = None;
+                    }
+                    // The original applied no check to its format: `%(message)s` and the like.
+                    None if value.contains("%(") => {
+                        config.log_format = LogFormat::Text;
+                        python_log_format = Some(source.clone());
+                    }
+                    None => {
+                        return Err(invalid(format!(
+                            "expected text or json (or the original's Python logging format, \
+                             such as %(message)s, which is not applied), got {value:?}"
+                        )));
+                    }
+                },
                 _ => unreachable!("only known keys reach here"),
             }
         }
@@ -418,6 +446,15 @@ impl ServerConfig {
         config.not_applied = NOT_APPLIED
             .iter()
             .filter_map(|&(key, why)| {
+                if key == "log_format" {
+                    let source = python_log_format.as_ref()?;
+                    let source = if source.starts_with("GATEWAY_") {
+                        format!("{key} ({source})")
+                    } else {
+                        source.clone()
+                    };
+                    return Some(format!("{source} is accepted and not applied: {why}"));
+                }
                 let given = |layer: &Layer| layer.iter().rfind(|(k, ..)| *k == key).cloned();
                 let source = match given(&environment) {
                     Some((_, name, _)) => format!("{key} ({name})"),
@@ -453,7 +490,7 @@ impl ServerConfig {
         format!(
             "listen {}, heartbeat_interval {}s, cleanup_interval {}s, suspect_after {}s, \
              node_timeout {}s, store {store}, max_nodes {}, workers {}, max_body_bytes {}, \
-             body_timeout {}s, max_watchers {}, tokens {tokens}{}, access log {}, log_level {}",
+             body_timeout {}s, max_watchers {}, tokens {tokens}{}, access log {}, log_level {}, log_format {}",
             self.bind_address(),
             self.heartbeat_interval.as_secs_f64(),
             self.sweep_interval().as_secs_f64(),
@@ -473,6 +510,10 @@ impl ServerConfig {
             match self.log_level {
                 LevelFilter::Warn => "WARNING".to_owned(),
                 level => level.to_string(),
+            },
+            match self.log_format {
+                LogFormat::Json => "json",
+                _ => "text",
             },
         )
     }

@@ -2,14 +2,20 @@
 //!
 //! Every counter is an atomic bumped where the thing happens (no lock per request); gauges
 //! that the registry already knows (nodes by status, version, leader) are read when scraped.
-//! Names are prefixed `cluster_gateway_`.
+//! Names are prefixed `cluster_gateway_`, except the `process_*` families, which are named
+//! as every Prometheus client library names them (so the usual dashboards and alerts apply).
 
 use std::fmt::Write;
-use std::sync::Arc;
+use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::server::registry::Event;
+
+mod process;
+
+pub use process::Process;
 
 /// `Content-Type` of the exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
@@ -67,6 +73,8 @@ pub struct Metrics {
     pub bodies_being_read: AtomicUsize,
     /// Unix time the gateway started.
     start_time: f64,
+    /// The configured limits, once the program running the gateway has said them.
+    limits: OnceLock<(usize, usize)>,
 }
 
 #[derive(Debug)]
@@ -126,6 +134,7 @@ impl Metrics {
             watchers_waiting: Arc::new(AtomicUsize::new(0)),
             bodies_being_read: AtomicUsize::new(0),
             start_time: crate::server::registry::unix_now(),
+            limits: OnceLock::new(),
         }
     }
 
@@ -144,6 +153,24 @@ impl Metrics {
         let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         histogram.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
         bump(&histogram.count);
+    }
+
+    /// Exports the configured `--max-nodes` and `--max-watchers` as gauges, so an alert can
+    /// compare the nodes and long-polls with the most the gateway takes. Only the first call
+    /// counts; `gateway-server` makes it at start.
+    pub fn set_limits(&self, max_nodes: usize, max_watchers: usize) {
+        let _ = self.limits.set((max_nodes, max_watchers));
+    }
+
+    /// Answers given with a status in `statuses` so far, on every route.
+    pub fn answers_with_status(&self, statuses: RangeInclusive<u16>) -> u64 {
+        let statuses = usize::from(*statuses.start())..=usize::from(*statuses.end());
+        self.requests
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| statuses.contains(&(i % STATUSES)))
+            .map(|(_, c)| c.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// A registration: a new node or an update; `bootstrap` if it bootstrapped the cluster.
@@ -186,7 +213,7 @@ impl Metrics {
             let _ = writeln!(out, "# HELP cluster_gateway_{name} {help}");
             let _ = writeln!(out, "# TYPE cluster_gateway_{name} {kind}");
             for (labels, value) in samples {
-                let _ = writeln!(out, "cluster_gateway_{name}{labels} {value}");
+                let _ = writeln!(out, "cluster_gateway_{name}{labels} {}", number(*value));
             }
         };
         let one = |value: f64| vec![(String::new(), value)];
@@ -199,9 +226,25 @@ impl Metrics {
         family(
             "process_start_time_seconds",
             "gauge",
-            "Start time of the gateway since the Unix epoch, in seconds.",
+            "Start time of the gateway since the Unix epoch, in seconds (the process's is \
+             process_start_time_seconds).",
             &one(self.start_time),
         );
+        if let Some(&(max_nodes, max_watchers)) = self.limits.get() {
+            family(
+                "max_nodes",
+                "gauge",
+                "Most nodes the registry holds (--max-nodes); a new node past it gets 503.",
+                &one(max_nodes as f64),
+            );
+            family(
+                "max_watchers",
+                "gauge",
+                "Most long-polls waiting at once (--max-watchers); past it they are answered \
+                 at once.",
+                &one(max_watchers as f64),
+            );
+        }
         family(
             "nodes",
             "gauge",
@@ -232,9 +275,9 @@ impl Metrics {
                     .iter()
                     .enumerate()
                     .filter(|(_, c)| load(c) > 0)
-                    .map(move |(status, c)| {
+                    .map(move |(code, c)| {
                         (
-                            format!("{{route=\"{route}\",status=\"{status}\"}}"),
+                            format!("{{route=\"{route}\",code=\"{code}\"}}"),
                             load(c) as f64,
                         )
                     })
@@ -243,7 +286,7 @@ impl Metrics {
         family(
             "requests_total",
             "counter",
-            "Answers given, by route (path, or other) and status code.",
+            "Answers given, by route (path, or other) and status code (code).",
             &requests,
         );
         let mut durations = Vec::new();
@@ -365,7 +408,77 @@ impl Metrics {
                 &one(if failed { 1.0 } else { 0.0 }),
             );
         }
+        render_process(&mut out, &Process::read());
         out
+    }
+}
+
+/// The `process_*` families, named and described as Prometheus's client libraries do; a figure
+/// `/proc` did not give is left out rather than shown as 0.
+fn render_process(out: &mut String, process: &Process) {
+    let families = [
+        (
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            process.open_fds,
+        ),
+        (
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+            process.max_fds,
+        ),
+        (
+            "process_threads",
+            "gauge",
+            "Number of OS threads in the process.",
+            process.threads,
+        ),
+        (
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            process.resident_memory_bytes,
+        ),
+        (
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+            process.virtual_memory_bytes,
+        ),
+        (
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            process.cpu_seconds,
+        ),
+        (
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+            process.start_time_seconds,
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        if let Some(value) = value {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name} {}", number(value));
+        }
+    }
+}
+
+/// A sample value as the exposition format writes it (`+Inf`, not Rust's `inf`).
+fn number(value: f64) -> String {
+    if value == f64::INFINITY {
+        "+Inf".to_owned()
+    } else if value == f64::NEG_INFINITY {
+        "-Inf".to_owned()
+    } else if value.is_nan() {
+        "NaN".to_owned()
+    } else {
+        value.to_string()
     }
 }
 
@@ -399,10 +512,38 @@ mod tests {
             "cluster_gateway_request_duration_seconds_bucket{route=\"/health\",le=\"5\"} 2",
             "cluster_gateway_request_duration_seconds_bucket{route=\"/health\",le=\"+Inf\"} 3",
             "cluster_gateway_request_duration_seconds_count{route=\"/health\"} 3",
-            "cluster_gateway_requests_total{route=\"/health\",status=\"200\"} 2",
-            "cluster_gateway_requests_total{route=\"/health\",status=\"503\"} 1",
+            "cluster_gateway_requests_total{route=\"/health\",code=\"200\"} 2",
+            "cluster_gateway_requests_total{route=\"/health\",code=\"503\"} 1",
         ] {
             assert!(text.contains(line), "{line} not in\n{text}");
         }
+        assert_eq!(metrics.answers_with_status(200..=299), 2);
+        assert_eq!(metrics.answers_with_status(500..=599), 1);
+    }
+
+    #[test]
+    fn limits_are_shown_once_set() {
+        let metrics = Metrics::new();
+        assert!(!metrics.render(&Gauges::default()).contains("max_nodes"));
+        metrics.set_limits(123, 45);
+        let text = metrics.render(&Gauges::default());
+        assert!(text.contains("\ncluster_gateway_max_nodes 123\n"), "{text}");
+        assert!(
+            text.contains("\ncluster_gateway_max_watchers 45\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_unlimited_figure_is_written_as_prometheus_writes_it() {
+        let mut out = String::new();
+        render_process(
+            &mut out,
+            &Process {
+                max_fds: Some(f64::INFINITY),
+                ..Process::default()
+            },
+        );
+        assert!(out.ends_with("\nprocess_max_fds +Inf\n"), "{out}");
     }
 }

@@ -47,19 +47,31 @@ impl Front {
     /// nginx with the shipped configuration, proxying to `upstream`, over plain HTTP: the TLS
     /// lines are taken out.
     fn start(nginx: &str, upstream: &str) -> Front {
-        Front::start_with(nginx, upstream, None)
+        Front::start_with(nginx, upstream, None, &|site| site)
+    }
+
+    /// [`Front::start`] with the shipped configuration changed by `edit` first.
+    fn start_edited(nginx: &str, upstream: &str, edit: &dyn Fn(String) -> String) -> Front {
+        Front::start_with(nginx, upstream, None, edit)
     }
 
     /// nginx with the shipped configuration, TLS included, proxying to `upstream`.
     pub(crate) fn start_tls(nginx: &str, upstream: &str, tls: Tls<'_>) -> Front {
-        Front::start_with(nginx, upstream, Some(tls))
+        Front::start_with(nginx, upstream, Some(tls), &|site| site)
     }
 
-    fn start_with(nginx: &str, upstream: &str, tls: Option<Tls<'_>>) -> Front {
+    fn start_with(
+        nginx: &str,
+        upstream: &str,
+        tls: Option<Tls<'_>>,
+        edit: &dyn Fn(String) -> String,
+    ) -> Front {
+        static FRONTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
-            "gateway-front-{}-{}",
+            "gateway-front-{}-{}-{}",
             if tls.is_some() { "tls" } else { "plain" },
-            std::process::id()
+            std::process::id(),
+            FRONTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).unwrap();
         let port = std::net::TcpListener::bind((FRONT_HOST, 0))
@@ -77,7 +89,8 @@ impl Front {
                 && shipped.contains(certificate)
                 && shipped.contains(key)
         );
-        let site = shipped.replace("server 127.0.0.1:8080;", &format!("server {upstream};"));
+        let site = edit(shipped.to_owned())
+            .replace("server 127.0.0.1:8080;", &format!("server {upstream};"));
         let site = match tls {
             Some(tls) => site
                 .replace("listen 443 ssl;", &format!("listen {address} ssl;"))
@@ -367,4 +380,136 @@ fn the_recommended_front_stops_what_tiny_http_cannot() {
     );
     let mut buf = [0; 1];
     let _ = greedy.read(&mut buf);
+}
+
+/// The longest a long-poll is held: `wait` is cut to 5 minutes, plus up to a sixteenth of
+/// jitter (docs/http-api.md).
+const LONGEST_LONG_POLL: Duration = Duration::from_millis(300_000 + 300_000 / 16);
+
+/// The `proxy_read_timeout` the shipped front applies to `path`: the location nginx picks for
+/// it (an exact `=` location, else the first regular expression that matches, else the longest
+/// prefix), or the server's own. Understands the forms the file uses; anything else fails the
+/// test rather than being misread.
+fn shipped_read_timeout(path: &str) -> Duration {
+    let conf = include_str!("../../scripts/deploy/nginx.conf");
+    // (location pattern, its proxy_read_timeout); the server's own under the pattern "".
+    let mut blocks: Vec<(String, Option<Duration>)> = vec![(String::new(), None)];
+    let mut depth = 0;
+    let mut current = 0;
+    for line in conf.lines() {
+        let line = line.split('#').next().unwrap().trim();
+        if depth == 1 && line.starts_with("location ") {
+            let pattern = line
+                .trim_start_matches("location ")
+                .trim_end_matches('{')
+                .trim();
+            blocks.push((pattern.to_owned(), None));
+            current = blocks.len() - 1;
+        }
+        if let Some(value) = line.strip_prefix("proxy_read_timeout ") {
+            let value = value.trim_end_matches(';').trim();
+            let seconds: u64 = value
+                .strip_suffix('s')
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("proxy_read_timeout in seconds, got {value:?}"));
+            let at = if depth == 1 { 0 } else { current };
+            blocks[at].1 = Some(Duration::from_secs(seconds));
+        }
+        depth += line.matches('{').count();
+        depth -= line.matches('}').count();
+        if depth == 1 {
+            current = 0;
+        }
+    }
+    let matches = |pattern: &str| -> Option<(u8, usize)> {
+        if let Some(exact) = pattern.strip_prefix("= ") {
+            return (exact == path).then_some((0, 0));
+        }
+        if let Some(regex) = pattern.strip_prefix("~ ") {
+            // Only `^/(a|b)$` is understood.
+            let inner = regex
+                .strip_prefix("^/(")
+                .and_then(|r| r.strip_suffix(")$"))
+                .unwrap_or_else(|| panic!("a location regex this test understands: {regex}"));
+            let hit = inner.split('|').any(|name| path == format!("/{name}"));
+            return hit.then_some((1, 0));
+        }
+        path.starts_with(pattern)
+            .then_some((2, usize::MAX - pattern.len()))
+    };
+    let chosen = blocks[1..]
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (pattern, timeout))| matches(pattern).map(|rank| (rank, i, *timeout)))
+        .min_by_key(|(rank, i, _)| (*rank, *i))
+        .unwrap_or_else(|| panic!("no location of the front serves {path}"));
+    chosen.2.or(blocks[0].1).unwrap_or(Duration::from_secs(60))
+}
+
+#[test]
+fn the_shipped_front_waits_out_the_longest_long_poll() {
+    for path in ["/nodes", "/leader"] {
+        let timeout = shipped_read_timeout(path);
+        assert!(
+            timeout > LONGEST_LONG_POLL,
+            "proxy_read_timeout for {path} is {timeout:?}: a long-poll may take {LONGEST_LONG_POLL:?}"
+        );
+    }
+    // The parser reads what it should: other routes keep the short timeout.
+    assert_eq!(shipped_read_timeout("/health"), Duration::from_secs(90));
+}
+
+#[test]
+#[cfg_attr(not(has_nginx), ignore = "needs nginx: apt-get install nginx")]
+fn a_long_poll_passes_through_the_front_and_gets_its_200() {
+    let Some(nginx) = nginx_binary() else {
+        panic!("nginx is not installed (apt-get install nginx)");
+    };
+    let gateway = Server::start();
+    let front = Front::start(&nginx, &gateway.address);
+    let ok = register(&front, 1);
+    assert_eq!(status(&ok), 200, "{ok}");
+    let nodes = front.send(b"GET /nodes HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let body = &nodes[nodes.find("\r\n\r\n").unwrap() + 4..];
+    let version = serde_json::from_str::<serde_json::Value>(body).unwrap()["registry_version"]
+        .as_u64()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let answer = front.send(
+        format!(
+            "GET /nodes?index={version}&wait=3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let took = started.elapsed();
+    assert_eq!(status(&answer), 200, "{answer}");
+    assert!(answer.contains("\"node_id\":1,"), "{answer}");
+    assert!(
+        took >= Duration::from_millis(2900),
+        "answered after {took:?}: no wait"
+    );
+}
+
+#[test]
+#[cfg_attr(not(has_nginx), ignore = "needs nginx: apt-get install nginx")]
+fn the_front_says_timed_out_for_a_gateway_that_does_not_answer_in_time() {
+    let Some(nginx) = nginx_binary() else {
+        panic!("nginx is not installed (apt-get install nginx)");
+    };
+    // A gateway that takes connections and never answers; a front that waits 1 s for it.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = silent.local_addr().unwrap().to_string();
+    let front = Front::start_edited(&nginx, &upstream, &|site| {
+        assert!(site.contains("proxy_read_timeout 90s;"));
+        site.replace("proxy_read_timeout 90s;", "proxy_read_timeout 1s;")
+    });
+    let answer = front.send(b"GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(status(&answer), 504, "{answer}");
+    assert!(answer.contains("timed out"), "{answer}");
+    assert!(answer.contains("\"status_code\":504"), "{answer}");
+    drop(silent);
+    // Nothing listens any more: 502, which says so.
+    let answer = front.send(b"GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(status(&answer), 502, "{answer}");
+    assert!(answer.contains("could not reach the gateway"), "{answer}");
 }

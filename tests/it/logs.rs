@@ -35,8 +35,14 @@ impl Logged {
 
     /// [`Logged::start`] with more flags.
     fn start_with(level: &str, host: &str, flags: &[&str]) -> Logged {
+        Logged::start_env(level, host, flags, &[])
+    }
+
+    /// [`Logged::start_with`] with environment variables too.
+    fn start_env(level: &str, host: &str, flags: &[&str], env: &[(&str, &str)]) -> Logged {
         let port = free_port(host);
         let mut child = Command::new(BIN)
+            .envs(env.iter().copied())
             .args(["--host", host, "--port", &port.to_string()])
             .args(["--log-level", level])
             .args(flags)
@@ -81,13 +87,17 @@ impl Logged {
         serde_json::from_str(&answer.body_mut().read_to_string().unwrap()).unwrap()
     }
 
-    /// Stops the server with SIGTERM and returns the rest of its log, to the end.
-    fn stop(mut self) -> Vec<String> {
+    fn signal(&self, name: &str) {
         let sent = Command::new("kill")
-            .args(["-s", "TERM", &self.child.id().to_string()])
+            .args(["-s", name, &self.child.id().to_string()])
             .status()
             .unwrap();
         assert!(sent.success());
+    }
+
+    /// Stops the server with SIGTERM and returns the rest of its log, to the end.
+    fn stop(mut self) -> Vec<String> {
+        self.signal("TERM");
         let mut rest = Vec::new();
         loop {
             match self.lines.recv_timeout(Duration::from_secs(20)) {
@@ -203,4 +213,129 @@ fn membership_changes_are_not_logged_at_warning() {
             "{unexpected:?} logged at WARNING: {log:#?}"
         );
     }
+}
+
+#[test]
+fn json_lines_are_one_object_each_with_time_level_target_and_message() {
+    let server = Logged::start_with("INFO", own_host::LOG_CHANGES, &["--log-format", "json"]);
+    server.post("/register", node(1));
+    let log = server.stop();
+    let objects: Vec<serde_json::Value> = log
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    for object in &objects {
+        let mut fields: Vec<&str> = object
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        fields.sort_unstable();
+        assert_eq!(fields, ["level", "msg", "target", "ts"], "{object}");
+        let ts = object["ts"].as_str().unwrap();
+        // ISO-8601 UTC with milliseconds: 2026-11-25T18:16:51.648Z.
+        assert_eq!(ts.len(), 24, "{ts}");
+        assert!(ts.ends_with('Z') && ts.as_bytes()[10] == b'T' && ts.as_bytes()[19] == b'.');
+    }
+    let find = |text: &str| {
+        objects
+            .iter()
+            .find(|o| o["msg"].as_str().unwrap().contains(text))
+            .unwrap_or_else(|| panic!("no {text:?} in {log:#?}"))
+    };
+    let joined = find("node 1 joined at 127.0.0.1:5001");
+    assert_eq!(joined["level"], "INFO");
+    let listening = find("listening on http://");
+    assert_eq!(listening["target"], "gateway_server");
+    assert!(
+        find("settings: ")["msg"]
+            .as_str()
+            .unwrap()
+            .contains("log_format json")
+    );
+}
+
+#[test]
+fn under_journald_each_line_starts_with_its_priority() {
+    // A setting of the original's that is not applied: one WARNING at start.
+    let server = Logged::start_env(
+        "DEBUG",
+        own_host::LOG_WARNING,
+        &[],
+        &[
+            ("JOURNAL_STREAM", "8:12345"),
+            ("GATEWAY_MAX_CONNECTIONS", "100"),
+        ],
+    );
+    server.post("/register", node(1));
+    let log = server.stop();
+    for line in &log {
+        let priority = &line[..3];
+        let level = line[3..].split_whitespace().nth(1).unwrap_or_default();
+        let expected = match level {
+            "ERROR" => "<3>",
+            "WARNING" => "<4>",
+            "INFO" => "<6>",
+            "DEBUG" | "TRACE" => "<7>",
+            _ => panic!("no level in {line:?}"),
+        };
+        assert_eq!(priority, expected, "{line}");
+    }
+    for priority in ["<4>", "<6>", "<7>"] {
+        assert!(
+            log.iter().any(|l| l.starts_with(priority)),
+            "no line at {priority}: {log:#?}"
+        );
+    }
+}
+
+#[test]
+fn without_journald_lines_have_no_priority() {
+    let server = Logged::start("INFO", own_host::LOG_ACCESS);
+    let log = server.stop();
+    assert!(!log.is_empty());
+    for line in &log {
+        assert!(line.as_bytes()[0].is_ascii_digit(), "{line}");
+    }
+}
+
+#[test]
+fn sigusr1_logs_the_counters_in_words() {
+    let server = Logged::start("INFO", own_host::LOG_INFO);
+    server.post("/register", node(1));
+    server.post("/register", json!({"node_id": "x"}));
+    server.signal("USR1");
+    let line = loop {
+        let line = server
+            .lines
+            .recv_timeout(Duration::from_secs(20))
+            .expect("a line after SIGUSR1");
+        if line.contains("received signal") {
+            break line;
+        }
+    };
+    let log = server.stop();
+    assert!(
+        line.contains(" INFO ") && line.contains("counters: "),
+        "{line}"
+    );
+    // The three requests: two registrations (one refused) and the health probe at start.
+    for words in [
+        "requests answered (1 refused with 4xx, 0 failed with 5xx)",
+        "0 slow answers",
+        "0 answers cut short",
+        "0 framing errors",
+        "0 bodies timed out",
+        "0 accept-loop restarts",
+        "0 long-polls waiting",
+        "0 bodies being read",
+    ] {
+        assert!(line.contains(words), "{words:?} not in {line}");
+    }
+    assert!(
+        !line.contains('{') && !line.contains("ServerCounters"),
+        "{line}"
+    );
+    assert!(log.iter().any(|l| l.contains("stopping")), "{log:#?}");
 }

@@ -65,6 +65,16 @@ fn promtool_accepts_the_metrics_of_a_live_gateway() {
     server.get("/nowhere");
     let (text, content_type) = scrape(&server);
     assert_eq!(content_type, "text/plain; version=0.0.4");
+    let said = promtool_check(promtool, &text);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(said.is_ok(), "promtool: {said:?}\n{text}");
+    assert!(text.contains("cluster_gateway_store_syncs_total"), "{text}");
+}
+
+/// What `promtool check metrics` says of `text`: `Err` with its words if it exits non-zero or
+/// prints anything (lint problems).
+fn promtool_check(promtool: &str, text: &str) -> Result<(), String> {
     let mut check = Command::new(promtool)
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -84,12 +94,88 @@ fn promtool_accepts_the_metrics_of_a_live_gateway() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
-    // promtool exits non-zero on a malformed exposition and prints lint problems.
-    assert!(output.status.success(), "promtool: {said}\n{text}");
-    assert!(said.trim().is_empty(), "promtool: {said}\n{text}");
-    assert!(text.contains("cluster_gateway_store_syncs_total"), "{text}");
+    if output.status.success() && said.trim().is_empty() {
+        Ok(())
+    } else {
+        Err(said)
+    }
+}
+
+#[test]
+#[cfg_attr(
+    not(has_promtool),
+    ignore = "needs promtool: apt-get install prometheus"
+)]
+fn gateway_server_exports_its_process_and_its_limits() {
+    let Some(promtool) = promtool() else {
+        panic!("promtool is not installed (apt-get install prometheus)");
+    };
+    let server = crate::server_cli::Process::start(
+        &[
+            "--max-nodes",
+            "1234",
+            "--max-watchers",
+            "56",
+            "--workers",
+            "3",
+        ],
+        &[],
+    );
+    let scrape = || {
+        agent()
+            .get(format!("{}/metrics", server.url))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap()
+    };
+    let text = scrape();
+    let value = |name: &str| sample(&text, name).unwrap_or_else(|| panic!("{name} in\n{text}"));
+    assert_eq!(value("cluster_gateway_max_nodes"), 1234.0);
+    assert_eq!(value("cluster_gateway_max_watchers"), 56.0);
+    // The process as /proc shows it from outside.
+    let pid = server.pid();
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .count() as f64;
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count() as f64;
+    // Three workers at least; within a few of what the test counted (threads come and go
+    // with connections).
+    assert!(value("process_threads") >= 4.0, "{text}");
+    assert!(
+        (value("process_threads") - threads).abs() <= 4.0,
+        "{threads}: {text}"
+    );
+    assert!(value("process_open_fds") >= 3.0, "{text}");
+    assert!(
+        (value("process_open_fds") - fds).abs() <= 4.0,
+        "{fds}: {text}"
+    );
+    // gateway-server raises its soft limit to the hard one.
+    assert!(value("process_max_fds") >= 1024.0, "{text}");
+    let resident = value("process_resident_memory_bytes");
+    assert!((100_000.0..2e9).contains(&resident), "{text}");
+    assert!(value("process_virtual_memory_bytes") >= resident, "{text}");
+    assert!(value("process_cpu_seconds_total") >= 0.0, "{text}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let started = value("process_start_time_seconds");
+    assert!(
+        started <= now + 1.0 && started > now - 120.0,
+        "started {started}, now {now}"
+    );
+    // Same start as the gateway's own figure, within a clock tick and the start-up.
+    assert!((started - value("cluster_gateway_process_start_time_seconds")).abs() < 5.0);
+    // CPU time only grows.
+    let cpu = value("process_cpu_seconds_total");
+    let later = scrape();
+    assert!(sample(&later, "process_cpu_seconds_total").unwrap() >= cpu);
+    assert_eq!(promtool_check(promtool, &later), Ok(()), "{later}");
 }
 
 #[test]
@@ -123,11 +209,11 @@ fn the_counters_follow_what_the_gateway_does() {
         2.0
     );
     assert_eq!(
-        value("cluster_gateway_requests_total{route=\"/register\",status=\"200\"}"),
+        value("cluster_gateway_requests_total{route=\"/register\",code=\"200\"}"),
         3.0
     );
     assert_eq!(
-        value("cluster_gateway_requests_total{route=\"/nodes\",status=\"400\"}"),
+        value("cluster_gateway_requests_total{route=\"/nodes\",code=\"400\"}"),
         1.0
     );
     assert_eq!(

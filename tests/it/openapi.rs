@@ -332,3 +332,58 @@ fn the_headers_and_query_parameters_are_documented() {
         assert!(headers("/register", "post", "200").contains(name), "{name}");
     }
 }
+
+/// Every operation states its `security`, and it is what the server does: an operation a
+/// gateway with tokens answers 401 without one has `[{"bearer": []}]` (the scheme the document
+/// defines), and one it answers without a token has `[]`. Driven by the route table, so a route
+/// added later is checked too.
+#[test]
+fn every_operation_states_the_security_the_server_applies() {
+    let doc = document();
+    assert!(
+        doc["components"]["securitySchemes"]["bearer"].is_object(),
+        "the scheme the operations name"
+    );
+    let server = TestServer::with(|config| {
+        config.tokens.inline = Some(cluster_gateway::server::auth::Secret::new(
+            "read:dashboard:r-0123456789abcdef\nwrite:ops:w-0123456789abcdef\n",
+        ));
+    });
+    let mut open = BTreeSet::new();
+    for (path, allow) in http::routes() {
+        for method in allow.split(", ") {
+            let operation = &doc["paths"][path][method.to_ascii_lowercase()];
+            let Some(security) = operation.get("security") else {
+                panic!("{method} {path} states no security");
+            };
+            // No token at all: the server's own answer says whether the route needs one.
+            let answer = agent()
+                .run(
+                    ureq::http::Request::builder()
+                        .method(method)
+                        .uri(format!("{}{path}", server.url))
+                        .body(if method == "POST" { "{}" } else { "" })
+                        .unwrap(),
+                )
+                .unwrap();
+            let needs_token = answer.status() == 401;
+            let expected = if needs_token {
+                json!([{ "bearer": [] }])
+            } else {
+                open.insert(format!("{method} {path}"));
+                json!([])
+            };
+            assert_eq!(
+                security,
+                &expected,
+                "{method} {path}: the server answers {} without a token",
+                answer.status()
+            );
+        }
+    }
+    // As the documentation says: only the health check is open (unless --protect-health).
+    assert_eq!(
+        open,
+        BTreeSet::from(["GET /health".to_owned(), "HEAD /health".to_owned()])
+    );
+}

@@ -86,6 +86,11 @@ impl Process {
         serde_json::from_str(&answer.body_mut().read_to_string().unwrap()).unwrap()
     }
 
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL, and the exit collected.
     pub(crate) fn kill_9(&mut self) {
         self.child.kill().unwrap();
@@ -538,4 +543,67 @@ fn a_flag_may_be_written_with_an_equals_sign_as_the_originals_argparse_took_it()
     let out = run(&["--access-log=yes"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("switch"));
+}
+
+/// A notification socket as systemd binds one for a `Type=notify` service.
+struct NotifySocket {
+    socket: std::os::unix::net::UnixDatagram,
+    path: Option<std::path::PathBuf>,
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        if let Some(path) = &self.path {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+impl NotifySocket {
+    /// The next datagram, as text (or a panic after 20 s).
+    fn next(&self) -> String {
+        self.socket
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut buf = [0; 4096];
+        let n = self
+            .socket
+            .recv(&mut buf)
+            .expect("a notification within 20 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+}
+
+#[test]
+fn systemd_is_told_ready_once_the_address_is_logged_and_stopping_on_sigterm() {
+    let path = std::env::temp_dir().join(format!("gateway-notify-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let notify = NotifySocket {
+        socket: std::os::unix::net::UnixDatagram::bind(&path).unwrap(),
+        path: Some(path.clone()),
+    };
+    // Nothing arrives before the server is started; it is ready once its address is logged
+    // (Process::start returns after reading that line), and answers on it by then.
+    let mut server = Process::start(&[], &[("NOTIFY_SOCKET", path.to_str().unwrap())]);
+    assert_eq!(notify.next(), "READY=1");
+    assert_eq!(server.get("/health")["status"], "healthy");
+    server.signal("TERM");
+    assert_eq!(notify.next(), "STOPPING=1");
+    assert!(server.wait_exit().success());
+}
+
+#[test]
+fn an_abstract_notify_socket_written_with_an_at_sign_is_reached() {
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!("cluster-gateway-notify-test-{}", std::process::id());
+    let address = std::os::unix::net::SocketAddr::from_abstract_name(&name).unwrap();
+    let notify = NotifySocket {
+        socket: std::os::unix::net::UnixDatagram::bind_addr(&address).unwrap(),
+        path: None,
+    };
+    let mut server = Process::start(&[], &[("NOTIFY_SOCKET", &format!("@{name}"))]);
+    assert_eq!(notify.next(), "READY=1");
+    server.signal("TERM");
+    assert_eq!(notify.next(), "STOPPING=1");
+    assert!(server.wait_exit().success());
 }

@@ -510,3 +510,63 @@ fn a_host_with_a_scheme_or_a_port_is_refused_and_ipv6_is_a_host() {
         assert_eq!(load(&["--host", good], &[]).unwrap().host, good);
     }
 }
+
+#[test]
+fn log_format_is_text_by_default_and_json_from_a_flag_the_environment_or_a_file() {
+    assert_eq!(load(&[], &[]).unwrap().log_format, LogFormat::Text);
+    assert_eq!(
+        load(&["--log-format", "json"], &[]).unwrap().log_format,
+        LogFormat::Json
+    );
+    assert_eq!(
+        load(&[], &[("GATEWAY_LOG_FORMAT", "JSON")])
+            .unwrap()
+            .log_format,
+        LogFormat::Json
+    );
+    let file = TempFile::new("log-format-json", r#"{"log_format": "json"}"#);
+    let config = load(&["--config", file.path()], &[]).unwrap();
+    assert_eq!(config.log_format, LogFormat::Json);
+    assert!(config.not_applied.is_empty(), "{:#?}", config.not_applied);
+    assert!(
+        config.summary().contains("log_format json"),
+        "{}",
+        config.summary()
+    );
+    // The flag beats the variable.
+    assert_eq!(
+        load(&["--log-format", "text"], &[("GATEWAY_LOG_FORMAT", "json")])
+            .unwrap()
+            .log_format,
+        LogFormat::Text
+    );
+}
+
+#[test]
+fn a_log_format_that_is_neither_text_json_nor_pythons_is_refused() {
+    let err = load(&["--log-format", "xml"], &[]).unwrap_err();
+    assert!(
+        err.to_string().contains("--log-format") && err.to_string().contains("text or json"),
+        "{err}"
+    );
+    let err = load(&[], &[("GATEWAY_LOG_FORMAT", "")]).unwrap_err();
+    assert!(err.to_string().contains("GATEWAY_LOG_FORMAT"), "{err}");
+}
+
+#[test]
+fn the_originals_python_log_format_is_not_applied_unless_a_later_layer_names_a_format() {
+    let file = TempFile::new("log-format-python", ORIGINAL_EXAMPLE);
+    let config = load(
+        &["--config", file.path()],
+        &[("GATEWAY_LOG_FORMAT", "json")],
+    )
+    .unwrap();
+    assert_eq!(config.log_format, LogFormat::Json);
+    assert!(
+        config.not_applied.iter().all(|m| !m.contains("log_format")),
+        "{:#?}",
+        config.not_applied
+    );
+    let config = load(&["--config", file.path()], &[]).unwrap();
+    assert_eq!(config.log_format, LogFormat::Text);
+}
