@@ -167,6 +167,20 @@ fn utc_timestamp(time: SystemTime) -> String {
     )
 }
 
+/// `unix` seconds as an ISO-8601 UTC time to the second (`2026-12-03T09:03:29Z`), for the
+/// times messages name (a store failing since when).
+pub fn iso8601(unix: f64) -> String {
+    let secs = unix.max(0.0) as u64;
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days as i64);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
 /// Days since 1970-01-01 to a calendar date (Howard Hinnant's algorithm).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
@@ -192,6 +206,9 @@ mod tests {
         assert_eq!(utc_timestamp(t), "2026-11-25T18:16:51.648Z");
         assert_eq!(utc_timestamp(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(iso8601(0.0), "1970-01-01T00:00:00Z");
+        assert_eq!(iso8601(951_782_400.5), "2000-02-29T00:00:00Z");
+        assert_eq!(iso8601(1_796_288_609.0), "2026-12-03T09:03:29Z");
     }
 
     const TEXT: Style = Style {

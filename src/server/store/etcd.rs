@@ -222,7 +222,7 @@ impl Shared {
             Some((why, since)) => Err(StoreError::Unavailable(Arc::from(
                 format!(
                     "etcd: this gateway's copy of the registry is stale since {}: {why}",
-                    fresh::iso8601(*since)
+                    crate::logger::iso8601(*since)
                 )
                 .as_str(),
             ))),
@@ -715,7 +715,7 @@ impl Store for EtcdStore {
                 format!(
                     "etcd at {} cannot be used since {}: {why}; {refused}",
                     self.shared.etcd.endpoints(),
-                    fresh::iso8601(since)
+                    crate::logger::iso8601(since)
                 )
             }),
             ..Durability::default()

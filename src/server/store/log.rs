@@ -559,7 +559,7 @@ fn fail(shared: &Shared, registry: &Mutex<Registry>, error: &io::Error) {
         let why = format!(
             "cannot write {} since {}: {error}",
             log_path.display(),
-            iso_utc(unix_now())
+            crate::logger::iso8601(unix_now())
         );
         log::error!("{why}; writes are refused until it can be written again");
         state.failed = Some(why.into());
@@ -610,28 +610,6 @@ fn write_out_again(shared: &Shared, registry: &Mutex<Registry>) -> Option<Box<dy
             None
         }
     }
-}
-
-/// `unix` seconds as an ISO-8601 UTC time, for messages a person reads.
-pub(crate) fn iso_utc(unix: f64) -> String {
-    let secs = unix.max(0.0) as u64;
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest / 60 % 60,
-        rest % 60
-    )
 }
 
 fn record_out(entry: &Entry) -> RecordOut<'_> {

@@ -165,37 +165,3 @@ impl Shared {
         }
     }
 }
-
-/// `unix` seconds as an ISO-8601 UTC time to the second (`2026-12-03T09:03:29Z`).
-pub fn iso8601(unix: f64) -> String {
-    let secs = unix.max(0.0) as i64;
-    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::iso8601;
-
-    #[test]
-    fn unix_seconds_read_as_iso_8601_utc() {
-        assert_eq!(iso8601(0.0), "1970-01-01T00:00:00Z");
-        assert_eq!(iso8601(951_782_400.5), "2000-02-29T00:00:00Z");
-        assert_eq!(iso8601(1_796_288_609.0), "2026-12-03T09:03:29Z");
-    }
-}
