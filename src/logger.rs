@@ -155,16 +155,9 @@ pub fn init_with(level: LevelFilter, format: LogFormat) {
 /// `2026-11-25T18:20:30.123Z`.
 fn utc_timestamp(time: SystemTime) -> String {
     let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil_from_days(days as i64);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60,
-        since.subsec_millis()
-    )
+    let seconds = iso8601(since.as_secs() as f64);
+    let whole = seconds.strip_suffix('Z').unwrap_or(&seconds);
+    format!("{whole}.{:03}Z", since.subsec_millis())
 }
 
 /// `unix` seconds as an ISO-8601 UTC time to the second (`2026-12-03T09:03:29Z`), for the
