@@ -213,7 +213,7 @@ fn beat(shared: &Shared, pause: &dyn Fn(Duration) -> bool, life: u64) -> Result<
                 // Another gateway run (a restart with its registry kept, a failover): its
                 // settings may differ too.
                 if let Ok(health) =
-                    shared.call::<Health>(Method::Get, "/health", None::<&()>, pause)
+                    shared.call::<Health>(Method::Get, "/health?live", None::<&()>, pause)
                 {
                     shared.learn_settings(health.settings);
                 }

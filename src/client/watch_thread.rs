@@ -328,7 +328,7 @@ fn retry_pause(shared: &Shared, failures: u32) -> Duration {
 /// Learns the gateway's liveness settings (the heartbeat interval paces polling; the suspect
 /// period is how long peers are carried over a restart). A failure is left to the next try.
 fn learn_settings(shared: &Shared, pause: &dyn Fn(Duration) -> bool) {
-    if let Ok(health) = shared.call::<Health>(Method::Get, "/health", None::<&()>, pause) {
+    if let Ok(health) = shared.call::<Health>(Method::Get, "/health?live", None::<&()>, pause) {
         shared.learn_settings(health.settings);
     }
 }

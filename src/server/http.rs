@@ -22,7 +22,7 @@ use crate::server::registry::{NodeRecord, Registered, unix_now};
 mod query;
 mod response;
 
-use query::{Query, wants_pretty};
+use query::{Query, query_pairs, wants_pretty};
 pub use response::{Body, JSON, Response};
 
 /// A request, as far as routing needs it.
@@ -159,7 +159,7 @@ fn route(gateway: &Gateway, request: &Request<'_>) -> Result<Response, Response>
     authorise(gateway, request, endpoint)?;
     let is_get = matches!(method, "GET" | "HEAD");
     match endpoint {
-        Endpoint::Health => Ok(health(gateway)),
+        Endpoint::Health => Ok(health(gateway, query)),
         Endpoint::Register => register(gateway, request, &body(request)?),
         Endpoint::Nodes => nodes(gateway, request, query),
         Endpoint::Leader if is_get => leader(gateway, request, query),
@@ -354,15 +354,36 @@ fn body(request: &Request<'_>) -> Result<Map<String, Value>, Response> {
     Ok(api::parse_object(request.body)?)
 }
 
-fn health(gateway: &Gateway) -> Response {
-    Response::json(&Health {
-        status: "healthy".to_owned(),
+/// `GET /health`: 200 `healthy` only while the gateway can take writes; otherwise 503
+/// `unhealthy` with the reason in `store_error`, so a load balancer takes a gateway whose
+/// writes fail out of rotation. `GET /health?live` is the liveness probe: 200 whenever the
+/// process answers, with the same body.
+fn health(gateway: &Gateway, query: &str) -> Response {
+    let live = query_pairs(query).any(|(name, _)| name == "live");
+    let store_error = gateway.durability().failed;
+    let ready = store_error.is_none();
+    let answer = Response::json(&Health {
+        status: if ready || live {
+            "healthy"
+        } else {
+            "unhealthy"
+        }
+        .to_owned(),
         timestamp: unix_now(),
         version: crate::VERSION.to_owned(),
         epoch: gateway.epoch().to_owned(),
         settings: gateway.settings(),
-        store_error: gateway.durability().failed,
-    })
+        store_error,
+    });
+    if ready || live {
+        answer
+    } else {
+        Response {
+            status: 503,
+            ..answer
+        }
+        .with_header("Retry-After", response::RETRY_AFTER)
+    }
 }
 
 fn register(

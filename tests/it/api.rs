@@ -823,3 +823,40 @@ fn a_body_shorter_than_declared_is_refused() {
     );
     assert_eq!(server.get("/nodes").1["nodes"], json!([]));
 }
+
+#[test]
+fn health_is_503_unhealthy_while_writes_fail_and_live_stays_200() {
+    // A gateway over an etcd that nothing answers: it cannot take writes.
+    let closed = crate::support::free_port(crate::support::own_host::CLOSED);
+    let server = TestServer::with(|c| {
+        c.store = cluster_gateway::server::StoreKind::Etcd;
+        c.etcd_endpoints = vec![format!(
+            "http://{}:{closed}",
+            crate::support::own_host::CLOSED
+        )];
+    });
+    let (status, health) = server.get("/health");
+    assert_eq!(status, 503, "{health}");
+    assert_eq!(health["status"], "unhealthy");
+    assert!(
+        health["store_error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()),
+        "{health}"
+    );
+    let (status, live) = server.get("/health?live");
+    assert_eq!(status, 200, "the liveness probe: {live}");
+    assert_eq!(live["status"], "healthy");
+    assert_eq!(live["store_error"], health["store_error"]);
+    let (status, _) = server.post_json("/register", &registration(1));
+    assert_eq!(status, 503, "writes fail, as /health says");
+}
+
+#[test]
+fn health_is_200_healthy_while_writes_succeed() {
+    let server = TestServer::start();
+    let (status, health) = server.get("/health");
+    assert_eq!((status, health["status"].as_str()), (200, Some("healthy")));
+    assert!(health.get("store_error").is_none(), "{health}");
+    assert_eq!(server.get("/health?live").0, 200);
+}

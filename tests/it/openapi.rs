@@ -381,9 +381,11 @@ fn every_operation_states_the_security_the_server_applies() {
             );
         }
     }
-    // As the documentation says: only the health check is open (unless --protect-health).
-    assert_eq!(
-        open,
-        BTreeSet::from(["GET /health".to_owned(), "HEAD /health".to_owned()])
-    );
+    // As the documentation says: the health check (unless --protect-health), the dashboard
+    // page and this document are open; every route with registry data needs a token.
+    let expected: BTreeSet<String> = ["/", "/health", "/openapi.json"]
+        .iter()
+        .flat_map(|path| [format!("GET {path}"), format!("HEAD {path}")])
+        .collect();
+    assert_eq!(open, expected);
 }
