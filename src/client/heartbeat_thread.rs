@@ -65,9 +65,13 @@ impl Heartbeat {
 }
 
 /// The first pause after a failure while the node is not registered or no gateway answers;
-/// it doubles up to the heartbeat interval, with full jitter, so that a node joins (and sees a
-/// gateway again) within moments of one answering, not a heartbeat interval later.
+/// it doubles up to [`RETRY_MOST`] (or the heartbeat interval, if shorter), with jitter, so
+/// that a node joins (and sees a gateway again) within a second of one answering, however
+/// long it waited, not a heartbeat interval later.
 pub(crate) const RETRY_FIRST: Duration = Duration::from_millis(100);
+/// The longest pause between those tries: one connection attempt a second from a node that
+/// waits for its gateway costs the gateway's host nothing it would notice.
+const RETRY_MOST: Duration = Duration::from_secs(1);
 
 fn run(shared: &Shared, stopped: &Receiver<()>, life: u64) {
     // Waits, returning false once the client asks the thread to stop; `pause(ZERO)` asks
@@ -123,6 +127,7 @@ fn run(shared: &Shared, stopped: &Receiver<()>, life: u64) {
             // Not registered, or no gateway answers: try again on a backoff of its own.
             let ceiling = RETRY_FIRST
                 .saturating_mul(1 << failed_rounds.min(16))
+                .min(RETRY_MOST)
                 .min(interval);
             failed_rounds = failed_rounds.saturating_add(1);
             next = Instant::now() + ceiling.mul_f64(0.5 + 0.5 * random_unit());
