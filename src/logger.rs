@@ -162,7 +162,7 @@ fn utc_timestamp(time: SystemTime) -> String {
 
 /// `unix` seconds as an ISO-8601 UTC time to the second (`2026-12-03T09:03:29Z`), for the
 /// times messages name (a store failing since when).
-pub(crate) fn iso8601(unix: f64) -> String {
+pub fn iso8601(unix: f64) -> String {
     let secs = unix.max(0.0) as u64;
     let (days, rest) = (secs / 86_400, secs % 86_400);
     let (year, month, day) = civil_from_days(days as i64);

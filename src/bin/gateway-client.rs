@@ -134,9 +134,13 @@ struct Cli {
     /// DEBUG, INFO, WARNING, ERROR or CRITICAL (default WARNING; INFO when joining)
     #[argh(option)]
     log_level: Option<String>,
-    /// print JSON (the commands)
+    /// print JSON (the commands); the same as -o json
     #[argh(switch)]
     json: bool,
+    /// how commands print: table (default), wide (nodes with the leader, join time and
+    /// metadata), ids (node ids, one a line), json
+    #[argh(option, short = 'o')]
+    output: Option<String>,
     #[argh(subcommand)]
     command: Option<Command>,
 }
@@ -160,6 +164,8 @@ const FLAGS: TopLevelFlags<'static> = TopLevelFlags {
         "--ca-file",
         "--config",
         "--log-level",
+        "--output",
+        "-o",
     ],
     switches: &["--leave-on-exit", "--json"],
     global: &[
@@ -173,6 +179,8 @@ const FLAGS: TopLevelFlags<'static> = TopLevelFlags {
         "--config",
         "--log-level",
         "--json",
+        "--output",
+        "-o",
     ],
     command_switches: &["--all"],
 };
@@ -297,6 +305,40 @@ fn joining_flags(cli: &Cli) -> Vec<&'static str> {
     .collect()
 }
 
+/// How a command prints (`-o`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Output {
+    Table,
+    Wide,
+    Ids,
+    Json,
+}
+
+impl Output {
+    /// `-o` and `--json`, which must agree.
+    fn of(json: bool, output: Option<&str>) -> Result<Output, Failure> {
+        let output = match output.map(str::trim) {
+            None => None,
+            Some("table") => Some(Output::Table),
+            Some("wide") => Some(Output::Wide),
+            Some("ids") => Some(Output::Ids),
+            Some("json") => Some(Output::Json),
+            Some(other) => {
+                return Err(Failure::Usage(format!(
+                    "-o {other:?}: expected table, wide, ids or json"
+                )));
+            }
+        };
+        match (json, output) {
+            (true, Some(o)) if o != Output::Json => Err(Failure::Usage(
+                "--json and -o say different things: give one of them".to_owned(),
+            )),
+            (true, _) => Ok(Output::Json),
+            (false, o) => Ok(o.unwrap_or(Output::Table)),
+        }
+    }
+}
+
 fn run(mut cli: Cli) -> Result<(), Failure> {
     if cli.command.is_some() {
         let given = joining_flags(&cli);
@@ -315,21 +357,27 @@ fn run(mut cli: Cli) -> Result<(), Failure> {
         LevelFilter::Warn
     };
     logger::init(settings.log_level.unwrap_or(default_level));
-    let json = cli.json;
+    let output = Output::of(cli.json, cli.output.as_deref())?;
+    let json = output == Output::Json;
     let command = cli.command.take();
+    if output == Output::Ids && !matches!(command, Some(Command::Nodes(_) | Command::Leader(_))) {
+        return Err(Failure::Usage(
+            "-o ids goes with nodes or leader".to_owned(),
+        ));
+    }
     if let Some(Command::Health(_)) = command {
         return health(&settings, json);
     }
     let client = builder(&settings).build()?;
     match command {
-        None if json => Err(Failure::Usage(
-            "--json goes with a command (nodes, leader, set-leader, remove, stats, health, watch); \
-             joining prints text"
+        None if json || cli.output.is_some() => Err(Failure::Usage(
+            "--json and -o go with a command (nodes, leader, set-leader, remove, stats, health, \
+             watch); joining prints text"
                 .to_owned(),
         )),
         None => join(&cli, &settings, &client),
-        Some(Command::Nodes(c)) => nodes(&client, &c, json),
-        Some(Command::Leader(_)) => leader(&client, json),
+        Some(Command::Nodes(c)) => nodes(&client, &c, output),
+        Some(Command::Leader(_)) => leader(&client, output),
         Some(Command::SetLeader(c)) => set_leader(&client, c.node_id, json),
         Some(Command::Remove(c)) => remove(&client, c.node_id, json),
         Some(Command::Stats(_)) => stats(&client, json),
@@ -394,12 +442,16 @@ fn join(cli: &Cli, settings: &Settings, client: &GatewayClient) -> Result<(), Fa
         out!("Node {node_id} joined an existing cluster.");
     }
     out!("\nNodes ({}):", cluster.nodes.len());
-    print_nodes(&cluster.nodes);
+    print_nodes(
+        &cluster.nodes,
+        cluster.leader.as_ref().map(|n| n.node_id),
+        false,
+    );
     out!("");
     print_leader(cluster.leader.as_ref());
     let stats = client.get_stats()?;
     out!("\nGateway stats:");
-    print_fields(&stats);
+    print_fields(&stats_in_words(&stats));
     out!("\nHeartbeating; stop with Ctrl-C.");
     if let Some(signal) = signals.forever().next() {
         log::info!("received signal {signal}, stopping");
@@ -416,7 +468,7 @@ fn join(cli: &Cli, settings: &Settings, client: &GatewayClient) -> Result<(), Fa
 
 /// The listing, filtered here to the nodes offering every capability asked for (the filter
 /// works with any gateway, the original's too).
-fn nodes(client: &GatewayClient, command: &NodesCommand, as_json: bool) -> Result<(), Failure> {
+fn nodes(client: &GatewayClient, command: &NodesCommand, output: Output) -> Result<(), Failure> {
     // An empty one (`--capability=`, a variable left unset) would list nothing, and say so
     // with success.
     if command.capability.iter().any(|c| c.trim().is_empty()) {
@@ -431,20 +483,27 @@ fn nodes(client: &GatewayClient, command: &NodesCommand, as_json: bool) -> Resul
             .iter()
             .all(|wanted| node.capabilities.contains(wanted))
     });
-    if as_json {
-        print_json(&answer);
-    } else {
-        print_nodes(&answer.nodes);
+    match output {
+        Output::Json => print_json(&answer),
+        Output::Ids => answer.nodes.iter().for_each(|n| out!("{}", n.node_id)),
+        Output::Table | Output::Wide => {
+            let leader = client.leader()?.leader.map(|n| n.node_id);
+            print_nodes(&answer.nodes, leader, output == Output::Wide);
+        }
     }
     Ok(())
 }
 
-fn leader(client: &GatewayClient, as_json: bool) -> Result<(), Failure> {
+fn leader(client: &GatewayClient, output: Output) -> Result<(), Failure> {
     let answer = client.leader()?;
-    if as_json {
-        print_json(&answer);
-    } else {
-        print_leader(answer.leader.as_ref());
+    match output {
+        Output::Json => print_json(&answer),
+        Output::Ids => {
+            if let Some(leader) = &answer.leader {
+                out!("{}", leader.node_id);
+            }
+        }
+        Output::Table | Output::Wide => print_leader(answer.leader.as_ref()),
     }
     Ok(())
 }
@@ -486,9 +545,43 @@ fn stats(client: &GatewayClient, as_json: bool) -> Result<(), Failure> {
     if as_json {
         print_json(&stats);
     } else {
-        print_fields(&stats);
+        print_fields(&stats_in_words(&stats));
     }
     Ok(())
+}
+
+/// `/stats` for a person: seconds as durations (`uptime: 2h 5m`), times as ISO-8601 UTC.
+fn stats_in_words(stats: &impl Serialize) -> Value {
+    let mut value = serde_json::to_value(stats).expect("stats serialise");
+    if let Value::Object(fields) = &mut value {
+        for (key, field) in fields.iter_mut() {
+            let Some(seconds) = field.as_f64() else {
+                continue;
+            };
+            match key.as_str() {
+                "uptime" | "suspect_after" | "node_timeout" | "heartbeat_interval" => {
+                    *field = Value::String(duration(seconds));
+                }
+                "last_compaction" => *field = Value::String(logger::iso8601(seconds)),
+                _ => {}
+            }
+        }
+    }
+    value
+}
+
+/// Seconds as "250ms", "30s", "5m 3s", "2h 5m", "3d 4h".
+fn duration(seconds: f64) -> String {
+    if seconds < 1.0 {
+        return format!("{}ms", (seconds * 1000.0).round() as u64);
+    }
+    let s = seconds.round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {}s", s / 60, s % 60),
+        3600..86_400 => format!("{}h {}m", s / 3600, s / 60 % 60),
+        _ => format!("{}d {}h", s / 86_400, s / 3600 % 24),
+    }
 }
 
 /// One gateway's health, as `health` reports it.
@@ -634,27 +727,58 @@ fn print_json(value: &impl Serialize) {
     );
 }
 
-/// Nodes as aligned columns.
-fn print_nodes(nodes: &[Node]) {
+/// Nodes as aligned columns, the leader marked; `wide` adds when each joined and its metadata.
+fn print_nodes(nodes: &[Node], leader: Option<u64>, wide: bool) {
     if nodes.is_empty() {
         out!("(no nodes)");
         return;
     }
     let now = unix_now();
-    let rows: Vec<[String; 5]> = nodes
+    let mut header = vec![
+        "NODE",
+        "ADDRESS",
+        "STATUS",
+        "ROLE",
+        "LAST SEEN",
+        "CAPABILITIES",
+    ];
+    if wide {
+        header.extend(["JOINED", "METADATA"]);
+    }
+    let rows: Vec<Vec<String>> = nodes
         .iter()
         .map(|n| {
-            [
+            let mut row = vec![
                 n.node_id.to_string(),
                 shown(&n.address()),
                 n.status.as_str().to_owned(),
+                if Some(n.node_id) == leader {
+                    "leader"
+                } else {
+                    "-"
+                }
+                .to_owned(),
                 age(now - n.last_seen),
                 shown(&n.capabilities.join(",")),
-            ]
+            ];
+            if wide {
+                row.push(age(now - n.join_timestamp));
+                row.push(shown(
+                    &n.metadata
+                        .iter()
+                        .map(|(k, v)| match v {
+                            Value::String(s) => format!("{k}={s}"),
+                            other => format!("{k}={other}"),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ));
+            }
+            row
         })
         .collect();
-    let header = ["NODE", "ADDRESS", "STATUS", "LAST SEEN", "CAPABILITIES"].map(str::to_owned);
-    let mut widths = [0; 5];
+    let header: Vec<String> = header.into_iter().map(str::to_owned).collect();
+    let mut widths = vec![0; header.len()];
     for row in std::iter::once(&header).chain(&rows) {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
@@ -663,7 +787,7 @@ fn print_nodes(nodes: &[Node]) {
     for row in std::iter::once(&header).chain(&rows) {
         let line: Vec<String> = row
             .iter()
-            .zip(widths)
+            .zip(&widths)
             .map(|(cell, width)| format!("{cell:<width$}"))
             .collect();
         out!("{}", line.join("  ").trim_end());

@@ -152,6 +152,14 @@ pub struct TopLevelFlags<'a> {
 }
 
 impl TopLevelFlags<'_> {
+    /// `--anything`, or a short flag (`-o`) this binary declares.
+    fn is_flag(&self, arg: &str) -> bool {
+        arg.starts_with("--")
+            || (arg.len() == 2
+                && arg.starts_with('-')
+                && (self.options.contains(&arg) || self.switches.contains(&arg)))
+    }
+
     fn takes_value(&self, flag: &str) -> bool {
         self.options.contains(&flag)
     }
@@ -184,7 +192,7 @@ pub fn hoist_globals(
             before.extend(rest.map(str::to_owned));
             return Ok(before);
         }
-        if arg.starts_with("--") {
+        if flags.is_flag(arg) {
             let (flag, value) = split_flag(arg, flags)?;
             before.push(flag.to_owned());
             match value {
@@ -210,7 +218,7 @@ pub fn hoist_globals(
             after.extend(rest.by_ref().map(str::to_owned));
             break;
         }
-        if !arg.starts_with("--") {
+        if !flags.is_flag(arg) {
             after.push(arg.to_owned());
             continue;
         }

@@ -1165,3 +1165,50 @@ fn help_and_version_to_a_reader_that_went_away_are_no_panic() {
         assert!(out.stderr.is_empty(), "{flag}: {}", stderr(&out));
     }
 }
+
+#[test]
+fn output_modes_print_tables_wide_tables_ids_and_json() {
+    let server = TestServer::start();
+    server.register(1);
+    server.register(2);
+    let text = |args: &[&str]| {
+        let output = client(&server, args);
+        assert!(output.status.success(), "{args:?}: {output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let table = text(&["nodes"]);
+    assert!(table.lines().next().unwrap().contains("ROLE"), "{table}");
+    let leader_row = table.lines().find(|l| l.starts_with("1 ")).unwrap();
+    assert!(
+        leader_row.contains("leader"),
+        "the leader is marked: {table}"
+    );
+    let wide = text(&["nodes", "-o", "wide"]);
+    assert!(wide.lines().next().unwrap().contains("METADATA"), "{wide}");
+    assert!(
+        wide.contains("zone=a"),
+        "metadata in the wide table: {wide}"
+    );
+    assert_eq!(text(&["nodes", "-o", "ids"]), "1\n2\n");
+    assert_eq!(text(&["-o", "ids", "leader"]), "1\n");
+    let json: serde_json::Value =
+        serde_json::from_str(&text(&["nodes", "--output", "json"])).unwrap();
+    assert_eq!(json["nodes"].as_array().unwrap().len(), 2);
+    assert_eq!(text(&["nodes", "--json"]), text(&["nodes", "-o", "json"]));
+    let stats = text(&["stats"]);
+    assert!(
+        stats
+            .lines()
+            .any(|l| l.starts_with("node_timeout:") && l.ends_with("5m 0s")),
+        "{stats}"
+    );
+    for bad in [
+        &["nodes", "-o", "yaml"][..],
+        &["stats", "-o", "ids"],
+        &["nodes", "--json", "-o", "wide"],
+    ] {
+        let output = client(&server, bad);
+        assert_eq!(output.status.code(), Some(2), "{bad:?}: {output:?}");
+        assert!(!output.stderr.is_empty());
+    }
+}

@@ -13,14 +13,23 @@ fn flags_names_every_top_level_flag_as_cli_declares_it() {
     for part in usage.split('[').skip(1) {
         let mut words = part.trim_end().trim_end_matches(']').split_whitespace();
         let name = words.next().unwrap();
-        if !name.starts_with("--") {
+        if !name.starts_with('-') {
             continue;
         }
-        if words.next().is_some() {
-            options.push(name);
+        // A short flag (`-o`) stands for its long one too (`-o, --output` in the help).
+        let long = (!name.starts_with("--")).then(|| {
+            help.lines()
+                .find_map(|line| line.trim().strip_prefix(&format!("{name}, ")))
+                .and_then(|rest| rest.split_whitespace().next())
+                .unwrap_or_else(|| panic!("{name} has a long form: {help}"))
+        });
+        let list = if words.next().is_some() {
+            &mut options
         } else {
-            switches.push(name);
-        }
+            &mut switches
+        };
+        list.push(name);
+        list.extend(long);
     }
     let sorted = |list: &[&'static str]| {
         let mut list = list.to_vec();
@@ -32,7 +41,7 @@ fn flags_names_every_top_level_flag_as_cli_declares_it() {
     assert_eq!(options, sorted(FLAGS.options), "{usage}");
     assert_eq!(switches, sorted(FLAGS.switches), "{usage}");
     for flag in FLAGS.global {
-        assert!(usage.contains(&format!("[{flag}")), "{flag}: {usage}");
+        assert!(help.contains(flag), "{flag}: {help}");
     }
 }
 
@@ -70,4 +79,20 @@ fn flags_names_every_switch_of_the_subcommands() {
         .collect();
     listed.sort_unstable();
     assert_eq!(switches, listed);
+}
+
+#[test]
+fn stats_read_in_words() {
+    assert_eq!(duration(0.25), "250ms");
+    assert_eq!(duration(30.0), "30s");
+    assert_eq!(duration(303.0), "5m 3s");
+    assert_eq!(duration(7500.0), "2h 5m");
+    let shown = stats_in_words(&serde_json::json!({
+        "uptime": 7500.4, "node_timeout": 300.0, "last_compaction": 1_796_288_609.0,
+        "total_nodes": 3, "data_dir": null
+    }));
+    assert_eq!(shown["uptime"], "2h 5m");
+    assert_eq!(shown["node_timeout"], "5m 0s");
+    assert_eq!(shown["last_compaction"], "2026-12-03T09:03:29Z");
+    assert_eq!(shown["total_nodes"], 3);
 }
