@@ -130,6 +130,13 @@ impl Context {
             let unread = workarounds::unread(&request);
             return context.dispose(request, answer, unread, received);
         }
+        // Authorisation before its body is read or it is parked: a refused request costs what
+        // a `/health` costs.
+        if let Some(refusal) = context.unauthorised(&request) {
+            drop(in_flight);
+            let unread = workarounds::unread(&request);
+            return context.dispose(request, refusal, unread, received);
+        }
         if workarounds::body_is_buffered(&request) {
             return context.serve(request, received, None, (in_flight, answering));
         }
@@ -147,6 +154,25 @@ impl Context {
         };
         let context = Arc::clone(context);
         thread::spawn(move || context.serve(request, received, Some(slot), (in_flight, answering)));
+    }
+
+    /// The 401 or 403 `request` gets from its headers alone, if any.
+    fn unauthorised(&self, request: &tiny_http::Request) -> Option<Response> {
+        let headers: Vec<(&str, &str)> = request
+            .headers()
+            .iter()
+            .map(|h| (h.field.as_str().as_str(), h.value.as_str()))
+            .collect();
+        let routing = http::Request {
+            method: request.method().as_str(),
+            url: request.url(),
+            body: &[],
+            headers: &headers,
+        };
+        catch_unwind(AssertUnwindSafe(|| {
+            http::unauthorised(&self.gateway, &routing)
+        }))
+        .unwrap_or_else(|_| Some(Response::error(500, "Internal server error")))
     }
 
     /// Writes a refusal (see [`workarounds::dispose`]) and counts it.

@@ -1,0 +1,150 @@
+//! Issue 22, where two features meet: authorisation before parking and routing, the token
+//! lookup's cost, the pipelined long-poll race, released long-polls answered side by side,
+//! `?pretty` streamed, and the smaller items.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use cluster_gateway::server::auth::Secret;
+
+use crate::support::{TestServer, eventually, raw, status_of};
+
+const READ: &str = "r3ad-t0ken-hostile3-aaaa";
+const TABLE: &str = "read:dashboard:r3ad-t0ken-hostile3-aaaa\nwrite:ops:wr1te-t0ken-hostile3-bbbb\n";
+
+fn with_tokens(max_watchers: usize) -> TestServer {
+    TestServer::with(|config| {
+        config.tokens.inline = Some(Secret::new(TABLE));
+        config.max_watchers = max_watchers;
+    })
+}
+
+/// The registry version, read with a token.
+fn version(server: &TestServer) -> u64 {
+    let answer = raw(
+        server.addr(),
+        format!("GET /nodes HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer {READ}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+        Duration::from_secs(10),
+    );
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    let index = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("X-Gateway-Index: "))
+        .unwrap_or_else(|| panic!("no index in {answer}"));
+    index.trim().parse().unwrap()
+}
+
+/// Sends `request` on a connection of its own; its status and how long the answer took.
+fn timed(addr: SocketAddr, request: &str) -> (u16, Duration) {
+    let started = Instant::now();
+    let answer = raw(addr, request.as_bytes(), Duration::from_secs(10));
+    let took = started.elapsed();
+    if answer.is_empty() {
+        return (0, took);
+    }
+    (status_of(&answer), took)
+}
+
+#[test]
+fn unauthorised_long_polls_are_refused_at_once_and_never_fill_the_parked_set() {
+    let server = with_tokens(100);
+    let (status, body) = server.post(
+        "/register",
+        &crate::support::registration(1).to_string(),
+    );
+    assert_eq!(status, 401, "{body}");
+    let at = version(&server);
+    let addr = server.addr();
+    // 100 unauthorised long-polls, ten at a time, on the version the registry is at and the
+    // next one (the difference was a way to read the version without a token).
+    let mut slowest = Duration::ZERO;
+    for round in 0..10 {
+        let polls: Vec<_> = (0..10)
+            .map(|i| {
+                let index = at + (round * 10 + i) % 2;
+                std::thread::spawn(move || {
+                    let etag = if i % 3 == 0 { "If-None-Match: *\r\n" } else { "" };
+                    timed(
+                        addr,
+                        &format!(
+                            "GET /nodes?index={index}&wait=60s HTTP/1.1\r\nHost: g\r\n{etag}\
+                             Connection: close\r\n\r\n"
+                        ),
+                    )
+                })
+            })
+            .collect();
+        for poll in polls {
+            let (status, took) = poll.join().unwrap();
+            assert_eq!(status, 401, "an unauthorised long-poll is refused (took {took:?})");
+            slowest = slowest.max(took);
+        }
+    }
+    println!("slowest 401 to an unauthorised long-poll: {slowest:?}");
+    // Generous for a loaded machine: parked, they took their whole wait (60 s).
+    assert!(slowest < Duration::from_secs(2), "{slowest:?}");
+    assert_eq!(server.server.watchers_waiting(), 0, "none of them was parked");
+    // A legitimate long-poll is still parked.
+    let poll = std::thread::spawn(move || {
+        timed(
+            addr,
+            &format!(
+                "GET /nodes?index={at}&wait=60s HTTP/1.1\r\nHost: g\r\n\
+                 Authorization: Bearer {READ}\r\nConnection: close\r\n\r\n"
+            ),
+        )
+    });
+    assert!(
+        eventually(Duration::from_secs(10), || server.server.watchers_waiting() == 1),
+        "the legitimate long-poll is parked"
+    );
+    drop(server);
+    let (status, _) = poll.join().unwrap();
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn unknown_paths_and_methods_need_a_token_before_404_and_405() {
+    let server = with_tokens(100);
+    let addr = server.addr();
+    for (request, with_token) in [
+        ("GET /secret-route HTTP/1.1", 404),
+        ("DELETE /nodes HTTP/1.1", 405),
+        ("POST /health HTTP/1.1", 405),
+    ] {
+        let (status, _) = timed(
+            addr,
+            &format!("{request}\r\nHost: g\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+        );
+        assert_eq!(status, 401, "{request} without a token");
+        let (status, _) = timed(
+            addr,
+            &format!(
+                "{request}\r\nHost: g\r\nAuthorization: Bearer {READ}\r\nContent-Length: 0\r\n\
+                 Connection: close\r\n\r\n"
+            ),
+        );
+        assert_eq!(status, with_token, "{request} with a read token");
+    }
+}
+
+#[test]
+fn an_unauthorised_request_is_refused_before_its_body_is_read() {
+    let server = with_tokens(100);
+    let mut stream = TcpStream::connect(server.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // A 60,000-byte body declared and never sent: the 401 does not wait for it.
+    stream
+        .write_all(b"POST /register HTTP/1.1\r\nHost: g\r\nContent-Length: 60000\r\n\r\n")
+        .unwrap();
+    let started = Instant::now();
+    let mut answer = [0; 12];
+    stream.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 401");
+    println!("401 before the body after {:?}", started.elapsed());
+    assert_eq!(server.server.bodies_being_read(), 0);
+}
