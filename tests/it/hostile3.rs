@@ -174,3 +174,103 @@ fn a_4_mb_authorization_header_against_1000_tokens_is_refused_cheaply() {
         "{judged:?} against {reading:?}"
     );
 }
+
+/// Reads one answer (head and `Content-Length` body) off `reader`: its status and body.
+fn read_answer(reader: &mut impl std::io::BufRead) -> (u16, String) {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            panic!("connection closed after {head:?}");
+        }
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let length = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse::<usize>().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    (status_of(&head), String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Two threads spinning until dropped: a loaded machine.
+struct Hogs(Vec<std::thread::JoinHandle<()>>, std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Hogs {
+    fn new(n: usize) -> Hogs {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..n)
+            .map(|_| {
+                let stop = std::sync::Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        Hogs(threads, stop)
+    }
+}
+
+impl Drop for Hogs {
+    fn drop(&mut self) {
+        self.1.store(true, std::sync::atomic::Ordering::Relaxed);
+        for thread in self.0.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[test]
+fn a_long_poll_sent_after_the_previous_answer_was_read_is_always_parked() {
+    let server = TestServer::start();
+    server.register(1);
+    let (_, nodes) = server.get("/nodes");
+    let at = nodes["registry_version"].as_u64().unwrap();
+    let stream = TcpStream::connect(server.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+    let _hogs = Hogs::new(2);
+    let rounds = 300;
+    let mut refused = 0;
+    writer
+        .write_all(b"GET /health HTTP/1.1\r\nHost: g\r\n\r\n")
+        .unwrap();
+    for _ in 0..rounds {
+        assert_eq!(read_answer(&mut reader).0, 200);
+        // The answer was read: the long-poll that follows is not pipelined.
+        writer
+            .write_all(format!("GET /nodes?index={at}&wait=30s HTTP/1.1\r\nHost: g\r\n\r\n").as_bytes())
+            .unwrap();
+        let parked = eventually(Duration::from_secs(10), || {
+            let mut byte = [0];
+            stream.set_nonblocking(true).unwrap();
+            let answered = matches!(stream.peek(&mut byte), Ok(1));
+            stream.set_nonblocking(false).unwrap();
+            answered || server.server.watchers_waiting() == 1
+        }) && server.server.watchers_waiting() == 1;
+        if !parked {
+            refused += 1;
+        }
+        // The next request on the connection releases a parked long-poll.
+        writer
+            .write_all(b"GET /health HTTP/1.1\r\nHost: g\r\n\r\n")
+            .unwrap();
+        assert_eq!(read_answer(&mut reader).0, 200);
+    }
+    assert_eq!(read_answer(&mut reader).0, 200);
+    println!("{refused} of {rounds} long-polls answered at once as pipelined");
+    assert_eq!(refused, 0, "of {rounds}");
+}

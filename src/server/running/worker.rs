@@ -114,13 +114,17 @@ impl Context {
             .nudger
             .on_request(peer.as_ref(), keeps_alive(&request));
         // Its own framing first: `take` marked the connection poisoned for it already.
+        // The connection's in-flight count ends before any answer is written (see
+        // `InFlight`): every return below that answers drops it first.
         if let Some(why) = workarounds::framing_error(&request) {
+            drop(in_flight);
             context.count(&context.counters.framing_errors);
             context.poisoned.mark(peer.as_ref());
             let unread = workarounds::unread(&request);
             return context.dispose(request, Response::error(400, why), unread, received);
         }
         if context.poisoned.contains(peer.as_ref()) {
+            drop(in_flight);
             context.count(&context.counters.framing_errors);
             let answer = Response::error(
                 400,
@@ -143,6 +147,7 @@ impl Context {
         // The body may be slow to come, or never come: read it, and answer, on a thread of
         // its own so no worker waits on a client.
         let Some(slot) = Slot::take(context, received) else {
+            drop(in_flight);
             log::warn!("{MAX_BODY_READERS} request bodies are already being read; refusing one");
             let answer = Response::error(503, "Too many requests with large bodies in progress");
             if request.body_length().is_none() {
@@ -303,6 +308,7 @@ impl Context {
         let body = match body {
             Ok(body) => body,
             Err(refusal) => {
+                drop(in_flight);
                 if refusal.answer.status == 408 {
                     self.count(&self.counters.bodies_timed_out);
                 }
@@ -332,6 +338,10 @@ impl Context {
         let Some(wait) = wait else {
             let answer = self.route(&routing);
             drop(headers);
+            // Counted no longer once routed: the client may send its next request as soon as
+            // the answer is written, and a long-poll then must not find this one in flight
+            // and be refused as pipelined.
+            drop(in_flight);
             return self.respond(request, (&method, &url), answer, received);
         };
         let headers = headers
@@ -348,11 +358,12 @@ impl Context {
             body,
         };
         let until = Instant::now() + wait.wait;
-        if let Err(refused) = self.watchers.park(waiting, wait.index, until, peer) {
+        let parked = self.watchers.park(waiting, wait.index, until, peer);
+        drop(in_flight);
+        if let Err(refused) = parked {
             // Changed meanwhile, too many waiting, stopping, or pipelined: answer now.
             self.answer_waiting(refused.into_inner(), received);
         }
-        drop(in_flight);
     }
 
     pub(super) fn timed_out(&self) -> Refusal {
