@@ -274,3 +274,66 @@ fn a_long_poll_sent_after_the_previous_answer_was_read_is_always_parked() {
     println!("{refused} of {rounds} long-polls answered at once as pipelined");
     assert_eq!(refused, 0, "of {rounds}");
 }
+
+/// A connection to `addr` whose receive buffer is small: a client that sends and never reads
+/// blocks the server's writes after a few kilobytes.
+fn non_reader(addr: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    socket.into()
+}
+
+/// Registers `n` nodes of about 15 KB each, from id `first`.
+fn fill(server: &TestServer, first: u64, n: u64) {
+    let blob = "m".repeat(15_000);
+    for id in first..first + n {
+        let mut node = crate::support::registration(id);
+        node["metadata"] = serde_json::json!({ "blob": blob });
+        // Without the list in the answer: the registrations cost what one node costs.
+        let answer = crate::support::agent()
+            .post(format!("{}/register", server.url))
+            .header("Prefer", "return=minimal")
+            .send(node.to_string())
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), 200);
+    }
+}
+
+#[test]
+fn six_long_polls_that_never_read_do_not_delay_another_watcher() {
+    let server = TestServer::start();
+    // Some 6 MB of list: more than the kernel buffers of a connection that does not read.
+    fill(&server, 1, 400);
+    let (_, nodes) = server.get("/nodes?capability=none-such");
+    let at = nodes["registry_version"].as_u64().unwrap();
+    let addr = server.addr();
+    let mut stuck = Vec::new();
+    for _ in 0..6 {
+        let mut stream = non_reader(addr);
+        // Due before the watcher below (its wait is longer), so answered before it in a batch.
+        stream
+            .write_all(format!("GET /nodes?index={at}&wait=60s HTTP/1.1\r\nHost: g\r\n\r\n").as_bytes())
+            .unwrap();
+        stuck.push(stream);
+    }
+    let watcher = TcpStream::connect(addr).unwrap();
+    watcher
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    (&watcher)
+        .write_all(format!("GET /nodes?index={at}&wait=200s HTTP/1.1\r\nHost: g\r\n\r\n").as_bytes())
+        .unwrap();
+    assert!(eventually(Duration::from_secs(10), || {
+        server.server.watchers_waiting() == 7
+    }));
+    let changed = Instant::now();
+    fill(&server, 1000, 1);
+    let mut first = [0; 12];
+    (&watcher).read_exact(&mut first).unwrap();
+    let delay = changed.elapsed();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    println!("the watcher's answer began {delay:?} after the change, six non-readers parked");
+    drop(stuck);
+    assert!(delay < Duration::from_millis(500), "{delay:?}");
+}

@@ -74,10 +74,10 @@ pub(super) struct Waiting {
     pub(super) body: Vec<u8>,
 }
 
-/// Parked requests released together are answered by threads of this many requests each...
-pub(super) const ANSWERS_PER_THREAD: usize = 128;
-/// ...and at most this many threads.
-pub(super) const ANSWER_THREADS: usize = 8;
+/// Parked requests released together are answered by up to this many threads at once, each
+/// taking the next due request when it is done with one: a client that does not read holds
+/// one of them (up to the write timeout), never the answers of the others.
+pub(super) const ANSWER_THREADS: usize = 64;
 
 impl Context {
     /// The next request, taken in the queue's order with its framing screened (see
@@ -253,23 +253,21 @@ impl Context {
 
     /// Answers parked requests that are due, on short-lived threads (a client that does not
     /// read cannot hold up the watcher thread), each holding `exit` so that shutdown waits
-    /// for them.
+    /// for them. One thread a request, up to [`ANSWER_THREADS`]; past that, each thread takes
+    /// the next request from a shared queue, so a client that does not read delays no other.
     pub(super) fn release(context: &Arc<Context>, due: Vec<Waiting>, exit: &Sender<()>) {
         let released = Instant::now();
-        let threads = due
-            .len()
-            .div_ceil(ANSWERS_PER_THREAD)
-            .clamp(1, ANSWER_THREADS);
-        let per_thread = due.len().div_ceil(threads);
-        let mut due = due.into_iter();
+        let threads = due.len().clamp(1, ANSWER_THREADS);
+        let queue = Arc::new(Mutex::new(due.into_iter()));
         for _ in 0..threads {
-            let share: Vec<Waiting> = due.by_ref().take(per_thread).collect();
-            let (context, exit) = (Arc::clone(context), exit.clone());
+            let (context, exit, queue) = (Arc::clone(context), exit.clone(), Arc::clone(&queue));
             let answering = thread::Builder::new()
                 .name("gateway-watch-answer".to_owned())
                 .spawn(move || {
                     let _exit = exit;
-                    for waiting in share {
+                    loop {
+                        let next = lock(&queue).next();
+                        let Some(waiting) = next else { break };
                         context.answer_waiting(waiting, released);
                     }
                 });
