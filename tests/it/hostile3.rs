@@ -11,7 +11,8 @@ use cluster_gateway::server::auth::Secret;
 use crate::support::{TestServer, eventually, raw, status_of};
 
 const READ: &str = "r3ad-t0ken-hostile3-aaaa";
-const TABLE: &str = "read:dashboard:r3ad-t0ken-hostile3-aaaa\nwrite:ops:wr1te-t0ken-hostile3-bbbb\n";
+const TABLE: &str =
+    "read:dashboard:r3ad-t0ken-hostile3-aaaa\nwrite:ops:wr1te-t0ken-hostile3-bbbb\n";
 
 fn with_tokens(max_watchers: usize) -> TestServer {
     TestServer::with(|config| {
@@ -50,10 +51,7 @@ fn timed(addr: SocketAddr, request: &str) -> (u16, Duration) {
 #[test]
 fn unauthorised_long_polls_are_refused_at_once_and_never_fill_the_parked_set() {
     let server = with_tokens(100);
-    let (status, body) = server.post(
-        "/register",
-        &crate::support::registration(1).to_string(),
-    );
+    let (status, body) = server.post("/register", &crate::support::registration(1).to_string());
     assert_eq!(status, 401, "{body}");
     let at = version(&server);
     let addr = server.addr();
@@ -65,7 +63,11 @@ fn unauthorised_long_polls_are_refused_at_once_and_never_fill_the_parked_set() {
             .map(|i| {
                 let index = at + (round * 10 + i) % 2;
                 std::thread::spawn(move || {
-                    let etag = if i % 3 == 0 { "If-None-Match: *\r\n" } else { "" };
+                    let etag = if i % 3 == 0 {
+                        "If-None-Match: *\r\n"
+                    } else {
+                        ""
+                    };
                     timed(
                         addr,
                         &format!(
@@ -78,14 +80,21 @@ fn unauthorised_long_polls_are_refused_at_once_and_never_fill_the_parked_set() {
             .collect();
         for poll in polls {
             let (status, took) = poll.join().unwrap();
-            assert_eq!(status, 401, "an unauthorised long-poll is refused (took {took:?})");
+            assert_eq!(
+                status, 401,
+                "an unauthorised long-poll is refused (took {took:?})"
+            );
             slowest = slowest.max(took);
         }
     }
     println!("slowest 401 to an unauthorised long-poll: {slowest:?}");
     // Generous for a loaded machine: parked, they took their whole wait (60 s).
     assert!(slowest < Duration::from_secs(2), "{slowest:?}");
-    assert_eq!(server.server.watchers_waiting(), 0, "none of them was parked");
+    assert_eq!(
+        server.server.watchers_waiting(),
+        0,
+        "none of them was parked"
+    );
     // A legitimate long-poll is still parked.
     let poll = std::thread::spawn(move || {
         timed(
@@ -97,7 +106,8 @@ fn unauthorised_long_polls_are_refused_at_once_and_never_fill_the_parked_set() {
         )
     });
     assert!(
-        eventually(Duration::from_secs(10), || server.server.watchers_waiting() == 1),
+        eventually(Duration::from_secs(10), || server.server.watchers_waiting()
+            == 1),
         "the legitimate long-poll is parked"
     );
     drop(server);
@@ -160,10 +170,7 @@ fn a_4_mb_authorization_header_against_1000_tokens_is_refused_cheaply() {
         "GET /nodes HTTP/1.1\r\nHost: g\r\nAuthorization: {header}\r\nConnection: close\r\n\r\n"
     );
     // The same header on an open route: what tiny_http's reading of it costs, not the check.
-    let (status, reading) = timed(
-        server.addr(),
-        &request.replace("GET /nodes", "GET /health"),
-    );
+    let (status, reading) = timed(server.addr(), &request.replace("GET /nodes", "GET /health"));
     assert_eq!(status, 200);
     let (status, judged) = timed(server.addr(), &request);
     assert_eq!(status, 401);
@@ -198,11 +205,17 @@ fn read_answer(reader: &mut impl std::io::BufRead) -> (u16, String) {
         .unwrap_or(0);
     let mut body = vec![0; length];
     reader.read_exact(&mut body).unwrap();
-    (status_of(&head), String::from_utf8_lossy(&body).into_owned())
+    (
+        status_of(&head),
+        String::from_utf8_lossy(&body).into_owned(),
+    )
 }
 
 /// Two threads spinning until dropped: a loaded machine.
-struct Hogs(Vec<std::thread::JoinHandle<()>>, std::sync::Arc<std::sync::atomic::AtomicBool>);
+struct Hogs(
+    Vec<std::thread::JoinHandle<()>>,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+);
 
 impl Hogs {
     fn new(n: usize) -> Hogs {
@@ -252,7 +265,9 @@ fn a_long_poll_sent_after_the_previous_answer_was_read_is_always_parked() {
         assert_eq!(read_answer(&mut reader).0, 200);
         // The answer was read: the long-poll that follows is not pipelined.
         writer
-            .write_all(format!("GET /nodes?index={at}&wait=30s HTTP/1.1\r\nHost: g\r\n\r\n").as_bytes())
+            .write_all(
+                format!("GET /nodes?index={at}&wait=30s HTTP/1.1\r\nHost: g\r\n\r\n").as_bytes(),
+            )
             .unwrap();
         let parked = eventually(Duration::from_secs(10), || {
             let mut byte = [0];
@@ -313,7 +328,9 @@ fn six_long_polls_that_never_read_do_not_delay_another_watcher() {
         let mut stream = non_reader(addr);
         // Due before the watcher below (its wait is longer), so answered before it in a batch.
         stream
-            .write_all(format!("GET /nodes?index={at}&wait=60s HTTP/1.1\r\nHost: g\r\n\r\n").as_bytes())
+            .write_all(
+                format!("GET /nodes?index={at}&wait=60s HTTP/1.1\r\nHost: g\r\n\r\n").as_bytes(),
+            )
             .unwrap();
         stuck.push(stream);
     }
@@ -322,7 +339,9 @@ fn six_long_polls_that_never_read_do_not_delay_another_watcher() {
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
     (&watcher)
-        .write_all(format!("GET /nodes?index={at}&wait=200s HTTP/1.1\r\nHost: g\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET /nodes?index={at}&wait=200s HTTP/1.1\r\nHost: g\r\n\r\n").as_bytes(),
+        )
         .unwrap();
     assert!(eventually(Duration::from_secs(10), || {
         server.server.watchers_waiting() == 7
@@ -336,4 +355,41 @@ fn six_long_polls_that_never_read_do_not_delay_another_watcher() {
     println!("the watcher's answer began {delay:?} after the change, six non-readers parked");
     drop(stuck);
     assert!(delay < Duration::from_millis(500), "{delay:?}");
+}
+
+#[test]
+fn a_pretty_list_is_indented_as_it_is_written_never_copied() {
+    use cluster_gateway::server::http;
+    let server = TestServer::start();
+    fill(&server, 1, 400);
+    let gateway = server.server.gateway();
+    let ask = |url: &str| {
+        http::handle(
+            gateway,
+            &http::Request {
+                method: "GET",
+                url,
+                body: &[],
+                headers: &[],
+            },
+        )
+    };
+    let compact = ask("/nodes");
+    let mut pretty = ask("/nodes?pretty");
+    let (list, held) = (compact.body.len(), pretty.body.owned_bytes());
+    println!("?pretty on a {list}-byte list holds {held} bytes of its own");
+    assert!(list > 5_000_000, "{list}");
+    // Before: the indented copy (x1.05 for this list) and the compact one it was made from.
+    assert!(held < list / 50, "{held} of {list}");
+    let length = pretty.body.len();
+    let mut text = Vec::new();
+    pretty.body.read_to_end(&mut text).unwrap();
+    assert_eq!(text.len(), length);
+    let a: serde_json::Value = serde_json::from_slice(&text).unwrap();
+    let b: serde_json::Value = serde_json::from_slice(&compact.body.to_vec()).unwrap();
+    assert_eq!(a, b);
+    assert!(text.starts_with(b"{\n  \"nodes\": [\n    {\n"));
+    // Over HTTP too, with its length.
+    let (status, body) = server.get("/nodes?pretty");
+    assert_eq!((status, body), (200, b));
 }
