@@ -393,3 +393,24 @@ fn a_pretty_list_is_indented_as_it_is_written_never_copied() {
     let (status, body) = server.get("/nodes?pretty");
     assert_eq!((status, body), (200, b));
 }
+
+#[test]
+fn a_data_directory_file_that_is_not_a_regular_file_stops_the_start_naming_it() {
+    for name in ["log.jsonl", "snapshot.jsonl", "lock"] {
+        let dir = std::env::temp_dir().join(format!("gateway-h3-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::os::unix::fs::symlink("/dev/null", dir.join(name)).unwrap();
+        let mut config = cluster_gateway::ServerConfig::new("127.0.0.1", 0);
+        config.data_dir = Some(dir.clone());
+        let error = match cluster_gateway::GatewayServer::new(config).start() {
+            Ok(_) => panic!("{name} as a symlink to /dev/null was accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            error.contains(name) && error.contains("not a regular file"),
+            "{error}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
