@@ -414,3 +414,4 @@ fn a_data_directory_file_that_is_not_a_regular_file_stops_the_start_naming_it() 
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
