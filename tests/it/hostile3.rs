@@ -415,3 +415,82 @@ fn a_data_directory_file_that_is_not_a_regular_file_stops_the_start_naming_it() 
     }
 }
 
+/// Threads of process `pid` called `name`.
+fn threads_named(pid: u32, name: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .filter(|t| {
+                    std::fs::read_to_string(t.path().join("comm"))
+                        .is_ok_and(|comm| comm.trim() == name)
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn each_accept_loop_restart_leaves_no_drainer_once_its_connections_close() {
+    use std::process::{Command, Stdio};
+    let bin = env!("CARGO_BIN_EXE_gateway-server");
+    let mut child = Command::new("bash")
+        .args([
+            "-c",
+            &format!("ulimit -n 48 && exec {bin} --host 127.0.0.1 --port 0"),
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines, log) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let address: SocketAddr = loop {
+        let line = log
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the server starts");
+        if let Some((_, url)) = line.split_once("listening on http://") {
+            break url.trim().parse().unwrap();
+        }
+    };
+    let health = || {
+        let answer = raw(
+            address,
+            b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(2),
+        );
+        answer.starts_with("HTTP/1.1 200")
+    };
+    let cycles = 4;
+    let mut restarts = 0;
+    for _ in 0..cycles {
+        let held: Vec<TcpStream> = (0..100)
+            .filter_map(|_| TcpStream::connect(address).ok())
+            .collect();
+        assert!(eventually(Duration::from_secs(30), || {
+            log.try_iter().any(|l| l.contains("accept loop died"))
+        }));
+        drop(held);
+        assert!(eventually(Duration::from_secs(30), health), "served again");
+        // Logged as the new loop takes over, just before its drainer starts.
+        assert!(eventually(Duration::from_secs(30), || {
+            log.try_iter()
+                .any(|l| l.contains("accepting connections again"))
+        }));
+        restarts += 1;
+    }
+    let drainers_gone = eventually(Duration::from_secs(20), || {
+        threads_named(child.id(), "gateway-drainer") == 0
+    });
+    let left = threads_named(child.id(), "gateway-drainer");
+    let _ = child.kill();
+    let _ = child.wait();
+    println!("{restarts} accept loop restarts, {left} drainer threads left");
+    assert!(restarts >= 1, "the accept loop was never replaced");
+    assert!(drainers_gone, "{left} drainer threads after {restarts} restarts");
+}
