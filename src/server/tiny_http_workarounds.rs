@@ -379,7 +379,10 @@ mod tests {
     fn a_gateway_off_loopback_is_told_to_use_the_front() {
         let warning = |addr: &str| super::bare_host_warning(addr.parse().unwrap());
         let any = warning("0.0.0.0:8080").unwrap();
-        assert!(any.contains("0.0.0.0:8080") && any.contains("nginx.conf"), "{any}");
+        assert!(
+            any.contains("0.0.0.0:8080") && any.contains("nginx.conf"),
+            "{any}"
+        );
         assert!(warning("10.1.2.3:80").is_some());
         assert!(warning("[::]:80").is_some());
         assert_eq!(warning("127.0.0.1:8080"), None);

@@ -446,7 +446,10 @@ fn each_accept_loop_restart_leaves_no_drainer_once_its_connections_close() {
     let (lines, log) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
             let _ = lines.send(line);
         }
     });
@@ -492,5 +495,8 @@ fn each_accept_loop_restart_leaves_no_drainer_once_its_connections_close() {
     let _ = child.wait();
     println!("{restarts} accept loop restarts, {left} drainer threads left");
     assert!(restarts >= 1, "the accept loop was never replaced");
-    assert!(drainers_gone, "{left} drainer threads after {restarts} restarts");
+    assert!(
+        drainers_gone,
+        "{left} drainer threads after {restarts} restarts"
+    );
 }

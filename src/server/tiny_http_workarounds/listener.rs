@@ -372,7 +372,10 @@ pub(super) fn accepted_sockets(listening: SocketAddr) -> io::Result<HashSet<u64>
         let Some(inode) = socket_inode(&entry.path()) else {
             continue;
         };
-        let Some(number) = entry.file_name().to_str().and_then(|n| n.parse::<RawFd>().ok())
+        let Some(number) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<RawFd>().ok())
         else {
             continue;
         };
@@ -404,7 +407,10 @@ fn any_open(inodes: &HashSet<u64>) -> bool {
 fn socket_inode(fd: &std::path::Path) -> Option<u64> {
     let link = std::fs::read_link(fd).ok()?;
     let link = link.to_str()?;
-    link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+    link.strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
 }
 
 /// How long [`Accepting::close`] waits for tiny_http's accept threads to end (they do at once:
