@@ -546,7 +546,14 @@ fn ip_address(value: &Value) -> Result<String, Invalid> {
         return Err(bad(&format!("longer than {} bytes", limits::ADDRESS_BYTES)));
     }
     if let Ok(ip) = text.parse::<IpAddr>() {
-        if ip.is_unspecified() {
+        // `::ffff:0.0.0.0` (and `::0.0.0.0`) is 0.0.0.0 to a peer that connects to it.
+        let unspecified = match ip {
+            IpAddr::V6(v6) => {
+                v6.is_unspecified() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_unspecified())
+            }
+            IpAddr::V4(v4) => v4.is_unspecified(),
+        };
+        if unspecified {
             return Err(bad(&format!(
                 "{} is the unspecified address, which no peer can reach",
                 quoted(text)
@@ -559,6 +566,21 @@ fn ip_address(value: &Value) -> Result<String, Invalid> {
     if text.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
         return Err(bad(&format!(
             "{} is not a valid IPv4 address",
+            quoted(text)
+        )));
+    }
+    // A name whose last label is a number (decimal, or `0x` hex) is read as an IPv4 address
+    // by resolvers and URL parsers (`0x7f.1`, `2130706433`, `0x0`: 127.0.0.1 or 0.0.0.0), and
+    // WHATWG URLs refuse it as a host name: only dotted decimal is taken as IPv4.
+    let last = text.rsplit('.').next().unwrap_or("");
+    let hex = last
+        .strip_prefix("0x")
+        .or_else(|| last.strip_prefix("0X"))
+        .is_some_and(|digits| digits.bytes().all(|b| b.is_ascii_hexdigit()));
+    if hex || (!last.is_empty() && last.bytes().all(|b| b.is_ascii_digit())) {
+        return Err(bad(&format!(
+            "{} ends in a number, which resolvers read as an IPv4 address: give a dotted \
+             decimal IPv4 address (four numbers 0-255 without leading zeros) or a host name",
             quoted(text)
         )));
     }

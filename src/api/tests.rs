@@ -188,3 +188,36 @@ fn body_must_be_a_json_object() {
             .contains("must be an object")
     );
 }
+
+#[test]
+fn numeric_forms_a_resolver_reads_as_another_address_are_refused() {
+    for text in [
+        "0x0",
+        "0x00000000",
+        "0X7F000001",
+        "::ffff:0.0.0.0",
+        "::0.0.0.0",
+        "0x7f.1",
+        "2130706433",
+        "0177.0.0.1",
+        "127.1",
+        "node.0x1f",
+        "example.123",
+    ] {
+        let err = register(with("ip_address", json!(text))).unwrap_err();
+        assert!(err.0.starts_with("Invalid ip_address"), "{text}: {err}");
+    }
+    for fine in [
+        "10.0.0.1",
+        "127.0.0.1",
+        "::ffff:10.0.0.1",
+        "fe80::1",
+        "0xdeadbeef-host.example",
+        "1node.example",
+        "node-0x1.example",
+        "localhost",
+        "h",
+    ] {
+        assert!(register(with("ip_address", json!(fine))).is_ok(), "{fine}");
+    }
+}

@@ -5,9 +5,12 @@
 //! ignored); `GATEWAY_TOKENS` holds the same lines. A `write` token may also read. With no token
 //! at all the gateway is open, as the original was. The token text itself never leaves this
 //! module: errors name a line, logs and answers name the token's `name`, and [`Secret`] prints
-//! as `<redacted>`. Presented tokens are compared in constant time.
+//! as `<redacted>`. A presented token is found by a keyed digest and compared in constant time;
+//! an `Authorization` header over 4 KiB is refused before any work on it.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasher, RandomState};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -112,10 +115,24 @@ struct Token {
 }
 
 /// A set of tokens, each with a role and a name.
+///
+/// Tokens are found by a digest of the presented text (SipHash with a key drawn at random for
+/// each table), then the one candidate is compared in constant time: a lookup costs one pass
+/// over the presented text, whatever the number of tokens.
 #[derive(Default)]
 pub struct Tokens {
     tokens: Vec<Token>,
+    /// The digest of each token's text: its index in `tokens` (several on a collision).
+    by_digest: HashMap<u64, Vec<usize>>,
+    /// The key of the digest: random, so the digests say nothing outside this process.
+    key: RandomState,
 }
+
+/// The longest `Authorization` header judged: a longer one is refused before any work on it.
+pub const MAX_AUTHORIZATION: usize = 4096;
+
+/// The longest token a table may hold (one that fits in [`MAX_AUTHORIZATION`] after `Bearer `).
+const MAX_TOKEN: usize = MAX_AUTHORIZATION - "Bearer ".len();
 
 impl fmt::Debug for Tokens {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -179,9 +196,20 @@ impl Tokens {
             if tokens.tokens.iter().any(|t| t.name == name) {
                 return Err(error("the name is used by an earlier line"));
             }
-            if tokens.tokens.iter().any(|t| t.secret == secret) {
+            if secret.len() > MAX_TOKEN {
+                return Err(error(&format!(
+                    "the token is longer than {MAX_TOKEN} bytes (it would not fit in a header)"
+                )));
+            }
+            if tokens.find(secret).is_some() {
                 return Err(error("the token is used by an earlier line"));
             }
+            let digest = tokens.key.hash_one(secret);
+            tokens
+                .by_digest
+                .entry(digest)
+                .or_default()
+                .push(tokens.tokens.len());
             tokens.tokens.push(Token {
                 role,
                 name: name.to_owned(),
@@ -211,12 +239,15 @@ impl Tokens {
         names.join(", ")
     }
 
-    /// The name and role of `presented`, if it is one of the tokens. Every token is compared,
-    /// each over the whole presented text, whatever matches: the time taken depends on the
-    /// presented length and the number of tokens, never on how much of a token was guessed.
+    /// The name and role of `presented`, if it is one of the tokens: the token with the same
+    /// digest (see [`Tokens`]), compared over the whole presented text. The time taken depends
+    /// on the presented length, never on the number of tokens nor on how much of a token was
+    /// guessed (the digest's key is secret, so its value tells nothing about any token).
     pub fn find(&self, presented: &[u8]) -> Option<(&str, Role)> {
+        let candidates = self.by_digest.get(&self.key.hash_one(presented))?;
         let mut found = None;
-        for token in &self.tokens {
+        for &index in candidates {
+            let token = &self.tokens[index];
             if constant_time_eq(presented, &token.secret) {
                 found = Some(token);
             }
@@ -230,6 +261,8 @@ fn constant_time_eq(presented: &[u8], secret: &[u8]) -> bool {
     if secret.is_empty() {
         return false;
     }
+    #[cfg(test)]
+    tests::COMPARED.with(|n| n.set(n.get() + presented.len()));
     let mut diff = u8::from(presented.len() != secret.len());
     for (i, &byte) in presented.iter().enumerate() {
         // Wrapping over the secret keeps the work the same whatever its length.
@@ -408,6 +441,9 @@ impl Auth {
         };
         if headers.next().is_some() {
             return Verdict::Unauthenticated("more than one Authorization header");
+        }
+        if header.len() > MAX_AUTHORIZATION {
+            return Verdict::Unauthenticated("the Authorization header is longer than 4 KiB");
         }
         let header = header.trim();
         let (scheme, presented) = header.split_once(' ').unwrap_or((header, ""));

@@ -148,7 +148,10 @@ fn route(gateway: &Gateway, request: &Request<'_>) -> Result<Response, Response>
         Some((path, query)) => (path, query),
         None => (request.url, ""),
     };
-    let endpoint = Endpoint::of(path).ok_or_else(|| Response::error(404, "Not Found"))?;
+    // Authorisation comes first: a 404 or 405 would list the routes to anyone.
+    let known = Endpoint::of(path);
+    authorise(gateway, request, known)?;
+    let endpoint = known.ok_or_else(|| Response::error(404, "Not Found"))?;
     let method = request.method;
     if !endpoint.allows(method) {
         return Err(Response {
@@ -156,7 +159,6 @@ fn route(gateway: &Gateway, request: &Request<'_>) -> Result<Response, Response>
             ..Response::error(405, format!("Method {method} not allowed on {path}"))
         });
     }
-    authorise(gateway, request, endpoint)?;
     let is_get = matches!(method, "GET" | "HEAD");
     match endpoint {
         Endpoint::Health => Ok(health(gateway, query)),
@@ -255,31 +257,55 @@ impl Endpoint {
     }
 }
 
+/// The refusal (401, 403) `request` gets from its headers alone, if any: the server asks
+/// before anything that costs (reading its body, parking it, looking up its path), so an
+/// unauthorised request costs what a `/health` costs.
+pub fn unauthorised(gateway: &Gateway, request: &Request<'_>) -> Option<Response> {
+    let path = path_of(request);
+    check(gateway, request, Endpoint::of(path)).err()
+}
+
 /// The one place a request is allowed or refused before it reaches the registry.
 ///
 /// With tokens configured (`--token-file`, `GATEWAY_TOKENS`), `GET` and `HEAD` need a read or a
 /// write token and every other method a write token, whatever the path: a route added later is
-/// covered by its method. `/health` stays open unless `--protect-health`. With no token the
-/// gateway is open. A write is logged with the name of the token that made it (the token
-/// itself never reaches a log).
-fn authorise(gateway: &Gateway, request: &Request<'_>, endpoint: Endpoint) -> Result<(), Response> {
+/// covered by its method. `/health` stays open unless `--protect-health`. A path that is not a
+/// route, or a method a route does not take, needs a token of either role before it is
+/// answered 404 or 405. With no token the gateway is open. A write is logged with the name of
+/// the token that made it (the token itself never reaches a log).
+fn authorise(
+    gateway: &Gateway,
+    request: &Request<'_>,
+    endpoint: Option<Endpoint>,
+) -> Result<(), Response> {
+    let name = check(gateway, request, endpoint)?;
     let is_read = matches!(request.method, "GET" | "HEAD");
-    let need = match endpoint {
+    if let (Some(name), false, Some(endpoint)) = (name, is_read, endpoint) {
+        log_write(&name, request, endpoint);
+    }
+    Ok(())
+}
+
+/// The verdict on `request`'s `Authorization` header for `endpoint` (`None`: no such path).
+fn check(
+    gateway: &Gateway,
+    request: &Request<'_>,
+    endpoint: Option<Endpoint>,
+) -> Result<Option<String>, Response> {
+    let is_read = matches!(request.method, "GET" | "HEAD");
+    let need = match endpoint.filter(|e| e.allows(request.method)) {
         // The page and the API's description hold no registry data: a browser loads the page
         // before it can be given a token, and a client generator reads the schema. Every call
         // the page makes needs a token like any other.
-        Endpoint::Dashboard | Endpoint::OpenApi if is_read => return Ok(()),
-        Endpoint::Health => Need::Health,
-        _ if is_read => Need::Role(Role::Read),
-        _ => Need::Role(Role::Write),
+        Some(Endpoint::Dashboard | Endpoint::OpenApi) if is_read => return Ok(None),
+        Some(Endpoint::Health) => Need::Health,
+        // A 404 or a 405: any valid token.
+        None => Need::Role(Role::Read),
+        Some(_) if is_read => Need::Role(Role::Read),
+        Some(_) => Need::Role(Role::Write),
     };
     match gateway.auth().check(request.header("Authorization"), need) {
-        Verdict::Allowed(name) => {
-            if let (Some(name), false) = (name, is_read) {
-                log_write(&name, request, endpoint);
-            }
-            Ok(())
-        }
+        Verdict::Allowed(name) => Ok(name),
         Verdict::Unauthenticated(why) => {
             log::debug!("401 for {} {}: {why}", request.method, path_of(request));
             Err(Response::error(401, why).with_header(
@@ -472,9 +498,13 @@ pub struct Wait {
 /// `GET /leader` with `index` (or `wait` and an `If-None-Match`) that describes what the
 /// registry shows now. `None`: answer at once with [`handle`] (a bad query, a registry already
 /// past the client's index, another gateway run's index or epoch or tag, `wait=0`, a store
-/// that cannot be read).
+/// that cannot be read, a request that will be refused 401 or 403).
 pub fn parks(gateway: &Gateway, request: &Request<'_>) -> Option<Wait> {
     if !matches!(request.method, "GET" | "HEAD") {
+        return None;
+    }
+    // Never park what will be refused: the wait would give away the version and its changes.
+    if unauthorised(gateway, request).is_some() {
         return None;
     }
     let (path, query) = request.url.split_once('?')?;

@@ -290,7 +290,9 @@ impl<T> Watchers<T> {
     }
 }
 
-/// A request being served, counted by connection until dropped.
+/// A request being served, counted by connection until dropped. The server drops it once the
+/// request is routed or parked, before its answer is written: a request the client sends after
+/// reading that answer never finds it still counted (and is never taken for a pipelined one).
 pub struct InFlight<T> {
     watchers: Arc<Watchers<T>>,
     peer: Option<SocketAddr>,

@@ -204,6 +204,9 @@ impl GatewayServer {
             crate::VERSION
         );
         log::info!("settings: {settings}");
+        if let Some(warning) = workarounds::bare_host_warning(local_addr) {
+            log::warn!("{warning}");
+        }
         Ok(RunningServer {
             local_addr,
             accepting,

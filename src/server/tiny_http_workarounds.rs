@@ -33,6 +33,23 @@ pub(crate) use nudger::*;
 // ------------------------------------------------------------------------------------------
 // Framing: what tiny_http accepts leniently, and connections it keeps reading.
 
+/// The warning for a gateway listening on `addr` off loopback, where anyone who can reach it
+/// meets tiny_http directly: what only the front proxy closes (an `HTTP/2.0` request line
+/// holds a thread and two descriptors for good, headers are unbounded, a thread a
+/// connection) cannot be closed from inside the process, since tiny_http reads and answers
+/// those before the gateway sees a request.
+pub(crate) fn bare_host_warning(addr: SocketAddr) -> Option<String> {
+    (!addr.ip().is_loopback()).then(|| {
+        format!(
+            "listening on {addr}, off loopback: tiny_http-internal weaknesses (an HTTP/2.0 \
+             request line holds a thread and two descriptors for good; unbounded headers; a \
+             thread per connection) are closed only by a front proxy: on any network others \
+             can reach, bind 127.0.0.1 and put scripts/deploy/nginx.conf in front \
+             (RELIABILITY.md)"
+        )
+    })
+}
+
 /// Why the request's framing is ambiguous, if it is.
 ///
 /// tiny_http frames a body by the first `Content-Length` it finds, parsed leniently (`+13` is
@@ -353,5 +370,22 @@ impl<R: Read> Read for Deadline<R> {
             ));
         }
         self.inner.read(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_gateway_off_loopback_is_told_to_use_the_front() {
+        let warning = |addr: &str| super::bare_host_warning(addr.parse().unwrap());
+        let any = warning("0.0.0.0:8080").unwrap();
+        assert!(
+            any.contains("0.0.0.0:8080") && any.contains("nginx.conf"),
+            "{any}"
+        );
+        assert!(warning("10.1.2.3:80").is_some());
+        assert!(warning("[::]:80").is_some());
+        assert_eq!(warning("127.0.0.1:8080"), None);
+        assert_eq!(warning("[::1]:8080"), None);
     }
 }

@@ -545,7 +545,10 @@ fn one_member_down_gateways_carry_on_quorum_lost_reads_and_writes_503_then_all_r
                 .is_some_and(|e| e.contains("etcd")),
             "{health}"
         );
-        assert_eq!(health["status"], "healthy");
+        assert_eq!(
+            health["status"], "unhealthy",
+            "not ready without quorum: {health}"
+        );
         let stats = g.get("/stats").1;
         assert!(
             stats["store_error"]
@@ -637,7 +640,8 @@ fn a_gateway_started_before_etcd_refuses_reads_and_writes_then_serves_once_etcd_
     let (status, body) = g.post_json("/register", &registration(1));
     assert_eq!(status, 503, "{body}");
     let health = g.get("/health");
-    assert_eq!(health.0, 200);
+    assert_eq!(health.0, 503, "not ready: {}", health.1);
+    assert_eq!(g.get("/health?live").0, 200);
     assert!(
         health.1["store_error"]
             .as_str()
@@ -722,8 +726,14 @@ fn a_gateway_whose_watch_is_blackholed_answers_503_within_seconds_then_recovers(
         "{}",
         last.1
     );
+    // Not ready (503 unhealthy: a load balancer takes it out), yet alive.
     let (status, health) = behind.get("/health");
-    assert_eq!(status, 200);
+    assert_eq!(
+        (status, health["status"].as_str()),
+        (503, Some("unhealthy")),
+        "{health}"
+    );
+    assert_eq!(behind.get("/health?live").0, 200);
     let why = health["store_error"]
         .as_str()
         .unwrap_or_default()

@@ -14,6 +14,7 @@ mod etcd;
 mod faults;
 mod front;
 mod hostile;
+mod hostile3;
 mod layering;
 mod leaks;
 mod logs;

@@ -133,3 +133,75 @@ fn secrets_do_not_print() {
     assert!(!format!("{source:?}").contains("hunter2"));
     assert!(!format!("{:?}", auth()).contains("secret"));
 }
+
+thread_local! {
+    /// Bytes of presented text compared against tokens on this thread.
+    pub(super) static COMPARED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn compared(f: impl FnOnce()) -> usize {
+    COMPARED.with(|n| n.set(0));
+    f();
+    COMPARED.with(std::cell::Cell::get)
+}
+
+fn thousand_tokens() -> Auth {
+    let table: String = (0..1000)
+        .map(|i| format!("write:n{i}:tok-{i:04}-{}\n", "x".repeat(32)))
+        .collect();
+    let auth = Auth::default();
+    auth.install(
+        TokenSource::default(),
+        Tokens::parse(&table, "t").unwrap(),
+        false,
+    );
+    auth
+}
+
+#[test]
+fn a_lookup_compares_one_candidate_whatever_the_number_of_tokens() {
+    let auth = thousand_tokens();
+    let need = Need::Role(Role::Read);
+    let token = format!("tok-0999-{}", "x".repeat(32));
+    let header = format!("Bearer {token}");
+    let work = compared(|| {
+        assert_eq!(
+            auth.check([header.as_str()].into_iter(), need),
+            Verdict::Allowed(Some("n999".to_owned()))
+        );
+    });
+    assert_eq!(work, token.len(), "one comparison, not one per token");
+    // A near miss of the longest size accepted: no candidate, or one at most.
+    let header = format!("Bearer {}", "y".repeat(MAX_AUTHORIZATION - 7));
+    let work = compared(|| {
+        assert_eq!(
+            auth.check([header.as_str()].into_iter(), need),
+            Verdict::Unauthenticated("unknown token")
+        );
+    });
+    assert!(work <= MAX_AUTHORIZATION, "{work} bytes compared");
+}
+
+#[test]
+fn a_4_mb_authorization_header_is_refused_before_any_work() {
+    let auth = thousand_tokens();
+    let header = format!("Bearer {}", "y".repeat(4 << 20));
+    let started = std::time::Instant::now();
+    let work = compared(|| {
+        assert_eq!(
+            auth.check([header.as_str()].into_iter(), Need::Role(Role::Read)),
+            Verdict::Unauthenticated("the Authorization header is longer than 4 KiB")
+        );
+    });
+    let took = started.elapsed();
+    println!("a 4 MB header against 1,000 tokens: {took:?}, {work} bytes compared");
+    assert_eq!(work, 0);
+    assert!(took < std::time::Duration::from_millis(100), "{took:?}");
+}
+
+#[test]
+fn a_token_too_long_for_a_header_is_refused_by_its_line() {
+    let table = format!("read:a:{}", "t".repeat(MAX_AUTHORIZATION));
+    let error = Tokens::parse(&table, "f").unwrap_err();
+    assert!(matches!(error, AuthError::Line { line: 1, .. }), "{error}");
+}

@@ -1,5 +1,6 @@
 //! What a handler answers: [`Response`], with a [`Body`] made of pieces (some borrowed from the
-//! cached node list) so a list is never copied into an answer, and `?pretty` indentation.
+//! cached node list) so a list is never copied into an answer, and `?pretty` indentation, made
+//! as the answer is written.
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -36,7 +37,22 @@ pub struct Body {
     parts: Vec<Part>,
     /// Reading position: which part, and how far into it.
     at: (usize, usize),
+    /// `?pretty`: the pieces are indented as they are written (never copied whole first).
+    pretty: Option<Box<Streaming>>,
 }
+
+/// The state of a `?pretty` body being read: the indenter, and what it gave that was not read
+/// yet.
+#[derive(Debug, Default)]
+struct Streaming {
+    indenter: Indenter,
+    out: Vec<u8>,
+    out_at: usize,
+    finished: bool,
+}
+
+/// How many bytes of the compact text are indented at a time when a pretty body is written.
+const PRETTY_STEP: usize = 8 * 1024;
 
 impl Body {
     pub(super) fn owned(bytes: Vec<u8>) -> Body {
@@ -44,7 +60,31 @@ impl Body {
             list: None,
             parts: vec![Part::Owned(bytes)],
             at: (0, 0),
+            pretty: None,
         }
+    }
+
+    fn new(list: Option<Arc<NodeList>>, parts: Vec<Part>) -> Body {
+        Body {
+            list,
+            parts,
+            at: (0, 0),
+            pretty: None,
+        }
+    }
+
+    /// Bytes this body holds of its own, beyond the cached list it borrows from (a measure for
+    /// tests: `?pretty` must not copy the list).
+    pub fn owned_bytes(&self) -> usize {
+        let parts: usize = self
+            .parts
+            .iter()
+            .map(|p| match p {
+                Part::Owned(bytes) => bytes.capacity(),
+                _ => 0,
+            })
+            .sum();
+        parts + self.pretty.as_ref().map_or(0, |p| p.out.capacity())
     }
 
     pub(super) fn part<'s>(&'s self, part: &'s Part) -> &'s [u8] {
@@ -64,9 +104,26 @@ impl Body {
         }
     }
 
-    /// Length in bytes.
-    pub fn len(&self) -> usize {
+    /// The compact length in bytes.
+    fn compact_len(&self) -> usize {
         self.parts.iter().map(|p| self.part(p).len()).sum()
+    }
+
+    /// Length in bytes (for `?pretty`, one pass of the indenter that counts what it would
+    /// write).
+    pub fn len(&self) -> usize {
+        if self.pretty.is_none() {
+            return self.compact_len();
+        }
+        let mut indenter = Indenter::default();
+        let mut count = Count(0);
+        for part in &self.parts {
+            for &b in self.part(part) {
+                indenter.feed(b, &mut count);
+            }
+        }
+        indenter.finish(&mut count);
+        count.0
     }
 
     /// True if the body has no bytes.
@@ -74,26 +131,40 @@ impl Body {
         self.len() == 0
     }
 
-    /// Writes the whole body to `out`, piece by piece.
+    /// Writes the whole body to `out`, piece by piece (`?pretty`: indented a step at a time).
     pub fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
-        self.parts
-            .iter()
-            .try_for_each(|p| out.write_all(self.part(p)))
+        if self.pretty.is_none() {
+            return self
+                .parts
+                .iter()
+                .try_for_each(|p| out.write_all(self.part(p)));
+        }
+        let mut indenter = Indenter::default();
+        let mut buffer = Vec::with_capacity(PRETTY_STEP * 2);
+        for part in &self.parts {
+            for step in self.part(part).chunks(PRETTY_STEP) {
+                for &b in step {
+                    indenter.feed(b, &mut buffer);
+                }
+                if buffer.len() >= PRETTY_STEP {
+                    out.write_all(&buffer)?;
+                    buffer.clear();
+                }
+            }
+        }
+        indenter.finish(&mut buffer);
+        out.write_all(&buffer)
     }
 
     /// The whole body as one buffer.
     pub fn to_vec(&self) -> Vec<u8> {
-        self.parts
-            .iter()
-            .flat_map(|p| self.part(p))
-            .copied()
-            .collect()
+        let mut bytes = Vec::with_capacity(self.len());
+        self.write_to(&mut bytes).expect("writing to a Vec");
+        bytes
     }
-}
 
-impl Read for Body {
-    /// Fills `buf` from as many parts as fit (a list answer has hundreds of small ones).
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+    /// The next compact bytes, up to `max`, moving the reading position past them.
+    fn next_compact(&mut self, buf: &mut [u8]) -> usize {
         let mut filled = 0;
         while filled < buf.len()
             && let Some(part) = self.parts.get(self.at.0)
@@ -108,6 +179,49 @@ impl Read for Body {
                 self.at.1 += n;
             }
         }
+        filled
+    }
+}
+
+impl Read for Body {
+    /// Fills `buf` from as many parts as fit (a list answer has hundreds of small ones);
+    /// `?pretty` indents a step of the compact text at a time.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(mut pretty) = self.pretty.take() else {
+            return Ok(self.next_compact(buf));
+        };
+        let mut filled = 0;
+        let mut step = [0; 1024];
+        while filled < buf.len() {
+            if pretty.out_at == pretty.out.len() {
+                pretty.out.clear();
+                pretty.out_at = 0;
+                if pretty.finished {
+                    break;
+                }
+                let n = self.next_compact(&mut step);
+                let Streaming {
+                    indenter,
+                    out,
+                    finished,
+                    ..
+                } = &mut *pretty;
+                for &b in &step[..n] {
+                    indenter.feed(b, out);
+                }
+                if n == 0 {
+                    indenter.finish(out);
+                    *finished = true;
+                }
+                continue;
+            }
+            let rest = &pretty.out[pretty.out_at..];
+            let n = rest.len().min(buf.len() - filled);
+            buf[filled..filled + n].copy_from_slice(&rest[..n]);
+            filled += n;
+            pretty.out_at += n;
+        }
+        self.pretty = Some(pretty);
         Ok(filled)
     }
 }
@@ -143,11 +257,7 @@ impl Response {
             allow: None,
             content_type: JSON,
             headers: Vec::new(),
-            body: Body {
-                list: Some(list),
-                parts,
-                at: (0, 0),
-            },
+            body: Body::new(Some(list), parts),
         }
     }
 
@@ -175,11 +285,7 @@ impl Response {
     pub(super) fn embedded(content_type: &'static str, text: &'static str) -> Response {
         Response {
             content_type,
-            body: Body {
-                list: None,
-                parts: vec![Part::Static(text.as_bytes())],
-                at: (0, 0),
-            },
+            body: Body::new(None, vec![Part::Static(text.as_bytes())]),
             ..Response::json(&())
         }
     }
@@ -191,7 +297,8 @@ impl Response {
         if self.content_type != JSON || encoded || self.body.is_empty() {
             return self;
         }
-        self.body = Body::owned(indent(&self.body.to_vec()));
+        // Indented as it is written: a second, larger copy of a list is never made.
+        self.body.pretty = Some(Box::default());
         for (name, value) in &mut self.headers {
             if *name == "ETag" && !value.starts_with("W/") {
                 value.insert_str(0, "W/");
@@ -202,58 +309,111 @@ impl Response {
 }
 
 /// Indents compact JSON text by two spaces, keeping every token (and the key order) as it is.
+#[cfg(test)]
 pub(super) fn indent(json: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(json.len() * 2);
-    let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    let newline = |out: &mut Vec<u8>, depth: usize| {
-        out.push(b'\n');
-        out.extend(std::iter::repeat_n(b' ', depth * 2));
-    };
-    let mut bytes = json.iter().copied().peekable();
-    while let Some(b) = bytes.next() {
-        if in_string {
-            out.push(b);
+    let mut indenter = Indenter::default();
+    for &b in json {
+        indenter.feed(b, &mut out);
+    }
+    indenter.finish(&mut out);
+    out
+}
+
+/// Where the indenter's output goes: a buffer, or a count of its bytes.
+trait Sink {
+    fn put(&mut self, bytes: &[u8]);
+    fn newline(&mut self, depth: usize);
+}
+
+impl Sink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+
+    fn newline(&mut self, depth: usize) {
+        self.push(b'\n');
+        self.extend(std::iter::repeat_n(b' ', depth * 2));
+    }
+}
+
+/// Counts bytes: a pretty body's length, without writing it.
+struct Count(usize);
+
+impl Sink for Count {
+    fn put(&mut self, bytes: &[u8]) {
+        self.0 += bytes.len();
+    }
+
+    fn newline(&mut self, depth: usize) {
+        self.0 += 1 + depth * 2;
+    }
+}
+
+/// Indents compact JSON a byte at a time, so that it can run over an answer's pieces as they
+/// are written: two spaces a level, every token (and the key order) kept as it is.
+#[derive(Debug, Default, Clone, Copy)]
+struct Indenter {
+    depth: usize,
+    in_string: bool,
+    escaped: bool,
+    /// Just after `{` or `[`: an empty `{}` or `[]` stays on its line.
+    opened: bool,
+}
+
+impl Indenter {
+    fn feed(&mut self, b: u8, out: &mut impl Sink) {
+        if self.in_string {
+            out.put(&[b]);
             match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
+                _ if self.escaped => self.escaped = false,
+                b'\\' => self.escaped = true,
+                b'"' => self.in_string = false,
                 _ => {}
             }
-            continue;
+            return;
+        }
+        if matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
+            return;
+        }
+        if std::mem::take(&mut self.opened) {
+            if b == b'}' || b == b']' {
+                out.put(&[b]);
+                return;
+            }
+            self.depth += 1;
+            out.newline(self.depth);
         }
         match b {
-            b' ' | b'\n' | b'\r' | b'\t' => {}
             b'"' => {
-                in_string = true;
-                out.push(b);
+                self.in_string = true;
+                out.put(&[b]);
             }
             b'{' | b'[' => {
-                out.push(b);
-                while bytes.next_if(|c| c.is_ascii_whitespace()).is_some() {}
-                if bytes.peek().is_some_and(|&c| c == b'}' || c == b']') {
-                    out.push(bytes.next().unwrap_or(b' '));
-                } else {
-                    depth += 1;
-                    newline(&mut out, depth);
-                }
+                out.put(&[b]);
+                self.opened = true;
             }
             b'}' | b']' => {
-                depth = depth.saturating_sub(1);
-                newline(&mut out, depth);
-                out.push(b);
+                self.depth = self.depth.saturating_sub(1);
+                out.newline(self.depth);
+                out.put(&[b]);
             }
             b',' => {
-                out.push(b);
-                newline(&mut out, depth);
+                out.put(&[b]);
+                out.newline(self.depth);
             }
-            b':' => out.extend_from_slice(b": "),
-            _ => out.push(b),
+            b':' => out.put(b": "),
+            _ => out.put(&[b]),
         }
     }
-    out.push(b'\n');
-    out
+
+    fn finish(&mut self, out: &mut impl Sink) {
+        if std::mem::take(&mut self.opened) {
+            self.depth += 1;
+            out.newline(self.depth);
+        }
+        out.put(b"\n");
+    }
 }
 
 impl From<Invalid> for Response {

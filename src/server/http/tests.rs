@@ -123,3 +123,29 @@ fn pretty_is_read_decoded_as_any_other_name_and_value() {
     assert!(!wants_pretty("prettyx=1"));
     assert!(!wants_pretty(""));
 }
+
+#[test]
+fn a_pretty_body_is_indented_as_it_is_written_and_read() {
+    use std::io::Read;
+    let compact = r#"{"nodes":[{"a":[],"b":{"c":"x,y:{"},"d":[1,2]},{}],"registry_version":7}"#;
+    let expected = indent(compact.as_bytes());
+    let response = super::Response::embedded(super::JSON, compact).pretty();
+    assert_eq!(response.body.len(), expected.len());
+    assert_eq!(response.body.to_vec(), expected);
+    assert_eq!(response.body.owned_bytes(), 0, "no copy made up front");
+    for size in [1, 7, 64, 4096] {
+        let mut body = super::Response::embedded(super::JSON, compact)
+            .pretty()
+            .body;
+        let mut read = Vec::new();
+        let mut buf = vec![0; size];
+        loop {
+            let n = body.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            read.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(read, expected, "read {size} bytes at a time");
+    }
+}

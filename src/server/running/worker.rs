@@ -74,10 +74,10 @@ pub(super) struct Waiting {
     pub(super) body: Vec<u8>,
 }
 
-/// Parked requests released together are answered by threads of this many requests each...
-pub(super) const ANSWERS_PER_THREAD: usize = 128;
-/// ...and at most this many threads.
-pub(super) const ANSWER_THREADS: usize = 8;
+/// Parked requests released together are answered by up to this many threads at once, each
+/// taking the next due request when it is done with one: a client that does not read holds
+/// one of them (up to the write timeout), never the answers of the others.
+pub(super) const ANSWER_THREADS: usize = 64;
 
 impl Context {
     /// The next request, taken in the queue's order with its framing screened (see
@@ -114,13 +114,17 @@ impl Context {
             .nudger
             .on_request(peer.as_ref(), keeps_alive(&request));
         // Its own framing first: `take` marked the connection poisoned for it already.
+        // The connection's in-flight count ends before any answer is written (see
+        // `InFlight`): every return below that answers drops it first.
         if let Some(why) = workarounds::framing_error(&request) {
+            drop(in_flight);
             context.count(&context.counters.framing_errors);
             context.poisoned.mark(peer.as_ref());
             let unread = workarounds::unread(&request);
             return context.dispose(request, Response::error(400, why), unread, received);
         }
         if context.poisoned.contains(peer.as_ref()) {
+            drop(in_flight);
             context.count(&context.counters.framing_errors);
             let answer = Response::error(
                 400,
@@ -130,12 +134,20 @@ impl Context {
             let unread = workarounds::unread(&request);
             return context.dispose(request, answer, unread, received);
         }
+        // Authorisation before its body is read or it is parked: a refused request costs what
+        // a `/health` costs.
+        if let Some(refusal) = context.unauthorised(&request) {
+            drop(in_flight);
+            let unread = workarounds::unread(&request);
+            return context.dispose(request, refusal, unread, received);
+        }
         if workarounds::body_is_buffered(&request) {
             return context.serve(request, received, None, (in_flight, answering));
         }
         // The body may be slow to come, or never come: read it, and answer, on a thread of
         // its own so no worker waits on a client.
         let Some(slot) = Slot::take(context, received) else {
+            drop(in_flight);
             log::warn!("{MAX_BODY_READERS} request bodies are already being read; refusing one");
             let answer = Response::error(503, "Too many requests with large bodies in progress");
             if request.body_length().is_none() {
@@ -147,6 +159,25 @@ impl Context {
         };
         let context = Arc::clone(context);
         thread::spawn(move || context.serve(request, received, Some(slot), (in_flight, answering)));
+    }
+
+    /// The 401 or 403 `request` gets from its headers alone, if any.
+    fn unauthorised(&self, request: &tiny_http::Request) -> Option<Response> {
+        let headers: Vec<(&str, &str)> = request
+            .headers()
+            .iter()
+            .map(|h| (h.field.as_str().as_str(), h.value.as_str()))
+            .collect();
+        let routing = http::Request {
+            method: request.method().as_str(),
+            url: request.url(),
+            body: &[],
+            headers: &headers,
+        };
+        catch_unwind(AssertUnwindSafe(|| {
+            http::unauthorised(&self.gateway, &routing)
+        }))
+        .unwrap_or_else(|_| Some(Response::error(500, "Internal server error")))
     }
 
     /// Writes a refusal (see [`workarounds::dispose`]) and counts it.
@@ -222,23 +253,21 @@ impl Context {
 
     /// Answers parked requests that are due, on short-lived threads (a client that does not
     /// read cannot hold up the watcher thread), each holding `exit` so that shutdown waits
-    /// for them.
+    /// for them. One thread a request, up to [`ANSWER_THREADS`]; past that, each thread takes
+    /// the next request from a shared queue, so a client that does not read delays no other.
     pub(super) fn release(context: &Arc<Context>, due: Vec<Waiting>, exit: &Sender<()>) {
         let released = Instant::now();
-        let threads = due
-            .len()
-            .div_ceil(ANSWERS_PER_THREAD)
-            .clamp(1, ANSWER_THREADS);
-        let per_thread = due.len().div_ceil(threads);
-        let mut due = due.into_iter();
+        let threads = due.len().clamp(1, ANSWER_THREADS);
+        let queue = Arc::new(Mutex::new(due.into_iter()));
         for _ in 0..threads {
-            let share: Vec<Waiting> = due.by_ref().take(per_thread).collect();
-            let (context, exit) = (Arc::clone(context), exit.clone());
+            let (context, exit, queue) = (Arc::clone(context), exit.clone(), Arc::clone(&queue));
             let answering = thread::Builder::new()
                 .name("gateway-watch-answer".to_owned())
                 .spawn(move || {
                     let _exit = exit;
-                    for waiting in share {
+                    loop {
+                        let next = lock(&queue).next();
+                        let Some(waiting) = next else { break };
                         context.answer_waiting(waiting, released);
                     }
                 });
@@ -277,6 +306,7 @@ impl Context {
         let body = match body {
             Ok(body) => body,
             Err(refusal) => {
+                drop(in_flight);
                 if refusal.answer.status == 408 {
                     self.count(&self.counters.bodies_timed_out);
                 }
@@ -306,6 +336,10 @@ impl Context {
         let Some(wait) = wait else {
             let answer = self.route(&routing);
             drop(headers);
+            // Counted no longer once routed: the client may send its next request as soon as
+            // the answer is written, and a long-poll then must not find this one in flight
+            // and be refused as pipelined.
+            drop(in_flight);
             return self.respond(request, (&method, &url), answer, received);
         };
         let headers = headers
@@ -322,11 +356,12 @@ impl Context {
             body,
         };
         let until = Instant::now() + wait.wait;
-        if let Err(refused) = self.watchers.park(waiting, wait.index, until, peer) {
+        let parked = self.watchers.park(waiting, wait.index, until, peer);
+        drop(in_flight);
+        if let Err(refused) = parked {
             // Changed meanwhile, too many waiting, stopping, or pipelined: answer now.
             self.answer_waiting(refused.into_inner(), received);
         }
-        drop(in_flight);
     }
 
     pub(super) fn timed_out(&self) -> Refusal {

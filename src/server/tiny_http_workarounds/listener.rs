@@ -235,7 +235,14 @@ impl Accepting {
             if self.stopping() {
                 return;
             }
-            match headroom(&self.listener).and_then(|()| AcceptLoop::start(&self.listener)) {
+            // The dead loop's connections, taken before the new loop accepts any: its drainer
+            // ends once they are all closed (unknown when `/proc` cannot be read: it never
+            // ends, as it did before).
+            let start = headroom(&self.listener).and_then(|()| {
+                let connections = self.listening.and_then(|l| accepted_sockets(l).ok());
+                AcceptLoop::start(&self.listener).map(|fresh| (fresh, connections))
+            });
+            match start {
                 Ok(fresh) => break fresh,
                 Err(e) if is_shortage(&e) => {
                     if said.elapsed() > Duration::from_secs(10) {
@@ -253,6 +260,7 @@ impl Accepting {
                 }
             }
         };
+        let (fresh, connections) = fresh;
         if self.stopping() {
             return;
         }
@@ -270,7 +278,7 @@ impl Accepting {
                 .name("gateway-drainer".to_owned())
                 .spawn(move || {
                     let _exit = exit;
-                    accepting.drain(&dead_loop);
+                    accepting.drain(&dead_loop, connections.as_ref());
                 });
         }
         for _ in 0..self.workers {
@@ -278,13 +286,23 @@ impl Accepting {
         }
     }
 
-    pub(super) fn drain(&self, dead: &AcceptLoop) {
+    /// Serves the requests of a dead accept loop's connections until they are all closed
+    /// (`connections`, their sockets' inodes; `None`: until the server stops), then lets go of
+    /// the loop.
+    pub(super) fn drain(&self, dead: &Arc<AcceptLoop>, connections: Option<&HashSet<u64>>) {
         loop {
             let Some(server) = dead.server() else { return };
-            let received = server.recv();
+            let received = server.recv_timeout(DRAIN_CHECK);
             drop(server);
             match received {
-                Ok(request) => (self.serve)(request),
+                Ok(Some(request)) => (self.serve)(request),
+                Ok(None) => {
+                    if connections.is_some_and(|c| !any_open(c)) && !self.stopping() {
+                        // No connection can send it anything any more.
+                        lock(&self.retired).retain(|l| !Arc::ptr_eq(l, dead));
+                        return;
+                    }
+                }
                 Err(_) if self.stopping() => return,
                 Err(_) => {
                     if dead.attached.load(Ordering::SeqCst) > 0 {
@@ -340,6 +358,59 @@ impl Accepting {
         self.listening
             .map_or(0, |listening| close_accepted(listening, except))
     }
+}
+
+/// How often a drainer looks whether its dead loop's connections are all closed.
+const DRAIN_CHECK: Duration = Duration::from_secs(1);
+
+/// The inodes of the sockets of this process accepted on `listening` (Linux: from
+/// `/proc/self/fd`).
+#[allow(unsafe_code)]
+pub(super) fn accepted_sockets(listening: SocketAddr) -> io::Result<HashSet<u64>> {
+    let mut found = HashSet::new();
+    for entry in std::fs::read_dir("/proc/self/fd")?.flatten() {
+        let Some(inode) = socket_inode(&entry.path()) else {
+            continue;
+        };
+        let Some(number) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<RawFd>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: as in `close_accepted`: the borrow lives only for the duplication.
+        let duplicate = unsafe { BorrowedFd::borrow_raw(number) }.try_clone_to_owned();
+        let Ok(duplicate) = duplicate else { continue };
+        let socket = SockRef::from(&duplicate);
+        let local = socket.local_addr().ok().and_then(|a| a.as_socket());
+        let connected = socket.peer_addr().is_ok();
+        if connected && local.is_some_and(|l| accepted_on(listening, l)) {
+            found.insert(inode);
+        }
+    }
+    Ok(found)
+}
+
+/// True while any of the sockets `inodes` is still open in this process (or when that cannot
+/// be read).
+fn any_open(inodes: &HashSet<u64>) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return true;
+    };
+    entries
+        .flatten()
+        .any(|entry| socket_inode(&entry.path()).is_some_and(|i| inodes.contains(&i)))
+}
+
+/// The inode of the socket `/proc/self/fd/N` links to (`socket:[inode]`).
+fn socket_inode(fd: &std::path::Path) -> Option<u64> {
+    let link = std::fs::read_link(fd).ok()?;
+    let link = link.to_str()?;
+    link.strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
 }
 
 /// How long [`Accepting::close`] waits for tiny_http's accept threads to end (they do at once:

@@ -25,20 +25,47 @@ use crate::lock;
 /// moves the queue), nor for the later requests of a connection.
 pub(crate) struct Nudger {
     target: SocketAddr,
-    seen: Mutex<HashSet<SocketAddr>>,
+    seen: Mutex<Seen>,
     pending: Mutex<usize>,
     wake: Condvar,
     stopping: AtomicBool,
 }
 
-/// Peers remembered as already seen; past it, the memory starts over (a few extra nudges).
-pub(super) const SEEN_PEERS: usize = 4096;
+/// Peers remembered in each of the two generations of [`Seen`]: at most twice this many.
+pub(super) const SEEN_PEERS: usize = 16_384;
+
+/// The peers seen, in two generations: a peer is looked for in both and recorded in the
+/// current one; when the current one is full it becomes the previous one, and the previous one
+/// is forgotten. Memory stays bounded, and a connection that sends a request at least once
+/// while [`SEEN_PEERS`] new connections arrive is never forgotten (it moves to the current
+/// generation each time): past the bound only connections silent that long are nudged again,
+/// never nearly every request.
+#[derive(Default)]
+struct Seen {
+    current: HashSet<SocketAddr>,
+    previous: HashSet<SocketAddr>,
+}
+
+impl Seen {
+    /// Records `peer`; true if it was not seen before.
+    fn first(&mut self, peer: SocketAddr) -> bool {
+        if self.current.contains(&peer) {
+            return false;
+        }
+        let known = self.previous.remove(&peer);
+        if self.current.len() >= SEEN_PEERS {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(peer);
+        !known
+    }
+}
 
 impl Nudger {
     pub(crate) fn new(listening: SocketAddr) -> Nudger {
         Nudger {
             target: reachable(listening),
-            seen: Mutex::new(HashSet::new()),
+            seen: Mutex::new(Seen::default()),
             pending: Mutex::new(0),
             wake: Condvar::new(),
             stopping: AtomicBool::new(false),
@@ -50,13 +77,7 @@ impl Nudger {
         let Some(peer) = peer.filter(|_| keeps_alive) else {
             return;
         };
-        let first = {
-            let mut seen = lock(&self.seen);
-            if seen.len() >= SEEN_PEERS {
-                seen.clear();
-            }
-            seen.insert(*peer)
-        };
+        let first = lock(&self.seen).first(*peer);
         if first {
             *lock(&self.pending) += 1;
             self.wake.notify_one();
@@ -100,5 +121,38 @@ pub(super) fn reachable(addr: SocketAddr) -> SocketAddr {
             SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
         }
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ten_thousand_connections_that_keep_sending_are_nudged_for_once_each() {
+        let nudger = Nudger::new(SocketAddr::from(([127, 0, 0, 1], 9)));
+        // Before: past 4,096 the memory started over, and nearly every request nudged.
+        let peers: Vec<SocketAddr> = (0..10_000u32)
+            .map(|i| SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 4000)))
+            .collect();
+        for peer in &peers {
+            nudger.on_request(Some(peer), true);
+        }
+        let first = *lock(&nudger.pending);
+        assert_eq!(first, peers.len(), "one nudge for each new connection");
+        for _ in 0..3 {
+            for peer in &peers {
+                nudger.on_request(Some(peer), true);
+            }
+        }
+        let again = *lock(&nudger.pending) - first;
+        assert_eq!(again, 0, "requests of connections already seen");
+        // New connections without end: memory stays within the two generations.
+        for i in 0..3 * SEEN_PEERS as u32 {
+            let peer = SocketAddr::from(([11, (i >> 16) as u8, (i >> 8) as u8, i as u8], 4000));
+            nudger.on_request(Some(&peer), true);
+        }
+        let seen = lock(&nudger.seen);
+        assert!(seen.current.len() + seen.previous.len() <= 2 * SEEN_PEERS);
     }
 }

@@ -144,6 +144,9 @@ impl Replay {
 /// Locks `dir` (creating it if needed) and reads the registry back from it.
 pub fn recover(dir: &Path) -> Result<(Restored, Resume), OpenError> {
     fs::create_dir_all(dir).map_err(io_error(dir))?;
+    for name in [LOCK_FILE, SNAPSHOT_FILE, LOG_FILE] {
+        regular_file(&dir.join(name))?;
+    }
     let lock_path = dir.join(LOCK_FILE);
     let lock = OpenOptions::new()
         .create(true)
@@ -214,6 +217,31 @@ pub fn recover(dir: &Path) -> Result<(Restored, Resume), OpenError> {
         restored.version
     );
     Ok((restored, resume))
+}
+
+/// Refuses a data-directory file that exists and is not a regular file: a symlink (to
+/// `/dev/null`, say: every record written and synced into nothing, every start empty), a
+/// directory, a device, a pipe. A missing file is fine (it is created).
+fn regular_file(path: &Path) -> Result<(), OpenError> {
+    let kind = match fs::symlink_metadata(path) {
+        Ok(meta) => meta.file_type(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_error(path)(e)),
+    };
+    if kind.is_file() {
+        return Ok(());
+    }
+    let what = if kind.is_symlink() {
+        "a symbolic link"
+    } else if kind.is_dir() {
+        "a directory"
+    } else {
+        "a device, pipe or socket"
+    };
+    Err(io_error(path)(io::Error::other(format!(
+        "is {what}, not a regular file: move it aside (the gateway writes and syncs its \
+         records there, and only a regular file keeps them)"
+    ))))
 }
 
 /// What the directory holds on disk, with the log read up to `good` bytes (what was synced):
