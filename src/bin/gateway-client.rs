@@ -189,12 +189,22 @@ const FLAGS: TopLevelFlags<'static> = TopLevelFlags {
 #[argh(subcommand)]
 enum Command {
     Nodes(NodesCommand),
+    Node(NodeCommand),
     Leader(LeaderCommand),
     SetLeader(SetLeaderCommand),
     Remove(RemoveCommand),
     Stats(StatsCommand),
     Health(HealthCommand),
     Watch(WatchCommand),
+}
+
+/// Show one node (active or suspected); exit 1 if it is not registered.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "node")]
+struct NodeCommand {
+    /// the node's id
+    #[argh(positional)]
+    node_id: u64,
 }
 
 /// List the active nodes.
@@ -360,7 +370,12 @@ fn run(mut cli: Cli) -> Result<(), Failure> {
     let output = Output::of(cli.json, cli.output.as_deref())?;
     let json = output == Output::Json;
     let command = cli.command.take();
-    if output == Output::Ids && !matches!(command, Some(Command::Nodes(_) | Command::Leader(_))) {
+    if output == Output::Ids
+        && !matches!(
+            command,
+            Some(Command::Nodes(_) | Command::Node(_) | Command::Leader(_))
+        )
+    {
         return Err(Failure::Usage(
             "-o ids goes with nodes or leader".to_owned(),
         ));
@@ -377,6 +392,7 @@ fn run(mut cli: Cli) -> Result<(), Failure> {
         )),
         None => join(&cli, &settings, &client),
         Some(Command::Nodes(c)) => nodes(&client, &c, output),
+        Some(Command::Node(c)) => node(&client, c.node_id, output),
         Some(Command::Leader(_)) => leader(&client, output),
         Some(Command::SetLeader(c)) => set_leader(&client, c.node_id, json),
         Some(Command::Remove(c)) => remove(&client, c.node_id, json),
@@ -489,6 +505,23 @@ fn nodes(client: &GatewayClient, command: &NodesCommand, output: Output) -> Resu
         Output::Table | Output::Wide => {
             let leader = client.leader()?.leader.map(|n| n.node_id);
             print_nodes(&answer.nodes, leader, output == Output::Wide);
+        }
+    }
+    Ok(())
+}
+
+fn node(client: &GatewayClient, node_id: u64, output: Output) -> Result<(), Failure> {
+    let Some(node) = client.node(node_id)? else {
+        return Err(Failure::Gateway(format!(
+            "node {node_id} is not registered"
+        )));
+    };
+    match output {
+        Output::Json => print_json(&node),
+        Output::Ids => out!("{}", node.node_id),
+        Output::Table | Output::Wide => {
+            let leader = client.leader()?.leader.map(|n| n.node_id);
+            print_nodes(std::slice::from_ref(&node), leader, true);
         }
     }
     Ok(())

@@ -284,6 +284,18 @@ impl GatewayClient {
             .call(Method::Get, "/leader", None::<&()>, &sleep)
     }
 
+    /// `GET /nodes/{node_id}`: that node's record, active or suspected; `None` if the gateway
+    /// does not know it (404). A gateway of this project only: the original has no such route.
+    pub fn node(&self, node_id: NodeId) -> Result<Option<Node>, ClientError> {
+        self.fail_fast()?;
+        let path = format!("/nodes/{node_id}");
+        match self.shared.call(Method::Get, &path, None::<&()>, &sleep) {
+            Ok(node) => Ok(Some(node)),
+            Err(ClientError::Gateway { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `POST /leader`. False if the gateway does not know `leader_id`.
     pub fn update_leader(&self, leader_id: NodeId) -> Result<bool, ClientError> {
         Ok(self.set_leader(leader_id)?.status == SetLeaderStatus::Updated)

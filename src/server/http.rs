@@ -164,6 +164,7 @@ fn route(gateway: &Gateway, request: &Request<'_>) -> Result<Response, Response>
         Endpoint::Health => Ok(health(gateway, query)),
         Endpoint::Register => register(gateway, request, &body(request)?),
         Endpoint::Nodes => nodes(gateway, request, query),
+        Endpoint::Node => node(gateway, path),
         Endpoint::Leader if is_get => leader(gateway, request, query),
         Endpoint::Leader => set_leader(gateway, &body(request)?),
         Endpoint::Heartbeat => heartbeat(gateway, &body(request)?),
@@ -196,6 +197,8 @@ enum Endpoint {
     Health,
     Register,
     Nodes,
+    /// `/nodes/{node_id}`: one node.
+    Node,
     Leader,
     Heartbeat,
     Remove,
@@ -207,10 +210,11 @@ enum Endpoint {
 
 impl Endpoint {
     /// Every endpoint: a path is served only if its endpoint is listed here.
-    const ALL: [Endpoint; 10] = [
+    const ALL: [Endpoint; 11] = [
         Endpoint::Health,
         Endpoint::Register,
         Endpoint::Nodes,
+        Endpoint::Node,
         Endpoint::Leader,
         Endpoint::Heartbeat,
         Endpoint::Remove,
@@ -221,6 +225,12 @@ impl Endpoint {
     ];
 
     fn of(path: &str) -> Option<Endpoint> {
+        if path
+            .strip_prefix("/nodes/")
+            .is_some_and(|id| !id.is_empty() && !id.contains('/'))
+        {
+            return Some(Endpoint::Node);
+        }
         Endpoint::ALL.into_iter().find(|e| e.path() == path)
     }
 
@@ -229,6 +239,7 @@ impl Endpoint {
             Endpoint::Health => "/health",
             Endpoint::Register => "/register",
             Endpoint::Nodes => "/nodes",
+            Endpoint::Node => "/nodes/{node_id}",
             Endpoint::Leader => "/leader",
             Endpoint::Heartbeat => "/heartbeat",
             Endpoint::Remove => "/remove",
@@ -243,6 +254,7 @@ impl Endpoint {
         match self {
             Endpoint::Health
             | Endpoint::Nodes
+            | Endpoint::Node
             | Endpoint::Stats
             | Endpoint::Dashboard
             | Endpoint::OpenApi
@@ -562,6 +574,27 @@ fn with_index(response: Response, gateway: &Gateway, version: u64) -> Response {
     response
         .with_header("X-Gateway-Index", version.to_string())
         .with_header("X-Gateway-Epoch", gateway.epoch())
+}
+
+/// `GET /nodes/{node_id}`: that node's record, as `/nodes` lists it (suspected or not), or 404.
+fn node(gateway: &Gateway, path: &str) -> Result<Response, Response> {
+    let id = path.strip_prefix("/nodes/").unwrap_or_default();
+    let node_id = api::node_id_from_query(id)?;
+    gateway.readable()?;
+    let list = gateway.list();
+    match list.node(node_id) {
+        Some(Part::Cached { chunk, range }) => {
+            let answer = Response {
+                body: Body::owned(list.bytes(chunk, range).to_vec()),
+                ..Response::json(&())
+            };
+            Ok(with_index(answer, gateway, list.version))
+        }
+        _ => Err(Response::error(
+            404,
+            format!("node {node_id} is not registered"),
+        )),
+    }
 }
 
 fn nodes(gateway: &Gateway, request: &Request<'_>, query: &str) -> Result<Response, Response> {

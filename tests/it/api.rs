@@ -860,3 +860,24 @@ fn health_is_200_healthy_while_writes_succeed() {
     assert!(health.get("store_error").is_none(), "{health}");
     assert_eq!(server.get("/health?live").0, 200);
 }
+
+#[test]
+fn one_node_is_read_by_its_id_and_an_unknown_one_is_404() {
+    let server = TestServer::start();
+    server.register(1);
+    server.register(7);
+    let (status, node) = server.get("/nodes/7");
+    assert_eq!(status, 200, "{node}");
+    assert_eq!(node["node_id"], 7);
+    assert_eq!(node["ip_address"], "127.0.0.1");
+    assert_eq!(node["status"], "active");
+    // The same record /nodes lists.
+    let listed = server.get("/nodes").1["nodes"][1].clone();
+    assert_eq!(node, listed);
+    check_error(server.get("/nodes/8"), 404, "node 8 is not registered");
+    check_error(server.get("/nodes/seven"), 400, "Invalid node_id");
+    assert_eq!(server.post_json("/nodes/7", &json!({})).0, 405);
+    assert_eq!(server.get("/nodes/7/x").0, 404);
+    // /nodes?node_id=N keeps the original's meaning: every node but N.
+    assert_eq!(ids(&server.get("/nodes?node_id=7").1["nodes"]), vec![1]);
+}

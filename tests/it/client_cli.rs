@@ -1212,3 +1212,22 @@ fn output_modes_print_tables_wide_tables_ids_and_json() {
         assert!(!output.stderr.is_empty());
     }
 }
+
+#[test]
+fn node_shows_one_node_and_fails_for_an_unknown_one() {
+    let server = TestServer::start();
+    server.register(3);
+    let output = client(&server, &["node", "3"]);
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        text.contains("127.0.0.1:5003") && text.contains("leader"),
+        "{text}"
+    );
+    let output = client(&server, &["node", "3", "-o", "json"]);
+    let node: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(node["node_id"], 3);
+    let output = client(&server, &["node", "4"]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("node 4 is not registered"));
+}
