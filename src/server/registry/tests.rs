@@ -553,3 +553,57 @@ fn a_restored_registry_shares_the_capability_sets_again() {
         .unwrap();
     assert!(Arc::ptr_eq(&one, &capabilities_of(&registry, 4)));
 }
+
+#[test]
+fn a_roll_back_restores_what_was_written_keeps_liveness_and_moves_the_version_past_both() {
+    let mut clock = Clock::new();
+    let mut r = Registry::new(liveness());
+    r.register(reg(1), clock.now()).unwrap();
+    r.register(reg(2), clock.now()).unwrap();
+    // What the disk holds: nodes 1 and 2, node 1 leading, at version `written`.
+    let written = Restored {
+        nodes: [1, 2]
+            .map(|id| {
+                let record = r.get(id).unwrap();
+                (id, Arc::clone(&record.info), record.join_timestamp)
+            })
+            .to_vec(),
+        leader: Some(1),
+        version: r.version(),
+        bootstrap_initiated: true,
+        bootstrap_armed: false,
+    };
+    clock.advance(89);
+    assert!(r.heartbeat(2, clock.now()));
+    clock.advance(1);
+    r.sweep(clock.now());
+    assert_eq!(r.get(1).unwrap().status, NodeStatus::Suspected);
+    // A change that never reached the disk: node 3 and a new leader.
+    r.register(reg(3), clock.now()).unwrap();
+    assert!(r.set_leader(3));
+    let (seen, touches) = (r.version(), r.touches());
+
+    r.roll_back(written.clone(), clock.now());
+    assert_eq!(ids(&r), vec![1, 2], "the unwritten node is gone");
+    assert_eq!(r.leader_id(), Some(1));
+    assert!(
+        r.version() > seen,
+        "past what readers saw: {} > {seen}",
+        r.version()
+    );
+    assert!(r.version() > written.version);
+    assert_ne!(r.touches(), touches);
+    // Liveness is not on disk: a node keeps its own.
+    assert_eq!(r.get(1).unwrap().status, NodeStatus::Suspected);
+    assert_eq!(r.get(2).unwrap().last_seen, clock.now().unix - 1.0);
+    assert!(!r.bootstrap_armed());
+
+    // Going back to a version above the one in memory moves past that one too.
+    let ahead = Restored {
+        version: r.version() + 10,
+        ..written
+    };
+    let target = ahead.version;
+    r.roll_back(ahead, clock.now());
+    assert!(r.version() > target);
+}
