@@ -49,8 +49,9 @@
 //!   validation, the limits on what a node may carry), and [`logger`].
 //! - [`client`] (feature `client`): the blocking client a node embeds, its heartbeat and watch
 //!   threads, and the [`discovery`] handle on top (the original `GatewayDiscoveryMixin`).
-//! - [`server`] (feature `server`): the gateway: [`GatewayServer`], its configuration
-//!   ([`ServerConfig`]) and tokens, and below them the registry, the store, the HTTP layer.
+//! - `server` (feature `server`): the gateway: `GatewayServer`, its configuration
+//!   (`ServerConfig`) and tokens, and below them the registry, the store, the HTTP layer.
+//!   (Not linked here, so that the client-only documentation has no broken links.)
 //!
 //! ARCHITECTURE.md, at the root of the repository, maps every file and states the invariants.
 //!
