@@ -1,4 +1,7 @@
 //! One test per row of the wire contract, and one per error the gateway answers with.
+//!
+//! Longer than ~800 lines on purpose: a catalogue of short tests, one a route and case, sharing
+//! the helpers at the top; it is searched, not read through.
 
 use std::time::{Duration, Instant};
 
