@@ -432,35 +432,7 @@ fn threads_named(pid: u32, name: &str) -> usize {
 
 #[test]
 fn each_accept_loop_restart_leaves_no_drainer_once_its_connections_close() {
-    use std::process::{Command, Stdio};
-    let bin = env!("CARGO_BIN_EXE_gateway-server");
-    let mut child = Command::new("bash")
-        .args([
-            "-c",
-            &format!("ulimit -n 48 && exec {bin} --host 127.0.0.1 --port 0"),
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (lines, log) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = lines.send(line);
-        }
-    });
-    let address: SocketAddr = loop {
-        let line = log
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the server starts");
-        if let Some((_, url)) = line.split_once("listening on http://") {
-            break url.trim().parse().unwrap();
-        }
-    };
+    let (mut child, log, address) = crate::support::gateway_with_fd_limit(48);
     let health = || {
         let answer = raw(
             address,

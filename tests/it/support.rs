@@ -494,3 +494,44 @@ impl Drop for ChildGuard {
         let _ = self.0.wait();
     }
 }
+
+/// A gateway-server under a hard descriptor limit of `limit` (one it cannot raise), with the
+/// lines it logs and the address it listens on; killed when the guard drops.
+pub fn gateway_with_fd_limit(
+    limit: u32,
+) -> (
+    ChildGuard,
+    std::sync::mpsc::Receiver<String>,
+    std::net::SocketAddr,
+) {
+    use std::io::BufRead;
+    let bin = env!("CARGO_BIN_EXE_gateway-server");
+    let mut child = ChildGuard::spawn(
+        std::process::Command::new("bash")
+            .args([
+                "-c",
+                &format!("ulimit -n {limit} && exec {bin} --host 127.0.0.1 --port 0"),
+            ])
+            .stderr(std::process::Stdio::piped()),
+    )
+    .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines, log) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines.send(line);
+        }
+    });
+    let address = loop {
+        let line = log
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the server starts");
+        if let Some((_, url)) = line.split_once("listening on http://") {
+            break url.trim().parse().unwrap();
+        }
+    };
+    (child, log, address)
+}

@@ -2,8 +2,7 @@
 //! exhaustion. The server must keep serving everyone else.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::support::{Barrier, TestServer, eventually, join_all, raw, status_of};
@@ -265,45 +264,18 @@ fn when_descriptors_run_out_the_server_accepts_again_once_they_are_back() {
 }
 
 fn descriptors_run_out(limit: u32) {
-    let bin = env!("CARGO_BIN_EXE_gateway-server");
     // A hard limit the server cannot raise: the server must start a new accept loop, not exit.
-    let mut child = Command::new("bash")
-        .args([
-            "-c",
-            &format!("ulimit -n {limit} && exec {bin} --host 127.0.0.1 --port 0"),
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (lines, log) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = lines.send(line);
-        }
-    });
-    let address = loop {
-        let line = log
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the server starts");
-        if let Some((_, url)) = line.split_once("listening on http://") {
-            break url.trim().to_owned();
-        }
-    };
+    let (mut child, log, address) = crate::support::gateway_with_fd_limit(limit);
     let mut said = Vec::new();
     let held: Vec<TcpStream> = (0..100)
-        .filter_map(|_| TcpStream::connect(&address).ok())
+        .filter_map(|_| TcpStream::connect(address).ok())
         .collect();
     let died = eventually(Duration::from_secs(30), || {
         said.extend(log.try_iter());
         said.iter().any(|l| l.contains("accept loop died"))
     });
     drop(held);
-    let health = |address: &str| -> bool {
+    let health = |address: SocketAddr| -> bool {
         let Ok(mut stream) = TcpStream::connect(address) else {
             return false;
         };
@@ -313,7 +285,7 @@ fn descriptors_run_out(limit: u32) {
         let _ = stream.read_to_string(&mut answer);
         answer.starts_with("HTTP/1.1 200")
     };
-    let back = eventually(Duration::from_secs(30), || health(&address));
+    let back = eventually(Duration::from_secs(30), || health(address));
     said.extend(log.try_iter());
     let running = child.try_wait().unwrap().is_none();
     let _ = child.kill();
