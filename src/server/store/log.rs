@@ -551,10 +551,16 @@ fn write_loop(shared: &Shared, file: Box<dyn LogFile>, registry: &Mutex<Registry
 /// and roll the registry back to what the disk holds, so nothing that was not written is shown.
 fn fail(shared: &Shared, registry: &Mutex<Registry>, error: &io::Error) {
     let log_path = shared.dir.join(LOG_FILE);
-    // The registry lock first (the order `append` takes them in), held until the rollback is
+    // What the disk holds, read before any lock is taken: only this thread writes the log, so
+    // its synced bytes stay as they are while it is here. Reading a large snapshot under the
+    // registry lock would stall every read and heartbeat for as long.
+    let good = lock(&shared.state).figures.log_bytes;
+    let written = recover::read_written(&shared.dir, good);
+    // Then the registry lock (the order `append` takes them in), held until the rollback is
     // done: an operation told of the failure, and any reader, sees the registry rolled back.
+    // Writes made until the flag is set are not on disk either, and are undone with the rest.
     let mut registry = lock(registry);
-    let good = {
+    {
         let mut state = lock(&shared.state);
         let why = format!(
             "cannot write {} since {}: {error}",
@@ -565,11 +571,10 @@ fn fail(shared: &Shared, registry: &Mutex<Registry>, error: &io::Error) {
         state.failed = Some(why.into());
         state.queue.clear();
         shared.failed_flag.store(true, Ordering::Release);
-        state.figures.log_bytes
-    };
+    }
     // From here on every write is refused under the registry lock before it changes anything;
     // what changed the registry before that and is not on disk is undone here.
-    match recover::read_written(&shared.dir, good) {
+    match written {
         Ok(written) => registry.roll_back(written, crate::server::registry::Now::system()),
         Err(e) => log::error!(
             "cannot read {} back to undo what was not written ({e}); the registry keeps it",
