@@ -593,10 +593,17 @@ fn fail(shared: &Shared, registry: &Mutex<Registry>, error: &io::Error) {
 /// descriptor), and takes writes again if that worked.
 fn write_out_again(shared: &Shared, registry: &Mutex<Registry>) -> Option<Box<dyn LogFile>> {
     let log_path = shared.dir.join(LOG_FILE);
-    let result = shared
+    // A cheap try first: while the disk stays full, a block-sized write fails at once, and
+    // the registry is not copied under its lock every second for nothing.
+    let probe = shared
         .disk
-        .open_append(&log_path)
-        .and_then(|mut file| compact_now(shared, file.as_mut(), registry).map(|()| file));
+        .write_synced(&shared.dir.join(SNAPSHOT_TEMP), &[0; 4096]);
+    let result = probe.and_then(|()| {
+        shared
+            .disk
+            .open_append(&log_path)
+            .and_then(|mut file| compact_now(shared, file.as_mut(), registry).map(|()| file))
+    });
     match result {
         Ok(file) => {
             let mut state = lock(&shared.state);
