@@ -16,8 +16,9 @@
 //! HTTP/1.1 answers on a connection go out in order, and tiny_http blocks the thread that
 //! answers a later request until the earlier one is answered. So a request that arrives on the
 //! connection of a parked request ([`Watchers::arrived`]) releases it at once, and a request is
-//! not parked while a later request of its connection is already being served: no worker ever
-//! waits behind a parked request.
+//! not parked once a later request of its connection has arrived (even one already answered
+//! and no longer counted: its answer waits behind this one): no worker ever waits behind a
+//! parked request.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -46,7 +47,23 @@ pub struct Watchers<T> {
     waiting: Arc<AtomicUsize>,
     /// Requests being served, by connection (peer address), to keep pipelined requests from
     /// waiting behind a parked one.
-    in_flight: Mutex<HashMap<SocketAddr, u32>>,
+    in_flight: Mutex<HashMap<SocketAddr, Connection>>,
+}
+
+/// The requests of one connection being served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Connection {
+    /// How many: the entry goes when the last one is done.
+    serving: u32,
+    /// The arrival number of the latest (numbered from 1 while the entry lives).
+    latest: u64,
+}
+
+/// A request's place on its connection: later arrivals there have greater numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arrival {
+    peer: SocketAddr,
+    number: u64,
 }
 
 struct State<T> {
@@ -148,19 +165,23 @@ impl<T> Watchers<T> {
     }
 
     /// Parks `item`, which saw the registry at `index`, until a change past it or `until`.
+    /// `arrival` is its place on its connection ([`InFlight::arrival`]), still counted.
     pub fn park(
         &self,
         item: T,
         index: u64,
         until: Instant,
-        peer: Option<SocketAddr>,
+        arrival: Option<Arrival>,
     ) -> Result<(), Refused<T>> {
         // The in-flight lock is held while parking, so that a request of the same connection
-        // either is counted here already, or finds this one parked when it arrives.
+        // either has arrived already (and is seen here even if it is answered and no longer
+        // served: its answer waits behind this one), or finds this one parked when it arrives.
         let in_flight = lock(&self.in_flight);
-        if peer.is_some_and(|p| in_flight.get(&p).copied().unwrap_or(0) > 1) {
+        let later = |a: Arrival| in_flight.get(&a.peer).is_some_and(|c| c.latest > a.number);
+        if arrival.is_some_and(later) {
             return Err(Refused::Pipelined(item));
         }
+        let peer = arrival.map(|a| a.peer);
         let mut state = lock(&self.state);
         if state.stopping {
             return Err(Refused::Stopping(item));
@@ -190,14 +211,27 @@ impl<T> Watchers<T> {
     /// A request from `peer` is being served: counts it until the guard is dropped, and hands
     /// back the request parked on the same connection, if any, to be answered at once.
     pub fn arrived(self: &Arc<Self>, peer: Option<SocketAddr>) -> (InFlight<T>, Option<T>) {
-        let guard = InFlight {
-            watchers: Arc::clone(self),
-            peer,
-        };
         let Some(peer) = peer else {
+            let guard = InFlight {
+                watchers: Arc::clone(self),
+                arrival: None,
+            };
             return (guard, None);
         };
-        *lock(&self.in_flight).entry(peer).or_insert(0) += 1;
+        let number = {
+            let mut in_flight = lock(&self.in_flight);
+            let connection = in_flight.entry(peer).or_insert(Connection {
+                serving: 0,
+                latest: 0,
+            });
+            connection.serving += 1;
+            connection.latest += 1;
+            connection.latest
+        };
+        let guard = InFlight {
+            watchers: Arc::clone(self),
+            arrival: Some(Arrival { peer, number }),
+        };
         if self.waiting() == 0 {
             return (guard, None);
         }
@@ -295,16 +329,23 @@ impl<T> Watchers<T> {
 /// reading that answer never finds it still counted (and is never taken for a pipelined one).
 pub struct InFlight<T> {
     watchers: Arc<Watchers<T>>,
-    peer: Option<SocketAddr>,
+    arrival: Option<Arrival>,
+}
+
+impl<T> InFlight<T> {
+    /// The request's place on its connection, for [`Watchers::park`].
+    pub fn arrival(&self) -> Option<Arrival> {
+        self.arrival
+    }
 }
 
 impl<T> Drop for InFlight<T> {
     fn drop(&mut self) {
-        if let Some(peer) = self.peer {
+        if let Some(Arrival { peer, .. }) = self.arrival {
             let mut in_flight = lock(&self.watchers.in_flight);
-            if let Some(n) = in_flight.get_mut(&peer) {
-                *n -= 1;
-                if *n == 0 {
+            if let Some(connection) = in_flight.get_mut(&peer) {
+                connection.serving -= 1;
+                if connection.serving == 0 {
                     in_flight.remove(&peer);
                 }
             }
@@ -444,8 +485,11 @@ mod tests {
     #[test]
     fn a_request_on_the_same_connection_releases_the_parked_one() {
         let w = watchers(0, 10);
-        w.park(1, 0, later(60), peer(1000)).unwrap();
-        w.park(2, 0, later(60), peer(1001)).unwrap();
+        let (first, _) = w.arrived(peer(1000));
+        let (other, _) = w.arrived(peer(1001));
+        w.park(1, 0, later(60), first.arrival()).unwrap();
+        w.park(2, 0, later(60), other.arrival()).unwrap();
+        drop((first, other));
         let (guard, released) = w.arrived(peer(1000));
         assert_eq!(released, Some(1));
         assert_eq!(w.waiting(), 1);
@@ -456,12 +500,37 @@ mod tests {
     #[test]
     fn a_request_is_not_parked_while_a_later_one_of_its_connection_is_served() {
         let w = watchers(0, 10);
-        let (_first, _) = w.arrived(peer(1000));
+        let (first, _) = w.arrived(peer(1000));
         let (_second, _) = w.arrived(peer(1000));
         assert_eq!(
-            w.park(1, 0, later(60), peer(1000)),
+            w.park(1, 0, later(60), first.arrival()),
             Err(Refused::Pipelined(1))
         );
+    }
+
+    #[test]
+    fn a_request_is_not_parked_once_a_later_one_of_its_connection_was_answered() {
+        // The later request routed and answered (its answer queued behind this one) before
+        // this one parks: parking would hold that answer for the whole wait.
+        let w = watchers(0, 10);
+        let (first, _) = w.arrived(peer(1000));
+        let (second, _) = w.arrived(peer(1000));
+        drop(second);
+        assert_eq!(
+            w.park(1, 0, later(60), first.arrival()),
+            Err(Refused::Pipelined(1))
+        );
+        drop(first);
+        assert!(lock(&w.in_flight).is_empty());
+    }
+
+    #[test]
+    fn a_request_sent_after_the_last_answer_parks() {
+        let w = watchers(0, 10);
+        let (first, _) = w.arrived(peer(1000));
+        drop(first);
+        let (next, _) = w.arrived(peer(1000));
+        assert_eq!(w.park(1, 0, later(60), next.arrival()), Ok(()));
     }
 
     #[test]

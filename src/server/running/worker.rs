@@ -346,7 +346,6 @@ impl Context {
             .iter()
             .map(|&(n, v)| (n.to_owned(), v.to_owned()))
             .collect();
-        let peer = request.remote_addr().copied();
         let waiting = Waiting {
             request,
             _answering: answering,
@@ -356,7 +355,9 @@ impl Context {
             body,
         };
         let until = Instant::now() + wait.wait;
-        let parked = self.watchers.park(waiting, wait.index, until, peer);
+        let parked = self
+            .watchers
+            .park(waiting, wait.index, until, in_flight.arrival());
         drop(in_flight);
         if let Err(refused) = parked {
             // Changed meanwhile, too many waiting, stopping, or pipelined: answer now.
