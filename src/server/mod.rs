@@ -3,7 +3,8 @@
 //!
 //! Layering, lowest first (a module names only those before it, and the wire format in
 //! [`crate::api`]):
-//! `registry` (pure membership logic, time passed in) <- `store` (the registry in memory, in a
+//! `journal` (what each recent version changed) <- `registry` (pure membership logic, time
+//! passed in) <- `store` (the registry in memory, in a
 //! data directory, or over etcd) <- `node_list` (the cached, serialised peer list) <- `gateway`
 //! (the registry behind its lock, change announcements) <- `http` (routing, with no sockets) <-
 //! `running` (threads and sockets: accept loop, workers, reaper) and its helpers
@@ -24,6 +25,8 @@ pub mod config;
 pub mod gateway;
 #[doc(hidden)]
 pub mod http;
+#[doc(hidden)]
+pub mod journal;
 #[doc(hidden)]
 pub mod long_polls;
 #[doc(hidden)]

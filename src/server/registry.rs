@@ -16,6 +16,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::api::{NodeId, NodeStatus, Registration, limits};
+use crate::server::journal::{Change, Journal};
 
 /// A point in time, as both clocks see it.
 ///
@@ -170,6 +171,21 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// What the change journal keeps of it.
+    pub fn change(&self) -> Change {
+        match *self {
+            Event::Joined { node_id, .. } => Change::Joined(node_id),
+            Event::Updated { node_id, .. } => Change::Updated(node_id),
+            Event::Left { node_id } => Change::Left(node_id),
+            Event::Reaped { node_id } => Change::Reaped(node_id),
+            Event::Suspected { node_id } => Change::Suspected(node_id),
+            Event::Recovered { node_id } => Change::Recovered(node_id),
+            Event::LeaderChanged { to, .. } => Change::Leader(to),
+        }
+    }
+}
+
 /// What a registration did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Registered {
@@ -291,6 +307,8 @@ pub struct Registry {
     max_nodes: usize,
     counts: Counts,
     events: Vec<Event>,
+    /// What each recent version changed.
+    journal: Journal,
     capabilities: SharedCapabilities,
 }
 
@@ -323,6 +341,7 @@ impl Registry {
             max_nodes: usize::MAX,
             counts: Counts::default(),
             events: Vec::new(),
+            journal: Journal::new(0),
             capabilities: SharedCapabilities::default(),
         }
     }
@@ -362,6 +381,7 @@ impl Registry {
         }
         registry.leader = state.leader.filter(|id| registry.nodes.contains_key(id));
         registry.version = state.version;
+        registry.journal.restart(state.version);
         registry.bootstrap_initiated = state.bootstrap_initiated;
         registry.bootstrap_armed = state.bootstrap_armed;
         registry
@@ -387,6 +407,7 @@ impl Registry {
         self.bootstrap_initiated = restored.bootstrap_initiated;
         self.bootstrap_armed = restored.bootstrap_armed;
         self.version = version;
+        self.journal.restart(version);
         self.touches += 1;
     }
 
@@ -633,6 +654,11 @@ impl Registry {
         }
     }
 
+    /// What each recent version changed.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
     /// Takes the events queued since the last call, oldest first.
     pub fn take_events(&mut self) -> Vec<Event> {
         std::mem::take(&mut self.events)
@@ -642,6 +668,7 @@ impl Registry {
     fn record(&mut self, event: Event) {
         self.version += 1;
         self.touches += 1;
+        self.journal.push(self.version, event.change());
         self.events.push(event);
     }
 

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 /// The server's modules, lowest first.
 const SERVER: &[&str] = &[
     "cli",
+    "journal",
     "registry",
     "auth",
     "long_polls",

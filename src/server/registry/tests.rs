@@ -371,6 +371,62 @@ fn events_say_what_changed_in_order() {
 }
 
 #[test]
+fn the_journal_keeps_each_change_with_the_version_it_made() {
+    use crate::server::journal::Change;
+    let mut clock = Clock::new();
+    let mut r = Registry::new(liveness());
+    r.register(reg(1), clock.now()).unwrap();
+    r.register(reg(2), clock.now()).unwrap();
+    let joined = r.version();
+    r.register(with_metadata(2, json!({"round": 1})), clock.now())
+        .unwrap();
+    r.heartbeat(1, clock.now());
+    clock.advance(91);
+    r.heartbeat(1, clock.now());
+    r.sweep(clock.now());
+    r.heartbeat(2, clock.now());
+    r.remove(1);
+    let changes: Vec<_> = r.journal().since(joined).unwrap().collect();
+    assert_eq!(
+        changes,
+        vec![
+            (joined + 1, Change::Updated(2)),
+            (joined + 2, Change::Suspected(2)),
+            (joined + 3, Change::Recovered(2)),
+            (joined + 4, Change::Left(1)),
+            (joined + 5, Change::Leader(None)),
+        ]
+    );
+    assert_eq!(r.version(), joined + 5);
+    let all: Vec<_> = r.journal().since(0).unwrap().map(|(_, c)| c).collect();
+    assert_eq!(
+        all[..3],
+        [
+            Change::Joined(1),
+            Change::Leader(Some(1)),
+            Change::Joined(2)
+        ]
+    );
+}
+
+#[test]
+fn a_restored_or_rolled_back_registry_has_no_journal_before_it() {
+    let clock = Clock::new();
+    let mut r = Registry::new(liveness());
+    r.register(reg(1), clock.now()).unwrap();
+    let state = Restored {
+        nodes: Vec::new(),
+        version: r.version(),
+        ..Restored::default()
+    };
+    r.roll_back(state.clone(), clock.now());
+    assert!(r.journal().since(0).is_none());
+    assert_eq!(r.journal().since(r.version()).unwrap().len(), 0);
+    let restored = Registry::restore(liveness(), state, clock.now());
+    assert!(restored.journal().since(0).is_none());
+}
+
+#[test]
 fn a_record_serialises_in_the_wire_shape() {
     let clock = Clock::new();
     let mut r = Registry::new(liveness());

@@ -45,7 +45,7 @@ use crate::server::registry::{
     Liveness, Now, Registered, Registry, RegistryError, Restored, unix_now,
 };
 
-use super::{Durability, Snapshot, Store, StoreError, Summary};
+use super::{Delta, Durability, Snapshot, Store, StoreError, Summary};
 use copy::{Bootstrap, Copy, Keys, Stored};
 use renew::Renewals;
 use wire::{Etcd, Kv};
@@ -685,6 +685,10 @@ impl Store for EtcdStore {
 
     fn snapshot(&self) -> Snapshot {
         lock(&self.shared.copy).snapshot()
+    }
+
+    fn delta(&self, since: u64, max_changes: usize) -> Option<Delta> {
+        lock(&self.shared.copy).delta(since, max_changes)
     }
 
     /// Nothing to wait for: what the copy shows is in etcd already.

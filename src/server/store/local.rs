@@ -8,7 +8,7 @@ use crate::lock;
 use crate::server::registry::{Event, Liveness, NodeRecord, Now, Registered, Registry};
 
 use super::log::{COMPACT_MIN_BYTES, Disk, Log, OpenError, RealDisk};
-use super::{Durability, Pending, Snapshot, Store, StoreError, Summary};
+use super::{Delta, Durability, Pending, Snapshot, Store, StoreError, Summary};
 
 /// The registry behind a mutex. With a data directory, every change is appended to a [`Log`]
 /// under the registry lock (so the log's order is the registry's), and the operation waits for
@@ -233,6 +233,14 @@ impl Store for LocalStore {
             leader: registry.leader_id(),
             records: registry.nodes().cloned().collect(),
         }
+    }
+
+    fn delta(&self, since: u64, max_changes: usize) -> Option<Delta> {
+        let registry = lock(&self.registry);
+        let now = (registry.version(), registry.touches(), registry.leader_id());
+        Delta::gather(registry.journal(), since, max_changes, now, |id| {
+            registry.get(id)
+        })
     }
 
     /// Waits until `version` is on disk. A log that failed is not waited for: reads go on from

@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::api::NodeId;
+use crate::server::journal::{Change, Journal};
 use crate::server::registry::{Counts, Liveness, NodeRecord, Now, Registered, RegistryError};
 
 pub mod etcd;
@@ -73,6 +74,12 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// durable yet: [`Store::settle`] it before showing it.
     fn snapshot(&self) -> Snapshot;
 
+    /// What changed after `since`, with the changed nodes as they are now: O(changes), not
+    /// O(nodes). `None` if the journal no longer reaches back to `since`, or if more than
+    /// `max_changes` changes were made since (a full [`Store::snapshot`] is then the answer).
+    /// Like a snapshot's, its version may not be durable yet.
+    fn delta(&self, since: u64, max_changes: usize) -> Option<Delta>;
+
     /// Waits until registry version `version` can no longer be lost (a durable store: until
     /// its records are on disk). Call it outside any lock, before an answer shows `version`.
     fn settle(&self, version: u64);
@@ -122,6 +129,54 @@ pub struct Snapshot {
     pub leader: Option<NodeId>,
     /// Every node, active and suspected, in no particular order.
     pub records: Vec<NodeRecord>,
+}
+
+/// What changed after a version (see [`Store::delta`]).
+#[derive(Debug, Clone)]
+pub struct Delta {
+    /// The registry version the changes lead to.
+    pub version: u64,
+    /// Grows whenever anything changes, `last_seen` included.
+    pub touches: u64,
+    /// The leader now (always one of the nodes).
+    pub leader: Option<NodeId>,
+    /// Every change after the version asked for, oldest first, each with its version.
+    pub changes: Vec<(u64, Change)>,
+    /// The current record of each node named in `changes` that is still registered, once.
+    pub records: Vec<NodeRecord>,
+}
+
+impl Delta {
+    /// Gathers the changes after `since` from `journal`, and the current records of the nodes
+    /// they name from `get`; `None` if the journal does not reach back to `since` or holds
+    /// more than `max_changes` changes after it.
+    pub fn gather<'a>(
+        journal: &Journal,
+        since: u64,
+        max_changes: usize,
+        (version, touches, leader): (u64, u64, Option<NodeId>),
+        get: impl Fn(NodeId) -> Option<&'a NodeRecord>,
+    ) -> Option<Delta> {
+        let changes = journal.since(since)?;
+        if changes.len() > max_changes {
+            return None;
+        }
+        let changes: Vec<(u64, Change)> = changes.collect();
+        let mut named = std::collections::HashSet::new();
+        let records = changes
+            .iter()
+            .filter_map(|(_, change)| change.node_id())
+            .filter(|id| named.insert(*id))
+            .filter_map(|id| get(id).cloned())
+            .collect();
+        Some(Delta {
+            version,
+            touches,
+            leader,
+            changes,
+            records,
+        })
+    }
 }
 
 /// What `/stats` shows of the registry.

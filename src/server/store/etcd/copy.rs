@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::api::{NodeId, NodeStatus};
+use crate::server::journal::{self, Journal};
 use crate::server::registry::{Counts, Liveness, NodeInfo, NodeRecord, Now};
-use crate::server::store::Snapshot;
+use crate::server::store::{Delta, Snapshot};
 
 use super::wire::{Change, Kv};
 
@@ -177,6 +178,10 @@ pub struct Copy {
     pub counts: Counts,
     /// Nodes this gateway removed whose deletion the watch has not shown yet.
     pub removing: HashSet<NodeId>,
+    /// What each recent version changed.
+    journal: Journal,
+    /// Changes seen in a watch batch, written to the journal with the batch's version.
+    seen: Vec<journal::Change>,
 }
 
 impl Copy {
@@ -195,6 +200,8 @@ impl Copy {
             touches: 0,
             counts: Counts::default(),
             removing: HashSet::new(),
+            journal: Journal::new(0),
+            seen: Vec::new(),
         }
     }
 
@@ -217,6 +224,22 @@ impl Copy {
             touches: self.touches,
             leader: self.leader_id(),
             records: self.nodes.values().map(|e| e.record.clone()).collect(),
+        }
+    }
+
+    /// What changed after `since` (see [`crate::server::store::Store::delta`]).
+    pub fn delta(&self, since: u64, max_changes: usize) -> Option<Delta> {
+        let now = (self.version(), self.touches, self.leader_id());
+        Delta::gather(&self.journal, since, max_changes, now, |id| {
+            self.nodes.get(&id).map(|e| &e.record)
+        })
+    }
+
+    /// Writes what was seen to the journal, with the version it led to.
+    fn journal_seen(&mut self) {
+        let version = self.version();
+        for change in self.seen.drain(..) {
+            self.journal.push(version, change);
         }
     }
 
@@ -275,6 +298,9 @@ impl Copy {
         self.loaded = true;
         self.held = kvs.len() as i64;
         self.touches += 1;
+        // What the reload changed is not known change by change: only a full list shows it.
+        self.seen.clear();
+        self.journal.restart(self.version());
     }
 
     /// Applies what a watch reported, up to `revision`; changes the copy already reflects (it
@@ -307,6 +333,7 @@ impl Copy {
             self.touches += 1;
         }
         self.revision = self.revision.max(revision);
+        self.journal_seen();
     }
 
     /// Records that this gateway heard from `node_id` (a heartbeat or a registration through
@@ -322,6 +349,8 @@ impl Copy {
         if entry.record.status == NodeStatus::Suspected {
             entry.record.status = NodeStatus::Active;
             self.local_changes += 1;
+            self.journal
+                .push(self.version(), journal::Change::Recovered(node_id));
             log::info!("node {node_id} heard from again");
         }
         true
@@ -345,6 +374,8 @@ impl Copy {
         for node_id in suspected {
             self.local_changes += 1;
             self.touches += 1;
+            self.journal
+                .push(self.version(), journal::Change::Suspected(node_id));
             log::info!("node {node_id} suspected: silent");
         }
     }
@@ -362,10 +393,12 @@ impl Copy {
                 // A registration through some gateway: the node was heard from just now.
                 if *entry.record.info != info {
                     entry.record.info = Arc::new(info);
+                    self.seen.push(journal::Change::Updated(node_id));
                     log::info!("node {node_id} re-registered with changes");
                 }
                 if entry.record.status == NodeStatus::Suspected {
                     entry.record.status = NodeStatus::Active;
+                    self.seen.push(journal::Change::Recovered(node_id));
                     log::info!("node {node_id} heard from again");
                 }
                 entry.record.last_seen = now.unix;
@@ -379,6 +412,11 @@ impl Copy {
             _ => {
                 let address = crate::api::host_port(&info.ip_address, info.port);
                 log::info!("node {node_id} joined at {address}");
+                if self.nodes.contains_key(&node_id) {
+                    // The same id under a new key: the node left and joined again.
+                    self.seen.push(journal::Change::Left(node_id));
+                }
+                self.seen.push(journal::Change::Joined(node_id));
                 self.nodes.insert(
                     node_id,
                     Entry {
@@ -406,9 +444,11 @@ impl Copy {
             return;
         }
         if self.removing.remove(&node_id) {
+            self.seen.push(journal::Change::Left(node_id));
             log::info!("node {node_id} left");
         } else {
             self.counts.reaped_total += 1;
+            self.seen.push(journal::Change::Reaped(node_id));
             log::info!("node {node_id} left through another gateway or was reaped after silence");
         }
     }
@@ -421,6 +461,7 @@ impl Copy {
         let (from, now) = (self.leader.map(|l| l.0), to.map(|l| l.0));
         self.leader = to;
         if from != now {
+            self.seen.push(journal::Change::Leader(now));
             match now {
                 Some(id) => log::info!("leader is now node {id} (was {from:?})"),
                 None => log::info!("no leader (was {from:?})"),
@@ -522,5 +563,52 @@ mod tests {
         // A range older than the copy changes nothing.
         copy.reload(&[], 8, later);
         assert!(copy.nodes.contains_key(&1));
+    }
+
+    #[test]
+    fn the_journal_follows_watch_batches_and_local_suspicion() {
+        use crate::server::journal::Change as Seen;
+        let start = Now::system();
+        let mut copy = Copy::new(keys(), liveness());
+        copy.reload(&[node(1, 2, 2, 5001), leader(1, 3)], 3, start);
+        assert!(copy.delta(2, 100).is_none(), "nothing before a reload");
+        copy.apply(
+            &[
+                Change::Put(node(2, 4, 4, 5002)),
+                Change::Put(node(1, 2, 5, 6001)),
+            ],
+            5,
+            start,
+        );
+        assert!(copy.heard(1, start));
+        let later = Now {
+            instant: start.instant + Duration::from_secs(4),
+            unix: start.unix + 4.0,
+        };
+        copy.sweep(later);
+        copy.removing.insert(2);
+        copy.apply(
+            &[
+                Change::Delete(node(2, 0, 6, 0)),
+                Change::Delete(leader(1, 7)),
+            ],
+            7,
+            later,
+        );
+        let delta = copy.delta(3, 100).unwrap();
+        assert_eq!(
+            delta.changes,
+            vec![
+                (5, Seen::Joined(2)),
+                (5, Seen::Updated(1)),
+                (6, Seen::Suspected(1)),
+                (8, Seen::Left(2)),
+                (8, Seen::Leader(None)),
+            ]
+        );
+        assert_eq!((delta.version, delta.leader), (copy.version(), None));
+        let records: Vec<_> = delta.records.iter().map(|r| r.node_id).collect();
+        assert_eq!(records, vec![1], "the changed nodes still there, once each");
+        assert!(copy.delta(3, 4).is_none(), "more changes than asked for");
     }
 }
