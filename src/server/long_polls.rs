@@ -209,7 +209,9 @@ impl<T> Watchers<T> {
     }
 
     /// A request from `peer` is being served: counts it until the guard is dropped, and hands
-    /// back the request parked on the same connection, if any, to be answered at once.
+    /// back the request parked on the same connection, if any, to be answered at once. Call it
+    /// in the order requests come off the connection (the server does, under its taking lock):
+    /// the arrival numbers [`Watchers::park`] compares follow that order.
     pub fn arrived(self: &Arc<Self>, peer: Option<SocketAddr>) -> (InFlight<T>, Option<T>) {
         let Some(peer) = peer else {
             let guard = InFlight {

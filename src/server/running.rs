@@ -33,7 +33,7 @@ use crate::server::tiny_http_workarounds::{self as workarounds, Accepting, Nudge
 
 mod worker;
 
-use worker::{Answering, Context, Handler, Peers};
+use worker::{Context, Handler, Peers};
 
 /// A gateway server, configured but not yet listening (the original's `GatewayServer(host,
 /// port)`).
@@ -143,8 +143,8 @@ impl GatewayServer {
         let serve = {
             let context = Arc::clone(&context);
             Arc::new(move |request: tiny_http::Request| {
-                let answering = Answering::new(&context.answering, request.remote_addr());
-                Context::dispatch(&context, request, answering);
+                let taken = context.taken(request);
+                Context::dispatch(&context, taken);
             })
         };
         let accepting = Accepting::start(listener, config.workers, serve, exit.clone())
@@ -157,8 +157,8 @@ impl GatewayServer {
                     .name(format!("gateway-worker-{i}"))
                     .spawn(move || {
                         let _exit = exit;
-                        while let Some((request, answering)) = context.take(&accepting) {
-                            Context::dispatch(&context, request, answering);
+                        while let Some(taken) = context.take(&accepting) {
+                            Context::dispatch(&context, taken);
                         }
                     })
                     .expect("spawn a worker thread")

@@ -81,32 +81,44 @@ pub(super) const ANSWER_THREADS: usize = 64;
 
 impl Context {
     /// The next request, taken in the queue's order with its framing screened (see
-    /// [`Context::taking`]); `None` once the server stops.
-    pub(super) fn take(
-        &self,
-        accepting: &Arc<Accepting>,
-    ) -> Option<(tiny_http::Request, Answering)> {
+    /// [`Context::taking`]) and its arrival on its connection numbered in that order (see
+    /// [`Watchers::arrived`]); `None` once the server stops.
+    pub(super) fn take(&self, accepting: &Arc<Accepting>) -> Option<Taken> {
         let _in_order = lock(&self.taking);
         let request = accepting.recv()?;
+        Some(self.taken(request))
+    }
+
+    /// What a request taken off the queue carries into [`Context::dispatch`]. Called in the
+    /// queue's order: a later request of a connection gets a later arrival number, whichever
+    /// worker gets to it first.
+    pub(super) fn taken(&self, request: tiny_http::Request) -> Taken {
         if workarounds::framing_error(&request).is_some() {
             self.poisoned.mark(request.remote_addr());
         }
         let answering = Answering::new(&self.answering, request.remote_addr());
-        Some((request, answering))
+        let (in_flight, parked) = self.watchers.arrived(request.remote_addr().copied());
+        Taken {
+            request,
+            answering,
+            in_flight,
+            parked,
+        }
     }
 
     /// Takes a request off the queue: refuses what must be refused, and serves the rest on
     /// this thread (body already read) or on a thread of its own (body still to come).
-    pub(super) fn dispatch(
-        context: &Arc<Context>,
-        request: tiny_http::Request,
-        answering: Answering,
-    ) {
+    pub(super) fn dispatch(context: &Arc<Context>, taken: Taken) {
         let received = Instant::now();
+        let Taken {
+            request,
+            answering,
+            in_flight,
+            parked,
+        } = taken;
         let peer = request.remote_addr().copied();
         // Answers on a connection go out in order: a request parked on this one is answered
         // now, so that this request's answer does not wait behind it.
-        let (in_flight, parked) = context.watchers.arrived(peer);
         if let Some(parked) = parked {
             context.answer_waiting(parked, received);
         }
@@ -401,6 +413,16 @@ pub(super) fn keeps_alive(request: &tiny_http::Request) -> bool {
         Some(c) if c.contains("keep-alive") => true,
         _ => http_1_1,
     }
+}
+
+/// A request taken off tiny_http's queue, with what was noted of it in the queue's order.
+pub(super) struct Taken {
+    request: tiny_http::Request,
+    answering: Answering,
+    /// Its arrival on its connection, counted until routed or parked.
+    in_flight: InFlight<Waiting>,
+    /// The request parked on the same connection, released by this one's arrival.
+    parked: Option<Waiting>,
 }
 
 /// Requests being answered, counted by peer address (the address of their connection: unique
