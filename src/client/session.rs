@@ -719,3 +719,6 @@ fn checked(mut settings: Settings) -> Settings {
     }
     settings
 }
+
+#[cfg(test)]
+mod tests;
