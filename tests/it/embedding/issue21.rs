@@ -228,6 +228,71 @@ fn a_node_that_left_while_its_gateway_was_frozen_stays_gone_after_it_resumes() {
     assert_eq!(client.membership(), Membership::Left);
 }
 
+/// Item 5: a gateway that goes away and comes back five times. `gateway_available` and the
+/// membership follow each time, with no flap back to unavailable once it answers again; the
+/// node is registered once (the gateway kept it), and after `leave()` it is gone.
+#[test]
+fn availability_and_membership_follow_a_flapping_gateway_without_ghosts() {
+    let server = TestServer::with(advertised);
+    let relay = Relay::start(server.addr());
+    let client = client_of(&relay.address());
+    let changes = client.subscribe_membership();
+    client.register_node(node(1)).unwrap();
+    let registered = client.membership();
+    assert!(matches!(registered, Membership::Registered { .. }));
+    let rounds = 5;
+    for round in 0..rounds {
+        relay.set_mode(Mode::Away);
+        assert!(
+            eventually(PATIENCE, || matches!(
+                client.membership(),
+                Membership::GatewayLost { .. }
+            )),
+            "round {round}: the gateway's absence was not noticed"
+        );
+        assert!(!client.status().gateway_available);
+        relay.set_mode(Mode::Pass);
+        assert!(
+            eventually(PATIENCE, || client.status().gateway_available),
+            "round {round}: the gateway's return was not noticed"
+        );
+        // Five heartbeats later it has not flapped back, and the node is a member as before.
+        let until = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < until {
+            assert!(client.status().gateway_available, "round {round}: a flap");
+            assert_eq!(client.membership(), registered, "round {round}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let seen: Vec<Membership> = changes.try_iter().collect();
+    let mut expected = vec![Membership::Joining, registered.clone()];
+    for _ in 0..rounds {
+        expected.push(Membership::GatewayLost {
+            since: std::time::SystemTime::UNIX_EPOCH,
+        });
+        expected.push(registered.clone());
+    }
+    let shape = |m: &Membership| match m {
+        Membership::GatewayLost { .. } => Membership::GatewayLost {
+            since: std::time::SystemTime::UNIX_EPOCH,
+        },
+        other => other.clone(),
+    };
+    assert_eq!(seen.iter().map(shape).collect::<Vec<_>>(), expected);
+    let registrations = relay
+        .events()
+        .iter()
+        .filter(|e| matches!(e, Event::Arrived(r) if r.path == "/register"))
+        .count();
+    assert_eq!(
+        registrations, 1,
+        "registered again though the gateway kept it"
+    );
+    client.leave().unwrap();
+    assert!(!listed(&server, 1), "a ghost");
+    assert_eq!(server.get("/stats").1["total_nodes"], 0);
+}
+
 /// Item 2: a node started before its gateway registers within moments of the gateway's
 /// start, not at the 30 s heartbeat pace it has before any gateway answered.
 #[test]
