@@ -480,7 +480,8 @@ impl GatewayClient {
     /// first registration (a new membership).
     ///
     /// When no gateway confirms the removal (it is down or frozen, or a write was still on the
-    /// wire at the deadline), the error says so and a thread (`gateway-leave`) goes on removing
+    /// wire at the deadline or ended without an answer, which the gateway may still take
+    /// later), the error says so and a thread (`gateway-leave`) goes on removing
     /// the node in the background until a gateway confirms it twice, a second apart (a
     /// registration a frozen gateway still held may land when it resumes), for at most five
     /// minutes. When the client already knows no gateway answers, it returns
@@ -488,13 +489,14 @@ impl GatewayClient {
     pub fn leave(&self) -> Result<(), ClientError> {
         let deadline = Instant::now() + self.shared.deadline;
         let limit = self.shared.unanswered_limit();
-        let (node_id, known_down, life) = {
+        let (node_id, known_down, life, unanswered) = {
             let mut state = self.shared.state();
             state.leaving = true;
             state.stopped = true;
             let node_id = state.registration.as_ref().map(|r| r.node_id);
             state.publish_membership(limit);
-            (node_id, state.known_down(limit), state.life)
+            let known_down = state.known_down(limit);
+            (node_id, known_down, state.life, state.writes_unanswered)
         };
         self.shared.changed.notify_all();
         let watch = self.signal_watch();
@@ -503,7 +505,12 @@ impl GatewayClient {
             watch.wait(Instant::now() + SHUTDOWN_WAIT);
         }
         let node_id = node_id.ok_or(ClientError::NotRegistered)?;
-        let settled = known_down || self.shared.wait_for_writes(deadline);
+        // Settled: no write of this membership can land after the removal. A write that ended
+        // unanswered meanwhile may still be taken by the gateway later (one that was frozen
+        // resumes), after the removal: then only the background removal makes it final.
+        let settled = !known_down
+            && self.shared.wait_for_writes(deadline)
+            && self.shared.state().writes_unanswered == unanswered;
         {
             let mut state = self.shared.state();
             state.registration = None;

@@ -136,6 +136,10 @@ pub(crate) struct State {
     pub(crate) leaving: bool,
     /// Writes (registrations, heartbeats, metadata) on the wire; `leave()` waits for them.
     pub(crate) writes: u32,
+    /// Writes that ended without an answer (timed out, connection lost): the gateway may
+    /// still take them later (a frozen gateway resumes), so `leave()` cannot count on its
+    /// removal coming after them.
+    pub(crate) writes_unanswered: u64,
     /// When an exchange last failed for want of a gateway, until one succeeds.
     pub(crate) lost_since: Option<SystemTime>,
     /// When the current registration landed, with the run it landed in.
@@ -402,7 +406,12 @@ impl Shared {
             pause(duration)
         };
         let result = self.exchange(Method::Post, path, Some(body), headers, &pause, None);
-        self.state().writes -= 1;
+        let mut state = self.state();
+        state.writes -= 1;
+        if result.as_ref().is_err_and(ClientError::is_transport) {
+            state.writes_unanswered += 1;
+        }
+        drop(state);
         self.changed.notify_all();
         result
     }
@@ -710,3 +719,6 @@ fn checked(mut settings: Settings) -> Settings {
     }
     settings
 }
+
+#[cfg(test)]
+mod tests;

@@ -43,6 +43,8 @@ mod own_host {
 
 /// Issue 21: the embedded client, round two.
 mod issue21;
+/// A relay that holds requests and answers: interleavings made on purpose.
+mod relay;
 
 /// Long enough for anything on a loaded machine; only reached when a test fails.
 const PATIENCE: Duration = Duration::from_secs(20);

@@ -8,8 +8,9 @@ use std::time::Instant;
 
 use cluster_gateway::client::Membership;
 
+use super::relay::{Event, Mode, Relay, Request};
 use super::*;
-use crate::support::Barrier;
+use crate::support::{Barrier, join_all};
 
 /// Settings as a test gateway advertises them: 100 ms heartbeats, slow suspicion.
 fn advertised(config: &mut ServerConfig) {
@@ -84,6 +85,212 @@ fn two_hundred_leaves_racing_metadata_updates_leave_no_ghost() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(server.get("/stats").1["total_nodes"], 0);
     assert!(clients.iter().all(|c| !c.status().heartbeat_running));
+}
+
+/// A client of the gateway behind `relay` that gives up on a request after `deadline`.
+fn client_with_deadline(relay: &Relay, deadline: Duration) -> Arc<GatewayClient> {
+    Arc::new(
+        GatewayClient::builder()
+            .gateway(relay.address())
+            .retry_base_delay(Duration::from_millis(5))
+            .timeout(deadline)
+            .deadline(deadline)
+            .build()
+            .unwrap(),
+    )
+}
+
+/// Publishes `{"round": round}` on a thread of its own.
+fn publish_round(
+    client: &Arc<GatewayClient>,
+    round: u64,
+) -> std::thread::JoinHandle<Result<cluster_gateway::api::RegisterResponse, ClientError>> {
+    let client = Arc::clone(client);
+    std::thread::spawn(move || {
+        let mut metadata = serde_json::Map::new();
+        metadata.insert("round".into(), json!(round));
+        client.update_metadata(metadata)
+    })
+}
+
+fn is_round(request: &Request) -> bool {
+    request.path == "/register" && request.body.contains("\"round\"")
+}
+
+fn landed(events: &[Event], what: impl Fn(&Request) -> bool) -> Option<usize> {
+    events
+        .iter()
+        .position(|e| matches!(e, Event::Landed(r, _) if what(r)))
+}
+
+/// True once a removal has landed after the metadata write landed.
+fn removed_after_the_write(events: &[Event]) -> bool {
+    landed(events, is_round).is_some_and(|write| {
+        events[write..]
+            .iter()
+            .any(|e| matches!(e, Event::Landed(r, 200) if r.path == "/remove"))
+    })
+}
+
+/// What reached the relay after the first `skip` events, but removals.
+fn sent_after(relay: &Relay, skip: usize) -> Vec<String> {
+    relay.events()[skip..]
+        .iter()
+        .filter_map(|e| match e {
+            Event::Arrived(r) if r.path != "/remove" => Some(r.path.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Item 1, made to happen: a metadata write the gateway takes only after `leave()`'s removal
+/// (held by the relay until the removal has landed, past the client's deadline, so the client
+/// gave up on it). Before, `leave()` took the removal's answer as final and the write left a
+/// ghost; now a write that ended without an answer leaves the removal to the background,
+/// which takes the node off again after the write landed.
+#[test]
+fn a_metadata_write_the_gateway_takes_after_the_removal_leaves_no_ghost() {
+    let server = TestServer::with(advertised);
+    let relay = Relay::start(server.addr());
+    let client = client_with_deadline(&relay, Duration::from_secs(1));
+    client.register_node(node(1)).unwrap();
+    relay.hold_requests(is_round);
+    relay.hold_answers(|r| r.path == "/remove");
+    let publisher = publish_round(&client, 1);
+    relay.wait_for("the metadata write", |events| {
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Arrived(r) if is_round(r)))
+    });
+    let leaving = {
+        let client = Arc::clone(&client);
+        std::thread::spawn(move || client.leave())
+    };
+    // The client gives up on the write at its deadline...
+    let published = join_all(vec![publisher], PATIENCE).remove(0);
+    assert!(published.is_err(), "{published:?}");
+    // ... `leave()` removes the node...
+    relay.wait_for("the removal land", |events| {
+        landed(events, |r| r.path == "/remove").is_some()
+    });
+    // ... and only then does the gateway take the write: the node is listed again.
+    relay.resume(|_| false);
+    assert!(listed(&server, 1));
+    relay.release_answers();
+    let left = join_all(vec![leaving], PATIENCE).remove(0);
+    assert!(
+        matches!(left, Err(ClientError::Timeout { .. })),
+        "leave() must say its removal is not final: {left:?}"
+    );
+    let after_leave = relay.events().len();
+    relay.wait_for("a removal after the write landed", removed_after_the_write);
+    assert!(!listed(&server, 1), "a ghost");
+    assert_eq!(sent_after(&relay, after_leave), Vec::<String>::new());
+    assert!(!client.status().heartbeat_running);
+    assert_eq!(client.status().node_id, None);
+    assert_eq!(client.membership(), Membership::Left);
+}
+
+/// Item 1, the gateway frozen: `leave()` returns within its bound (the deadline for the
+/// writes on the wire, then the removal's own), and when the gateway resumes and takes what
+/// it held in the worst order (the removals first, the node's registration last), the node
+/// is removed again and stays gone.
+#[test]
+fn a_node_that_left_while_its_gateway_was_frozen_stays_gone_after_it_resumes() {
+    let server = TestServer::with(advertised);
+    let relay = Relay::start(server.addr());
+    let deadline = Duration::from_secs(1);
+    let client = client_with_deadline(&relay, deadline);
+    client.register_node(node(1)).unwrap();
+    relay.set_mode(Mode::Frozen);
+    let publisher = publish_round(&client, 1);
+    relay.wait_for("the metadata write", |events| {
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Arrived(r) if is_round(r)))
+    });
+    let started = Instant::now();
+    let left = client.leave();
+    let took = started.elapsed();
+    eprintln!("leave() returned after {took:?}: {left:?}");
+    assert!(left.is_err(), "no gateway confirmed the removal: {left:?}");
+    // The 200 ms given to the heartbeat thread, the writes' deadline, the removal's deadline.
+    let bound = Duration::from_millis(200) + deadline * 2;
+    assert!(took <= bound + Duration::from_secs(1), "{took:?}");
+    assert!(join_all(vec![publisher], PATIENCE).remove(0).is_err());
+    let after_leave = relay.events().len();
+    relay.resume(|r| r.path == "/remove");
+    assert!(landed(&relay.events(), is_round).is_some());
+    relay.wait_for("a removal after the write landed", removed_after_the_write);
+    assert!(!listed(&server, 1), "a ghost");
+    assert_eq!(sent_after(&relay, after_leave), Vec::<String>::new());
+    assert!(!client.status().heartbeat_running);
+    assert_eq!(client.membership(), Membership::Left);
+}
+
+/// Item 5: a gateway that goes away and comes back five times. `gateway_available` and the
+/// membership follow each time, with no flap back to unavailable once it answers again; the
+/// node is registered once (the gateway kept it), and after `leave()` it is gone.
+#[test]
+fn availability_and_membership_follow_a_flapping_gateway_without_ghosts() {
+    let server = TestServer::with(advertised);
+    let relay = Relay::start(server.addr());
+    let client = client_of(&relay.address());
+    let changes = client.subscribe_membership();
+    client.register_node(node(1)).unwrap();
+    let registered = client.membership();
+    assert!(matches!(registered, Membership::Registered { .. }));
+    let rounds = 5;
+    for round in 0..rounds {
+        relay.set_mode(Mode::Away);
+        assert!(
+            eventually(PATIENCE, || matches!(
+                client.membership(),
+                Membership::GatewayLost { .. }
+            )),
+            "round {round}: the gateway's absence was not noticed"
+        );
+        assert!(!client.status().gateway_available);
+        relay.set_mode(Mode::Pass);
+        assert!(
+            eventually(PATIENCE, || client.status().gateway_available),
+            "round {round}: the gateway's return was not noticed"
+        );
+        // Five heartbeats later it has not flapped back, and the node is a member as before.
+        let until = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < until {
+            assert!(client.status().gateway_available, "round {round}: a flap");
+            assert_eq!(client.membership(), registered, "round {round}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let seen: Vec<Membership> = changes.try_iter().collect();
+    let mut expected = vec![Membership::Joining, registered.clone()];
+    for _ in 0..rounds {
+        expected.push(Membership::GatewayLost {
+            since: std::time::SystemTime::UNIX_EPOCH,
+        });
+        expected.push(registered.clone());
+    }
+    let shape = |m: &Membership| match m {
+        Membership::GatewayLost { .. } => Membership::GatewayLost {
+            since: std::time::SystemTime::UNIX_EPOCH,
+        },
+        other => other.clone(),
+    };
+    assert_eq!(seen.iter().map(shape).collect::<Vec<_>>(), expected);
+    let registrations = relay
+        .events()
+        .iter()
+        .filter(|e| matches!(e, Event::Arrived(r) if r.path == "/register"))
+        .count();
+    assert_eq!(
+        registrations, 1,
+        "registered again though the gateway kept it"
+    );
+    client.leave().unwrap();
+    assert!(!listed(&server, 1), "a ghost");
+    assert_eq!(server.get("/stats").1["total_nodes"], 0);
 }
 
 /// Item 2: a node started before its gateway registers within moments of the gateway's
