@@ -1,8 +1,9 @@
 //! Issue 22, item 4: answers a client can read and a server can afford. The registry's memory
-//! budget (`--max-registry-bytes`, 507 past it), and every list within what a client reads.
+//! budget (`--max-registry-bytes`, 507 past it), every list within what a client reads, and a
+//! joining `gateway-client` that never leaves its node registered when it fails.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -257,4 +258,162 @@ fn the_client_reads_an_answer_as_large_as_the_largest_a_gateway_can_send() {
         .unwrap();
     let nodes = client.list_nodes(true).unwrap().nodes;
     assert_eq!(nodes.len(), expected);
+}
+
+/// A stand-in between a client and a real gateway that passes every request on, but spoils the
+/// answer to requests to `spoiled` after the gateway ran them: a body that is not the expected
+/// JSON (as an answer too large to read), or with a path starting `!`, the connection closed
+/// without an answer (as an answer cut short).
+struct Spoiler {
+    url: String,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl Spoiler {
+    fn start(upstream: std::net::SocketAddr, spoiled: &'static str) -> Spoiler {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let record = Arc::clone(&record);
+                std::thread::spawn(move || relay(client, upstream, spoiled, &record));
+            }
+        });
+        Spoiler { url, seen }
+    }
+
+    fn seen(&self, path: &str) -> bool {
+        self.seen.lock().unwrap().iter().any(|p| p == path)
+    }
+}
+
+/// Relays requests from `client` one at a time, each on a connection of its own to `upstream`.
+fn relay(
+    mut client: TcpStream,
+    upstream: std::net::SocketAddr,
+    spoiled: &str,
+    seen: &Mutex<Vec<String>>,
+) {
+    let _ = client.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut pending = Vec::new();
+    loop {
+        let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") else {
+            let mut buf = [0; 8192];
+            match client.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => pending.extend_from_slice(&buf[..n]),
+            }
+            continue;
+        };
+        let head = String::from_utf8_lossy(&pending[..end]).into_owned();
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().ok())?
+            })
+            .unwrap_or(0);
+        while pending.len() < end + 4 + length {
+            let mut buf = [0; 8192];
+            match client.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => pending.extend_from_slice(&buf[..n]),
+            }
+        }
+        let body = pending[end + 4..end + 4 + length].to_vec();
+        pending.drain(..end + 4 + length);
+        let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
+        seen.lock().unwrap().push(path.clone());
+        // The head without its Connection header, then the gateway closes after answering.
+        let mut forwarded: String = head
+            .lines()
+            .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+            .map(|l| format!("{l}\r\n"))
+            .collect();
+        forwarded.push_str("Connection: close\r\n\r\n");
+        let mut gateway = TcpStream::connect(upstream).unwrap();
+        gateway.write_all(forwarded.as_bytes()).unwrap();
+        gateway.write_all(&body).unwrap();
+        let mut answer = Vec::new();
+        let _ = gateway.read_to_end(&mut answer);
+        if spoiled
+            .strip_prefix('!')
+            .is_some_and(|cut| path.starts_with(cut))
+        {
+            return;
+        }
+        if path.starts_with(spoiled) {
+            answer =
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+                    .to_vec();
+        } else if let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
+            // The gateway's own `Connection: close` would end the client's connection early;
+            // the body (gzip, perhaps) is passed on as it is.
+            let head = String::from_utf8_lossy(&answer[..end]).replace("\r\nConnection: close", "");
+            answer = [head.as_bytes(), &answer[end..]].concat();
+        }
+        if client.write_all(&answer).is_err() {
+            return;
+        }
+    }
+}
+
+/// `gateway-client` joining as node 42 through `gateway`.
+fn join(gateway: &str, extra: &[&str]) -> std::process::Output {
+    crate::client_cli::run(
+        Command::new(env!("CARGO_BIN_EXE_gateway-client"))
+            .args(["--gateway", gateway, "--node-id", "42", "--ip", "10.0.0.42"])
+            .args(["--port", "5042"])
+            .args(extra)
+            .env("GATEWAY_CLIENT_RETRY_ATTEMPTS", "1")
+            .env_remove("GATEWAY_URL"),
+    )
+}
+
+fn registered(server: &TestServer, node_id: u64) -> bool {
+    server.get(&format!("/nodes/{node_id}")).0 == 200
+}
+
+#[test]
+fn a_joining_client_that_fails_after_registering_leaves_again() {
+    // The registration's answer cannot be read, or never comes, or the stats that follow it
+    // cannot be read: the gateway registered the node each time, and the client exits 1.
+    for spoiled in ["/register", "!/register", "/stats"] {
+        let server = TestServer::start();
+        let spoiler = Spoiler::start(server.addr(), spoiled);
+        let out = join(&spoiler.url, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{spoiled}: {stderr}");
+        assert!(spoiler.seen("/register"), "{spoiled}: never registered");
+        assert!(spoiler.seen("/remove"), "{spoiled}: never left: {stderr}");
+        assert!(
+            !registered(&server, 42),
+            "{spoiled}: node 42 left registered: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_joining_client_refused_by_the_gateway_removes_nothing() {
+    // Node 42 is registered (another process of it, say), in a registry at its budget; a join
+    // whose metadata makes node 42 larger is refused with 507, which changed nothing: node 42
+    // stays.
+    let server = TestServer::with(|c| c.max_registry_bytes = 64 * 1024);
+    let mut small = crate::support::registration(42);
+    small["metadata"] = json!({});
+    assert_eq!(register(&server.url, &small).0, 200);
+    fill(&server.url, 100, fat);
+    fill(&server.url, 1_000, crate::support::registration);
+    let spoiler = Spoiler::start(server.addr(), "/never");
+    let blob = format!("blob={}", "b".repeat(2000));
+    let out = join(&spoiler.url, &["--metadata", &blob]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("507"), "{stderr}");
+    assert!(!spoiler.seen("/remove"), "{stderr}");
+    assert!(registered(&server, 42));
 }
