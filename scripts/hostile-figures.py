@@ -4,14 +4,15 @@
     cargo build --release
     python3 scripts/hostile-figures.py target/release/gateway-server [scenario ...]
 
-Scenarios: idle h2 huge burst sighup sigterm slowloris busy (default: all). Each starts its own
-server on 127.0.0.1 and prints one line. Loopback only; every wait is bounded.
+Scenarios: idle h2 huge burst sighup sigterm slowloris busy budget (default: all). Each starts
+its own server on 127.0.0.1 and prints one line (budget: two). Loopback only; every wait is
+bounded.
 """
 import json, os, re, signal, socket, subprocess, sys, threading, time
 
 BIN = sys.argv[1]
 BUSY_SECS = int(os.environ.get("BUSY_SECS", "60"))
-WANTED = sys.argv[2:] or "idle h2 huge burst sighup sigterm slowloris busy".split()
+WANTED = sys.argv[2:] or "idle h2 huge burst sighup sigterm slowloris busy budget".split()
 
 
 class Server:
@@ -220,6 +221,66 @@ def busy():
     print(f"300 nodes x 15 KiB, 2 list readers a second that never read, {BUSY_SECS} s: {state}; "
           f"/health while they hang on: {health!r}; /health 200 {back} after they close")
     s.stop()
+
+
+def budget():
+    """Fills a registry to its --max-registry-bytes, builds the list plain and gzipped, and
+    compares the resident memory it took with what the registry accounts."""
+    def at_the_limits(i):
+        return {"node_id": i, "ip_address": "10.1.2.3", "port": 7000,
+                "capabilities": [f"{j:03d}" + "c" * 125 for j in range(64)],
+                "metadata": {"blob": "m" * (16384 - 11)}}
+
+    def small(i):
+        return {"node_id": i, "ip_address": "10.1.2.3", "port": 7000,
+                "capabilities": ["raft", "gossip"], "metadata": {"zone": "a"}}
+
+    for what, make, bytes_ in (("at the per-node limits", at_the_limits, 64 << 20),
+                               ("small", small, 8 << 20)):
+        s = Server("--max-registry-bytes", str(bytes_), "--log-level", "ERROR")
+        rss = lambda: int(re.search(r"VmRSS:\s+(\d+)", open(f"/proc/{s.proc.pid}/status").read()).group(1)) * 1024
+        before = rss()
+        full = threading.Event()
+        counts = [0] * 4
+
+        def fill(k):
+            c = socket.create_connection(("127.0.0.1", s.port), timeout=30)
+            f = c.makefile("rb")
+            i = k * 10_000_000
+            while not full.is_set():
+                body = json.dumps(make(i)).encode()
+                c.sendall(b"POST /register HTTP/1.1\r\nHost: x\r\nPrefer: return=minimal\r\n"
+                          b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+                status = int(f.readline().split()[1])
+                length = 0
+                while (line := f.readline()) not in (b"\r\n", b""):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                f.read(length)
+                if status == 507:
+                    full.set()
+                elif status == 200:
+                    counts[k] += 1
+                    i += 1
+                else:
+                    raise SystemExit(f"register: {status}")
+            c.close()
+
+        threads = [threading.Thread(target=fill, args=(k,)) for k in range(4)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        metrics = s.request(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        used = int(float(re.search(rb"^cluster_gateway_registry_bytes (\S+)", metrics, re.M).group(1)))
+        plain = s.request(b"GET /nodes?status=all HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 60)
+        s.request(b"GET /nodes?status=all HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n"
+                  b"Connection: close\r\n\r\n", 60)
+        grown = rss() - before
+        nodes = sum(counts)
+        body = len(plain.split(b"\r\n\r\n", 1)[1])
+        print(f"budget {bytes_ >> 20} MiB, nodes {what}: {nodes} admitted, {used} bytes accounted, "
+              f"list {body} bytes; +{grown / 2**20:.1f} MiB resident = {grown / used:.2f}x accounted, "
+              f"{(grown - 2 * used) / nodes:.0f} B a node over twice")
+        s.stop()
 
 
 for name in WANTED:

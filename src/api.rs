@@ -27,6 +27,17 @@ pub mod limits {
     pub const METADATA_KEYS: usize = 64;
     /// Most bytes a node's metadata may take as compact JSON (after merging).
     pub const METADATA_BYTES: usize = 16 * 1024;
+    /// Largest answer the client reads, once decompressed (256 MiB): every answer a gateway
+    /// can send fits, since a gateway's budget is at most [`REGISTRY_BYTES`].
+    pub const ANSWER_BYTES: u64 = 256 * 1024 * 1024;
+    /// What an answer that carries nodes (`/nodes`, `/register`, `/leader`) holds beside the
+    /// nodes a gateway's budget counts, at most: its other fields and, in a `/register`
+    /// answer, the leader's record a second time (a record at the limits above is under
+    /// 64 KiB, its worst escaping included).
+    pub const ANSWER_MARGIN_BYTES: u64 = 1024 * 1024;
+    /// The most a gateway's memory budget (`--max-registry-bytes`) may be: a list of every
+    /// node it admits, plus [`ANSWER_MARGIN_BYTES`], is within [`ANSWER_BYTES`].
+    pub const REGISTRY_BYTES: u64 = ANSWER_BYTES - ANSWER_MARGIN_BYTES;
 }
 
 /// Whether a node is heard from.

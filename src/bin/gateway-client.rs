@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use argh::FromArgs;
 use cluster_gateway::api::{Health, Registration, RemoveStatus, SetLeaderStatus};
-use cluster_gateway::client::{ClientBuilder, GatewayClient};
+use cluster_gateway::client::{ClientBuilder, ClusterInfo, GatewayClient};
 use cluster_gateway::server::cli::TopLevelFlags;
 use cluster_gateway::{ClientError, logger};
 use log::LevelFilter;
@@ -454,7 +454,68 @@ fn join(cli: &Cli, settings: &Settings, client: &GatewayClient) -> Result<(), Fa
     // Registered before joining, so a signal during start-up is not lost.
     let mut signals = Signals::new([SIGINT, SIGTERM])
         .map_err(|e| Failure::Gateway(format!("cannot handle signals: {e}")))?;
-    let (is_bootstrap, cluster) = client.discover_cluster(registration)?;
+    // Past the registration, a failure must not leave the node registered behind an exiting
+    // process, to be reaped only node_timeout later: it leaves first.
+    let joined = client
+        .discover_cluster(registration)
+        .map_err(|e| (changed_nothing(&e), Failure::from(e)))
+        .and_then(|(is_bootstrap, cluster)| {
+            greet(client, node_id, is_bootstrap, &cluster).map_err(|e| (false, e))
+        });
+    if let Err((changed_nothing, failure)) = joined {
+        if !changed_nothing {
+            leave_after_failure(client, settings, node_id);
+        }
+        return Err(failure);
+    }
+    out!("\nHeartbeating; stop with Ctrl-C.");
+    if let Some(signal) = signals.forever().next() {
+        log::info!("received signal {signal}, stopping");
+    }
+    if cli.leave_on_exit {
+        client.leave()?;
+        out!("Node {node_id} left the cluster.");
+    } else {
+        client.shutdown();
+        out!("Stopped heartbeating; the gateway will expire node {node_id}.");
+    }
+    Ok(())
+}
+
+/// Leaves after joining failed past the registration. `leave()` stops the heartbeat thread for
+/// good; when it could not confirm the removal (it knows no gateway answers, say, after an
+/// answer it could not read), the removal it goes on with in the background would end with
+/// this process: one more try from a client of its own, which knows nothing yet.
+fn leave_after_failure(client: &GatewayClient, settings: &Settings, node_id: u64) {
+    let left = client.leave().or_else(|first| {
+        log::debug!("leaving after the failed join: {first}");
+        builder(settings).build()?.remove_node(node_id).map(drop)
+    });
+    match left {
+        Ok(()) => log::warn!("node {node_id} left again, as joining failed"),
+        Err(e) => log::warn!(
+            "node {node_id} could not leave again after joining failed (the gateway will \
+             expire it): {e}"
+        ),
+    }
+}
+
+/// True when a registration's failure is a gateway's answer that it changed nothing: a
+/// refusal (4xx), no room (507), or not available (503). Any other failure (no answer, an
+/// answer that could not be read, a timeout, a 500) may come after the node was registered.
+fn changed_nothing(error: &ClientError) -> bool {
+    matches!(error, ClientError::Gateway { status, .. }
+        if *status < 500 || *status == 503 || *status == 507)
+}
+
+/// What joining prints once the node is registered: its role, the cluster, the gateway's
+/// stats.
+fn greet(
+    client: &GatewayClient,
+    node_id: u64,
+    is_bootstrap: bool,
+    cluster: &ClusterInfo,
+) -> Result<(), Failure> {
     if is_bootstrap {
         out!("Node {node_id} is the bootstrap node: it starts a new cluster as its leader.");
     } else {
@@ -471,17 +532,6 @@ fn join(cli: &Cli, settings: &Settings, client: &GatewayClient) -> Result<(), Fa
     let stats = client.get_stats()?;
     out!("\nGateway stats:");
     print_fields(&stats_in_words(&stats));
-    out!("\nHeartbeating; stop with Ctrl-C.");
-    if let Some(signal) = signals.forever().next() {
-        log::info!("received signal {signal}, stopping");
-    }
-    if cli.leave_on_exit {
-        client.leave()?;
-        out!("Node {node_id} left the cluster.");
-    } else {
-        client.shutdown();
-        out!("Stopped heartbeating; the gateway will expire node {node_id}.");
-    }
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use std::path::Path;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::api::ErrorBody;
+use crate::api::{ErrorBody, limits};
 use crate::client::error::ClientError;
 #[cfg(feature = "tls")]
 use ureq::tls::{PemItem, RootCerts, TlsConfig, parse_pem};
@@ -20,8 +20,9 @@ use ureq::tls::{PemItem, RootCerts, TlsConfig, parse_pem};
 #[cfg(not(feature = "tls"))]
 type RootCerts = ();
 
-/// Largest answer the client reads (a peer list of 100,000 nodes is about 20 MB).
-const MAX_ANSWER_BYTES: u64 = 256 * 1024 * 1024;
+/// Largest answer the client reads (a peer list of 100,000 nodes is about 20 MB): above the
+/// largest list a gateway's budget lets it send (see [`limits::REGISTRY_BYTES`]).
+const MAX_ANSWER_BYTES: u64 = limits::ANSWER_BYTES;
 /// Longest pause between two tries of one request.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 

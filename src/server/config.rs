@@ -44,6 +44,11 @@ pub struct ServerConfig {
     pub data_dir: Option<PathBuf>,
     /// Most nodes the registry holds; a new node past it is refused.
     pub max_nodes: usize,
+    /// The registry's memory budget: the most bytes its nodes may take as a list writes them
+    /// (see `registry::node_bytes`); a registration past it is refused with 507. At most
+    /// [`crate::api::limits::REGISTRY_BYTES`], so every list fits a client's answer limit.
+    /// Not applied with `--store etcd`.
+    pub max_registry_bytes: u64,
     /// Where the registry lives: this process (memory, or `data_dir`) or etcd.
     pub store: StoreKind,
     /// The etcd members, `http://host:port` each, for [`StoreKind::Etcd`].
@@ -73,6 +78,11 @@ pub enum StoreKind {
     Etcd,
 }
 
+/// The default `--max-registry-bytes`: 128 MiB, half of what a client reads in one answer
+/// (more than `--max-nodes` small nodes take, about 210 bytes each as a list; about 5,300
+/// nodes at the per-node limits).
+pub const DEFAULT_MAX_REGISTRY_BYTES: u64 = 128 * 1024 * 1024;
+
 /// The etcd member `--store etcd` uses when `--etcd-endpoints` is not given.
 pub const DEFAULT_ETCD_ENDPOINT: &str = "http://127.0.0.1:2379";
 
@@ -91,6 +101,7 @@ impl Default for ServerConfig {
             log_format: LogFormat::Text,
             data_dir: None,
             max_nodes: 200_000,
+            max_registry_bytes: DEFAULT_MAX_REGISTRY_BYTES,
             store: StoreKind::Memory,
             etcd_endpoints: Vec::new(),
             max_watchers: crate::server::long_polls::DEFAULT_MAX_WATCHERS,
@@ -168,6 +179,11 @@ pub struct ServerArgs {
     /// most nodes the registry holds (default 200000; env GATEWAY_MAX_NODES)
     #[argh(option)]
     pub max_nodes: Option<String>,
+    /// most bytes the registry's nodes may take as a list writes them; a registration past it
+    /// gets 507 (default 134217728, at most 267386880; not applied with --store etcd; env
+    /// GATEWAY_MAX_REGISTRY_BYTES)
+    #[argh(option)]
+    pub max_registry_bytes: Option<String>,
     /// where the registry lives: memory (default; with --data-dir, on disk) or etcd (env
     /// GATEWAY_STORE)
     #[argh(option)]
@@ -204,7 +220,7 @@ pub struct ServerArgs {
 /// name, `max_connections` is checked as the original parsed it, then not applied (see
 /// [`NOT_APPLIED`]), and `log_format` is `text` or `json`, or the original's Python logging
 /// format, accepted and not applied.
-const KEYS: [&str; 21] = [
+const KEYS: [&str; 22] = [
     "host",
     "port",
     "node_timeout",
@@ -218,6 +234,7 @@ const KEYS: [&str; 21] = [
     "log_level",
     "data_dir",
     "max_nodes",
+    "max_registry_bytes",
     "store",
     "etcd_endpoints",
     "max_watchers",
@@ -332,6 +349,7 @@ impl ServerConfig {
             ("log_format", &args.log_format),
             ("data_dir", &args.data_dir),
             ("max_nodes", &args.max_nodes),
+            ("max_registry_bytes", &args.max_registry_bytes),
             ("store", &args.store),
             ("etcd_endpoints", &args.etcd_endpoints),
             ("max_watchers", &args.max_watchers),
@@ -406,6 +424,11 @@ impl ServerConfig {
                 "data_dir" => config.data_dir = Some(PathBuf::from(value)),
                 "max_nodes" => {
                     config.max_nodes = parse_int(value, 1, 100_000_000).map_err(invalid)? as usize
+                }
+                "max_registry_bytes" => {
+                    config.max_registry_bytes =
+                        parse_int(value, 64 * 1024, crate::api::limits::REGISTRY_BYTES)
+                            .map_err(invalid)?
                 }
                 "store" => config.store = store_kind(value).map_err(invalid)?,
                 "etcd_endpoints" => config.etcd_endpoints = endpoints(value).map_err(invalid)?,
@@ -489,7 +512,8 @@ impl ServerConfig {
         };
         format!(
             "listen {}, heartbeat_interval {}s, cleanup_interval {}s, suspect_after {}s, \
-             node_timeout {}s, store {store}, max_nodes {}, workers {}, max_body_bytes {}, \
+             node_timeout {}s, store {store}, max_nodes {}, max_registry_bytes {}, workers {}, \
+             max_body_bytes {}, \
              body_timeout {}s, max_watchers {}, tokens {tokens}{}, access log {}, log_level {}, log_format {}",
             self.bind_address(),
             self.heartbeat_interval.as_secs_f64(),
@@ -497,6 +521,7 @@ impl ServerConfig {
             self.liveness.suspect_after.as_secs_f64(),
             self.liveness.node_timeout.as_secs_f64(),
             self.max_nodes,
+            self.max_registry_bytes,
             self.workers,
             self.max_body_bytes,
             self.body_timeout.as_secs_f64(),

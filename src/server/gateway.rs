@@ -123,6 +123,7 @@ impl Gateway {
             suspected: summary.counts.suspected_nodes,
             version: summary.version,
             leader: summary.leader.is_some(),
+            budget: summary.budget,
             store: durability.data_dir.as_ref().map(|_| {
                 (
                     durability.syncs,
@@ -172,7 +173,8 @@ impl Gateway {
             (StoreKind::Memory, Some(dir)) => {
                 LocalStore::open(dir, liveness, max_nodes, Now::system())?
             }
-        };
+        }
+        .with_max_bytes(config.max_registry_bytes);
         Ok(Gateway::local(local, config.heartbeat_interval))
     }
 

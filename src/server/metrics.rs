@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::server::registry::Event;
+use crate::server::registry::{Budget, Event};
 
 mod process;
 
@@ -105,6 +105,8 @@ pub struct Gauges {
     pub version: u64,
     /// True if a leader is set.
     pub leader: bool,
+    /// The registry's memory budget and what its nodes take of it (none over etcd).
+    pub budget: Option<Budget>,
     /// For a durable store: log syncs, log bytes, snapshot bytes, and whether writes failed.
     pub store: Option<(u64, u64, u64, bool)>,
     /// False while the store refuses writes (a data directory that cannot be written, etcd out
@@ -266,6 +268,22 @@ impl Metrics {
             "1 if a leader is set, else 0.",
             &one(if gauges.leader { 1.0 } else { 0.0 }),
         );
+        if let Some(budget) = gauges.budget {
+            family(
+                "registry_bytes",
+                "gauge",
+                "Bytes the registry's nodes take as a list writes them, at most (what \
+                 --max-registry-bytes bounds).",
+                &one(budget.used as f64),
+            );
+            family(
+                "max_registry_bytes",
+                "gauge",
+                "The registry's memory budget (--max-registry-bytes); a registration past it \
+                 gets 507.",
+                &one(budget.max as f64),
+            );
+        }
         let requests: Vec<(String, f64)> = ROUTES
             .iter()
             .enumerate()

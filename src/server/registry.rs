@@ -112,17 +112,107 @@ pub struct NodeRecord {
 /// Writes a record in the wire shape of [`crate::api::Node`].
 impl Serialize for NodeRecord {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        Wire {
+            node_id: self.node_id,
+            ip_address: &self.info.ip_address,
+            port: self.info.port,
+            capabilities: &self.info.capabilities,
+            status: self.status,
+            last_seen: self.last_seen,
+            join_timestamp: self.join_timestamp,
+            metadata: &self.info.metadata,
+        }
+        .serialize(serializer)
+    }
+}
+
+/// A node as the wire shows it, borrowed: what a record and a registration's cost are written
+/// from, so the cost can never drift from the list.
+struct Wire<'a> {
+    node_id: NodeId,
+    ip_address: &'a str,
+    port: u16,
+    capabilities: &'a [String],
+    status: NodeStatus,
+    last_seen: f64,
+    join_timestamp: f64,
+    metadata: &'a RawValue,
+}
+
+impl Serialize for Wire<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut s = serializer.serialize_struct("Node", 8)?;
         s.serialize_field("node_id", &self.node_id)?;
-        s.serialize_field("ip_address", &self.info.ip_address)?;
-        s.serialize_field("port", &self.info.port)?;
-        s.serialize_field("capabilities", &*self.info.capabilities)?;
+        s.serialize_field("ip_address", self.ip_address)?;
+        s.serialize_field("port", &self.port)?;
+        s.serialize_field("capabilities", self.capabilities)?;
         s.serialize_field("status", &self.status)?;
         s.serialize_field("last_seen", &self.last_seen)?;
         s.serialize_field("join_timestamp", &self.join_timestamp)?;
-        s.serialize_field("metadata", &self.info.metadata)?;
+        s.serialize_field("metadata", self.metadata)?;
         s.end()
     }
+}
+
+/// The float that takes the most characters as JSON (24): a record's cost is counted with it
+/// for both timestamps.
+const WIDEST_F64: f64 = -2.225_073_858_507_201_4e-308;
+
+/// What a node costs the registry's budget (`--max-registry-bytes`): the most bytes its record
+/// can take in a list (suspected, both timestamps at their widest, capabilities, address and
+/// metadata as the wire writes them), plus the comma before it. A list's nodes never take more
+/// than the registry accounts.
+pub fn node_bytes(
+    node_id: NodeId,
+    ip_address: &str,
+    port: u16,
+    capabilities: &[String],
+    metadata: &RawValue,
+) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len() as u64;
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let wire = Wire {
+        node_id,
+        ip_address,
+        port,
+        capabilities,
+        status: NodeStatus::Suspected,
+        last_seen: WIDEST_F64,
+        join_timestamp: WIDEST_F64,
+        metadata,
+    };
+    let mut count = Count(1);
+    serde_json::to_writer(&mut count, &wire).expect("a node record serialises");
+    count.0
+}
+
+/// [`node_bytes`] of a stored node.
+fn record_bytes(node_id: NodeId, info: &NodeInfo) -> u64 {
+    node_bytes(
+        node_id,
+        &info.ip_address,
+        info.port,
+        &info.capabilities,
+        &info.metadata,
+    )
+}
+
+/// The registry's memory budget (`--max-registry-bytes`) and what its nodes take of it, as
+/// [`node_bytes`] counts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// What the nodes take now.
+    pub used: u64,
+    /// The most they may take.
+    pub max: u64,
 }
 
 /// Something that changed what `/nodes` or `/leader` return.
@@ -205,6 +295,14 @@ pub enum RegistryError {
         /// The limit (`--max-nodes`).
         max_nodes: usize,
     },
+    /// The registration would take the registry past its budget (`--max-registry-bytes`).
+    OverBudget {
+        /// What the node would take (all of it, for a new node; what it grows by, for a known
+        /// one).
+        needs: u64,
+        /// The budget and what is taken of it.
+        budget: Budget,
+    },
 }
 
 impl std::fmt::Display for RegistryError {
@@ -215,6 +313,15 @@ impl std::fmt::Display for RegistryError {
                 f,
                 "Registry full: it holds {max_nodes} nodes, the most it may (--max-nodes); \
                  a new node is admitted when one leaves or is reaped"
+            ),
+            RegistryError::OverBudget { needs, budget } => write!(
+                f,
+                "Registry over its memory budget: this registration needs {needs} bytes, and \
+                 {} of the {} bytes the registry may hold (--max-registry-bytes) are left; \
+                 nothing was changed (smaller metadata or capabilities fit, or room is made \
+                 when nodes leave or are reaped)",
+                budget.max.saturating_sub(budget.used),
+                budget.max
             ),
         }
     }
@@ -305,6 +412,8 @@ pub struct Registry {
     bootstrap_armed: bool,
     liveness: Liveness,
     max_nodes: usize,
+    /// What the nodes take, as [`node_bytes`] counts them, and the most they may.
+    budget: Budget,
     counts: Counts,
     events: Vec<Event>,
     /// What each recent version changed.
@@ -339,6 +448,10 @@ impl Registry {
             bootstrap_armed: true,
             liveness,
             max_nodes: usize::MAX,
+            budget: Budget {
+                used: 0,
+                max: u64::MAX,
+            },
             counts: Counts::default(),
             events: Vec::new(),
             journal: Journal::new(0),
@@ -350,6 +463,12 @@ impl Registry {
     pub fn with_max_nodes(mut self, max_nodes: usize) -> Registry {
         self.max_nodes = max_nodes;
         self
+    }
+
+    /// From now on, refuses a registration that would take the nodes past `max_bytes` (as
+    /// [`node_bytes`] counts them). Nodes already there stay, whatever they take.
+    pub fn set_max_bytes(&mut self, max_bytes: u64) {
+        self.budget.max = max_bytes;
     }
 
     /// A registry brought back from what a store kept.
@@ -367,17 +486,21 @@ impl Registry {
                     ..NodeInfo::clone(&info)
                 });
             }
-            registry.nodes.insert(
+            let replaced = registry.nodes.insert(
                 node_id,
                 NodeRecord {
                     node_id,
-                    info,
+                    info: Arc::clone(&info),
                     status: NodeStatus::Active,
                     last_seen: now.unix,
                     join_timestamp,
                     heard_at: now.instant,
                 },
             );
+            registry.budget.used += record_bytes(node_id, &info);
+            if let Some(replaced) = replaced {
+                registry.budget.used -= record_bytes(node_id, &replaced.info);
+            }
         }
         registry.leader = state.leader.filter(|id| registry.nodes.contains_key(id));
         registry.version = state.version;
@@ -403,6 +526,7 @@ impl Registry {
             }
         }
         self.nodes = restored.nodes;
+        self.budget.used = restored.budget.used;
         self.leader = restored.leader;
         self.bootstrap_initiated = restored.bootstrap_initiated;
         self.bootstrap_armed = restored.bootstrap_armed;
@@ -431,6 +555,9 @@ impl Registry {
         let rejoining = previous_epoch.is_some();
         if let Some(stored) = self.nodes.get(&node_id) {
             let merged = merge_metadata(&stored.info.metadata, metadata)?;
+            let old_bytes = record_bytes(node_id, &stored.info);
+            let new_bytes = node_bytes(node_id, &ip_address, port, &capabilities, &merged);
+            self.check_budget(old_bytes, new_bytes)?;
             if rejoining {
                 self.disarm_bootstrap();
             }
@@ -459,6 +586,7 @@ impl Registry {
             let info_changed = !changed.is_empty();
             if info_changed {
                 record.info = Arc::new(info);
+                self.budget.used = self.budget.used - old_bytes + new_bytes;
             }
             let recovered = record.status == NodeStatus::Suspected;
             record.status = NodeStatus::Active;
@@ -483,6 +611,8 @@ impl Registry {
             });
         }
         let metadata = merge_metadata(&empty_object(), metadata)?;
+        let bytes = node_bytes(node_id, &ip_address, port, &capabilities, &metadata);
+        self.check_budget(0, bytes)?;
         if rejoining {
             self.disarm_bootstrap();
         }
@@ -504,6 +634,7 @@ impl Registry {
                 heard_at: now.instant,
             },
         );
+        self.budget.used += bytes;
         self.counts.joins_total += 1;
         self.record(Event::Joined { node_id, address });
         if is_bootstrap {
@@ -541,9 +672,10 @@ impl Registry {
     /// When this empties the registry, the whole cluster left on purpose, so the next node to
     /// register bootstraps a new one.
     pub fn remove(&mut self, node_id: NodeId) -> bool {
-        if self.nodes.remove(&node_id).is_none() {
+        let Some(removed) = self.nodes.remove(&node_id) else {
             return false;
-        }
+        };
+        self.budget.used -= record_bytes(node_id, &removed.info);
         self.counts.removed_total += 1;
         self.record(Event::Left { node_id });
         if self.leader == Some(node_id) {
@@ -588,7 +720,9 @@ impl Registry {
             self.record(Event::Suspected { node_id });
         }
         for &node_id in &swept.reaped {
-            self.nodes.remove(&node_id);
+            if let Some(reaped) = self.nodes.remove(&node_id) {
+                self.budget.used -= record_bytes(node_id, &reaped.info);
+            }
             self.counts.reaped_total += 1;
             self.record(Event::Reaped { node_id });
             if self.leader == Some(node_id) {
@@ -659,6 +793,11 @@ impl Registry {
         &self.journal
     }
 
+    /// The budget (`--max-registry-bytes`) and what the nodes take of it.
+    pub fn budget(&self) -> Budget {
+        self.budget
+    }
+
     /// Takes the events queued since the last call, oldest first.
     pub fn take_events(&mut self) -> Vec<Event> {
         std::mem::take(&mut self.events)
@@ -670,6 +809,20 @@ impl Registry {
         self.touches += 1;
         self.journal.push(self.version, event.change());
         self.events.push(event);
+    }
+
+    /// Refuses a node that would go from `old` to `new` bytes when that takes the registry past
+    /// its budget; a node that does not grow always fits (its heartbeats and re-registrations
+    /// go on whatever the budget).
+    fn check_budget(&self, old: u64, new: u64) -> Result<(), RegistryError> {
+        let budget = self.budget;
+        if new > old && budget.used - old + new > budget.max {
+            return Err(RegistryError::OverBudget {
+                needs: new - old,
+                budget,
+            });
+        }
+        Ok(())
     }
 
     /// Gives back the table's room once three quarters of it is empty (a mass departure).

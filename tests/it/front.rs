@@ -382,6 +382,84 @@ fn the_recommended_front_stops_what_tiny_http_cannot() {
     let _ = greedy.read(&mut buf);
 }
 
+/// `Transfer-Encoding` values that are `chunked` only once trimmed of whitespace other than
+/// spaces and tabs: tiny_http trims a header value of any Unicode whitespace before the gateway
+/// sees it, so straight to the gateway each of them frames the body as chunked.
+const OBFUSCATED_CHUNKED: [&str; 4] = [
+    "\x0bchunked",
+    "\x0cchunked",
+    "chunked\x0b",
+    "\x0b \x0cchunked",
+];
+
+/// A chunked registration of node 7 whose `Transfer-Encoding` header says `te`.
+fn chunked_registration(te: &str) -> String {
+    let body = crate::support::registration(7).to_string();
+    format!(
+        "POST /register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: {te}\r\nConnection: close\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+        body.len()
+    )
+}
+
+fn node_7_is_registered(front: &Front) -> bool {
+    front
+        .send(b"GET /nodes?status=all HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .contains("\"node_id\":7,")
+}
+
+#[test]
+#[cfg_attr(not(has_nginx), ignore = "needs nginx: apt-get install nginx")]
+fn an_obfuscated_transfer_encoding_is_refused_at_the_front_and_never_reaches_the_gateway() {
+    let Some(nginx) = nginx_binary() else {
+        panic!("nginx is not installed (apt-get install nginx)");
+    };
+    let gateway = Server::start();
+    let front = Front::start(&nginx, &gateway.address);
+    let ok = register(&front, 1);
+    assert_eq!(status(&ok), 200, "{ok}");
+
+    for te in OBFUSCATED_CHUNKED {
+        // A chunked registration: refused by the front, with a JSON error, and not stored.
+        let answer = front.send(chunked_registration(te).as_bytes());
+        assert!(
+            matches!(status(&answer), 400 | 501),
+            "TE {te:?}: the front let it through: {answer:?}"
+        );
+        assert!(answer.contains("\"error\""), "TE {te:?}: {answer:?}");
+        assert!(!node_7_is_registered(&front), "TE {te:?}: node 7 stored");
+
+        // Smuggling with it: a length for the front, chunks for the gateway. The hidden
+        // /remove never runs.
+        let attack = format!(
+            "POST /heartbeat HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\
+             Transfer-Encoding: {te}\r\n\r\n0\r\n\r\n{HIDDEN}",
+            5 + HIDDEN.len()
+        );
+        let answer = front.send(attack.as_bytes());
+        assert!(
+            matches!(status(&answer), 400 | 501),
+            "TE {te:?} with a length: the front let it through: {answer:?}"
+        );
+        assert!(!answer.contains("\"removed\""), "TE {te:?}: {answer:?}");
+        assert!(
+            node_1_is_registered(&front),
+            "TE {te:?}: the hidden /remove ran"
+        );
+    }
+
+    // The control, and the limitation RELIABILITY.md lists: sent straight to the gateway, the
+    // same bytes are taken as chunked and register node 7.
+    let direct: std::net::SocketAddr = gateway.address.parse().unwrap();
+    let answer = crate::support::raw(
+        direct,
+        chunked_registration(OBFUSCATED_CHUNKED[0]).as_bytes(),
+        Duration::from_secs(10),
+    );
+    assert_eq!(status(&answer), 200, "straight to the gateway: {answer:?}");
+    assert!(node_7_is_registered(&front));
+}
+
 /// The longest a long-poll is held: `wait` is cut to 5 minutes, plus up to a sixteenth of
 /// jitter (docs/http-api.md).
 const LONGEST_LONG_POLL: Duration = Duration::from_millis(300_000 + 300_000 / 16);

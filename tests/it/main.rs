@@ -1,5 +1,6 @@
 //! Integration tests: one binary, one module per area.
 
+mod answer_limits;
 mod api;
 mod auth;
 mod client;

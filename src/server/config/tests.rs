@@ -570,3 +570,41 @@ fn the_originals_python_log_format_is_not_applied_unless_a_later_layer_names_a_f
     let config = load(&["--config", file.path()], &[]).unwrap();
     assert_eq!(config.log_format, LogFormat::Text);
 }
+
+#[test]
+fn max_registry_bytes_merges_like_the_others_and_stays_within_what_a_client_reads() {
+    assert_eq!(
+        load(&[], &[]).unwrap().max_registry_bytes,
+        DEFAULT_MAX_REGISTRY_BYTES
+    );
+    let file = TempFile::new("budget", r#"{"max_registry_bytes": 1000000}"#);
+    let config = load(&["--config", file.path()], &[]).unwrap();
+    assert_eq!(config.max_registry_bytes, 1_000_000);
+    let env = [("GATEWAY_MAX_REGISTRY_BYTES", "2000000")];
+    assert_eq!(
+        load(&["--config", file.path()], &env)
+            .unwrap()
+            .max_registry_bytes,
+        2_000_000
+    );
+    let flag = ["--max-registry-bytes", "3000000"];
+    assert_eq!(load(&flag, &env).unwrap().max_registry_bytes, 3_000_000);
+    // The largest list a budget admits, with what an answer adds, is within the client's
+    // answer limit: a larger budget is refused, naming its source.
+    let most = crate::api::limits::REGISTRY_BYTES;
+    assert!(most + crate::api::limits::ANSWER_MARGIN_BYTES <= crate::api::limits::ANSWER_BYTES);
+    let at_most = most.to_string();
+    assert_eq!(
+        load(&["--max-registry-bytes", &at_most], &[])
+            .unwrap()
+            .max_registry_bytes,
+        most
+    );
+    let past = (most + 1).to_string();
+    let refused = load(&["--max-registry-bytes", &past], &[]).unwrap_err();
+    assert!(
+        refused.to_string().contains("--max-registry-bytes"),
+        "{refused}"
+    );
+    assert!(load(&[], &[("GATEWAY_MAX_REGISTRY_BYTES", "1000")]).is_err());
+}

@@ -431,6 +431,9 @@ impl From<StoreError> for Response {
         let status = match &error {
             StoreError::Registry(RegistryError::MetadataTooLarge(_)) => 400,
             StoreError::Registry(RegistryError::Full { .. }) | StoreError::Unavailable(_) => 503,
+            // Insufficient Storage: this registration does not fit the budget; a smaller one,
+            // or the same once nodes leave, may.
+            StoreError::Registry(RegistryError::OverBudget { .. }) => 507,
         };
         let response = Response::error(status, error.to_string());
         match error {

@@ -663,3 +663,100 @@ fn a_roll_back_restores_what_was_written_keeps_liveness_and_moves_the_version_pa
     r.roll_back(ahead, clock.now());
     assert!(r.version() > target);
 }
+
+/// What the budget should hold: every node's cost, counted afresh.
+fn counted_afresh(registry: &Registry) -> u64 {
+    registry
+        .nodes()
+        .map(|r| record_bytes(r.node_id, &r.info))
+        .sum()
+}
+
+#[test]
+fn the_budget_accounts_every_node_through_register_update_remove_reap_and_roll_back() {
+    let mut clock = Clock::new();
+    let mut r = Registry::new(liveness());
+    for id in 1..=5 {
+        r.register(reg(id), clock.now()).unwrap();
+    }
+    r.register(
+        with_metadata(2, json!({"zone": "b".repeat(500)})),
+        clock.now(),
+    )
+    .unwrap();
+    assert!(r.remove(3));
+    assert_eq!(r.budget().used, counted_afresh(&r));
+    let kept = Restored {
+        nodes: r
+            .nodes()
+            .map(|n| (n.node_id, Arc::clone(&n.info), n.join_timestamp))
+            .collect(),
+        ..Restored::default()
+    };
+    r.register(reg(9), clock.now()).unwrap();
+    r.roll_back(kept, clock.now());
+    assert_eq!(r.budget().used, counted_afresh(&r));
+    clock.advance(100);
+    r.heartbeat(1, clock.now());
+    clock.advance(250);
+    r.sweep(clock.now());
+    assert_eq!(ids(&r), vec![1]);
+    assert_eq!(r.budget().used, counted_afresh(&r));
+    assert!(r.remove(1));
+    assert_eq!(r.budget().used, 0);
+}
+
+#[test]
+fn a_node_costs_at_least_what_a_list_writes_of_it_suspected_or_not() {
+    let mut r = Registry::new(liveness());
+    let mut wide = with_metadata(1, json!({"note": "quote \" and \\ and \u{1}", "n": 1.5}));
+    wide.capabilities = vec!["a\"b".into(), "\u{2}".repeat(128)];
+    r.register(wide, Now::system()).unwrap();
+    let mut record = r.get(1).unwrap().clone();
+    record.status = NodeStatus::Suspected;
+    record.last_seen = f64::MAX;
+    record.join_timestamp = -f64::MIN_POSITIVE;
+    let written = serde_json::to_string(&record).unwrap().len() as u64;
+    // Counted with the comma before it in a list.
+    let comma = 1;
+    assert!(
+        r.budget().used >= written + comma,
+        "{} < {written} + 1",
+        r.budget().used
+    );
+    assert!(r.budget().used <= written + 1 + 48);
+}
+
+#[test]
+fn past_the_budget_a_new_node_and_a_growing_one_are_refused_and_nothing_changes() {
+    let clock = Clock::new();
+    let mut r = Registry::new(liveness());
+    r.register(reg(1), clock.now()).unwrap();
+    let one = r.budget().used;
+    r.set_max_bytes(one * 2 + 10);
+    r.register(reg(2), clock.now()).unwrap();
+    let version = r.version();
+    let refused = r.register(reg(3), clock.now()).unwrap_err();
+    assert!(
+        matches!(refused, RegistryError::OverBudget { .. }),
+        "{refused}"
+    );
+    let grow = with_metadata(2, json!({"more": "x".repeat(100)}));
+    assert!(matches!(
+        r.register(grow, clock.now()),
+        Err(RegistryError::OverBudget { .. })
+    ));
+    assert_eq!((ids(&r), r.version()), (vec![1, 2], version));
+    assert_eq!(r.budget().used, counted_afresh(&r));
+    // What does not grow goes on.
+    r.register(reg(2), clock.now()).unwrap();
+    assert!(r.heartbeat(1, clock.now()));
+    // A rejoining node that does not fit disarms nothing.
+    let mut empty = Registry::new(liveness());
+    empty.set_max_bytes(10);
+    let mut rejoining = reg(3);
+    rejoining.previous_epoch = Some("e".into());
+    assert!(empty.register(rejoining, clock.now()).is_err());
+    assert!(empty.bootstrap_armed() && !empty.bootstrap_initiated());
+    assert_eq!(empty.version(), 0);
+}

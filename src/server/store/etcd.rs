@@ -703,6 +703,7 @@ impl Store for EtcdStore {
             bootstrap_initiated: copy.bootstrap.initiated,
             bootstrap_armed: copy.bootstrap.armed,
             liveness: self.shared.liveness,
+            budget: None,
         }
     }
 

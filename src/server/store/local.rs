@@ -45,6 +45,13 @@ impl LocalStore {
         }
     }
 
+    /// The same store, refusing a registration that would take the registry past `max_bytes`
+    /// (`--max-registry-bytes`; see [`crate::server::registry::node_bytes`]).
+    pub fn with_max_bytes(self, max_bytes: u64) -> LocalStore {
+        lock(&self.registry).set_max_bytes(max_bytes);
+        self
+    }
+
     /// Calls `hook` after every change, once it is announced (outside the registry lock).
     pub fn on_change(mut self, hook: ChangeHook) -> LocalStore {
         let hook = Arc::new(hook);
@@ -261,6 +268,7 @@ impl Store for LocalStore {
                 bootstrap_initiated: registry.bootstrap_initiated(),
                 bootstrap_armed: registry.bootstrap_armed(),
                 liveness: registry.liveness(),
+                budget: Some(registry.budget()),
             }
         };
         self.settle(summary.version);

@@ -19,7 +19,9 @@ use std::sync::Arc;
 
 use crate::api::NodeId;
 use crate::server::journal::{Change, Journal};
-use crate::server::registry::{Counts, Liveness, NodeRecord, Now, Registered, RegistryError};
+use crate::server::registry::{
+    Budget, Counts, Liveness, NodeRecord, Now, Registered, RegistryError,
+};
 
 pub mod etcd;
 mod local;
@@ -194,6 +196,9 @@ pub struct Summary {
     pub bootstrap_armed: bool,
     /// The liveness settings.
     pub liveness: Liveness,
+    /// The registry's memory budget and what its nodes take of it (`None` over etcd, which
+    /// keeps no budget of its own).
+    pub budget: Option<Budget>,
 }
 
 /// Where the registry is kept, and how its log is doing.
