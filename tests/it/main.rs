@@ -23,6 +23,7 @@ mod negotiation;
 mod openapi;
 mod operator;
 mod race;
+mod recipe;
 mod scripts;
 mod server_cli;
 mod smuggling;
