@@ -10,6 +10,7 @@ const SERVER: &[&str] = &[
     "cli",
     "registry",
     "auth",
+    "access",
     "long_polls",
     "metrics",
     "config",

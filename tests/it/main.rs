@@ -1,5 +1,6 @@
 //! Integration tests: one binary, one module per area.
 
+mod access_log;
 mod api;
 mod auth;
 mod client;
