@@ -16,6 +16,8 @@ const PROBES: &[(&str, &[&str])] = &[
     ("has_nginx", &["nginx"]),
     ("has_openssl", &["openssl"]),
     ("has_promtool", &["promtool"]),
+    ("has_prometheus", &["prometheus"]),
+    ("has_systemd_analyze", &["systemd-analyze"]),
     ("has_curl", &["curl"]),
     ("has_chromedriver", &["chromedriver", "chromium"]),
 ];

@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::files::read_small_text;
 use crate::logger::LogFormat;
+use crate::server::access::TrustedProxies;
 use crate::server::auth::{Secret, TokenSource};
 use crate::server::registry::Liveness;
 
@@ -61,6 +62,8 @@ pub struct ServerConfig {
     pub protect_health: bool,
     /// One log line for every request answered (target `access`, at INFO).
     pub access_log: bool,
+    /// The peers (a front proxy) whose `X-Forwarded-For` names the client in the access log.
+    pub trusted_proxies: TrustedProxies,
     /// Settings of the original's configuration that were accepted but are not applied here
     /// (`max_connections`, `log_format`), one message each naming the setting, where it came
     /// from and why: `gateway-server` logs each at WARNING when it starts.
@@ -108,6 +111,7 @@ impl Default for ServerConfig {
             tokens: TokenSource::default(),
             protect_health: false,
             access_log: false,
+            trusted_proxies: TrustedProxies::default(),
             not_applied: Vec::new(),
         }
     }
@@ -208,6 +212,11 @@ pub struct ServerArgs {
     /// off; env GATEWAY_ACCESS_LOG=true)
     #[argh(switch)]
     pub access_log: bool,
+    /// addresses or ranges of the front proxies whose X-Forwarded-For names the client in the
+    /// access log, comma-separated (default: none, the header is ignored; env
+    /// GATEWAY_TRUSTED_PROXY)
+    #[argh(option)]
+    pub trusted_proxy: Option<String>,
     /// JSON file with the same keys as the flags, or the original's (env GATEWAY_CONFIG)
     #[argh(option)]
     pub config: Option<PathBuf>,
@@ -220,7 +229,7 @@ pub struct ServerArgs {
 /// name, `max_connections` is checked as the original parsed it, then not applied (see
 /// [`NOT_APPLIED`]), and `log_format` is `text` or `json`, or the original's Python logging
 /// format, accepted and not applied.
-const KEYS: [&str; 22] = [
+const KEYS: [&str; 23] = [
     "host",
     "port",
     "node_timeout",
@@ -241,6 +250,7 @@ const KEYS: [&str; 22] = [
     "token_file",
     "protect_health",
     "access_log",
+    "trusted_proxy",
     "max_connections",
     "log_format",
 ];
@@ -359,6 +369,7 @@ impl ServerConfig {
                 &args.protect_health.then(|| "true".to_owned()),
             ),
             ("access_log", &args.access_log.then(|| "true".to_owned())),
+            ("trusted_proxy", &args.trusted_proxy),
         ]
         .into_iter()
         .filter_map(|(key, value)| {
@@ -441,6 +452,9 @@ impl ServerConfig {
                 "token_file" => config.tokens.file = Some(PathBuf::from(value)),
                 "protect_health" => config.protect_health = boolean(value).map_err(invalid)?,
                 "access_log" => config.access_log = boolean(value).map_err(invalid)?,
+                "trusted_proxy" => {
+                    config.trusted_proxies = TrustedProxies::parse(value).map_err(invalid)?
+                }
                 // As the original's int(): a whole number, then not applied.
                 "max_connections" => {
                     parse_int(value, 1, u64::from(u32::MAX)).map_err(invalid)?;
@@ -514,7 +528,7 @@ impl ServerConfig {
             "listen {}, heartbeat_interval {}s, cleanup_interval {}s, suspect_after {}s, \
              node_timeout {}s, store {store}, max_nodes {}, max_registry_bytes {}, workers {}, \
              max_body_bytes {}, \
-             body_timeout {}s, max_watchers {}, tokens {tokens}{}, access log {}, log_level {}, log_format {}",
+             body_timeout {}s, max_watchers {}, tokens {tokens}{}, access log {}{}, log_level {}, log_format {}",
             self.bind_address(),
             self.heartbeat_interval.as_secs_f64(),
             self.sweep_interval().as_secs_f64(),
@@ -532,6 +546,11 @@ impl ServerConfig {
                 ""
             },
             if self.access_log { "on" } else { "off" },
+            if self.trusted_proxies.is_empty() {
+                String::new()
+            } else {
+                format!(" (trusted proxies {})", self.trusted_proxies)
+            },
             match self.log_level {
                 LevelFilter::Warn => "WARNING".to_owned(),
                 level => level.to_string(),

@@ -318,36 +318,27 @@ fn check(
     };
     match gateway.auth().check(request.header("Authorization"), need) {
         Verdict::Allowed(name) => Ok(name),
-        Verdict::Unauthenticated(why) => {
-            log::debug!("401 for {} {}: {why}", request.method, path_of(request));
-            Err(Response::error(401, why).with_header(
-                "WWW-Authenticate",
-                if request.header("Authorization").next().is_some() {
-                    r#"Bearer realm="cluster-gateway", error="invalid_token""#
-                } else {
-                    r#"Bearer realm="cluster-gateway""#
-                },
-            ))
-        }
-        Verdict::Forbidden(name) => {
-            log::debug!(
-                "403 for {} {}: token {name:?} may only read",
+        // Refusals are logged where they are answered (`running/worker.rs`), rate-limited.
+        Verdict::Unauthenticated(why) => Err(Response::error(401, why).with_header(
+            "WWW-Authenticate",
+            if request.header("Authorization").next().is_some() {
+                r#"Bearer realm="cluster-gateway", error="invalid_token""#
+            } else {
+                r#"Bearer realm="cluster-gateway""#
+            },
+        )),
+        Verdict::Forbidden(name) => Err(Response::error(
+            403,
+            format!(
+                "token {name:?} may only read; {} {} needs a write token",
                 request.method,
                 path_of(request)
-            );
-            Err(Response::error(
-                403,
-                format!(
-                    "token {name:?} may only read; {} {} needs a write token",
-                    request.method,
-                    path_of(request)
-                ),
-            )
-            .with_header(
-                "WWW-Authenticate",
-                r#"Bearer realm="cluster-gateway", error="insufficient_scope""#,
-            ))
-        }
+            ),
+        )
+        .with_header(
+            "WWW-Authenticate",
+            r#"Bearer realm="cluster-gateway", error="insufficient_scope""#,
+        )),
     }
 }
 

@@ -8,13 +8,14 @@
 //! data directory, or over etcd) <- `node_list` (the cached, serialised peer list) <- `gateway`
 //! (the registry behind its lock, change announcements) <- `http` (routing, with no sockets) <-
 //! `running` (threads and sockets: accept loop, workers, reaper) and its helpers
-//! `tiny_http_workarounds` and `long_polls`. Beside them: [`config`] and [`auth`] (settings and
-//! tokens, below the gateway), `metrics`, `allocator`, and `cli` (flag parsing the binaries
+//! `tiny_http_workarounds` and `long_polls`. Beside them: [`config`], [`auth`] and [`access`]
+//! (settings, tokens, and what is logged about requests, below the gateway), `metrics`, `allocator`, and `cli` (flag parsing the binaries
 //! share).
 //!
 //! Modules marked hidden in the documentation are public only so that the project's own tests,
 //! benchmarks and fuzz targets can reach them; they are outside the compatibility promise.
 
+pub mod access;
 #[doc(hidden)]
 pub mod allocator;
 pub mod auth;
@@ -40,5 +41,6 @@ mod running;
 pub mod store;
 mod tiny_http_workarounds;
 
+pub use access::TrustedProxies;
 pub use config::{ConfigError, ServerConfig, StoreKind};
 pub use running::{GatewayServer, RunningServer, SHUTDOWN_GRACE, ServerCounters, StartError};

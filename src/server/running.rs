@@ -133,6 +133,8 @@ impl GatewayServer {
             next_slot: AtomicU64::new(0),
             poisoned: Poisoned::new(),
             access_log: config.access_log,
+            trusted_proxies: config.trusted_proxies.clone(),
+            refusals: Mutex::default(),
             taking: Mutex::new(()),
             nudger: Arc::clone(&nudger),
             counters: Counters::default(),

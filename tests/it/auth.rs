@@ -430,9 +430,15 @@ fn no_log_line_at_any_level_holds_token_text_and_writes_name_their_token() {
     assert!(has("can be read by others than its owner"), "{log}");
     assert!(has("keeping the tokens in use") && has("line 2"), "{log}");
     assert!(has("tokens reloaded: 2 (read:probe, write:ops)"), "{log}");
-    assert!(has("401 for POST /remove: unknown token"), "{log}");
+    // Refusals at INFO, the first ten at once (then one a second: access_log.rs).
     assert!(
-        has("403 for POST /remove: token \"dashboard\" may only read"),
+        has("401 for POST /register from 127.0.0.1:")
+            && has(" token=-: a bearer token is required"),
+        "{log}"
+    );
+    assert!(
+        has("403 for POST /register from 127.0.0.1:")
+            && has(" token=dashboard: token \"dashboard\" may only read"),
         "{log}"
     );
     // The open-gateway warning is for non-loopback addresses only, and there are tokens here.

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::support::{ChildGuard, TestServer, agent, eventually};
 
 /// A chromedriver process with one headless Chromium session; both end on drop.
-struct Browser {
+pub(crate) struct Browser {
     // Killed, with chromium, when the browser drops (after the session is closed).
     _driver: ChildGuard,
     session: String,
@@ -32,6 +32,11 @@ impl Drop for TempDir {
 
 impl Browser {
     fn start() -> Browser {
+        Browser::start_with(&[])
+    }
+
+    /// A browser started with Chromium's `extra` flags as well.
+    pub(crate) fn start_with(extra: &[String]) -> Browser {
         let mut driver = ChildGuard::spawn(
             Command::new("chromedriver")
                 .arg("--port=0")
@@ -60,6 +65,22 @@ impl Browser {
             _profile: profile,
         };
         let base = format!("http://127.0.0.1:{port}");
+        let args: Vec<String> = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--disable-dev-shm-usage",
+            "--window-size=1280,720",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .chain([format!("--user-data-dir={}", browser._profile.0.display())])
+        .chain(extra.iter().cloned())
+        .collect();
         let created = browser.call(
             "POST",
             &format!("{base}/session"),
@@ -67,13 +88,7 @@ impl Browser {
                 "browserName": "chrome",
                 "goog:chromeOptions": {
                     "binary": "/usr/bin/chromium",
-                    "args": [
-                        "--headless", "--no-sandbox", "--disable-gpu",
-                        "--disable-background-networking", "--disable-component-update",
-                        "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-                        "--window-size=1280,720",
-                        format!("--user-data-dir={}", browser._profile.0.display()),
-                    ],
+                    "args": args,
                 },
             }}}),
         );
@@ -107,7 +122,7 @@ impl Browser {
         value["value"].clone()
     }
 
-    fn open(&self, url: &str) {
+    pub(crate) fn open(&self, url: &str) {
         self.call(
             "POST",
             &format!("{}/url", self.session),
@@ -116,7 +131,7 @@ impl Browser {
     }
 
     /// Runs `script` (a function body) in the page and returns what it returns.
-    fn eval(&self, script: &str) -> Value {
+    pub(crate) fn eval(&self, script: &str) -> Value {
         self.call(
             "POST",
             &format!("{}/execute/sync", self.session),
@@ -124,7 +139,7 @@ impl Browser {
         )
     }
 
-    fn screenshot(&self, path: &std::path::Path) {
+    pub(crate) fn screenshot(&self, path: &std::path::Path) {
         let png = self.call("GET", &format!("{}/screenshot", self.session), json!(null));
         let bytes = base64(png.as_str().expect("a base64 PNG"));
         assert!(bytes.starts_with(b"\x89PNG"), "a PNG");
@@ -165,7 +180,7 @@ fn base64(text: &str) -> Vec<u8> {
 }
 
 /// The rows the page shows: `(node id, status, leader?)`.
-fn rows(browser: &Browser) -> Vec<(String, String, bool)> {
+pub(crate) fn rows(browser: &Browser) -> Vec<(String, String, bool)> {
     let rows = browser.eval(
         "return Array.from(document.querySelectorAll('tr[data-node]'))
              .map(r => [r.dataset.node, r.dataset.status, r.dataset.leader === 'true']);",
@@ -173,7 +188,7 @@ fn rows(browser: &Browser) -> Vec<(String, String, bool)> {
     serde_json::from_value(rows).unwrap()
 }
 
-fn text(browser: &Browser, id: &str) -> String {
+pub(crate) fn text(browser: &Browser, id: &str) -> String {
     browser
         .eval(&format!(
             "return document.getElementById('{id}').textContent;"

@@ -462,13 +462,13 @@ fn an_obfuscated_transfer_encoding_is_refused_at_the_front_and_never_reaches_the
 
 /// The longest a long-poll is held: `wait` is cut to 5 minutes, plus up to a sixteenth of
 /// jitter (docs/http-api.md).
-const LONGEST_LONG_POLL: Duration = Duration::from_millis(300_000 + 300_000 / 16);
+pub(crate) const LONGEST_LONG_POLL: Duration = Duration::from_millis(300_000 + 300_000 / 16);
 
 /// The `proxy_read_timeout` the shipped front applies to `path`: the location nginx picks for
 /// it (an exact `=` location, else the first regular expression that matches, else the longest
 /// prefix), or the server's own. Understands the forms the file uses; anything else fails the
 /// test rather than being misread.
-fn shipped_read_timeout(path: &str) -> Duration {
+pub(crate) fn shipped_read_timeout(path: &str) -> Duration {
     let conf = include_str!("../../scripts/deploy/nginx.conf");
     // (location pattern, its proxy_read_timeout); the server's own under the pattern "".
     let mut blocks: Vec<(String, Option<Duration>)> = vec![(String::new(), None)];

@@ -11,6 +11,7 @@ const SERVER: &[&str] = &[
     "journal",
     "registry",
     "auth",
+    "access",
     "long_polls",
     "metrics",
     "config",

@@ -1,5 +1,6 @@
 //! Integration tests: one binary, one module per area.
 
+mod access_log;
 mod answer_limits;
 mod api;
 mod auth;
@@ -24,6 +25,7 @@ mod negotiation;
 mod openapi;
 mod operator;
 mod race;
+mod recipe;
 mod scripts;
 mod server_cli;
 mod smuggling;

@@ -504,19 +504,34 @@ pub fn gateway_with_fd_limit(
     std::sync::mpsc::Receiver<String>,
     std::net::SocketAddr,
 ) {
-    use std::io::BufRead;
     let bin = env!("CARGO_BIN_EXE_gateway-server");
+    gateway_process(std::process::Command::new("bash").args([
+        "-c",
+        &format!("ulimit -n {limit} && exec {bin} --host 127.0.0.1 --port 0"),
+    ]))
+}
+
+/// Starts `command` (a gateway-server, or a shell that execs one) and returns it with the
+/// lines it logs, as they come, and the address its log says it listens on (within 20 s);
+/// killed, with its group, when the guard drops.
+pub fn gateway_process(
+    command: &mut std::process::Command,
+) -> (
+    ChildGuard,
+    std::sync::mpsc::Receiver<String>,
+    std::net::SocketAddr,
+) {
+    use std::io::BufRead;
     let mut child = ChildGuard::spawn(
-        std::process::Command::new("bash")
-            .args([
-                "-c",
-                &format!("ulimit -n {limit} && exec {bin} --host 127.0.0.1 --port 0"),
-            ])
+        command
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped()),
     )
     .unwrap();
     let stderr = child.stderr.take().unwrap();
     let (lines, log) = std::sync::mpsc::channel();
+    // Drains the log after nobody listens too, so the server never blocks on a full pipe.
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stderr)
             .lines()
@@ -525,10 +540,10 @@ pub fn gateway_with_fd_limit(
             let _ = lines.send(line);
         }
     });
+    let deadline = Instant::now() + Duration::from_secs(20);
     let address = loop {
-        let line = log
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the server starts");
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = log.recv_timeout(left).expect("the server starts");
         if let Some((_, url)) = line.split_once("listening on http://") {
             break url.trim().parse().unwrap();
         }

@@ -19,7 +19,7 @@ use crate::support::{TestServer, eventually, within};
 const READ: &str = "tls-r3ad-t0ken-1111111111";
 const WRITE: &str = "tls-wr1te-t0ken-222222222";
 
-struct Scratch(PathBuf);
+pub(crate) struct Scratch(pub(crate) PathBuf);
 
 impl Drop for Scratch {
     fn drop(&mut self) {
@@ -27,7 +27,7 @@ impl Drop for Scratch {
     }
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
+pub(crate) fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .current_dir(dir)
         .args(args)
@@ -42,7 +42,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 /// A CA (`{name}.crt`, `{name}.key`) in `dir`.
-fn make_ca(dir: &Path, name: &str) {
+pub(crate) fn make_ca(dir: &Path, name: &str) {
     openssl(
         dir,
         &[
@@ -70,7 +70,7 @@ fn make_ca(dir: &Path, name: &str) {
 }
 
 /// `server.crt` and `server.key` for `host`, signed by the CA `ca`.
-fn make_server_certificate(dir: &Path, ca: &str, host: &str) {
+pub(crate) fn make_server_certificate(dir: &Path, ca: &str, host: &str) {
     openssl(
         dir,
         &[

@@ -13,6 +13,8 @@ use std::thread::{self};
 use std::time::{Duration, Instant};
 
 use crate::lock;
+use crate::server::access::{AccessLine, Client, Refusals, TrustedProxies};
+use crate::server::auth::{Need, Role, Verdict};
 use crate::server::gateway::Gateway;
 use crate::server::http::{self, Response};
 use crate::server::long_polls::{InFlight, Watchers};
@@ -43,6 +45,10 @@ pub(super) struct Context {
     pub(super) poisoned: Poisoned,
     /// `--access-log`: a line for every request answered.
     pub(super) access_log: bool,
+    /// `--trusted-proxy`: whose `X-Forwarded-For` the log believes.
+    pub(super) trusted_proxies: TrustedProxies,
+    /// Refusal lines written, rate-limited.
+    pub(super) refusals: Mutex<Refusals>,
     /// Held while a worker takes a request off tiny_http's queue and screens its framing.
     ///
     /// tiny_http parses a connection's next request before the previous one is answered, so
@@ -72,6 +78,8 @@ pub(super) struct Waiting {
     pub(super) url: String,
     pub(super) headers: Vec<(String, String)>,
     pub(super) body: Vec<u8>,
+    /// When it arrived: the access log's time includes the time parked.
+    pub(super) arrived: Instant,
 }
 
 /// Parked requests released together are answered by up to this many threads at once, each
@@ -160,7 +168,7 @@ impl Context {
         // its own so no worker waits on a client.
         let Some(slot) = Slot::take(context, received) else {
             drop(in_flight);
-            log::warn!("{MAX_BODY_READERS} request bodies are already being read; refusing one");
+            // Logged as a refusal (rate-limited), as every refusal is.
             let answer = Response::error(503, "Too many requests with large bodies in progress");
             if request.body_length().is_none() {
                 // A chunked body is not drained on drop: what follows is not a request.
@@ -201,13 +209,11 @@ impl Context {
         received: Instant,
     ) {
         let (route, status) = (metrics::route(request.url()), answer.status);
-        let access = self.access_log.then(|| access(&request));
+        let told = self.tell(&request, &answer, true);
         workarounds::dispose(request, answer, unread);
         let took = received.elapsed();
         self.gateway.metrics().answered(route, status, took);
-        if let Some(request) = access {
-            log::info!(target: "access", "{request} {status} {:.1} ms", took.as_secs_f64() * 1e3);
-        }
+        told.log(status, took);
     }
 
     /// Runs the handler inside `catch_unwind`: a panic is a 500.
@@ -220,24 +226,24 @@ impl Context {
         )
     }
 
-    /// Writes `answer`, counts it, and logs it if it was slow.
+    /// Writes `answer`, counts it, and logs it if it was slow. `received`: when the request
+    /// was taken, or released for a long-poll (the metrics' start); `arrived`: when it came
+    /// (the access log's).
     pub(super) fn respond(
         &self,
         request: tiny_http::Request,
         (method, url): (&str, &str),
         answer: Response,
-        received: Instant,
+        (received, arrived): (Instant, Instant),
     ) {
         let (route, status) = (metrics::route(url), answer.status);
-        let access = self.access_log.then(|| access(&request));
+        let told = self.tell(&request, &answer, REFUSALS.contains(&status));
         if !workarounds::respond(request, answer) {
             self.count(&self.counters.answers_cut_short);
         }
         let took = received.elapsed();
         self.gateway.metrics().answered(route, status, took);
-        if let Some(request) = access {
-            log::info!(target: "access", "{request} {status} {:.1} ms", took.as_secs_f64() * 1e3);
-        }
+        told.log(status, arrived.elapsed());
         if took > SLOW_ANSWER {
             let n = self.counters.slow_answers.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
@@ -260,7 +266,7 @@ impl Context {
             headers: &headers,
         });
         let what = (waiting.method.as_str(), waiting.url.as_str());
-        self.respond(waiting.request, what, answer, received);
+        self.respond(waiting.request, what, answer, (received, waiting.arrived));
     }
 
     /// Answers parked requests that are due, on short-lived threads (a client that does not
@@ -352,7 +358,7 @@ impl Context {
             // the answer is written, and a long-poll then must not find this one in flight
             // and be refused as pipelined.
             drop(in_flight);
-            return self.respond(request, (&method, &url), answer, received);
+            return self.respond(request, (&method, &url), answer, (received, received));
         };
         let headers = headers
             .iter()
@@ -365,6 +371,7 @@ impl Context {
             url,
             headers,
             body,
+            arrived: received,
         };
         let until = Instant::now() + wait.wait;
         let parked = self
@@ -392,12 +399,120 @@ impl Context {
     }
 }
 
-/// The access log's account of a request: peer, method and path with its query.
-pub(super) fn access(request: &tiny_http::Request) -> String {
-    let peer = request
-        .remote_addr()
-        .map_or_else(|| "-".to_owned(), ToString::to_string);
-    format!("{peer} {} {}", request.method(), request.url())
+/// The statuses of routed answers that are logged as refusals: the ones refused before
+/// routing (framing, tokens, bodies) are all logged.
+const REFUSALS: [u16; 4] = [401, 403, 429, 503];
+
+impl Context {
+    /// What the log will say about `request` once `answer` is written: the access line
+    /// (`--access-log`), and a refusal line if `refusal` and the rate allows one.
+    fn tell(&self, request: &tiny_http::Request, answer: &Response, refusal: bool) -> Told {
+        let left_out = if refusal {
+            lock(&self.refusals).admit(Instant::now())
+        } else {
+            None
+        };
+        if !self.access_log && left_out.is_none() {
+            return Told::default();
+        }
+        let header = |name: &'static str| {
+            request
+                .headers()
+                .iter()
+                .filter(move |h| h.field.equiv(name))
+                .map(|h| h.value.as_str())
+        };
+        let client = self
+            .trusted_proxies
+            .client(request.remote_addr().copied(), header("X-Forwarded-For"));
+        // The token's name, whatever it may do; never the token.
+        let token = match self
+            .gateway
+            .auth()
+            .check(header("Authorization"), Need::Role(Role::Read))
+        {
+            Verdict::Allowed(name) => name,
+            Verdict::Forbidden(name) => Some(name),
+            Verdict::Unauthenticated(_) => None,
+        };
+        let head_only = *request.method() == tiny_http::Method::Head;
+        let bytes = match answer.status {
+            100..=199 | 204 | 304 => 0,
+            _ if head_only => 0,
+            _ => answer.body.len(),
+        };
+        Told {
+            facts: Some(Facts {
+                client,
+                method: request.method().to_string(),
+                url: request.url().to_owned(),
+                token,
+                user_agent: header("User-Agent").next().map(str::to_owned),
+                bytes,
+            }),
+            access: self.access_log,
+            refusal: left_out.map(|left_out| (left_out, error_text(answer))),
+        }
+    }
+}
+
+/// The `error` of an error answer's body.
+fn error_text(answer: &Response) -> String {
+    serde_json::from_slice::<serde_json::Value>(&answer.body.to_vec())
+        .ok()
+        .and_then(|body| body["error"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// What [`Context::tell`] found out, logged once the answer is written.
+#[derive(Default)]
+struct Told {
+    facts: Option<Facts>,
+    access: bool,
+    /// How many refusals were left out before this one, and why it was refused.
+    refusal: Option<(u64, String)>,
+}
+
+struct Facts {
+    client: Client,
+    method: String,
+    url: String,
+    token: Option<String>,
+    user_agent: Option<String>,
+    bytes: usize,
+}
+
+impl Told {
+    /// Writes the lines: `took` is from the request's arrival to its answer written.
+    fn log(self, status: u16, took: Duration) {
+        let Some(facts) = self.facts else { return };
+        if self.access {
+            let line = AccessLine {
+                client: facts.client,
+                method: &facts.method,
+                url: &facts.url,
+                status,
+                bytes: facts.bytes,
+                took,
+                token: facts.token.as_deref(),
+                user_agent: facts.user_agent.as_deref(),
+            };
+            log::info!(target: "access", "{line}");
+        }
+        if let Some((left_out, why)) = self.refusal {
+            let path = facts.url.split('?').next().unwrap_or_default();
+            let token = facts.token.as_deref().unwrap_or("-");
+            let more = match left_out {
+                0 => String::new(),
+                n => format!(" ({n} more refusals not logged before this one)"),
+            };
+            log::info!(
+                "{status} for {} {path} from {} token={token}: {why}{more}",
+                facts.method,
+                facts.client
+            );
+        }
+    }
 }
 
 /// True if the client may send another request on this connection.
