@@ -82,7 +82,7 @@ pub enum StoreKind {
 }
 
 /// The default `--max-registry-bytes`: 128 MiB, half of what a client reads in one answer
-/// (more than `--max-nodes` small nodes take, about 210 bytes each as a list; about 5,300
+/// (more than `--max-nodes` small nodes take, about 210 bytes each as a list; about 5,400
 /// nodes at the per-node limits).
 pub const DEFAULT_MAX_REGISTRY_BYTES: u64 = 128 * 1024 * 1024;
 

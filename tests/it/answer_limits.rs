@@ -212,8 +212,8 @@ fn a_full_registry_of_nodes_at_the_per_node_limits_is_read_by_the_client_and_the
     client.leave().unwrap();
 }
 
-/// The largest answer a gateway can send, a list of nodes at the per-node limits padded to
-/// `bytes`: the whole answer limit of the client.
+/// An answer of exactly `bytes`: a list of as many nodes at the per-node limits as fit,
+/// padded with spaces.
 fn list_of(bytes: u64) -> String {
     let node = |id: u64| {
         let mut node = at_the_limits(id);
@@ -246,6 +246,11 @@ fn the_client_reads_an_answer_as_large_as_the_largest_a_gateway_can_send() {
     // REGISTRY_BYTES (the server refuses more at start: config tests).
     let largest = limits::REGISTRY_BYTES + limits::ANSWER_MARGIN_BYTES;
     assert!(largest <= limits::ANSWER_BYTES);
+    // 256 MiB through a debug build: 75 s and 800 MB resident on the loaded 2-core machine.
+    // Only when GATEWAY_SLOW_TESTS is set (CI sets it).
+    if std::env::var_os("GATEWAY_SLOW_TESTS").is_none() {
+        return;
+    }
     let text = list_of(largest);
     let expected = text.matches("\"node_id\":").count();
     let fake = FakeGateway::start(Some(200), &text);
