@@ -26,7 +26,7 @@ fn client(server: &TestServer, args: &[&str]) -> Output {
 
 /// Runs `command` to the end and returns what it printed, failing (not hanging) if it does not
 /// end within a minute.
-fn run(command: &mut Command) -> Output {
+pub(crate) fn run(command: &mut Command) -> Output {
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -3,6 +3,7 @@
 mod access_log;
 mod api;
 mod auth;
+mod cli_usage;
 mod client;
 mod client_cli;
 mod client_watch;
