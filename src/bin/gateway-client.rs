@@ -39,6 +39,9 @@ macro_rules! out {
 #[path = "gateway-client/print.rs"]
 mod print;
 
+#[path = "gateway-client/docs.rs"]
+mod docs;
+
 fn emit(args: std::fmt::Arguments<'_>) {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
@@ -64,7 +67,8 @@ fn emit(args: std::fmt::Arguments<'_>) {
     help_triggers("-h", "--help"),
     note = "Global flags (--gateway, --gateway-host, --gateway-port, --timeout, --token, \
             --token-file, --ca-file, --config, --log-level, --json) go before or after the \
-            command; any flag that takes a value may be written --flag=value.\n\
+            command; any flag that takes a value may be written --flag=value. `gateway-client \
+            help [COMMAND]` is --help for the program or a command.\n\
             Environment (a flag wins over its variable, a variable over --config's file): \
             GATEWAY_URL (gateways, comma-separated), GATEWAY_HOST and GATEWAY_PORT (the \
             original client's), GATEWAY_TOKEN, GATEWAY_CA_FILE, GATEWAY_CLIENT_TIMEOUT, \
@@ -199,6 +203,33 @@ enum Command {
     Stats(StatsCommand),
     Health(HealthCommand),
     Watch(WatchCommand),
+    Completions(CompletionsCommand),
+    Man(ManCommand),
+}
+
+/// Print a completion script for bash, zsh or fish (for example
+/// `gateway-client completions bash > /etc/bash_completion.d/gateway-client`).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "completions")]
+struct CompletionsCommand {
+    /// bash, zsh or fish
+    #[argh(positional)]
+    shell: String,
+}
+
+/// Print the manual page, in roff (`gateway-client man | man -l -`).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "man")]
+struct ManCommand {}
+
+/// The program's flags and commands as its help texts list them.
+fn program() -> docs::Program {
+    docs::Program::read(|args| {
+        Cli::from_args(&["gateway-client"], args)
+            .err()
+            .map(|exit| exit.output)
+            .unwrap_or_default()
+    })
 }
 
 /// Show one node (active or suspected); exit 1 if it is not registered.
@@ -275,7 +306,7 @@ impl From<ClientError> for Failure {
             ClientError::InvalidAddress(_) | ClientError::InvalidSetting(_) => {
                 Failure::Usage(e.to_string())
             }
-            other => Failure::Gateway(other.to_string()),
+            other => Failure::Gateway(in_words(&other)),
         }
     }
 }
@@ -363,6 +394,28 @@ fn run(mut cli: Cli) -> Result<(), Failure> {
             )));
         }
     }
+    match &cli.command {
+        Some(Command::Completions(c)) => {
+            let script =
+                docs::completions(&program(), FLAGS.global, &c.shell).ok_or_else(|| {
+                    Failure::Usage(format!(
+                        "completions {:?}: expected one of {}",
+                        c.shell,
+                        docs::SHELLS.join(", ")
+                    ))
+                })?;
+            out!("{}", script.trim_end());
+            return Ok(());
+        }
+        Some(Command::Man(_)) => {
+            out!(
+                "{}",
+                docs::man(&program(), cluster_gateway::VERSION).trim_end()
+            );
+            return Ok(());
+        }
+        _ => {}
+    }
     let settings = Settings::load(&cli, |name| std::env::var(name).ok()).map_err(Failure::Usage)?;
     let default_level = if cli.command.is_none() {
         LevelFilter::Info
@@ -401,7 +454,9 @@ fn run(mut cli: Cli) -> Result<(), Failure> {
         Some(Command::Remove(c)) => remove(&client, c.node_id, json),
         Some(Command::Stats(_)) => stats(&client, json),
         Some(Command::Watch(_)) => watch(&client, json),
-        Some(Command::Health(_)) => unreachable!("answered above"),
+        Some(Command::Health(_) | Command::Completions(_) | Command::Man(_)) => {
+            unreachable!("answered above")
+        }
     }
 }
 

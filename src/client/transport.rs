@@ -299,6 +299,7 @@ impl Transport {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
+        let content_type = header("Content-Type");
         let index = header("X-Gateway-Index").and_then(|v| v.trim().parse().ok());
         let epoch = header("X-Gateway-Epoch");
         if status == 304 {
@@ -318,7 +319,10 @@ impl Transport {
         if status >= 400 {
             let message = serde_json::from_str::<ErrorBody>(&text)
                 .map(|e| e.error)
-                .unwrap_or_else(|_| text.chars().take(200).collect());
+                .unwrap_or_else(|_| {
+                    html_page(content_type.as_deref(), &text)
+                        .unwrap_or_else(|| text.chars().take(200).collect())
+                });
             return Err(ClientError::Gateway {
                 address: base.to_owned(),
                 status,
@@ -327,7 +331,7 @@ impl Transport {
         }
         let value = serde_json::from_str(&text).map_err(|e| ClientError::InvalidResponse {
             address: base.to_owned(),
-            reason: e.to_string(),
+            reason: html_page(content_type.as_deref(), &text).unwrap_or_else(|| e.to_string()),
         })?;
         Ok(Reply {
             value: Some(value),
@@ -336,6 +340,35 @@ impl Transport {
             epoch,
         })
     }
+}
+
+/// For an answer that is an HTML page (a proxy's error page, a web server's default page),
+/// what to say instead of a JSON parse error: that it is one, with its title.
+fn html_page(content_type: Option<&str>, text: &str) -> Option<String> {
+    let start = text.trim_start();
+    let html = content_type.is_some_and(|t| t.trim().to_ascii_lowercase().starts_with("text/html"))
+        || start.starts_with('<');
+    if !html {
+        return None;
+    }
+    let lower = text.to_ascii_lowercase();
+    let title = lower.find("<title>").and_then(|open| {
+        let from = open + "<title>".len();
+        let len = lower[from..].find("</title>")?;
+        let title: String = text[from..from + len]
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        Some(title.chars().take(80).collect::<String>())
+    });
+    let page = match title {
+        Some(title) if !title.is_empty() => format!("an HTML page titled {title:?}"),
+        _ => "an HTML page".to_owned(),
+    };
+    Some(format!(
+        "{page}, not the gateway's JSON: a proxy's error page, or an address that is not a \
+         cluster-gateway"
+    ))
 }
 
 /// An answer, with its entity tag.

@@ -1,8 +1,10 @@
 //! Bearer tokens: the token table, how it is read and re-read, and the one decision it serves
 //! (which role a presented token has).
 //!
-//! A token file holds one `role:name:token` a line (`read` or `write`, `#` comments, blank lines
-//! ignored); `GATEWAY_TOKENS` holds the same lines. A `write` token may also read. With no token
+//! A token file holds one `role:name:token` a line (`read`, `node=IDS` or `write`, `#`
+//! comments, blank lines ignored); `GATEWAY_TOKENS` holds the same lines. A `write` token may
+//! also read; a `node` token may read, and register, heartbeat and remove the node ids it names
+//! (`node=7`, `node=1-100`, `node=1-8,20`), no other, and never set the leader. With no token
 //! at all the gateway is open, as the original was. The token text itself never leaves this
 //! module: errors name a line, logs and answers name the token's `name`, and [`Secret`] prints
 //! as `<redacted>`. A presented token is found by a keyed digest and compared in constant time;
@@ -20,6 +22,9 @@ use std::sync::{Arc, RwLock};
 pub enum Role {
     /// `GET` routes: `/nodes`, `/leader`, `/stats`, `/health` (when protected) and the like.
     Read,
+    /// What a node does for itself: read, and `/register`, `/heartbeat` and `/remove` for the
+    /// node ids its token names ([`NodeIds`]), checked against the body's `node_id`.
+    Node,
     /// Everything, including `POST` routes: `/register`, `/heartbeat`, `/remove`, `/leader`.
     Write,
 }
@@ -28,8 +33,55 @@ impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Role::Read => "read",
+            Role::Node => "node",
             Role::Write => "write",
         })
+    }
+}
+
+/// The node ids a `node` token may act for: ids and inclusive ranges (`1-100,200`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeIds(Vec<(u64, u64)>);
+
+impl NodeIds {
+    /// Parses `7`, `1-100`, `1-8,20`.
+    pub fn parse(text: &str) -> Result<NodeIds, String> {
+        let mut ranges = Vec::new();
+        for item in text.split(',').map(str::trim) {
+            let id = |s: &str| {
+                s.trim()
+                    .parse::<u64>()
+                    .map_err(|_| format!("{item:?} is not a node id or a range such as 1-100"))
+            };
+            let (low, high) = match item.split_once('-') {
+                Some((low, high)) => (id(low)?, id(high)?),
+                None => (id(item)?, id(item)?),
+            };
+            if low > high {
+                return Err(format!("{item:?}: the range ends before it starts"));
+            }
+            ranges.push((low, high));
+        }
+        Ok(NodeIds(ranges))
+    }
+
+    /// True if `id` is one of them.
+    pub fn contains(&self, id: u64) -> bool {
+        self.0.iter().any(|&(low, high)| (low..=high).contains(&id))
+    }
+}
+
+impl fmt::Display for NodeIds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, &(low, high)) in self.0.iter().enumerate() {
+            let comma = if i > 0 { "," } else { "" };
+            if low == high {
+                write!(f, "{comma}{low}")?;
+            } else {
+                write!(f, "{comma}{low}-{high}")?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -112,6 +164,8 @@ struct Token {
     role: Role,
     name: String,
     secret: Vec<u8>,
+    /// For a `node` token: the ids it may act for.
+    ids: Option<NodeIds>,
 }
 
 /// A set of tokens, each with a role and a name.
@@ -173,10 +227,21 @@ impl Tokens {
             else {
                 return Err(error("expected role:name:token"));
             };
-            let role = match role.trim() {
-                "read" => Role::Read,
-                "write" => Role::Write,
-                _ => return Err(error("the role must be read or write")),
+            let (role, ids) = match role.trim() {
+                "read" => (Role::Read, None),
+                "write" => (Role::Write, None),
+                "node" => {
+                    return Err(error(
+                        "a node token names the node ids it may act for: node=7, node=1-100",
+                    ));
+                }
+                role => match role.strip_prefix("node=") {
+                    Some(ids) => (
+                        Role::Node,
+                        Some(NodeIds::parse(ids).map_err(|e| error(&e))?),
+                    ),
+                    None => return Err(error("the role must be read, node=IDS or write")),
+                },
             };
             let name = name.trim();
             if name.is_empty() || !name.chars().all(name_char) {
@@ -214,6 +279,7 @@ impl Tokens {
                 role,
                 name: name.to_owned(),
                 secret: secret.to_vec(),
+                ids,
             });
         }
         Ok(tokens)
@@ -244,6 +310,15 @@ impl Tokens {
     /// on the presented length, never on the number of tokens nor on how much of a token was
     /// guessed (the digest's key is secret, so its value tells nothing about any token).
     pub fn find(&self, presented: &[u8]) -> Option<(&str, Role)> {
+        self.token(presented).map(|t| (t.name.as_str(), t.role))
+    }
+
+    /// The node ids `presented` may act for, if it is a `node` token.
+    pub fn node_ids(&self, presented: &[u8]) -> Option<&NodeIds> {
+        self.token(presented).and_then(|t| t.ids.as_ref())
+    }
+
+    fn token(&self, presented: &[u8]) -> Option<&Token> {
         let candidates = self.by_digest.get(&self.key.hash_one(presented))?;
         let mut found = None;
         for &index in candidates {
@@ -252,7 +327,7 @@ impl Tokens {
                 found = Some(token);
             }
         }
-        found.map(|t| (t.name.as_str(), t.role))
+        found
     }
 }
 
@@ -419,6 +494,26 @@ impl Auth {
         Ok(())
     }
 
+    /// The node ids the request's token may act for, when it is a `node` token (`None` for
+    /// any other, or none).
+    pub fn node_ids<'h>(
+        &self,
+        mut authorization: impl Iterator<Item = &'h str>,
+    ) -> Option<NodeIds> {
+        let tokens = Arc::clone(&self.read().tokens);
+        let header = authorization.next()?;
+        if authorization.next().is_some() || header.len() > MAX_AUTHORIZATION {
+            return None;
+        }
+        let (scheme, presented) = header.trim().split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("Bearer") {
+            return None;
+        }
+        tokens
+            .node_ids(presented.trim_start_matches(' ').as_bytes())
+            .cloned()
+    }
+
     /// Judges a request: `authorization` is every `Authorization` header it sent, `needs` the
     /// role its route needs (`None`: an open route such as `/health`; `Some(Role::Read)` for
     /// `/health` is lowered to open unless `--protect-health`).
@@ -429,8 +524,8 @@ impl Auth {
         };
         let needs = match needs {
             Need::Health if !protect_health => return Verdict::Allowed(None),
-            Need::Health | Need::Role(Role::Read) => Role::Read,
-            Need::Role(Role::Write) => Role::Write,
+            Need::Health => Role::Read,
+            Need::Role(role) => role,
         };
         if tokens.is_empty() {
             return Verdict::Allowed(None);

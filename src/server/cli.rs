@@ -90,6 +90,7 @@ pub fn parse_args_with_globals<T: FromArgs, C: SubCommands>(
         .chain(C::dynamic_commands())
         .map(|c| c.name)
         .collect();
+    let rest = help_command(&rest, flags, &commands);
     match hoist_globals(&rest, flags, &commands) {
         Ok(args) => {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -124,10 +125,135 @@ fn parse<T: FromArgs>(default_name: &str, name: &str, rest: &[&str]) -> Result<T
         }
         Err(exit) => {
             eprintln!("{}", exit.output.trim_end());
+            if let Some(suggestion) = suggestion::<T>(name, rest, &exit.output) {
+                eprintln!("Did you mean '{suggestion}'?");
+            }
             eprintln!("Run {name} --help for more information.");
             Err(ExitCode::from(2))
         }
     }
+}
+
+/// `help` as a command (`git help`, `cargo help`): `help` alone is `--help`, `help COMMAND`
+/// is `COMMAND --help`. Only where `help` stands for the command: a value of a flag, or
+/// anything after a command or `--`, is left alone.
+pub fn help_command<'a>(
+    args: &[&'a str],
+    flags: &TopLevelFlags<'_>,
+    commands: &[&str],
+) -> Vec<&'a str> {
+    let mut i = 0;
+    while i < args.len() {
+        let arg = args[i];
+        if arg == "--" || commands.contains(&arg) {
+            break;
+        }
+        if flags.is_flag(arg) {
+            i += if !arg.contains('=') && flags.takes_value(arg) {
+                2
+            } else {
+                1
+            };
+            continue;
+        }
+        if arg == "help" {
+            let mut out: Vec<&str> = args[..i].to_vec();
+            match args.get(i + 1) {
+                Some(command) if commands.contains(command) => out.extend([*command, "--help"]),
+                _ => out.push("--help"),
+            }
+            return out;
+        }
+        break;
+    }
+    args.to_vec()
+}
+
+/// For argh's "Unrecognized argument: X": the flag or command of `T` (or of the command
+/// given) closest to `X`, if one is close enough to be the one meant.
+fn suggestion<T: FromArgs>(name: &str, rest: &[&str], said: &str) -> Option<String> {
+    let unknown = said
+        .lines()
+        .find_map(|l| l.strip_prefix("Unrecognized argument: "))?
+        .trim();
+    let help = |args: &[&str]| {
+        T::from_args(&[name], args)
+            .err()
+            .map(|exit| exit.output)
+            .unwrap_or_default()
+    };
+    let top = help(&["--help"]);
+    let mut words = help_words(&top);
+    // The command's own flags, when one was given.
+    let commands = section(&top, "Commands:");
+    if let Some(command) = rest.iter().find(|a| commands.contains(&a.to_string())) {
+        words.extend(help_words(&help(&[command, "--help"])));
+    }
+    closest(unknown, &words)
+}
+
+/// The flags (`--name`) and commands a help text lists.
+fn help_words(help: &str) -> Vec<String> {
+    let mut words = section(help, "Commands:");
+    for line in help.lines().skip_while(|l| !l.starts_with("Options:")) {
+        words.extend(
+            line.split([' ', ','])
+                .take_while(|w| w.is_empty() || w.starts_with('-'))
+                .filter(|w| w.starts_with("--"))
+                .map(str::to_owned),
+        );
+    }
+    words
+}
+
+/// The first word of each entry under `heading` (two spaces in, up to the next blank line).
+fn section(help: &str, heading: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|l| !l.starts_with(heading))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+/// The word of `candidates` nearest `typed`: within two edits and less than half its length
+/// (`nodez`, `--gatway`), or one it begins (`--cap` for `--capability`).
+pub fn closest(typed: &str, candidates: &[String]) -> Option<String> {
+    let flag = typed.split_once('=').map_or(typed, |(flag, _)| flag);
+    let bare = flag.trim_start_matches('-');
+    if bare.is_empty() {
+        return None;
+    }
+    candidates
+        .iter()
+        .filter(|c| c.starts_with("--") == flag.starts_with("--"))
+        .map(|c| {
+            let distance = edit_distance(flag, c);
+            let prefix = bare.len() >= 2 && c.trim_start_matches('-').starts_with(bare);
+            (if prefix { 0 } else { distance }, distance, c)
+        })
+        .filter(|&(rank, distance, _)| rank == 0 || (distance <= 2 && distance * 2 < bare.len()))
+        .min_by_key(|&(rank, distance, _)| (rank, distance))
+        .map(|(_, _, c)| c.clone())
+}
+
+/// Levenshtein's distance between `a` and `b`, in characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let next = (diagonal + usize::from(ca != cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
 }
 
 /// True if `args` asks for the version: `--version` before any `--`.
@@ -270,6 +396,55 @@ mod tests {
         command_switches: &["--all"],
     };
     const COMMANDS: &[&str] = &["nodes", "health", "set-leader"];
+
+    fn help(args: &str) -> String {
+        let args: Vec<&str> = args.split_whitespace().collect();
+        help_command(&args, &FLAGS, COMMANDS).join(" ")
+    }
+
+    #[test]
+    fn help_as_a_command_is_help_for_the_program_or_the_command_named() {
+        assert_eq!(help("help"), "--help");
+        assert_eq!(help("help nodes"), "nodes --help");
+        assert_eq!(
+            help("--gateway x help set-leader"),
+            "--gateway x set-leader --help"
+        );
+        assert_eq!(help("help nosuch"), "--help");
+        // Not the command: a flag's value, a command's argument, after `--`.
+        assert_eq!(help("--gateway help nodes"), "--gateway help nodes");
+        assert_eq!(help("nodes help"), "nodes help");
+        assert_eq!(help("-- help"), "-- help");
+    }
+
+    #[test]
+    fn the_closest_flag_or_command_is_suggested_only_when_close() {
+        let words: Vec<String> = [
+            "nodes",
+            "node",
+            "leader",
+            "set-leader",
+            "--gateway",
+            "--all",
+            "--capability",
+            "--timeout",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let said = |typed: &str| closest(typed, &words);
+        assert_eq!(said("nodez").as_deref(), Some("nodes"));
+        assert_eq!(said("lader").as_deref(), Some("leader"));
+        assert_eq!(said("--gatway").as_deref(), Some("--gateway"));
+        assert_eq!(said("--gatway=x").as_deref(), Some("--gateway"));
+        assert_eq!(said("--al").as_deref(), Some("--all"));
+        assert_eq!(said("--cap").as_deref(), Some("--capability"));
+        assert_eq!(said("set-lead").as_deref(), Some("set-leader"));
+        // Too far, or a flag for a command: nothing.
+        assert_eq!(said("xyz"), None);
+        assert_eq!(said("--verbose"), None);
+        assert_eq!(said("--nodes"), None);
+        assert_eq!(said("-"), None);
+    }
 
     fn hoist(args: &str) -> Result<String, String> {
         let args: Vec<&str> = args.split_whitespace().collect();

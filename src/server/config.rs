@@ -200,8 +200,9 @@ pub struct ServerArgs {
     /// 10000; env GATEWAY_MAX_WATCHERS)
     #[argh(option)]
     pub max_watchers: Option<String>,
-    /// file of bearer tokens, one role:name:token a line, roles read and write (default: none,
-    /// the gateway is open; env GATEWAY_TOKEN_FILE; GATEWAY_TOKENS holds the same lines)
+    /// file of bearer tokens, one role:name:token a line, roles read, node=IDS and write
+    /// (default: none, the gateway is open; env GATEWAY_TOKEN_FILE; GATEWAY_TOKENS holds the
+    /// same lines)
     #[argh(option)]
     pub token_file: Option<String>,
     /// GET /health needs a read token too (default: open for load-balancer probes; env

@@ -279,9 +279,10 @@ pub fn unauthorised(gateway: &Gateway, request: &Request<'_>) -> Option<Response
 
 /// The one place a request is allowed or refused before it reaches the registry.
 ///
-/// With tokens configured (`--token-file`, `GATEWAY_TOKENS`), `GET` and `HEAD` need a read or a
-/// write token and every other method a write token, whatever the path: a route added later is
-/// covered by its method. `/health` stays open unless `--protect-health`. A path that is not a
+/// With tokens configured (`--token-file`, `GATEWAY_TOKENS`), `GET` and `HEAD` need a token of
+/// any role and every other method a write token, whatever the path: a route added later is
+/// covered by its method. `/register`, `/heartbeat` and `/remove` take a node token too, for a
+/// `node_id` among the ids it names. `/health` stays open unless `--protect-health`. A path that is not a
 /// route, or a method a route does not take, needs a token of either role before it is
 /// answered 404 or 405. With no token the gateway is open. A write is logged with the name of
 /// the token that made it (the token itself never reaches a log).
@@ -292,6 +293,9 @@ fn authorise(
 ) -> Result<(), Response> {
     let name = check(gateway, request, endpoint)?;
     let is_read = matches!(request.method, "GET" | "HEAD");
+    if let (Some(name), false) = (&name, is_read) {
+        own_node(gateway, request, name)?;
+    }
     if let (Some(name), false, Some(endpoint)) = (name, is_read, endpoint) {
         log_write(&name, request, endpoint);
     }
@@ -314,6 +318,8 @@ fn check(
         // A 404 or a 405: any valid token.
         None => Need::Role(Role::Read),
         Some(_) if is_read => Need::Role(Role::Read),
+        // What a node does for itself: a node token may, for its own ids (see `authorise`).
+        Some(Endpoint::Register | Endpoint::Heartbeat | Endpoint::Remove) => Need::Role(Role::Node),
         Some(_) => Need::Role(Role::Write),
     };
     match gateway.auth().check(request.header("Authorization"), need) {
@@ -327,18 +333,45 @@ fn check(
                 r#"Bearer realm="cluster-gateway""#
             },
         )),
-        Verdict::Forbidden(name) => Err(Response::error(
-            403,
-            format!(
-                "token {name:?} may only read; {} {} needs a write token",
-                request.method,
-                path_of(request)
-            ),
-        )
-        .with_header(
-            "WWW-Authenticate",
-            r#"Bearer realm="cluster-gateway", error="insufficient_scope""#,
-        )),
+        Verdict::Forbidden(name) => {
+            let (method, path) = (request.method, path_of(request));
+            let needs = match need {
+                Need::Role(Role::Node) => "a node token for its node id, or a write token",
+                _ => "a write token",
+            };
+            let message = match gateway.auth().node_ids(request.header("Authorization")) {
+                Some(ids) => format!(
+                    "token {name:?} is a node token (node ids {ids}): it may register, \
+                     heartbeat and remove those nodes only; {method} {path} needs {needs}"
+                ),
+                None => format!("token {name:?} may only read; {method} {path} needs {needs}"),
+            };
+            Err(forbidden(message))
+        }
+    }
+}
+
+fn forbidden(message: String) -> Response {
+    Response::error(403, message).with_header(
+        "WWW-Authenticate",
+        r#"Bearer realm="cluster-gateway", error="insufficient_scope""#,
+    )
+}
+
+/// A node token's write must name one of its ids as `node_id`: checked once the body is read
+/// (a body whose `node_id` is missing or not a number is the handler's 400).
+fn own_node(gateway: &Gateway, request: &Request<'_>, name: &str) -> Result<(), Response> {
+    let Some(ids) = gateway.auth().node_ids(request.header("Authorization")) else {
+        return Ok(());
+    };
+    let node_id = serde_json::from_slice::<Value>(request.body)
+        .ok()
+        .and_then(|body| body.get("node_id").and_then(Value::as_u64));
+    match node_id {
+        Some(id) if !ids.contains(id) => Err(forbidden(format!(
+            "token {name:?} may act for node ids {ids} only; node_id {id} is not one of them"
+        ))),
+        _ => Ok(()),
     }
 }
 

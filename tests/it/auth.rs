@@ -649,3 +649,111 @@ fn a_discovery_handle_without_a_write_token_is_told_why_at_once_and_joins_with_o
     assert!(info.is_bootstrap);
     discovery.shutdown();
 }
+
+// The `node` role.
+
+#[test]
+fn a_node_token_registers_heartbeats_and_removes_its_own_ids_only_and_never_sets_the_leader() {
+    const RACK: &str = "n0de-t0ken-rack1-cccccccccc";
+    let server = TestServer::with(|c| {
+        c.tokens.inline = Some(Secret::new(format!("{TABLE}node=1-3,7:rack1:{RACK}\n")));
+    });
+    let url = server.url.clone();
+    let node = bearer(RACK);
+    let write = bearer(WRITE);
+    let post =
+        |path: &str, body: Value, token: &str| call(&url, "POST", path, Some(&body), Some(token));
+    // Its own ids: register (and re-register, the update), heartbeat, remove.
+    for id in [1, 2, 7] {
+        let answer = post("/register", registration(id), &node);
+        assert_eq!(answer.0, 200, "node {id}: {answer:?}");
+    }
+    let answer = post("/register", registration(2), &node);
+    assert_eq!(
+        (answer.0, answer.2["status"].as_str()),
+        (200, Some("updated"))
+    );
+    let answer = post("/heartbeat", json!({"node_id": 2}), &node);
+    assert_eq!(answer.2["status"], "acknowledged", "{answer:?}");
+    // It reads, as nodes must.
+    let answer = call(&url, "GET", "/nodes", None, Some(&node));
+    assert_eq!(answer.0, 200, "{answer:?}");
+    // Another id: refused, and nothing changed.
+    assert_eq!(post("/register", registration(5), &write).0, 200);
+    for (path, body) in [
+        ("/register", registration(4)),
+        ("/heartbeat", json!({"node_id": 5})),
+        ("/remove", json!({"node_id": 5})),
+    ] {
+        let answer = post(path, body, &node);
+        assert_refused(&answer, 403, path);
+        let error = answer.2["error"].as_str().unwrap();
+        assert!(
+            error.contains("\"rack1\" may act for node ids 1-3,7 only"),
+            "{path}: {error}"
+        );
+    }
+    let ids: Vec<u64> = call(&url, "GET", "/nodes", None, Some(&write)).2["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [1, 2, 5, 7],
+        "node 4 was not registered, node 5 not removed"
+    );
+    // The leader is a write token's.
+    let answer = post("/leader", json!({"leader_id": 2}), &node);
+    assert_refused(&answer, 403, "POST /leader");
+    assert!(
+        answer.2["error"]
+            .as_str()
+            .unwrap()
+            .contains("is a node token (node ids 1-3,7)"),
+        "{answer:?}"
+    );
+    assert_eq!(post("/leader", json!({"leader_id": 2}), &write).0, 200);
+    // Its own node it may remove; a write token may remove any.
+    assert_eq!(
+        post("/remove", json!({"node_id": 7}), &node).2["status"],
+        "removed"
+    );
+    assert_eq!(
+        post("/remove", json!({"node_id": 1}), &write).2["status"],
+        "removed"
+    );
+    // A read token may not do what a node token may.
+    let answer = post("/heartbeat", json!({"node_id": 2}), &bearer(READ));
+    assert_refused(&answer, 403, "a read token's heartbeat");
+    assert!(
+        answer.2["error"]
+            .as_str()
+            .unwrap()
+            .contains("needs a node token for its node id, or a write token"),
+        "{answer:?}"
+    );
+}
+
+#[test]
+fn a_node_token_line_must_name_its_ids() {
+    use cluster_gateway::server::auth::Tokens;
+    for (line, says) in [
+        ("node:rack:t0ken-1234567890", "names the node ids"),
+        ("node=:rack:t0ken-1234567890", "not a node id"),
+        ("node=9-2:rack:t0ken-1234567890", "ends before it starts"),
+        ("node=a-b:rack:t0ken-1234567890", "not a node id"),
+        ("admin:rack:t0ken-1234567890", "read, node=IDS or write"),
+    ] {
+        let error = Tokens::parse(line, "test").expect_err(line).to_string();
+        assert!(error.contains(says), "{line}: {error}");
+        assert!(!error.contains("t0ken-1234567890"), "{error}");
+    }
+    let tokens = Tokens::parse("node=1-3, 7:rack:t0ken-1234567890\n", "test").unwrap();
+    assert_eq!(tokens.names(), "node:rack");
+    let ids = tokens.node_ids(b"t0ken-1234567890").unwrap();
+    assert!(ids.contains(1) && ids.contains(3) && ids.contains(7));
+    assert!(!ids.contains(0) && !ids.contains(4) && !ids.contains(8));
+    assert_eq!(ids.to_string(), "1-3,7");
+}

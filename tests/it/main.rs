@@ -4,6 +4,7 @@ mod access_log;
 mod answer_limits;
 mod api;
 mod auth;
+mod cli_usage;
 mod client;
 mod client_cli;
 mod client_watch;

@@ -266,6 +266,11 @@ fn gateway_client_speaks_https_through_the_shipped_front_with_tokens_and_refuses
             said.contains("certificate") || said.contains("issuer"),
             "{args:?}: {said}"
         );
+        // What to do about it, in the CLI's terms.
+        assert!(
+            said.contains("hint:") && said.contains("--ca-file"),
+            "{args:?}: {said}"
+        );
         assert!(!said.contains(READ), "{said}");
     }
     // A CA file that is not one is a usage error.

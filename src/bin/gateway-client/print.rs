@@ -1,9 +1,9 @@
-//! How gateway-client prints: aligned tables, JSON, `/stats` in words, and every cell made safe
-//! for a terminal.
+//! How gateway-client prints: aligned tables, JSON, `/stats` in words, errors with a hint, and
+//! every cell made safe for a terminal.
 
 use cluster_gateway::api::Node;
-use cluster_gateway::logger;
 use cluster_gateway::server::registry::unix_now;
+use cluster_gateway::{ClientError, logger};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -165,5 +165,40 @@ pub(crate) fn age(seconds: f64) -> String {
         60..3600 => format!("{}m ago", s / 60),
         3600..86_400 => format!("{}h ago", s / 3600),
         _ => format!("{}d ago", s / 86_400),
+    }
+}
+
+/// A client error as a command-line user can act on it: the flags and variables to use,
+/// not the library's calls.
+pub(crate) fn in_words(error: &ClientError) -> String {
+    match error {
+        ClientError::Gateway {
+            address,
+            status: 401,
+            message,
+        } => format!(
+            "gateway {address} refused the request (401 Unauthorized: no token, or one it does \
+             not know): {message}\nhint: give the token with --token-file FILE or the \
+             GATEWAY_TOKEN variable (--token works too, but others can read it in ps)"
+        ),
+        ClientError::Unreachable { reason, .. }
+        | ClientError::GatewayUnavailable { reason, .. }
+            if reason.contains("NotValidForName") =>
+        {
+            format!(
+                "{error}\nhint: the gateway's TLS certificate does not name the host in the \
+                 gateway's URL: use the name (or address) the certificate was made for"
+            )
+        }
+        ClientError::Unreachable { reason, .. }
+        | ClientError::GatewayUnavailable { reason, .. }
+            if reason.to_ascii_lowercase().contains("certificate") =>
+        {
+            format!(
+                "{error}\nhint: the gateway's TLS certificate is not signed by a CA this client \
+                 trusts: give that CA's certificate with --ca-file FILE (or GATEWAY_CA_FILE)"
+            )
+        }
+        other => other.to_string(),
     }
 }
