@@ -16,7 +16,9 @@ use crate::server::config::{ServerConfig, StoreKind};
 use crate::server::metrics::{Gauges, Metrics};
 use crate::server::registry::{NodeRecord, Now, Registered, Registry};
 use crate::server::store::log::OpenError;
-use crate::server::store::{Durability, EtcdStore, LocalStore, Store, StoreError};
+use crate::server::store::{
+    Durability, EtcdStore, LocalStore, Pending, Settled, Store, StoreError,
+};
 
 pub use crate::server::node_list::{Filter, LIST_MAX_AGE, NodeList, Part};
 
@@ -82,7 +84,7 @@ impl Gateway {
     }
 
     /// A gateway over `store`, told of every change it makes.
-    fn local(store: LocalStore, heartbeat_interval: Duration) -> Gateway {
+    pub(crate) fn local(store: LocalStore, heartbeat_interval: Duration) -> Gateway {
         let metrics = Arc::new(Metrics::new());
         let wake: Arc<OnceLock<Wake>> = Arc::new(OnceLock::new());
         let hook = {
@@ -197,17 +199,8 @@ impl Gateway {
     pub fn register(&self, reg: Registration) -> Result<Registered, StoreError> {
         let node_id = reg.node_id;
         let registered = self.store.register(reg, Now::system())?;
-        self.counted(node_id, &registered);
+        counted(&self.metrics, node_id, &registered);
         Ok(registered)
-    }
-
-    /// Counts a registration acknowledged, and says so when it bootstrapped the cluster.
-    fn counted(&self, node_id: NodeId, registered: &Registered) {
-        self.metrics
-            .registered(registered.created, registered.is_bootstrap);
-        if registered.is_bootstrap {
-            log::info!("node {node_id} bootstrapped the cluster: it was the first, and leads it");
-        }
     }
 
     /// Registers or updates a node, and the list that shows it: the answer to `/register`.
@@ -216,13 +209,24 @@ impl Gateway {
         &self,
         reg: Registration,
     ) -> Result<(Registered, Arc<NodeList>), StoreError> {
+        let (registered, list, unsettled) = self.register_unsettled(reg)?;
+        self.settle_answer(unsettled)?;
+        Ok((registered, list))
+    }
+
+    /// [`Gateway::register_with_list`] without the wait for the disk: the answer may be sent
+    /// only once the [`Unsettled`] (if any) is settled ([`Gateway::when_settled`]), and must
+    /// then be replaced by the error it gives, if it gives one.
+    pub fn register_unsettled(
+        &self,
+        reg: Registration,
+    ) -> Result<(Registered, Arc<NodeList>, Option<Unsettled>), StoreError> {
         let node_id = reg.node_id;
         let (registered, pending) = self.store.register_pending(reg, Now::system())?;
-        // The list's version is at or past the change: settling it makes the change durable.
-        let list = self.list();
-        self.store.confirm(pending)?;
-        self.counted(node_id, &registered);
-        Ok((registered, list))
+        // The list's version is at or past the change: once it is durable, so is the change.
+        let list = self.cached_list();
+        let unsettled = self.unsettled(node_id, registered, pending, list.version)?;
+        Ok((registered, list, unsettled))
     }
 
     /// Registers or updates a node, and the registry version and leader after it: the answer to
@@ -231,12 +235,81 @@ impl Gateway {
         &self,
         reg: Registration,
     ) -> Result<(Registered, u64, Option<NodeRecord>), StoreError> {
+        let (registered, version, leader, unsettled) = self.register_unsettled_leader(reg)?;
+        self.settle_answer(unsettled)?;
+        Ok((registered, version, leader))
+    }
+
+    /// [`Gateway::register_with_leader`] without the wait for the disk (see
+    /// [`Gateway::register_unsettled`]).
+    pub fn register_unsettled_leader(
+        &self,
+        reg: Registration,
+    ) -> Result<(Registered, u64, Option<NodeRecord>, Option<Unsettled>), StoreError> {
         let node_id = reg.node_id;
         let (registered, pending) = self.store.register_pending(reg, Now::system())?;
-        let (version, leader) = self.store.leader();
+        let (version, leader) = self.store.leader_unsettled();
+        let unsettled = self.unsettled(node_id, registered, pending, version)?;
+        Ok((registered, version, leader, unsettled))
+    }
+
+    /// What an answer showing `version` after a registration still waits for: `None` if
+    /// nothing (in memory, or on disk already; the registration is counted then).
+    fn unsettled(
+        &self,
+        node_id: NodeId,
+        registered: Registered,
+        pending: Pending,
+        version: u64,
+    ) -> Result<Option<Unsettled>, StoreError> {
+        if self.store.is_settled(&pending, version) {
+            self.store.confirm(pending)?;
+            counted(&self.metrics, node_id, &registered);
+            return Ok(None);
+        }
+        Ok(Some(Unsettled {
+            pending,
+            version,
+            registered: (node_id, registered),
+        }))
+    }
+
+    /// Waits until an answer's write and the version it shows are durable.
+    pub fn settle_answer(&self, unsettled: Option<Unsettled>) -> Result<(), StoreError> {
+        let Some(Unsettled {
+            pending,
+            version,
+            registered: (node_id, registered),
+        }) = unsettled
+        else {
+            return Ok(());
+        };
+        self.store.settle(version);
         self.store.confirm(pending)?;
-        self.counted(node_id, &registered);
-        Ok((registered, version, leader))
+        counted(&self.metrics, node_id, &registered);
+        Ok(())
+    }
+
+    /// Calls `done` once an answer's write and the version it shows are durable (`Ok`: send
+    /// the answer), or once the write never will be (`Err`: send that instead), without
+    /// waiting: see [`Store::when_settled`] (`done` must be quick).
+    pub fn when_settled(&self, unsettled: Unsettled, done: Settled) {
+        let Unsettled {
+            pending,
+            version,
+            registered: (node_id, registered),
+        } = unsettled;
+        let metrics = Arc::clone(&self.metrics);
+        self.store.when_settled(
+            pending,
+            version,
+            Box::new(move |settled| {
+                if settled.is_ok() {
+                    counted(&metrics, node_id, &registered);
+                }
+                done(settled);
+            }),
+        );
     }
 
     /// Records a heartbeat; `None` if the node is not registered, else the registry version.
@@ -351,6 +424,26 @@ impl Gateway {
             log_syncs: durability.syncs,
             store_error: durability.failed,
         }
+    }
+}
+
+/// A write's answer made before the write is on disk: it may be sent only once
+/// [`Gateway::settle_answer`] or [`Gateway::when_settled`] says so.
+#[derive(Debug)]
+#[must_use = "an answer is sent only once what it shows is durable"]
+pub struct Unsettled {
+    pending: Pending,
+    /// The registry version the answer shows.
+    version: u64,
+    /// Counted once durable.
+    registered: (NodeId, Registered),
+}
+
+/// Counts a registration acknowledged, and says so when it bootstrapped the cluster.
+fn counted(metrics: &Metrics, node_id: NodeId, registered: &Registered) {
+    metrics.registered(registered.created, registered.is_bootstrap);
+    if registered.is_bootstrap {
+        log::info!("node {node_id} bootstrapped the cluster: it was the first, and leads it");
     }
 }
 

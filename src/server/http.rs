@@ -121,8 +121,25 @@ fn etag(gateway: &Gateway, version: u64, what: &str, gzip: bool) -> String {
     format!("\"{}-{version}-{hash:08x}{coding}\"", gateway.epoch())
 }
 
-/// Answers one request.
+/// Answers one request, waiting (for a write, with a data directory) until what the answer
+/// shows is on disk.
 pub fn handle(gateway: &Gateway, request: &Request<'_>) -> Response {
+    settled(gateway, answer(gateway, request))
+}
+
+/// Waits until `response` may be sent (see [`Response::after`]): the answer itself, or the
+/// 503 its write ended in.
+pub fn settled(gateway: &Gateway, mut response: Response) -> Response {
+    match gateway.settle_answer(response.after.take().map(|after| *after)) {
+        Ok(()) => response,
+        Err(e) => Response::from(e),
+    }
+}
+
+/// [`handle`] without the wait: an answer with [`Response::after`] set must not be sent before
+/// that is settled (the workers hand it to a thread that sends it once the log's writer says
+/// so, and go on with other requests meanwhile).
+pub fn answer(gateway: &Gateway, request: &Request<'_>) -> Response {
     let query = request.url.split_once('?').map_or("", |(_, query)| query);
     if !wants_pretty(query) {
         return route(gateway, request).unwrap_or_else(|refusal| refusal);
@@ -154,10 +171,10 @@ fn route(gateway: &Gateway, request: &Request<'_>) -> Result<Response, Response>
     let endpoint = known.ok_or_else(|| Response::error(404, "Not Found"))?;
     let method = request.method;
     if !endpoint.allows(method) {
-        return Err(Response {
-            allow: Some(endpoint.allow()),
-            ..Response::error(405, format!("Method {method} not allowed on {path}"))
-        });
+        return Err(
+            Response::error(405, format!("Method {method} not allowed on {path}"))
+                .with_header("Allow", endpoint.allow()),
+        );
     }
     let is_get = matches!(method, "GET" | "HEAD");
     match endpoint {
@@ -458,13 +475,17 @@ fn register(
     // One wait for the disk covers the change and what the answer shows.
     if request.prefers_minimal() {
         // No list: the answer costs the registrant and the leader, whatever the cluster's size.
-        let (registered, version, leader) = gateway.register_with_leader(registration)?;
-        return Ok(minimal_answer(
-            register_head(&registered, node_id, version),
-            register_tail(gateway, &leader_json(leader)),
-        ));
+        let (registered, version, leader, after) =
+            gateway.register_unsettled_leader(registration)?;
+        return Ok(Response {
+            after: after.map(Box::new),
+            ..minimal_answer(
+                register_head(&registered, node_id, version),
+                register_tail(gateway, &leader_json(leader)),
+            )
+        });
     }
-    let (registered, list) = gateway.register_with_list(registration)?;
+    let (registered, list, after) = gateway.register_unsettled(registration)?;
     let leader = match list.leader.and_then(|id| list.node(id)) {
         Some(Part::Cached { chunk, range }) => list.bytes(chunk, range).to_vec(),
         _ => b"null".to_vec(),
@@ -476,7 +497,10 @@ fn register(
         exclude: Some(node_id),
         ..Filter::default()
     };
-    Ok(list_answer(request, list, &prefix, filter, &tail))
+    Ok(Response {
+        after: after.map(Box::new),
+        ..list_answer(request, list, &prefix, filter, &tail)
+    })
 }
 
 /// A `/register` answer up to its list: status, id, bootstrap role, version.

@@ -31,6 +31,7 @@ use crate::server::long_polls::Watchers;
 use crate::server::registry::Now;
 use crate::server::tiny_http_workarounds::{self as workarounds, Accepting, Nudger, Poisoned};
 
+mod settling;
 mod worker;
 
 use worker::{Context, Handler, Peers};
@@ -88,10 +89,20 @@ impl GatewayServer {
 
     /// Binds the port and starts the workers and the reaper.
     pub fn start(self) -> Result<RunningServer, StartError> {
-        self.start_with(http::handle)
+        self.start_with(http::answer)
     }
 
     fn start_with(self, handler: Handler) -> Result<RunningServer, StartError> {
+        self.start_on(handler, Gateway::open)
+    }
+
+    /// Starts with `handler` answering requests, over the gateway `open` makes (tests give a
+    /// gateway over a disk they control).
+    fn start_on(
+        self,
+        handler: Handler,
+        open: impl FnOnce(&ServerConfig) -> Result<Gateway, crate::server::store::log::OpenError>,
+    ) -> Result<RunningServer, StartError> {
         let config = self.config;
         let settings = config.summary();
         let address = config.bind_address();
@@ -105,7 +116,7 @@ impl GatewayServer {
         if !tokens.is_empty() {
             log::info!("tokens: {} ({})", tokens.len(), tokens.names());
         }
-        let gateway = Arc::new(Gateway::open(&config).map_err(StartError::Store)?);
+        let gateway = Arc::new(open(&config).map_err(StartError::Store)?);
         gateway
             .auth()
             .install(config.tokens.clone(), tokens, config.protect_health);
@@ -141,6 +152,7 @@ impl GatewayServer {
             watchers: Arc::clone(&watchers),
             exit: Mutex::new(Some(exit.clone())),
             answering: Peers::default(),
+            senders: Arc::default(),
         });
         let serve = {
             let context = Arc::clone(&context);
@@ -364,6 +376,7 @@ impl RunningServer {
                 Ok(()) => {}
             }
         };
+        self.context.senders.stop();
         // What is still open is ended now: connections whose answer was written meanwhile (with
         // what they pipelined behind it, never taken), and, past the grace, answers still
         // being written.

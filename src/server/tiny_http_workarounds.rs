@@ -318,9 +318,6 @@ fn respond_then_drain(request: tiny_http::Request, answer: Response) {
 fn response_of(answer: Response) -> (tiny_http::Response<io::Empty>, http::Body, usize) {
     let content_type = Header::from_bytes(&b"Content-Type"[..], answer.content_type.as_bytes());
     let mut headers = vec![content_type.expect("valid header")];
-    if let Some(allow) = answer.allow {
-        headers.push(Header::from_bytes(&b"Allow"[..], allow.as_bytes()).expect("valid header"));
-    }
     for (name, value) in &answer.headers {
         match Header::from_bytes(name.as_bytes(), value.as_bytes()) {
             Ok(header) => headers.push(header),

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use crate::support::{Barrier, TestServer, agent, eventually, free_port, join_all, registration};
 
+mod group;
 mod proxy;
 
 /// Loopback addresses owned by one test each (127.0.0.x belong to `support::own_host`).
@@ -27,6 +28,7 @@ mod host {
     pub const LATE_ETCD: &str = "127.0.1.6";
     pub const BLACKHOLE: &str = "127.0.1.7";
     pub const LONG_POLL: &str = "127.0.1.8";
+    pub const GROUP: &str = "127.0.1.9";
 }
 
 /// Deadline for anything the tests wait on: generous, as the machine may be busy.

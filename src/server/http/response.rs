@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::api::{ErrorBody, Invalid};
-use crate::server::gateway::{NodeList, Part};
+use crate::server::gateway::{NodeList, Part, Unsettled};
 use crate::server::registry::{RegistryError, unix_now};
 use crate::server::store::StoreError;
 
@@ -20,14 +20,16 @@ pub const JSON: &str = "application/json";
 pub struct Response {
     /// HTTP status code.
     pub status: u16,
-    /// For 405: the methods the path accepts.
-    pub allow: Option<&'static str>,
     /// The `Content-Type`: JSON, except for the dashboard.
     pub content_type: &'static str,
-    /// Other headers: `ETag`, `Vary`, `Content-Encoding`, `Preference-Applied`.
+    /// Other headers: `ETag`, `Vary`, `Content-Encoding`, `Preference-Applied`, and `Allow`
+    /// on a 405.
     pub headers: Vec<(&'static str, String)>,
     /// JSON (or gzip-compressed JSON), in pieces.
     pub body: Body,
+    /// A write's answer made before the write is durable: it is sent only once this is
+    /// settled, and replaced by the error it gives if it gives one (see [`super::settled`]).
+    pub after: Option<Box<Unsettled>>,
 }
 
 /// A JSON body made of pieces, some of them borrowed from a cached node list.
@@ -231,10 +233,10 @@ impl Response {
         let bytes = serde_json::to_vec(value).expect("answers serialise");
         Response {
             status: 200,
-            allow: None,
             content_type: JSON,
             headers: Vec::new(),
             body: Body::owned(bytes),
+            after: None,
         }
     }
 
@@ -254,10 +256,10 @@ impl Response {
     pub(super) fn list(list: Arc<NodeList>, parts: Vec<Part>) -> Response {
         Response {
             status: 200,
-            allow: None,
             content_type: JSON,
             headers: Vec::new(),
             body: Body::new(Some(list), parts),
+            after: None,
         }
     }
 

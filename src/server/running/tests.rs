@@ -41,3 +41,5 @@ fn a_panicking_handler_answers_500_and_every_worker_lives_on() {
     assert_eq!(get(server.local_addr(), "/health"), 200);
     server.stop();
 }
+
+mod durable;

@@ -23,9 +23,11 @@ use crate::server::tiny_http_workarounds::{
     self as workarounds, Accepting, Deadline, Nudger, Poisoned, Unread,
 };
 
+use super::settling::Senders;
 use super::{Counters, SLOW_ANSWER};
 
-/// Answers one request: [`http::handle`], or a stand-in in this module's tests.
+/// Answers one request: [`http::answer`] (an answer to a durable write may come back before
+/// the write is on disk, to be sent once it is), or a stand-in in this module's tests.
 pub(super) type Handler = fn(&Gateway, &http::Request<'_>) -> Response;
 
 /// Most request bodies read at once on their own threads within the body timeout. Past it,
@@ -63,9 +65,11 @@ pub(super) struct Context {
     pub(super) watchers: Arc<Watchers<Waiting>>,
     /// Connections with a request being answered (see [`Answering`]).
     pub(super) answering: Peers,
-    /// Held by each thread that answers a request whose body it read, so that shutdown waits
-    /// for it; taken when shutdown begins.
+    /// Held by each thread that answers a request whose body it read, and by each answer
+    /// waiting for the disk, so that shutdown waits for them; taken when shutdown begins.
     pub(super) exit: Mutex<Option<Sender<()>>>,
+    /// Send the answers to durable writes once they are on disk (see `settling.rs`).
+    pub(super) senders: Arc<Senders>,
 }
 
 /// A long-poll request parked until the registry changes or its wait ends, with what routing
@@ -226,9 +230,9 @@ impl Context {
         )
     }
 
-    /// Writes `answer`, counts it, and logs it if it was slow. `received`: when the request
-    /// was taken, or released for a long-poll (the metrics' start); `arrived`: when it came
-    /// (the access log's).
+    /// Writes `answer` (waiting first, if it must, until what it shows is on disk), counts it,
+    /// and logs it if it was slow. `received`: when the request was taken, or released for a
+    /// long-poll (the metrics' start); `arrived`: when it came (the access log's).
     pub(super) fn respond(
         &self,
         request: tiny_http::Request,
@@ -236,6 +240,7 @@ impl Context {
         answer: Response,
         (received, arrived): (Instant, Instant),
     ) {
+        let answer = http::settled(&self.gateway, answer);
         let (route, status) = (metrics::route(url), answer.status);
         let told = self.tell(&request, &answer, REFUSALS.contains(&status));
         if !workarounds::respond(request, answer) {
@@ -303,7 +308,7 @@ impl Context {
     /// Reads the body, routes the request inside `catch_unwind`, and answers, or parks it when
     /// it is a long-poll that must wait.
     pub(super) fn serve(
-        &self,
+        self: &Arc<Self>,
         mut request: tiny_http::Request,
         received: Instant,
         slot: Option<Slot>,
@@ -358,6 +363,9 @@ impl Context {
             // the answer is written, and a long-poll then must not find this one in flight
             // and be refused as pipelined.
             drop(in_flight);
+            if answer.after.is_some() {
+                return self.send_when_settled(request, (method, url), answer, received, answering);
+            }
             return self.respond(request, (&method, &url), answer, (received, received));
         };
         let headers = headers
@@ -382,6 +390,45 @@ impl Context {
             // Changed meanwhile, too many waiting, stopping, or pipelined: answer now.
             self.answer_waiting(refused.into_inner(), received);
         }
+    }
+
+    /// Hands an answer that must wait for the disk to the log's writer and returns at once:
+    /// once the sync that covers it is done, a sending thread writes it (or the 503 its write
+    /// ended in). The worker goes on with the next request meanwhile, so every write that
+    /// arrives during a sync joins the next one, however few the workers.
+    fn send_when_settled(
+        self: &Arc<Self>,
+        request: tiny_http::Request,
+        (method, url): (String, String),
+        mut answer: Response,
+        received: Instant,
+        answering: Answering,
+    ) {
+        let Some(unsettled) = answer.after.take() else {
+            return self.respond(request, (&method, &url), answer, (received, received));
+        };
+        // Shutdown waits for the answer as it waits for a worker; once it has begun, the
+        // worker waits for the disk itself.
+        let Some(exit) = lock(&self.exit).clone() else {
+            answer.after = Some(unsettled);
+            return self.respond(request, (&method, &url), answer, (received, received));
+        };
+        let context = Arc::clone(self);
+        self.gateway.when_settled(
+            *unsettled,
+            Box::new(move |settled| {
+                // On the log writer's thread: only queue the answer here.
+                let senders = Arc::clone(&context.senders);
+                senders.send(Box::new(move || {
+                    let (_exit, _answering) = (exit, answering);
+                    let answer = match settled {
+                        Ok(()) => answer,
+                        Err(e) => Response::from(e),
+                    };
+                    context.respond(request, (&method, &url), answer, (received, received));
+                }));
+            }),
+        );
     }
 
     pub(super) fn timed_out(&self) -> Refusal {

@@ -6,6 +6,9 @@
 //!   transaction compares exactly those. If another gateway changed one of them in between, the
 //!   transaction fails, its failure branch reads them afresh, and the write decides again. A
 //!   bootstrap writes the bootstrap key, so of any number of racing bootstraps one succeeds.
+//! - **Grouped registrations**: registrations that arrive together and each write only their
+//!   own node's key go as one transaction holding every one's compares (`etcd/group.rs`); if
+//!   it fails, each runs its own. One that could bootstrap is never grouped.
 //! - **Liveness**: each node has a lease of `node_timeout` + `RENEW_SLACK` (1 s); its key (and the
 //!   leader key, if it leads) is attached to it, so etcd reaps a node every gateway stopped
 //!   hearing from. Heartbeats renew leases in groups, as a group commit: a heartbeat waits for
@@ -29,6 +32,7 @@
 
 mod copy;
 mod fresh;
+mod group;
 mod renew;
 mod watch;
 mod wire;
@@ -47,6 +51,7 @@ use crate::server::registry::{
 
 use super::{Delta, Durability, Snapshot, Store, StoreError, Summary};
 use copy::{Bootstrap, Copy, Keys, Stored};
+use group::{Groups, MAX_GROUP};
 use renew::Renewals;
 use wire::{Etcd, Kv};
 
@@ -96,6 +101,9 @@ struct Shared {
     applied: Condvar,
     renewals: Mutex<Renewals>,
     renewed: Condvar,
+    /// Registrations sent to etcd together (`etcd/group.rs`).
+    groups: Mutex<Groups>,
+    grouped: Condvar,
     /// Why etcd cannot be used, and since when (Unix seconds); `None` while it answers.
     cut_off: Mutex<Option<(String, f64)>>,
     /// True while a thread probes etcd until it answers again.
@@ -135,6 +143,8 @@ impl EtcdStore {
             applied: Condvar::new(),
             renewals: Mutex::new(Renewals::default()),
             renewed: Condvar::new(),
+            groups: Mutex::new(Groups::default()),
+            grouped: Condvar::new(),
             cut_off: Mutex::new(None),
             probing: AtomicBool::new(false),
             stale: Mutex::new(None),
@@ -345,6 +355,7 @@ impl Shared {
         let rejoining = registration.previous_epoch.is_some();
         let mut basis = self.basis(node_id)?;
         let mut granted: Option<i64> = None;
+        let mut tried_group = false;
         let outcome = (|| {
             for _ in 0..ATTEMPTS {
                 let known = basis
@@ -422,6 +433,20 @@ impl Shared {
                 if is_bootstrap || (rejoining && basis.bootstrap.armed) {
                     success.push(wire::put(&self.keys.bootstrap(), b"disarmed", 0));
                 }
+                // A registration that writes only its own node's key, on a decision no other
+                // registration can change, goes with the next group (once: if the group is not
+                // written, it decides again on its own).
+                let alone = success.len() == 1
+                    && !(created && basis.bootstrap.armed)
+                    && (!created || basis.count + (MAX_GROUP as i64) < self.max_nodes as i64);
+                if alone && !tried_group {
+                    tried_group = true;
+                    if let Some(revision) =
+                        self.grouped(node_id, compares.clone(), success[0].clone())
+                    {
+                        return self.written(node_id, (created, is_bootstrap), revision, lease);
+                    }
+                }
                 let answer = match self.etcd.txn(compares, success, self.basis_reads(node_id)) {
                     Ok(answer) => answer,
                     Err(e) if e.contains("lease not found") => {
@@ -445,19 +470,7 @@ impl Shared {
                         .map_err(|e| self.unavailable(e))?;
                     continue;
                 }
-                if !created {
-                    // A registration is heard from, as a heartbeat is.
-                    self.renew(lease, node_id, true)
-                        .map_err(|e| self.unavailable(e))?;
-                }
-                return Ok((
-                    Registered {
-                        created,
-                        is_bootstrap,
-                    },
-                    answer.revision,
-                    lease,
-                ));
+                return self.written(node_id, (created, is_bootstrap), answer.revision, lease);
             }
             Err(self.unavailable(format!(
                 "other gateways changed the registry {ATTEMPTS} times during one registration"
@@ -481,6 +494,42 @@ impl Shared {
         drop(copy);
         self.changed(before, after);
         Ok(registered)
+    }
+
+    /// After a registration's write at `revision`: a node that was known is heard from, as a
+    /// heartbeat is (its lease renewed less than [`RENEW_SLACK`] ago, or now).
+    fn written(
+        self: &Arc<Self>,
+        node_id: NodeId,
+        (created, is_bootstrap): (bool, bool),
+        revision: i64,
+        lease: i64,
+    ) -> Result<(Registered, i64, i64), StoreError> {
+        if !created {
+            let age = lock(&self.copy)
+                .nodes
+                .get(&node_id)
+                .filter(|entry| entry.lease == lease)
+                .and_then(|entry| entry.renewed.map(|at| at.elapsed()));
+            let connected = lock(&self.cut_off).is_none();
+            match age {
+                Some(age) if age < RENEW_SLACK && connected => {
+                    if age >= RENEW_SLACK / 2 {
+                        self.renew(lease, node_id, false)
+                            .map_err(|e| self.unavailable(e))?;
+                    }
+                }
+                _ => {
+                    self.renew(lease, node_id, true)
+                        .map_err(|e| self.unavailable(e))?;
+                }
+            }
+        }
+        let registered = Registered {
+            created,
+            is_bootstrap,
+        };
+        Ok((registered, revision, lease))
     }
 
     fn heartbeat(self: &Arc<Self>, node_id: NodeId, now: Now) -> Result<Option<u64>, StoreError> {

@@ -8,7 +8,7 @@ use crate::lock;
 use crate::server::registry::{Event, Liveness, NodeRecord, Now, Registered, Registry};
 
 use super::log::{COMPACT_MIN_BYTES, Disk, Log, OpenError, RealDisk};
-use super::{Delta, Durability, Pending, Snapshot, Store, StoreError, Summary};
+use super::{Delta, Durability, Pending, Settled, Snapshot, Store, StoreError, Summary};
 
 /// The registry behind a mutex. With a data directory, every change is appended to a [`Log`]
 /// under the registry lock (so the log's order is the registry's), and the operation waits for
@@ -205,6 +205,19 @@ impl Store for LocalStore {
         }
     }
 
+    fn is_settled(&self, pending: &Pending, version: u64) -> bool {
+        self.log
+            .as_ref()
+            .is_none_or(|log| log.is_synced(pending.0, version))
+    }
+
+    fn when_settled(&self, pending: Pending, version: u64, done: Settled) {
+        match &self.log {
+            Some(log) => log.when_synced(pending.0, version, done),
+            None => done(Ok(())),
+        }
+    }
+
     fn heartbeat(&self, node_id: NodeId, now: Now) -> Result<Option<u64>, StoreError> {
         let version = self.change(false, |r| r.heartbeat(node_id, now).then(|| r.version()))?;
         if let Some(version) = version {
@@ -280,16 +293,18 @@ impl Store for LocalStore {
     }
 
     fn leader(&self) -> (u64, Option<NodeRecord>) {
-        let (version, leader) = {
-            let registry = lock(&self.registry);
-            let leader = registry
-                .leader_id()
-                .and_then(|id| registry.get(id))
-                .cloned();
-            (registry.version(), leader)
-        };
+        let (version, leader) = self.leader_unsettled();
         self.settle(version);
         (version, leader)
+    }
+
+    fn leader_unsettled(&self) -> (u64, Option<NodeRecord>) {
+        let registry = lock(&self.registry);
+        let leader = registry
+            .leader_id()
+            .and_then(|id| registry.get(id))
+            .cloned();
+        (registry.version(), leader)
     }
 
     fn durability(&self) -> Durability {

@@ -51,9 +51,12 @@ use super::{Durability, StoreError};
 
 mod disk;
 mod recover;
+mod waiters;
 
 pub use disk::{Disk, LogFile, RealDisk};
 pub use recover::recover;
+pub use waiters::Synced;
+use waiters::{Waiters, covered, tell};
 
 const LOCK_FILE: &str = "lock";
 const SNAPSHOT_FILE: &str = "snapshot.jsonl";
@@ -266,6 +269,8 @@ struct Shared {
 
 struct State {
     queue: Vec<Entry>,
+    /// Answers waiting for their records (see [`Log::when_synced`]).
+    waiters: Waiters,
     next_seq: u64,
     durable_seq: u64,
     failed: Option<Arc<str>>,
@@ -295,6 +300,7 @@ impl Log {
             rolled_back: OnceLock::new(),
             state: Mutex::new(State {
                 queue: Vec::new(),
+                waiters: Waiters::default(),
                 next_seq: resume.next_seq,
                 durable_seq: resume.next_seq - 1,
                 failed: None,
@@ -423,6 +429,35 @@ impl Log {
         }
     }
 
+    /// Calls `done` once the records of `ticket` (if any) and registry version `version` are
+    /// on disk, without waiting for it: from the writer's thread after the sync that covers
+    /// them, or at once if they are. `Err` when the log fails first (only if there is a
+    /// ticket: a version alone is settled by a failure, as [`Log::wait_version`] is) or stops.
+    pub fn when_synced(&self, ticket: Option<Ticket>, version: u64, done: Synced) {
+        let shared = &self.shared;
+        let mut state = lock(&shared.state);
+        let seq = ticket.map(|t| t.0);
+        let result = if is_synced(shared, &state, seq, version) {
+            Ok(())
+        } else if let Some(why) = &state.failed {
+            match seq {
+                Some(_) => Err(StoreError::Unavailable(Arc::clone(why))),
+                None => Ok(()),
+            }
+        } else {
+            state.waiters.push(seq, version, done);
+            return;
+        };
+        drop(state);
+        done(result);
+    }
+
+    /// True if the records of `ticket` (if any) and version `version` are on disk.
+    pub fn is_synced(&self, ticket: Option<Ticket>, version: u64) -> bool {
+        let state = lock(&self.shared.state);
+        is_synced(&self.shared, &state, ticket.map(|t| t.0), version)
+    }
+
     /// Keeps the writer from writing while the guard lives.
     #[cfg(test)]
     pub(super) fn hold_writer(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -446,14 +481,28 @@ impl Log {
 }
 
 impl Drop for Log {
-    /// Writes what is queued, then stops the writer.
+    /// Writes what is queued, then stops the writer. An answer still waiting (its write
+    /// failed and was not retried) is told the log stopped.
     fn drop(&mut self) {
         lock(&self.shared.state).stopping = true;
         self.shared.work.notify_one();
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
         }
+        std::mem::take(&mut lock(&self.shared.state).waiters).stopped();
     }
+}
+
+fn is_synced(shared: &Shared, state: &State, seq: Option<u64>, version: u64) -> bool {
+    covered(seq, version, durable(shared, state))
+}
+
+/// What the disk holds: every record up to this seq, every version up to this one.
+fn durable(shared: &Shared, state: &State) -> (u64, u64) {
+    (
+        state.durable_seq,
+        shared.durable_version.load(Ordering::Acquire),
+    )
 }
 
 fn write_loop(shared: &Shared, file: Box<dyn LogFile>, registry: &Mutex<Registry>) {
@@ -511,6 +560,7 @@ fn write_loop(shared: &Shared, file: Box<dyn LogFile>, registry: &Mutex<Registry
         let written = open.write_all(&buffer).and_then(|()| open.sync_data());
         last = batch.len();
         let last = batch.last().expect("a batch is never empty");
+        let mut synced = Vec::new();
         let compact = match written {
             Ok(()) => {
                 let mut state = lock(&shared.state);
@@ -520,6 +570,8 @@ fn write_loop(shared: &Shared, file: Box<dyn LogFile>, registry: &Mutex<Registry
                 shared
                     .durable_version
                     .fetch_max(last.version, Ordering::AcqRel);
+                let durable = durable(shared, &state);
+                synced = state.waiters.synced(durable);
                 state.figures.log_bytes >= shared.compact_at
                     && state.figures.log_bytes >= state.figures.snapshot_bytes
             }
@@ -531,6 +583,8 @@ fn write_loop(shared: &Shared, file: Box<dyn LogFile>, registry: &Mutex<Registry
             }
         };
         shared.synced.notify_all();
+        // The answers this sync covers go out now, off this thread (see `Log::when_synced`).
+        tell(synced);
         if compact
             && let Some(open) = file.as_mut()
             && let Err(e) = compact_now(shared, open.as_mut(), registry)
@@ -560,7 +614,7 @@ fn fail(shared: &Shared, registry: &Mutex<Registry>, error: &io::Error) {
     // done: an operation told of the failure, and any reader, sees the registry rolled back.
     // Writes made until the flag is set are not on disk either, and are undone with the rest.
     let mut registry = lock(registry);
-    {
+    let waiting = {
         let mut state = lock(&shared.state);
         let why = format!(
             "cannot write {} since {}: {error}",
@@ -568,10 +622,12 @@ fn fail(shared: &Shared, registry: &Mutex<Registry>, error: &io::Error) {
             crate::logger::iso8601(unix_now())
         );
         log::error!("{why}; writes are refused until it can be written again");
-        state.failed = Some(why.into());
+        let why: Arc<str> = why.into();
+        state.failed = Some(Arc::clone(&why));
         state.queue.clear();
         shared.failed_flag.store(true, Ordering::Release);
-    }
+        (why, std::mem::take(&mut state.waiters))
+    };
     // From here on every write is refused under the registry lock before it changes anything;
     // what changed the registry before that and is not on disk is undone here.
     match written {
@@ -584,6 +640,9 @@ fn fail(shared: &Shared, registry: &Mutex<Registry>, error: &io::Error) {
     let version = registry.version();
     drop(registry);
     shared.synced.notify_all();
+    // Told after the rollback, as `wait` is: a write is refused, a version alone is settled.
+    let (why, waiting) = waiting;
+    waiting.fail(&why);
     if let Some(rolled_back) = shared.rolled_back.get() {
         rolled_back(version);
     }
@@ -703,7 +762,7 @@ fn compact_now(
     shared.disk.sync_dir(&shared.dir)?;
     // The snapshot holds every record up to `seq`: the log can go.
     log.truncate(0)?;
-    {
+    let synced = {
         let mut state = lock(&shared.state);
         state.queue.retain(|entry| entry.seq > seq);
         state.durable_seq = state.durable_seq.max(seq);
@@ -711,8 +770,11 @@ fn compact_now(
         state.figures.snapshot_bytes = bytes.len() as u64;
         state.figures.last_compaction = Some(unix_now());
         shared.durable_version.fetch_max(version, Ordering::AcqRel);
-    }
+        let durable = durable(shared, &state);
+        state.waiters.synced(durable)
+    };
     shared.synced.notify_all();
+    tell(synced);
     log::info!(
         "compacted {}: snapshot of {} nodes at registry version {version}",
         shared.dir.display(),

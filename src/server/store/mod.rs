@@ -57,6 +57,29 @@ pub trait Store: Send + Sync + fmt::Debug {
         Ok(())
     }
 
+    /// Whether a change from [`Store::register_pending`], and registry version `version`, can
+    /// no longer be lost (cheap: it does not wait).
+    fn is_settled(&self, pending: &Pending, version: u64) -> bool {
+        let _ = (pending, version);
+        true
+    }
+
+    /// Calls `done` once a change from [`Store::register_pending`] and registry version
+    /// `version` can no longer be lost (`Ok`), or once the change never will be (`Err`): what
+    /// [`Store::settle`] and [`Store::confirm`] wait for, without waiting. `done` may be
+    /// called at once, on this thread, or later on the thread that made it durable: it must
+    /// be quick (hand the answer to a thread that writes it).
+    fn when_settled(&self, pending: Pending, version: u64, done: Settled) {
+        self.settle(version);
+        done(self.confirm(pending));
+    }
+
+    /// The registry version and the leader's record as they are now, perhaps not durable yet:
+    /// [`Store::settle`] the version before showing it.
+    fn leader_unsettled(&self) -> (u64, Option<NodeRecord>) {
+        self.leader()
+    }
+
     /// Records a heartbeat: `None` if the node is not registered, else the registry version.
     fn heartbeat(&self, node_id: NodeId, now: Now) -> Result<Option<u64>, StoreError>;
 
@@ -114,6 +137,9 @@ pub trait Store: Send + Sync + fmt::Debug {
         Ok(())
     }
 }
+
+/// What [`Store::when_settled`] calls.
+pub type Settled = log::Synced;
 
 /// A change applied, perhaps not yet durable (see [`Store::register_pending`]).
 #[derive(Debug)]

@@ -83,12 +83,19 @@ pub enum WatchLine {
     Ended(String),
 }
 
+/// Connections to etcd kept open between requests (ureq keeps 3 a host by default: with more
+/// requests in flight, the others connected afresh each time).
+const MAX_IDLE: usize = 64;
+
 impl Etcd {
     /// A client for `endpoints` (`http://host:port`).
     pub fn new(endpoints: Vec<String>) -> Etcd {
+        // Every worker may have a request to etcd in flight: each keeps its connection.
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(REQUEST_TIMEOUT))
+            .max_idle_connections(MAX_IDLE)
+            .max_idle_connections_per_host(MAX_IDLE)
             .proxy(None)
             .build()
             .into();

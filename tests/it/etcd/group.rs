@@ -1,0 +1,82 @@
+//! Registrations that arrive together go to etcd as one transaction, and each is kept.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::{EtcdCluster, WAIT, gateway, host};
+use crate::support::{Barrier, agent, eventually, join_all, registration};
+
+/// etcd's revision: every transaction that writes moves it on by one, however many keys it
+/// writes.
+fn revision(etcd: &EtcdCluster) -> i64 {
+    let mut answer = agent()
+        .post(format!("{}/v3/kv/range", etcd.url(0)))
+        .send(json!({"key": "eA=="}).to_string())
+        .unwrap();
+    let body: Value = serde_json::from_str(&answer.body_mut().read_to_string().unwrap()).unwrap();
+    body["header"]["revision"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+#[cfg_attr(not(has_etcd), ignore = "needs etcd: apt-get install etcd-server")]
+fn registrations_that_arrive_together_share_a_transaction_and_each_is_kept() {
+    const NODES: u64 = 32;
+    let etcd = EtcdCluster::start(host::GROUP, 1);
+    let server = gateway(&etcd.endpoints(), |c| c.workers = 16);
+    for id in 1..=NODES {
+        server.register(id);
+    }
+    // Each round, every node registers again at once with new metadata. On its own, each
+    // registration is one transaction; grouped, fewer transactions write them all. A busy
+    // machine may serve a round one at a time: a few rounds are allowed.
+    let barrier = Barrier::new(NODES as usize);
+    let mut grouped = None;
+    for round in 1..=20u64 {
+        let before = revision(&etcd);
+        let racers: Vec<_> = (1..=NODES)
+            .map(|id| {
+                let (url, barrier) = (server.url.clone(), Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    let _guard = barrier.guard();
+                    let mut body = registration(id);
+                    body["metadata"] = json!({"round": round});
+                    barrier.wait();
+                    let mut answer = agent()
+                        .post(format!("{url}/register"))
+                        .send(body.to_string())
+                        .unwrap();
+                    let text = answer.body_mut().read_to_string().unwrap();
+                    assert_eq!(answer.status(), 200, "register {id}: {text}");
+                })
+            })
+            .collect();
+        join_all(racers, Duration::from_secs(120));
+        let transactions = revision(&etcd) - before;
+        // Every registration is kept, grouped or not.
+        let (status, nodes) = server.get("/nodes?status=all");
+        assert_eq!(status, 200);
+        let nodes = nodes["nodes"].as_array().unwrap().clone();
+        assert_eq!(nodes.len(), NODES as usize);
+        assert!(
+            nodes.iter().all(|n| n["metadata"]["round"] == round),
+            "a registration of round {round} is missing: {nodes:?}"
+        );
+        if transactions < NODES as i64 {
+            grouped = Some((round, transactions));
+            break;
+        }
+    }
+    let (round, transactions) = grouped.expect("no two registrations ever shared a transaction");
+    println!("round {round}: {NODES} registrations in {transactions} etcd transactions");
+    // Grouping never bootstraps a second time or loses the leader.
+    assert!(eventually(
+        WAIT,
+        || server.get("/leader").1["leader"]["node_id"] == 1
+    ));
+}
