@@ -8,6 +8,7 @@ use cluster_gateway::client::discovery::{Discovery, GatewayDiscovery};
 use cluster_gateway::{ClientError, GatewayClient, GatewayServer, ServerConfig};
 use serde_json::Value;
 
+use crate::support::Guarded;
 use crate::support::{
     ClosedPort, FakeGateway, TestServer, eventually, free_port, own_host, within,
 };
@@ -540,7 +541,7 @@ fn proxy_from_env_true_sends_requests_through_the_proxy() {
         .env_remove("NO_PROXY")
         .env_remove("no_proxy")
         .stdout(std::process::Stdio::null())
-        .spawn()
+        .guarded_spawn()
         .unwrap();
     let mut status = None;
     let ended = eventually(Duration::from_secs(60), || {
