@@ -619,7 +619,10 @@ fn a_node_follows_the_gateways_heartbeat_interval_and_is_never_reaped() {
         client.status().heartbeat_interval,
         Duration::from_millis(100)
     );
-    // Two node timeouts pass; the node is there at every look.
+    // Two node timeouts pass; the node is there at every look, and beats no faster than the
+    // gateway's interval allows (90 ms apart at least: 100 ms less its 10 % jitter).
+    let beats = || server.get("/stats").1["heartbeats_total"].as_u64().unwrap();
+    let (started, beats_before) = (std::time::Instant::now(), beats());
     let looks = 100;
     for _ in 0..looks {
         let (_, nodes) = server.get("/nodes?status=all");
@@ -631,6 +634,12 @@ fn a_node_follows_the_gateways_heartbeat_interval_and_is_never_reaped() {
         assert!(present, "the node was reaped");
         std::thread::sleep(Duration::from_millis(40));
     }
+    let beaten = beats() - beats_before;
+    let most = (started.elapsed().as_millis() / 90 + 1) as u64;
+    assert!(
+        beaten <= most,
+        "{beaten} heartbeats, at most {most} expected"
+    );
     assert_eq!(server.get("/stats").1["reaped_total"], 0);
 }
 
