@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use cluster_gateway::api::{NodeStatus, Registration};
 use cluster_gateway::client::discovery::{Discovery, GatewayDiscovery};
-use cluster_gateway::client::{ClusterChange, DEFAULT_HEARTBEAT_INTERVAL};
+use cluster_gateway::client::{ClusterChange, DEFAULT_HEARTBEAT_INTERVAL, Membership};
 use cluster_gateway::{ClientError, GatewayClient, GatewayServer, Metadata, ServerConfig};
 use serde_json::{Value, json};
 
@@ -339,6 +339,12 @@ fn every_registration_after_the_first_carries_the_epoch_it_registered_with() {
     run.restart("run-3");
     client.keep_registered(node(1));
     assert!(eventually(PATIENCE, || fake.registrations().len() >= 3));
+    // The client has taken that registration's answer (the fake records a request before it
+    // answers: under load the metadata could otherwise go out while the answer is on its way).
+    assert!(eventually(PATIENCE, || matches!(
+        client.membership(),
+        Membership::Registered { epoch: Some(e), .. } if e == "run-3"
+    )));
     // Metadata changed after joining.
     let mut metadata = Metadata::new();
     metadata.insert("role".into(), json!("replica"));
