@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use cluster_gateway::ClientError;
 use cluster_gateway::client::GatewayClient;
 
+use crate::support::Guarded;
 use crate::support::{FakeGateway, TestServer, agent, eventually, registration, within};
 
 const READ: &str = "r3ad-t0ken-aaaaaaaaaaaa";
@@ -348,7 +349,7 @@ fn server_log(dir: &std::path::Path) -> String {
         .env("GATEWAY_TOKENS", "write:ops:wr1te-t0ken-bbbbbbbbbbb")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
+        .guarded_spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
     let (found, address) = std::sync::mpsc::channel();
@@ -542,7 +543,9 @@ fn cli(server: &TestServer, args: &[&str], env: &[(&str, &str)]) -> std::process
     for (k, v) in env {
         command.env(k, v);
     }
-    within(Duration::from_secs(60), move || command.output().unwrap())
+    within(Duration::from_secs(60), move || {
+        command.guarded_output().unwrap()
+    })
 }
 
 #[test]

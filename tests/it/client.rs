@@ -8,6 +8,7 @@ use cluster_gateway::client::discovery::{Discovery, GatewayDiscovery};
 use cluster_gateway::{ClientError, GatewayClient, GatewayServer, ServerConfig};
 use serde_json::Value;
 
+use crate::support::Guarded;
 use crate::support::{
     ClosedPort, FakeGateway, TestServer, eventually, free_port, own_host, within,
 };
@@ -95,18 +96,35 @@ fn the_cached_view_follows_the_registry_through_heartbeats() {
     assert_eq!(a.status().consecutive_failures, 0);
 }
 
+fn heartbeats_total(server: &TestServer) -> u64 {
+    server.get("/stats").1["heartbeats_total"].as_u64().unwrap()
+}
+
+/// Both bounds of the heartbeat pace: never so slow that the node is suspected (2.5 s of
+/// slack against the 50 ms interval: a machine with a load average of 31 stalled the client
+/// for over a second), never faster than the interval allows (beats are at least 45 ms apart,
+/// 50 ms less its 10 % jitter).
 #[test]
-fn heartbeats_keep_a_node_alive_well_past_node_timeout() {
-    let server = fast_server();
+fn heartbeats_keep_a_node_alive_well_past_node_timeout_and_come_no_faster_than_the_interval() {
+    let server = TestServer::with(|c| {
+        fast(c);
+        c.liveness.suspect_after = Duration::from_millis(2500);
+        c.liveness.node_timeout = Duration::from_millis(3000);
+    });
     let c = client(&server);
     c.register_node(node(1)).unwrap();
-    // Three node timeouts pass; the node must be there, active, at every look.
-    let until = Instant::now() + Duration::from_millis(2400);
+    let (started, beats_before) = (Instant::now(), heartbeats_total(&server));
+    // Two node timeouts pass; the node must be there, active, at every look.
+    let until = started + Duration::from_millis(6000);
     while Instant::now() < until {
         let record = registered(&server, 1).expect("the heartbeating node was reaped");
         assert_eq!(record["status"], "active");
         std::thread::sleep(Duration::from_millis(25));
     }
+    let beats = heartbeats_total(&server) - beats_before;
+    let most = (started.elapsed().as_millis() / 45 + 1) as u64;
+    eprintln!("{beats} heartbeats in {:?}", started.elapsed());
+    assert!(beats <= most, "{beats} heartbeats, at most {most} expected");
 }
 
 #[test]
@@ -115,14 +133,26 @@ fn a_node_whose_heartbeats_stop_is_suspected_then_reaped() {
     let c = client(&server);
     c.register_node(node(1)).unwrap();
     c.shutdown();
+    // In this order: no heartbeat after shutdown(), then the suspicion, then the reaping.
+    let beats = heartbeats_total(&server);
     assert!(eventually(Duration::from_secs(10), || registered(
         &server, 1
     )
     .is_some_and(|n| n["status"] == "suspected")));
+    assert_eq!(
+        heartbeats_total(&server),
+        beats,
+        "a heartbeat after shutdown()"
+    );
     assert!(eventually(Duration::from_secs(10), || registered(
         &server, 1
     )
     .is_none()));
+    assert_eq!(
+        heartbeats_total(&server),
+        beats,
+        "a heartbeat after shutdown()"
+    );
     assert_eq!(server.get("/stats").1["reaped_total"], 1);
 }
 
@@ -540,7 +570,7 @@ fn proxy_from_env_true_sends_requests_through_the_proxy() {
         .env_remove("NO_PROXY")
         .env_remove("no_proxy")
         .stdout(std::process::Stdio::null())
-        .spawn()
+        .guarded_spawn()
         .unwrap();
     let mut status = None;
     let ended = eventually(Duration::from_secs(60), || {

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::support::Guarded;
 use crate::support::{ClosedPort, FakeGateway, TestServer, eventually};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gateway-client");
@@ -31,7 +32,7 @@ pub(crate) fn run(command: &mut Command) -> Output {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
+        .guarded_spawn()
         .expect("gateway-client runs");
     let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
         std::thread::spawn(move || {
@@ -111,7 +112,7 @@ fn join_until_heartbeating_then(
         .env_remove("GATEWAY_URL")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .spawn()
+        .guarded_spawn()
         .unwrap();
     // Read on a thread of its own, so that a client that never prints fails the test instead
     // of hanging it.
@@ -318,7 +319,7 @@ fn gateway_url_sets_the_default_gateway_and_http_proxy_is_ignored() {
         .env("HTTP_PROXY", "http://127.0.0.1:9")
         .env("http_proxy", "http://127.0.0.1:9")
         .env("ALL_PROXY", "http://127.0.0.1:9")
-        .output()
+        .guarded_output()
         .unwrap();
     assert_eq!(json_of(&out)[0]["healthy"], true);
 }
@@ -1097,7 +1098,7 @@ fn a_reader_that_goes_away_ends_a_command_quietly_and_never_a_joining_node() {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
+        .guarded_spawn()
         .unwrap();
     drop(child.stdout.take()); // As `| head -n 0`.
     let mut status = None;
@@ -1129,7 +1130,7 @@ fn a_reader_that_goes_away_ends_a_command_quietly_and_never_a_joining_node() {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .spawn()
+        .guarded_spawn()
         .unwrap();
     drop(child.stdout.take());
     let beats = || {
@@ -1157,7 +1158,7 @@ fn help_and_version_to_a_reader_that_went_away_are_no_panic() {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .spawn()
+            .guarded_spawn()
             .unwrap();
         drop(child.stdout.take());
         let out = child.wait_with_output().unwrap();

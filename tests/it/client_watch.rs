@@ -19,6 +19,7 @@ use cluster_gateway::client::{ChangeEvent, ClusterChange};
 use cluster_gateway::{GatewayClient, GatewayServer, ServerConfig};
 use serde_json::{Value, json};
 
+use crate::support::Guarded;
 use crate::support::{ClosedPort, FakeGateway, TestServer, eventually, free_port, within};
 
 /// Loopback addresses owned by one test each here (see `support::own_host`): this test frees a
@@ -381,7 +382,7 @@ fn watch_cli(
         .env_remove("GATEWAY_URL")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .spawn()
+        .guarded_spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let printed = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -393,15 +394,6 @@ fn watch_cli(
             }
         });
     }
-    // The child is stopped whatever happens below.
-    struct Stop(std::process::Child);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut child = Stop(child);
     assert!(
         eventually(PATIENCE, || parked(server) == 1),
         "gateway-client watch never parked a long-poll"
@@ -424,13 +416,13 @@ fn watch_cli(
         );
     });
     let killed = Command::new("kill")
-        .args(["-s", signal, &child.0.id().to_string()])
+        .args(["-s", signal, &child.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
     let mut status = None;
     let stopped = eventually(PATIENCE, || {
-        status = child.0.try_wait().unwrap();
+        status = child.try_wait().unwrap();
         status.is_some()
     });
     assert!(stopped, "gateway-client watch did not stop on SIG{signal}");
@@ -518,7 +510,7 @@ fn gateway_client_watch_exits_1_when_no_gateway_answers_at_start() {
         .env_remove("GATEWAY_URL")
         .env("GATEWAY_CLIENT_RETRY_ATTEMPTS", "1")
         .stdin(Stdio::null())
-        .output()
+        .guarded_output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -537,17 +529,9 @@ fn gateway_client_watch_ends_with_exit_0_when_its_reader_goes_away() {
         .env_remove("GATEWAY_URL")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .spawn()
+        .guarded_spawn()
         .unwrap();
-    struct Stop(std::process::Child);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let mut reader = BufReader::new(child.stdout.take().unwrap());
-    let mut child = Stop(child);
     let first = within(PATIENCE, move || {
         let mut line = String::new();
         reader.read_line(&mut line).unwrap();
@@ -559,7 +543,7 @@ fn gateway_client_watch_ends_with_exit_0_when_its_reader_goes_away() {
     server.register(2);
     let mut status = None;
     let ended = eventually(PATIENCE, || {
-        status = child.0.try_wait().unwrap();
+        status = child.try_wait().unwrap();
         status.is_some()
     });
     assert!(
@@ -673,7 +657,7 @@ fn gateway_client_watch_exits_1_when_the_gateway_refuses_it_at_start() {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = command.spawn().unwrap();
+    let mut child = command.guarded_spawn().unwrap();
     let mut status = None;
     let ended = eventually(PATIENCE, || {
         status = child.try_wait().unwrap();

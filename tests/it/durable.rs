@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::server_cli::Process;
+use crate::support::Guarded;
 use crate::support::{TestServer, eventually, registration};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gateway-server");
@@ -157,7 +158,7 @@ fn a_second_server_on_the_same_data_directory_refuses_to_start() {
     let output = Command::new(BIN)
         .args(["--host", "127.0.0.1", "--port", "0", "--data-dir"])
         .arg(&dir.0)
-        .output()
+        .guarded_output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);

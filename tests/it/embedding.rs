@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use cluster_gateway::api::{NodeStatus, Registration};
 use cluster_gateway::client::discovery::{Discovery, GatewayDiscovery};
-use cluster_gateway::client::{ClusterChange, DEFAULT_HEARTBEAT_INTERVAL};
+use cluster_gateway::client::{ClusterChange, DEFAULT_HEARTBEAT_INTERVAL, Membership};
 use cluster_gateway::{ClientError, GatewayClient, GatewayServer, Metadata, ServerConfig};
 use serde_json::{Value, json};
 
@@ -339,6 +339,12 @@ fn every_registration_after_the_first_carries_the_epoch_it_registered_with() {
     run.restart("run-3");
     client.keep_registered(node(1));
     assert!(eventually(PATIENCE, || fake.registrations().len() >= 3));
+    // The client has taken that registration's answer (the fake records a request before it
+    // answers: under load the metadata could otherwise go out while the answer is on its way).
+    assert!(eventually(PATIENCE, || matches!(
+        client.membership(),
+        Membership::Registered { epoch: Some(e), .. } if e == "run-3"
+    )));
     // Metadata changed after joining.
     let mut metadata = Metadata::new();
     metadata.insert("role".into(), json!("replica"));
@@ -619,7 +625,10 @@ fn a_node_follows_the_gateways_heartbeat_interval_and_is_never_reaped() {
         client.status().heartbeat_interval,
         Duration::from_millis(100)
     );
-    // Two node timeouts pass; the node is there at every look.
+    // Two node timeouts pass; the node is there at every look, and beats no faster than the
+    // gateway's interval allows (90 ms apart at least: 100 ms less its 10 % jitter).
+    let beats = || server.get("/stats").1["heartbeats_total"].as_u64().unwrap();
+    let (started, beats_before) = (std::time::Instant::now(), beats());
     let looks = 100;
     for _ in 0..looks {
         let (_, nodes) = server.get("/nodes?status=all");
@@ -631,6 +640,12 @@ fn a_node_follows_the_gateways_heartbeat_interval_and_is_never_reaped() {
         assert!(present, "the node was reaped");
         std::thread::sleep(Duration::from_millis(40));
     }
+    let beaten = beats() - beats_before;
+    let most = (started.elapsed().as_millis() / 90 + 1) as u64;
+    assert!(
+        beaten <= most,
+        "{beaten} heartbeats, at most {most} expected"
+    );
     assert_eq!(server.get("/stats").1["reaped_total"], 0);
 }
 

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use cluster_gateway::{GatewayClient, ServerConfig};
 use serde_json::{Value, json};
 
 use crate::support::{Barrier, TestServer, agent, eventually, free_port, join_all, registration};
+use crate::support::{ChildGuard, Guarded};
 
 mod group;
 mod proxy;
@@ -46,7 +47,7 @@ struct Member {
     name: String,
     client: u16,
     peer: u16,
-    child: Option<Child>,
+    child: Option<ChildGuard>,
 }
 
 impl EtcdCluster {
@@ -125,7 +126,7 @@ impl EtcdCluster {
             .args(["--logger", "zap", "--log-level", "error"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .spawn()
+            .guarded_spawn()
             .unwrap_or_else(|e| {
                 panic!(
                     "cannot run etcd ({e}): the etcd tests need it (apt-get install etcd-server)"
@@ -345,7 +346,7 @@ fn fifty_nodes_at_once_over_three_gateways_into_an_empty_registry_bootstrap_exac
 }
 
 /// A gateway-server process over etcd on `host:port`.
-fn spawn_gateway(host: &str, port: u16, endpoints: &str) -> Child {
+fn spawn_gateway(host: &str, port: u16, endpoints: &str) -> ChildGuard {
     Command::new(env!("CARGO_BIN_EXE_gateway-server"))
         .args(["--host", host, "--port", &port.to_string()])
         .args(["--store", "etcd", "--etcd-endpoints", endpoints])
@@ -353,18 +354,8 @@ fn spawn_gateway(host: &str, port: u16, endpoints: &str) -> Child {
         .args(["--log-level", "ERROR"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
+        .guarded_spawn()
         .expect("run gateway-server")
-}
-
-/// Kills the process on drop, so a failing test leaves none behind.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// The text of `/metrics`.
@@ -387,8 +378,8 @@ fn a_gateway_killed_under_heartbeating_clients_they_fail_over_and_nothing_acknow
     let host = host::SIGKILL;
     let etcd = EtcdCluster::start(host, 1);
     let (port_a, port_b) = (free_port(host), free_port(host));
-    let mut a = Killed(spawn_gateway(host, port_a, &etcd.endpoints()));
-    let _b = Killed(spawn_gateway(host, port_b, &etcd.endpoints()));
+    let mut a = spawn_gateway(host, port_a, &etcd.endpoints());
+    let _b = spawn_gateway(host, port_b, &etcd.endpoints());
     let (url_a, url_b) = (
         format!("http://{host}:{port_a}"),
         format!("http://{host}:{port_b}"),
@@ -436,8 +427,8 @@ fn a_gateway_killed_under_heartbeating_clients_they_fail_over_and_nothing_acknow
     assert!(eventually(WAIT, || {
         get(&format!("{url_b}/stats")).is_some_and(|s| s["total_nodes"].as_u64() >= Some(30))
     }));
-    a.0.kill().unwrap();
-    a.0.wait().unwrap();
+    a.kill().unwrap();
+    a.wait().unwrap();
     let killed_at = Instant::now();
     let acknowledged = join_all(vec![storm], WAIT).pop().unwrap();
     assert!(!acknowledged.is_empty());

@@ -4,15 +4,16 @@
 
 use std::io::{BufRead, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use crate::support::{ChildGuard, Guarded};
 use crate::support::{eventually, own_host};
 
 /// A gateway-server process, killed on drop.
 pub struct Server {
-    child: Child,
+    child: ChildGuard,
     pub address: String,
 }
 
@@ -22,7 +23,7 @@ impl Server {
             .args(["--host", "127.0.0.1", "--port", "0", "--workers", "4"])
             .args(["--max-body-bytes", "4096", "--log-level", "ERROR"])
             .stderr(Stdio::piped())
-            .spawn()
+            .guarded_spawn()
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let (lines, log) = mpsc::channel();
@@ -75,13 +76,6 @@ impl Server {
             Ok(String::from_utf8_lossy(&answer).into_owned())
         };
         probe().is_ok_and(|answer| answer.starts_with("HTTP/1.1 200"))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -2,28 +2,22 @@
 //! INFO, and none of them at WARNING.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
 use serde_json::json;
 
+use crate::support::{ChildGuard, Guarded};
 use crate::support::{agent, eventually, free_port, own_host};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gateway-server");
 
 /// A gateway-server process with short liveness settings, its log read line by line.
 struct Logged {
-    child: Child,
+    child: ChildGuard,
     url: String,
     lines: Receiver<String>,
-}
-
-impl Drop for Logged {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Logged {
@@ -52,7 +46,7 @@ impl Logged {
             .args(["--node-timeout", "2"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .spawn()
+            .guarded_spawn()
             .expect("gateway-server runs");
         let stderr = child.stderr.take().unwrap();
         let (sender, lines) = std::sync::mpsc::channel();

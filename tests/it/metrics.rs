@@ -9,6 +9,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::support::Guarded;
 use crate::support::{TestServer, agent, eventually};
 
 /// The `/metrics` text and its `Content-Type`.
@@ -38,10 +39,8 @@ fn sample(text: &str, name: &str) -> Option<f64> {
 fn promtool() -> Option<&'static str> {
     let found = Command::new("promtool")
         .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
+        .guarded_output()
+        .is_ok_and(|out| out.status.success());
     found.then_some("promtool")
 }
 
@@ -80,7 +79,7 @@ fn promtool_check(promtool: &str, text: &str) -> Result<(), String> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
+        .guarded_spawn()
         .expect("promtool runs");
     check
         .stdin

@@ -6,6 +6,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
+use crate::support::Guarded;
 use crate::support::{TestServer, registration};
 
 /// A raw exchange through ureq with extra request headers: status, headers, body bytes.
@@ -196,7 +197,7 @@ fn run(program: &str, args: &[&str]) -> String {
         .args(args)
         .env_remove("http_proxy")
         .env_remove("HTTP_PROXY")
-        .output()
+        .guarded_output()
         .unwrap_or_else(|e| panic!("{program} runs: {e}"));
     assert!(
         output.status.success(),

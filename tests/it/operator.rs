@@ -4,6 +4,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
+use crate::support::Guarded;
 use crate::support::{TestServer, agent, registration};
 
 #[test]
@@ -12,13 +13,13 @@ fn both_binaries_print_their_name_and_version() {
         ("gateway-server", env!("CARGO_BIN_EXE_gateway-server")),
         ("gateway-client", env!("CARGO_BIN_EXE_gateway-client")),
     ] {
-        let out = Command::new(bin).arg("--version").output().unwrap();
+        let out = Command::new(bin).arg("--version").guarded_output().unwrap();
         assert!(out.status.success(), "{name}");
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
             format!("{name} {}\n", cluster_gateway::VERSION)
         );
-        let help = Command::new(bin).arg("--help").output().unwrap();
+        let help = Command::new(bin).arg("--help").guarded_output().unwrap();
         assert!(
             String::from_utf8_lossy(&help.stdout).contains("\n  --version "),
             "{name} --help lists --version"

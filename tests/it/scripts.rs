@@ -4,6 +4,7 @@ use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 
+use crate::support::Guarded;
 use crate::support::{ClosedPort, FakeGateway, TestServer};
 
 #[test]
@@ -12,7 +13,7 @@ fn demo_registers_three_nodes_shows_them_and_what_the_gateway_logged() {
     let out = Command::new("bash")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/demo.sh"))
         .env("GATEWAY_SERVER_BIN", env!("CARGO_BIN_EXE_gateway-server"))
-        .output()
+        .guarded_output()
         .expect("bash runs demo.sh");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -51,7 +52,7 @@ fn script(name: &str, gateway: &str, args: &[&str]) -> Output {
         .arg(format!("{}/scripts/{name}", env!("CARGO_MANIFEST_DIR")))
         .args(args)
         .env("GATEWAY_URL", gateway)
-        .output()
+        .guarded_output()
         .expect("bash runs the script")
 }
 
@@ -231,7 +232,7 @@ fn demo_cluster_shows_a_stopped_node_suspected_then_reaped() {
         ))
         .env("GATEWAY_BIN_DIR", bin_dir)
         .env_remove("GATEWAY_URL")
-        .output()
+        .guarded_output()
         .expect("bash runs demo-cluster.sh");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -1,28 +1,22 @@
 //! The gateway-server binary: flags, environment, config file, port 0, signals.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::support::{ChildGuard, Guarded};
 use crate::support::{agent, answers_unread, eventually};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gateway-server");
 
 /// A gateway-server process, killed on drop if still running (`durable.rs` uses it too).
 pub(crate) struct Process {
-    child: Child,
+    child: ChildGuard,
     pub(crate) url: String,
     /// What it logged up to the line with its address (the settings and warnings at start).
     startup: Vec<String>,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Process {
@@ -46,7 +40,7 @@ impl Process {
         if !given("--port", "GATEWAY_PORT") {
             command.args(["--port", "0"]);
         }
-        let mut child = command.spawn().expect("gateway-server runs");
+        let mut child = command.guarded_spawn().expect("gateway-server runs");
         let stderr = child.stderr.take().unwrap();
         let (sender, lines) = std::sync::mpsc::channel();
         // Passes the log on line by line, and keeps draining it after nobody listens, so the
@@ -117,7 +111,7 @@ impl Process {
 }
 
 fn run(args: &[&str]) -> std::process::Output {
-    Command::new(BIN).args(args).output().unwrap()
+    Command::new(BIN).args(args).guarded_output().unwrap()
 }
 
 #[test]
@@ -151,7 +145,7 @@ fn a_bad_value_exits_non_zero_naming_it() {
 
     let out = Command::new(BIN)
         .env("GATEWAY_NODE_TIMEOUT", "soon")
-        .output()
+        .guarded_output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("GATEWAY_NODE_TIMEOUT"));
@@ -395,7 +389,7 @@ fn nothing_is_warned_about_without_the_originals_keys() {
 fn a_bad_value_of_an_originals_key_exits_2_naming_it_and_its_source() {
     let out = Command::new(BIN)
         .env("GATEWAY_CLEANUP_INTERVAL", "soon")
-        .output()
+        .guarded_output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("GATEWAY_CLEANUP_INTERVAL"));
@@ -412,7 +406,7 @@ fn a_bad_value_of_an_originals_key_exits_2_naming_it_and_its_source() {
     let out = Command::new(BIN)
         .env("GATEWAY_REQUEST_TIMEOUT", "30")
         .env("GATEWAY_BODY_TIMEOUT", "5")
-        .output()
+        .guarded_output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("GATEWAY_REQUEST_TIMEOUT"));
@@ -462,7 +456,7 @@ fn a_period_that_would_spin_the_reaper_or_a_config_that_is_no_file_exits_2_at_on
     let out = Command::new("sh")
         .args(["-c", "ulimit -v 1000000 && exec \"$0\" \"$@\"", BIN])
         .args(["--config", "/dev/zero"])
-        .output()
+        .guarded_output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -510,7 +504,7 @@ fn a_token_file_that_never_ends_is_refused_not_read_until_memory_runs_out() {
             "--token-file",
             "/dev/zero",
         ])
-        .output()
+        .guarded_output()
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);

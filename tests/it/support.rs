@@ -469,6 +469,59 @@ impl ChildGuard {
     }
 }
 
+impl ChildGuard {
+    /// Waits for the child to end and collects what it printed, as `Child::wait_with_output`
+    /// does (the guard still kills the group when it drops).
+    pub fn wait_with_output(&mut self) -> std::io::Result<std::process::Output> {
+        use std::io::Read;
+        fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                if let Some(mut pipe) = pipe {
+                    let _ = pipe.read_to_end(&mut bytes);
+                }
+                bytes
+            })
+        }
+        drop(self.0.stdin.take());
+        let stdout = drain(self.0.stdout.take());
+        let stderr = drain(self.0.stderr.take());
+        let status = self.0.wait()?;
+        Ok(std::process::Output {
+            status,
+            stdout: stdout.join().unwrap_or_default(),
+            stderr: stderr.join().unwrap_or_default(),
+        })
+    }
+}
+
+/// `spawn` and `output` for a test's commands, with the child in a [`ChildGuard`]: it and
+/// whatever it started are killed when the test ends, passed or failed (a command that hangs
+/// in a test that gives up on it, a script's server left behind).
+pub trait Guarded {
+    /// As `Command::spawn`, guarded.
+    fn guarded_spawn(&mut self) -> std::io::Result<ChildGuard>;
+    /// As `Command::output` (stdin closed, stdout and stderr captured), guarded: what the
+    /// child started and left running is killed once it has ended.
+    fn guarded_output(&mut self) -> std::io::Result<std::process::Output>;
+}
+
+impl Guarded for std::process::Command {
+    fn guarded_spawn(&mut self) -> std::io::Result<ChildGuard> {
+        ChildGuard::spawn(self)
+    }
+
+    fn guarded_output(&mut self) -> std::io::Result<std::process::Output> {
+        use std::process::Stdio;
+        let mut child = ChildGuard::spawn(
+            self.stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        )?;
+        child.wait_with_output()
+    }
+}
+
 impl std::ops::Deref for ChildGuard {
     type Target = std::process::Child;
 

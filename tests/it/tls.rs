@@ -14,6 +14,7 @@ use cluster_gateway::client::GatewayClient;
 use cluster_gateway::server::auth::Secret;
 
 use crate::front::{Front, Tls, nginx_binary};
+use crate::support::Guarded;
 use crate::support::{TestServer, eventually, within};
 
 const READ: &str = "tls-r3ad-t0ken-1111111111";
@@ -32,7 +33,7 @@ pub(crate) fn openssl(dir: &Path, args: &[&str]) {
         .current_dir(dir)
         .args(args)
         .stdin(Stdio::null())
-        .output()
+        .guarded_output()
         .expect("openssl runs");
     assert!(
         out.status.success(),
@@ -128,7 +129,9 @@ fn cli(url: &str, args: &[&str]) -> Output {
         .env_remove("GATEWAY_TOKEN")
         .env_remove("GATEWAY_CA_FILE")
         .stdin(Stdio::null());
-    within(Duration::from_secs(60), move || command.output().unwrap())
+    within(Duration::from_secs(60), move || {
+        command.guarded_output().unwrap()
+    })
 }
 
 fn text(out: &Output) -> String {
@@ -148,7 +151,7 @@ fn text(out: &Output) -> String {
 fn gateway_client_speaks_https_through_the_shipped_front_with_tokens_and_refuses_a_wrong_ca() {
     let has_openssl = Command::new("openssl")
         .arg("version")
-        .output()
+        .guarded_output()
         .is_ok_and(|o| o.status.success());
     let (Some(nginx), true) = (nginx_binary(), has_openssl) else {
         panic!("nginx or openssl is not installed (apt-get install nginx openssl)");
@@ -217,7 +220,7 @@ fn gateway_client_speaks_https_through_the_shipped_front_with_tokens_and_refuses
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
+        .guarded_spawn()
         .unwrap();
     let both = eventually(Duration::from_secs(30), || {
         node.get_nodes(false).is_ok_and(|nodes| nodes.len() == 2)

@@ -6,8 +6,6 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use cluster_gateway::client::Membership;
-
 use super::relay::{Event, Mode, Relay, Request};
 use super::*;
 use crate::support::{Barrier, join_all};
