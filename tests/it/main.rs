@@ -7,6 +7,7 @@ mod client_cli;
 mod client_watch;
 mod contract;
 mod dashboard;
+mod delta;
 mod docs;
 mod durable;
 mod embedding;
