@@ -4,6 +4,7 @@ mod api;
 mod auth;
 mod client;
 mod client_cli;
+mod client_delta;
 mod client_watch;
 mod contract;
 mod dashboard;
