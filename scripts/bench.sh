@@ -439,3 +439,20 @@ printf '  '; "$bin/client_cpu" "$small" "${CLIENT_SECONDS:-60}"
 echo
 echo "registry micro-benchmark (no HTTP):"
 "$bin/registry_bench" | sed 's/^/  /'
+
+# Delta answers (issue 25's watcher targets, issue 21's item 8): 1,000 parked delta watchers
+# (GET /nodes?index=V&changes=1) while one client changes a node's metadata 100 times a second
+# at 10,000 nodes; and 50 nodes that each watch (the client's watch thread) and publish a
+# metadata change every 5 s. The gateway's CPU is read from /proc over each window.
+# DELTA_SECONDS (default 20) sets both windows. The full run ends with these rows (an ONLY=
+# run of other rows exits before them); BENCHMARKS.md gives the commands to run them alone.
+delta_rows() {
+  echo
+  echo "delta answers: 1,000 parked delta watchers, 100 metadata changes a second, 10,000 nodes"
+  start_gateway 10000 30
+  printf '  '; "$bin/delta_bench" watchers "$url" 1000 100 "${DELTA_SECONDS:-20}" "${pids[-1]}"
+  echo "delta answers: 50 nodes, each watching and publishing metadata every 5 s"
+  start_gateway 0 30
+  printf '  '; "$bin/delta_bench" nodes "$url" 50 5 "${DELTA_SECONDS:-20}" "${pids[-1]}"
+}
+delta_rows

@@ -10,6 +10,10 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+mod changes;
+
+pub use changes::{ChangeKind, ChangesResponse, NodeChange};
+
 /// A node's id. Any unsigned 64-bit integer, 0 included.
 pub type NodeId = u64;
 

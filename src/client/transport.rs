@@ -1,4 +1,5 @@
-//! How the client reaches its gateways: one request at a time over a fresh connection, the
+//! How the client reaches its gateways: one request at a time over a fresh connection (a
+//! long-poll keeps its one connection), the
 //! gateways in turn from the one in use, retries with full-jitter backoff, and an overall
 //! deadline that bounds every call, retries and pauses included.
 
@@ -36,6 +37,12 @@ pub(crate) enum Method {
 #[derive(Debug)]
 pub(crate) struct Transport {
     agent: ureq::Agent,
+    /// For long-polls (the watch thread, one request at a time): keeps its one connection
+    /// between requests. A watch under churn asks again at once after every answer, and a
+    /// fresh connection for each cost the gateway and the node several times the answer
+    /// itself; a connection the gateway dropped fails its try, and the next try (the
+    /// transport's own retry) opens a new one.
+    held_agent: ureq::Agent,
     /// Base URLs, e.g. `http://10.0.0.1:8080`. Empty when `invalid` says why.
     gateways: Vec<String>,
     /// Why no gateway can be used (an address that does not form a URL): every call fails
@@ -117,28 +124,34 @@ impl Transport {
         } else {
             None
         };
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(config.timeout))
-            .timeout_connect(Some(config.timeout.min(Duration::from_secs(5))))
-            .proxy(proxy)
-            // A fresh connection per request: a pooled one can outlive the gateway process it
-            // was made to and hang the next heartbeat until the timeout. At one request per
-            // heartbeat interval the extra handshake costs nothing that matters.
-            .max_idle_connections(0)
-            .max_idle_connections_per_host(0)
-            .user_agent(format!("cluster-gateway-client/{}", crate::VERSION));
-        #[cfg(feature = "tls")]
-        let agent = agent.tls_config(
-            TlsConfig::builder()
-                .root_certs(roots.unwrap_or(RootCerts::WebPki))
-                .build(),
-        );
+        let agent = |idle: usize| {
+            let agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(config.timeout))
+                .timeout_connect(Some(config.timeout.min(Duration::from_secs(5))))
+                .proxy(proxy.clone())
+                // A fresh connection per request (idle 0): a pooled one can outlive the
+                // gateway process it was made to and hang the next heartbeat until the
+                // timeout. At one request per heartbeat interval the extra handshake costs
+                // nothing that matters.
+                .max_idle_connections(idle)
+                .max_idle_connections_per_host(idle)
+                .user_agent(format!("cluster-gateway-client/{}", crate::VERSION));
+            #[cfg(feature = "tls")]
+            let agent = agent.tls_config(
+                TlsConfig::builder()
+                    .root_certs(roots.clone().unwrap_or(RootCerts::WebPki))
+                    .build(),
+            );
+            let agent: ureq::Agent = agent.build().into();
+            agent
+        };
+        let (held_agent, agent) = (agent(1), agent(0));
         #[cfg(not(feature = "tls"))]
         let () = roots.unwrap_or_default();
-        let agent: ureq::Agent = agent.build().into();
         Transport {
             agent,
+            held_agent,
             gateways,
             invalid,
             current: AtomicUsize::new(0),
@@ -225,6 +238,7 @@ impl Transport {
                 body,
                 headers,
                 left.min(self.timeout + held),
+                held,
             ) {
                 Ok(answer) => {
                     self.current.store(index, Ordering::Relaxed);
@@ -247,6 +261,7 @@ impl Transport {
             }))
     }
 
+    #[allow(clippy::too_many_arguments)] // `call_with`'s parts, and how long it may be held.
     fn once<T: DeserializeOwned>(
         &self,
         base: &str,
@@ -255,12 +270,17 @@ impl Transport {
         body: Option<&impl Serialize>,
         headers: &[(&str, &str)],
         timeout: Duration,
+        held: Duration,
     ) -> Result<Reply<T>, ClientError> {
         let url = format!("{base}{path}");
+        let agent = match held.is_zero() {
+            true => &self.agent,
+            false => &self.held_agent,
+        };
         let bearer = self.authorization.as_ref().map(|a| a.0.as_str());
         let sent = match (method, body) {
             (Method::Get, _) => {
-                let mut request = with_token(self.agent.get(&url), bearer)
+                let mut request = with_token(agent.get(&url), bearer)
                     .config()
                     .timeout_global(Some(timeout))
                     .build();
@@ -270,7 +290,7 @@ impl Transport {
                 request.call()
             }
             (Method::Post, body) => {
-                let mut request = with_token(self.agent.post(&url), bearer)
+                let mut request = with_token(agent.post(&url), bearer)
                     .config()
                     .timeout_global(Some(timeout))
                     .build();

@@ -1,7 +1,14 @@
 //! The client's watch thread: keeps the cached view current within moments of a change by
-//! long-polling `GET /nodes?status=all&index=V&epoch=E&wait=W` (as Consul's blocking queries),
-//! then reading `/leader`, and feeding what it reads to the view (and so to subscribers).
+//! long-polling `GET /nodes?status=all&changes=1&index=V&epoch=E&wait=W` (as Consul's blocking
+//! queries), and feeding what it reads to the view (and so to subscribers).
 //!
+//! - Delta answers: the gateway sends the events since `V` (a few hundred bytes a change,
+//!   whatever the cluster's size) with the leader's id, and the thread applies them to every
+//!   node it holds (`delta.rs`). It starts over from the full list on a `full` answer, an
+//!   answer from another gateway run or address, or an event it cannot apply.
+//! - A gateway that does not know `changes=1` ignores it and answers the list: told by the
+//!   body, the thread then watches lists (`/nodes?status=all`, then `/leader` on a change),
+//!   until another gateway answers.
 //! - It sends back the `X-Gateway-Index` and `X-Gateway-Epoch` of the last answer. An answer
 //!   from another run (a new epoch, or an index that went backwards) resets the index to that
 //!   answer's, as Consul's clients do; the view's carry logic handles the restart itself.
@@ -28,6 +35,10 @@ use crate::client::session::Shared;
 use crate::client::transport::{Method, backoff};
 use crate::client::view::ClusterInfo;
 use crate::client::view::split;
+
+mod delta;
+
+use delta::{Answer, Mirror, Mode};
 
 /// How long a long-poll waits unless the builder says otherwise (Consul's default is 5 min;
 /// 30 s stays under the read timeouts of common proxies, nginx's 60 s among them).
@@ -181,6 +192,50 @@ fn path(cursor: &Cursor, node_id: Option<u64>, wait: Duration) -> String {
     path
 }
 
+/// The delta request for `cursor`: every node (suspected ones, and this node, whose record the
+/// leader may need), the events since the index, or everything from the start.
+fn delta_path(cursor: &Cursor, wait: Duration) -> String {
+    let mut path = "/nodes?status=all&changes=1".to_owned();
+    if let Cursor::At { index, epoch } = cursor {
+        path.push_str(&format!(
+            "&index={index}&epoch={}&wait={}ms",
+            escape(epoch),
+            wait.as_millis().max(1)
+        ));
+    }
+    path
+}
+
+/// Feeds the view from a list answer (a gateway without delta answers): reads `/leader`, as a
+/// list does not name it.
+fn feed_list(
+    shared: &Shared,
+    pause: &dyn Fn(Duration) -> bool,
+    seen: Seen,
+    list: NodesResponse,
+    view_epoch: Option<String>,
+) -> Result<(), ClientError> {
+    if seen == Seen::Restarted {
+        // Another run: its settings (the carry period) may differ too.
+        learn_settings(shared, pause);
+    }
+    let leader: LeaderResponse = shared.call(Method::Get, "/leader", None::<&()>, pause)?;
+    if !pause(Duration::ZERO) {
+        return Ok(()); // Stopped meanwhile: record nothing.
+    }
+    let (nodes, suspected) = split(list.nodes, shared.node_id());
+    shared.update_view(
+        ClusterInfo {
+            nodes,
+            leader: leader.leader,
+            registry_version: list.registry_version,
+        },
+        Some(suspected),
+        view_epoch,
+    );
+    Ok(())
+}
+
 /// Percent-encodes all but RFC 3986's unreserved characters (an epoch is hex and dashes, but a
 /// gateway is not to be trusted to keep it so).
 fn escape(text: &str) -> String {
@@ -209,50 +264,93 @@ fn run(shared: &Shared, stopped: &Receiver<()>, parked: &AtomicBool, wait: Durat
     // The gateway adds up to wait/16 of jitter; the request may take that long on purpose.
     let held = wait + wait / 16 + Duration::from_millis(100);
     let mut cursor = Cursor::Start;
+    // Delta answers until the gateway shows it does not know them; what they built.
+    let mut mode = Mode::Ask;
+    let mut mirror = Mirror::default();
+    // The gateway the cursor and the mode belong to: versions are per gateway.
+    let mut gateway = String::new();
     let mut failures = 0;
     // Unchanged answers in a row that came back well before the wait ended.
     let mut quick = 0;
     // Answers in a row that each came from another gateway run.
     let mut restarts = 0;
+    // Delta answers in a row that could not be applied (each asks for a full one at once).
+    let mut resyncs = 0;
     loop {
         if !pause(Duration::ZERO) {
             return;
         }
         let me = shared.node_id();
         let asked = Instant::now();
+        let request = match mode {
+            Mode::Ask => delta_path(&cursor, wait),
+            Mode::Lists => path(&cursor, me, wait),
+        };
         parked.store(matches!(cursor, Cursor::At { .. }), Ordering::SeqCst);
-        let answer = shared.call_held::<NodesResponse>(&path(&cursor, me, wait), &pause, held);
+        let answer = shared.call_held::<Answer>(&request, &pause, held);
         parked.store(false, Ordering::SeqCst);
+        let answered_by = shared.transport.current();
+        let switched = answered_by != gateway;
+        if switched {
+            // Another gateway: its versions and its support for delta answers are its own.
+            gateway = answered_by.to_owned();
+            mode = Mode::Ask;
+        }
         let result = answer.and_then(|reply| {
-            let list = reply.value.ok_or_else(|| ClientError::InvalidResponse {
+            let value = reply.value.ok_or_else(|| ClientError::InvalidResponse {
                 address: shared.transport.current().to_owned(),
                 reason: "304 Not Modified to a request that was not conditional".to_owned(),
             })?;
             let (next, seen) = advance(&cursor, reply.index, reply.epoch.as_deref());
-            if seen != Seen::Unchanged {
-                if seen == Seen::Restarted {
-                    // Another run: its settings (the carry period) may differ too.
-                    learn_settings(shared, &pause);
+            let view_epoch = reply.index.and(reply.epoch);
+            let changes = match value {
+                Answer::Changes(changes) => changes,
+                Answer::List(list) => {
+                    // A gateway that does not know `changes=1` answers the list it would
+                    // have without it (every node: `status=all` is sent): use it, and ask
+                    // for lists from now on.
+                    if mode == Mode::Ask {
+                        log::debug!("the gateway sends no delta answers: watching lists");
+                        mode = Mode::Lists;
+                    }
+                    if seen != Seen::Unchanged {
+                        feed_list(shared, &pause, seen, list, view_epoch)?;
+                    }
+                    return Ok(Some((next, seen)));
                 }
-                let leader: LeaderResponse =
-                    shared.call(Method::Get, "/leader", None::<&()>, &pause)?;
-                if !pause(Duration::ZERO) {
-                    return Ok((next, seen)); // Stopped meanwhile: record nothing.
-                }
-                let (nodes, suspected) = split(list.nodes, me);
-                let view_epoch = reply.index.and(reply.epoch);
-                shared.update_view(
-                    ClusterInfo {
-                        nodes,
-                        leader: leader.leader,
-                        registry_version: list.registry_version,
-                    },
-                    Some(suspected),
-                    view_epoch,
-                );
+            };
+            // A delta applies only to what this gateway run answered before.
+            let applies = changes.full
+                || (!switched && seen != Seen::Restarted && matches!(cursor, Cursor::At { .. }));
+            if !applies || mirror.apply(changes).is_err() {
+                return Ok(None);
             }
-            Ok((next, seen))
+            if seen == Seen::Restarted {
+                learn_settings(shared, &pause);
+            }
+            if seen != Seen::Unchanged && pause(Duration::ZERO) {
+                let (cluster, suspected) = mirror.view(me);
+                shared.update_view(cluster, Some(suspected), view_epoch);
+            }
+            Ok(Some((next, seen)))
         });
+        let result = match result {
+            Ok(Some(step)) => {
+                resyncs = 0;
+                Ok(step)
+            }
+            Ok(None) => {
+                // Start over from a full answer, at once the first time.
+                resyncs += 1;
+                log::debug!("the watch starts over from the full list");
+                cursor = Cursor::Start;
+                if resyncs > 1 && !pause(retry_pause(shared, resyncs - 1)) {
+                    return;
+                }
+                continue;
+            }
+            Err(e) => Err(e),
+        };
         if !pause(Duration::ZERO) {
             return;
         }

@@ -6,6 +6,7 @@
 //! taken under the lock, then serialised once and shared by every request until the registry
 //! changes.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -17,7 +18,7 @@ use crate::server::metrics::{Gauges, Metrics};
 use crate::server::registry::{NodeRecord, Now, Registered, Registry};
 use crate::server::store::log::OpenError;
 use crate::server::store::{
-    Durability, EtcdStore, LocalStore, Pending, Settled, Store, StoreError,
+    Delta, Durability, EtcdStore, LocalStore, Pending, Settled, Store, StoreError,
 };
 
 pub use crate::server::node_list::{Filter, LIST_MAX_AGE, NodeList, Part};
@@ -41,7 +42,13 @@ pub struct Gateway {
     wake: Arc<OnceLock<Wake>>,
     /// Who may do what: see `auth.rs`.
     auth: Auth,
+    /// The most changes a delta answer carries; past it the answer is the full list.
+    delta_limit: AtomicUsize,
 }
+
+/// The most changes a delta answer (`GET /nodes?index=V&changes=1`) carries: a watcher further
+/// behind than this gets the full list, which then costs about as much as the events would.
+pub const DELTA_MAX_CHANGES: usize = 4096;
 
 /// What [`Gateway::on_change`] installs.
 struct Wake(Box<dyn Fn(u64) + Send + Sync>);
@@ -80,6 +87,7 @@ impl Gateway {
             metrics: Arc::new(Metrics::new()),
             wake: Arc::new(OnceLock::new()),
             auth: Auth::default(),
+            delta_limit: AtomicUsize::new(DELTA_MAX_CHANGES),
         }
     }
 
@@ -388,6 +396,24 @@ impl Gateway {
         let list = Arc::new(NodeList::build(self.store.snapshot(), cached.as_deref()));
         *cached = Some(Arc::clone(&list));
         list
+    }
+
+    /// What changed after registry version `since`, settled (a durable store: on disk before
+    /// anyone sees it): O(changes). `None` when the journal does not reach back to `since` or
+    /// more than [`DELTA_MAX_CHANGES`] changes were made since: the full list is the answer.
+    pub fn delta(&self, since: u64) -> Option<Delta> {
+        let delta = self
+            .store
+            .delta(since, self.delta_limit.load(Ordering::Relaxed))?;
+        self.store.settle(delta.version);
+        Some(delta)
+    }
+
+    /// Sets the most changes a delta answer carries (a test seam: a tiny limit makes a
+    /// watcher "too far behind" after a few changes).
+    #[doc(hidden)]
+    pub fn set_delta_limit(&self, max_changes: usize) {
+        self.delta_limit.store(max_changes, Ordering::Relaxed);
     }
 
     /// Counters for `/stats`.

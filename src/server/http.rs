@@ -19,6 +19,7 @@ use crate::server::gateway::{Filter, Gateway, NodeList, Part};
 use crate::server::long_polls;
 use crate::server::registry::{NodeRecord, Registered, unix_now};
 
+mod changes;
 mod query;
 mod response;
 
@@ -571,7 +572,8 @@ pub fn parks(gateway: &Gateway, request: &Request<'_>) -> Option<Wait> {
     let endpoint =
         Endpoint::of(path).filter(|e| matches!(e, Endpoint::Nodes | Endpoint::Leader))?;
     let query = Query::parse(query, endpoint).ok()?;
-    let tagged = request.header("If-None-Match").next().is_some();
+    // A delta answer has no entity tag: only its index says what the client has.
+    let tagged = !query.changes && request.header("If-None-Match").next().is_some();
     if query.index.is_none() && !(tagged && query.wait.is_some()) {
         return None;
     }
@@ -647,6 +649,9 @@ fn node(gateway: &Gateway, path: &str) -> Result<Response, Response> {
 
 fn nodes(gateway: &Gateway, request: &Request<'_>, query: &str) -> Result<Response, Response> {
     let query = Query::parse(query, Endpoint::Nodes)?;
+    if query.changes {
+        return changes::answer(gateway, request, &query);
+    }
     gateway.readable()?;
     let list = gateway.list();
     let version = list.version;

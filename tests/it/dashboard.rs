@@ -307,6 +307,15 @@ fn the_dashboard_shows_nodes_appear_and_turn_suspected() {
     );
     assert_eq!(text(&browser, "count-suspected"), "1");
     assert_eq!(text(&browser, "count-active"), "3");
+    // The page followed with delta answers: every /nodes request asked for changes=1, and
+    // node 2 to 4's arrival and node 1's suspicion came as events, from an index.
+    let urls: Vec<String> = serde_json::from_value(browser.eval(
+        "return performance.getEntriesByType('resource').map(e => new URL(e.name))
+                   .filter(u => u.pathname === '/nodes').map(u => u.search);",
+    ))
+    .unwrap();
+    assert!(urls.iter().all(|u| u.contains("changes=1")), "{urls:?}");
+    assert!(urls.iter().any(|u| u.contains("index=")), "{urls:?}");
     // Suspected rows look plainly different from active ones.
     let backgrounds = browser.eval(
         "return ['1', '2'].map(id => getComputedStyle(
@@ -423,12 +432,17 @@ fn the_dashboard_long_polls_with_the_index_it_was_given_and_never_loops_tightly(
         vec![("9".to_owned(), "active".to_owned(), true)]
     );
     let urls = seen.lock().unwrap().clone();
+    // It asks for delta answers; this gateway answers lists (older than delta answers), which
+    // the page reads as lists.
     assert_eq!(
-        urls[0], "/nodes?status=all",
+        urls[0], "/nodes?status=all&changes=1",
         "the first request has no index"
     );
     for later in &urls[1..] {
-        assert_eq!(later, "/nodes?status=all&index=7&wait=30s");
+        assert_eq!(
+            later,
+            "/nodes?status=all&changes=1&index=7&wait=30s&epoch=e"
+        );
     }
     // Answers that come at once without a change (the same index) are spaced a second apart:
     // the page may ask again at once only after its first answer, which started the long-poll.

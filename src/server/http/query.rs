@@ -29,6 +29,10 @@ pub(super) struct Query {
     pub(super) wait: Option<Duration>,
     /// `epoch`: the gateway run the client's `index` is from.
     pub(super) epoch: Option<String>,
+    /// `changes=1`: the events since `index` rather than the list (see `changes.rs`).
+    pub(super) changes: bool,
+    /// Whether `status` was given at all (a delta answer covers every node).
+    pub(super) status_given: bool,
 }
 
 impl Query {
@@ -68,6 +72,7 @@ impl Query {
             match key {
                 "node_id" => parsed.exclude = Some(api::node_id_from_query(&value)?),
                 "status" => {
+                    parsed.status_given = true;
                     parsed.include_suspected = match value.as_str() {
                         "all" => true,
                         "active" => false,
@@ -105,6 +110,18 @@ impl Query {
                     parsed.wait = Some(wait);
                 }
                 "epoch" => parsed.epoch = Some(value),
+                "changes" => {
+                    parsed.changes = match value.as_str() {
+                        "1" | "true" => true,
+                        "0" | "false" => false,
+                        _ => {
+                            return Err(Response::error(
+                                400,
+                                "Invalid changes: must be 1 (the events since index) or 0",
+                            ));
+                        }
+                    }
+                }
                 _ => {}
             }
         }

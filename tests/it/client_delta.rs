@@ -1,0 +1,281 @@
+//! The client's watch thread over delta answers (`changes=1`): its view equals the plain list
+//! after random churn, it starts over from the full list when another gateway answers, and it
+//! falls back to lists against a gateway that does not know delta answers.
+
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cluster_gateway::GatewayClient;
+use cluster_gateway::server::registry::{Now, unix_now};
+use serde_json::{Value, json};
+
+use crate::support::{TestServer, eventually, registration};
+
+const PATIENCE: Duration = Duration::from_secs(20);
+const NEVER: Duration = Duration::from_secs(3600);
+
+fn watcher(gateways: &[&str]) -> GatewayClient {
+    let mut builder = GatewayClient::builder()
+        .heartbeat_interval(NEVER)
+        .retry_base_delay(Duration::from_millis(20));
+    for gateway in gateways {
+        builder = builder.gateway(*gateway);
+    }
+    builder.build().unwrap()
+}
+
+/// `(id, status, port, metadata)` of every node, and the leader's id: what a view and the
+/// plain list must agree on.
+type Summary = (Vec<(u64, String, u64, Value)>, Option<u64>);
+
+fn listed(server: &TestServer) -> (u64, Summary) {
+    let (_, list) = server.get("/nodes?status=all");
+    let nodes = list["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["node_id"].as_u64().unwrap(),
+                n["status"].as_str().unwrap().to_owned(),
+                n["port"].as_u64().unwrap(),
+                n["metadata"].clone(),
+            )
+        })
+        .collect();
+    // From /stats: the watch's own /leader reads are counted below.
+    let leader = server.get("/stats").1["leader_id"].as_u64();
+    (list["registry_version"].as_u64().unwrap(), (nodes, leader))
+}
+
+fn viewed(client: &GatewayClient) -> Option<(u64, Summary)> {
+    let view = client.cluster_view()?;
+    let mut nodes: Vec<_> = view
+        .cluster
+        .nodes
+        .iter()
+        .chain(view.suspected.iter())
+        // Peers carried over from another gateway run (see the view) are not the gateway's.
+        .filter(|n| !view.carried.contains(&n.node_id))
+        .map(|n| {
+            (
+                n.node_id,
+                n.status.as_str().to_owned(),
+                u64::from(n.port),
+                Value::Object(n.metadata.clone()),
+            )
+        })
+        .collect();
+    nodes.sort_by_key(|n| n.0);
+    let leader = view
+        .cluster
+        .leader
+        .as_ref()
+        .filter(|_| !view.leader_carried)
+        .map(|n| n.node_id);
+    Some((view.cluster.registry_version, (nodes, leader)))
+}
+
+/// Waits until the client's view is at the gateway's version, then says whether they agree.
+fn converges(
+    client: &GatewayClient,
+    server: &TestServer,
+) -> (Option<(u64, Summary)>, (u64, Summary)) {
+    let mut last = None;
+    let mut expected = listed(server);
+    eventually(PATIENCE, || {
+        expected = listed(server);
+        last = viewed(client);
+        last.as_ref() == Some(&expected)
+    });
+    (last, expected)
+}
+
+/// Requests the gateway answered on `route`.
+fn requests_to(server: &TestServer, route: &str) -> usize {
+    let text = crate::support::agent()
+        .get(format!("{}/metrics", server.url))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let prefix = format!("cluster_gateway_requests_total{{route=\"{route}\",");
+    text.lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as usize
+}
+
+/// A small deterministic random sequence (no dependency, same churn every run).
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+#[test]
+fn the_watching_clients_view_equals_the_plain_list_after_random_churn() {
+    // Nodes stay active in real time; suspicions and reaps come from sweeps with injected time.
+    let server = TestServer::with(|c| {
+        c.heartbeat_interval = Duration::from_secs(30);
+        c.liveness.suspect_after = Duration::from_secs(60);
+        c.liveness.node_timeout = Duration::from_secs(600);
+    });
+    let client = watcher(&[&server.url]);
+    client.watch();
+    let sweep = |seconds: u64| {
+        server.server.gateway().sweep(Now {
+            instant: Instant::now() + Duration::from_secs(seconds),
+            unix: unix_now() + seconds as f64,
+        })
+    };
+    let mut random = Lcg(25);
+    let mut leader_posts = 0;
+    for round in 0..300 {
+        let id = random.below(24) + 1;
+        match random.below(10) {
+            0..=3 => {
+                server.register(id);
+            }
+            4 | 5 => {
+                let mut moved = registration(id);
+                moved["metadata"] = json!({"round": round});
+                assert_eq!(server.post_json("/register", &moved).0, 200);
+            }
+            6 => {
+                server.post_json("/remove", &json!({"node_id": id}));
+            }
+            7 => {
+                server.post_json("/leader", &json!({"leader_id": id}));
+                leader_posts += 1;
+            }
+            8 => sweep(61), // everyone not heard from since is suspected
+            _ => {
+                server.post_json("/heartbeat", &json!({"node_id": id})); // recovers
+            }
+        }
+        if round % 100 == 99 && round < 200 {
+            sweep(601); // reaps every node
+            let (view, list) = converges(&client, &server);
+            assert_eq!(view.as_ref(), Some(&list), "after round {round}");
+        }
+    }
+    let (view, list) = converges(&client, &server);
+    assert_eq!(view.as_ref(), Some(&list), "at the end");
+    assert!(!list.1.0.is_empty(), "the churn left nodes to compare");
+    // Delta answers all along: a list-watching client reads /leader on every change (the
+    // route counts the test's own POSTs).
+    assert_eq!(requests_to(&server, "/leader"), leader_posts);
+    client.shutdown();
+}
+
+#[test]
+fn after_a_switch_to_another_gateway_the_view_is_that_gateways_list() {
+    let first = TestServer::start();
+    let second = TestServer::start();
+    for id in [1, 2, 3] {
+        first.register(id);
+    }
+    for id in [7, 8] {
+        second.register(id);
+    }
+    // The versions line up (same count of changes): only the epoch and the address tell.
+    let client = watcher(&[&first.url, &second.url]);
+    client.watch();
+    let (view, list) = converges(&client, &first);
+    assert_eq!(view.as_ref(), Some(&list));
+    drop(first);
+    second.register(9);
+    let (view, list) = converges(&client, &second);
+    assert_eq!(view.as_ref(), Some(&list), "the second gateway's nodes");
+    client.shutdown();
+}
+
+/// A gateway that long-polls but does not know `changes=1` (it ignores the parameter and
+/// answers the list asked for), with node 7 leading; records each request line.
+struct ListsOnly {
+    url: String,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl ListsOnly {
+    fn start() -> ListsOnly {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let recorded = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            let node = r#"{"node_id": 7, "ip_address": "10.0.0.7", "port": 5007, "capabilities": ["raft"], "status": "active", "last_seen": 1.0, "join_timestamp": 1.0, "metadata": {}}"#;
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut head = Vec::new();
+                let mut byte = [0];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|n| n == 1) {
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let line = head.lines().next().unwrap_or_default().to_owned();
+                recorded.lock().unwrap().push(line.clone());
+                let body = if line.starts_with("GET /nodes") {
+                    format!(r#"{{"nodes": [{node}], "registry_version": 4}}"#)
+                } else if line.starts_with("GET /leader") {
+                    format!(r#"{{"leader": {node}, "registry_version": 4}}"#)
+                } else {
+                    r#"{"status": "healthy", "timestamp": 1.0}"#.to_owned()
+                };
+                // Each long-poll ends its wait unchanged after a moment.
+                if line.contains("index=") {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Gateway-Index: 4\r\n\
+                     X-Gateway-Epoch: old\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes());
+            }
+        });
+        ListsOnly { url, lines }
+    }
+
+    fn nodes_requests(&self) -> Vec<String> {
+        let lines = self.lines.lock().unwrap();
+        lines
+            .iter()
+            .filter(|l| l.starts_with("GET /nodes"))
+            .cloned()
+            .collect()
+    }
+}
+
+#[test]
+fn against_a_gateway_without_delta_answers_the_watch_takes_its_lists() {
+    let old = ListsOnly::start();
+    let client = watcher(&[&old.url]);
+    client.watch();
+    assert!(eventually(PATIENCE, || {
+        client.cluster_view().is_some_and(|v| {
+            v.cluster.nodes.iter().any(|n| n.node_id == 7)
+                && v.cluster.leader.as_ref().is_some_and(|l| l.node_id == 7)
+        })
+    }));
+    assert!(eventually(PATIENCE, || old.nodes_requests().len() >= 3));
+    let asked = old.nodes_requests();
+    assert!(asked[0].contains("changes=1"), "{asked:?}");
+    assert!(
+        asked[1..]
+            .iter()
+            .all(|l| !l.contains("changes=1") && l.contains("status=all")),
+        "lists from the first answer on: {asked:?}"
+    );
+    client.shutdown();
+}
