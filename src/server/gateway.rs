@@ -303,7 +303,7 @@ impl Gateway {
         let mut cached = lock(&self.lists);
         let (version, touches) = self.store.versions();
         if let Some(list) = cached.as_ref() {
-            let fresh = list.touches == touches || list.built.elapsed() < LIST_MAX_AGE;
+            let fresh = list.touches == Some(touches) || list.built.elapsed() < LIST_MAX_AGE;
             if list.version == version && fresh {
                 return Arc::clone(list);
             }
