@@ -6,12 +6,12 @@
 //! When the registry changes, [`NodeList::apply`] makes the next list from the previous one and
 //! the store's [`Delta`]: the chunks the changed nodes fall in are made again, every other
 //! chunk is shared, with its compressed form, and so is most of the tree that holds them in
-//! order ([`chunks`]): a version costs what changed, not the cluster. [`NodeList::build`]
-//! compares a whole snapshot with the previous list chunk by chunk instead: the first list,
-//! when the journal does not reach back, and once every [`LIST_MAX_AGE`] for the `last_seen`
-//! values heartbeats moved (heartbeats change no version and are not in the journal). Lists
-//! of different versions share their unchanged chunks, so a slow reader of an old version pins
-//! little.
+//! order (`node_list/chunks.rs`): a version costs what changed, not the cluster.
+//! [`NodeList::build`] compares a whole snapshot with the previous list chunk by chunk
+//! instead: the first list, when the journal does not reach back, and once every
+//! [`LIST_MAX_AGE`] for the `last_seen` values heartbeats moved (heartbeats change no version
+//! and are not in the journal). Lists of different versions share their unchanged chunks, so
+//! a slow reader of an old version pins little.
 //!
 //! Answers are [`Part`]s: fixed bytes, bytes of a chunk, or bytes made for that answer (such as
 //! the asker's chunk without the asker).
@@ -62,7 +62,8 @@ pub struct NodeList {
     /// When the list was last built from a snapshot (a list made from a delta keeps its
     /// predecessor's: its unchanged nodes' `last_seen` values are that old).
     pub(crate) built: Instant,
-    /// The chunks in order, each with the checksums of its compressed texts (see [`chunks`]).
+    /// The chunks in order, each with the checksums of its compressed texts (see
+    /// `node_list/chunks.rs`).
     chunks: Chunks,
 }
 
@@ -324,7 +325,8 @@ impl NodeList {
     /// as it is (stored blocks) in a list of [`STORE_PARTIAL_FROM`] chunks or more, compressed
     /// fast in a shorter one. The prefix, the commas between chunks and the suffix go as stored
     /// blocks. The checksum combines the checksums of the chunks before and after the asker's
-    /// (O(log chunks) combinations of the tree's, see [`chunks`]) with that chunk's text.
+    /// (O(log chunks) combinations of the tree's, see `node_list/chunks.rs`) with that chunk's
+    /// text.
     pub fn select_gzip(
         &self,
         filter: Filter<'_>,
