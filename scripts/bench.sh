@@ -214,24 +214,70 @@ full=$(rss_of "$srv")
 echo "$empty $full $total" | awk '{ printf "  resident: empty %d KiB, %d nodes with lists built %d KiB: %d bytes per node\n", $1, $3, $2, ($2-$1)*1024/$3 }'
 plain=$(curl --silent "$scale/nodes" | wc -c); gz=$(curl --silent -H 'Accept-Encoding: gzip' "$scale/nodes" | wc -c)
 echo "$plain $gz" | awk '{ printf "  GET /nodes: %d bytes plain, %d gzip (1/%.1f)\n", $1, $2, $1/$2 }'
-quiet=$(measure "$scale/nodes?node_id=1" 16 "")
-python3 - "$scale" 200 "$((duration + 2))" <<'PY' &
-import http.client, json, sys, time, urllib.parse
-base, rate, seconds = urllib.parse.urlparse(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
-conn = http.client.HTTPConnection(base.hostname, base.port)
-start, n = time.monotonic(), 0
-while time.monotonic() - start < seconds:
-    n += 1
-    body = json.dumps({"node_id": n % 1000 + 1, "ip_address": "10.9.9.9", "port": 5000,
-                       "capabilities": ["raft"], "metadata": {"churn": n}})
-    conn.request("POST", "/register", body, {"Prefer": "return=minimal"})
-    conn.getresponse().read()
-    time.sleep(max(0.0, start + n / rate - time.monotonic()))
+# Registrations at a steady rate, $2 a second for $3 seconds, from 8 connections, each on a
+# schedule it catches up with when answers are slow (a closed loop would slow down with the
+# gateway it measures): "change" (each one new metadata for one of nodes 1..1000) or "same"
+# (exactly what fill.lua registered: a write that changes nothing). Prints how many were sent.
+cat >"$work/churn.py" <<'PY'
+import http.client, json, sys, threading, time, urllib.parse
+base, rate, seconds, mode = urllib.parse.urlparse(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+lanes = 8
+sent = [0] * lanes
+def run(k):
+    conn = http.client.HTTPConnection(base.hostname, base.port)
+    start, n = time.monotonic(), 0
+    while time.monotonic() - start < seconds:
+        n += 1
+        i = n * lanes + k
+        node = i % 1000 + 1
+        if mode == "change":
+            body = {"node_id": node, "ip_address": "10.9.9.9", "port": 5000, "capabilities": ["raft"], "metadata": {"churn": i}}
+        else:
+            body = {"node_id": node, "ip_address": "10.%d.%d.%d" % (node // 65536 % 256, node // 256 % 256, node % 256),
+                    "port": 5000 + node % 1000, "capabilities": ["raft", "gossip"],
+                    "metadata": {"zone": "z%d" % (node % 3), "rack": "r%d" % (node % 40)}}
+        conn.request("POST", "/register", json.dumps(body), {"Prefer": "return=minimal"})
+        conn.getresponse().read()
+        sent[k] += 1
+        time.sleep(max(0.0, start + n * lanes / rate - time.monotonic()))
+threads = [threading.Thread(target=run, args=(k,)) for k in range(lanes)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(sum(sent))
 PY
-churner=$!
-churned=$(measure "$scale/nodes?node_id=1" 16 "")
-wait "$churner"
-echo "$quiet $churned" | awk '{ printf "  GET /nodes, 100,000 nodes (16): %d/s quiet, %d/s with 200 metadata changes a second (%.2fx)\n", $1, $5, $5/$1 }'
+paced() {  # $1 rate, $2 seconds, $3 mode
+  python3 "$work/churn.py" "$scale" "$1" "$2" "$3"
+}
+cpu_of() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }   # clock ticks, user + system
+ticks=$(getconf CLK_TCK)
+# CPU a write costs the gateway, no readers: registrations that change nothing, then changes.
+cpu_per_write() {  # $1 mode; prints "microseconds_per_write writes"
+  local before sent
+  before=$(cpu_of "$srv")
+  sent=$(paced 2000 "$duration" "$1")
+  echo "$before $(cpu_of "$srv") $sent $ticks" | awk '{ printf "%.1f %d\n", ($2 - $1) / $4 * 1e6 / $3, $3 }'
+}
+same=$(cpu_per_write same)
+changed=$(cpu_per_write change)
+echo "$same $changed $duration" | awk '{ printf "  a change at 100,000 nodes, no readers: %.1f us of gateway CPU (%d changes, %d/s); a write that changes nothing %.1f us (%d, %d/s): %+.1f us a change beyond the write\n", $3, $4, $4/$5, $1, $2, $2/$5, $3 - $1 }'
+cat >"$work/gzip.lua" <<'LUA'
+wrk.headers["Accept-Encoding"] = "gzip"
+LUA
+# GET /nodes quiet, then while registrations change metadata at $1 a second; $2: wrk script.
+churned_reads() {  # prints "reads/s changes/s"
+  paced "$1" "$((duration + 2))" change >"$work/churned" &
+  local churner=$! reads
+  reads=$(measure "$scale/nodes?node_id=1" 16 "$2")
+  wait "$churner"
+  echo "${reads%% *} $(($(cat "$work/churned") / (duration + 2)))"
+}
+for enc in plain gzip; do
+  script=""; [ "$enc" = gzip ] && script="$work/gzip.lua"
+  quiet=$(measure "$scale/nodes?node_id=1" 16 "$script")
+  slow=$(churned_reads 200 "$script")
+  fast=$(churned_reads 2000 "$script")
+  echo "$enc ${quiet%% *} $slow $fast" | awk '{ printf "  GET /nodes, 100,000 nodes (16), %-5s %d/s quiet; %d/s with %d metadata changes a second (%.2fx); %d/s with %d a second (%.2fx)\n", $1, $2, $3, $4, $3/$2, $5, $6, $5/$2 }'
+done
 tag=$(curl --silent --include "$scale/nodes?node_id=1" | awk 'tolower($1) == "etag:" {print $2}' | tr -d '\r')
 cat >"$work/etag.lua" <<LUA
 wrk.headers["If-None-Match"] = '$tag'

@@ -2,9 +2,10 @@
 //! place where changes are announced.
 //!
 //! [`Gateway`] is the small interface the HTTP layer talks to. It never holds the registry lock
-//! across serialisation or I/O: a list is rebuilt from a snapshot (a reference count per node)
-//! taken under the lock, then serialised once and shared by every request until the registry
-//! changes.
+//! across serialisation or I/O: a new version's list is made from the previous one and the
+//! changes after it (the store's delta, taken under the lock in O(changes)), or rebuilt from a
+//! snapshot (a reference count per node) at most once every `LIST_MAX_AGE` for the heartbeats'
+//! `last_seen`; then shared by every request until the registry changes.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -373,8 +374,9 @@ impl Gateway {
         self.store.durability()
     }
 
-    /// The current node list, rebuilt if the registry changed or `last_seen` values in it are
-    /// older than [`LIST_MAX_AGE`].
+    /// The current node list: made anew if the registry changed (from the changes, see
+    /// `cached_list`), or if heartbeats moved `last_seen` values and the list is older than
+    /// [`LIST_MAX_AGE`].
     pub fn list(&self) -> Arc<NodeList> {
         let list = self.cached_list();
         // Outside the cache lock: readers of a version wait for it together, never in a row.
@@ -385,15 +387,22 @@ impl Gateway {
     fn cached_list(&self) -> Arc<NodeList> {
         let mut cached = lock(&self.lists);
         let (version, touches) = self.store.versions();
-        if let Some(list) = cached.as_ref() {
-            let fresh = list.touches == touches || list.built.elapsed() < LIST_MAX_AGE;
-            if list.version == version && fresh {
-                return Arc::clone(list);
-            }
-        }
         // Holding the cache lock while building makes concurrent readers wait for this build
-        // instead of each building their own; the store's lock is held only for the snapshot.
-        let list = Arc::new(NodeList::build(self.store.snapshot(), cached.as_deref()));
+        // instead of each building their own; the store's lock is held only for the delta or
+        // the snapshot.
+        let list = match cached.as_ref() {
+            Some(list) => match Next::of(list, version, touches, Instant::now()) {
+                Next::Keep => return Arc::clone(list),
+                // The journal may not reach back, or hold too many changes: a snapshot then.
+                Next::Delta => match self.store.delta(list.version, list.max_changes()) {
+                    Some(delta) => list.apply(delta),
+                    None => NodeList::build(self.store.snapshot(), Some(list)),
+                },
+                Next::Snapshot => NodeList::build(self.store.snapshot(), Some(list)),
+            },
+            None => NodeList::build(self.store.snapshot(), None),
+        };
+        let list = Arc::new(list);
         *cached = Some(Arc::clone(&list));
         list
     }
@@ -473,6 +482,34 @@ fn counted(metrics: &Metrics, node_id: NodeId, registered: &Registered) {
     }
 }
 
+/// What a reader does with the cached list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Answer from it: the version is the same, and so are the `last_seen` values or they are
+    /// younger than [`LIST_MAX_AGE`].
+    Keep,
+    /// Make the next list from it and the changes after its version (O(changes)): its
+    /// `last_seen` values are young enough to keep.
+    Delta,
+    /// Compare a whole snapshot with it: its `last_seen` values are older than
+    /// [`LIST_MAX_AGE`] (at most once that often under churn), or the version went back.
+    Snapshot,
+}
+
+impl Next {
+    /// The decision for `list` while the registry is at `version` and `touches`; pure.
+    fn of(list: &NodeList, version: u64, touches: u64, now: Instant) -> Next {
+        let young = now.saturating_duration_since(list.built) < LIST_MAX_AGE;
+        if list.version == version && (young || list.touches == Some(touches)) {
+            Next::Keep
+        } else if young && list.version < version {
+            Next::Delta
+        } else {
+            Next::Snapshot
+        }
+    }
+}
+
 /// A registry that lost at least this many nodes (and half of them) gives memory back.
 const TRIM_AFTER_NODES: usize = 1000;
 
@@ -529,6 +566,99 @@ fn new_epoch() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn registration(node_id: NodeId, zone: &str) -> Registration {
+        Registration {
+            node_id,
+            ip_address: format!("10.0.0.{node_id}"),
+            port: 5000,
+            capabilities: vec!["raft".into()],
+            metadata: serde_json::json!({ "zone": zone }).as_object().cloned(),
+            previous_epoch: None,
+        }
+    }
+
+    #[test]
+    fn a_new_version_is_made_from_the_changes_and_shows_them() {
+        let gateway = Gateway::new(
+            Registry::new(crate::server::registry::Liveness::default()),
+            Duration::from_secs(1),
+        );
+        for id in 0..300 {
+            gateway.register(registration(id, "a")).unwrap();
+        }
+        let first = gateway.list();
+        gateway.register(registration(150, "b")).unwrap();
+        gateway.remove(7).unwrap();
+        gateway.register(registration(1000, "c")).unwrap();
+        let second = gateway.list();
+        assert_eq!(second.version, gateway.version());
+        assert!(second.version > first.version);
+        let scratch = NodeList::build(gateway.store.snapshot(), None);
+        let all = Filter::default();
+        let text = |list: &NodeList| -> Vec<u8> {
+            let parts = list.select(all);
+            parts
+                .iter()
+                .flat_map(|p| match p {
+                    Part::Static(b) => b.to_vec(),
+                    Part::Owned(b) => b.clone(),
+                    Part::Cached { chunk, range } => list.bytes(*chunk, range.clone()).to_vec(),
+                    Part::Compressed { .. } => unreachable!("a plain answer"),
+                })
+                .collect()
+        };
+        assert!(text(&second) == text(&scratch));
+        assert!(
+            Arc::ptr_eq(&second, &gateway.list()),
+            "the same version is shared"
+        );
+    }
+
+    #[test]
+    fn a_new_version_comes_from_the_changes_until_last_seen_is_too_old() {
+        let snapshot = crate::server::store::Snapshot {
+            version: 5,
+            touches: 9,
+            leader: None,
+            records: Vec::new(),
+        };
+        let list = NodeList::build(snapshot, None);
+        let young = list.built;
+        let old = list.built + LIST_MAX_AGE;
+        assert_eq!(Next::of(&list, 5, 9, young), Next::Keep);
+        assert_eq!(
+            Next::of(&list, 5, 10, young),
+            Next::Keep,
+            "heartbeats, young"
+        );
+        assert_eq!(Next::of(&list, 5, 9, old), Next::Keep, "nothing moved");
+        assert_eq!(
+            Next::of(&list, 5, 10, old),
+            Next::Snapshot,
+            "heartbeats, old"
+        );
+        assert_eq!(Next::of(&list, 6, 11, young), Next::Delta, "a change");
+        assert_eq!(Next::of(&list, 6, 11, old), Next::Snapshot, "a change, old");
+        assert_eq!(
+            Next::of(&list, 4, 11, young),
+            Next::Snapshot,
+            "the version went back"
+        );
+        // A list made from a delta shows `last_seen` as of its predecessor's snapshot: past
+        // LIST_MAX_AGE it is compared with a snapshot even if nothing moved since.
+        let delta = crate::server::store::Delta {
+            version: 6,
+            touches: 11,
+            leader: None,
+            changes: Vec::new(),
+            records: Vec::new(),
+        };
+        let next = list.apply(delta);
+        assert_eq!(Next::of(&next, 6, 11, young), Next::Keep);
+        assert_eq!(Next::of(&next, 6, 11, old), Next::Snapshot);
+        assert_eq!(Next::of(&next, 7, 12, young), Next::Delta);
+    }
 
     #[test]
     fn memory_is_given_back_after_a_mass_departure_and_on_the_sweeps_that_follow_then_never() {

@@ -3,10 +3,15 @@
 //! Nodes are kept by node id in chunks of about [`CHUNK_NODES`]. A chunk holds its nodes' JSON
 //! objects joined by commas, and, once someone asks for gzip, that text compressed on its own
 //! (a raw deflate stream ended by a full flush, so chunks can be spliced into one gzip member).
-//! When the registry changes, [`NodeList::build`] compares the new snapshot with the previous
-//! list chunk by chunk and reuses every chunk whose nodes did not change, with its compressed
-//! form: a change costs the chunk it falls in, not the cluster, and lists of different versions
-//! share their unchanged chunks, so a slow reader of an old version pins little.
+//! When the registry changes, [`NodeList::apply`] makes the next list from the previous one and
+//! the store's [`Delta`]: the chunks the changed nodes fall in are made again, every other
+//! chunk is shared, with its compressed form, and so is most of the tree that holds them in
+//! order (`node_list/chunks.rs`): a version costs what changed, not the cluster.
+//! [`NodeList::build`] compares a whole snapshot with the previous list chunk by chunk
+//! instead: the first list, when the journal does not reach back, and once every
+//! [`LIST_MAX_AGE`] for the `last_seen` values heartbeats moved (heartbeats change no version
+//! and are not in the journal). Lists of different versions share their unchanged chunks, so
+//! a slow reader of an old version pins little.
 //!
 //! Answers are [`Part`]s: fixed bytes, bytes of a chunk, or bytes made for that answer (such as
 //! the asker's chunk without the asker).
@@ -19,7 +24,11 @@ use flate2::{Compress, Compression, FlushCompress};
 
 use crate::api::{NodeId, NodeStatus};
 use crate::server::registry::{NodeInfo, NodeRecord};
-use crate::server::store::Snapshot;
+use crate::server::store::{Delta, Snapshot};
+
+mod chunks;
+
+use chunks::{Chunks, Edit};
 
 /// How stale `last_seen` inside a cached plain list may get before its chunk is rebuilt.
 pub const LIST_MAX_AGE: Duration = Duration::from_secs(1);
@@ -47,34 +56,23 @@ pub struct NodeList {
     pub version: u64,
     /// The leader, if any (always one of the nodes).
     pub leader: Option<NodeId>,
-    /// The registry's `touches` when the list was built.
-    pub(crate) touches: u64,
-    /// When the list was built.
+    /// The registry's `touches` when the list was built from a snapshot; `None` for a list
+    /// made from a delta, whose unchanged nodes show `last_seen` as of [`NodeList::built`].
+    pub(crate) touches: Option<u64>,
+    /// When the list was last built from a snapshot (a list made from a delta keeps its
+    /// predecessor's: its unchanged nodes' `last_seen` values are that old).
     pub(crate) built: Instant,
-    chunks: Vec<Arc<Chunk>>,
-    suspected: usize,
-    /// The checksums of the compressed chunks' texts, made on first use: `[0]` for answers of
-    /// the active nodes, `[1]` with the suspected ones.
-    checksums: [OnceLock<Checksums>; 2],
-}
-
-/// The CRC-32 of a list's compressed texts joined by commas (empty texts left out), before
-/// and after each chunk, so a gzip answer's checksum costs two combinations and the asker's
-/// chunk, not a pass over the whole list.
-#[derive(Debug)]
-struct Checksums {
-    /// `before[k]`: chunks `..k`; `before[chunks]` is the whole list.
-    before: Vec<crc32fast::Hasher>,
-    /// `after[k]`: chunks `k..`; `after[chunks]` is empty.
-    after: Vec<crc32fast::Hasher>,
+    /// The chunks in order, each with the checksums of its compressed texts (see
+    /// `node_list/chunks.rs`).
+    chunks: Chunks,
 }
 
 /// Up to about [`CHUNK_NODES`] consecutive nodes.
 #[derive(Debug)]
 struct Chunk {
     entries: Vec<Entry>,
-    /// True if some of the nodes are suspected.
-    suspected: bool,
+    /// How many of the nodes are suspected.
+    suspected: usize,
     /// The nodes' JSON objects joined by commas.
     json: Arc<[u8]>,
     built: Instant,
@@ -168,7 +166,7 @@ impl NodeList {
         } else {
             GZIP_MAX_AGE
         };
-        let old: &[Arc<Chunk>] = previous.map_or(&[], |p| &p.chunks);
+        let old: Vec<&Arc<Chunk>> = previous.map_or_else(Vec::new, |p| p.chunks.iter().collect());
         // Chunk boundaries stay put as nodes come and go: old chunk k takes the nodes up to its
         // last id; the last chunk takes the rest.
         let mut groups: Vec<(Option<&Arc<Chunk>>, &[NodeRecord])> = Vec::new();
@@ -184,7 +182,7 @@ impl NodeList {
             rest = others;
         }
         if !rest.is_empty() {
-            groups.push((old.last(), rest));
+            groups.push((old.last().copied(), rest));
         }
         let mut chunks = Vec::with_capacity(records.len() / CHUNK_NODES + 1);
         for (old, group) in groups {
@@ -206,19 +204,82 @@ impl NodeList {
                 )),
             });
         }
-        let suspected = records
-            .iter()
-            .filter(|r| r.status == NodeStatus::Suspected)
-            .count();
         NodeList {
             version,
             leader,
-            touches,
+            touches: Some(touches),
             built: now,
-            chunks,
-            suspected,
-            checksums: [OnceLock::new(), OnceLock::new()],
+            chunks: Chunks::from_vec(chunks),
         }
+    }
+
+    /// The list after `delta` (the changes after this list's version), made from this one in
+    /// O(changes): each chunk a changed node falls in (the chunk that holds it or would take
+    /// it, as [`NodeList::build`] groups nodes) is made again from its kept text and the
+    /// changed records, split when it reaches twice [`CHUNK_NODES`], dropped when empty; every
+    /// other chunk, and every branch of the tree above that holds no changed chunk, is shared.
+    ///
+    /// The unchanged nodes keep the `last_seen` they have here: the list keeps this one's
+    /// [`NodeList::built`], and the gateway builds from a snapshot once that is older than
+    /// [`LIST_MAX_AGE`].
+    pub fn apply(&self, delta: Delta) -> NodeList {
+        let now = Instant::now();
+        let Delta {
+            version,
+            leader,
+            changes,
+            records,
+            ..
+        } = delta;
+        // Every node named, once, by id: its record now, or none if it is gone.
+        let mut named: Vec<(NodeId, Option<&NodeRecord>)> = changes
+            .iter()
+            .filter_map(|(_, change)| change.node_id())
+            .map(|id| (id, None))
+            .collect();
+        named.sort_unstable_by_key(|(id, _)| *id);
+        named.dedup_by_key(|(id, _)| *id);
+        for record in &records {
+            if let Ok(i) = named.binary_search_by_key(&record.node_id, |(id, _)| *id) {
+                named[i].1 = Some(record);
+            }
+        }
+        let chunks = if self.chunks.len() == 0 {
+            let records: Vec<&NodeRecord> = named.iter().filter_map(|(_, r)| *r).collect();
+            let sources: Vec<Source<'_>> = records.into_iter().map(Source::New).collect();
+            Chunks::from_vec(cut(&sources, now))
+        } else {
+            // The named nodes by the chunk they fall in (past the last id: the last chunk).
+            let last = self.chunks.len() - 1;
+            let mut edits: Vec<Edit> = Vec::new();
+            let mut rest = &named[..];
+            while let Some(&(first, _)) = rest.first() {
+                let k = self.chunks.chunk_of(first).unwrap_or(last);
+                let upto = if k == last {
+                    rest.len()
+                } else {
+                    let last_id = self.chunks.get(k).last_id().expect("a chunk has nodes");
+                    rest.partition_point(|(id, _)| *id <= last_id)
+                };
+                let (mine, others) = rest.split_at(upto);
+                edits.push((k, Chunk::merge(self.chunks.get(k), mine, now)));
+                rest = others;
+            }
+            self.chunks.edit(&edits)
+        };
+        NodeList {
+            version,
+            leader,
+            touches: None,
+            built: self.built,
+            chunks,
+        }
+    }
+
+    /// The most changes [`NodeList::apply`] is worth it for: past one a chunk, a snapshot
+    /// costs about as much.
+    pub fn max_changes(&self) -> usize {
+        self.chunks.len().max(64)
     }
 
     /// The JSON array of the nodes that pass `filter`, as pieces of the cached chunks.
@@ -226,8 +287,8 @@ impl NodeList {
         let mut parts = Vec::with_capacity(2 * self.chunks.len() + 2);
         parts.push(Part::Static(b"["));
         let mut first = true;
-        let all_pass =
-            filter.capability.is_none() && (filter.include_suspected || self.suspected == 0);
+        let all_pass = filter.capability.is_none()
+            && (filter.include_suspected || self.chunks.suspected() == 0);
         for (i, chunk) in self.chunks.iter().enumerate() {
             let whole = all_pass && !chunk.contains(filter.exclude);
             if whole {
@@ -263,8 +324,9 @@ impl NodeList {
     /// ones). The asker's chunk, without the asker, is the one piece made for the answer: sent
     /// as it is (stored blocks) in a list of [`STORE_PARTIAL_FROM`] chunks or more, compressed
     /// fast in a shorter one. The prefix, the commas between chunks and the suffix go as stored
-    /// blocks. The checksum combines the list's cached checksums before and after the asker's
-    /// chunk with that chunk's text ([`Checksums`]).
+    /// blocks. The checksum combines the checksums of the chunks before and after the asker's
+    /// (O(log chunks) combinations of the tree's, see `node_list/chunks.rs`) with that chunk's
+    /// text.
     pub fn select_gzip(
         &self,
         filter: Filter<'_>,
@@ -274,11 +336,11 @@ impl NodeList {
         if filter.capability.is_some() {
             return None;
         }
-        let checksums = self.checksums(filter.include_suspected);
+        let with_suspected = filter.include_suspected;
         let asker = filter
             .exclude
             .and_then(|id| self.chunk_of(id))
-            .filter(|&k| self.chunks[k].contains(filter.exclude));
+            .filter(|&k| self.chunks.get(k).contains(filter.exclude));
         let mut crc = crc32fast::Hasher::new();
         let mut parts = Vec::with_capacity(2 * self.chunks.len() + 2);
         let mut head = GZIP_HEADER.to_vec();
@@ -300,7 +362,7 @@ impl NodeList {
                 }
                 continue;
             }
-            crc.combine(&checksums.before[i]);
+            crc.combine(&self.chunks.crc(with_suspected, 0..i));
             let mut text = Vec::new();
             for entry in chunk.entries.iter().filter(|e| filter.keeps(e)) {
                 if !text.is_empty() || !first {
@@ -320,16 +382,16 @@ impl NodeList {
                 }));
                 first = false;
             }
-            let rest = &checksums.after[i + 1];
+            let rest = self.chunks.crc(with_suspected, i + 1..self.chunks.len());
             if rest.total_len() > 0 {
                 if !first {
                     crc.update(b",");
                 }
-                crc.combine(rest);
+                crc.combine(&rest);
             }
         }
         if asker.is_none() {
-            crc.combine(&checksums.before[self.chunks.len()]);
+            crc.combine(&self.chunks.crc(with_suspected, 0..self.chunks.len()));
         }
         let mut closing = b"]".to_vec();
         closing.extend_from_slice(suffix);
@@ -348,36 +410,10 @@ impl NodeList {
         usize::from(!include_suspected && chunk.has_suspected())
     }
 
-    /// The checksums of the compressed texts, with or without the suspected nodes.
-    fn checksums(&self, include_suspected: bool) -> &Checksums {
-        self.checksums[usize::from(include_suspected)].get_or_init(|| {
-            let n = self.chunks.len();
-            let pieces: Vec<&Compressed> = self
-                .chunks
-                .iter()
-                .map(|c| c.compressed(self.variant(c, include_suspected)))
-                .collect();
-            let mut before = Vec::with_capacity(n + 1);
-            let mut running = crc32fast::Hasher::new();
-            before.push(running.clone());
-            for piece in &pieces {
-                join(&mut running, &piece.crc);
-                before.push(running.clone());
-            }
-            let mut after = vec![crc32fast::Hasher::new(); n + 1];
-            for (k, piece) in pieces.iter().enumerate().rev() {
-                let mut here = piece.crc.clone();
-                join(&mut here, &after[k + 1]);
-                after[k] = here;
-            }
-            Checksums { before, after }
-        })
-    }
-
     /// The JSON object of one node, if registered.
     pub fn node(&self, node_id: NodeId) -> Option<Part> {
         let chunk = self.chunk_of(node_id)?;
-        let entry = self.chunks[chunk].entry(node_id)?;
+        let entry = self.chunks.get(chunk).entry(node_id)?;
         Some(Part::Cached {
             chunk,
             range: entry.range.clone(),
@@ -386,29 +422,26 @@ impl NodeList {
 
     /// The bytes a [`Part::Cached`] points at.
     pub fn bytes(&self, chunk: usize, range: Range<usize>) -> &[u8] {
-        &self.chunks[chunk].json[range]
+        &self.chunks.get(chunk).json[range]
     }
 
     /// The compressed bytes a [`Part::Compressed`] points at.
     pub fn compressed(&self, chunk: usize, variant: usize) -> &[u8] {
-        &self.chunks[chunk].compressed(variant).bytes
+        &self.chunks.get(chunk).compressed(variant).bytes
     }
 
     /// Nodes in the list, active and suspected.
     pub fn len(&self) -> usize {
-        self.chunks.iter().map(|c| c.entries.len()).sum()
+        self.chunks.nodes()
     }
 
     /// True if no node is registered.
     pub fn is_empty(&self) -> bool {
-        self.chunks.is_empty()
+        self.chunks.len() == 0
     }
 
     fn chunk_of(&self, node_id: NodeId) -> Option<usize> {
-        let i = self
-            .chunks
-            .partition_point(|c| c.last_id().is_some_and(|last| last < node_id));
-        (i < self.chunks.len()).then_some(i)
+        self.chunks.chunk_of(node_id)
     }
 }
 
@@ -419,28 +452,11 @@ impl Chunk {
         previous: Option<&Chunk>,
         gzip_max_age: Duration,
     ) -> Chunk {
-        let mut json = Vec::with_capacity(records.len() * 224);
-        let mut entries = Vec::with_capacity(records.len());
-        for record in records {
-            if !json.is_empty() {
-                json.push(b',');
-            }
-            let start = json.len();
-            serde_json::to_writer(&mut json, record).expect("a node record serialises");
-            entries.push(Entry {
-                node_id: record.node_id,
-                status: record.status,
-                info: Arc::clone(&record.info),
-                last_seen: record.last_seen,
-                join_timestamp: record.join_timestamp,
-                range: start..json.len(),
-            });
-        }
-        let json: Arc<[u8]> = Arc::from(json);
-        let gzip = [OnceLock::new(), OnceLock::new()];
+        let sources: Vec<Source<'_>> = records.iter().map(Source::New).collect();
+        let chunk = Chunk::assemble(&sources, now);
         // The nodes only heartbeated: keep the compressed forms while they are young enough.
         if let Some(previous) = previous {
-            for (kept, old) in gzip.iter().zip(&previous.gzip) {
+            for (kept, old) in chunk.gzip.iter().zip(&previous.gzip) {
                 if let Some(compressed) = old.get()
                     && now.duration_since(compressed.made) < gzip_max_age
                 {
@@ -453,13 +469,80 @@ impl Chunk {
                 }
             }
         }
-        Chunk {
-            entries,
-            json,
-            suspected: records.iter().any(|r| r.status == NodeStatus::Suspected),
-            built: now,
-            gzip,
+        chunk
+    }
+
+    /// A chunk of `sources`' nodes, in that order: kept ones copied from their chunk's text,
+    /// new ones serialised.
+    fn assemble(sources: &[Source<'_>], now: Instant) -> Chunk {
+        let mut json = Vec::with_capacity(sources.len() * 224);
+        let mut entries = Vec::with_capacity(sources.len());
+        for source in sources {
+            if !json.is_empty() {
+                json.push(b',');
+            }
+            let start = json.len();
+            let entry = match *source {
+                Source::Kept(chunk, entry) => {
+                    json.extend_from_slice(&chunk.json[entry.range.clone()]);
+                    entry.clone()
+                }
+                Source::New(record) => {
+                    serde_json::to_writer(&mut json, record).expect("a node record serialises");
+                    Entry {
+                        node_id: record.node_id,
+                        status: record.status,
+                        info: Arc::clone(&record.info),
+                        last_seen: record.last_seen,
+                        join_timestamp: record.join_timestamp,
+                        range: 0..0,
+                    }
+                }
+            };
+            entries.push(Entry {
+                range: start..json.len(),
+                ..entry
+            });
         }
+        Chunk {
+            suspected: entries
+                .iter()
+                .filter(|e| e.status == NodeStatus::Suspected)
+                .count(),
+            entries,
+            json: Arc::from(json),
+            built: now,
+            gzip: [OnceLock::new(), OnceLock::new()],
+        }
+    }
+
+    /// What `self` becomes with the `named` nodes (by id; each with its record now, or none if
+    /// it is gone): no chunk if none is left, one, or pieces of [`CHUNK_NODES`] if it reached
+    /// twice that (as [`NodeList::build`] cuts a group).
+    fn merge(&self, named: &[(NodeId, Option<&NodeRecord>)], now: Instant) -> Vec<Arc<Chunk>> {
+        let mut sources = Vec::with_capacity(self.entries.len() + named.len());
+        let (mut kept, mut named) = (self.entries.iter().peekable(), named.iter().peekable());
+        loop {
+            match (kept.peek(), named.peek()) {
+                (Some(entry), Some((id, _))) if entry.node_id < *id => {
+                    sources.push(Source::Kept(self, entry));
+                    kept.next();
+                }
+                (Some(entry), None) => {
+                    sources.push(Source::Kept(self, entry));
+                    kept.next();
+                }
+                (entry, Some((id, record))) => {
+                    if entry.is_some_and(|e| e.node_id == *id) {
+                        kept.next();
+                    }
+                    sources.extend(record.map(Source::New));
+                    named.next();
+                }
+                (None, None) => break,
+            }
+        }
+        cut(&sources, now)
     }
 
     /// The compressed form of every node (`variant` 0) or of the active ones (1).
@@ -508,7 +591,7 @@ impl Chunk {
     }
 
     fn has_suspected(&self) -> bool {
-        self.suspected
+        self.suspected > 0
     }
 
     /// True if this chunk has exactly these nodes with the same address, capabilities,
@@ -533,6 +616,29 @@ impl Chunk {
                 .zip(records)
                 .all(|(e, r)| e.last_seen == r.last_seen)
     }
+}
+
+/// Where a node's object comes from when a chunk is made.
+#[derive(Debug, Clone, Copy)]
+enum Source<'a> {
+    /// The same as in this chunk, entry and text.
+    Kept(&'a Chunk, &'a Entry),
+    /// Serialised from the record.
+    New(&'a NodeRecord),
+}
+
+/// Chunks of `sources`: none, one, or pieces of [`CHUNK_NODES`] from twice that on.
+fn cut(sources: &[Source<'_>], now: Instant) -> Vec<Arc<Chunk>> {
+    if sources.len() >= 2 * CHUNK_NODES {
+        return sources
+            .chunks(CHUNK_NODES)
+            .map(|piece| Arc::new(Chunk::assemble(piece, now)))
+            .collect();
+    }
+    (!sources.is_empty())
+        .then(|| Arc::new(Chunk::assemble(sources, now)))
+        .into_iter()
+        .collect()
 }
 
 /// Appends the text `next` checksums to the text `crc` checksums, with a comma between them

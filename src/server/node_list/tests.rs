@@ -353,3 +353,198 @@ fn in_a_list_of_a_few_thousand_nodes_compressed_chunks_are_as_fresh_as_plain_one
         "the gzip list shows the new last_seen"
     );
 }
+
+/// A small deterministic generator (xorshift64*), so a failing sequence can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
+}
+
+mod incremental {
+    //! Lists made from deltas against lists built from scratch, over random change sequences
+    //! applied to a real registry.
+
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::api::Registration;
+    use crate::server::registry::{Liveness, Now, Registry};
+    use crate::server::store::Delta;
+
+    fn registration(node_id: NodeId, seq: u64) -> Registration {
+        Registration {
+            node_id,
+            ip_address: format!("10.0.{}.{}", node_id / 256 % 256, node_id % 256),
+            port: 5000,
+            capabilities: if node_id.is_multiple_of(3) {
+                vec!["raft".into(), "gossip".into()]
+            } else {
+                vec!["raft".into()]
+            },
+            metadata: json!({ "seq": seq }).as_object().cloned(),
+            previous_epoch: None,
+        }
+    }
+
+    fn snapshot_of(registry: &Registry) -> Snapshot {
+        Snapshot {
+            version: registry.version(),
+            touches: registry.touches(),
+            leader: registry.leader_id(),
+            records: registry.nodes().cloned().collect(),
+        }
+    }
+
+    fn delta_of(registry: &Registry, since: u64) -> Delta {
+        let now = (registry.version(), registry.touches(), registry.leader_id());
+        Delta::gather(registry.journal(), since, usize::MAX, now, |id| {
+            registry.get(id)
+        })
+        .expect("the journal reaches back")
+    }
+
+    /// Every answer of `have` is that of `want`: plain bytes for every filter, and gzip members
+    /// that decode to the same text with the same checksum.
+    fn same_answers(have: &NodeList, want: &NodeList, asker: NodeId, why: &str) {
+        assert_eq!(
+            (have.version, have.leader),
+            (want.version, want.leader),
+            "{why}"
+        );
+        assert_eq!(have.len(), want.len(), "{why}");
+        for exclude in [None, Some(asker), Some(NodeId::MAX)] {
+            for include_suspected in [false, true] {
+                for capability in [None, Some("gossip")] {
+                    let filter = Filter {
+                        exclude,
+                        include_suspected,
+                        capability,
+                    };
+                    let plain = bytes_of(have, &have.select(filter));
+                    assert!(
+                        plain == bytes_of(want, &want.select(filter)),
+                        "{why}: {filter:?}"
+                    );
+                    let Some(parts) = have.select_gzip(filter, b"{\"nodes\":", b"}") else {
+                        continue;
+                    };
+                    let member = bytes_of(have, &parts);
+                    let wanted = bytes_of(
+                        want,
+                        &want.select_gzip(filter, b"{\"nodes\":", b"}").unwrap(),
+                    );
+                    assert!(gunzip(&member) == gunzip(&wanted), "{why}: gzip {filter:?}");
+                    assert_eq!(trailer(&member), trailer(&wanted), "{why}: gzip {filter:?}");
+                }
+            }
+        }
+    }
+
+    /// Applies `steps` random changes (joins, metadata updates, departures, leaders, sweeps
+    /// that suspect and reap, recoveries) to a registry of `seeded` nodes with ids below
+    /// `ids`, making a list from each delta and comparing it with one built from scratch.
+    fn run(seed: u64, seeded: u64, ids: u64, steps: usize) {
+        let mut rng = Rng(seed);
+        let liveness = Liveness {
+            suspect_after: Duration::from_secs(90),
+            node_timeout: Duration::from_secs(300),
+        };
+        let start = Instant::now();
+        let mut clock = Duration::ZERO;
+        let now = |clock: Duration| Now {
+            instant: start + clock,
+            unix: 1_000_000.0 + clock.as_secs_f64(),
+        };
+        let mut registry = Registry::new(liveness);
+        for id in 0..seeded {
+            registry
+                .register(registration(id * ids / seeded.max(1), 0), now(clock))
+                .unwrap();
+        }
+        let mut list = NodeList::build(snapshot_of(&registry), None);
+        let mut seq = 1;
+        for step in 0..steps {
+            for _ in 0..=rng.below(8) {
+                seq += 1;
+                let id = rng.below(ids);
+                match rng.below(10) {
+                    0..=2 => {
+                        registry
+                            .register(registration(id, seq), now(clock))
+                            .unwrap();
+                    }
+                    3 | 4 => {
+                        registry.remove(id);
+                    }
+                    5 => {
+                        registry.set_leader(id);
+                    }
+                    6 => {
+                        // Silence: some nodes become suspected, some are reaped.
+                        clock += Duration::from_secs(rng.below(120));
+                        registry.sweep(now(clock));
+                    }
+                    7 => {
+                        // A heartbeat, only from a suspected node (it recovers, a change):
+                        // plain heartbeats move `last_seen` outside the journal.
+                        if registry
+                            .get(id)
+                            .is_some_and(|r| r.status == NodeStatus::Suspected)
+                        {
+                            registry.heartbeat(id, now(clock));
+                        }
+                    }
+                    _ => {
+                        // Several nodes join or change at once.
+                        for id in id..(id + rng.below(150)).min(ids) {
+                            registry
+                                .register(registration(id, seq), now(clock))
+                                .unwrap();
+                        }
+                    }
+                }
+            }
+            let _ = registry.take_events();
+            let delta = delta_of(&registry, list.version);
+            let next = list.apply(delta);
+            let scratch = NodeList::build(snapshot_of(&registry), None);
+            // An asker somewhere in the list (its chunk is the one made for the answer).
+            let mut ids: Vec<NodeId> = registry.nodes().map(|r| r.node_id).collect();
+            ids.sort_unstable();
+            let asker = ids
+                .get(rng.below(ids.len() as u64 + 1) as usize)
+                .copied()
+                .unwrap_or(0);
+            same_answers(&next, &scratch, asker, &format!("seed {seed}, step {step}"));
+            // Now and then a list built from a snapshot takes over, as the gateway's refresh.
+            list = if rng.below(10) == 0 {
+                NodeList::build(snapshot_of(&registry), Some(&next))
+            } else {
+                next
+            };
+        }
+    }
+
+    #[test]
+    fn random_changes_through_deltas_give_the_answers_of_a_list_built_from_scratch() {
+        for seed in 1..=6 {
+            run(seed, 200, 1_500, 25);
+        }
+        // From an empty registry, and down to it.
+        run(99, 0, 200, 60);
+    }
+
+    #[test]
+    fn deltas_over_a_deep_tree_give_the_answers_of_a_list_built_from_scratch() {
+        // Over 64 chunks: three levels of branches, some split, some emptied.
+        run(7, 6_000, 12_000, 12);
+    }
+}
