@@ -34,6 +34,7 @@ use crate::server::tiny_http_workarounds::{self as workarounds, Accepting, Nudge
 mod settling;
 mod worker;
 
+use settling::Senders;
 use worker::{Context, Handler, Peers};
 
 /// A gateway server, configured but not yet listening (the original's `GatewayServer(host,
@@ -153,6 +154,7 @@ impl GatewayServer {
             exit: Mutex::new(Some(exit.clone())),
             answering: Peers::default(),
             senders: Arc::default(),
+            watch_answers: Arc::new(Senders::named("gateway-watch-answer")),
         });
         let serve = {
             let context = Arc::clone(&context);
@@ -377,6 +379,7 @@ impl RunningServer {
             }
         };
         self.context.senders.stop();
+        self.context.watch_answers.stop();
         // What is still open is ended now: connections whose answer was written meanwhile (with
         // what they pipelined behind it, never taken), and, past the grace, answers still
         // being written.

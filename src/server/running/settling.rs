@@ -25,11 +25,14 @@ pub(super) const MAX_SENDERS: usize = 64;
 /// A sending thread with nothing to send for this long ends.
 pub(super) const IDLE_END: Duration = Duration::from_secs(2);
 
-/// The queue of answers whose write is durable, and the threads that send them.
+/// The queue of answers whose write is durable, and the threads that send them. The server
+/// keeps a second one for released long-polls (see `Context::release`).
 #[derive(Default)]
 pub(super) struct Senders {
     state: Mutex<State>,
     work: Condvar,
+    /// The sending threads' name (`gateway-durable-answer` if not given).
+    name: Option<&'static str>,
 }
 
 #[derive(Default)]
@@ -45,6 +48,14 @@ struct State {
 }
 
 impl Senders {
+    /// An empty queue whose threads are called `name`.
+    pub(super) fn named(name: &'static str) -> Senders {
+        Senders {
+            name: Some(name),
+            ..Senders::default()
+        }
+    }
+
     /// Queues `job`, waking an idle sending thread or starting one.
     pub(super) fn send(self: &Arc<Self>, job: Job) {
         let mut state = lock(&self.state);
@@ -63,10 +74,10 @@ impl Senders {
         drop(state);
         let senders = Arc::clone(self);
         let started = thread::Builder::new()
-            .name("gateway-durable-answer".to_owned())
+            .name(self.name.unwrap_or("gateway-durable-answer").to_owned())
             .spawn(move || senders.run());
         if let Err(e) = started {
-            log::error!("cannot start a thread to send durable answers: {e}");
+            log::error!("cannot start a thread to send answers: {e}");
             let mut state = lock(&self.state);
             state.threads -= 1;
             if state.threads == 0 {

@@ -70,6 +70,8 @@ pub(super) struct Context {
     pub(super) exit: Mutex<Option<Sender<()>>>,
     /// Send the answers to durable writes once they are on disk (see `settling.rs`).
     pub(super) senders: Arc<Senders>,
+    /// Send the answers to released long-polls (see [`Context::release`]).
+    pub(super) watch_answers: Arc<Senders>,
 }
 
 /// A long-poll request parked until the registry changes or its wait ends, with what routing
@@ -85,11 +87,6 @@ pub(super) struct Waiting {
     /// When it arrived: the access log's time includes the time parked.
     pub(super) arrived: Instant,
 }
-
-/// Parked requests released together are answered by up to this many threads at once, each
-/// taking the next due request when it is done with one: a client that does not read holds
-/// one of them (up to the write timeout), never the answers of the others.
-pub(super) const ANSWER_THREADS: usize = 64;
 
 impl Context {
     /// The next request, taken in the queue's order with its framing screened (see
@@ -274,30 +271,20 @@ impl Context {
         self.respond(waiting.request, what, answer, (received, waiting.arrived));
     }
 
-    /// Answers parked requests that are due, on short-lived threads (a client that does not
-    /// read cannot hold up the watcher thread), each holding `exit` so that shutdown waits
-    /// for them. One thread a request, up to [`ANSWER_THREADS`]; past that, each thread takes
-    /// the next request from a shared queue, so a client that does not read delays no other.
+    /// Answers parked requests that are due, each on a thread of the long-poll answer pool
+    /// ([`Context::watch_answers`]: up to [`MAX_SENDERS`](super::settling::MAX_SENDERS) threads, started when none is free and
+    /// ended when idle), so a client that does not read holds one of them, never the watcher
+    /// thread or another watcher's answer while a thread is free. Each answer holds `exit`,
+    /// so that shutdown waits for it. The threads outlive a release: a change that wakes a
+    /// thousand watchers a hundred times a second starts no thread once they are running.
     pub(super) fn release(context: &Arc<Context>, due: Vec<Waiting>, exit: &Sender<()>) {
         let released = Instant::now();
-        let threads = due.len().clamp(1, ANSWER_THREADS);
-        let queue = Arc::new(Mutex::new(due.into_iter()));
-        for _ in 0..threads {
-            let (context, exit, queue) = (Arc::clone(context), exit.clone(), Arc::clone(&queue));
-            let answering = thread::Builder::new()
-                .name("gateway-watch-answer".to_owned())
-                .spawn(move || {
-                    let _exit = exit;
-                    loop {
-                        let next = lock(&queue).next();
-                        let Some(waiting) = next else { break };
-                        context.answer_waiting(waiting, released);
-                    }
-                });
-            if let Err(e) = answering {
-                // Dropped unanswered, the requests get tiny_http's own 500.
-                log::error!("cannot start a thread to answer long-polls: {e}");
-            }
+        for waiting in due {
+            let (answering, exit) = (Arc::clone(context), exit.clone());
+            context.watch_answers.send(Box::new(move || {
+                let _exit = exit;
+                answering.answer_waiting(waiting, released);
+            }));
         }
     }
 
