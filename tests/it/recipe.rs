@@ -284,9 +284,10 @@ fn the_production_recipe_runs_as_one_behind_the_tls_front() {
                 l.contains(" GET /nodes?") && l.contains(" 200 ") && l.contains("token=dashboard")
             })
             .filter(|l| {
+                // The page's long-poll: `...&wait=1s&epoch=E` (delta answers) or `...&wait=1s`.
                 l.split("wait=")
                     .nth(1)
-                    .is_some_and(|w| w.starts_with("1s "))
+                    .is_some_and(|w| w.starts_with("1s ") || w.starts_with("1s&"))
             })
             .count()
     };
