@@ -5,7 +5,9 @@
 //! through the front; a real Prometheus scraping `/metrics` through the front with a bearer
 //! token (and a job without one, refused); the dashboard in headless Chromium through the
 //! front with a read token, 1,000 nodes, ten of them suspected, and true heartbeat ages (the
-//! README's screenshot); and `systemd-analyze verify` on the shipped unit. Each part has tests
+//! README's screenshot); `systemd-analyze verify` on the shipped unit; and, last, writes that
+//! fail (a file-size limit on the gateway stands in for a full disk): `/health` through the
+//! front turns 503 for the load balancer while `/health?live` stays 200. Each part has tests
 //! of its own elsewhere; this one shows that together they do not contradict each other.
 //!
 //! Needs nginx, openssl, prometheus, chromium with chromedriver and systemd-analyze
@@ -98,7 +100,12 @@ fn the_production_recipe_runs_as_one_behind_the_tls_front() {
 
     // The gateway as the unit starts it (loopback, data directory, token file), on a free
     // port, with an access log and a short suspicion time for the dashboard's suspected rows.
-    let (_gateway, log, address) = gateway_process(Command::new(GATEWAY).args([
+    // Its files may not grow past 2 MiB (SIGXFSZ ignored, so a write past it fails with EFBIG
+    // as on a full disk): room for everything below, and a disk to fill at the end.
+    let (_gateway, log, address) = gateway_process(Command::new("bash").args([
+        "-c",
+        "trap '' XFSZ; ulimit -f 2048 && exec \"$0\" \"$@\"",
+        GATEWAY,
         "--host",
         "127.0.0.1",
         "--port",
@@ -330,6 +337,54 @@ fn the_production_recipe_runs_as_one_behind_the_tls_front() {
             "a token was logged"
         );
     }
+
+    // The disk fills: nodes publish large metadata until a write fails. The gateway answers
+    // that write 503 and, until it can write again, `/health` through the front is 503
+    // "unhealthy" (a load balancer takes it out), while `/health?live` stays 200 (a liveness
+    // probe does not restart it). The log's writer retries once a second and may recover by
+    // compacting: each refused write is a fresh chance to see the state, within a deadline.
+    let blob = "x".repeat(15_000);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let (mut writes, mut refused, mut seen) = (0, 0, None);
+    while seen.is_none() && Instant::now() < deadline {
+        writes += 1;
+        let id = 1 + writes % 1000;
+        let body = json!({
+            "node_id": id,
+            "ip_address": format!("10.0.{}.{}", id / 250, id % 250),
+            "port": 7000,
+            "capabilities": ["raft", "gossip"],
+            "metadata": {"blob": format!("{writes}{blob}")},
+        });
+        let answer = https
+            .post(format!("{url}/register"))
+            .header("Authorization", format!("Bearer {NODES}"))
+            .header("Prefer", "return=minimal")
+            .header("Content-Type", "application/json")
+            .send(body.to_string())
+            .expect("the front answers");
+        if answer.status() == 200 {
+            continue;
+        }
+        assert_eq!(answer.status(), 503, "a write on a full disk");
+        refused += 1;
+        let (status, health) = get(&https, &format!("{url}/health"), None);
+        if status == 503 {
+            let (live, _) = get(&https, &format!("{url}/health?live"), None);
+            seen = Some((health, live));
+        }
+    }
+    let Some((health, live)) = seen else {
+        panic!(
+            "/health never answered 503 in {writes} writes ({refused} refused with 503): a \
+             gateway that cannot write stays in the load balancer's rotation"
+        );
+    };
+    assert_eq!(health["status"], "unhealthy", "{health}");
+    assert!(health["store_error"].is_string(), "{health}");
+    assert_eq!(live, 200, "/health?live follows the process, not the store");
+    eprintln!("writes refused after {writes} large registrations; /health said {health}");
+
     drop((first, second, browser, prometheus, front));
     drop(scratch);
 }
