@@ -182,13 +182,7 @@ fn path(cursor: &Cursor, node_id: Option<u64>, wait: Duration) -> String {
     if let Some(id) = node_id {
         path.push_str(&format!("&node_id={id}"));
     }
-    if let Cursor::At { index, epoch } = cursor {
-        path.push_str(&format!(
-            "&index={index}&epoch={}&wait={}ms",
-            escape(epoch),
-            wait.as_millis().max(1)
-        ));
-    }
+    push_cursor(&mut path, cursor, wait);
     path
 }
 
@@ -196,6 +190,12 @@ fn path(cursor: &Cursor, node_id: Option<u64>, wait: Duration) -> String {
 /// leader may need), the events since the index, or everything from the start.
 fn delta_path(cursor: &Cursor, wait: Duration) -> String {
     let mut path = "/nodes?status=all&changes=1".to_owned();
+    push_cursor(&mut path, cursor, wait);
+    path
+}
+
+/// Adds the long-poll's index, epoch and wait to `path`, once there is an index to wait past.
+fn push_cursor(path: &mut String, cursor: &Cursor, wait: Duration) {
     if let Cursor::At { index, epoch } = cursor {
         path.push_str(&format!(
             "&index={index}&epoch={}&wait={}ms",
@@ -203,7 +203,6 @@ fn delta_path(cursor: &Cursor, wait: Duration) -> String {
             wait.as_millis().max(1)
         ));
     }
-    path
 }
 
 /// Feeds the view from a list answer (a gateway without delta answers): reads `/leader`, as a

@@ -348,25 +348,12 @@ fn the_production_recipe_runs_as_one_behind_the_tls_front() {
     let (mut writes, mut refused, mut seen) = (0, 0, None);
     while seen.is_none() && Instant::now() < deadline {
         writes += 1;
-        let id = 1 + writes % 1000;
-        let body = json!({
-            "node_id": id,
-            "ip_address": format!("10.0.{}.{}", id / 250, id % 250),
-            "port": 7000,
-            "capabilities": ["raft", "gossip"],
-            "metadata": {"blob": format!("{writes}{blob}")},
-        });
-        let answer = https
-            .post(format!("{url}/register"))
-            .header("Authorization", format!("Bearer {NODES}"))
-            .header("Prefer", "return=minimal")
-            .header("Content-Type", "application/json")
-            .send(body.to_string())
-            .expect("the front answers");
-        if answer.status() == 200 {
+        let metadata = json!({"blob": format!("{writes}{blob}")});
+        let (status, said) = register(&https, &url, 1 + writes % 1000, metadata);
+        if status == 200 {
             continue;
         }
-        assert_eq!(answer.status(), 503, "a write on a full disk");
+        assert_eq!(status, 503, "a write on a full disk: {said}");
         refused += 1;
         let (status, health) = get(&https, &format!("{url}/health"), None);
         if status == 503 {
@@ -430,27 +417,34 @@ fn register_all(agent: &ureq::Agent, url: &str, ids: impl Iterator<Item = u64>) 
         for share in ids.chunks(ids.len().div_ceil(4)) {
             scope.spawn(move || {
                 for &id in share {
-                    let body = json!({
-                        "node_id": id,
-                        "ip_address": format!("10.0.{}.{}", id / 250, id % 250),
-                        "port": 7000,
-                        "capabilities": ["raft", "gossip"],
-                        "metadata": {"zone": format!("eu-west-1{}", ["a", "b", "c"][id as usize % 3])},
-                    });
-                    let mut answer = agent
-                        .post(format!("{url}/register"))
-                        .header("Authorization", format!("Bearer {NODES}"))
-                        .header("Prefer", "return=minimal")
-                        .header("Content-Type", "application/json")
-                        .send(body.to_string())
-                        .expect("the front answers");
-                    let status = answer.status().as_u16();
-                    let said = answer.body_mut().read_to_string().unwrap();
+                    let zone = format!("eu-west-1{}", ["a", "b", "c"][id as usize % 3]);
+                    let (status, said) = register(agent, url, id, json!({"zone": zone}));
                     assert_eq!(status, 200, "node {id}: {said}");
                 }
             });
         }
     });
+}
+
+/// Registers node `id` through the front with the nodes' token and `metadata`, asking for no
+/// list: the status and the body.
+fn register(agent: &ureq::Agent, url: &str, id: u64, metadata: Value) -> (u16, String) {
+    let body = json!({
+        "node_id": id,
+        "ip_address": format!("10.0.{}.{}", id / 250, id % 250),
+        "port": 7000,
+        "capabilities": ["raft", "gossip"],
+        "metadata": metadata,
+    });
+    let mut answer = agent
+        .post(format!("{url}/register"))
+        .header("Authorization", format!("Bearer {NODES}"))
+        .header("Prefer", "return=minimal")
+        .header("Content-Type", "application/json")
+        .send(body.to_string())
+        .expect("the front answers");
+    let status = answer.status().as_u16();
+    (status, answer.body_mut().read_to_string().unwrap())
 }
 
 /// The base64 SHA-256 of a certificate's public key, as Chromium's
