@@ -470,9 +470,25 @@ impl Registry {
         let rejoining = previous_epoch.is_some();
         if let Some(stored) = self.nodes.get(&node_id) {
             let merged = merge_metadata(&stored.info.metadata, metadata)?;
-            let old_bytes = record_bytes(node_id, &stored.info);
-            let new_bytes = node_bytes(node_id, &ip_address, port, &capabilities, &merged);
-            self.check_budget(old_bytes, new_bytes)?;
+            let old = &stored.info;
+            let changed: Vec<&'static str> = [
+                ("address", old.ip_address != ip_address || old.port != port),
+                ("capabilities", old.capabilities[..] != capabilities[..]),
+                ("metadata", old.metadata.get() != merged.get()),
+            ]
+            .into_iter()
+            .filter_map(|(what, differs)| differs.then_some(what))
+            .collect();
+            // Only a change can change the node's cost: a re-registration with what the node
+            // registered with (a restart) serialises nothing here, under the registry lock.
+            let costs = if changed.is_empty() {
+                None
+            } else {
+                let old_bytes = record_bytes(node_id, old);
+                let new_bytes = node_bytes(node_id, &ip_address, port, &capabilities, &merged);
+                self.check_budget(old_bytes, new_bytes)?;
+                Some((old_bytes, new_bytes))
+            };
             if rejoining {
                 self.disarm_bootstrap();
             }
@@ -480,29 +496,16 @@ impl Registry {
                 .nodes
                 .get_mut(&node_id)
                 .expect("the node was found above");
-            let info = NodeInfo {
-                ip_address,
-                port,
-                capabilities: self.capabilities.share(capabilities),
-                metadata: merged,
-            };
-            let old = &record.info;
-            let changed: Vec<&'static str> = [
-                (
-                    "address",
-                    old.ip_address != info.ip_address || old.port != info.port,
-                ),
-                ("capabilities", old.capabilities != info.capabilities),
-                ("metadata", old.metadata.get() != info.metadata.get()),
-            ]
-            .into_iter()
-            .filter_map(|(what, differs)| differs.then_some(what))
-            .collect();
-            let info_changed = !changed.is_empty();
-            if info_changed {
-                record.info = Arc::new(info);
+            if let Some((old_bytes, new_bytes)) = costs {
+                record.info = Arc::new(NodeInfo {
+                    ip_address,
+                    port,
+                    capabilities: self.capabilities.share(capabilities),
+                    metadata: merged,
+                });
                 self.budget.used = self.budget.used - old_bytes + new_bytes;
             }
+            let info_changed = costs.is_some();
             let recovered = record.status == NodeStatus::Suspected;
             record.status = NodeStatus::Active;
             record.last_seen = now.unix;
