@@ -7,7 +7,8 @@
 # WORKERS (default 8), WATCH_ROUNDS (changes timed for the long-poll latency, default 500),
 # CLIENT_WATCH_ROUNDS (changes timed through the client library's watch, default 200).
 # ONLY=watch runs the long-poll rows alone, ONLY=scale the 100,000-node rows, ONLY=gzip the gzip
-# rows, ONLY=durability the data-directory rows, ONLY=etcd the etcd rows. The durability and
+# rows, ONLY=durability the data-directory rows, ONLY=etcd the etcd rows, ONLY=table the first
+# table alone (health, heartbeats, lists, registrations against both baselines). The durability and
 # etcd sections print whether their targets were met in this run.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -428,6 +429,7 @@ row "GET /nodes, 10,000 nodes" 16 "$large/nodes?node_id=1" "" "$nodes10k"
 row "POST /register, 1,000 nodes" 16 "$small/register" "$work/register.lua" "$reg"
 echo "(baselines answer GET with a fixed body of the same size; wrk --threads 2, ${duration}s a run;"
 echo " timeouts: connections wrk saw unanswered for 2 s, gateway/tiny_http/nginx)"
+[ "${ONLY:-}" = table ] && exit 0
 
 durability_rows
 
