@@ -270,3 +270,108 @@ fn writes_waiting_for_the_disk_hold_no_worker_and_share_the_next_sync() {
     );
     server.stop();
 }
+
+/// Bytes the server's socket from `server` to the client at `client` has not sent yet
+/// (`/proc/net/tcp`'s transmit queue).
+fn unsent(server: SocketAddr, client: SocketAddr) -> u64 {
+    let (local, remote) = (
+        format!(":{:04X} ", server.port()),
+        format!(":{:04X} ", client.port()),
+    );
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let mine = fields.len() > 4
+                && format!("{} ", fields[1]).ends_with(&local)
+                && format!("{} ", fields[2]).ends_with(&remote);
+            let tx = fields.get(4)?.split(':').next()?;
+            mine.then(|| u64::from_str_radix(tx, 16).unwrap_or(0))
+        })
+        .sum()
+}
+
+/// A durable answer to a client that does not read holds the sending thread writing it, and
+/// nothing else: an answer settled while that write is stuck is sent by another thread, long
+/// before the stuck write's 10 s timeout would free the first.
+#[test]
+fn a_client_that_does_not_read_its_durable_answers_holds_up_no_other_answer() {
+    let disk = Arc::new(HeldDisk::default());
+    // One worker: once it answers a request sent after a registration, it is done routing
+    // the registration (and, its sync held, has handed its answer to the sending threads).
+    let (server, _dir) = durable_server(1, &disk);
+    let addr = server.local_addr();
+    let post = |stream: &mut TcpStream, id: u64, extra: &str, headers: &str| {
+        let body = format!(
+            r#"{{"node_id": {id}, "ip_address": "10.0.0.1", "port": 5000, "capabilities": []{extra}}}"#
+        );
+        write!(
+            stream,
+            "POST /register HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+    };
+    // About 9.6 MB of list, more than a connection's buffers: an answer with it blocks on a
+    // client that does not read.
+    let blob = format!(r#", "metadata": {{"blob": "{}"}}"#, "m".repeat(16_000));
+    for id in 1..=600 {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        post(
+            &mut stream,
+            id,
+            &blob,
+            "Connection: close\r\nPrefer: return=minimal\r\n",
+        );
+        assert!(answer(stream).starts_with("HTTP/1.1 200"));
+    }
+    // The other client's connection is made (and taken by a connection thread) first.
+    let mut other = TcpStream::connect(addr).unwrap();
+    other
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(live(addr), Some(200));
+    let gateway = Arc::clone(server.gateway());
+    let before = gateway.version();
+    // A client with a small receive buffer registers, answered with the whole list, and
+    // never reads. Its answer waits for a held sync, so a sending thread writes it.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let mut stuck: TcpStream = socket.into();
+    let held = disk.hold();
+    post(&mut stuck, 1001, "", "");
+    assert!(
+        eventually(|| gateway.version() > before),
+        "the non-reader's registration was not routed"
+    );
+    assert_eq!(live(addr), Some(200));
+    drop(held);
+    let client = stuck.local_addr().unwrap();
+    assert!(
+        eventually(|| unsent(addr, client) > 0),
+        "the answer to the non-reader never filled its connection"
+    );
+    // While that write is stuck, the other client registers; its answer, too, waits for a
+    // held sync, then is queued behind the stuck one.
+    let held = disk.hold();
+    post(&mut other, 2000, "", "Connection: close\r\n");
+    assert!(
+        eventually(|| gateway.version() > before + 1),
+        "the other registration was not routed"
+    );
+    assert_eq!(live(addr), Some(200));
+    drop(held);
+    let started = Instant::now();
+    let answer = answer(other);
+    let took = started.elapsed();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{took:?}: {answer:.80}");
+    assert!(unsent(addr, client) > 0, "the stuck write ended first");
+    assert!(
+        took < Duration::from_secs(5),
+        "the answer waited {took:?} behind a send to a client that does not read"
+    );
+    drop(stuck);
+    server.stop();
+}
