@@ -10,13 +10,27 @@ use crate::client::view::{ClusterInfo, Patch, split};
 
 /// An answer to `GET /nodes?changes=1`: a delta answer, or a list from a gateway that does not
 /// know the parameter (it ignores it). Told apart by the body: a list has no `full`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub(super) enum Answer {
     /// A delta answer, or every node marked `full`.
     Changes(ChangesResponse),
     /// A list: a gateway older than delta answers.
     List(NodesResponse),
+}
+
+impl<'de> Deserialize<'de> for Answer {
+    /// Read as a delta answer, and as a list only if that fails. (An untagged enum would first
+    /// copy the whole answer into a tree of its own, every key and string allocated, for every
+    /// answer a watch takes.)
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Answer, D::Error> {
+        let raw = Box::<serde_json::value::RawValue>::deserialize(deserializer)?;
+        match serde_json::from_str(raw.get()) {
+            Ok(changes) => Ok(Answer::Changes(changes)),
+            Err(_) => serde_json::from_str(raw.get())
+                .map(Answer::List)
+                .map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 /// Whether the gateway in use sends delta answers.
@@ -119,7 +133,7 @@ mod tests {
     }
 
     fn answer(value: serde_json::Value) -> Answer {
-        serde_json::from_value(value).expect("an answer")
+        serde_json::from_str(&value.to_string()).expect("an answer")
     }
 
     fn changes(value: serde_json::Value) -> ChangesResponse {
@@ -156,6 +170,9 @@ mod tests {
         let delta = answer(json!({"full": false, "changes": [], "leader": null,
                                   "registry_version": 3}));
         assert!(matches!(delta, Answer::Changes(ref c) if !c.full));
+        // Neither: an error, not a guess.
+        assert!(serde_json::from_str::<Answer>(r#"{"registry_version": 3}"#).is_err());
+        assert!(serde_json::from_str::<Answer>("[]").is_err());
     }
 
     #[test]
