@@ -14,8 +14,8 @@ use serde::de::DeserializeOwned;
 use crate::api::{Node, NodeId, RegisterResponse, Registration, Settings};
 use crate::client::error::ClientError;
 use crate::client::transport::{Method, Reply, Transport, retryable};
-use crate::client::view::ViewState;
 use crate::client::view::{ClusterChange, ClusterInfo};
+use crate::client::view::{NotPatched, Patch, ViewState};
 use crate::lock;
 
 /// The heartbeat interval until the gateway advertises its own (the original's 30 s).
@@ -665,6 +665,23 @@ impl Shared {
             .view
             .update(cluster, suspected, epoch, false, carry_for, Instant::now());
         state.publish(change);
+    }
+
+    /// Applies a delta answer's `patch` to the view (see [`ViewState::patch`]); false if it
+    /// does not apply, and the view is as it was.
+    pub(crate) fn patch_view(&self, patch: Patch, epoch: &Option<String>) -> bool {
+        let mut state = self.state();
+        let report = !state.subscribers.is_empty();
+        match state.view.patch(patch, epoch, report, Instant::now()) {
+            Ok(change) => {
+                if epoch.is_some() {
+                    state.status.gateway_epoch.clone_from(epoch);
+                }
+                state.publish(change);
+                true
+            }
+            Err(NotPatched) => false,
+        }
     }
 
     /// The gateway confirmed the view (a heartbeat whose `(epoch, registry_version)` matched).

@@ -143,8 +143,11 @@ impl Transport {
                     .root_certs(roots.clone().unwrap_or(RootCerts::WebPki))
                     .build(),
             );
-            let agent: ureq::Agent = agent.build().into();
-            agent
+            ureq::Agent::with_parts(
+                agent.build(),
+                ureq::unversioned::transport::DefaultConnector::new(),
+                LiteralFirst::default(),
+            )
         };
         let (held_agent, agent) = (agent(1), agent(0));
         #[cfg(not(feature = "tls"))]
@@ -389,6 +392,44 @@ fn html_page(content_type: Option<&str>, text: &str) -> Option<String> {
         "{page}, not the gateway's JSON: a proxy's error page, or an address that is not a \
          cluster-gateway"
     ))
+}
+
+/// Resolves a gateway's address for ureq: an IP address as it is, a name as ureq does.
+/// ureq's own resolver runs the lookup on a thread of its own whenever a timeout bounds the
+/// request (always, here), and does so for every request, an IP address's and one over a kept
+/// connection included: a thread started and ended for each answer a watch takes, most of a
+/// node's CPU under churn. A name still goes through that thread, so that a lookup never runs
+/// past the deadline.
+#[derive(Debug, Default)]
+struct LiteralFirst(ureq::unversioned::resolver::DefaultResolver);
+
+impl ureq::unversioned::resolver::Resolver for LiteralFirst {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
+        let literal = uri.host().and_then(|host| {
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .ok()
+        });
+        let port = uri.port_u16().or(match uri.scheme_str() {
+            Some("http") => Some(80),
+            Some("https") => Some(443),
+            _ => None,
+        });
+        match (literal, port) {
+            (Some(ip), Some(port)) => {
+                let mut addresses = self.empty();
+                addresses.push(std::net::SocketAddr::new(ip, port));
+                Ok(addresses)
+            }
+            _ => self.0.resolve(uri, config, timeout),
+        }
+    }
 }
 
 /// An answer, with its entity tag.

@@ -309,6 +309,97 @@ impl ViewState {
         self.rebuild(now, epoch_changed)
     }
 
+    /// Applies what a delta answer changed to the view the previous answer made, in place:
+    /// only the nodes it names are touched, instead of the whole cluster being copied,
+    /// compared and copied again for every change. It applies only on top of exactly that view
+    /// (same run, at `patch.from`, nothing carried); otherwise it returns [`NotPatched`] and
+    /// the caller describes the whole cluster to [`ViewState::update`], which the result of a
+    /// patch always equals. `report`: build the change for subscribers (a copy of the view);
+    /// without any, the change is only applied.
+    pub(crate) fn patch(
+        &mut self,
+        patch: Patch,
+        epoch: &Option<String>,
+        report: bool,
+        now: Instant,
+    ) -> Result<Option<ClusterChange>, NotPatched> {
+        let (Some((fresh, fresh_epoch)), None, Some(shown)) =
+            (self.fresh.as_mut(), &self.carried, self.shown.as_mut())
+        else {
+            return Err(NotPatched);
+        };
+        if fresh_epoch != epoch
+            || fresh.registry_version != patch.from
+            || patch.version < patch.from
+        {
+            return Err(NotPatched);
+        }
+        let (mut joined, mut updated, mut left) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut suspected, mut recovered) = (Vec::new(), Vec::new());
+        for (id, record) in patch.nodes {
+            if Some(id) == patch.me {
+                continue;
+            }
+            // Nothing is carried, so what is shown is what the gateway said: both change alike.
+            let old = take(&mut fresh.nodes, id).or_else(|| take(&mut self.fresh_suspected, id));
+            take(&mut shown.cluster.nodes, id);
+            take(&mut shown.suspected, id);
+            let Some(node) = record else {
+                if old.is_some() {
+                    left.push(id);
+                }
+                continue;
+            };
+            let was_suspected = old.as_ref().map(|o| o.status == NodeStatus::Suspected);
+            match &old {
+                None => joined.push(node.clone()),
+                Some(old) if !same_record(old, &node) => updated.push(node.clone()),
+                Some(_) => {}
+            }
+            match (was_suspected, node.status) {
+                (None | Some(false), NodeStatus::Suspected) => suspected.push(node.clone()),
+                (Some(true), NodeStatus::Active) => recovered.push(node.clone()),
+                _ => {}
+            }
+            let (fresh_list, shown_list) = match node.status {
+                NodeStatus::Active => (&mut fresh.nodes, &mut shown.cluster.nodes),
+                NodeStatus::Suspected => (&mut self.fresh_suspected, &mut shown.suspected),
+            };
+            put(fresh_list, node.clone());
+            put(shown_list, node);
+        }
+        let leader_id = |leader: &Option<Node>| leader.as_ref().map(|l| l.node_id);
+        let leader_changed = leader_id(&fresh.leader) != leader_id(&patch.leader);
+        fresh.leader.clone_from(&patch.leader);
+        fresh.registry_version = patch.version;
+        shown.cluster.leader = patch.leader;
+        shown.cluster.registry_version = patch.version;
+        shown.updated = now;
+        let changed = !(joined.is_empty()
+            && left.is_empty()
+            && updated.is_empty()
+            && suspected.is_empty()
+            && recovered.is_empty())
+            || leader_changed;
+        if !changed || !report {
+            return Ok(None);
+        }
+        // In the order a whole comparison gives: active peers first, each group by id.
+        joined.sort_by_key(|n| n.status != NodeStatus::Active);
+        updated.sort_by_key(|n| n.status != NodeStatus::Active);
+        Ok(Some(ClusterChange {
+            view: shown.clone(),
+            joined,
+            left,
+            updated,
+            suspected,
+            recovered,
+            leader_changed,
+            bootstrapped: false,
+            epoch_changed: false,
+        }))
+    }
+
     /// The gateway confirmed the view unchanged: it is fresh as of `now`, and carried peers
     /// whose time is up are dropped.
     pub(crate) fn confirm(&mut self, now: Instant) -> Option<ClusterChange> {
@@ -324,7 +415,8 @@ impl ViewState {
 
     /// Shows the fresh view plus what is still carried, and says what changed.
     fn rebuild(&mut self, now: Instant, epoch_changed: bool) -> Option<ClusterChange> {
-        let (fresh, epoch) = self.fresh.clone()?;
+        let (fresh, epoch) = self.fresh.as_ref()?;
+        let epoch = epoch.clone();
         let mut cluster = fresh.clone();
         let mut suspected = self.fresh_suspected.clone();
         let mut carried_ids = Vec::new();
@@ -371,6 +463,41 @@ impl ViewState {
         self.shown = Some(view);
         change
     }
+}
+
+/// What one delta answer changed, for [`ViewState::patch`].
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Patch {
+    /// The registry version of the view it applies to (the previous answer's).
+    pub(crate) from: u64,
+    /// The registry version after it.
+    pub(crate) version: u64,
+    /// Every node it changed, by id in ascending order: its record now, or `None` if it is
+    /// gone. This node (`me`) may be among them; the view leaves it out.
+    pub(crate) nodes: Vec<(NodeId, Option<Node>)>,
+    /// The leader after it (this node's record, if it leads).
+    pub(crate) leader: Option<Node>,
+    /// This node, left out of the peers.
+    pub(crate) me: Option<NodeId>,
+}
+
+/// A patch that does not apply to the view held: describe the whole cluster instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NotPatched;
+
+/// Takes node `id` out of `nodes`, if it is there.
+fn take(nodes: &mut Vec<Node>, id: NodeId) -> Option<Node> {
+    let at = nodes.iter().position(|n| n.node_id == id)?;
+    Some(nodes.remove(at))
+}
+
+/// Puts `node` into `nodes` (by id, ascending) before the first node with a higher id.
+fn put(nodes: &mut Vec<Node>, node: Node) {
+    let at = nodes
+        .iter()
+        .position(|n| n.node_id > node.node_id)
+        .unwrap_or(nodes.len());
+    nodes.insert(at, node);
 }
 
 /// What changed from `old` to `new`; `None` if nothing a reader sees did (a first view always

@@ -321,15 +321,22 @@ fn run(shared: &Shared, stopped: &Receiver<()>, parked: &AtomicBool, wait: Durat
             // A delta applies only to what this gateway run answered before.
             let applies = changes.full
                 || (!switched && seen != Seen::Restarted && matches!(cursor, Cursor::At { .. }));
-            if !applies || mirror.apply(changes).is_err() {
-                return Ok(None);
-            }
+            let patch = match applies.then(|| mirror.apply(changes, me)) {
+                Some(Ok(patch)) => patch,
+                None | Some(Err(_)) => return Ok(None),
+            };
             if seen == Seen::Restarted {
                 learn_settings(shared, &pause);
             }
             if seen != Seen::Unchanged && pause(Duration::ZERO) {
-                let (cluster, suspected) = mirror.view(me);
-                shared.update_view(cluster, Some(suspected), view_epoch);
+                // A delta patches the view the previous answer made (a few records, not the
+                // whole cluster copied and compared); when the view moved on meanwhile (the
+                // heartbeat thread or a registration fed it), it is described whole.
+                let patched = patch.is_some_and(|patch| shared.patch_view(patch, &view_epoch));
+                if !patched {
+                    let (cluster, suspected) = mirror.view(me);
+                    shared.update_view(cluster, Some(suspected), view_epoch);
+                }
             }
             Ok(Some((next, seen)))
         });

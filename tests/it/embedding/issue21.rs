@@ -42,47 +42,136 @@ fn hold_closed(host: &str) -> (socket2::Socket, u16) {
     (socket, port)
 }
 
-/// Item 1: `leave()` racing `update_metadata()` 200 times leaves no ghost: after `leave()`
-/// returns, the node is not listed, its heartbeat thread is not running, and nothing
-/// registers it again later.
+/// Item 1: `leave()` racing `update_metadata()` 200 times leaves no ghost, seen from the
+/// gateway's side. Every request passes a relay that records it, as does a witness node that
+/// stays registered. Each round a new node registers, then one thread publishes metadata while
+/// another calls `leave()`, released together by a barrier and each spinning (not sleeping)
+/// first for a time that varies by round, so that the publish lands before `leave()` began, is
+/// on the wire while it waits, or comes after it. After `leave()` returns Ok the node is not
+/// listed and its heartbeat thread has stopped. At the end, once the witness has landed two
+/// more heartbeats (a heartbeat interval, in which any ghost thread would have written too),
+/// no registration, heartbeat, metadata or leader write of any round's node reached the
+/// gateway after that node's removal did, and only the witness is registered.
 #[test]
 fn two_hundred_leaves_racing_metadata_updates_leave_no_ghost() {
+    const ROUNDS: u64 = 200;
+    const WITNESS: u64 = 1;
     let server = TestServer::with(advertised);
+    let relay = Relay::start(server.addr());
+    let witness = client_of(&relay.address());
+    witness.register_node(node(WITNESS)).unwrap();
+    // Kept until the end: a ghost thread of a dropped client would be stopped by the drop.
     let mut clients = Vec::new();
-    for round in 0..200u64 {
+    let (mut published, mut refused) = (0, 0);
+    for round in 0..ROUNDS {
         let node_id = 1000 + round;
-        let client = Arc::new(client_of(&server.url));
+        let client = Arc::new(client_of(&relay.address()));
         client.register_node(node(node_id)).unwrap();
+        // From the publisher 200 us behind to 1 ms ahead of `leave()`, in 12 us steps, twice.
+        let offset = (round % 100) as i64 * 12 - 200;
+        let publisher_spin = Duration::from_micros(offset.min(0).unsigned_abs());
+        let leave_spin = Duration::from_micros(offset.max(0).unsigned_abs());
         let barrier = Barrier::new(2);
         let publisher = {
             let (client, barrier) = (Arc::clone(&client), Arc::clone(&barrier));
             std::thread::spawn(move || {
+                let _guard = barrier.guard();
                 barrier.wait();
+                spin(publisher_spin);
                 let mut metadata = serde_json::Map::new();
                 metadata.insert("round".into(), json!(round));
-                let _ = client.update_metadata(metadata);
+                client.update_metadata(metadata)
             })
         };
         barrier.wait();
+        spin(leave_spin);
         let left = client.leave();
-        publisher.join().unwrap();
+        let update = join_all(vec![publisher], PATIENCE).remove(0);
         assert!(left.is_ok(), "round {round}: {left:?}");
+        match update {
+            Ok(_) => published += 1,
+            Err(ClientError::NotRegistered) => refused += 1,
+            Err(e) => panic!("round {round}: update_metadata failed otherwise: {e}"),
+        }
         assert!(
             !listed(&server, node_id),
-            "round {round}: a ghost after leave()"
+            "round {round}: node {node_id} listed after leave() returned Ok"
         );
-        let status = client.status();
         assert!(
-            !status.heartbeat_running,
+            !client.status().heartbeat_running,
             "round {round}: heartbeats after leave()"
         );
-        assert_eq!(client.membership(), Membership::Left);
+        assert_eq!(client.membership(), Membership::Left, "round {round}");
         clients.push(client);
     }
-    // Three heartbeat intervals later, still nobody: no thread came back.
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(server.get("/stats").1["total_nodes"], 0);
+    eprintln!("{published} publishes landed before leave() removed the node, {refused} refused");
+    // Both sides of the race were run, not only one.
+    assert!(published > 0 && refused > 0, "{published} / {refused}");
+    let beats = |events: &[Event]| {
+        events
+            .iter()
+            .filter(|e| match e {
+                Event::Landed(r, _) => r.path == "/heartbeat" && about(r) == Some(WITNESS),
+                Event::Arrived(_) => false,
+            })
+            .count()
+    };
+    let before = beats(&relay.events());
+    relay.wait_for("two more heartbeats of the witness", |events| {
+        beats(events) >= before + 2
+    });
+    let ghosts = writes_after_removal(&relay.events());
+    assert_eq!(
+        ghosts,
+        Vec::<String>::new(),
+        "writes after a node's removal"
+    );
+    assert_eq!(server.get("/stats").1["total_nodes"], 1);
+    assert!(listed(&server, WITNESS));
     assert!(clients.iter().all(|c| !c.status().heartbeat_running));
+}
+
+/// Busy-waits for `duration`: a few microseconds' offset between two threads, which a sleep
+/// (at least the scheduler's tick, and whatever it likes) cannot give.
+fn spin(duration: Duration) {
+    let until = Instant::now() + duration;
+    while Instant::now() < until {
+        std::hint::spin_loop();
+    }
+}
+
+/// The node a request is about: its body's `node_id` (`leader_id` for `/leader`).
+fn about(request: &Request) -> Option<u64> {
+    let body: Value = serde_json::from_str(&request.body).ok()?;
+    body.get("node_id")
+        .or_else(|| body.get("leader_id"))?
+        .as_u64()
+}
+
+/// Every registration, heartbeat, metadata or leader write (arrived or landed) about a node
+/// after that node's first removal arrived, described.
+fn writes_after_removal(events: &[Event]) -> Vec<String> {
+    let mut removed = HashSet::new();
+    let mut ghosts = Vec::new();
+    for event in events {
+        let (request, what) = match event {
+            Event::Arrived(r) => (r, "arrived"),
+            Event::Landed(r, _) => (r, "landed"),
+        };
+        let Some(node_id) = about(request) else {
+            continue;
+        };
+        match request.path.as_str() {
+            "/remove" => {
+                removed.insert(node_id);
+            }
+            "/register" | "/heartbeat" | "/leader" if removed.contains(&node_id) => {
+                ghosts.push(format!("{} {what} for node {node_id}", request.path));
+            }
+            _ => {}
+        }
+    }
+    ghosts
 }
 
 /// A client of the gateway behind `relay` that gives up on a request after `deadline`.
