@@ -8,7 +8,9 @@
 //!   bootstrap writes the bootstrap key, so of any number of racing bootstraps one succeeds.
 //! - **Grouped registrations**: registrations that arrive together and each write only their
 //!   own node's key go as one transaction holding every one's compares (`etcd/group.rs`); if
-//!   it fails, each runs its own. One that could bootstrap is never grouped.
+//!   it fails, the members whose node key did not move go again as a group, and the others
+//!   each run their own. One that could bootstrap is never grouped, and a node is in one
+//!   group at a time.
 //! - **Liveness**: each node has a lease of `node_timeout` + `RENEW_SLACK` (1 s); its key (and the
 //!   leader key, if it leads) is attached to it, so etcd reaps a node every gateway stopped
 //!   hearing from. Heartbeats renew leases in groups, as a group commit: a heartbeat waits for
@@ -28,7 +30,9 @@
 //! - **Long-polls**: the watch thread calls the change hook ([`EtcdStore::on_change`]) when what
 //!   it applied moved the registry version, so parked long-polls wake within milliseconds.
 //! - **Reads after writes**: a write waits until the copy shows its revision before it
-//!   answers, so its answer (and any read after it) includes it.
+//!   answers, so its answer (and any read after it) includes it. A group of registrations
+//!   whose revision directly follows the copy's is shown in the copy from the transaction's
+//!   answer, without waiting for the watch to bring it back.
 
 mod copy;
 mod fresh;
@@ -51,7 +55,7 @@ use crate::server::registry::{
 
 use super::{Delta, Durability, Snapshot, Store, StoreError, Summary};
 use copy::{Bootstrap, Copy, Keys, Stored};
-use group::{Groups, MAX_GROUP};
+use group::{Grouped, Groups, MAX_GROUP, Member};
 use renew::Renewals;
 use wire::{Etcd, Kv};
 
@@ -220,6 +224,15 @@ struct Basis {
     other: Option<Kv>,
 }
 
+/// Ends a registration's turn in the groups when dropped (see [`Shared::ungroup`]).
+struct Ungroup<'a>(&'a Shared, NodeId);
+
+impl Drop for Ungroup<'_> {
+    fn drop(&mut self) {
+        self.0.ungroup(self.1);
+    }
+}
+
 impl Shared {
     /// Whether the copy may be read and written from: loaded, and not stale.
     fn usable(&self) -> Result<(), StoreError> {
@@ -356,6 +369,8 @@ impl Shared {
         let mut basis = self.basis(node_id)?;
         let mut granted: Option<i64> = None;
         let mut tried_group = false;
+        // Once in a group, the node stays busy until this registration is done (see group.rs).
+        let mut grouping: Option<Ungroup<'_>> = None;
         let outcome = (|| {
             for _ in 0..ATTEMPTS {
                 let known = basis
@@ -441,10 +456,33 @@ impl Shared {
                     && (!created || basis.count + (MAX_GROUP as i64) < self.max_nodes as i64);
                 if alone && !tried_group {
                     tried_group = true;
-                    if let Some(revision) =
-                        self.grouped(node_id, compares.clone(), success[0].clone())
-                    {
-                        return self.written(node_id, (created, is_bootstrap), revision, lease);
+                    let read = basis.node.as_ref();
+                    let member = Member {
+                        node_id,
+                        compares: compares.clone(),
+                        put: Kv {
+                            key: self.keys.node(node_id),
+                            value: value.clone(),
+                            create_revision: read.map_or(0, |kv| kv.create_revision),
+                            mod_revision: read.map_or(0, |kv| kv.mod_revision),
+                            lease,
+                        },
+                    };
+                    match self.grouped(member) {
+                        Grouped::Written(revision) => {
+                            grouping = Some(Ungroup(self, node_id));
+                            return self.written(node_id, (created, is_bootstrap), revision, lease);
+                        }
+                        Grouped::NotWritten => grouping = Some(Ungroup(self, node_id)),
+                        Grouped::Full => {}
+                        Grouped::Busy => {
+                            // Another registration of this node is in a group: decide again
+                            // on what it wrote, once the copy shows it.
+                            self.wait_ungrouped(node_id);
+                            basis = self.basis(node_id)?;
+                            tried_group = false;
+                            continue;
+                        }
                     }
                 }
                 let answer = match self.etcd.txn(compares, success, self.basis_reads(node_id)) {
