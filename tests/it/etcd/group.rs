@@ -53,6 +53,24 @@ fn registrations_that_arrive_together_share_a_transaction_and_each_is_kept() {
                         .unwrap();
                     let text = answer.body_mut().read_to_string().unwrap();
                     assert_eq!(answer.status(), 200, "register {id}: {text}");
+                    // Answered only once written and in the gateway's copy: a read through
+                    // the same gateway right after the answer shows it.
+                    let mut read = agent()
+                        .get(format!("{url}/nodes?status=all"))
+                        .call()
+                        .unwrap();
+                    let nodes: Value =
+                        serde_json::from_str(&read.body_mut().read_to_string().unwrap()).unwrap();
+                    let node = nodes["nodes"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|n| n["node_id"] == id);
+                    assert_eq!(
+                        node.map(|n| n["metadata"]["round"].clone()),
+                        Some(json!(round)),
+                        "node {id} answered before its round-{round} registration was shown"
+                    );
                 })
             })
             .collect();

@@ -20,13 +20,19 @@
 //! decides on what it wrote, instead of sending a compare that is bound to fail (and, before,
 //! took its whole group down with it).
 //!
-//! As with lease renewals, a registration that finds a group pending and fewer than
-//! [`MAX_SENDING`] in flight sends it (its own and every one that joined it); the others wait
-//! for their outcome. A group etcd took is shown in the copy at once when the copy was at the
-//! revision just before it (`Shared::show_written`): the registrations need not wait for the
-//! watch to bring their own write back.
+//! A registration that finds fewer than [`MAX_SENDING`] groups in flight sends the pending
+//! one (its own and every one that joined it); the others return at once, and each member's
+//! `then` is called with its outcome by the thread that sent its group (`etcd/register.rs`:
+//! the answer then goes out, and no worker waited for it). Groups that gathered while a
+//! worker sent its own are sent by a short-lived thread. While a group's transaction is in
+//! flight, the leases of its known nodes that were not renewed lately are renewed, so a member
+//! written need not then wait for a renewal of its own. A group etcd took is shown in the copy
+//! at once when the copy was at the revision just before it (`Shared::show_written`): the
+//! registrations need not wait for the watch to bring their own write back.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::thread;
 use std::time::Instant;
 
 use serde_json::Value;
@@ -36,7 +42,7 @@ use crate::lock;
 use crate::server::registry::Now;
 
 use super::wire::{self, Change, Kv};
-use super::{APPLY_WAIT, Shared};
+use super::{APPLY_WAIT, RENEW_SLACK, Shared};
 
 /// Most registrations in one group: etcd refuses a transaction of over 128 operations in a
 /// branch (its default `--max-txn-ops`); a group has one put (and one read) per member and at
@@ -49,8 +55,11 @@ const MAX_SENDING: usize = 2;
 /// How often a group is sent again without the members whose keys moved.
 const RESENDS: usize = 3;
 
+/// What a member does once its group was answered (on the thread that sent it: quick, or
+/// handed on): `Some(revision)` if it was written.
+pub(super) type Then = Box<dyn FnOnce(Option<i64>) + Send>;
+
 /// One registration in a group.
-#[derive(Debug)]
 pub(super) struct Member {
     pub node_id: NodeId,
     /// What its decision rests on.
@@ -59,15 +68,22 @@ pub(super) struct Member {
     /// (0: absent) is what its compare expects, `create_revision` (0: absent) what the key
     /// keeps once written.
     pub put: Kv,
+    /// Called with its outcome.
+    pub then: Then,
+}
+
+impl std::fmt::Debug for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Member({})", self.node_id)
+    }
 }
 
 /// What became of a registration offered to a group.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Grouped {
-    /// Written at this revision.
-    Written(i64),
-    /// Not written: it decides again and runs its own transaction.
-    NotWritten,
+    /// It joined the next group: its `then` is called once that group is answered, and the
+    /// node stays busy until [`Shared::ungroup`].
+    Joined,
     /// Not sent: the next group is full. It runs its own transaction.
     Full,
     /// Not sent: another registration of the node is in a group, or its write is not in the
@@ -85,15 +101,15 @@ pub(super) struct Groups {
     /// Nodes with a registration in a group, until that registration is done
     /// ([`Shared::ungroup`]).
     busy: HashSet<NodeId>,
-    /// The outcome of each member whose group was answered: the revision it was written at,
-    /// or `None`. Keyed by node: a node is in one group at most.
-    outcomes: HashMap<NodeId, Option<i64>>,
 }
 
 impl Shared {
-    /// Sends `member` with the next group. Unless this answers [`Grouped::Full`] or
-    /// [`Grouped::Busy`], the node stays busy until [`Shared::ungroup`].
-    pub(super) fn grouped(&self, member: Member) -> Grouped {
+    /// Offers `member` to the next group. A registration that finds fewer than
+    /// [`MAX_SENDING`] groups in flight sends the pending one (its own and every one that
+    /// joined it) and calls each member's `then`; the groups that gathered meanwhile are sent
+    /// by a thread of their own ([`Shared::send_pending`]), so its own answer does not wait for
+    /// them. The others return at once.
+    pub(super) fn grouped(self: &Arc<Self>, member: Member) -> Grouped {
         let node_id = member.node_id;
         let mut groups = lock(&self.groups);
         if groups.busy.contains(&node_id) {
@@ -104,24 +120,49 @@ impl Shared {
         }
         groups.busy.insert(node_id);
         groups.pending.push(member);
+        if groups.sending >= MAX_SENDING {
+            return Grouped::Joined;
+        }
+        groups.sending += 1;
+        let members = std::mem::take(&mut groups.pending);
+        drop(groups);
+        self.send_and_tell(members);
+        let mut groups = lock(&self.groups);
+        if groups.pending.is_empty() {
+            groups.sending -= 1;
+            return Grouped::Joined;
+        }
+        drop(groups);
+        let shared = Arc::clone(self);
+        let spawned = thread::Builder::new()
+            .name("gateway-etcd-group".to_owned())
+            .spawn(move || shared.send_pending());
+        if let Err(e) = spawned {
+            log::debug!("cannot start a thread to send registrations: {e}");
+            self.send_pending();
+        }
+        Grouped::Joined
+    }
+
+    /// Sends the pending groups until none is left, then gives up its place as a sender.
+    fn send_pending(self: &Arc<Self>) {
         loop {
-            if let Some(outcome) = groups.outcomes.remove(&node_id) {
-                return outcome.map_or(Grouped::NotWritten, Grouped::Written);
-            }
-            if groups.sending < MAX_SENDING && !groups.pending.is_empty() {
-                // This registration sends the pending group (perhaps not its own: that one
-                // may be in flight already).
-                groups.sending += 1;
-                let members = std::mem::take(&mut groups.pending);
-                drop(groups);
-                let outcomes = self.send_group(members);
-                groups = lock(&self.groups);
+            let mut groups = lock(&self.groups);
+            let members = std::mem::take(&mut groups.pending);
+            if members.is_empty() {
                 groups.sending -= 1;
-                groups.outcomes.extend(outcomes);
-                self.grouped.notify_all();
-                continue;
+                return;
             }
-            groups = self.grouped.wait(groups).unwrap_or_else(|p| p.into_inner());
+            drop(groups);
+            self.send_and_tell(members);
+        }
+    }
+
+    /// Sends one group (and again without the members whose keys moved), and calls each
+    /// member's `then` with its outcome.
+    fn send_and_tell(self: &Arc<Self>, members: Vec<Member>) {
+        for (member, outcome) in self.send_group(members) {
+            (member.then)(outcome);
         }
     }
 
@@ -149,8 +190,18 @@ impl Shared {
     }
 
     /// Sends a group, and again without the members whose keys moved: each member's outcome.
-    fn send_group(&self, mut members: Vec<Member>) -> Vec<(NodeId, Option<i64>)> {
+    /// The leases of known nodes that were not renewed lately are renewed meanwhile, so the
+    /// members need not wait for a renewal once written (see `Shared::written`).
+    fn send_group(self: &Arc<Self>, mut members: Vec<Member>) -> Vec<(Member, Option<i64>)> {
         let mut outcomes = Vec::with_capacity(members.len());
+        let stale = self.stale_leases(&members);
+        let mut renewing = (!stale.is_empty()).then(|| {
+            let shared = Arc::clone(self);
+            thread::Builder::new()
+                .name("gateway-etcd-renew".to_owned())
+                .spawn(move || shared.renew_all(&stale))
+                .ok()
+        });
         for _ in 0..RESENDS {
             if members.is_empty() {
                 break;
@@ -184,7 +235,10 @@ impl Shared {
             self.answered();
             if answer.succeeded {
                 self.show_written(&members, answer.revision);
-                outcomes.extend(members.iter().map(|m| (m.node_id, Some(answer.revision))));
+                if let Some(Some(renewing)) = renewing.take() {
+                    let _ = renewing.join();
+                }
+                outcomes.extend(members.into_iter().map(|m| (m, Some(answer.revision))));
                 return outcomes;
             }
             let (kept, moved) = split_moved(members, &answer.ranges);
@@ -193,10 +247,34 @@ impl Shared {
                 // No node key moved: the bootstrap key did, and every member decides again.
                 break;
             }
-            outcomes.extend(moved.iter().map(|m| (m.node_id, None)));
+            outcomes.extend(moved.into_iter().map(|m| (m, None)));
         }
-        outcomes.extend(members.iter().map(|m| (m.node_id, None)));
+        if let Some(Some(renewing)) = renewing.take() {
+            let _ = renewing.join();
+        }
+        outcomes.extend(members.into_iter().map(|m| (m, None)));
         outcomes
+    }
+
+    /// The leases of known members that a registration acknowledged now would have to renew
+    /// and wait for (see `Shared::written`): not confirmed renewed within half of
+    /// [`RENEW_SLACK`], or etcd not answering lately.
+    fn stale_leases(&self, members: &[Member]) -> Vec<(i64, NodeId)> {
+        let connected = lock(&self.cut_off).is_none();
+        let copy = lock(&self.copy);
+        members
+            .iter()
+            .filter(|m| m.put.create_revision != 0)
+            .filter(|m| {
+                let age = copy
+                    .nodes
+                    .get(&m.node_id)
+                    .filter(|entry| entry.lease == m.put.lease)
+                    .and_then(|entry| entry.renewed.map(|at| at.elapsed()));
+                !connected || age.is_none_or(|age| age >= RENEW_SLACK / 2)
+            })
+            .map(|m| (m.put.lease, m.node_id))
+            .collect()
     }
 
     /// Shows a group etcd wrote at `revision` in the copy, if the copy is at the revision just
@@ -263,6 +341,7 @@ mod tests {
                 mod_revision,
                 lease: 7,
             },
+            then: Box::new(|_| {}),
         }
     }
 
