@@ -30,6 +30,7 @@ mod host {
     pub const BLACKHOLE: &str = "127.0.1.7";
     pub const LONG_POLL: &str = "127.0.1.8";
     pub const GROUP: &str = "127.0.1.9";
+    pub const GROUP_TWICE: &str = "127.0.1.10";
 }
 
 /// Deadline for anything the tests wait on: generous, as the machine may be busy.

@@ -8,7 +8,9 @@
 //!   bootstrap writes the bootstrap key, so of any number of racing bootstraps one succeeds.
 //! - **Grouped registrations**: registrations that arrive together and each write only their
 //!   own node's key go as one transaction holding every one's compares (`etcd/group.rs`); if
-//!   it fails, each runs its own. One that could bootstrap is never grouped.
+//!   it fails, the members whose node key did not move go again as a group, and the others
+//!   each run their own. One that could bootstrap is never grouped, and a node is in one
+//!   group at a time.
 //! - **Liveness**: each node has a lease of `node_timeout` + `RENEW_SLACK` (1 s); its key (and the
 //!   leader key, if it leads) is attached to it, so etcd reaps a node every gateway stopped
 //!   hearing from. Heartbeats renew leases in groups, as a group commit: a heartbeat waits for
@@ -27,13 +29,19 @@
 //!   too: never an empty registry that was not read.
 //! - **Long-polls**: the watch thread calls the change hook ([`EtcdStore::on_change`]) when what
 //!   it applied moved the registry version, so parked long-polls wake within milliseconds.
-//! - **Reads after writes**: a write waits until the copy shows its revision before it
-//!   answers, so its answer (and any read after it) includes it.
+//! - **Reads after writes**: a write is answered only once the copy shows its revision, so
+//!   any read after its answer includes it. A group of registrations whose revision directly
+//!   follows the copy's is shown in the copy from the transaction's answer, without waiting
+//!   for the watch to bring it back. A registration that goes with a group holds no worker
+//!   until then (`etcd/register.rs`): its answer, made when it was decided, shows the registry
+//!   as it was then (the registrant's own node is left out of it anyway).
 
 mod copy;
 mod fresh;
 mod group;
+mod register;
 mod renew;
+mod ticket;
 mod watch;
 mod wire;
 
@@ -45,14 +53,13 @@ use serde_json::Value;
 
 use crate::api::{NodeId, Registration};
 use crate::lock;
-use crate::server::registry::{
-    Liveness, Now, Registered, Registry, RegistryError, Restored, unix_now,
-};
+use crate::server::registry::{Liveness, Now, Registered, unix_now};
 
-use super::{Delta, Durability, Snapshot, Store, StoreError, Summary};
+use super::{Delta, Durability, Pending, Settled, Snapshot, Store, StoreError, Summary};
 use copy::{Bootstrap, Copy, Keys, Stored};
-use group::{Groups, MAX_GROUP};
+use group::Groups;
 use renew::Renewals;
+pub(crate) use ticket::Ticket;
 use wire::{Etcd, Kv};
 
 /// The prefix every key of the registry starts with.
@@ -346,192 +353,6 @@ impl Shared {
         wire::compare(&self.keys.node(node_id), target, "EQUAL", revision)
     }
 
-    fn register(
-        self: &Arc<Self>,
-        registration: Registration,
-        now: Now,
-    ) -> Result<Registered, StoreError> {
-        let node_id = registration.node_id;
-        let rejoining = registration.previous_epoch.is_some();
-        let mut basis = self.basis(node_id)?;
-        let mut granted: Option<i64> = None;
-        let mut tried_group = false;
-        let outcome = (|| {
-            for _ in 0..ATTEMPTS {
-                let known = basis
-                    .node
-                    .as_ref()
-                    .and_then(|kv| Stored::decode(&kv.value).map(|(info, join)| (kv, info, join)));
-                // The pure registry merges metadata and checks the limits, exactly as in memory.
-                let mut scratch = Registry::restore(
-                    self.liveness,
-                    Restored {
-                        nodes: known
-                            .iter()
-                            .map(|(_, info, join)| (node_id, Arc::new(info.clone()), *join))
-                            .collect(),
-                        ..Restored::default()
-                    },
-                    now,
-                );
-                scratch.register(registration.clone(), now)?;
-                let record = scratch.get(node_id).expect("the node was just registered");
-                let created = known.is_none();
-                if created && basis.count >= self.max_nodes as i64 {
-                    return Err(RegistryError::Full {
-                        max_nodes: self.max_nodes,
-                    }
-                    .into());
-                }
-                let lease = match (&known, granted) {
-                    (Some((kv, _, _)), _) => kv.lease,
-                    (None, Some(lease)) => lease,
-                    (None, None) => {
-                        let ttl = (self.liveness.node_timeout + RENEW_SLACK)
-                            .as_secs_f64()
-                            .ceil() as u64;
-                        let lease = self.etcd.grant(ttl).map_err(|e| self.unavailable(e))?;
-                        granted = Some(lease);
-                        lease
-                    }
-                };
-                let join = known.as_ref().map_or(now.unix, |(_, _, join)| *join);
-                let value = Stored::encode(&record.info, join);
-                let is_bootstrap = created
-                    && !rejoining
-                    && basis.bootstrap.armed
-                    && basis.count == 0
-                    && basis.leader.1.is_none();
-                // The decision rests on the node's key and the bootstrap state; while bootstrap
-                // is armed, also on the leader and on whether the registry is empty.
-                let mut compares = vec![
-                    self.node_compare(node_id, &basis, "MOD"),
-                    wire::compare(
-                        &self.keys.bootstrap(),
-                        "MOD",
-                        "EQUAL",
-                        basis.bootstrap.mod_revision,
-                    ),
-                ];
-                if created && basis.bootstrap.armed {
-                    compares.push(wire::compare(
-                        &self.keys.leader(),
-                        "MOD",
-                        "EQUAL",
-                        basis.leader.0,
-                    ));
-                    compares.extend(self.emptiness(&basis, node_id));
-                }
-                let mut success = vec![wire::put(&self.keys.node(node_id), &value, lease)];
-                if is_bootstrap {
-                    success.push(wire::put(
-                        &self.keys.leader(),
-                        node_id.to_string().as_bytes(),
-                        lease,
-                    ));
-                }
-                if is_bootstrap || (rejoining && basis.bootstrap.armed) {
-                    success.push(wire::put(&self.keys.bootstrap(), b"disarmed", 0));
-                }
-                // A registration that writes only its own node's key, on a decision no other
-                // registration can change, goes with the next group (once: if the group is not
-                // written, it decides again on its own).
-                let alone = success.len() == 1
-                    && !(created && basis.bootstrap.armed)
-                    && (!created || basis.count + (MAX_GROUP as i64) < self.max_nodes as i64);
-                if alone && !tried_group {
-                    tried_group = true;
-                    if let Some(revision) =
-                        self.grouped(node_id, compares.clone(), success[0].clone())
-                    {
-                        return self.written(node_id, (created, is_bootstrap), revision, lease);
-                    }
-                }
-                let answer = match self.etcd.txn(compares, success, self.basis_reads(node_id)) {
-                    Ok(answer) => answer,
-                    Err(e) if e.contains("lease not found") => {
-                        // The node's lease expired meanwhile: its key is going; read again.
-                        basis.node = None;
-                        let answer = self
-                            .etcd
-                            .txn(Vec::new(), self.basis_reads(node_id), Vec::new())
-                            .map_err(|e| self.unavailable(e))?;
-                        basis = self
-                            .basis_from(node_id, &answer.ranges)
-                            .map_err(|e| self.unavailable(e))?;
-                        continue;
-                    }
-                    Err(e) => return Err(self.unavailable(e)),
-                };
-                self.answered();
-                if !answer.succeeded {
-                    basis = self
-                        .basis_from(node_id, &answer.ranges)
-                        .map_err(|e| self.unavailable(e))?;
-                    continue;
-                }
-                return self.written(node_id, (created, is_bootstrap), answer.revision, lease);
-            }
-            Err(self.unavailable(format!(
-                "other gateways changed the registry {ATTEMPTS} times during one registration"
-            )))
-        })();
-        if let Some(lease) = granted
-            && outcome.as_ref().map_or(true, |(_, _, used)| *used != lease)
-            && let Err(e) = self.etcd.revoke(lease)
-        {
-            log::debug!("revoking an unused lease: {e}");
-        }
-        let (registered, revision, _) = outcome?;
-        self.wait_applied(revision);
-        let mut copy = lock(&self.copy);
-        let before = copy.version();
-        copy.heard(node_id, now);
-        if registered.created {
-            copy.counts.joins_total += 1;
-        }
-        let after = copy.version();
-        drop(copy);
-        self.changed(before, after);
-        Ok(registered)
-    }
-
-    /// After a registration's write at `revision`: a node that was known is heard from, as a
-    /// heartbeat is (its lease renewed less than [`RENEW_SLACK`] ago, or now).
-    fn written(
-        self: &Arc<Self>,
-        node_id: NodeId,
-        (created, is_bootstrap): (bool, bool),
-        revision: i64,
-        lease: i64,
-    ) -> Result<(Registered, i64, i64), StoreError> {
-        if !created {
-            let age = lock(&self.copy)
-                .nodes
-                .get(&node_id)
-                .filter(|entry| entry.lease == lease)
-                .and_then(|entry| entry.renewed.map(|at| at.elapsed()));
-            let connected = lock(&self.cut_off).is_none();
-            match age {
-                Some(age) if age < RENEW_SLACK && connected => {
-                    if age >= RENEW_SLACK / 2 {
-                        self.renew(lease, node_id, false)
-                            .map_err(|e| self.unavailable(e))?;
-                    }
-                }
-                _ => {
-                    self.renew(lease, node_id, true)
-                        .map_err(|e| self.unavailable(e))?;
-                }
-            }
-        }
-        let registered = Registered {
-            created,
-            is_bootstrap,
-        };
-        Ok((registered, revision, lease))
-    }
-
     fn heartbeat(self: &Arc<Self>, node_id: NodeId, now: Now) -> Result<Option<u64>, StoreError> {
         self.usable()?;
         let connected = lock(&self.cut_off).is_none();
@@ -700,6 +521,33 @@ impl Shared {
 impl Store for EtcdStore {
     fn register(&self, registration: Registration, now: Now) -> Result<Registered, StoreError> {
         self.shared.register(registration, now)
+    }
+
+    /// A registration that went with a group returns before the group is answered: see
+    /// `etcd/register.rs`.
+    fn register_pending(
+        &self,
+        registration: Registration,
+        now: Now,
+    ) -> Result<(Registered, Pending), StoreError> {
+        let (registered, ticket) = self.shared.register_pending(registration, now)?;
+        Ok((registered, Pending(None, ticket)))
+    }
+
+    fn confirm(&self, pending: Pending) -> Result<(), StoreError> {
+        pending.1.map_or(Ok(()), |ticket| ticket.wait())
+    }
+
+    fn is_settled(&self, pending: &Pending, _version: u64) -> bool {
+        pending.1.as_ref().is_none_or(Ticket::is_done)
+    }
+
+    /// `done` is called by the thread that learns the registration's outcome.
+    fn when_settled(&self, pending: Pending, _version: u64, done: Settled) {
+        match pending.1 {
+            Some(ticket) => ticket.when_done(done),
+            None => done(Ok(())),
+        }
     }
 
     fn heartbeat(&self, node_id: NodeId, now: Now) -> Result<Option<u64>, StoreError> {

@@ -153,7 +153,7 @@ impl LocalStore {
         if let Some(hook) = self.on_change.as_ref().filter(|_| !events.is_empty()) {
             hook(version, &events);
         }
-        Ok((result, Pending(ticket)))
+        Ok((result, Pending(ticket, None)))
     }
 }
 

@@ -47,7 +47,7 @@ pub trait Store: Send + Sync + fmt::Debug {
         registration: crate::api::Registration,
         now: Now,
     ) -> Result<(Registered, Pending), StoreError> {
-        Ok((self.register(registration, now)?, Pending(None)))
+        Ok((self.register(registration, now)?, Pending(None, None)))
     }
 
     /// Whether a change from [`Store::register_pending`] is durable; call it after settling a
@@ -144,7 +144,11 @@ pub type Settled = log::Synced;
 /// A change applied, perhaps not yet durable (see [`Store::register_pending`]).
 #[derive(Debug)]
 #[must_use = "a pending change is acknowledged only once confirmed"]
-pub struct Pending(pub(crate) Option<log::Ticket>);
+pub struct Pending(
+    pub(crate) Option<log::Ticket>,
+    /// Over etcd: a registration that went with a group, until it is written and shown.
+    pub(crate) Option<etcd::Ticket>,
+);
 
 /// A consistent view of the registry.
 #[derive(Debug, Clone)]

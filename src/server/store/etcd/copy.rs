@@ -336,6 +336,19 @@ impl Copy {
         self.journal_seen();
     }
 
+    /// Applies this gateway's own write at `revision` (its puts, as etcd took them), if the
+    /// copy is at the revision just before it: nothing else happened in between, and the watch
+    /// will show exactly these puts (and skip them, as [`Copy::apply`] skips what it holds).
+    /// Otherwise false, changing nothing: a revision the copy has not seen lies in between,
+    /// and the copy must not move past it.
+    pub fn written(&mut self, puts: &[Change], revision: i64, now: Now) -> bool {
+        if !self.loaded || self.revision != revision - 1 {
+            return false;
+        }
+        self.apply(puts, revision, now);
+        true
+    }
+
     /// Records that this gateway heard from `node_id` (a heartbeat or a registration through
     /// it): the node is active here again. False if the copy does not hold it.
     pub fn heard(&mut self, node_id: NodeId, now: Now) -> bool {
@@ -538,6 +551,32 @@ mod tests {
         assert_eq!(copy.held, 1);
         copy.apply(&[Change::Put(node(2, 8, 8, 5002))], 8, now);
         assert_eq!(copy.held, 2);
+    }
+
+    #[test]
+    fn a_write_of_this_gateway_is_shown_only_when_no_revision_lies_between() {
+        let now = Now::system();
+        let mut copy = Copy::new(keys(), liveness());
+        copy.reload(&[node(1, 2, 5, 5001)], 5, now);
+        // Revision 6 (another gateway's change of node 1) has not come through the watch:
+        // showing our write at 7 now would move the copy past 6, and the watch's replay of
+        // 6 would then be skipped for good.
+        assert!(!copy.written(&[Change::Put(node(2, 7, 7, 5002))], 7, now));
+        assert_eq!(copy.revision, 5);
+        assert!(!copy.nodes.contains_key(&2));
+        copy.apply(&[Change::Put(node(1, 2, 6, 6001))], 6, now);
+        assert_eq!(copy.nodes[&1].record.info.port, 6001);
+        // Now 7 directly follows: shown at once, as the watch would show it.
+        assert!(copy.written(&[Change::Put(node(2, 7, 7, 5002))], 7, now));
+        assert_eq!((copy.revision, copy.held), (7, 2));
+        assert_eq!(copy.nodes[&2].record.info.port, 5002);
+        // The watch brings 7 back later: nothing changes twice.
+        let touches = copy.touches;
+        copy.apply(&[Change::Put(node(2, 7, 7, 5002))], 7, now);
+        assert_eq!((copy.version(), copy.touches, copy.held), (7, touches, 2));
+        // Never before the registry was read.
+        let mut empty = Copy::new(keys(), liveness());
+        assert!(!empty.written(&[Change::Put(node(2, 1, 1, 5002))], 1, now));
     }
 
     #[test]

@@ -40,15 +40,31 @@ impl Shared {
         node_id: NodeId,
         wait: bool,
     ) -> Result<Option<Instant>, String> {
+        let outcome = self.renew_group(&[(lease, node_id)], wait)?;
+        Ok(outcome.and_then(|(sent, gone)| (!gone.contains(&lease)).then_some(sent)))
+    }
+
+    /// Renews every lease of `leases` (with its node) with the next group, and waits for it;
+    /// errors are left to the registrations, which renew again if they must.
+    pub(super) fn renew_all(self: &Arc<Self>, leases: &[(i64, NodeId)]) {
+        if let Err(e) = self.renew_group(leases, true) {
+            log::debug!("renewing the leases of a group of registrations: {e}");
+        }
+    }
+
+    /// [`Shared::renew`] for several leases: when the group was sent and the leases etcd no
+    /// longer knows (`None` without `wait`).
+    fn renew_group(
+        self: &Arc<Self>,
+        leases: &[(i64, NodeId)],
+        wait: bool,
+    ) -> Result<Option<Renewed>, String> {
         let mut renewals = lock(&self.renewals);
-        renewals.pending.insert(lease, node_id);
+        renewals.pending.extend(leases.iter().copied());
         let group = renewals.next;
         loop {
             if let Some(outcome) = renewals.outcomes.get(&group) {
-                return match outcome {
-                    Ok((sent, gone)) => Ok((!gone.contains(&lease)).then_some(*sent)),
-                    Err(e) => Err(e.clone()),
-                };
+                return outcome.clone().map(Some);
             }
             if !renewals.sending {
                 renewals.sending = true;
