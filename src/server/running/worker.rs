@@ -282,8 +282,10 @@ impl Context {
         for waiting in due {
             let (answering, exit) = (Arc::clone(context), exit.clone());
             context.watch_answers.send(Box::new(move || {
-                let _exit = exit;
                 answering.answer_waiting(waiting, released);
+                // What shutdown waits for goes last: nothing of the server outlives it.
+                drop(answering);
+                drop(exit);
             }));
         }
     }
@@ -407,12 +409,16 @@ impl Context {
                 // On the log writer's thread: only queue the answer here.
                 let senders = Arc::clone(&context.senders);
                 senders.send(Box::new(move || {
-                    let (_exit, _answering) = (exit, answering);
                     let answer = match settled {
                         Ok(()) => answer,
                         Err(e) => Response::from(e),
                     };
                     context.respond(request, (&method, &url), answer, (received, received));
+                    // What shutdown waits for goes last: the server (its data directory's
+                    // lock above all) must not outlive `stop`, or a restart on the same
+                    // directory finds it locked.
+                    drop(context);
+                    drop((exit, answering));
                 }));
             }),
         );
