@@ -50,13 +50,14 @@ impl Process {
                 let _ = sender.send(line);
             }
         });
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        // Generous: replaying a data directory on a loaded machine has taken over 20 s.
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
         let mut startup = Vec::new();
         let url = loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             let line = lines
                 .recv_timeout(left)
-                .unwrap_or_else(|e| panic!("no address logged within 20 s ({e}): {startup:#?}"));
+                .unwrap_or_else(|e| panic!("no address logged within 120 s ({e}): {startup:#?}"));
             // The binary's own line, the last of the start (at DEBUG the library logs one
             // before the settings).
             let url = line
