@@ -26,7 +26,7 @@ use cluster_gateway::api::Registration;
 use cluster_gateway::client::GatewayClient;
 use serde_json::{Value, json};
 
-use crate::dashboard::{Browser, rows, text};
+use crate::dashboard::{Browser, rows, seconds_of, text};
 use crate::front::{Front, LONGEST_LONG_POLL, Tls, nginx_binary, shipped_read_timeout};
 use crate::support::{ChildGuard, eventually, gateway_process};
 use crate::tls::{Scratch, make_ca, make_server_certificate};
@@ -469,10 +469,8 @@ fn age_of(browser: &Browser, node: u64) -> u64 {
     let age = browser.eval(&format!(
         "return document.querySelector(\"tr[data-node='{node}'] td[data-seen]\").textContent;"
     ));
-    let age = age.as_str().unwrap();
-    age.trim_end_matches("s ago")
-        .parse()
-        .unwrap_or_else(|_| panic!("an age in seconds: {age}"))
+    // Printed, not bounded: past a minute (a stalled page) it reads "1m 3s ago".
+    seconds_of(age.as_str().unwrap().trim_end_matches(" ago")) as u64
 }
 
 /// A Prometheus server scraping the front every second, with a job that sends the read token
