@@ -425,7 +425,7 @@ fn the_reaper_grows_registry_version_clears_a_reaped_leader_and_does_not_re_arm_
     assert_eq!(first["is_bootstrap"], true);
     let version = first["registry_version"].as_u64().unwrap();
     assert!(
-        eventually(Duration::from_secs(20), || reaped(&server, 1)),
+        eventually(Duration::from_secs(60), || reaped(&server, 1)),
         "node 1 was never reaped"
     );
     let (_, leader) = server.get("/leader");
@@ -453,7 +453,7 @@ fn a_reaped_leader_leaves_the_cluster_without_a_leader() {
     server.register(1);
     server.register(2);
     // Node 2 keeps beating while node 1 falls silent.
-    let leader_gone = eventually(Duration::from_secs(20), || {
+    let leader_gone = eventually(Duration::from_secs(60), || {
         server.post_json("/heartbeat", &json!({"node_id": 2}));
         server.get("/leader").1["leader"].is_null()
     });

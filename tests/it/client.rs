@@ -195,7 +195,7 @@ fn after_a_gateway_restart_the_client_registers_again() {
 
     // Same port, empty registry. The port may take a moment to be free again.
     let mut second = None;
-    assert!(eventually(Duration::from_secs(10), || {
+    assert!(eventually(Duration::from_secs(60), || {
         second = GatewayServer::new(ServerConfig::new(own_host::CLIENT_RESTART, addr.port()))
             .start()
             .ok();
@@ -203,7 +203,7 @@ fn after_a_gateway_restart_the_client_registers_again() {
     }));
     let second = second.unwrap();
     let url = format!("http://{}", second.local_addr());
-    let back = eventually(Duration::from_secs(10), || {
+    let back = eventually(Duration::from_secs(60), || {
         let mut answer = crate::support::agent()
             .get(format!("{url}/nodes"))
             .call()
@@ -213,7 +213,7 @@ fn after_a_gateway_restart_the_client_registers_again() {
         nodes["nodes"].as_array().unwrap().len() == 1
     });
     assert!(back, "the client never registered again");
-    assert!(eventually(Duration::from_secs(5), || c
+    assert!(eventually(Duration::from_secs(60), || c
         .status()
         .gateway_epoch
         .is_some_and(|e| e != old_epoch)));
@@ -386,14 +386,14 @@ fn a_node_started_before_its_gateway_registers_once_the_gateway_is_up() {
         .initialize_with(client, node_registration());
     assert!(!info.gateway_available);
     let mut server = None;
-    assert!(eventually(Duration::from_secs(10), || {
+    assert!(eventually(Duration::from_secs(60), || {
         server = GatewayServer::new(ServerConfig::new(host, port))
             .start()
             .ok();
         server.is_some()
     }));
     let url = format!("http://{host}:{port}");
-    assert!(eventually(Duration::from_secs(10), || {
+    assert!(eventually(Duration::from_secs(60), || {
         let mut answer = crate::support::agent()
             .get(format!("{url}/nodes"))
             .call()
@@ -404,7 +404,7 @@ fn a_node_started_before_its_gateway_registers_once_the_gateway_is_up() {
             .unwrap()
             .contains("\"node_id\":9")
     }));
-    assert!(eventually(Duration::from_secs(10), || node
+    assert!(eventually(Duration::from_secs(60), || node
         .discovery_info()
         .gateway_available));
     node.shutdown_discovery();
@@ -695,7 +695,7 @@ fn initialize_discovery_registers_in_the_background_once_a_gateway_answers() {
     let info = node.initialize_discovery(host, port, 11, "127.0.0.1", 5011, &["raft"], None);
     assert!(!info.gateway_available, "{info:?}");
     let mut server = None;
-    assert!(eventually(Duration::from_secs(10), || {
+    assert!(eventually(Duration::from_secs(60), || {
         server = GatewayServer::new(ServerConfig::new(host, port))
             .start()
             .ok();
@@ -706,7 +706,7 @@ fn initialize_discovery_registers_in_the_background_once_a_gateway_answers() {
         eventually(Duration::from_secs(90), || gateway.stats().total_nodes == 1),
         "node 11 never registered"
     );
-    assert!(eventually(Duration::from_secs(10), || node
+    assert!(eventually(Duration::from_secs(60), || node
         .discovery_info()
         .gateway_available));
     node.shutdown_discovery();

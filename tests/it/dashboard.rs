@@ -219,7 +219,7 @@ fn register(server: &TestServer, node_id: u64, caps: &[&str], metadata: Value) {
     assert_eq!(status, 200, "{body}");
 }
 
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_secs(60);
 
 /// The seconds in a duration as the page writes it ("42s", "1m 3s", "2h 5m", "1d 2h").
 pub(crate) fn seconds_of(shown: &str) -> f64 {

@@ -47,7 +47,7 @@ mod issue21;
 mod relay;
 
 /// Long enough for anything on a loaded machine; only reached when a test fails.
-const PATIENCE: Duration = Duration::from_secs(20);
+const PATIENCE: Duration = Duration::from_secs(60);
 
 fn node(node_id: u64) -> Registration {
     Registration::new(node_id, "127.0.0.1", 6000 + node_id as u16).capabilities(["raft"])

@@ -229,7 +229,9 @@ impl Barrier {
     pub fn new(parties: usize) -> std::sync::Arc<Barrier> {
         std::sync::Arc::new(Barrier {
             parties,
-            limit: Duration::from_secs(60),
+            // Only how long a broken party may hang the others: generous, for a loaded machine
+            // on which one party's request took over a minute.
+            limit: Duration::from_secs(300),
             state: std::sync::Mutex::new(BarrierState::default()),
             changed: std::sync::Condvar::new(),
         })
