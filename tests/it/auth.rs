@@ -391,7 +391,7 @@ fn server_log(dir: &std::path::Path) -> String {
     std::fs::write(&file, "read:probe:pr0be-t0ken-eeeeeeeeee\n").unwrap();
     signal("HUP");
     let probe = Some("Bearer pr0be-t0ken-eeeeeeeeee");
-    assert!(eventually(Duration::from_secs(20), || {
+    assert!(eventually(Duration::from_secs(60), || {
         call(&url, "GET", "/nodes", None, probe).0 == 200
     }));
     // A bad one: a line whose token has a space.
@@ -403,7 +403,7 @@ fn server_log(dir: &std::path::Path) -> String {
     signal("HUP");
     assert_eq!(call(&url, "GET", "/nodes", None, probe).0, 200);
     signal("TERM");
-    let exited = eventually(Duration::from_secs(20), || {
+    let exited = eventually(Duration::from_secs(60), || {
         child.try_wait().unwrap().is_some()
     });
     assert!(exited, "the server stopped");

@@ -145,7 +145,7 @@ fn join_until_heartbeating_then(
         .unwrap();
     assert!(killed.success());
     let mut status = None;
-    let stopped = eventually(Duration::from_secs(10), || {
+    let stopped = eventually(Duration::from_secs(60), || {
         status = child.try_wait().unwrap();
         status.is_some()
     });
@@ -663,7 +663,7 @@ fn a_config_file_with_the_original_clients_keys_joins_with_them() {
     let mut beat = false;
     let (printed, status) = join_until_heartbeating_then(
         &mut clean_command(&["--config", file.path()], &[]),
-        || beat = eventually(Duration::from_secs(20), || beats() >= 2),
+        || beat = eventually(Duration::from_secs(60), || beats() >= 2),
         "TERM",
     );
     assert!(status.success(), "{printed}");
@@ -1102,7 +1102,7 @@ fn a_reader_that_goes_away_ends_a_command_quietly_and_never_a_joining_node() {
         .unwrap();
     drop(child.stdout.take()); // As `| head -n 0`.
     let mut status = None;
-    let ended = eventually(Duration::from_secs(30), || {
+    let ended = eventually(Duration::from_secs(60), || {
         status = child.try_wait().unwrap();
         status.is_some()
     });
@@ -1139,7 +1139,7 @@ fn a_reader_that_goes_away_ends_a_command_quietly_and_never_a_joining_node() {
             .unwrap_or(0)
     };
     // Beats well after the lines it printed on joining (the stats are read before them).
-    let beating = eventually(Duration::from_secs(30), || beats() >= 5);
+    let beating = eventually(Duration::from_secs(60), || beats() >= 5);
     let alive = child.try_wait().unwrap().is_none();
     let _ = child.kill();
     let _ = child.wait();

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::support::{TestServer, eventually, registration};
 
-const PATIENCE: Duration = Duration::from_secs(20);
+const PATIENCE: Duration = Duration::from_secs(60);
 const NEVER: Duration = Duration::from_secs(3600);
 
 fn watcher(gateways: &[&str]) -> GatewayClient {

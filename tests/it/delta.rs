@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::support::{TestServer, agent, eventually, registration, within};
 
-const LIMIT: Duration = Duration::from_secs(20);
+const LIMIT: Duration = Duration::from_secs(60);
 
 /// Status, `X-Gateway-Index`, `X-Gateway-Epoch`, body bytes and body.
 struct Answer {

@@ -123,18 +123,18 @@ fn after_sigkill_and_restart_every_client_registers_again() {
     let port = free_port(own_host::SIGKILL);
     let url = format!("http://{}:{port}", own_host::SIGKILL);
     let mut server = spawn_server(port);
-    assert!(eventually(Duration::from_secs(20), || count_nodes(&url).is_some()));
+    assert!(eventually(Duration::from_secs(60), || count_nodes(&url).is_some()));
     let clients: Vec<GatewayClient> = (1..=20).map(|id| heartbeating_client(&url, id)).collect();
     assert_eq!(count_nodes(&url), Some(20));
 
     server.kill().unwrap(); // SIGKILL
     server.wait().unwrap();
     let mut server = spawn_server(port);
-    assert!(eventually(Duration::from_secs(20), || count_nodes(&url).is_some()));
+    assert!(eventually(Duration::from_secs(60), || count_nodes(&url).is_some()));
     // How fast is for scripts/bench.sh to measure: a timed assertion here failed on a loaded
     // machine (3.4 s against 2.5 s) while the clients did exactly what they should.
     assert!(
-        eventually(Duration::from_secs(20), || count_nodes(&url) == Some(20)),
+        eventually(Duration::from_secs(60), || count_nodes(&url) == Some(20)),
         "not every client came back"
     );
     for client in &clients {
@@ -169,13 +169,13 @@ fn while_the_gateway_is_gone_clients_keep_their_view_report_it_and_recover() {
                 .cluster_view()
                 .is_some_and(|v| v.cluster.nodes.len() == 2)
         };
-        assert!(eventually(Duration::from_secs(10), both_peers));
+        assert!(eventually(Duration::from_secs(60), both_peers));
     }
     drop(first);
 
     // Several intervals without a gateway.
     for client in &clients {
-        assert!(eventually(Duration::from_secs(20), || client
+        assert!(eventually(Duration::from_secs(60), || client
             .status()
             .consecutive_failures
             >= 3));
@@ -187,19 +187,20 @@ fn while_the_gateway_is_gone_clients_keep_their_view_report_it_and_recover() {
     }
 
     let mut second = None;
-    assert!(eventually(Duration::from_secs(10), || {
+    assert!(eventually(Duration::from_secs(60), || {
         second = GatewayServer::new(ServerConfig::new(own_host::GONE, port))
             .start()
             .ok();
         second.is_some()
     }));
-    assert!(eventually(Duration::from_secs(20), || count_nodes(&url) == Some(3)));
+    assert!(eventually(Duration::from_secs(60), || count_nodes(&url) == Some(3)));
+    // Both from one status: a beat that a loaded machine held past the 500 ms timeout after
+    // the success is a new failure, not the recovery undone.
     for client in &clients {
-        assert!(eventually(Duration::from_secs(10), || client
-            .status()
-            .consecutive_failures
-            == 0));
-        assert!(client.status().last_error.is_none());
+        assert!(eventually(Duration::from_secs(60), || {
+            let status = client.status();
+            status.consecutive_failures == 0 && status.last_error.is_none()
+        }));
     }
 }
 
@@ -297,7 +298,7 @@ fn while_the_stop_waits_for_a_busy_worker_new_connections_are_refused_and_queued
         send_get(&mut reader, "/nodes?status=all").unwrap();
     }
     assert!(
-        eventually(Duration::from_secs(20), || answers_unread(address.port())),
+        eventually(Duration::from_secs(60), || answers_unread(address.port())),
         "the worker never got stuck writing"
     );
     let mut queued = std::net::TcpStream::connect(address).unwrap();
@@ -305,7 +306,7 @@ fn while_the_stop_waits_for_a_busy_worker_new_connections_are_refused_and_queued
 
     let stopping = std::thread::spawn(move || server.stop());
     assert!(
-        eventually(Duration::from_secs(20), || {
+        eventually(Duration::from_secs(60), || {
             std::net::TcpStream::connect(address).is_err()
         }),
         "new connections were never refused"

@@ -127,7 +127,7 @@ impl Front {
             _dir: TempDir(dir),
         };
         assert!(
-            eventually(Duration::from_secs(20), || TcpStream::connect(
+            eventually(Duration::from_secs(60), || TcpStream::connect(
                 &front.address
             )
             .is_ok()),

@@ -365,13 +365,13 @@ fn bodies_that_never_come_free_their_slot_after_the_body_timeout() {
             s
         })
         .collect();
-    assert!(crate::support::eventually(Duration::from_secs(20), || {
+    assert!(crate::support::eventually(Duration::from_secs(60), || {
         server.server.bodies_being_read() == 64
     }));
     // Once their deadline has passed, a registration over 1 KiB takes a slot again.
     let mut large = registration(2);
     large["metadata"] = json!({"blob": "x".repeat(2000)});
-    let registered = crate::support::eventually(Duration::from_secs(20), || {
+    let registered = crate::support::eventually(Duration::from_secs(60), || {
         server.post_json("/register", &large).0 == 200
     });
     assert!(registered, "large registrations stayed refused");

@@ -37,10 +37,11 @@ fn version(server: &TestServer) -> u64 {
     index.trim().parse().unwrap()
 }
 
-/// Sends `request` on a connection of its own; its status and how long the answer took.
+/// Sends `request` on a connection of its own; its status and how long the answer took (no
+/// answer within 30 s is status 0).
 fn timed(addr: SocketAddr, request: &str) -> (u16, Duration) {
     let started = Instant::now();
-    let answer = raw(addr, request.as_bytes(), Duration::from_secs(10));
+    let answer = raw(addr, request.as_bytes(), Duration::from_secs(30));
     let took = started.elapsed();
     if answer.is_empty() {
         return (0, took);
@@ -88,8 +89,9 @@ fn unauthorised_long_polls_are_refused_at_once_and_never_fill_the_parked_set() {
         }
     }
     println!("slowest 401 to an unauthorised long-poll: {slowest:?}");
-    // Generous for a loaded machine: parked, they took their whole wait (60 s).
-    assert!(slowest < Duration::from_secs(2), "{slowest:?}");
+    // Parked, they would have taken their whole wait (60 s): half of it is at once for a
+    // loaded machine, and still tells the two apart.
+    assert!(slowest < Duration::from_secs(30), "{slowest:?}");
     assert_eq!(
         server.server.watchers_waiting(),
         0,
@@ -106,7 +108,7 @@ fn unauthorised_long_polls_are_refused_at_once_and_never_fill_the_parked_set() {
         )
     });
     assert!(
-        eventually(Duration::from_secs(10), || server.server.watchers_waiting()
+        eventually(Duration::from_secs(60), || server.server.watchers_waiting()
             == 1),
         "the legitimate long-poll is parked"
     );
@@ -269,7 +271,7 @@ fn a_long_poll_sent_after_the_previous_answer_was_read_is_always_parked() {
                 format!("GET /nodes?index={at}&wait=30s HTTP/1.1\r\nHost: g\r\n\r\n").as_bytes(),
             )
             .unwrap();
-        let parked = eventually(Duration::from_secs(10), || {
+        let parked = eventually(Duration::from_secs(60), || {
             let mut byte = [0];
             stream.set_nonblocking(true).unwrap();
             let answered = matches!(stream.peek(&mut byte), Ok(1));
@@ -343,7 +345,7 @@ fn six_long_polls_that_never_read_do_not_delay_another_watcher() {
             format!("GET /nodes?index={at}&wait=200s HTTP/1.1\r\nHost: g\r\n\r\n").as_bytes(),
         )
         .unwrap();
-    assert!(eventually(Duration::from_secs(10), || {
+    assert!(eventually(Duration::from_secs(60), || {
         server.server.watchers_waiting() == 7
     }));
     let changed = Instant::now();
@@ -354,7 +356,10 @@ fn six_long_polls_that_never_read_do_not_delay_another_watcher() {
     assert_eq!(&first, b"HTTP/1.1 200");
     println!("the watcher's answer began {delay:?} after the change, six non-readers parked");
     drop(stuck);
-    assert!(delay < Duration::from_millis(500), "{delay:?}");
+    // Behind even one of the six, the answer would have waited for that write to time out
+    // (the listening socket's 10 s): anything shorter is not a wait behind a non-reader,
+    // however slowly a loaded machine got the answer out.
+    assert!(delay < Duration::from_secs(10), "{delay:?}");
 }
 
 #[test]
@@ -447,19 +452,19 @@ fn each_accept_loop_restart_leaves_no_drainer_once_its_connections_close() {
         let held: Vec<TcpStream> = (0..100)
             .filter_map(|_| TcpStream::connect(address).ok())
             .collect();
-        assert!(eventually(Duration::from_secs(30), || {
+        assert!(eventually(Duration::from_secs(60), || {
             log.try_iter().any(|l| l.contains("accept loop died"))
         }));
         drop(held);
-        assert!(eventually(Duration::from_secs(30), health), "served again");
+        assert!(eventually(Duration::from_secs(60), health), "served again");
         // Logged as the new loop takes over, just before its drainer starts.
-        assert!(eventually(Duration::from_secs(30), || {
+        assert!(eventually(Duration::from_secs(60), || {
             log.try_iter()
                 .any(|l| l.contains("accepting connections again"))
         }));
         restarts += 1;
     }
-    let drainers_gone = eventually(Duration::from_secs(20), || {
+    let drainers_gone = eventually(Duration::from_secs(60), || {
         threads_named(child.id(), "gateway-drainer") == 0
     });
     let left = threads_named(child.id(), "gateway-drainer");

@@ -62,7 +62,7 @@ impl Logged {
         };
         let up = || agent().get(format!("{}/health", logged.url)).call().is_ok();
         assert!(
-            eventually(Duration::from_secs(20), up),
+            eventually(Duration::from_secs(60), up),
             "the server did not start"
         );
         logged
@@ -101,7 +101,7 @@ impl Logged {
             }
         }
         let child = &mut self.child;
-        assert!(eventually(Duration::from_secs(10), || child
+        assert!(eventually(Duration::from_secs(60), || child
             .try_wait()
             .unwrap()
             .is_some()));
@@ -124,7 +124,7 @@ fn membership_story(server: &Logged) {
         "node 1 was reaped before it could leave"
     );
     assert!(
-        eventually(Duration::from_secs(30), || server.stats()["reaped_total"]
+        eventually(Duration::from_secs(60), || server.stats()["reaped_total"]
             == 1),
         "node 2 was never reaped"
     );

@@ -252,12 +252,12 @@ fn suspicions_and_reaps_are_counted() {
     let value = |name: &str| sample(&scrape(&server).0, name);
     assert_eq!(value("cluster_gateway_leader_present"), Some(1.0));
     // Silence: both nodes are suspected...
-    assert!(eventually(Duration::from_secs(20), || {
+    assert!(eventually(Duration::from_secs(60), || {
         value("cluster_gateway_suspicions_total") == Some(2.0)
     }));
     assert_eq!(value("cluster_gateway_nodes{status=\"active\"}"), Some(0.0));
     // ...then reaped.
-    assert!(eventually(Duration::from_secs(20), || {
+    assert!(eventually(Duration::from_secs(60), || {
         value("cluster_gateway_reaps_total") == Some(2.0)
     }));
     let (text, _) = scrape(&server);
@@ -273,7 +273,7 @@ fn parked_watchers_are_a_gauge() {
     let server = TestServer::start();
     let url = format!("{}/nodes?index=0&wait=5m", server.url);
     let watcher = std::thread::spawn(move || agent().get(url).call().unwrap().status());
-    assert!(eventually(Duration::from_secs(20), || {
+    assert!(eventually(Duration::from_secs(60), || {
         let (text, _) = scrape(&server);
         sample(&text, "cluster_gateway_watchers_waiting") == Some(1.0)
     }));

@@ -222,7 +222,7 @@ fn gateway_client_speaks_https_through_the_shipped_front_with_tokens_and_refuses
         .stderr(Stdio::null())
         .guarded_spawn()
         .unwrap();
-    let both = eventually(Duration::from_secs(30), || {
+    let both = eventually(Duration::from_secs(60), || {
         node.get_nodes(false).is_ok_and(|nodes| nodes.len() == 2)
     });
     let _ = joined.kill();

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::support::{TestServer, agent, eventually, registration, within};
 
-const LIMIT: Duration = Duration::from_secs(20);
+const LIMIT: Duration = Duration::from_secs(60);
 
 /// An answer: status, `X-Gateway-Index`, `X-Gateway-Epoch`, `ETag`, body.
 #[derive(Debug)]
