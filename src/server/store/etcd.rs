@@ -45,7 +45,7 @@ mod ticket;
 mod watch;
 mod wire;
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -111,6 +111,9 @@ struct Shared {
     /// Registrations sent to etcd together (`etcd/group.rs`).
     groups: Mutex<Groups>,
     grouped: Condvar,
+    /// Registrations deciding again on a thread of their own after their group failed (at
+    /// most `register::MAX_ALONE`).
+    alone: AtomicUsize,
     /// Why etcd cannot be used, and since when (Unix seconds); `None` while it answers.
     cut_off: Mutex<Option<(String, f64)>>,
     /// True while a thread probes etcd until it answers again.
@@ -152,6 +155,7 @@ impl EtcdStore {
             renewed: Condvar::new(),
             groups: Mutex::new(Groups::default()),
             grouped: Condvar::new(),
+            alone: AtomicUsize::new(0),
             cut_off: Mutex::new(None),
             probing: AtomicBool::new(false),
             stale: Mutex::new(None),

@@ -8,6 +8,7 @@
 //! the registrant out anyway), and it is sent only once its write is in etcd and in the copy.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::thread;
 
 use crate::api::{NodeId, Registration};
@@ -18,6 +19,10 @@ use super::copy::Stored;
 use super::group::{Grouped, MAX_GROUP, Member, Then};
 use super::wire::{self, Kv};
 use super::{ATTEMPTS, RENEW_SLACK, Shared, StoreError, Ticket};
+
+/// Most registrations deciding again at once on threads of their own after their group
+/// failed: as many as the gateway's sending threads, far above what a bootstrap race needs.
+pub(super) const MAX_ALONE: usize = 64;
 
 /// How a registration is to be decided.
 struct Attempt {
@@ -122,6 +127,18 @@ impl Shared {
                 shared.ungroup(node_id);
                 return ticket.complete(outcome);
             }
+            // A group fails whole when etcd refuses it: then every member would hold a
+            // thread on etcd's timeout while registrations keep coming (workers no longer
+            // wait for them). Past MAX_ALONE, the registration is refused instead: it was
+            // not written, and the client asks again.
+            if shared.alone.fetch_add(1, Ordering::SeqCst) >= MAX_ALONE {
+                shared.alone.fetch_sub(1, Ordering::SeqCst);
+                shared.ungroup(node_id);
+                return ticket.complete(Err(StoreError::Unavailable(Arc::from(
+                    "etcd refused a group of registrations and too many are being retried; \
+                     try again",
+                ))));
+            }
             let (alone, told) = (Arc::clone(&shared), ticket.clone());
             let spawned = thread::Builder::new()
                 .name("gateway-etcd-register".to_owned())
@@ -137,9 +154,11 @@ impl Shared {
                         }
                     });
                     alone.ungroup(node_id);
+                    alone.alone.fetch_sub(1, Ordering::SeqCst);
                     told.complete(outcome);
                 });
             if let Err(e) = spawned {
+                shared.alone.fetch_sub(1, Ordering::SeqCst);
                 shared.ungroup(node_id);
                 ticket.complete(Err(StoreError::Unavailable(Arc::from(
                     format!("cannot start a thread to register again: {e}").as_str(),
