@@ -26,7 +26,7 @@ use cluster_gateway::api::Registration;
 
 #[path = "support/watch.rs"]
 mod support;
-use support::{agent, percentile, wait_until_parked};
+use support::{agent, index, percentile, wait_until_parked};
 
 /// User plus system CPU seconds of process `pid` (`self` for this one), from /proc.
 fn cpu_seconds(pid: &str) -> f64 {
@@ -36,26 +36,6 @@ fn cpu_seconds(pid: &str) -> f64 {
     let ticks: f64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0.0)
         + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0.0);
     ticks / 100.0 // USER_HZ is 100 on Linux
-}
-
-/// `X-Gateway-Index` and `X-Gateway-Epoch` of `GET /leader`.
-fn index(agent: &ureq::Agent, url: &str) -> (u64, String) {
-    let response = agent
-        .get(format!("{url}/leader"))
-        .call()
-        .expect("GET /leader");
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .expect("X-Gateway-Index and X-Gateway-Epoch")
-            .to_owned()
-    };
-    (
-        header("X-Gateway-Index").parse().expect("a number"),
-        header("X-Gateway-Epoch"),
-    )
 }
 
 /// One answer read off a keep-alive connection: `X-Gateway-Index` and the body.

@@ -16,27 +16,7 @@ use std::time::{Duration, Instant};
 
 #[path = "support/watch.rs"]
 mod support;
-use support::{agent, percentile, wait_until_parked};
-
-/// `X-Gateway-Index` and `X-Gateway-Epoch` of `GET /leader`.
-fn index(agent: &ureq::Agent, url: &str) -> (u64, String) {
-    let response = agent
-        .get(format!("{url}/leader"))
-        .call()
-        .expect("GET /leader");
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .expect("the gateway sends X-Gateway-Index and X-Gateway-Epoch")
-            .to_owned()
-    };
-    (
-        header("X-Gateway-Index").parse().expect("a number"),
-        header("X-Gateway-Epoch"),
-    )
-}
+use support::{agent, index, percentile, wait_until_parked};
 
 fn latency(url: &str, rounds: usize) {
     let agent = agent();

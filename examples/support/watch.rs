@@ -1,5 +1,5 @@
-//! What the long-poll benchmarks (`watch_bench`, `client_watch_latency`) share: an agent, the
-//! gateway's count of parked watchers, and percentiles.
+//! What the long-poll benchmarks (`watch_bench`, `client_watch_latency`, `delta_bench`)
+//! share: an agent, the gateway's index, its count of parked watchers, and percentiles.
 
 use std::time::{Duration, Instant};
 
@@ -41,4 +41,25 @@ pub fn wait_until_parked(agent: &ureq::Agent, url: &str, n: usize) {
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[i]
+}
+
+/// `X-Gateway-Index` and `X-Gateway-Epoch` of `GET /leader`.
+#[allow(dead_code)] // not every benchmark that includes this module asks for it
+pub fn index(agent: &ureq::Agent, url: &str) -> (u64, String) {
+    let response = agent
+        .get(format!("{url}/leader"))
+        .call()
+        .expect("GET /leader");
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .expect("the gateway sends X-Gateway-Index and X-Gateway-Epoch")
+            .to_owned()
+    };
+    (
+        header("X-Gateway-Index").parse().expect("a number"),
+        header("X-Gateway-Epoch"),
+    )
 }
