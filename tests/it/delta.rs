@@ -9,45 +9,9 @@ use cluster_gateway::server::auth::Secret;
 use cluster_gateway::server::registry::{Now, unix_now};
 use serde_json::{Value, json};
 
-use crate::support::{TestServer, agent, eventually, registration, within};
+use crate::support::{TestServer, eventually, get, registration, within};
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-/// Status, `X-Gateway-Index`, `X-Gateway-Epoch`, body bytes and body.
-struct Answer {
-    status: u16,
-    index: Option<u64>,
-    epoch: Option<String>,
-    bytes: usize,
-    body: Value,
-}
-
-fn get(url: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
-    let mut request = agent().get(format!("{url}{path}"));
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let mut response = request.call().expect("the gateway answers");
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_owned())
-    };
-    let (index, epoch) = (
-        header("X-Gateway-Index").map(|v| v.parse().unwrap()),
-        header("X-Gateway-Epoch"),
-    );
-    let status = response.status().as_u16();
-    let text = response.body_mut().read_to_string().unwrap();
-    Answer {
-        status,
-        index,
-        epoch,
-        bytes: text.len(),
-        body: serde_json::from_str(&text).unwrap_or_else(|e| panic!("JSON ({e}): {text}")),
-    }
-}
 
 /// A gateway whose nodes stay active for a minute of real time: suspicions and reaps are
 /// made by sweeping with injected time.

@@ -607,3 +607,50 @@ pub fn gateway_process(
     };
     (child, log, address)
 }
+
+/// An answer read whole: status, `X-Gateway-Index`, `X-Gateway-Epoch`, `ETag`, the body's
+/// length and the body as JSON (`null` when empty).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub index: Option<u64>,
+    pub epoch: Option<String>,
+    pub etag: Option<String>,
+    pub bytes: usize,
+    pub body: Value,
+}
+
+/// `GET url + path` with `headers`, read whole.
+pub fn get(url: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut request = agent().get(format!("{url}{path}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let mut response = request.call().expect("the gateway answers");
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let (index, epoch, etag) = (
+        header("X-Gateway-Index").map(|v| v.parse().unwrap()),
+        header("X-Gateway-Epoch"),
+        header("ETag"),
+    );
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().unwrap();
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("JSON ({e}): {text}"))
+    };
+    Answer {
+        status,
+        index,
+        epoch,
+        etag,
+        bytes: text.len(),
+        body,
+    }
+}

@@ -5,55 +5,11 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
-use crate::support::{TestServer, agent, eventually, registration, within};
+use crate::support::{Answer, TestServer, agent, eventually, get, registration, within};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
 /// An answer: status, `X-Gateway-Index`, `X-Gateway-Epoch`, `ETag`, body.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    index: Option<u64>,
-    epoch: Option<String>,
-    etag: Option<String>,
-    body: Value,
-}
-
-fn get(url: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
-    let mut request = agent().get(format!("{url}{path}"));
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let mut response = request.call().expect("the gateway answers");
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_owned())
-    };
-    let (index, epoch, etag) = (
-        header("X-Gateway-Index").map(|v| v.parse().unwrap()),
-        header("X-Gateway-Epoch"),
-        header("ETag"),
-    );
-    let status = response.status().as_u16();
-    let text = response.body_mut().read_to_string().unwrap();
-    let body = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap()
-    };
-    Answer {
-        status,
-        index,
-        epoch,
-        etag,
-        body,
-    }
-}
-
 /// Starts `GET path` on a thread of its own; its answer comes through the handle.
 fn watch(url: &str, path: &str) -> std::thread::JoinHandle<Answer> {
     let (url, path) = (url.to_owned(), path.to_owned());
