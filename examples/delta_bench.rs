@@ -9,6 +9,9 @@
 //! watchers' answers per change they carried, and the time from sending a change to each
 //! watcher's whole answer carrying it (p50, p99, max over every watcher and change).
 //!
+//! `delta_bench streams GATEWAY_URL N RATE SECONDS GATEWAY_PID`: the same with N event
+//! streams (`GET /nodes?index=V&epoch=E&changes=1&stream=1`) in place of the long-polls.
+//!
 //! `delta_bench nodes GATEWAY_URL N PERIOD_SECONDS SECONDS GATEWAY_PID`: N `GatewayClient`s
 //! in this process, each registered and watching (`ClientBuilder::watch`), each publishing a
 //! metadata change every PERIOD_SECONDS (spread evenly); prints the gateway's CPU over SECONDS
@@ -17,6 +20,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -105,12 +109,138 @@ fn watcher(address: String, path_of: impl Fn(u64) -> String, mut index: u64, see
     seen.lock().unwrap().append(&mut mine);
 }
 
-fn watchers(url: &str, n: usize, rate: f64, seconds: f64, pid: &str) {
+/// epoll, declared by hand (no crate for a benchmark's three calls).
+#[allow(unsafe_code)]
+mod epoll {
+    #[cfg_attr(target_arch = "x86_64", repr(C, packed))]
+    #[cfg_attr(not(target_arch = "x86_64"), repr(C))]
+    #[derive(Clone, Copy)]
+    pub struct Event {
+        pub events: u32,
+        pub data: u64,
+    }
+    pub const IN: u32 = 0x001;
+    unsafe extern "C" {
+        fn epoll_create1(flags: i32) -> i32;
+        fn epoll_ctl(epfd: i32, op: i32, fd: i32, event: *mut Event) -> i32;
+        fn epoll_wait(epfd: i32, events: *mut Event, maxevents: i32, timeout: i32) -> i32;
+    }
+    pub fn create() -> i32 {
+        // SAFETY: no pointers.
+        let fd = unsafe { epoll_create1(0) };
+        assert!(fd >= 0, "epoll_create1");
+        fd
+    }
+    pub fn add(epfd: i32, fd: i32, token: u64) {
+        let mut event = Event {
+            events: IN,
+            data: token,
+        };
+        // SAFETY: `event` lives across the call.
+        assert_eq!(
+            unsafe { epoll_ctl(epfd, 1, fd, &mut event) },
+            0,
+            "epoll_ctl"
+        );
+    }
+    pub fn wait(epfd: i32, events: &mut [Event], timeout_ms: i32) -> usize {
+        // SAFETY: the kernel writes at most `events.len()` entries.
+        let n = unsafe { epoll_wait(epfd, events.as_mut_ptr(), events.len() as i32, timeout_ms) };
+        n.max(0) as usize
+    }
+}
+
+/// N event streams (`GET /nodes?index=V&epoch=E&changes=1&stream=1`) read by one thread over
+/// epoll, as watchers on other machines would cost the gateway: a thread per stream on the
+/// same two cores makes every write wake a thread, and loopback charges that to the sender.
+/// Each chunk's `data:` line is a delta answer (keepalive comments are skipped).
+fn streamers(address: &str, path: &str, n: usize, seen: Seen, open: Arc<AtomicUsize>) {
+    use std::os::fd::AsRawFd;
+    let epfd = epoll::create();
+    let mut conns: Vec<(TcpStream, Vec<u8>, bool)> = Vec::with_capacity(n);
+    for token in 0..n {
+        let mut stream = TcpStream::connect(address).expect("connect");
+        stream.set_nodelay(true).ok();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        stream
+            .write_all(request.as_bytes())
+            .expect("send the request");
+        stream.set_nonblocking(true).expect("non-blocking");
+        epoll::add(epfd, stream.as_raw_fd(), token as u64);
+        conns.push((stream, Vec::new(), false));
+    }
+    let mut events = vec![epoll::Event { events: 0, data: 0 }; 256];
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut mine = Vec::new();
+    let mut ended = 0;
+    while ended < n {
+        let ready = epoll::wait(epfd, &mut events, 1000);
+        let at = Instant::now();
+        for event in &events[..ready] {
+            let token = event.data as usize;
+            let (stream, pending, headed) = &mut conns[token];
+            loop {
+                match stream.read(&mut buffer) {
+                    Ok(0) => {
+                        ended += 1;
+                        break;
+                    }
+                    Ok(k) => pending.extend_from_slice(&buffer[..k]),
+                    Err(_) => break,
+                }
+            }
+            if !*headed {
+                let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    continue;
+                };
+                pending.drain(..end + 4);
+                *headed = true;
+                open.fetch_add(1, Ordering::SeqCst);
+            }
+            // Whole chunks: `SIZE\r\nDATA\r\n`.
+            let mut used = 0;
+            loop {
+                let rest = &pending[used..];
+                let Some(line) = rest.windows(2).position(|w| w == b"\r\n") else {
+                    break;
+                };
+                let size = std::str::from_utf8(&rest[..line])
+                    .ok()
+                    .and_then(|h| usize::from_str_radix(h, 16).ok())
+                    .expect("a chunk size");
+                if rest.len() < line + 2 + size + 2 {
+                    break;
+                }
+                let text = &rest[line + 2..line + 2 + size];
+                used += line + 2 + size + 2;
+                if let Some(start) = text.windows(6).position(|w| w == b"data: ") {
+                    let body = &text[start + 6..];
+                    let end = body.iter().position(|&b| b == b'\n').unwrap_or(body.len());
+                    let delta: Delta = serde_json::from_slice(&body[..end]).expect("a delta event");
+                    let versions = delta.changes.iter().map(|e| e.registry_version).collect();
+                    mine.push((at, size, versions, delta.full));
+                }
+            }
+            pending.drain(..used);
+        }
+        if !mine.is_empty() {
+            seen.lock().unwrap().append(&mut mine);
+        }
+    }
+}
+
+fn watchers(url: &str, n: usize, rate: f64, seconds: f64, pid: &str, streams: bool) {
     let agent = agent();
     let (start, epoch) = index(&agent, url);
     let address = url.trim_start_matches("http://").to_owned();
     let seen: Seen = Arc::new(Mutex::new(Vec::new()));
-    for _ in 0..n {
+    let open = Arc::new(AtomicUsize::new(0));
+    if streams {
+        let (address, seen, open) = (address.clone(), Arc::clone(&seen), Arc::clone(&open));
+        let path = format!("/nodes?index={start}&epoch={epoch}&changes=1&stream=1");
+        std::thread::spawn(move || streamers(&address, &path, n, seen, open));
+    }
+    for _ in 0..if streams { 0 } else { n } {
         let (address, seen, epoch) = (address.clone(), Arc::clone(&seen), epoch.clone());
         let path =
             move |index: u64| format!("/nodes?index={index}&epoch={epoch}&changes=1&wait=60s");
@@ -119,7 +249,15 @@ fn watchers(url: &str, n: usize, rate: f64, seconds: f64, pid: &str) {
             .spawn(move || watcher(address, path, start, seen))
             .expect("a watcher thread");
     }
-    wait_until_parked(&agent, url, n);
+    if streams {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while open.load(Ordering::SeqCst) < n {
+            assert!(Instant::now() < deadline, "the streams did not open");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    } else {
+        wait_until_parked(&agent, url, n);
+    }
     // The changes: one node's metadata each, spread over the 10,000 seeded ones.
     let mut sent: HashMap<u64, Instant> = HashMap::new();
     let (cpu0, wall0) = (cpu_seconds(pid), Instant::now());
@@ -172,8 +310,9 @@ fn watchers(url: &str, n: usize, rate: f64, seconds: f64, pid: &str) {
     }
     late.sort_by(f64::total_cmp);
     let expected = n * sent.len();
+    let kind = if streams { "streams" } else { "delta watchers" };
     println!(
-        "{n} delta watchers, {} changes in {wall:.1} s ({:.0}/s): gateway {:.1} % of a core; \
+        "{n} {kind}, {} changes in {wall:.1} s ({:.0}/s): gateway {:.1} % of a core; \
          {} answers carrying {events} changes ({:.0} % of {expected}), {:.0} bytes a change, \
          {fulls} full; change to watcher p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         sent.len(),
@@ -256,8 +395,7 @@ fn nodes(url: &str, n: u64, period: f64, seconds: f64, pid: &str) {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage =
-        "usage: delta_bench watchers URL N RATE SECONDS PID | nodes URL N PERIOD SECONDS PID";
+    let usage = "usage: delta_bench watchers|streams URL N RATE SECONDS PID | nodes URL N PERIOD SECONDS PID";
     let arg = |i: usize| -> f64 { args.get(i).and_then(|a| a.parse().ok()).expect(usage) };
     let (mode, url, pid) = (
         args.first().expect(usage).as_str(),
@@ -265,7 +403,8 @@ fn main() {
         args.get(5).expect(usage),
     );
     match mode {
-        "watchers" => watchers(url, arg(2) as usize, arg(3), arg(4), pid),
+        "watchers" => watchers(url, arg(2) as usize, arg(3), arg(4), pid, false),
+        "streams" => watchers(url, arg(2) as usize, arg(3), arg(4), pid, true),
         "nodes" => nodes(url, arg(2) as u64, arg(3), arg(4), pid),
         _ => panic!("{usage}"),
     }

@@ -6,8 +6,8 @@
 # Needs wrk and nginx: apt-get install wrk nginx. DURATION (seconds per run, default 5),
 # WORKERS (default 8), WATCH_ROUNDS (changes timed for the long-poll latency, default 500),
 # CLIENT_WATCH_ROUNDS (changes timed through the client library's watch, default 200).
-# ONLY=watch runs the long-poll rows alone, ONLY=scale the 100,000-node rows, ONLY=gzip the gzip
-# rows, ONLY=durability the data-directory rows, ONLY=etcd the etcd rows, ONLY=table the first
+# ONLY=watch runs the long-poll rows alone, ONLY=delta the delta-answer and stream rows,
+# ONLY=scale the 100,000-node rows, ONLY=gzip the gzip rows, ONLY=durability the data-directory rows, ONLY=etcd the etcd rows, ONLY=table the first
 # table alone (health, heartbeats, lists, registrations against both baselines). The durability and
 # etcd sections print whether their targets were met in this run.
 set -euo pipefail
@@ -383,7 +383,27 @@ PY
     echo "$etcd_last" | awk '{ printf "  target: etcd registrations (16) >= 0.30x memory: %.2fx, %s\n", $5/$1, ($5/$1 >= 0.3) ? "met" : "NOT MET" }'
   fi
 }
+# Delta answers (issue 25's watcher targets, issue 21's item 8): 1,000 parked delta watchers
+# (GET /nodes?index=V&changes=1) while one client changes a node's metadata 100 times a second
+# at 10,000 nodes; the same with 1,000 event streams (stream=1) in place of the long-polls;
+# and 50 nodes that each watch (the client's watch thread) and publish a
+# metadata change every 5 s. The gateway's CPU is read from /proc over each window.
+# DELTA_SECONDS (default 20) sets both windows. The full run ends with these rows (an ONLY=
+# run of other rows exits before them); BENCHMARKS.md gives the commands to run them alone.
+delta_rows() {
+  echo
+  echo "delta answers: 1,000 parked delta watchers, 100 metadata changes a second, 10,000 nodes"
+  start_gateway 10000 30
+  printf '  '; "$bin/delta_bench" watchers "$url" 1000 100 "${DELTA_SECONDS:-20}" "${pids[-1]}"
+  echo "event streams: 1,000 streams (GET /nodes?index=V&changes=1&stream=1), the same changes"
+  start_gateway 10000 30
+  printf '  '; "$bin/delta_bench" streams "$url" 1000 100 "${DELTA_SECONDS:-20}" "${pids[-1]}"
+  echo "delta answers: 50 nodes, each watching and publishing metadata every 5 s"
+  start_gateway 0 30
+  printf '  '; "$bin/delta_bench" nodes "$url" 50 5 "${DELTA_SECONDS:-20}" "${pids[-1]}"
+}
 if [ "${ONLY:-}" = watch ]; then watch_rows; exit 0; fi
+if [ "${ONLY:-}" = delta ]; then delta_rows; exit 0; fi
 if [ "${ONLY:-}" = durability ]; then durability_rows; exit 0; fi
 if [ "${ONLY:-}" = etcd ]; then etcd_rows; exit 0; fi
 if [ "${ONLY:-}" = scale ]; then scale_rows; exit 0; fi
@@ -464,19 +484,4 @@ echo
 echo "registry micro-benchmark (no HTTP):"
 "$bin/registry_bench" | sed 's/^/  /'
 
-# Delta answers (issue 25's watcher targets, issue 21's item 8): 1,000 parked delta watchers
-# (GET /nodes?index=V&changes=1) while one client changes a node's metadata 100 times a second
-# at 10,000 nodes; and 50 nodes that each watch (the client's watch thread) and publish a
-# metadata change every 5 s. The gateway's CPU is read from /proc over each window.
-# DELTA_SECONDS (default 20) sets both windows. The full run ends with these rows (an ONLY=
-# run of other rows exits before them); BENCHMARKS.md gives the commands to run them alone.
-delta_rows() {
-  echo
-  echo "delta answers: 1,000 parked delta watchers, 100 metadata changes a second, 10,000 nodes"
-  start_gateway 10000 30
-  printf '  '; "$bin/delta_bench" watchers "$url" 1000 100 "${DELTA_SECONDS:-20}" "${pids[-1]}"
-  echo "delta answers: 50 nodes, each watching and publishing metadata every 5 s"
-  start_gateway 0 30
-  printf '  '; "$bin/delta_bench" nodes "$url" 50 5 "${DELTA_SECONDS:-20}" "${pids[-1]}"
-}
 delta_rows

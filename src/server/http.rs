@@ -23,6 +23,7 @@ mod changes;
 mod query;
 mod response;
 
+pub use changes::{StreamStart, events_body, full_body, mentions};
 use query::{Query, query_pairs, wants_pretty};
 pub use response::{Body, JSON, Response};
 
@@ -553,6 +554,21 @@ pub struct Wait {
     pub index: u64,
     /// How long to hold the request at most (jitter included).
     pub wait: Duration,
+}
+
+/// Whether `request` asks for an event stream (`GET /nodes?changes=1&stream=1`): `None` if
+/// not (or if it will be refused anyway: routing answers it as usual), else where the stream
+/// starts, or the answer that refuses it.
+pub fn streams(gateway: &Gateway, request: &Request<'_>) -> Option<Result<StreamStart, Response>> {
+    if request.method != "GET" || unauthorised(gateway, request).is_some() {
+        return None;
+    }
+    let (path, query) = request.url.split_once('?')?;
+    if Endpoint::of(path) != Some(Endpoint::Nodes) {
+        return None;
+    }
+    let query = Query::parse(query, Endpoint::Nodes).ok()?;
+    query.stream.then(|| changes::stream_start(gateway, &query))
 }
 
 /// Whether `request` is a long-poll to hold until the registry changes: a `GET /nodes` or

@@ -32,9 +32,11 @@ use crate::server::registry::Now;
 use crate::server::tiny_http_workarounds::{self as workarounds, Accepting, Nudger, Poisoned};
 
 mod settling;
+mod streams;
 mod worker;
 
 use settling::Senders;
+use streams::Streams;
 use worker::{Context, Handler, Peers};
 
 /// A gateway server, configured but not yet listening (the original's `GatewayServer(host,
@@ -131,9 +133,13 @@ impl GatewayServer {
             config.max_watchers,
             Arc::clone(&gateway.metrics().watchers_waiting),
         ));
+        let streams = Arc::new(Streams::new(gateway.version(), config.max_watchers));
         {
-            let watchers = Arc::clone(&watchers);
-            gateway.on_change(move |version| watchers.changed(version));
+            let (watchers, streams) = (Arc::clone(&watchers), Arc::clone(&streams));
+            gateway.on_change(move |version| {
+                watchers.changed(version);
+                streams.changed(version);
+            });
         }
         let (exit, exits) = mpsc::channel::<()>();
         let context = Arc::new(Context {
@@ -155,6 +161,7 @@ impl GatewayServer {
             answering: Peers::default(),
             senders: Arc::default(),
             watch_answers: Arc::new(Senders::named("gateway-watch-answer")),
+            streams: Arc::clone(&streams),
         });
         let serve = {
             let context = Arc::clone(&context);
@@ -190,6 +197,13 @@ impl GatewayServer {
                         .run(|due| Context::release(&context, due, &exit));
                 })
                 .expect("spawn the watcher thread")
+        };
+        let fanning_out = {
+            let (streams, gateway) = (Arc::clone(&streams), Arc::clone(&gateway));
+            thread::Builder::new()
+                .name("gateway-streams".to_owned())
+                .spawn(move || streams.run(&gateway))
+                .expect("spawn the stream fan-out thread")
         };
         drop(exit);
 
@@ -233,6 +247,7 @@ impl GatewayServer {
             reaper: Some((reaper_stop, reaper)),
             nudger: Some((nudger, nudging)),
             watching: Some(watching),
+            fanning_out: Some(fanning_out),
             stopped: false,
         })
     }
@@ -277,6 +292,8 @@ pub struct RunningServer {
     reaper: Option<(Sender<()>, JoinHandle<()>)>,
     nudger: Option<(Arc<Nudger>, JoinHandle<()>)>,
     watching: Option<JoinHandle<()>>,
+    /// The stream fan-out thread (`streams.rs`).
+    fanning_out: Option<JoinHandle<()>>,
     stopped: bool,
 }
 
@@ -305,6 +322,11 @@ impl RunningServer {
     /// Long-poll requests parked until the registry changes or their wait ends.
     pub fn watchers_waiting(&self) -> usize {
         self.context.watchers.waiting()
+    }
+
+    /// Event streams open now (`GET /nodes?changes=1&stream=1`).
+    pub fn streams_open(&self) -> usize {
+        self.context.streams.open_count()
     }
 
     /// Why the server can no longer serve, once it cannot: the listening socket is gone and
@@ -356,8 +378,10 @@ impl RunningServer {
             lock(&self.context.answering).keys().copied().collect()
         };
         let closed = self.accepting.close(&answering);
-        // Parked requests are answered now (as usual: they see the registry as it is).
+        // Parked requests are answered now (as usual: they see the registry as it is), and
+        // streams end (their bodies closed after what was queued).
         self.context.watchers.stop();
+        self.context.streams.stop();
         if let Some((stop, reaper)) = self.reaper.take() {
             drop(stop);
             let _ = reaper.join();
@@ -380,6 +404,10 @@ impl RunningServer {
         };
         self.context.senders.stop();
         self.context.watch_answers.stop();
+        self.context.streams.stop_writers();
+        if let Some(fanning_out) = self.fanning_out.take() {
+            let _ = fanning_out.join();
+        }
         // What is still open is ended now: connections whose answer was written meanwhile (with
         // what they pipelined behind it, never taken), and, past the grace, answers still
         // being written.

@@ -33,6 +33,8 @@ pub(super) struct Query {
     pub(super) changes: bool,
     /// Whether `status` was given at all (a delta answer covers every node).
     pub(super) status_given: bool,
+    /// `stream=1`: the events as a stream that stays open (see `changes.rs`).
+    pub(super) stream: bool,
 }
 
 impl Query {
@@ -118,6 +120,18 @@ impl Query {
                             return Err(Response::error(
                                 400,
                                 "Invalid changes: must be 1 (the events since index) or 0",
+                            ));
+                        }
+                    }
+                }
+                "stream" => {
+                    parsed.stream = match value.as_str() {
+                        "1" | "true" => true,
+                        "0" | "false" => false,
+                        _ => {
+                            return Err(Response::error(
+                                400,
+                                "Invalid stream: must be 1 (the events as a stream) or 0",
                             ));
                         }
                     }

@@ -24,6 +24,7 @@ use crate::server::tiny_http_workarounds::{
 };
 
 use super::settling::Senders;
+use super::streams::Streams;
 use super::{Counters, SLOW_ANSWER};
 
 /// Answers one request: [`http::answer`] (an answer to a durable write may come back before
@@ -72,6 +73,8 @@ pub(super) struct Context {
     pub(super) senders: Arc<Senders>,
     /// Send the answers to released long-polls (see [`Context::release`]).
     pub(super) watch_answers: Arc<Senders>,
+    /// Open event streams (see `streams.rs`).
+    pub(super) streams: Arc<Streams>,
 }
 
 /// A long-poll request parked until the registry changes or its wait ends, with what routing
@@ -107,6 +110,8 @@ impl Context {
         }
         let answering = Answering::new(&self.answering, request.remote_addr());
         let (in_flight, parked) = self.watchers.arrived(request.remote_addr().copied());
+        // A stream open on the connection ends: this request's answer goes after it.
+        self.streams.arrived(request.remote_addr().copied());
         Taken {
             request,
             answering,
@@ -342,6 +347,41 @@ impl Context {
             body: &body,
             headers: &headers,
         };
+        let stream = catch_unwind(AssertUnwindSafe(|| http::streams(&self.gateway, &routing)))
+            .ok()
+            .flatten();
+        if let Some(start) = stream {
+            drop(headers);
+            drop(in_flight);
+            let start = match start {
+                Ok(start) => start,
+                Err(refused) => {
+                    return self.respond(request, (&method, &url), refused, (received, received));
+                }
+            };
+            let exit = lock(&self.exit).clone();
+            let refused = match exit {
+                Some(exit) => {
+                    match self
+                        .streams
+                        .open(&self.gateway, request, start, (answering, exit))
+                    {
+                        Ok(()) => {
+                            let route = metrics::route(&url);
+                            self.gateway
+                                .metrics()
+                                .answered(route, 200, received.elapsed());
+                            return;
+                        }
+                        Err(refused) => *refused,
+                    }
+                }
+                None => (request, "The gateway is stopping"),
+            };
+            let (request, why) = refused;
+            let answer = Response::error(503, format!("{why}: ask again later"));
+            return self.respond(request, (&method, &url), answer, (received, received));
+        }
         let wait = catch_unwind(AssertUnwindSafe(|| http::parks(&self.gateway, &routing)))
             .ok()
             .flatten();
