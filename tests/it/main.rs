@@ -32,6 +32,7 @@ mod recipe;
 mod scripts;
 mod server_cli;
 mod smuggling;
+mod streams;
 mod support;
 mod tls;
 mod transport;
