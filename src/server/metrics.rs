@@ -69,6 +69,8 @@ pub struct Metrics {
     bootstraps: AtomicU64,
     /// Requests parked in a long-poll.
     pub watchers_waiting: Arc<AtomicUsize>,
+    /// Event streams open (`GET /nodes?changes=1&stream=1`).
+    pub streams_open: Arc<AtomicUsize>,
     /// Request bodies being read on threads of their own.
     pub bodies_being_read: AtomicUsize,
     /// Unix time the gateway started.
@@ -134,6 +136,7 @@ impl Metrics {
             reaps: AtomicU64::new(0),
             bootstraps: AtomicU64::new(0),
             watchers_waiting: Arc::new(AtomicUsize::new(0)),
+            streams_open: Arc::new(AtomicUsize::new(0)),
             bodies_being_read: AtomicUsize::new(0),
             start_time: crate::server::registry::unix_now(),
             limits: OnceLock::new(),
@@ -386,6 +389,12 @@ impl Metrics {
             "gauge",
             "Long-poll requests parked until a change or the end of their wait.",
             &one(self.watchers_waiting.load(Ordering::Relaxed) as f64),
+        );
+        family(
+            "streams_open",
+            "gauge",
+            "Event streams open (GET /nodes?changes=1&stream=1), each sent every change.",
+            &one(self.streams_open.load(Ordering::Relaxed) as f64),
         );
         family(
             "bodies_being_read",

@@ -133,7 +133,11 @@ impl GatewayServer {
             config.max_watchers,
             Arc::clone(&gateway.metrics().watchers_waiting),
         ));
-        let streams = Arc::new(Streams::new(gateway.version(), config.max_watchers));
+        let streams = Arc::new(Streams::new(
+            gateway.version(),
+            config.max_watchers,
+            Arc::clone(&gateway.metrics().streams_open),
+        ));
         {
             let (watchers, streams) = (Arc::clone(&watchers), Arc::clone(&streams));
             gateway.on_change(move |version| {

@@ -591,3 +591,48 @@ fn the_front_says_timed_out_for_a_gateway_that_does_not_answer_in_time() {
     assert_eq!(status(&answer), 502, "{answer}");
     assert!(answer.contains("could not reach the gateway"), "{answer}");
 }
+
+#[test]
+#[cfg_attr(not(has_nginx), ignore = "needs nginx: apt-get install nginx")]
+fn an_event_stream_passes_through_the_front_as_each_change_happens() {
+    let Some(nginx) = nginx_binary() else {
+        panic!("nginx is not installed (apt-get install nginx)");
+    };
+    let gateway = Server::start();
+    let front = Front::start(&nginx, &gateway.address);
+    let mut stream = TcpStream::connect(&front.address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream
+        .write_all(b"GET /nodes?changes=1&stream=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut read_until = |needle: &str, seen: &mut Vec<u8>| {
+        let mut buffer = [0u8; 4096];
+        while !String::from_utf8_lossy(seen).contains(needle) {
+            let n = stream.read(&mut buffer).unwrap_or_else(|e| {
+                panic!(
+                    "{needle} did not come through the front: {e}; read {}",
+                    String::from_utf8_lossy(seen)
+                )
+            });
+            assert!(
+                n > 0,
+                "the front closed the stream: {}",
+                String::from_utf8_lossy(seen)
+            );
+            seen.extend_from_slice(&buffer[..n]);
+        }
+    };
+    // The head and the first event (the full list) come at once...
+    read_until("\"full\":true", &mut seen);
+    let head = String::from_utf8_lossy(&seen).to_string();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("text/event-stream"), "{head}");
+    // ...and a change while the stream is open comes as it happens, not when the front's
+    // buffers fill or the stream ends.
+    let ok = register(&front, 1);
+    assert_eq!(status(&ok), 200, "{ok}");
+    read_until("\"event\":\"joined\"", &mut seen);
+}

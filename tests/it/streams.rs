@@ -85,9 +85,17 @@ impl EventStream {
                 continue;
             }
             let mut lines = chunk.lines();
-            let id = lines.next()?.strip_prefix("id: ").expect("id").parse().unwrap();
+            let id = lines
+                .next()?
+                .strip_prefix("id: ")
+                .expect("id")
+                .parse()
+                .unwrap();
             let data = lines.next()?.strip_prefix("data: ").expect("data");
-            assert!(chunk.ends_with("\n\n"), "an event ends with a blank line: {chunk:?}");
+            assert!(
+                chunk.ends_with("\n\n"),
+                "an event ends with a blank line: {chunk:?}"
+            );
             return Some((id, serde_json::from_str(data).expect("JSON data")));
         }
     }
@@ -140,6 +148,17 @@ fn a_stream_sends_every_change_as_an_event_in_order() {
     assert_eq!(stream.header("X-Accel-Buffering").unwrap(), "no");
     assert_eq!(stream.header("X-Gateway-Index").unwrap(), index.to_string());
     assert!(eventually(LIMIT, || server.server.streams_open() == 1));
+    let metrics = crate::support::agent()
+        .get(format!("{}/metrics", server.url))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(
+        metrics.contains("\ncluster_gateway_streams_open 1\n"),
+        "{metrics}"
+    );
 
     server.register(2);
     let mut changed = registration(2);
@@ -222,7 +241,10 @@ fn bad_stream_queries_are_refused_with_a_json_error() {
     let server = TestServer::start();
     for (path, needle) in [
         ("/nodes?stream=1", "stream=1 needs changes=1"),
-        ("/nodes?changes=1&stream=1&wait=5s", "wait cannot be combined"),
+        (
+            "/nodes?changes=1&stream=1&wait=5s",
+            "wait cannot be combined",
+        ),
         ("/nodes?changes=1&stream=1&status=active", "status=active"),
         ("/nodes?changes=1&stream=1&capability=raft", "capability"),
         ("/nodes?changes=1&stream=yes", "Invalid stream"),
@@ -256,13 +278,18 @@ fn with_tokens_a_stream_is_refused_before_anything_is_sent() {
 }
 
 #[test]
-fn past_the_watcher_limit_a_stream_is_refused_with_503() {
+fn past_the_watcher_limit_a_stream_request_gets_a_delta_answer() {
     let server = TestServer::with(|c| c.max_watchers = 1);
-    let _first = EventStream::open(&server, "/nodes?changes=1&stream=1", &[]);
+    let index = version_of(&server.register(1));
+    let path = format!("/nodes?index={index}&changes=1&stream=1");
+    let _first = EventStream::open(&server, &path, &[]);
     assert!(eventually(LIMIT, || server.server.streams_open() == 1));
-    let second = get(&server.url, "/nodes?changes=1&stream=1", &[]);
-    assert_eq!(second.status, 503, "{}", second.body);
-    assert!(second.body["error"].as_str().unwrap().contains("Too many streams"));
+    // As from a gateway that does not stream: the events since index, at once.
+    let second = get(&server.url, &path, &[]);
+    assert_eq!(second.status, 200, "{}", second.body);
+    assert_eq!(second.body["full"], false, "{}", second.body);
+    assert_eq!(second.body["registry_version"], index, "{}", second.body);
+    assert_eq!(server.server.streams_open(), 1);
 }
 
 #[test]

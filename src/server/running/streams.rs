@@ -22,6 +22,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -49,8 +50,11 @@ pub(super) struct Streams {
     wake: Condvar,
     /// Write the frames (`gateway-stream` threads).
     writers: Arc<Senders>,
-    /// Most streams open at once (the long-polls' `--max-watchers`); past it, a 503.
+    /// Most streams open at once (the long-polls' `--max-watchers`); past it, a request for
+    /// one gets a delta answer.
     max: usize,
+    /// `/metrics`' `streams_open`, kept equal to the number of streams listed.
+    gauge: Arc<AtomicUsize>,
 }
 
 #[derive(Default)]
@@ -91,7 +95,7 @@ struct Out {
 }
 
 impl Streams {
-    pub(super) fn new(version: u64, max: usize) -> Streams {
+    pub(super) fn new(version: u64, max: usize, gauge: Arc<AtomicUsize>) -> Streams {
         Streams {
             state: Mutex::new(State {
                 latest: version,
@@ -100,6 +104,7 @@ impl Streams {
             wake: Condvar::new(),
             writers: Arc::new(Senders::named("gateway-stream")),
             max,
+            gauge,
         }
     }
 
@@ -132,6 +137,7 @@ impl Streams {
             .into_iter()
             .partition(|s| s.peer == Some(peer));
         state.streams = kept;
+        self.gauge.store(state.streams.len(), Ordering::Relaxed);
         drop(state);
         for stream in ended {
             stream.end(&self.writers);
@@ -140,22 +146,19 @@ impl Streams {
 
     /// Starts a stream on `request`'s connection: writes the head and the first event (the
     /// changes after the client's index, or the whole list), and keeps the connection open for
-    /// the events after. Returns `Err` with the request and why if it must be refused (a 503:
-    /// too many streams, stopping).
+    /// the events after. Returns `Err` with the request if it must be answered as a delta
+    /// answer instead (as many streams open as `--max-watchers`, or stopping).
     pub(super) fn open(
         self: &Arc<Self>,
         gateway: &Gateway,
         request: tiny_http::Request,
         start: StreamStart,
         (answering, exit): (Answering, Sender<()>),
-    ) -> Result<(), Box<(tiny_http::Request, &'static str)>> {
+    ) -> Result<(), Box<tiny_http::Request>> {
         {
             let state = lock(&self.state);
-            if state.stopping {
-                return Err(Box::new((request, "The gateway is stopping")));
-            }
-            if state.streams.len() >= self.max {
-                return Err(Box::new((request, "Too many streams open")));
+            if state.stopping || state.streams.len() >= self.max {
+                return Err(Box::new(request));
             }
         }
         // The first event, read outside every lock of ours (the change hook takes ours).
@@ -213,6 +216,7 @@ impl Streams {
                 state.peers.insert(peer);
             }
             state.streams.push(Arc::clone(&stream));
+            self.gauge.store(state.streams.len(), Ordering::Relaxed);
             self.wake.notify_one();
         }
         stream.queue(head, &self.writers);
@@ -251,6 +255,7 @@ impl Streams {
             self.pass(gateway, &streams);
             state = lock(&self.state);
             state.streams.retain(|s| !lock(&s.out).ended);
+            self.gauge.store(state.streams.len(), Ordering::Relaxed);
             let peers = state.streams.iter().filter_map(|s| s.peer).collect();
             state.peers = peers;
         }
@@ -315,6 +320,7 @@ impl Streams {
             state.stopping = true;
             state.peers.clear();
             self.wake.notify_all();
+            self.gauge.store(0, Ordering::Relaxed);
             std::mem::take(&mut state.streams)
         };
         for stream in streams {

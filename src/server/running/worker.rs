@@ -351,36 +351,47 @@ impl Context {
             .ok()
             .flatten();
         if let Some(start) = stream {
-            drop(headers);
             drop(in_flight);
             let start = match start {
                 Ok(start) => start,
                 Err(refused) => {
+                    drop(headers);
                     return self.respond(request, (&method, &url), refused, (received, received));
                 }
             };
-            let exit = lock(&self.exit).clone();
-            let refused = match exit {
-                Some(exit) => {
-                    match self
-                        .streams
-                        .open(&self.gateway, request, start, (answering, exit))
-                    {
-                        Ok(()) => {
-                            let route = metrics::route(&url);
-                            self.gateway
-                                .metrics()
-                                .answered(route, 200, received.elapsed());
-                            return;
-                        }
-                        Err(refused) => *refused,
-                    }
-                }
-                None => (request, "The gateway is stopping"),
+            let Some(exit) = lock(&self.exit).clone() else {
+                // Stopping: the events as one delta answer.
+                let answer = self.route(&routing);
+                drop(headers);
+                return self.respond(request, (&method, &url), answer, (received, received));
             };
-            let (request, why) = refused;
-            let answer = Response::error(503, format!("{why}: ask again later"));
-            return self.respond(request, (&method, &url), answer, (received, received));
+            // Kept for the delta answer if the stream cannot be opened.
+            let headers: Vec<(String, String)> = headers
+                .iter()
+                .map(|&(n, v)| (n.to_owned(), v.to_owned()))
+                .collect();
+            let Err(request) = self
+                .streams
+                .open(&self.gateway, request, start, (answering, exit))
+            else {
+                let route = metrics::route(&url);
+                let took = received.elapsed();
+                self.gateway.metrics().answered(route, 200, took);
+                return;
+            };
+            // Past `--max-watchers` (or stopping): a delta answer, as from a gateway that does
+            // not stream (long-polls past the limit are answered at once too).
+            let headers: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            let answer = self.route(&http::Request {
+                method: &method,
+                url: &url,
+                body: &body,
+                headers: &headers,
+            });
+            return self.respond(*request, (&method, &url), answer, (received, received));
         }
         let wait = catch_unwind(AssertUnwindSafe(|| http::parks(&self.gateway, &routing)))
             .ok()
