@@ -229,6 +229,52 @@ fn streamers(address: &str, path: &str, n: usize, seen: Seen, open: Arc<AtomicUs
     }
 }
 
+/// The floor for the stream row: what writing one event of `size` bytes to `n` loopback
+/// connections `rate` times a second costs a thread that does nothing else (no HTTP, no
+/// registry), read by the same epoll reader. Returns that thread's CPU over `seconds` as a
+/// share of a core: on loopback the sender's `send` also runs the receiver's TCP stack.
+fn floor(n: usize, rate: f64, seconds: f64, size: usize) -> f64 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().unwrap().to_string();
+    let (seen, open) = (Seen::default(), Arc::new(AtomicUsize::new(0)));
+    {
+        let (address, seen, open) = (address.clone(), Arc::clone(&seen), Arc::clone(&open));
+        std::thread::spawn(move || streamers(&address, "/floor", n, seen, open));
+    }
+    let mut sockets = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (mut socket, _) = listener.accept().expect("accept");
+        socket.set_nodelay(true).ok();
+        let mut request = [0u8; 1024];
+        let _ = socket.read(&mut request);
+        socket
+            .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .expect("head");
+        sockets.push(socket);
+    }
+    let body = format!(
+        "{{\"full\":false,\"changes\":[],\"pad\":\"{}\",\"registry_version\":1}}",
+        "x".repeat(size.saturating_sub(60))
+    );
+    let frame = format!("id: 1\ndata: {body}\n\n");
+    let chunk = format!("{:x}\r\n{frame}\r\n", frame.len());
+    let writer = std::thread::spawn(move || {
+        let (cpu0, wall0) = (cpu_seconds("thread-self"), Instant::now());
+        let total = (rate * seconds) as u64;
+        for i in 0..total {
+            let due = wall0 + Duration::from_secs_f64(i as f64 / rate);
+            if let Some(pause) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(pause);
+            }
+            for socket in &mut sockets {
+                socket.write_all(chunk.as_bytes()).expect("write");
+            }
+        }
+        (cpu_seconds("thread-self") - cpu0) / wall0.elapsed().as_secs_f64()
+    });
+    writer.join().expect("the floor's writer")
+}
+
 fn watchers(url: &str, n: usize, rate: f64, seconds: f64, pid: &str, streams: bool) {
     let agent = agent();
     let (start, epoch) = index(&agent, url);
@@ -311,6 +357,16 @@ fn watchers(url: &str, n: usize, rate: f64, seconds: f64, pid: &str, streams: bo
     late.sort_by(f64::total_cmp);
     let expected = n * sent.len();
     let kind = if streams { "streams" } else { "delta watchers" };
+    let floor_line = streams.then(|| {
+        let size = bytes / events.max(1);
+        let floor = floor(n, rate, seconds.min(10.0), size);
+        format!(
+            "  floor: one thread writing a {size}-byte event to {n} loopback connections \
+             {rate:.0} times a second: {:.1} % of a core; the gateway {:.2}x that",
+            100.0 * floor,
+            cpu / wall / floor
+        )
+    });
     println!(
         "{n} {kind}, {} changes in {wall:.1} s ({:.0}/s): gateway {:.1} % of a core; \
          {} answers carrying {events} changes ({:.0} % of {expected}), {:.0} bytes a change, \
@@ -325,6 +381,9 @@ fn watchers(url: &str, n: usize, rate: f64, seconds: f64, pid: &str, streams: bo
         percentile(&late, 0.99),
         late.last().copied().unwrap_or(0.0)
     );
+    if let Some(line) = floor_line {
+        println!("{line}");
+    }
     std::process::exit(0);
 }
 

@@ -204,10 +204,12 @@ impl GatewayServer {
         };
         let fanning_out = {
             let (streams, gateway) = (Arc::clone(&streams), Arc::clone(&gateway));
-            thread::Builder::new()
-                .name("gateway-streams".to_owned())
-                .spawn(move || streams.run(&gateway))
-                .expect("spawn the stream fan-out thread")
+            vec![
+                thread::Builder::new()
+                    .name("gateway-streams".to_owned())
+                    .spawn(move || streams.run(&gateway))
+                    .expect("spawn the stream fan-out thread"),
+            ]
         };
         drop(exit);
 
@@ -251,7 +253,7 @@ impl GatewayServer {
             reaper: Some((reaper_stop, reaper)),
             nudger: Some((nudger, nudging)),
             watching: Some(watching),
-            fanning_out: Some(fanning_out),
+            fanning_out,
             stopped: false,
         })
     }
@@ -297,7 +299,7 @@ pub struct RunningServer {
     nudger: Option<(Arc<Nudger>, JoinHandle<()>)>,
     watching: Option<JoinHandle<()>>,
     /// The stream fan-out thread (`streams.rs`).
-    fanning_out: Option<JoinHandle<()>>,
+    fanning_out: Vec<JoinHandle<()>>,
     stopped: bool,
 }
 
@@ -409,8 +411,8 @@ impl RunningServer {
         self.context.senders.stop();
         self.context.watch_answers.stop();
         self.context.streams.stop_writers();
-        if let Some(fanning_out) = self.fanning_out.take() {
-            let _ = fanning_out.join();
+        for thread in self.fanning_out.drain(..) {
+            let _ = thread.join();
         }
         // What is still open is ended now: connections whose answer was written meanwhile (with
         // what they pipelined behind it, never taken), and, past the grace, answers still

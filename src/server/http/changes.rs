@@ -127,7 +127,7 @@ fn events(gateway: &Gateway, delta: &Delta, exclude: Option<NodeId>) -> Response
     with_index(answer, gateway, delta.version)
 }
 
-/// The body of [`events`]: a delta answer, or one event of a stream.
+/// The body of a delta answer (`{"full":false,...}`), or of one event of a stream.
 pub fn events_body(delta: &Delta, exclude: Option<NodeId>) -> Vec<u8> {
     let records: HashMap<NodeId, &NodeRecord> =
         delta.records.iter().map(|r| (r.node_id, r)).collect();

@@ -19,7 +19,7 @@
 //! say for [`KEEPALIVE`] gets a comment line, so that proxies keep it open and a vanished
 //! client is noticed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -219,7 +219,7 @@ impl Streams {
             self.gauge.store(state.streams.len(), Ordering::Relaxed);
             self.wake.notify_one();
         }
-        stream.queue(head, &self.writers);
+        stream.queue(&head, &self.writers);
         Ok(())
     }
 
@@ -269,6 +269,7 @@ impl Streams {
         let mut deltas: HashMap<u64, Option<Arc<Delta>>> = HashMap::new();
         let mut frames: HashMap<u64, Arc<Vec<u8>>> = HashMap::new();
         let quiet_since = Instant::now() - KEEPALIVE / 2;
+        let mut due = VecDeque::new();
         for stream in streams {
             let (since, last) = {
                 let out = lock(&stream.out);
@@ -290,27 +291,66 @@ impl Streams {
                 // The journal does not reach back: the whole list, as a delta answer has it.
                 None => {
                     let (version, body) = http::full_body(gateway, stream.exclude);
-                    stream.send(version, &event(version, &body), &self.writers);
+                    if stream.send(version, &event(version, &body)) {
+                        due.push_back(Arc::clone(stream));
+                    }
                 }
                 Some(delta) if delta.changes.is_empty() => {
-                    if last < quiet_since {
-                        stream.send(since, b": keepalive\n\n", &self.writers);
+                    if last < quiet_since && stream.send(since, b": keepalive\n\n") {
+                        due.push_back(Arc::clone(stream));
                     }
                 }
                 Some(delta) => match stream.exclude.filter(|&id| http::mentions(&delta, id)) {
                     Some(id) => {
                         let body = http::events_body(&delta, Some(id));
-                        stream.send(delta.version, &event(delta.version, &body), &self.writers);
+                        if stream.send(delta.version, &event(delta.version, &body)) {
+                            due.push_back(Arc::clone(stream));
+                        }
                     }
                     None => {
                         let frame = frames.entry(since).or_insert_with(|| {
                             Arc::new(event(delta.version, &http::events_body(&delta, None)))
                         });
-                        stream.send(delta.version, frame, &self.writers);
+                        if stream.send(delta.version, frame) {
+                            due.push_back(Arc::clone(stream));
+                        }
                     }
                 },
             }
         }
+        self.write(due);
+    }
+
+    /// Has what `due` has queued written: one job on the writing pool for the whole pass
+    /// (a job, a wake-up and a hand-over per stream cost as much as the writes), which writes
+    /// the streams in turn. A stream whose client does not read would hold that thread until
+    /// the write timeout, so the job first queues a helper job behind it: the pool's stall rule
+    /// has an idle thread take the helper once it has waited
+    /// [`STALL`](super::settling::STALL), and the helper writes
+    /// the streams still due (queueing a helper of its own first). A pass done in time leaves
+    /// its helper nothing to do.
+    fn write(&self, due: VecDeque<Arc<Stream>>) {
+        if due.is_empty() {
+            return;
+        }
+        Streams::write_pass(&self.writers, Arc::new(Mutex::new(due)));
+    }
+
+    /// Queues a job on `writers` that writes the streams `pass` still holds, in turn.
+    fn write_pass(writers: &Arc<Senders>, pass: Arc<Mutex<VecDeque<Arc<Stream>>>>) {
+        let helpers = Arc::clone(writers);
+        writers.send(Box::new(move || {
+            if lock(&pass).is_empty() {
+                return;
+            }
+            Streams::write_pass(&helpers, Arc::clone(&pass));
+            loop {
+                let Some(stream) = lock(&pass).pop_front() else {
+                    break;
+                };
+                stream.write_out();
+            }
+        }));
     }
 
     /// Ends every stream (its body closed after what was queued) and the fan-out thread.
@@ -355,38 +395,51 @@ fn frame_into(out: &mut Vec<u8>, chunked: bool, frame: &[u8]) {
 }
 
 impl Stream {
-    /// Hands over `frame`, which brings the stream to `version`.
-    fn send(self: &Arc<Self>, version: u64, frame: &[u8], writers: &Arc<Senders>) {
-        let mut bytes = Vec::with_capacity(frame.len() + 16);
-        frame_into(&mut bytes, self.chunked, frame);
-        {
-            let mut out = lock(&self.out);
-            out.since = out.since.max(version);
-            out.last = Instant::now();
-        }
-        self.queue(bytes, writers);
+    /// Hands over `frame`, which brings the stream to `version`. True if the caller is to
+    /// write it ([`Stream::write_out`]): no write is in progress.
+    #[must_use]
+    fn send(&self, version: u64, frame: &[u8]) -> bool {
+        let mut out = lock(&self.out);
+        out.since = out.since.max(version);
+        out.last = Instant::now();
+        self.queue_locked(&mut out, frame)
     }
 
-    /// Queues `bytes` (framed) to be written after what was queued before.
-    fn queue(self: &Arc<Self>, bytes: Vec<u8>, writers: &Arc<Senders>) {
-        let mut out = lock(&self.out);
+    /// Queues `frame` (framed here) after what was queued before; true if the caller is to
+    /// write it.
+    fn queue_locked(&self, out: &mut Out, frame: &[u8]) -> bool {
         if out.ended && out.writer.is_none() && !out.writing {
-            return;
+            return false;
         }
-        if out.queued.len() + bytes.len() > MAX_QUEUED && out.writing {
+        if out.queued.len() + frame.len() > MAX_QUEUED && out.writing {
             // The client reads too slowly to follow: end the stream (it asks again).
             out.ended = true;
             out.queued = Vec::new();
-            return;
+            return false;
         }
-        out.queued.extend_from_slice(&bytes);
+        frame_into(&mut out.queued, self.chunked, frame);
         if out.writing {
-            return;
+            return false;
         }
         out.writing = true;
-        drop(out);
-        let stream = Arc::clone(self);
-        writers.send(Box::new(move || stream.write_out()));
+        true
+    }
+
+    /// Queues `bytes` (already framed: a head, the last chunk) and has a writing thread of
+    /// `writers` write them if no write is in progress.
+    fn queue(self: &Arc<Self>, bytes: &[u8], writers: &Arc<Senders>) {
+        let due = {
+            let mut out = lock(&self.out);
+            if out.ended && out.writer.is_none() && !out.writing {
+                return;
+            }
+            out.queued.extend_from_slice(bytes);
+            !std::mem::replace(&mut out.writing, true)
+        };
+        if due {
+            let stream = Arc::clone(self);
+            writers.send(Box::new(move || stream.write_out()));
+        }
     }
 
     /// Writes what is queued until nothing is (on a writing thread).
@@ -426,7 +479,7 @@ impl Stream {
             return;
         }
         if self.chunked {
-            self.queue(b"0\r\n\r\n".to_vec(), writers);
+            self.queue(b"0\r\n\r\n", writers);
         }
         let mut out = lock(&self.out);
         out.ended = true;
