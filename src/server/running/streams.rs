@@ -11,13 +11,14 @@
 //! ([`Streams::open`]): no worker or thread is held by an open stream. One thread, the
 //! fan-out, wakes on every change: it reads the events once for each index the streams are at
 //! (usually one for them all: the changes since the last pass), makes the frame once, and
-//! queues it on every stream. The writes go through a [`Senders`] pool: one thread writes the
-//! frames in turn, and a stream whose client does not read holds only its own thread (the
-//! pool's stall rule). Frames queued behind a write in progress are joined into the next
-//! write; a stream with more than [`MAX_QUEUED`] bytes waiting is ended (its client reads
-//! too slowly to follow the changes; it asks again with its index). A stream with nothing to
-//! say for [`KEEPALIVE`] gets a comment line, so that proxies keep it open and a vanished
-//! client is noticed.
+//! queues it on every stream. The writes of a pass are one job on a [`Senders`] pool, which
+//! writes the streams in turn; a stream whose client does not read holds only the thread
+//! writing to it (a helper job behind each pass takes the rest once the pool's stall rule
+//! says so, see [`Streams::write`]). Frames queued behind a write in progress are joined into
+//! the next write; a stream with more than [`MAX_QUEUED`] bytes waiting is ended (its client
+//! reads too slowly to follow the changes; it asks again with its index). A stream with
+//! nothing to say for half of [`KEEPALIVE`] gets a comment line, so that proxies keep it open
+//! and a vanished client is noticed.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Write;
