@@ -23,7 +23,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -56,6 +56,8 @@ pub(super) struct Streams {
     max: usize,
     /// `/metrics`' `streams_open`, kept equal to the number of streams listed.
     gauge: Arc<AtomicUsize>,
+    /// [`KEEPALIVE`] in milliseconds (tests shorten it).
+    keepalive_ms: AtomicU64,
 }
 
 #[derive(Default)]
@@ -106,7 +108,20 @@ impl Streams {
             writers: Arc::new(Senders::named("gateway-stream")),
             max,
             gauge,
+            keepalive_ms: AtomicU64::new(KEEPALIVE.as_millis() as u64),
         }
+    }
+
+    fn keepalive(&self) -> Duration {
+        Duration::from_millis(self.keepalive_ms.load(Ordering::Relaxed))
+    }
+
+    /// Sets the keepalive (a test seam: [`KEEPALIVE`] is 25 s).
+    #[cfg(test)]
+    pub(super) fn set_keepalive(&self, keepalive: Duration) {
+        self.keepalive_ms
+            .store(keepalive.as_millis() as u64, Ordering::Relaxed);
+        self.wake.notify_one();
     }
 
     /// Open streams now.
@@ -233,11 +248,11 @@ impl Streams {
             }
             let now = Instant::now();
             if !state.dirty {
-                // With streams open, a look every half KEEPALIVE: none is silent for longer.
+                // With streams open, a look every half keepalive: none is silent for longer.
                 let timeout = if state.streams.is_empty() {
                     None
                 } else {
-                    Some(KEEPALIVE / 2)
+                    Some(self.keepalive() / 2)
                 };
                 state = match timeout {
                     None => self.wake.wait(state).unwrap_or_else(|e| e.into_inner()),
@@ -246,7 +261,7 @@ impl Streams {
                         .wait_timeout(state, t)
                         .map_or_else(|e| e.into_inner().0, |(s, _)| s),
                 };
-                if !state.dirty && now.elapsed() < KEEPALIVE / 2 {
+                if !state.dirty && now.elapsed() < self.keepalive() / 2 {
                     continue;
                 }
             }
@@ -269,7 +284,7 @@ impl Streams {
         // frame made once for the streams at it that leave out no node its events name.
         let mut deltas: HashMap<u64, Option<Arc<Delta>>> = HashMap::new();
         let mut frames: HashMap<u64, Arc<Vec<u8>>> = HashMap::new();
-        let quiet_since = Instant::now() - KEEPALIVE / 2;
+        let quiet_since = Instant::now() - self.keepalive() / 2;
         let mut due = VecDeque::new();
         for stream in streams {
             let (since, last) = {
