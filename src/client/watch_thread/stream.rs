@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use crate::client::error::ClientError;
 use crate::client::transport::{Events, Opened, Reply, WatchAgent};
 
-use super::delta::Answer;
+use super::delta::{Answer, Mode};
 use super::{Cursor, Watcher, escape, retry_pause};
 
 /// The longest silence of a live stream: the gateway sends a keepalive after 25 s without an
@@ -98,7 +98,10 @@ pub(super) fn follow(
                 let reply = answer(&base, event, epoch.clone());
                 let rest = watcher.take(reply, &base, None)?;
                 // Read on while the events apply; anything else is a new request.
-                if !rest.is_zero() || !matches!(watcher.cursor, Cursor::At { .. }) {
+                let reading_on = rest.is_zero()
+                    && matches!(watcher.cursor, Cursor::At { .. })
+                    && watcher.mode == Mode::Ask;
+                if !reading_on {
                     return Some(rest);
                 }
             }
