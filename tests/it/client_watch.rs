@@ -386,13 +386,15 @@ fn a_gateway_without_long_poll_is_polled_at_the_heartbeat_interval_not_spun_on()
     client.shutdown();
 }
 
-#[test]
-fn a_gateway_full_of_watchers_answering_at_once_is_asked_again_after_a_growing_pause() {
-    // Full: it refuses every stream (a 503) and answers every long-poll at once.
+/// A watch against a gateway with no room for watchers (`max_watchers` 0), straight (every
+/// stream refused with a 503) or through a proxy that strips streams (every long-poll answered
+/// at once): asked again after a pause that grows, never in a loop.
+fn full_gateway_is_asked_again_after_a_growing_pause(strip_streams: bool) {
     let server = TestServer::with(|c| c.max_watchers = 0);
+    let proxy = strip_streams.then(|| NoStreams::start(&server.url));
     let base = Duration::from_millis(20);
     let client = GatewayClient::builder()
-        .gateway(server.url.clone())
+        .gateway(proxy.as_ref().map_or(&server.url, |p| &p.url).clone())
         .heartbeat_interval(NEVER)
         .retry_base_delay(base)
         .build()
@@ -407,9 +409,19 @@ fn a_gateway_full_of_watchers_answering_at_once_is_asked_again_after_a_growing_p
     let pauses = started.elapsed().as_secs_f64() / (base / 2).as_secs_f64();
     assert!(
         requests as f64 <= pauses + 1.0,
-        "{requests} long-polls in {pauses:.1} half base delays"
+        "{requests} requests in {pauses:.1} half base delays"
     );
     client.shutdown();
+}
+
+#[test]
+fn a_gateway_full_of_streams_refusing_them_is_asked_again_after_a_growing_pause() {
+    full_gateway_is_asked_again_after_a_growing_pause(false);
+}
+
+#[test]
+fn a_gateway_full_of_watchers_answering_at_once_is_asked_again_after_a_growing_pause() {
+    full_gateway_is_asked_again_after_a_growing_pause(true);
 }
 
 #[test]
