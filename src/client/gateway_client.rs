@@ -448,14 +448,16 @@ impl GatewayClient {
     /// node, that node is left out of the view. [`ClientBuilder::watch`] starts it with the
     /// heartbeat instead.
     ///
-    /// It long-polls `GET /nodes?status=all` with the index of the last answer, so an idle
-    /// watch costs one request parked on the gateway per wait ([`ClientBuilder::watch_wait`]).
-    /// After a gateway restart it starts over from the new run's index (the view carries peers
-    /// over as usual). While no gateway answers it backs off as the client's retries do (at
-    /// most a heartbeat interval apart), moving through the configured gateways; against a
-    /// gateway that does not long-poll (the original) it reads once per heartbeat interval.
-    /// [`GatewayClient::shutdown`], `leave()` and drop stop it without waiting for the parked
-    /// request, which ends in the background within the wait.
+    /// It asks the gateway for an event stream of the changes after the last index it saw
+    /// (`GET /nodes?status=all&changes=1&stream=1`), so an idle watch costs one open
+    /// connection; against a gateway without streams it long-polls instead, one request parked
+    /// on the gateway per wait ([`ClientBuilder::watch_wait`]). After a gateway restart it
+    /// starts over from the new run's index (the view carries peers over as usual). While no
+    /// gateway answers it backs off as the client's retries do (at most a heartbeat interval
+    /// apart), moving through the configured gateways; against a gateway that does not
+    /// long-poll (the original) it reads once per heartbeat interval.
+    /// [`GatewayClient::shutdown`], `leave()` and drop stop it without waiting for the gateway:
+    /// they shut the stream's (or the parked request's) connection down.
     pub fn watch(&self) {
         let mut watch = lock(&self.watch);
         if watch.as_ref().is_some_and(Watch::is_running) {

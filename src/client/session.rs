@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 
 use crate::api::{Node, NodeId, RegisterResponse, Registration, Settings};
 use crate::client::error::ClientError;
-use crate::client::transport::{Method, Reply, Transport, retryable};
+use crate::client::transport::{Method, Opened, Reply, Transport, WatchAgent, retryable};
 use crate::client::view::{ClusterChange, ClusterInfo};
 use crate::client::view::{NotPatched, Patch, ViewState};
 use crate::lock;
@@ -286,19 +286,50 @@ impl Shared {
         headers: &[(&str, &str)],
         pause: &dyn Fn(Duration) -> bool,
     ) -> Result<Reply<T>, ClientError> {
-        self.exchange(method, path, body, headers, pause, None)
+        self.exchange(method, path, body, headers, pause)
     }
 
-    /// A `GET` the gateway may hold for up to `wait` (a long-poll), within the deadline plus
-    /// `wait`. It is recorded in the status like any call, but not as a request waiting for an
-    /// answer: a parked long-poll says nothing about the gateway's health.
+    /// A `GET` the gateway may hold for up to `wait` (a long-poll), on the watch's `agent`,
+    /// within the deadline plus `wait`. It is recorded in the status like any call, but not as
+    /// a request waiting for an answer: a parked long-poll says nothing about the gateway's
+    /// health. A failure once `pause` says stop (the watch's agent shut down under it) is not
+    /// recorded.
     pub(crate) fn call_held<T: DeserializeOwned>(
         &self,
+        agent: &WatchAgent,
         path: &str,
         pause: &dyn Fn(Duration) -> bool,
         wait: Duration,
     ) -> Result<Reply<T>, ClientError> {
-        self.exchange(Method::Get, path, None::<&()>, &[], pause, Some(wait))
+        self.recorded(pause, wait, true, |pause, deadline| {
+            self.transport.call_with(
+                Method::Get,
+                path,
+                None::<&()>,
+                &[],
+                pause,
+                deadline,
+                Some((agent, wait)),
+            )
+        })
+    }
+
+    /// Opens an event stream (`GET path`, see [`Transport::open_stream`]) on the watch's
+    /// `agent`, or reads the answer that is not one. Recorded in the status like any call, and
+    /// as a request waiting for an answer until the answer's head comes (a gateway sends it at
+    /// once); the stream read after is not a request waiting. A failure once `pause` says stop
+    /// is not recorded.
+    pub(crate) fn open_stream<T: DeserializeOwned>(
+        &self,
+        agent: &WatchAgent,
+        path: &str,
+        pause: &dyn Fn(Duration) -> bool,
+        silence: Duration,
+    ) -> Result<Opened<T>, ClientError> {
+        self.recorded(pause, Duration::ZERO, true, |pause, deadline| {
+            self.transport
+                .open_stream(agent, path, pause, deadline, silence)
+        })
     }
 
     fn exchange<T: DeserializeOwned>(
@@ -308,20 +339,36 @@ impl Shared {
         body: Option<&impl Serialize>,
         headers: &[(&str, &str)],
         pause: &dyn Fn(Duration) -> bool,
-        held: Option<Duration>,
     ) -> Result<Reply<T>, ClientError> {
+        self.recorded(pause, Duration::ZERO, false, |pause, deadline| {
+            self.transport
+                .call_with(method, path, body, headers, pause, deadline, None)
+        })
+    }
+
+    /// Runs `send` (a call through the transport, given the pause between its tries and its
+    /// deadline) and records how it went in the status. `held` is how long the gateway may
+    /// hold the request on purpose: such a request is not one waiting for an answer. A
+    /// failure of a `watch` call once `pause` says stop (the watch's agent was shut down under
+    /// it) is not recorded.
+    fn recorded<R>(
+        &self,
+        pause: &dyn Fn(Duration) -> bool,
+        held: Duration,
+        watch: bool,
+        send: impl FnOnce(&dyn Fn(Duration) -> bool, Instant) -> Result<R, ClientError>,
+    ) -> Result<R, ClientError> {
         let started = Instant::now();
         let id = {
             let mut state = self.state();
             state.calls += 1;
             let id = state.calls;
-            if held.is_none() {
+            if held.is_zero() {
                 state.pending.insert(id, started);
             }
             id
         };
-        let is_held = held.is_some();
-        let held = held.unwrap_or_default();
+        let is_held = !held.is_zero();
         // A retry pause is not a request waiting for an answer: the entry leaves `pending` for
         // the pause and comes back with the next try, so a gateway that just came back is not
         // reported away because of a call still in its pause.
@@ -335,15 +382,11 @@ impl Shared {
             }
             go_on
         };
-        let result = self.transport.call_with(
-            method,
-            path,
-            body,
-            headers,
-            &paused,
-            started + self.deadline + held,
-            held,
-        );
+        let result = send(&paused, started + self.deadline + held);
+        if watch && result.is_err() && !pause(Duration::ZERO) {
+            self.state().pending.remove(&id);
+            return result;
+        }
         let mut state = self.state();
         state.pending.remove(&id);
         match &result {
@@ -405,7 +448,7 @@ impl Shared {
             drop(state);
             pause(duration)
         };
-        let result = self.exchange(Method::Post, path, Some(body), headers, &pause, None);
+        let result = self.exchange(Method::Post, path, Some(body), headers, &pause);
         let mut state = self.state();
         state.writes -= 1;
         if result.as_ref().is_err_and(ClientError::is_transport) {

@@ -1,7 +1,9 @@
 //! How the client reaches its gateways: one request at a time over a fresh connection (a
-//! long-poll keeps its one connection), the
-//! gateways in turn from the one in use, retries with full-jitter backoff, and an overall
-//! deadline that bounds every call, retries and pauses included.
+//! watch's long-polls keep their one connection, on an agent of the watch's own that stopping
+//! the watch shuts down: [`WatchAgent`]), the gateways in turn from the one in use, retries with
+//! full-jitter backoff, and an overall deadline that bounds every call, retries and pauses
+//! included. An event stream ([`Transport::open_stream`]) is opened the same way; its body is
+//! then read without a deadline, bounded by the silence between reads.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -37,12 +39,9 @@ pub(crate) enum Method {
 #[derive(Debug)]
 pub(crate) struct Transport {
     agent: ureq::Agent,
-    /// For long-polls (the watch thread, one request at a time): keeps its one connection
-    /// between requests. A watch under churn asks again at once after every answer, and a
-    /// fresh connection for each cost the gateway and the node several times the answer
-    /// itself; a connection the gateway dropped fails its try, and the next try (the
-    /// transport's own retry) opens a new one.
-    held_agent: ureq::Agent,
+    /// What [`Transport::watch_agent`] builds an agent from.
+    proxy: Option<ureq::Proxy>,
+    roots: Option<RootCerts>,
     /// Base URLs, e.g. `http://10.0.0.1:8080`. Empty when `invalid` says why.
     gateways: Vec<String>,
     /// Why no gateway can be used (an address that does not form a URL): every call fails
@@ -124,37 +123,14 @@ impl Transport {
         } else {
             None
         };
-        let agent = |idle: usize| {
-            let agent = ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .timeout_global(Some(config.timeout))
-                .timeout_connect(Some(config.timeout.min(Duration::from_secs(5))))
-                .proxy(proxy.clone())
-                // A fresh connection per request (idle 0): a pooled one can outlive the
-                // gateway process it was made to and hang the next heartbeat until the
-                // timeout. At one request per heartbeat interval the extra handshake costs
-                // nothing that matters.
-                .max_idle_connections(idle)
-                .max_idle_connections_per_host(idle)
-                .user_agent(format!("cluster-gateway-client/{}", crate::VERSION));
-            #[cfg(feature = "tls")]
-            let agent = agent.tls_config(
-                TlsConfig::builder()
-                    .root_certs(roots.clone().unwrap_or(RootCerts::WebPki))
-                    .build(),
-            );
-            ureq::Agent::with_parts(
-                agent.build(),
-                ureq::unversioned::transport::DefaultConnector::new(),
-                LiteralFirst::default(),
-            )
-        };
-        let (held_agent, agent) = (agent(1), agent(0));
-        #[cfg(not(feature = "tls"))]
-        let () = roots.unwrap_or_default();
+        // A fresh connection per request (idle 0): a pooled one can outlive the gateway
+        // process it was made to and hang the next heartbeat until the timeout. At one request
+        // per heartbeat interval the extra handshake costs nothing that matters.
+        let agent = build_agent(config.timeout, &proxy, &roots, 0);
         Transport {
             agent,
-            held_agent,
+            proxy,
+            roots,
             gateways,
             invalid,
             current: AtomicUsize::new(0),
@@ -163,6 +139,11 @@ impl Transport {
             timeout: config.timeout,
             authorization: None,
         }
+    }
+
+    /// An agent for one watch thread's requests (see [`WatchAgent`]).
+    pub(crate) fn watch_agent(&self) -> WatchAgent {
+        WatchAgent(build_agent(self.timeout, &self.proxy, &self.roots, 1))
     }
 
     /// The gateway in use: requests start there.
@@ -200,8 +181,9 @@ impl Transport {
     ///
     /// Extra request headers (`Prefer`, `If-None-Match`) go with every try; the reply carries
     /// the answer's `ETag` (and `X-Gateway-Index`, `X-Gateway-Epoch`), and no value for a
-    /// `304 Not Modified`. `held` is how long the gateway may hold the request on purpose (a
-    /// long-poll's wait): each try may take that much longer than the timeout.
+    /// `304 Not Modified`. `held` is a watch's agent and how long the gateway may hold the
+    /// request on purpose (a long-poll's wait): each try may take that much longer than the
+    /// timeout.
     #[allow(clippy::too_many_arguments)] // One call, every part of it; a struct would be noise.
     pub(crate) fn call_with<T: DeserializeOwned>(
         &self,
@@ -211,14 +193,82 @@ impl Transport {
         headers: &[(&str, &str)],
         pause: &dyn Fn(Duration) -> bool,
         deadline: Instant,
-        held: Duration,
+        held: Option<(&WatchAgent, Duration)>,
     ) -> Result<Reply<T>, ClientError> {
+        let (agent, wait) = match held {
+            Some((agent, wait)) => (&agent.0, wait),
+            None => (&self.agent, Duration::ZERO),
+        };
+        let tries = (self.attempts as usize).max(self.gateways.len());
+        self.in_turn(pause, deadline, tries, |base, left| {
+            let timeout = left.min(self.timeout + wait);
+            self.once(agent, base, method, path, body, headers, timeout)
+        })
+    }
+
+    /// `GET path` as an event stream (`Accept: text/event-stream`) on a watch's agent, the
+    /// gateways tried in turn as [`Transport::call_with`] does, but each once: no round of
+    /// retries after a pause (the watch paces its own rounds). An answer that is an event stream is
+    /// returned open: its body has no deadline, but a read that waits more than `silence` for
+    /// a byte fails (a gateway sends a keepalive well within it). Any other answer (a gateway
+    /// that ignores the request for a stream) is read as `call_with` reads it.
+    pub(crate) fn open_stream<T: DeserializeOwned>(
+        &self,
+        agent: &WatchAgent,
+        path: &str,
+        pause: &dyn Fn(Duration) -> bool,
+        deadline: Instant,
+        silence: Duration,
+    ) -> Result<Opened<T>, ClientError> {
+        self.in_turn(pause, deadline, self.gateways.len(), |base, left| {
+            let timeout = left.min(self.timeout);
+            let url = format!("{base}{path}");
+            let bearer = self.authorization.as_ref().map(|a| a.0.as_str());
+            // The try's time for everything up to the answer's head; then only silence.
+            let request = with_token(agent.0.get(&url), bearer)
+                .header("Accept", "text/event-stream")
+                .config()
+                .timeout_global(None)
+                .timeout_resolve(Some(timeout))
+                .timeout_send_request(Some(timeout))
+                .timeout_recv_response(Some(timeout))
+                .timeout_recv_body(None)
+                .timeout_per_read(Some(silence))
+                .build();
+            let response = request.call().map_err(|e| transport_error(base, e))?;
+            let head = Head::of(&response);
+            let events = response.status().as_u16() == 200
+                && head.content_type.as_deref().is_some_and(|t| {
+                    t.trim()
+                        .to_ascii_lowercase()
+                        .starts_with("text/event-stream")
+                });
+            if !events {
+                return read_answer(base, response, head).map(Opened::Answer);
+            }
+            Ok(Opened::Events(Events {
+                base: base.to_owned(),
+                index: head.index,
+                epoch: head.epoch,
+                body: response.into_body().into_reader(),
+            }))
+        })
+    }
+
+    /// Runs `once` on the gateways in turn from the one in use (see [`Transport::call_with`]),
+    /// with the address and the time left until `deadline`, `tries` times at most.
+    fn in_turn<R>(
+        &self,
+        pause: &dyn Fn(Duration) -> bool,
+        deadline: Instant,
+        tries: usize,
+        mut once: impl FnMut(&str, Duration) -> Result<R, ClientError>,
+    ) -> Result<R, ClientError> {
         if let Some(invalid) = &self.invalid {
             return Err(invalid.clone());
         }
         let count = self.gateways.len();
         let first = self.current.load(Ordering::Relaxed) % count;
-        let tries = (self.attempts as usize).max(count);
         let mut in_use_error = None;
         let mut last_error = None;
         for attempt in 0..tries {
@@ -234,15 +284,7 @@ impl Transport {
                 break;
             }
             let index = (first + attempt) % count;
-            match self.once(
-                &self.gateways[index],
-                method,
-                path,
-                body,
-                headers,
-                left.min(self.timeout + held),
-                held,
-            ) {
+            match once(&self.gateways[index], left) {
                 Ok(answer) => {
                     self.current.store(index, Ordering::Relaxed);
                     return Ok(answer);
@@ -264,22 +306,18 @@ impl Transport {
             }))
     }
 
-    #[allow(clippy::too_many_arguments)] // `call_with`'s parts, and how long it may be held.
+    #[allow(clippy::too_many_arguments)] // `call_with`'s parts, the agent and the try's time.
     fn once<T: DeserializeOwned>(
         &self,
+        agent: &ureq::Agent,
         base: &str,
         method: Method,
         path: &str,
         body: Option<&impl Serialize>,
         headers: &[(&str, &str)],
         timeout: Duration,
-        held: Duration,
     ) -> Result<Reply<T>, ClientError> {
         let url = format!("{base}{path}");
-        let agent = match held.is_zero() {
-            true => &self.agent,
-            false => &self.held_agent,
-        };
         let bearer = self.authorization.as_ref().map(|a| a.0.as_str());
         let sent = match (method, body) {
             (Method::Get, _) => {
@@ -308,13 +346,22 @@ impl Transport {
                 }
             }
         };
-        let mut response = sent.map_err(|e| transport_error(base, e))?;
-        let status = response.status().as_u16();
-        let etag = response
-            .headers()
-            .get("ETag")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let response = sent.map_err(|e| transport_error(base, e))?;
+        let head = Head::of(&response);
+        read_answer(base, response, head)
+    }
+}
+
+/// What the client reads from an answer's head.
+struct Head {
+    etag: Option<String>,
+    content_type: Option<String>,
+    index: Option<u64>,
+    epoch: Option<String>,
+}
+
+impl Head {
+    fn of(response: &ureq::http::Response<ureq::Body>) -> Head {
         let header = |name: &str| {
             response
                 .headers()
@@ -322,46 +369,141 @@ impl Transport {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
-        let content_type = header("Content-Type");
-        let index = header("X-Gateway-Index").and_then(|v| v.trim().parse().ok());
-        let epoch = header("X-Gateway-Epoch");
-        if status == 304 {
-            return Ok(Reply {
-                value: None,
-                etag,
-                index,
-                epoch,
-            });
+        Head {
+            etag: header("ETag"),
+            content_type: header("Content-Type"),
+            index: header("X-Gateway-Index").and_then(|v| v.trim().parse().ok()),
+            epoch: header("X-Gateway-Epoch"),
         }
-        let text = response
-            .body_mut()
-            .with_config()
-            .limit(MAX_ANSWER_BYTES)
-            .read_to_string()
-            .map_err(|e| transport_error(base, e))?;
-        if status >= 400 {
-            let message = serde_json::from_str::<ErrorBody>(&text)
-                .map(|e| e.error)
-                .unwrap_or_else(|_| {
-                    html_page(content_type.as_deref(), &text)
-                        .unwrap_or_else(|| text.chars().take(200).collect())
-                });
-            return Err(ClientError::Gateway {
-                address: base.to_owned(),
-                status,
-                message,
-            });
-        }
-        let value = serde_json::from_str(&text).map_err(|e| ClientError::InvalidResponse {
-            address: base.to_owned(),
-            reason: html_page(content_type.as_deref(), &text).unwrap_or_else(|| e.to_string()),
-        })?;
-        Ok(Reply {
-            value: Some(value),
+    }
+}
+
+/// Reads the JSON answer `response` (from `base`), whose head says `head`: a 4xx or 5xx is an
+/// error with the gateway's message, a 304 has no value.
+fn read_answer<T: DeserializeOwned>(
+    base: &str,
+    mut response: ureq::http::Response<ureq::Body>,
+    head: Head,
+) -> Result<Reply<T>, ClientError> {
+    let status = response.status().as_u16();
+    let Head {
+        etag,
+        content_type,
+        index,
+        epoch,
+    } = head;
+    if status == 304 {
+        return Ok(Reply {
+            value: None,
             etag,
             index,
             epoch,
-        })
+        });
+    }
+    let text = response
+        .body_mut()
+        .with_config()
+        .limit(MAX_ANSWER_BYTES)
+        .read_to_string()
+        .map_err(|e| transport_error(base, e))?;
+    if status >= 400 {
+        let message = serde_json::from_str::<ErrorBody>(&text)
+            .map(|e| e.error)
+            .unwrap_or_else(|_| {
+                html_page(content_type.as_deref(), &text)
+                    .unwrap_or_else(|| text.chars().take(200).collect())
+            });
+        return Err(ClientError::Gateway {
+            address: base.to_owned(),
+            status,
+            message,
+        });
+    }
+    let value = serde_json::from_str(&text).map_err(|e| ClientError::InvalidResponse {
+        address: base.to_owned(),
+        reason: html_page(content_type.as_deref(), &text).unwrap_or_else(|| e.to_string()),
+    })?;
+    Ok(Reply {
+        value: Some(value),
+        etag,
+        index,
+        epoch,
+    })
+}
+
+/// Builds an agent: `idle` connections kept between requests, `timeout` for each (a call
+/// narrows it), through `proxy`, `https://` checked against `roots` (else the public roots).
+fn build_agent(
+    timeout: Duration,
+    proxy: &Option<ureq::Proxy>,
+    roots: &Option<RootCerts>,
+    idle: usize,
+) -> ureq::Agent {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .timeout_connect(Some(timeout.min(Duration::from_secs(5))))
+        .proxy(proxy.clone())
+        .max_idle_connections(idle)
+        .max_idle_connections_per_host(idle)
+        .user_agent(format!("cluster-gateway-client/{}", crate::VERSION));
+    #[cfg(feature = "tls")]
+    let agent = agent.tls_config(
+        TlsConfig::builder()
+            .root_certs(roots.clone().unwrap_or(RootCerts::WebPki))
+            .build(),
+    );
+    #[cfg(not(feature = "tls"))]
+    let _: &Option<RootCerts> = roots;
+    ureq::Agent::with_parts(
+        agent.build(),
+        ureq::unversioned::transport::DefaultConnector::new(),
+        LiteralFirst::default(),
+    )
+}
+
+/// One watch thread's agent: its long-polls keep their one connection between requests (a
+/// watch under churn asks again at once after every answer, and a fresh connection for each
+/// cost the gateway and the node several times the answer itself; a connection the gateway
+/// dropped fails its try, and the next try opens a new one), and its event stream. Stopping
+/// the watch shuts it down ([`WatchAgent::shutdown`]): the request parked or the stream being
+/// read ends at once, and every request after fails at once.
+#[derive(Debug, Clone)]
+pub(crate) struct WatchAgent(ureq::Agent);
+
+impl WatchAgent {
+    /// Closes the agent's connections, those in use included, for good.
+    pub(crate) fn shutdown(&self) {
+        self.0.clone().shutdown();
+    }
+}
+
+/// What [`Transport::open_stream`] got.
+#[derive(Debug)]
+pub(crate) enum Opened<T> {
+    /// An event stream, open.
+    Events(Events),
+    /// An answer that is not an event stream, read.
+    Answer(Reply<T>),
+}
+
+/// An open event stream: the body, read as it comes.
+pub(crate) struct Events {
+    /// The gateway that answered.
+    pub(crate) base: String,
+    /// `X-Gateway-Index` and `X-Gateway-Epoch`: where the stream starts.
+    pub(crate) index: Option<u64>,
+    pub(crate) epoch: Option<String>,
+    pub(crate) body: ureq::BodyReader<'static>,
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events")
+            .field("base", &self.base)
+            .field("index", &self.index)
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
     }
 }
 

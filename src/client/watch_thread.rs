@@ -1,27 +1,40 @@
 //! The client's watch thread: keeps the cached view current within moments of a change by
-//! long-polling `GET /nodes?status=all&changes=1&index=V&epoch=E&wait=W` (as Consul's blocking
-//! queries), and feeding what it reads to the view (and so to subscribers).
+//! following the gateway's event stream, `GET /nodes?status=all&changes=1&stream=1&index=V&
+//! epoch=E` (`stream.rs`), or, from a gateway without streams, by long-polling
+//! `GET /nodes?status=all&changes=1&index=V&epoch=E&wait=W` (as Consul's blocking queries); and
+//! feeding what it reads to the view (and so to subscribers). Each event of a stream is taken
+//! exactly as a long-poll's answer would be ([`Watcher::take`]).
 //!
 //! - Delta answers: the gateway sends the events since `V` (a few hundred bytes a change,
 //!   whatever the cluster's size) with the leader's id, and the thread applies them to every
 //!   node it holds (`delta.rs`). It starts over from the full list on a `full` answer, an
 //!   answer from another gateway run or address, or an event it cannot apply.
+//! - A gateway without streams (older builds; a proxy that strips them) ignores `stream=1` and
+//!   answers at once: the thread takes that answer and long-polls that gateway, asking for a
+//!   stream again after 10 minutes or once another gateway answers.
 //! - A gateway that does not know `changes=1` ignores it and answers the list: told by the
 //!   body, the thread then watches lists (`/nodes?status=all`, then `/leader` on a change),
 //!   until another gateway answers.
-//! - It sends back the `X-Gateway-Index` and `X-Gateway-Epoch` of the last answer. An answer
-//!   from another run (a new epoch, or an index that went backwards) resets the index to that
-//!   answer's, as Consul's clients do; the view's carry logic handles the restart itself.
+//! - It sends back the `X-Gateway-Index` and `X-Gateway-Epoch` of the last answer (of a
+//!   stream: the `id` of its last event, and the epoch of its head). An answer from another
+//!   run (a new epoch, or an index that went backwards) resets the index to that answer's, as
+//!   Consul's clients do; the view's carry logic handles the restart itself.
 //! - A gateway that does not long-poll (the original: no `X-Gateway-Index`) answers at once;
 //!   the thread then polls once per heartbeat interval.
-//! - A failure (gateway down, an error answer) pauses with the client's backoff before the
-//!   next try, and the transport rotates through the gateways as for any call. An answer that
-//!   comes back at once unchanged (a gateway full of parked requests) pauses too, and so does
-//!   the second answer in a row from yet another gateway run (gateways that do not share a
-//!   registry, taken in turn behind one address): never a spin.
-//! - Idle, it costs one parked request per wait period. No lock is held across a request.
-//! - Stopping never waits for the parked request: the thread is left to end with it (within
-//!   the wait), and records nothing after it.
+//! - A failure (gateway down, an error answer, a stream that broke or stayed silent 60 s)
+//!   pauses with the client's backoff before the next try, and the transport rotates through
+//!   the gateways as for any call. An answer that comes back at once unchanged (a gateway full
+//!   of parked requests) pauses too, and so do a stream that ends without an event and the
+//!   second answer in a row from yet another gateway run (gateways that do not share a
+//!   registry, taken in turn behind one address): never a spin. A stream that ends after
+//!   events is opened again at once from the last index.
+//! - Idle, it costs one open stream (a keepalive line each 25 s), or one parked request per
+//!   wait period when long-polling. No lock is held across a request.
+//! - Its long-polls and streams go through an agent of its own ([`WatchAgent`]). Stopping shuts
+//!   that agent down: the parked request or the stream being read fails at once, the thread
+//!   ends, and records nothing after. Stopping does not wait for the gateway; it waits for the
+//!   thread [`PARKED_GRACE`] at most then. A request between changes (`/health`, `/leader`) is
+//!   not cut: the thread is left to end with it (within the deadline).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,11 +45,12 @@ use std::time::{Duration, Instant};
 use crate::api::{Health, LeaderResponse, NodesResponse};
 use crate::client::error::ClientError;
 use crate::client::session::Shared;
-use crate::client::transport::{Method, backoff};
+use crate::client::transport::{Method, Reply, WatchAgent, backoff};
 use crate::client::view::ClusterInfo;
 use crate::client::view::split;
 
 mod delta;
+mod stream;
 
 use delta::{Answer, Mirror, Mode};
 
@@ -45,6 +59,9 @@ use delta::{Answer, Mirror, Mode};
 pub const DEFAULT_WATCH_WAIT: Duration = Duration::from_secs(30);
 /// The gateway holds a long-poll at most this long (its own cap).
 const MAX_WAIT: Duration = Duration::from_secs(300);
+/// How long stopping waits for a thread that was parked (on a long-poll or a stream) to end,
+/// its connection shut down: it takes microseconds; this bounds a surprise.
+const PARKED_GRACE: Duration = Duration::from_millis(500);
 /// The shortest wait asked for: an idle watch sends a request per wait, and a wait of a
 /// millisecond (or zero) would be a request a millisecond.
 const MIN_WAIT: Duration = Duration::from_millis(100);
@@ -55,8 +72,10 @@ pub(crate) struct Watch {
     stop: Sender<()>,
     /// Disconnected when the thread ends.
     done: Receiver<()>,
-    /// True while the thread waits for a long-poll's answer.
+    /// True while the thread waits for a long-poll's answer or a stream's next event.
     parked: Arc<AtomicBool>,
+    /// The thread's long-polls and streams go through it: shut down to stop.
+    agent: WatchAgent,
     thread: JoinHandle<()>,
 }
 
@@ -75,13 +94,15 @@ impl Watch {
         let (stop, stopped) = mpsc::channel();
         let (finished, done) = mpsc::channel::<()>();
         let parked = Arc::new(AtomicBool::new(false));
+        let agent = shared.transport.watch_agent();
         let thread = {
             let parked = Arc::clone(&parked);
+            let agent = agent.clone();
             thread::Builder::new()
                 .name("gateway-watch".to_owned())
                 .spawn(move || {
                     let _finished = finished;
-                    run(&shared, &stopped, &parked, wait);
+                    run(&shared, &stopped, &parked, &agent, wait);
                 })
                 .expect("spawn the watch thread")
         };
@@ -89,6 +110,7 @@ impl Watch {
             stop,
             done,
             parked,
+            agent,
             thread,
         }
     }
@@ -98,9 +120,11 @@ impl Watch {
         !self.thread.is_finished()
     }
 
-    /// Tells the thread to stop; [`Stopping::wait`] waits for it.
+    /// Tells the thread to stop, and shuts its connection down (a parked long-poll or an open
+    /// stream fails at once); [`Stopping::wait`] waits for it.
     pub(crate) fn signal(self) -> Stopping {
         drop(self.stop);
+        self.agent.shutdown();
         Stopping {
             done: self.done,
             parked: self.parked,
@@ -112,11 +136,12 @@ impl Watch {
 impl Stopping {
     /// Waits until `until` at most for the thread to end. A thread in the middle of a request
     /// is left to end with it in the background; it records nothing after. One waiting for a
-    /// long-poll's answer is not waited for at all: the answer may be the wait away.
+    /// long-poll's answer or a stream's next event had its connection shut down under it and
+    /// ends at once: it is waited for [`PARKED_GRACE`] at most, never for the answer.
     pub(crate) fn wait(self, until: Instant) {
         let left = until.saturating_duration_since(Instant::now());
         let left = match self.parked.load(Ordering::SeqCst) {
-            true => Duration::ZERO,
+            true => left.min(PARKED_GRACE),
             false => left,
         };
         match self.done.recv_timeout(left) {
@@ -248,7 +273,13 @@ fn escape(text: &str) -> String {
         .collect()
 }
 
-fn run(shared: &Shared, stopped: &Receiver<()>, parked: &AtomicBool, wait: Duration) {
+fn run(
+    shared: &Shared,
+    stopped: &Receiver<()>,
+    parked: &AtomicBool,
+    agent: &WatchAgent,
+    wait: Duration,
+) {
     // Waits, returning false once the client asks the thread to stop; `pause(ZERO)` asks
     // whether it has.
     let pause = |duration: Duration| {
@@ -262,159 +293,232 @@ fn run(shared: &Shared, stopped: &Receiver<()>, parked: &AtomicBool, wait: Durat
     }
     // The gateway adds up to wait/16 of jitter; the request may take that long on purpose.
     let held = wait + wait / 16 + Duration::from_millis(100);
-    let mut cursor = Cursor::Start;
-    // Delta answers until the gateway shows it does not know them; what they built.
-    let mut mode = Mode::Ask;
-    let mut mirror = Mirror::default();
-    // The gateway the cursor and the mode belong to: versions are per gateway.
-    let mut gateway = String::new();
-    let mut failures = 0;
-    // Unchanged answers in a row that came back well before the wait ended.
-    let mut quick = 0;
-    // Answers in a row that each came from another gateway run.
-    let mut restarts = 0;
-    // Delta answers in a row that could not be applied (each asks for a full one at once).
-    let mut resyncs = 0;
+    let mut watcher = Watcher {
+        shared,
+        pause: &pause,
+        wait,
+        cursor: Cursor::Start,
+        mode: Mode::Ask,
+        mirror: Mirror::default(),
+        gateway: String::new(),
+        no_streams: None,
+        failures: 0,
+        quick: 0,
+        restarts: 0,
+        resyncs: 0,
+    };
     loop {
         if !pause(Duration::ZERO) {
             return;
         }
-        let me = shared.node_id();
-        let asked = Instant::now();
-        let request = match mode {
-            Mode::Ask => delta_path(&cursor, wait),
-            Mode::Lists => path(&cursor, me, wait),
+        let rest = if watcher.streams() {
+            stream::follow(&mut watcher, agent, parked)
+        } else {
+            let me = shared.node_id();
+            let asked = Instant::now();
+            let request = match watcher.mode {
+                Mode::Ask => delta_path(&watcher.cursor, wait),
+                Mode::Lists => path(&watcher.cursor, me, wait),
+            };
+            parked.store(
+                matches!(watcher.cursor, Cursor::At { .. }),
+                Ordering::SeqCst,
+            );
+            let answer = shared.call_held::<Answer>(agent, &request, &pause, held);
+            parked.store(false, Ordering::SeqCst);
+            let answered_by = shared.transport.current().to_owned();
+            watcher.take(answer, &answered_by, Some(asked))
         };
-        parked.store(matches!(cursor, Cursor::At { .. }), Ordering::SeqCst);
-        let answer = shared.call_held::<Answer>(&request, &pause, held);
-        parked.store(false, Ordering::SeqCst);
-        let answered_by = shared.transport.current();
-        let switched = answered_by != gateway;
+        match rest {
+            None => return,
+            Some(rest) if !rest.is_zero() && !pause(rest) => return,
+            Some(_) => {}
+        }
+    }
+}
+
+/// What the watch holds between requests, and what it does with an answer.
+struct Watcher<'a> {
+    shared: &'a Shared,
+    pause: &'a dyn Fn(Duration) -> bool,
+    wait: Duration,
+    cursor: Cursor,
+    /// Delta answers until the gateway shows it does not know them; what they built.
+    mode: Mode,
+    mirror: Mirror,
+    /// The gateway the cursor and the mode belong to: versions are per gateway.
+    gateway: String,
+    /// The gateway that answered a stream request with something else, and when: it is
+    /// long-polled instead (see `stream.rs`).
+    no_streams: Option<(String, Instant)>,
+    /// Failed rounds in a row.
+    failures: u32,
+    /// Unchanged answers in a row that came back well before the wait ended (and streams
+    /// that ended at once without an event).
+    quick: u32,
+    /// Answers in a row that each came from another gateway run.
+    restarts: u32,
+    /// Delta answers in a row that could not be applied (each asks for a full one at once).
+    resyncs: u32,
+}
+
+impl Watcher<'_> {
+    /// True if the next request is for an event stream: the gateway in use sends delta
+    /// answers (or has not said), and has not answered a stream request with something else
+    /// lately.
+    fn streams(&self) -> bool {
+        let refused = self.no_streams.as_ref().is_some_and(|(gateway, when)| {
+            gateway == self.shared.transport.current() && when.elapsed() < stream::RETRY_STREAMS
+        });
+        self.mode == Mode::Ask && self.cursor != Cursor::Polling && !refused
+    }
+
+    /// Takes `answer` (a long-poll's answer, asked at `asked`; or an event of a stream, or an
+    /// answer given at once, without it) from gateway `from`: feeds the view and moves the
+    /// cursor. Returns how long to pause before the next request, or `None` once the watch is
+    /// stopped.
+    fn take(
+        &mut self,
+        answer: Result<Reply<Answer>, ClientError>,
+        from: &str,
+        asked: Option<Instant>,
+    ) -> Option<Duration> {
+        let (shared, pause) = (self.shared, self.pause);
+        let switched = from != self.gateway;
         if switched {
             // Another gateway: its versions and its support for delta answers are its own.
-            gateway = answered_by.to_owned();
-            mode = Mode::Ask;
+            self.gateway = from.to_owned();
+            self.mode = Mode::Ask;
         }
-        let result = answer.and_then(|reply| {
-            let value = reply.value.ok_or_else(|| ClientError::InvalidResponse {
-                address: shared.transport.current().to_owned(),
-                reason: "304 Not Modified to a request that was not conditional".to_owned(),
-            })?;
-            let (next, seen) = advance(&cursor, reply.index, reply.epoch.as_deref());
-            let view_epoch = reply.index.and(reply.epoch);
-            let changes = match value {
-                Answer::Changes(changes) => changes,
-                Answer::List(list) => {
-                    // A gateway that does not know `changes=1` answers the list it would
-                    // have without it (every node: `status=all` is sent): use it, and ask
-                    // for lists from now on.
-                    if mode == Mode::Ask {
-                        log::debug!("the gateway sends no delta answers: watching lists");
-                        mode = Mode::Lists;
-                    }
-                    if seen != Seen::Unchanged {
-                        feed_list(shared, &pause, seen, list, view_epoch)?;
-                    }
-                    return Ok(Some((next, seen)));
-                }
-            };
-            // A delta applies only to what this gateway run answered before.
-            let applies = changes.full
-                || (!switched && seen != Seen::Restarted && matches!(cursor, Cursor::At { .. }));
-            let patch = match applies.then(|| mirror.apply(changes, me)) {
-                Some(Ok(patch)) => patch,
-                None | Some(Err(_)) => return Ok(None),
-            };
-            if seen == Seen::Restarted {
-                learn_settings(shared, &pause);
-            }
-            if seen != Seen::Unchanged && pause(Duration::ZERO) {
-                // A delta patches the view the previous answer made (a few records, not the
-                // whole cluster copied and compared); when the view moved on meanwhile (the
-                // heartbeat thread or a registration fed it), it is described whole.
-                let patched = patch.is_some_and(|patch| shared.patch_view(patch, &view_epoch));
-                if !patched {
-                    let (cluster, suspected) = mirror.view(me);
-                    shared.update_view(cluster, Some(suspected), view_epoch);
-                }
-            }
-            Ok(Some((next, seen)))
-        });
-        let result = match result {
+        let result = match answer.and_then(|reply| self.read(reply, switched, from)) {
             Ok(Some(step)) => {
-                resyncs = 0;
+                self.resyncs = 0;
                 Ok(step)
             }
             Ok(None) => {
                 // Start over from a full answer, at once the first time.
-                resyncs += 1;
+                self.resyncs += 1;
                 log::debug!("the watch starts over from the full list");
-                cursor = Cursor::Start;
-                if resyncs > 1 && !pause(retry_pause(shared, resyncs - 1)) {
-                    return;
-                }
-                continue;
+                self.cursor = Cursor::Start;
+                return Some(match self.resyncs {
+                    1 => Duration::ZERO,
+                    resyncs => retry_pause(shared, resyncs - 1),
+                });
             }
             Err(e) => Err(e),
         };
         if !pause(Duration::ZERO) {
-            return;
+            return None;
         }
-        let rest = match result {
-            Ok((next, seen)) => {
-                failures = 0;
-                restarts = match seen {
-                    Seen::Restarted => restarts + 1,
-                    _ => 0,
-                };
-                if restarts == 2 {
-                    log::warn!(
-                        "the gateway's run changed on two answers in a row: are the gateways \
-                         behind one address each with a registry of its own? The watch slows \
-                         down until it settles"
-                    );
-                }
-                if seen == Seen::Changed && matches!(cursor, Cursor::At { .. }) {
-                    log::debug!("the watch saw a change");
-                }
-                cursor = next;
-                match (&cursor, seen) {
-                    (Cursor::Polling, _) => shared.current_interval(),
-                    (_, Seen::Unchanged) => {
-                        shared.confirm_view();
-                        // Back at once with the index it was sent: the gateway holds as many
-                        // requests as it will, or is stopping. Ask again after a pause that
-                        // grows while this goes on.
-                        if asked.elapsed() < wait / 2 {
-                            quick += 1;
-                            retry_pause(shared, quick)
-                        } else {
-                            quick = 0;
-                            Duration::ZERO
-                        }
-                    }
-                    // One restart is read at once; every answer from another run (gateways
-                    // that do not share a registry, taken in turn behind one address) would
-                    // be a loop that never waits: from the second in a row, pause.
-                    (_, Seen::Restarted) if restarts > 1 => {
-                        quick = 0;
-                        retry_pause(shared, restarts - 1)
-                    }
-                    _ => {
-                        quick = 0;
-                        Duration::ZERO
-                    }
-                }
-            }
+        let (next, seen) = match result {
+            Ok(step) => step,
             Err(e) => {
-                failures += 1;
-                log::warn!("watching the gateway failed ({failures} in a row): {e}");
-                retry_pause(shared, failures)
+                self.failures += 1;
+                log::warn!(
+                    "watching the gateway failed ({} in a row): {e}",
+                    self.failures
+                );
+                return Some(retry_pause(shared, self.failures));
             }
         };
-        if !rest.is_zero() && !pause(rest) {
-            return;
+        self.failures = 0;
+        self.restarts = match seen {
+            Seen::Restarted => self.restarts + 1,
+            _ => 0,
+        };
+        if self.restarts == 2 {
+            log::warn!(
+                "the gateway's run changed on two answers in a row: are the gateways behind \
+                 one address each with a registry of its own? The watch slows down until it \
+                 settles"
+            );
         }
+        if seen == Seen::Changed && matches!(self.cursor, Cursor::At { .. }) {
+            log::debug!("the watch saw a change");
+        }
+        self.cursor = next;
+        Some(match (&self.cursor, seen) {
+            (Cursor::Polling, _) => shared.current_interval(),
+            (_, Seen::Unchanged) => {
+                shared.confirm_view();
+                // Back at once with the index it was sent: the gateway holds as many requests
+                // as it will, or is stopping. Ask again after a pause that grows while this
+                // goes on. (An answer not held on purpose is not one of those.)
+                if asked.is_some_and(|asked| asked.elapsed() < self.wait / 2) {
+                    self.quick += 1;
+                    retry_pause(shared, self.quick)
+                } else {
+                    self.quick = 0;
+                    Duration::ZERO
+                }
+            }
+            // One restart is read at once; every answer from another run (gateways that do not
+            // share a registry, taken in turn behind one address) would be a loop that never
+            // waits: from the second in a row, pause.
+            (_, Seen::Restarted) if self.restarts > 1 => {
+                self.quick = 0;
+                retry_pause(shared, self.restarts - 1)
+            }
+            _ => {
+                self.quick = 0;
+                Duration::ZERO
+            }
+        })
+    }
+
+    /// Reads `reply` into the view: `Ok(None)` when it is a delta that cannot be applied (ask
+    /// for a full answer).
+    fn read(
+        &mut self,
+        reply: Reply<Answer>,
+        switched: bool,
+        from: &str,
+    ) -> Result<Option<(Cursor, Seen)>, ClientError> {
+        let (shared, pause) = (self.shared, self.pause);
+        let me = shared.node_id();
+        let value = reply.value.ok_or_else(|| ClientError::InvalidResponse {
+            address: from.to_owned(),
+            reason: "304 Not Modified to a request that was not conditional".to_owned(),
+        })?;
+        let (next, seen) = advance(&self.cursor, reply.index, reply.epoch.as_deref());
+        let view_epoch = reply.index.and(reply.epoch);
+        let changes = match value {
+            Answer::Changes(changes) => changes,
+            Answer::List(list) => {
+                // A gateway that does not know `changes=1` answers the list it would have
+                // without it (every node: `status=all` is sent): use it, and ask for lists
+                // from now on.
+                if self.mode == Mode::Ask {
+                    log::debug!("the gateway sends no delta answers: watching lists");
+                    self.mode = Mode::Lists;
+                }
+                if seen != Seen::Unchanged {
+                    feed_list(shared, pause, seen, list, view_epoch)?;
+                }
+                return Ok(Some((next, seen)));
+            }
+        };
+        // A delta applies only to what this gateway run answered before.
+        let applies = changes.full
+            || (!switched && seen != Seen::Restarted && matches!(self.cursor, Cursor::At { .. }));
+        let patch = match applies.then(|| self.mirror.apply(changes, me)) {
+            Some(Ok(patch)) => patch,
+            None | Some(Err(_)) => return Ok(None),
+        };
+        if seen == Seen::Restarted {
+            learn_settings(shared, pause);
+        }
+        if seen != Seen::Unchanged && pause(Duration::ZERO) {
+            // A delta patches the view the previous answer made (a few records, not the whole
+            // cluster copied and compared); when the view moved on meanwhile (the heartbeat
+            // thread or a registration fed it), it is described whole.
+            let patched = patch.is_some_and(|patch| shared.patch_view(patch, &view_epoch));
+            if !patched {
+                let (cluster, suspected) = self.mirror.view(me);
+                shared.update_view(cluster, Some(suspected), view_epoch);
+            }
+        }
+        Ok(Some((next, seen)))
     }
 }
 

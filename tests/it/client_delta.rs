@@ -1,5 +1,6 @@
 //! The client's watch thread over delta answers (`changes=1`): its view equals the plain list
-//! after random churn, it starts over from the full list when another gateway answers, and it
+//! after random churn, over the gateway's event stream and over long-polls (behind a proxy that
+//! strips streams); it starts over from the full list when another gateway answers; and it
 //! falls back to lists against a gateway that does not know delta answers.
 
 use std::io::{Read, Write};
@@ -29,7 +30,13 @@ fn watcher(gateways: &[&str]) -> GatewayClient {
 /// plain list must agree on.
 type Summary = (Vec<(u64, String, u64, Value)>, Option<u64>);
 
+thread_local! {
+    /// The `/nodes` requests [`listed`] made on this thread (the test's own, beside the watch's).
+    static LISTED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 fn listed(server: &TestServer) -> (u64, Summary) {
+    LISTED.with(|n| n.set(n.get() + 1));
     let (_, list) = server.get("/nodes?status=all");
     let nodes = list["nodes"]
         .as_array()
@@ -121,16 +128,10 @@ impl Lcg {
     }
 }
 
-#[test]
-fn the_watching_clients_view_equals_the_plain_list_after_random_churn() {
-    // Nodes stay active in real time; suspicions and reaps come from sweeps with injected time.
-    let server = TestServer::with(|c| {
-        c.heartbeat_interval = Duration::from_secs(30);
-        c.liveness.suspect_after = Duration::from_secs(60);
-        c.liveness.node_timeout = Duration::from_secs(600);
-    });
-    let client = watcher(&[&server.url]);
-    client.watch();
+/// Random churn on `server` (joins, moves, departures, leaders, suspicions, recoveries, reaps)
+/// while `client` watches through `url`; its view must equal the plain list at checkpoints
+/// and at the end. Returns the count of leader changes posted.
+fn churn(server: &TestServer, client: &GatewayClient) -> usize {
     let sweep = |seconds: u64| {
         server.server.gateway().sweep(Now {
             instant: Instant::now() + Duration::from_secs(seconds),
@@ -164,16 +165,60 @@ fn the_watching_clients_view_equals_the_plain_list_after_random_churn() {
         }
         if round % 100 == 99 && round < 200 {
             sweep(601); // reaps every node
-            let (view, list) = converges(&client, &server);
+            let (view, list) = converges(client, server);
             assert_eq!(view.as_ref(), Some(&list), "after round {round}");
         }
     }
-    let (view, list) = converges(&client, &server);
+    let (view, list) = converges(client, server);
     assert_eq!(view.as_ref(), Some(&list), "at the end");
     assert!(!list.1.0.is_empty(), "the churn left nodes to compare");
+    leader_posts
+}
+
+/// Nodes stay active in real time; suspicions and reaps come from sweeps with injected time.
+fn churned() -> TestServer {
+    TestServer::with(|c| {
+        c.heartbeat_interval = Duration::from_secs(30);
+        c.liveness.suspect_after = Duration::from_secs(60);
+        c.liveness.node_timeout = Duration::from_secs(600);
+    })
+}
+
+#[test]
+fn the_watching_clients_view_equals_the_plain_list_after_random_churn() {
+    let server = churned();
+    let client = watcher(&[&server.url]);
+    client.watch();
+    assert!(eventually(PATIENCE, || server.server.streams_open() == 1));
+    let leader_posts = churn(&server, &client);
     // Delta answers all along: a list-watching client reads /leader on every change (the
     // route counts the test's own POSTs).
     assert_eq!(requests_to(&server, "/leader"), leader_posts);
+    // Over the one stream: no long-poll, no other request for the changes.
+    assert_eq!(server.server.streams_open(), 1);
+    let own = LISTED.with(|n| n.get());
+    assert_eq!(requests_to(&server, "/nodes"), 1 + own);
+    client.shutdown();
+}
+
+#[test]
+fn behind_a_proxy_that_strips_streams_the_view_follows_churn_over_long_polls() {
+    let server = churned();
+    let proxy = crate::client_watch::NoStreams::start(&server.url);
+    let client = watcher(&[&proxy.url]);
+    client.watch();
+    assert!(eventually(PATIENCE, || server.server.watchers_waiting() == 1));
+    let leader_posts = churn(&server, &client);
+    assert_eq!(requests_to(&server, "/leader"), leader_posts);
+    assert_eq!(server.server.streams_open(), 0);
+    let asked = proxy.nodes_requests();
+    assert!(asked.len() > 10, "a long-poll per change or so: {asked:?}");
+    assert_eq!(
+        asked.iter().filter(|l| l.contains("stream=1")).count(),
+        1,
+        "a stream asked for once, then long-polls: {:?}",
+        &asked[..3]
+    );
     client.shutdown();
 }
 

@@ -1,13 +1,16 @@
-//! The client's watch thread (issue 11, change notification): the view follows joins,
-//! departures, suspicions, recoveries and leaders as they happen, through the long-poll; the
-//! change callback; a gateway restart resets the index; a gateway without long-poll is polled
-//! at the heartbeat interval, not spun on; shutdown does not wait for a parked request; and
-//! `gateway-client watch` in both output modes.
+//! The client's watch thread (issue 11, change notification; issue 25, event streams): the view
+//! follows joins, departures, suspicions, recoveries and leaders as they happen, over the
+//! gateway's event stream; the change callback; a gateway restart resets the index and the
+//! watch opens a stream on the new run; behind a proxy that strips streams it long-polls (one
+//! parked request per wait, never a request a millisecond); a gateway without long-poll is
+//! polled at the heartbeat interval, not spun on; shutdown waits neither for a parked request
+//! nor for an open stream; and `gateway-client watch` in both output modes.
 //!
 //! The watching clients pin a heartbeat interval of an hour and register no node (or one
 //! whose heartbeat never comes due), so nothing but the watch can move their view.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
@@ -94,6 +97,80 @@ fn parked(server: &TestServer) -> usize {
         .find_map(|l| l.strip_prefix("cluster_gateway_watchers_waiting "))
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(0.0) as usize
+}
+
+/// The gateway's open event streams.
+fn streams(server: &TestServer) -> usize {
+    server.server.streams_open()
+}
+
+/// A proxy in front of a gateway that strips event streams, as some proxies do: it forwards
+/// each request without `stream=1` (one request per connection, `Connection: close`), so the
+/// gateway answers a delta answer or a long-poll. Records each request line as sent by the
+/// client.
+pub(crate) struct NoStreams {
+    pub(crate) url: String,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl NoStreams {
+    pub(crate) fn start(gateway: &str) -> NoStreams {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let backend = gateway.trim_start_matches("http://").to_owned();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let recorded = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let (backend, recorded) = (backend.clone(), Arc::clone(&recorded));
+                std::thread::spawn(move || relay(client, &backend, &recorded));
+            }
+        });
+        NoStreams { url, lines }
+    }
+
+    /// The request lines that asked for `/nodes`.
+    pub(crate) fn nodes_requests(&self) -> Vec<String> {
+        let lines = self.lines.lock().unwrap();
+        lines
+            .iter()
+            .filter(|l| l.starts_with("GET /nodes"))
+            .cloned()
+            .collect()
+    }
+}
+
+/// One request from `client` to `backend`, `stream=1` left out, and its answer back.
+fn relay(mut client: TcpStream, backend: &str, recorded: &Mutex<Vec<String>>) {
+    let mut head = Vec::new();
+    let mut byte = [0];
+    while !head.ends_with(b"\r\n\r\n") {
+        match client.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let mut lines = head.split("\r\n");
+    let line = lines.next().unwrap_or_default().to_owned();
+    recorded.lock().unwrap().push(line.clone());
+    let line = line.replace("&stream=1", "");
+    let mut forwarded = format!("{line}\r\n");
+    for header in lines.filter(|h| !h.is_empty()) {
+        if !header.to_ascii_lowercase().starts_with("connection:") {
+            forwarded.push_str(&format!("{header}\r\n"));
+        }
+    }
+    forwarded.push_str("Connection: close\r\n\r\n");
+    let Ok(mut gateway) = TcpStream::connect(backend) else {
+        return;
+    };
+    if gateway.write_all(forwarded.as_bytes()).is_err() {
+        return;
+    }
+    let _ = std::io::copy(&mut gateway, &mut client);
+    let _ = client.shutdown(Shutdown::Both);
 }
 
 /// Requests the gateway answered on `route`, whatever their status.
@@ -237,7 +314,7 @@ fn start_at(host: &str, port: u16) -> TestServer {
 }
 
 #[test]
-fn a_gateway_restart_resets_the_index_and_the_watch_parks_on_the_new_run() {
+fn a_gateway_restart_resets_the_index_and_the_watch_follows_the_new_runs_stream() {
     let host = own_host::RESTART;
     let port = free_port(host);
     let first = start_at(host, port);
@@ -248,23 +325,33 @@ fn a_gateway_restart_resets_the_index_and_the_watch_parks_on_the_new_run() {
     let client = watcher(&first.url);
     let changes = client.subscribe();
     client.watch();
-    assert!(eventually(PATIENCE, || parked(&first) == 1));
+    assert!(eventually(PATIENCE, || streams(&first) == 1));
+    // The stream's first event (the whole list) read: the stream counts as open before.
+    assert!(eventually(PATIENCE, || {
+        client
+            .cluster_view()
+            .is_some_and(|v| v.cluster.nodes.len() == 6)
+    }));
     let old_key = client.cluster_view().unwrap();
     let old_index = old_key.cluster.registry_version;
     drop(first);
 
+    // The stream ends with the gateway; the watch opens one on the run at the same address.
     let second = start_at(host, port);
     second.register(9);
-    // Parked on the new run: sent with its epoch and an index it is at, not the old one
-    // (which the new run would answer at once, over and over).
-    assert!(eventually(PATIENCE, || parked(&second) == 1));
+    assert!(eventually(PATIENCE, || streams(&second) == 1));
     let (_, health) = second.get("/health");
+    assert!(eventually(PATIENCE, || {
+        client.cluster_view().unwrap().epoch.as_deref() == health["epoch"].as_str()
+    }));
     let view = client.cluster_view().unwrap();
-    assert_eq!(view.epoch.as_deref(), health["epoch"].as_str());
     assert!(view.cluster.registry_version < old_index, "{view:?}");
-    // And it sees the new run's changes as they happen.
+    // And it sees the new run's changes as they happen, over that one stream.
+    let asked = requests_to(&second, "/nodes");
     second.register(10);
     until_event(&changes, "joined 10 127.0.0.1:5010");
+    assert_eq!(requests_to(&second, "/nodes"), asked);
+    assert_eq!(streams(&second), 1);
     client.shutdown();
 }
 
@@ -299,12 +386,15 @@ fn a_gateway_without_long_poll_is_polled_at_the_heartbeat_interval_not_spun_on()
     client.shutdown();
 }
 
-#[test]
-fn a_gateway_full_of_watchers_answering_at_once_is_asked_again_after_a_growing_pause() {
+/// A watch against a gateway with no room for watchers (`max_watchers` 0), straight (every
+/// stream refused with a 503) or through a proxy that strips streams (every long-poll answered
+/// at once): asked again after a pause that grows, never in a loop.
+fn full_gateway_is_asked_again_after_a_growing_pause(strip_streams: bool) {
     let server = TestServer::with(|c| c.max_watchers = 0);
+    let proxy = strip_streams.then(|| NoStreams::start(&server.url));
     let base = Duration::from_millis(20);
     let client = GatewayClient::builder()
-        .gateway(server.url.clone())
+        .gateway(proxy.as_ref().map_or(&server.url, |p| &p.url).clone())
         .heartbeat_interval(NEVER)
         .retry_base_delay(base)
         .build()
@@ -319,18 +409,29 @@ fn a_gateway_full_of_watchers_answering_at_once_is_asked_again_after_a_growing_p
     let pauses = started.elapsed().as_secs_f64() / (base / 2).as_secs_f64();
     assert!(
         requests as f64 <= pauses + 1.0,
-        "{requests} long-polls in {pauses:.1} half base delays"
+        "{requests} requests in {pauses:.1} half base delays"
     );
     client.shutdown();
 }
 
 #[test]
-fn an_idle_watch_costs_one_parked_request_per_wait() {
+fn a_gateway_full_of_streams_refusing_them_is_asked_again_after_a_growing_pause() {
+    full_gateway_is_asked_again_after_a_growing_pause(false);
+}
+
+#[test]
+fn a_gateway_full_of_watchers_answering_at_once_is_asked_again_after_a_growing_pause() {
+    full_gateway_is_asked_again_after_a_growing_pause(true);
+}
+
+#[test]
+fn behind_a_proxy_that_strips_streams_an_idle_watch_costs_one_parked_request_per_wait() {
     let server = TestServer::start();
     server.register(1);
+    let proxy = NoStreams::start(&server.url);
     let wait = Duration::from_millis(100);
     let client = GatewayClient::builder()
-        .gateway(server.url.clone())
+        .gateway(proxy.url.clone())
         .heartbeat_interval(NEVER)
         .watch_wait(wait)
         .build()
@@ -353,14 +454,53 @@ fn an_idle_watch_costs_one_parked_request_per_wait() {
         1,
         "settings, once at start"
     );
+    // A stream was asked for once: the answer that was not one is remembered.
+    let asked = proxy.nodes_requests();
+    assert!(asked[0].contains("stream=1"), "{asked:?}");
+    assert!(
+        asked[1..].iter().all(|l| !l.contains("stream=1")),
+        "{asked:?}"
+    );
+    assert_eq!(streams(&server), 0);
+    client.shutdown();
+}
+
+#[test]
+fn an_idle_watch_holds_one_stream_and_a_subscriber_hears_each_change_over_it() {
+    let server = TestServer::start();
+    server.register(1);
+    let client = watcher(&server.url);
+    let changes = client.subscribe();
+    client.watch();
+    assert!(eventually(PATIENCE, || streams(&server) == 1));
+    assert_eq!(parked(&server), 0, "no long-poll beside the stream");
+    for id in 2..=4 {
+        let sent = Instant::now();
+        server.register(id);
+        until_event(&changes, &format!("joined {id} 127.0.0.1:{}", 5000 + id));
+        let heard = sent.elapsed();
+        eprintln!("joined {id} heard after {heard:?}");
+        assert!(
+            heard < Duration::from_secs(5),
+            "joined {id} after {heard:?}"
+        );
+    }
+    // One request for it all: the stream.
+    assert_eq!(requests_to(&server, "/nodes"), 1);
+    assert_eq!(requests_to(&server, "/leader"), 0);
+    assert_eq!(streams(&server), 1);
+    let status = client.status();
+    assert!(status.gateway_available, "{status:?}");
+    assert_eq!(status.consecutive_failures, 0);
     client.shutdown();
 }
 
 #[test]
 fn shutdown_does_not_wait_for_a_parked_long_poll() {
     let server = TestServer::start();
+    let proxy = NoStreams::start(&server.url);
     let client = GatewayClient::builder()
-        .gateway(server.url.clone())
+        .gateway(proxy.url.clone())
         .watch_wait(Duration::from_secs(120))
         .build()
         .unwrap();
@@ -377,9 +517,103 @@ fn shutdown_does_not_wait_for_a_parked_long_poll() {
     eprintln!("shutdown with a parked long-poll took {took:?}");
 }
 
+/// A plain TCP relay in front of a gateway that tells when its clients close their
+/// connections, and when the gateway last sent them a byte.
+struct Pipe {
+    url: String,
+    seen: Arc<Mutex<Piped>>,
+}
+
+#[derive(Default)]
+struct Piped {
+    open: usize,
+    closed: Option<Instant>,
+    from_gateway: Option<Instant>,
+}
+
+impl Pipe {
+    fn start(gateway: &str) -> Pipe {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let backend = gateway.trim_start_matches("http://").to_owned();
+        let seen = Arc::new(Mutex::new(Piped::default()));
+        let shared = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { continue };
+                let Ok(mut gateway) = TcpStream::connect(&backend) else {
+                    continue;
+                };
+                shared.lock().unwrap().open += 1;
+                let (mut to_gateway, mut to_client) =
+                    (gateway.try_clone().unwrap(), client.try_clone().unwrap());
+                let up = Arc::clone(&shared);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut client, &mut to_gateway);
+                    let mut seen = up.lock().unwrap();
+                    seen.open -= 1;
+                    seen.closed = Some(Instant::now());
+                    drop(seen);
+                    let _ = to_gateway.shutdown(Shutdown::Both);
+                });
+                let down = Arc::clone(&shared);
+                std::thread::spawn(move || {
+                    let mut buffer = [0; 4096];
+                    while let Ok(n @ 1..) = gateway.read(&mut buffer) {
+                        down.lock().unwrap().from_gateway = Some(Instant::now());
+                        if to_client.write_all(&buffer[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to_client.shutdown(Shutdown::Both);
+                });
+            }
+        });
+        Pipe { url, seen }
+    }
+}
+
+#[test]
+fn stop_returns_at_once_with_a_stream_open_and_closes_it() {
+    let server = TestServer::start();
+    let pipe = Pipe::start(&server.url);
+    let client = watcher(&pipe.url);
+    client.watch();
+    assert!(eventually(PATIENCE, || streams(&server) == 1));
+    let stopped = Instant::now();
+    let client = within(Duration::from_secs(2), move || {
+        client.shutdown();
+        assert!(!client.is_watching());
+        client
+    });
+    // Its connection is closed at once, not left to the thread's next read (which only an
+    // event or a keepalive from the gateway, up to 25 s away, would end).
+    assert!(
+        eventually(Duration::from_secs(2), || pipe.seen.lock().unwrap().open
+            == 0),
+        "the stream's connection is still open after the stop"
+    );
+    let seen = pipe.seen.lock().unwrap();
+    let sent = seen.from_gateway.filter(|&at| at > stopped);
+    assert!(
+        sent.is_none_or(|at| at > seen.closed.unwrap()),
+        "the gateway wrote to the stream before it was closed: that ended it, not the stop"
+    );
+    drop(seen);
+    // The gateway's writes to it (the changes below: the first is taken by the kernel, the
+    // connection's reset comes back) fail and end the stream.
+    server.register(3);
+    server.register(4);
+    assert!(eventually(PATIENCE, || streams(&server) == 0));
+    // Nothing was recorded after the stop: the read cut short is not a failure.
+    let status = client.status();
+    assert_eq!(status.consecutive_failures, 0, "{status:?}");
+    assert_eq!(status.last_error, None);
+}
+
 const BIN: &str = env!("CARGO_BIN_EXE_gateway-client");
 
-/// Runs `gateway-client watch` with `args`; once it has a long-poll parked, runs `act` with a
+/// Runs `gateway-client watch` with `args`; once it has a stream open, runs `act` with a
 /// function that waits until a line was printed, then stops it with `signal`. Returns every line
 /// printed; fails (does not hang) if a line never comes or it does not exit 0.
 fn watch_cli(
@@ -407,8 +641,8 @@ fn watch_cli(
         });
     }
     assert!(
-        eventually(PATIENCE, || parked(server) == 1),
-        "gateway-client watch never parked a long-poll"
+        eventually(PATIENCE, || streams(server) == 1),
+        "gateway-client watch never opened a stream"
     );
     // `json:joined 4` is a JSON line with that event and node id.
     let matches = |line: &str, want: &str| match want.strip_prefix("json:") {
@@ -690,8 +924,10 @@ fn gateway_client_watch_exits_1_when_the_gateway_refuses_it_at_start() {
 fn a_wait_of_zero_is_taken_as_the_shortest_wait_not_a_request_a_millisecond() {
     let server = TestServer::start();
     server.register(1);
+    // Long-polls: through a proxy that strips streams.
+    let proxy = NoStreams::start(&server.url);
     let client = GatewayClient::builder()
-        .gateway(server.url.clone())
+        .gateway(proxy.url.clone())
         .heartbeat_interval(NEVER)
         .watch_wait(Duration::ZERO)
         .build()
@@ -708,4 +944,63 @@ fn a_wait_of_zero_is_taken_as_the_shortest_wait_not_a_request_a_millisecond() {
         "{lists} lists in {waits:.1} shortest waits"
     );
     client.shutdown();
+}
+
+#[test]
+#[cfg_attr(
+    not(all(has_nginx, has_openssl)),
+    ignore = "needs nginx and openssl: apt-get install nginx openssl"
+)]
+fn over_https_with_a_token_and_a_ca_file_the_watch_follows_a_stream_through_the_front() {
+    use crate::front::{Front, Tls, nginx_binary};
+    use crate::tls::{Scratch, make_ca, make_server_certificate};
+    use cluster_gateway::server::auth::Secret;
+
+    let nginx = nginx_binary().expect("nginx is installed");
+    let dir = std::env::temp_dir().join(format!("gateway-watch-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let _scratch = Scratch(dir.clone());
+    make_ca(&dir, "ca");
+    make_server_certificate(&dir, "ca", "127.0.0.9");
+    let (read, write) = ("watch-r3ad-t0ken-33333333", "watch-wr1te-t0ken-4444444");
+    let server = TestServer::with(|config| {
+        config.tokens.inline = Some(Secret::new(format!(
+            "read:watch:{read}\nwrite:ops:{write}\n"
+        )));
+    });
+    // Nodes join straight to the gateway, with the write token.
+    let writer = GatewayClient::builder()
+        .gateway(server.url.clone())
+        .token(write)
+        .heartbeat_interval(NEVER)
+        .build()
+        .unwrap();
+    let front = Front::start_tls(
+        &nginx,
+        &server.addr().to_string(),
+        Tls {
+            certificate: &dir.join("server.crt"),
+            key: &dir.join("server.key"),
+        },
+    );
+    let client = GatewayClient::builder()
+        .gateway(format!("https://{}", front.address))
+        .ca_file(dir.join("ca.crt"))
+        .token(read)
+        .heartbeat_interval(NEVER)
+        .retry_base_delay(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    let changes = client.subscribe();
+    client.watch();
+    assert!(eventually(PATIENCE, || streams(&server) == 1));
+    for id in [4, 5] {
+        writer.register_node(node(id)).unwrap();
+        until_event(&changes, &format!("joined {id} 127.0.0.1:{}", 6000 + id));
+    }
+    // Over the one stream the front keeps open.
+    assert_eq!(streams(&server), 1);
+    assert_eq!(client.status().consecutive_failures, 0);
+    within(Duration::from_secs(2), move || client.shutdown());
 }

@@ -125,8 +125,9 @@ impl ClientBuilder {
     }
 
     /// How long each of the watch's long-polls may be held by the gateway (default 30 s, at
-    /// least 100 ms, at most 5 minutes): an idle watch sends one request per wait. Keep it under the read
-    /// timeout of any proxy in front of the gateway.
+    /// least 100 ms, at most 5 minutes), when it long-polls (a gateway without event streams):
+    /// an idle watch sends one request per wait. Keep it under the read timeout of any proxy in
+    /// front of the gateway.
     pub fn watch_wait(mut self, wait: Duration) -> ClientBuilder {
         self.watch_wait = wait;
         self
