@@ -54,7 +54,8 @@ pub struct ServerConfig {
     pub store: StoreKind,
     /// The etcd members, `http://host:port` each, for [`StoreKind::Etcd`].
     pub etcd_endpoints: Vec<String>,
-    /// Most long-poll requests parked at once; past it, they are answered at once.
+    /// Most long-poll requests parked at once, and most event streams open (each its own
+    /// count); past it, they are answered at once.
     pub max_watchers: usize,
     /// Where the bearer tokens come from; none at all: the gateway is open.
     pub tokens: TokenSource,
@@ -196,8 +197,8 @@ pub struct ServerArgs {
     /// GATEWAY_ETCD_ENDPOINTS)
     #[argh(option)]
     pub etcd_endpoints: Option<String>,
-    /// most long-poll requests waiting at once; past it they are answered at once (default
-    /// 10000; env GATEWAY_MAX_WATCHERS)
+    /// most long-poll requests waiting at once, and most event streams open; past it they are
+    /// answered at once (default 10000; env GATEWAY_MAX_WATCHERS)
     #[argh(option)]
     pub max_watchers: Option<String>,
     /// file of bearer tokens, one role:name:token a line, roles read, node=IDS and write

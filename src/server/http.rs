@@ -588,6 +588,10 @@ pub fn parks(gateway: &Gateway, request: &Request<'_>) -> Option<Wait> {
     let endpoint =
         Endpoint::of(path).filter(|e| matches!(e, Endpoint::Nodes | Endpoint::Leader))?;
     let query = Query::parse(query, endpoint).ok()?;
+    // A stream is never parked: a GET is opened (`streams`), a HEAD answered at once.
+    if query.stream {
+        return None;
+    }
     // A delta answer has no entity tag: only its index says what the client has.
     let tagged = !query.changes && request.header("If-None-Match").next().is_some();
     if query.index.is_none() && !(tagged && query.wait.is_some()) {

@@ -208,6 +208,23 @@ impl<T> Watchers<T> {
         Ok(())
     }
 
+    /// Runs `f` unless a later request of `arrival`'s connection has arrived (`None` then),
+    /// under the lock [`Watchers::arrived`] takes: a later request either is seen here or
+    /// arrives after `f` has run (and finds what `f` did). What an event stream opens under
+    /// (the server's `streams.rs`), as [`Watchers::park`] parks under it.
+    pub fn unless_pipelined<R>(
+        &self,
+        arrival: Option<Arrival>,
+        f: impl FnOnce() -> R,
+    ) -> Option<R> {
+        let in_flight = lock(&self.in_flight);
+        let later = |a: Arrival| in_flight.get(&a.peer).is_some_and(|c| c.latest > a.number);
+        if arrival.is_some_and(later) {
+            return None;
+        }
+        Some(f())
+    }
+
     /// A request from `peer` is being served: counts it until the guard is dropped, and hands
     /// back the request parked on the same connection, if any, to be answered at once. Call it
     /// in the order requests come off the connection (the server does, under its taking lock):

@@ -384,3 +384,171 @@ fn a_stream_that_is_not_read_holds_up_no_other_stream() {
     assert!(eventually(LIMIT, || server.server.streams_open() == 1));
     drop(stuck);
 }
+
+/// Reads one chunk off `reader`: its size, or `None` for the last chunk.
+fn next_chunk(reader: &mut BufReader<TcpStream>) -> Option<usize> {
+    let mut size = String::new();
+    reader.read_line(&mut size).unwrap();
+    let size = usize::from_str_radix(size.trim_end(), 16)
+        .unwrap_or_else(|_| panic!("a chunk size, not {size:?}"));
+    let mut data = vec![0; size + 2];
+    reader.read_exact(&mut data).unwrap();
+    (size > 0).then_some(size)
+}
+
+/// Reads one answer off `reader` (a stream read to its last chunk, or a body of
+/// `Content-Length`): its status line and whether it was a stream.
+fn read_answer(reader: &mut BufReader<TcpStream>) -> (String, bool) {
+    let mut status = String::new();
+    reader.read_line(&mut status).unwrap();
+    let (mut length, mut chunked) = (0usize, false);
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        let lower = line.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap();
+        }
+        if lower.starts_with("transfer-encoding: chunked") {
+            chunked = true;
+        }
+    }
+    if chunked {
+        while next_chunk(reader).is_some() {}
+    } else {
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+    }
+    (status, chunked)
+}
+
+#[test]
+fn a_request_behind_a_stream_request_is_answered_after_the_streams_last_chunk_under_churn() {
+    let server = TestServer::with(|c| c.workers = 8);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn: Vec<_> = (0..3u64)
+        .map(|churner| {
+            let (url, stop) = (server.url.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut id = 1000 + churner * 1_000_000;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    id += 1;
+                    let body = registration(id).to_string();
+                    let _ = crate::support::agent()
+                        .post(format!("{url}/register"))
+                        .send(body);
+                }
+            })
+        })
+        .collect();
+    let (mut streams, mut answered_as_delta) = (0, 0);
+    for round in 0..400 {
+        let mut socket = TcpStream::connect(server.addr()).unwrap();
+        socket.set_read_timeout(Some(LIMIT)).unwrap();
+        // Both requests in one write: the second may come off the queue before the stream
+        // is open, or after.
+        let both = if round % 2 == 0 {
+            "GET /nodes?changes=1&stream=1 HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+        } else {
+            "GET /nodes?changes=1&stream=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+        };
+        socket.write_all(both.as_bytes()).unwrap();
+        let mut reader = BufReader::new(socket.try_clone().unwrap());
+        if round % 2 == 1 {
+            // The stream is open and events flow: a request sent now ends it.
+            let mut line = String::new();
+            while line != "\r\n" {
+                line.clear();
+                reader.read_line(&mut line).unwrap();
+            }
+            socket
+                .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            while next_chunk(&mut reader).is_some() {}
+            streams += 1;
+        } else {
+            let (status, stream) = read_answer(&mut reader);
+            assert!(
+                status.starts_with("HTTP/1.1 200"),
+                "round {round}: {status}"
+            );
+            if stream {
+                streams += 1;
+            } else {
+                answered_as_delta += 1;
+            }
+        }
+        // Right after the stream's last chunk (or the delta answer): the health answer, never
+        // an event.
+        let (status, _) = read_answer(&mut reader);
+        assert!(
+            status.starts_with("HTTP/1.1 200"),
+            "round {round}: after the stream came {status:?}"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for churner in churn {
+        churner.join().unwrap();
+    }
+    assert!(
+        streams > 0,
+        "no stream opened ({answered_as_delta} delta answers)"
+    );
+    assert!(eventually(LIMIT, || server.server.streams_open() == 0));
+}
+
+#[test]
+fn a_stream_ended_for_reading_too_slowly_gets_its_last_chunk() {
+    let server = TestServer::start();
+    let index = version_of(&server.register(1));
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&server.addr().into()).unwrap();
+    let mut socket: TcpStream = socket.into();
+    socket.set_read_timeout(Some(LIMIT)).unwrap();
+    write!(
+        socket,
+        "GET /nodes?index={index}&changes=1&stream=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .unwrap();
+    assert!(eventually(LIMIT, || server.server.streams_open() == 1));
+    // Not read while over a MiB of events waits for it: the stream ends.
+    let big = "x".repeat(15_000);
+    for round in 0..400u64 {
+        if server.server.streams_open() == 0 {
+            break;
+        }
+        let mut changed = registration(1);
+        changed["metadata"] = json!({"round": round, "pad": big});
+        assert_eq!(server.post_json("/register", &changed).0, 200);
+    }
+    assert!(eventually(LIMIT, || server.server.streams_open() == 0));
+    // Read now: whole events, then the last chunk; the client knows to ask again.
+    let mut reader = BufReader::new(socket);
+    let (status, stream) = read_answer(&mut reader);
+    assert!(status.starts_with("HTTP/1.1 200") && stream, "{status}");
+}
+
+#[test]
+fn an_http_1_0_stream_request_and_a_head_get_a_delta_answer_at_once() {
+    let server = TestServer::start();
+    let index = version_of(&server.register(1));
+    for request in [
+        format!(
+            "GET /nodes?index={index}&changes=1&stream=1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+        ),
+        format!("HEAD /nodes?index={index}&changes=1&stream=1 HTTP/1.1\r\nHost: x\r\n\r\n"),
+    ] {
+        let answer = within(LIMIT, {
+            let addr = server.addr();
+            move || crate::support::raw(addr, request.as_bytes(), Duration::from_secs(5))
+        });
+        assert!(answer.contains(" 200 OK"), "{answer}");
+        assert!(answer.contains("application/json"), "{answer}");
+        assert!(!answer.contains("text/event-stream"), "{answer}");
+    }
+    assert_eq!(server.server.streams_open(), 0);
+}

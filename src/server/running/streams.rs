@@ -7,16 +7,18 @@
 //! delta answer's JSON), in a chunked body that ends only when the client goes away, the
 //! gateway stops, or the client sends another request on the connection.
 //!
-//! The worker that read the request writes the head and hands the connection here
-//! ([`Streams::open`]): no worker or thread is held by an open stream. One thread, the
+//! The worker that read the request hands the connection here ([`Streams::open`]): no worker
+//! is held by an open stream (tiny_http keeps its thread reading the connection, as for any
+//! open connection). One thread, the
 //! fan-out, wakes on every change: it reads the events once for each index the streams are at
 //! (usually one for them all: the changes since the last pass), makes the frame once, and
 //! queues it on every stream. The writes of a pass are one job on a [`Senders`] pool, which
 //! writes the streams in turn; a stream whose client does not read holds only the thread
 //! writing to it (a helper job behind each pass takes the rest once the pool's stall rule
-//! says so, see [`Streams::write`]). Frames queued behind a write in progress are joined into
-//! the next write; a stream with more than [`MAX_QUEUED`] bytes waiting is ended (its client
-//! reads too slowly to follow the changes; it asks again with its index). A stream with
+//! says so, see [`Streams::write`]). Frames are shared between the streams they go to (a full
+//! list once, whatever the number of streams); those queued behind a write in progress go out
+//! with the next write; a stream with more than [`MAX_QUEUED`] bytes waiting is ended (its
+//! client reads too slowly to follow the changes; it asks again with its last id). A stream with
 //! nothing to say for half of [`KEEPALIVE`] gets a comment line, so that proxies keep it open
 //! and a vanished client is noticed.
 
@@ -32,6 +34,7 @@ use crate::api::NodeId;
 use crate::lock;
 use crate::server::gateway::Gateway;
 use crate::server::http::{self, StreamStart};
+use crate::server::long_polls::{Arrival, Watchers};
 use crate::server::store::Delta;
 
 use super::settling::Senders;
@@ -45,19 +48,25 @@ pub(crate) const KEEPALIVE: Duration = Duration::from_secs(25);
 /// Most bytes queued on one stream behind a write in progress before the stream is ended.
 pub(super) const MAX_QUEUED: usize = 1 << 20;
 
+/// One chunk of a stream's body, framed (`SIZE\r\n...\r\n`), shared by every stream it goes to.
+type Frame = Arc<[u8]>;
+
 /// The open streams, and the fan-out thread's state.
 pub(super) struct Streams {
     state: Mutex<State>,
     wake: Condvar,
     /// Write the frames (`gateway-stream` threads).
     writers: Arc<Senders>,
-    /// Most streams open at once (the long-polls' `--max-watchers`); past it, a request for
-    /// one gets a delta answer.
+    /// Most streams open at once (as many as long-polls may be parked, `--max-watchers`);
+    /// past it, a request for one gets a delta answer.
     max: usize,
     /// `/metrics`' `streams_open`, kept equal to the number of streams listed.
     gauge: Arc<AtomicUsize>,
     /// [`KEEPALIVE`] in milliseconds (tests shorten it).
     keepalive_ms: AtomicU64,
+    /// The last full-list event made, by list version and the node left out: streams that
+    /// start together (or fall behind together) share it.
+    full: Mutex<Option<(u64, Option<NodeId>, Frame)>>,
 }
 
 #[derive(Default)]
@@ -76,8 +85,6 @@ struct State {
 pub(super) struct Stream {
     peer: Option<SocketAddr>,
     exclude: Option<NodeId>,
-    /// HTTP/1.1: chunks; HTTP/1.0: the frames as they are, the end told by closing.
-    chunked: bool,
     out: Mutex<Out>,
     /// Shutdown waits for the stream's last write (and, via it, the connection's end).
     _exit: Sender<()>,
@@ -85,17 +92,22 @@ pub(super) struct Stream {
 }
 
 struct Out {
-    /// Taken by the thread writing; `None` once the stream ended.
+    /// Taken by the thread writing; `None` once the last chunk (or a failed write) is done.
     writer: Option<Box<dyn Write + Send>>,
     /// The registry version the frames handed to the stream reach.
     since: u64,
-    /// Frames waiting for the write in progress.
-    queued: Vec<u8>,
+    /// Frames waiting for the write in progress (or for the one about to start).
+    queued: Vec<Frame>,
+    queued_bytes: usize,
     writing: bool,
-    /// When the last frame was handed over (a keepalive after [`KEEPALIVE`] of nothing).
+    /// When the last frame was handed over (a keepalive after half the keepalive of nothing).
     last: Instant,
+    /// No frame is taken any more: the last chunk is queued (or the write failed).
     ended: bool,
 }
+
+/// The body's last chunk.
+const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 impl Streams {
     pub(super) fn new(version: u64, max: usize, gauge: Arc<AtomicUsize>) -> Streams {
@@ -109,6 +121,7 @@ impl Streams {
             max,
             gauge,
             keepalive_ms: AtomicU64::new(KEEPALIVE.as_millis() as u64),
+            full: Mutex::new(None),
         }
     }
 
@@ -141,8 +154,9 @@ impl Streams {
         }
     }
 
-    /// A request arrived on connection `peer`: a stream open on it ends (its chunked body is
-    /// closed), so that the request's answer can be written after it. Cheap when there is none.
+    /// A request arrived on connection `peer`: a stream open on it ends (what was queued, then
+    /// its last chunk), so that the request's answer can be written after it. Cheap when there
+    /// is none.
     pub(super) fn arrived(&self, peer: Option<SocketAddr>) {
         let Some(peer) = peer else { return };
         let mut state = lock(&self.state);
@@ -156,21 +170,29 @@ impl Streams {
         self.gauge.store(state.streams.len(), Ordering::Relaxed);
         drop(state);
         for stream in ended {
-            stream.end(&self.writers);
+            stream.end(false, &self.writers);
         }
     }
 
-    /// Starts a stream on `request`'s connection: writes the head and the first event (the
-    /// changes after the client's index, or the whole list), and keeps the connection open for
-    /// the events after. Returns `Err` with the request if it must be answered as a delta
-    /// answer instead (as many streams open as `--max-watchers`, or stopping).
-    pub(super) fn open(
+    /// Starts a stream on `request`'s connection: the head and the first event (the changes
+    /// after the client's index, or the whole list), then the events after as they come.
+    /// Returns `Err` with the request if it must be answered as a delta answer instead: an
+    /// HTTP/1.0 request (its body could only end by closing the connection, which tiny_http
+    /// may keep open), as many streams open as `--max-watchers`, stopping, or a later request
+    /// of the same connection already arrived (`arrival`: this one's place on it, checked
+    /// under the lock `Watchers::arrived` takes, so such a request either is seen here or
+    /// arrives after the stream is listed, and ends it).
+    pub(super) fn open<W>(
         self: &Arc<Self>,
         gateway: &Gateway,
         request: tiny_http::Request,
         start: StreamStart,
         (answering, exit): (Answering, Sender<()>),
+        (watchers, arrival): (&Watchers<W>, Option<Arrival>),
     ) -> Result<(), Box<tiny_http::Request>> {
+        if *request.http_version() == tiny_http::HTTPVersion(1, 0) {
+            return Err(Box::new(request));
+        }
         {
             let state = lock(&self.state);
             if state.stopping || state.streams.len() >= self.max {
@@ -185,46 +207,48 @@ impl Streams {
             Some(delta) if delta.changes.is_empty() => (delta.version, None),
             Some(delta) => (
                 delta.version,
-                Some(http::events_body(&delta, start.exclude)),
+                Some(event(
+                    delta.version,
+                    &http::events_body(&delta, start.exclude),
+                )),
             ),
             None => {
-                let (version, body) = http::full_body(gateway, start.exclude);
-                (version, Some(body))
+                let (version, frame) = self.full_event(gateway, start.exclude);
+                (version, Some(frame))
             }
         };
-        let chunked = *request.http_version() != tiny_http::HTTPVersion(1, 0);
-        let mut head = format!(
+        let head = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n\
-             X-Accel-Buffering: no\r\nX-Gateway-Index: {since}\r\nX-Gateway-Epoch: {}\r\n{}\r\n",
+             X-Accel-Buffering: no\r\nX-Gateway-Index: {since}\r\nX-Gateway-Epoch: {}\r\n\
+             Transfer-Encoding: chunked\r\n\r\n",
             gateway.epoch(),
-            if chunked {
-                "Transfer-Encoding: chunked\r\n"
-            } else {
-                "Connection: close\r\n"
-            }
-        )
-        .into_bytes();
-        if let Some(body) = first {
-            frame_into(&mut head, chunked, &event(since, &body));
-        }
+        );
+        let mut queued: Vec<Frame> = vec![Arc::from(head.into_bytes())];
+        queued.extend(first);
         let peer = request.remote_addr().copied();
-        let stream = Arc::new(Stream {
-            peer,
-            exclude: start.exclude,
-            chunked,
-            out: Mutex::new(Out {
-                writer: Some(request.into_writer()),
-                since,
-                queued: Vec::new(),
-                writing: false,
-                last: Instant::now(),
-                ended: false,
-            }),
-            _exit: exit,
-            _answering: answering,
-        });
-        {
+        let mut request = Some(request);
+        let (mut answering, mut exit) = (Some(answering), Some(exit));
+        let opened = watchers.unless_pipelined(arrival, || {
             let mut state = lock(&self.state);
+            if state.stopping || state.streams.len() >= self.max {
+                return None;
+            }
+            let writer = request.take()?.into_writer();
+            let stream = Arc::new(Stream {
+                peer,
+                exclude: start.exclude,
+                out: Mutex::new(Out {
+                    writer: Some(writer),
+                    since,
+                    queued_bytes: queued.iter().map(|f| f.len()).sum(),
+                    queued: std::mem::take(&mut queued),
+                    writing: true,
+                    last: Instant::now(),
+                    ended: false,
+                }),
+                _exit: exit.take()?,
+                _answering: answering.take()?,
+            });
             if state.latest > since {
                 state.dirty = true;
             }
@@ -234,9 +258,34 @@ impl Streams {
             state.streams.push(Arc::clone(&stream));
             self.gauge.store(state.streams.len(), Ordering::Relaxed);
             self.wake.notify_one();
+            Some(stream)
+        });
+        match opened.flatten() {
+            Some(stream) => {
+                self.writers.send(Box::new(move || stream.write_out()));
+                Ok(())
+            }
+            None => Err(Box::new(
+                request.expect("kept when the stream is not opened"),
+            )),
         }
-        stream.queue(&head, &self.writers);
-        Ok(())
+    }
+
+    /// The full-list event for a stream that leaves `exclude` out: the last one made if the
+    /// list has not moved since (a hundred streams starting together share one), else a new
+    /// one. With the version it shows.
+    fn full_event(&self, gateway: &Gateway, exclude: Option<NodeId>) -> (u64, Frame) {
+        let version = gateway.list().version;
+        if let Some((_, _, frame)) = lock(&self.full)
+            .as_ref()
+            .filter(|(v, e, _)| *v == version && *e == exclude)
+        {
+            return (version, Arc::clone(frame));
+        }
+        let (version, body) = http::full_body(gateway, exclude);
+        let frame = event(version, &body);
+        *lock(&self.full) = Some((version, exclude, Arc::clone(&frame)));
+        (version, frame)
     }
 
     /// The fan-out thread's loop, until [`Streams::stop`].
@@ -278,12 +327,14 @@ impl Streams {
     }
 
     /// Hands every stream the events it has not been sent, and a keepalive to those that
-    /// have had nothing for [`KEEPALIVE`].
+    /// have had nothing for half the keepalive; then has them written ([`Streams::write`]).
     fn pass(&self, gateway: &Gateway, streams: &[Arc<Stream>]) {
         // Read once for each index the streams are at (usually one for them all), and the
         // frame made once for the streams at it that leave out no node its events name.
         let mut deltas: HashMap<u64, Option<Arc<Delta>>> = HashMap::new();
-        let mut frames: HashMap<u64, Arc<Vec<u8>>> = HashMap::new();
+        let mut frames: HashMap<u64, Frame> = HashMap::new();
+        let mut fulls: HashMap<Option<NodeId>, (u64, Frame)> = HashMap::new();
+        let keepalive: Frame = Arc::from(chunk(b": keepalive\n\n"));
         let quiet_since = Instant::now() - self.keepalive() / 2;
         let mut due = VecDeque::new();
         for stream in streams {
@@ -303,35 +354,33 @@ impl Streams {
                         .map(Arc::new)
                 })
                 .clone();
-            match delta {
+            let (version, frame) = match delta {
                 // The journal does not reach back: the whole list, as a delta answer has it.
-                None => {
-                    let (version, body) = http::full_body(gateway, stream.exclude);
-                    if stream.send(version, &event(version, &body)) {
-                        due.push_back(Arc::clone(stream));
-                    }
-                }
+                None => fulls
+                    .entry(stream.exclude)
+                    .or_insert_with(|| self.full_event(gateway, stream.exclude))
+                    .clone(),
                 Some(delta) if delta.changes.is_empty() => {
-                    if last < quiet_since && stream.send(since, b": keepalive\n\n") {
-                        due.push_back(Arc::clone(stream));
+                    if last >= quiet_since {
+                        continue;
                     }
+                    (since, Arc::clone(&keepalive))
                 }
                 Some(delta) => match stream.exclude.filter(|&id| http::mentions(&delta, id)) {
-                    Some(id) => {
-                        let body = http::events_body(&delta, Some(id));
-                        if stream.send(delta.version, &event(delta.version, &body)) {
-                            due.push_back(Arc::clone(stream));
-                        }
-                    }
+                    Some(id) => (
+                        delta.version,
+                        event(delta.version, &http::events_body(&delta, Some(id))),
+                    ),
                     None => {
                         let frame = frames.entry(since).or_insert_with(|| {
-                            Arc::new(event(delta.version, &http::events_body(&delta, None)))
+                            event(delta.version, &http::events_body(&delta, None))
                         });
-                        if stream.send(delta.version, frame) {
-                            due.push_back(Arc::clone(stream));
-                        }
+                        (delta.version, Arc::clone(frame))
                     }
                 },
+            };
+            if stream.send(version, frame) {
+                due.push_back(Arc::clone(stream));
             }
         }
         self.write(due);
@@ -342,9 +391,9 @@ impl Streams {
     /// the streams in turn. A stream whose client does not read would hold that thread until
     /// the write timeout, so the job first queues a helper job behind it: the pool's stall rule
     /// has an idle thread take the helper once it has waited
-    /// [`STALL`](super::settling::STALL), and the helper writes
-    /// the streams still due (queueing a helper of its own first). A pass done in time leaves
-    /// its helper nothing to do.
+    /// [`STALL`](super::settling::STALL), and the helper writes the streams still due
+    /// (queueing a helper of its own first). A pass done in time leaves its helper nothing to
+    /// do.
     fn write(&self, due: VecDeque<Arc<Stream>>) {
         if due.is_empty() {
             return;
@@ -369,7 +418,7 @@ impl Streams {
         }));
     }
 
-    /// Ends every stream (its body closed after what was queued) and the fan-out thread.
+    /// Ends every stream (what was queued, then the last chunk) and the fan-out thread.
     pub(super) fn stop(&self) {
         let streams = {
             let mut state = lock(&self.state);
@@ -380,7 +429,7 @@ impl Streams {
             std::mem::take(&mut state.streams)
         };
         for stream in streams {
-            stream.end(&self.writers);
+            stream.end(false, &self.writers);
         }
     }
 
@@ -390,117 +439,110 @@ impl Streams {
     }
 }
 
-/// `id: VERSION` and `data: BODY`, one Server-Sent Event (the body is one line of JSON).
-fn event(version: u64, body: &[u8]) -> Vec<u8> {
-    let mut frame = Vec::with_capacity(body.len() + 32);
-    write!(frame, "id: {version}\ndata: ").expect("writing to a Vec");
-    frame.extend_from_slice(body);
-    frame.extend_from_slice(b"\n\n");
-    frame
+/// `SIZE\r\nTEXT\r\n`.
+fn chunk(text: &[u8]) -> Vec<u8> {
+    let mut framed = Vec::with_capacity(text.len() + 16);
+    write!(framed, "{:x}\r\n", text.len()).expect("writing to a Vec");
+    framed.extend_from_slice(text);
+    framed.extend_from_slice(b"\r\n");
+    framed
 }
 
-/// Appends `frame` to `out`, as a chunk if `chunked`.
-fn frame_into(out: &mut Vec<u8>, chunked: bool, frame: &[u8]) {
-    if chunked {
-        write!(out, "{:x}\r\n", frame.len()).expect("writing to a Vec");
-        out.extend_from_slice(frame);
-        out.extend_from_slice(b"\r\n");
-    } else {
-        out.extend_from_slice(frame);
-    }
+/// One Server-Sent Event as a chunk: `id: VERSION`, `data: BODY` (one line of JSON), a blank
+/// line; made in one allocation (a full list's body is copied once).
+fn event(version: u64, body: &[u8]) -> Frame {
+    let id = format!("id: {version}\ndata: ");
+    let size = id.len() + body.len() + 2;
+    let mut framed = Vec::with_capacity(size + 16);
+    write!(framed, "{size:x}\r\n{id}").expect("writing to a Vec");
+    framed.extend_from_slice(body);
+    framed.extend_from_slice(b"\n\n\r\n");
+    Arc::from(framed)
 }
 
 impl Stream {
     /// Hands over `frame`, which brings the stream to `version`. True if the caller is to
     /// write it ([`Stream::write_out`]): no write is in progress.
     #[must_use]
-    fn send(&self, version: u64, frame: &[u8]) -> bool {
+    fn send(&self, version: u64, frame: Frame) -> bool {
         let mut out = lock(&self.out);
         out.since = out.since.max(version);
         out.last = Instant::now();
-        self.queue_locked(&mut out, frame)
+        if out.ended {
+            return false;
+        }
+        if out.writing && out.queued_bytes + frame.len() > MAX_QUEUED {
+            // The client reads too slowly to follow: what waits is dropped and the body ends
+            // after the write in progress (the client asks again with its last id).
+            return Stream::end_locked(&mut out, true);
+        }
+        out.queued_bytes += frame.len();
+        out.queued.push(frame);
+        !std::mem::replace(&mut out.writing, true)
     }
 
-    /// Queues `frame` (framed here) after what was queued before; true if the caller is to
-    /// write it.
-    fn queue_locked(&self, out: &mut Out, frame: &[u8]) -> bool {
-        if out.ended && out.writer.is_none() && !out.writing {
+    /// Ends the body: the last chunk queued after what waits (or instead of it, if
+    /// `drop_queued`); no frame is taken after it. True if the caller is to write it.
+    fn end_locked(out: &mut Out, drop_queued: bool) -> bool {
+        if out.ended {
             return false;
         }
-        if out.queued.len() + frame.len() > MAX_QUEUED && out.writing {
-            // The client reads too slowly to follow: end the stream (it asks again).
-            out.ended = true;
-            out.queued = Vec::new();
+        out.ended = true;
+        if out.writer.is_none() && !out.writing {
             return false;
         }
-        frame_into(&mut out.queued, self.chunked, frame);
-        if out.writing {
-            return false;
+        if drop_queued {
+            out.queued.clear();
+            out.queued_bytes = 0;
         }
-        out.writing = true;
-        true
+        out.queued.push(Arc::from(LAST_CHUNK));
+        out.queued_bytes += LAST_CHUNK.len();
+        !std::mem::replace(&mut out.writing, true)
     }
 
-    /// Queues `bytes` (already framed: a head, the last chunk) and has a writing thread of
-    /// `writers` write them if no write is in progress.
-    fn queue(self: &Arc<Self>, bytes: &[u8], writers: &Arc<Senders>) {
-        let due = {
-            let mut out = lock(&self.out);
-            if out.ended && out.writer.is_none() && !out.writing {
-                return;
-            }
-            out.queued.extend_from_slice(bytes);
-            !std::mem::replace(&mut out.writing, true)
-        };
+    /// [`Stream::end_locked`], written by a thread of `writers` if no write is in progress.
+    fn end(self: &Arc<Self>, drop_queued: bool, writers: &Arc<Senders>) {
+        let due = Stream::end_locked(&mut lock(&self.out), drop_queued);
         if due {
             let stream = Arc::clone(self);
             writers.send(Box::new(move || stream.write_out()));
         }
     }
 
-    /// Writes what is queued until nothing is (on a writing thread).
+    /// Writes what is queued until nothing is (on a writing thread). After the last chunk (or
+    /// a failed write) the writer is dropped: tiny_http goes on to the connection's next
+    /// request, or closes it.
     fn write_out(&self) {
         let mut out = lock(&self.out);
         loop {
-            let bytes = std::mem::take(&mut out.queued);
+            let frames = std::mem::take(&mut out.queued);
+            out.queued_bytes = 0;
             let Some(mut writer) = out.writer.take() else {
                 out.writing = false;
                 return;
             };
             drop(out);
-            let written = writer.write_all(&bytes).and_then(|()| writer.flush());
+            let written = frames
+                .iter()
+                .try_for_each(|f| writer.write_all(f))
+                .and_then(|()| writer.flush());
+            drop(frames);
             out = lock(&self.out);
             if written.is_err() {
                 out.ended = true;
-                out.queued = Vec::new();
-            }
-            if out.ended && out.queued.is_empty() {
+                out.queued.clear();
+                out.queued_bytes = 0;
                 out.writing = false;
-                drop(out);
-                // The connection's end: tiny_http goes on to its next request (or closes it).
-                drop(writer);
+                return;
+            }
+            if out.queued.is_empty() {
+                out.writing = false;
+                if !out.ended {
+                    out.writer = Some(writer);
+                }
                 return;
             }
             out.writer = Some(writer);
-            if out.queued.is_empty() {
-                out.writing = false;
-                return;
-            }
-        }
-    }
-
-    /// Ends the stream: the body's last chunk is queued and the writer dropped after it.
-    fn end(self: &Arc<Self>, writers: &Arc<Senders>) {
-        if lock(&self.out).ended {
-            return;
-        }
-        if self.chunked {
-            self.queue(b"0\r\n\r\n", writers);
-        }
-        let mut out = lock(&self.out);
-        out.ended = true;
-        if !out.writing {
-            out.writer = None;
         }
     }
 }
@@ -510,20 +552,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_event_is_one_line_of_data_with_its_version_as_id() {
+    fn an_event_is_one_chunk_of_one_line_of_data_with_its_version_as_id() {
         assert_eq!(
-            event(7, br#"{"a":1}"#),
-            b"id: 7\ndata: {\"a\":1}\n\n".to_vec()
+            &*event(7, br#"{"a":1}"#),
+            b"15\r\nid: 7\ndata: {\"a\":1}\n\n\r\n"
         );
-    }
-
-    #[test]
-    fn a_frame_is_a_chunk_over_http_1_1_and_as_it_is_over_1_0() {
-        let mut out = Vec::new();
-        frame_into(&mut out, true, b"hello");
-        assert_eq!(out, b"5\r\nhello\r\n".to_vec());
-        let mut out = Vec::new();
-        frame_into(&mut out, false, b"hello");
-        assert_eq!(out, b"hello".to_vec());
+        assert_eq!(chunk(b"hello"), b"5\r\nhello\r\n".to_vec());
     }
 }

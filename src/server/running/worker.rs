@@ -351,16 +351,17 @@ impl Context {
             .ok()
             .flatten();
         if let Some(start) = stream {
-            drop(in_flight);
             let start = match start {
                 Ok(start) => start,
                 Err(refused) => {
+                    drop(in_flight);
                     drop(headers);
                     return self.respond(request, (&method, &url), refused, (received, received));
                 }
             };
             let Some(exit) = lock(&self.exit).clone() else {
                 // Stopping: the events as one delta answer.
+                drop(in_flight);
                 let answer = self.route(&routing);
                 drop(headers);
                 return self.respond(request, (&method, &url), answer, (received, received));
@@ -370,17 +371,24 @@ impl Context {
                 .iter()
                 .map(|&(n, v)| (n.to_owned(), v.to_owned()))
                 .collect();
-            let Err(request) = self
-                .streams
-                .open(&self.gateway, request, start, (answering, exit))
-            else {
+            let opened = self.streams.open(
+                &self.gateway,
+                request,
+                start,
+                (answering, exit),
+                (&self.watchers, in_flight.arrival()),
+            );
+            // Counted until the stream is listed: a later request of the connection either
+            // ended it, or came first and the request is answered as a delta answer.
+            drop(in_flight);
+            let Err(request) = opened else {
                 let route = metrics::route(&url);
                 let took = received.elapsed();
                 self.gateway.metrics().answered(route, 200, took);
                 return;
             };
-            // Past `--max-watchers` (or stopping): a delta answer, as from a gateway that does
-            // not stream (long-polls past the limit are answered at once too).
+            // Past `--max-watchers`, stopping, HTTP/1.0 or pipelined: a delta answer, as from a
+            // gateway that does not stream (long-polls past the limit are answered at once too).
             let headers: Vec<(&str, &str)> = headers
                 .iter()
                 .map(|(n, v)| (n.as_str(), v.as_str()))
