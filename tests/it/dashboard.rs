@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use cluster_gateway::server::registry::{Liveness, Now, unix_now};
 use serde_json::{Value, json};
 
-use crate::support::{ChildGuard, TestServer, agent, eventually};
+use crate::support::{ChildGuard, TestServer, agent, eventually, free_port};
 
 /// A chromedriver process with one headless Chromium session; both end on drop.
 pub(crate) struct Browser {
@@ -23,6 +23,83 @@ pub(crate) struct Browser {
 }
 
 struct TempDir(std::path::PathBuf);
+
+/// A chromedriver on a loopback port, and that port. On a loaded machine chromedriver has
+/// exited before saying its port (its stderr was not kept then): it is started again, on a
+/// port of our choosing, until it says it listens, up to five times within [`DRIVER_START`]; a
+/// panic then shows what each try printed on stderr and how it ended.
+fn start_driver() -> (ChildGuard, u16) {
+    let deadline = Instant::now() + DRIVER_START;
+    let mut tries = Vec::new();
+    loop {
+        let port = free_port("127.0.0.1");
+        let mut driver = ChildGuard::spawn(
+            Command::new("chromedriver")
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        )
+        .expect("chromedriver runs (Debian package chromium-driver)");
+        // Its output is read for as long as it runs, so it never blocks on a full pipe.
+        let (tell, said) = std::sync::mpsc::channel();
+        let stdout = BufReader::new(driver.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                let _ = tell.send(line);
+            }
+        });
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let reading = {
+            let (mut pipe, stderr) = (driver.stderr.take().unwrap(), Arc::clone(&stderr));
+            std::thread::spawn(move || {
+                let mut buf = [0; 4096];
+                while let Ok(n @ 1..) = std::io::Read::read(&mut pipe, &mut buf) {
+                    stderr.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            })
+        };
+        // "ChromeDriver was started successfully on port 46307."
+        let started = format!("started successfully on port {port}");
+        let ended = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match said.recv_timeout(left) {
+                Ok(line) if line.contains(&started) => return (driver, port),
+                Ok(_) => continue,
+                // Its stdout closed: it exited (or closed it, which is as bad).
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    let mut status = None;
+                    eventually(Duration::from_secs(10), || {
+                        status = driver.try_wait().ok().flatten();
+                        status.is_some()
+                    });
+                    break status.map_or("stdout closed, still running".to_owned(), |s| {
+                        // All it wrote on stderr, once it has ended.
+                        eventually(Duration::from_secs(10), || reading.is_finished());
+                        format!("ended, {s}")
+                    });
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    break "silent until the deadline".to_owned();
+                }
+            }
+        };
+        drop(driver);
+        let stderr = String::from_utf8_lossy(&stderr.lock().unwrap()).into_owned();
+        tries.push(format!("port {port}: {ended}; stderr: {stderr:?}"));
+        assert!(
+            tries.len() < 5 && Instant::now() < deadline,
+            "chromedriver did not start in {} tries within {DRIVER_START:?}: {tries:#?}",
+            tries.len()
+        );
+        eprintln!(
+            "chromedriver did not start, trying again: {}",
+            tries.last().unwrap()
+        );
+    }
+}
+
+/// How long chromedriver may take to say it listens, over every try.
+const DRIVER_START: Duration = Duration::from_secs(120);
 
 impl Drop for TempDir {
     fn drop(&mut self) {
@@ -37,25 +114,7 @@ impl Browser {
 
     /// A browser started with Chromium's `extra` flags as well.
     pub(crate) fn start_with(extra: &[String]) -> Browser {
-        let mut driver = ChildGuard::spawn(
-            Command::new("chromedriver")
-                .arg("--port=0")
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null()),
-        )
-        .expect("chromedriver runs (Debian package chromium-driver)");
-        // "ChromeDriver was started successfully on port 46307."
-        let mut lines = BufReader::new(driver.stdout.take().unwrap()).lines();
-        let port = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .find_map(|line| {
-                line.split_once("started successfully on port ")
-                    .map(|(_, rest)| rest.trim_end_matches('.').trim().to_owned())
-            })
-            .expect("chromedriver says its port");
-        // Keep reading its output, so it never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
+        let (driver, port) = start_driver();
         let profile = TempDir(
             std::env::temp_dir().join(format!("gateway-dashboard-{}-{port}", std::process::id())),
         );

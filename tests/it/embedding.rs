@@ -334,6 +334,12 @@ fn every_registration_after_the_first_carries_the_epoch_it_registered_with() {
     // The gateway restarts: heartbeats get `not_found`, and the node registers again.
     run.restart("run-2");
     assert!(eventually(PATIENCE, || fake.registrations().len() >= 2));
+    // Taken its answer, as below (a shutdown while it is on its way leaves the client with
+    // run-1, the run it last registered with, and the next registration rightly says run-1).
+    assert!(eventually(PATIENCE, || matches!(
+        client.membership(),
+        Membership::Registered { epoch: Some(e), .. } if e == "run-2"
+    )));
     // The heartbeat thread is restarted: its next registration says so too.
     client.shutdown();
     run.restart("run-3");

@@ -9,7 +9,8 @@ use serde_json::{Map, Value, json};
 use super::log::OpenError;
 use super::{LocalStore, Store, StoreError};
 use crate::api::{NodeId, Registration};
-use crate::server::registry::{Liveness, Now};
+use crate::server::journal::Change;
+use crate::server::registry::{Event, Liveness, Now};
 
 /// A fresh directory under the system's temporary directory, removed on drop.
 struct TempDir(PathBuf);
@@ -227,6 +228,55 @@ fn a_heartbeat_that_changes_only_last_seen_writes_nothing() {
         .register(with_metadata(1, json!({"k": 1})), now())
         .unwrap();
     assert!(std::fs::metadata(dir.log()).unwrap().len() > before);
+}
+
+#[test]
+fn the_change_hook_hears_of_each_change_with_its_version_and_events_and_of_nothing_else() {
+    let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let store = {
+        let heard = std::sync::Arc::clone(&heard);
+        LocalStore::memory(liveness(), 1000).on_change(Box::new(move |version, events| {
+            heard.lock().unwrap().push((version, events.to_vec()));
+        }))
+    };
+    store.register(reg(1), now()).unwrap();
+    let joined = store.versions().0;
+    // Nothing that /nodes or /leader show changes: the hook (which wakes long-polls) is not
+    // called.
+    assert!(store.heartbeat(1, now()).unwrap().is_some());
+    store.register(reg(1), now()).unwrap();
+    assert!(!store.remove(99).unwrap());
+    assert!(!store.set_leader(99).unwrap());
+    assert!(store.remove(1).unwrap());
+    let left = store.versions().0;
+    assert_eq!(
+        *heard.lock().unwrap(),
+        vec![
+            (
+                joined,
+                vec![
+                    Event::Joined {
+                        node_id: 1,
+                        address: "10.0.0.1:5001".into()
+                    },
+                    Event::LeaderChanged {
+                        from: None,
+                        to: Some(1)
+                    },
+                ]
+            ),
+            (
+                left,
+                vec![
+                    Event::Left { node_id: 1 },
+                    Event::LeaderChanged {
+                        from: Some(1),
+                        to: None
+                    },
+                ]
+            ),
+        ]
+    );
 }
 
 #[test]
@@ -684,6 +734,93 @@ fn a_pending_registration_is_confirmed_only_once_its_record_is_written() {
     });
     drop(store);
     assert_eq!(ids(&open(&dir.0).unwrap()), vec![1]);
+}
+
+#[test]
+fn a_pending_registration_is_settled_at_once_in_memory_and_once_written_on_disk() {
+    // The gateway answers at once what is settled, and hands the rest to `when_settled`.
+    let memory = LocalStore::memory(liveness(), 1000);
+    let (_, pending) = memory.register_pending(reg(1), now()).unwrap();
+    let version = memory.versions().0;
+    assert!(memory.is_settled(&pending, version), "nothing to wait for");
+    memory.confirm(pending).unwrap();
+
+    let dir = TempDir::new();
+    let store = open(&dir.0).unwrap();
+    let writer = store.hold_writer();
+    let (_, pending) = store.register_pending(reg(1), now()).unwrap();
+    let version = store.versions().0;
+    assert!(
+        !store.is_settled(&pending, version),
+        "settled while the writer could not write"
+    );
+    drop(writer);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !store.is_settled(&pending, version) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(
+        store.is_settled(&pending, version),
+        "never settled once written"
+    );
+    assert!(std::fs::metadata(dir.log()).unwrap().len() > 0);
+    store.confirm(pending).unwrap();
+}
+
+#[test]
+fn the_leader_and_a_delta_are_read_as_the_registry_is_now() {
+    // Not the default figures (90 s and 300 s), which a default would show as well.
+    let own = Liveness {
+        suspect_after: Duration::from_secs(7),
+        node_timeout: Duration::from_secs(11),
+    };
+    let store = LocalStore::memory(own, 1000);
+    assert_eq!(store.liveness(), own);
+    store.register(reg(1), now()).unwrap();
+    let first = store.versions().0;
+    store.register(reg(2), now()).unwrap();
+    let version = store.versions().0;
+    assert!(version > first);
+    for (read, (at, leader)) in [
+        ("leader", store.leader()),
+        ("leader_unsettled", store.leader_unsettled()),
+    ] {
+        assert_eq!(at, version, "{read}");
+        assert_eq!(leader.map(|l| l.node_id), Some(1), "{read}");
+    }
+    let delta = store.delta(first, 100).expect("the journal reaches back");
+    assert_eq!(
+        (delta.version, delta.leader, delta.changes),
+        (version, Some(1), vec![(version, Change::Joined(2))])
+    );
+    let records: Vec<NodeId> = delta.records.iter().map(|r| r.node_id).collect();
+    assert_eq!(records, vec![2]);
+}
+
+#[test]
+fn a_read_waits_until_the_version_it_shows_is_on_disk() {
+    let dir = TempDir::new();
+    let store = open(&dir.0).unwrap();
+    let (done, read) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        let writer = store.hold_writer();
+        let (_, pending) = store.register_pending(reg(1), now()).unwrap();
+        s.spawn(|| {
+            let (version, leader) = store.leader();
+            done.send((version, leader.map(|l| l.node_id))).unwrap();
+        });
+        assert!(
+            read.recv_timeout(Duration::from_millis(300)).is_err(),
+            "read before the writer could write"
+        );
+        drop(writer);
+        let (version, leader) = read
+            .recv_timeout(Duration::from_secs(10))
+            .expect("read once written");
+        assert_eq!((version, leader), (store.versions().0, Some(1)));
+        assert!(store.is_settled(&pending, version));
+        store.confirm(pending).unwrap();
+    });
 }
 
 mod disk;

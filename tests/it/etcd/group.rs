@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{EtcdCluster, WAIT, gateway, host};
+use super::{EtcdCluster, WAIT, gateway, host, past_503, register};
 use crate::support::{Barrier, agent, eventually, join_all, registration};
 
 /// etcd's revision: every transaction that writes moves it on by one, however many keys it
@@ -30,7 +30,7 @@ fn registrations_that_arrive_together_share_a_transaction_and_each_is_kept() {
     let etcd = EtcdCluster::start(host::GROUP, 1);
     let server = gateway(&etcd.endpoints(), |c| c.workers = 16);
     for id in 1..=NODES {
-        server.register(id);
+        register(&server, id);
     }
     // Each round, every node registers again at once with new metadata. On its own, each
     // registration is one transaction; grouped, fewer transactions write them all. A busy
@@ -47,20 +47,27 @@ fn registrations_that_arrive_together_share_a_transaction_and_each_is_kept() {
                     let mut body = registration(id);
                     body["metadata"] = json!({"round": round});
                     barrier.wait();
-                    let mut answer = agent()
-                        .post(format!("{url}/register"))
-                        .send(body.to_string())
-                        .unwrap();
-                    let text = answer.body_mut().read_to_string().unwrap();
-                    assert_eq!(answer.status(), 200, "register {id}: {text}");
+                    let (status, text) = past_503(|| {
+                        let mut answer = agent()
+                            .post(format!("{url}/register"))
+                            .send(body.to_string())
+                            .unwrap();
+                        let text = answer.body_mut().read_to_string().unwrap();
+                        (answer.status().as_u16(), text)
+                    });
+                    assert_eq!(status, 200, "register {id}: {text}");
                     // Answered only once written and in the gateway's copy: a read through
                     // the same gateway right after the answer shows it.
-                    let mut read = agent()
-                        .get(format!("{url}/nodes?status=all"))
-                        .call()
-                        .unwrap();
-                    let nodes: Value =
-                        serde_json::from_str(&read.body_mut().read_to_string().unwrap()).unwrap();
+                    let (status, text) = past_503(|| {
+                        let mut read = agent()
+                            .get(format!("{url}/nodes?status=all"))
+                            .call()
+                            .unwrap();
+                        let text = read.body_mut().read_to_string().unwrap();
+                        (read.status().as_u16(), text)
+                    });
+                    assert_eq!(status, 200, "{text}");
+                    let nodes: Value = serde_json::from_str(&text).unwrap();
                     let node = nodes["nodes"]
                         .as_array()
                         .unwrap()
@@ -77,8 +84,8 @@ fn registrations_that_arrive_together_share_a_transaction_and_each_is_kept() {
         join_all(racers, Duration::from_secs(120));
         let transactions = revision(&etcd) - before;
         // Every registration is kept, grouped or not.
-        let (status, nodes) = server.get("/nodes?status=all");
-        assert_eq!(status, 200);
+        let (status, nodes) = past_503(|| server.get("/nodes?status=all"));
+        assert_eq!(status, 200, "{nodes}");
         let nodes = nodes["nodes"].as_array().unwrap().clone();
         assert_eq!(nodes.len(), NODES as usize);
         assert!(
@@ -106,7 +113,7 @@ fn every_node_registered_twice_at_once_each_registration_is_kept_and_groups_stil
     let etcd = EtcdCluster::start(host::GROUP_TWICE, 1);
     let server = gateway(&etcd.endpoints(), |c| c.workers = 32);
     for id in 1..=NODES {
-        server.register(id);
+        register(&server, id);
     }
     // Each round, every node registers twice at once. The second registration of a node
     // never shares a transaction with the first: it waits for the first to be written and in
@@ -126,19 +133,22 @@ fn every_node_registered_twice_at_once_each_registration_is_kept_and_groups_stil
                     let mut body = registration(id);
                     body["metadata"] = json!({"round": round});
                     barrier.wait();
-                    let mut answer = agent()
-                        .post(format!("{url}/register"))
-                        .send(body.to_string())
-                        .unwrap();
-                    let text = answer.body_mut().read_to_string().unwrap();
-                    assert_eq!(answer.status(), 200, "register {id}: {text}");
+                    let (status, text) = past_503(|| {
+                        let mut answer = agent()
+                            .post(format!("{url}/register"))
+                            .send(body.to_string())
+                            .unwrap();
+                        let text = answer.body_mut().read_to_string().unwrap();
+                        (answer.status().as_u16(), text)
+                    });
+                    assert_eq!(status, 200, "register {id}: {text}");
                 })
             })
             .collect();
         join_all(racers, Duration::from_secs(120));
         let transactions = revision(&etcd) - before;
-        let (status, nodes) = server.get("/nodes?status=all");
-        assert_eq!(status, 200);
+        let (status, nodes) = past_503(|| server.get("/nodes?status=all"));
+        assert_eq!(status, 200, "{nodes}");
         let nodes = nodes["nodes"].as_array().unwrap().clone();
         assert_eq!(nodes.len(), NODES as usize);
         assert!(
