@@ -11,7 +11,7 @@ use cluster_gateway::GatewayClient;
 use cluster_gateway::server::registry::{Now, unix_now};
 use serde_json::{Value, json};
 
-use crate::support::{TestServer, eventually, registration};
+use crate::support::{TestServer, eventually, registration, requests_to};
 
 const PATIENCE: Duration = Duration::from_secs(60);
 const NEVER: Duration = Duration::from_secs(3600);
@@ -97,22 +97,6 @@ fn converges(
         last.as_ref() == Some(&expected)
     });
     (last, expected)
-}
-
-/// Requests the gateway answered on `route`.
-fn requests_to(server: &TestServer, route: &str) -> usize {
-    let text = crate::support::agent()
-        .get(format!("{}/metrics", server.url))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
-    let prefix = format!("cluster_gateway_requests_total{{route=\"{route}\",");
-    text.lines()
-        .filter(|l| l.starts_with(&prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as usize
 }
 
 /// A small deterministic random sequence (no dependency, same churn every run).

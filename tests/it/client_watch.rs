@@ -24,7 +24,9 @@ use cluster_gateway::{GatewayClient, GatewayServer, ServerConfig};
 use serde_json::{Value, json};
 
 use crate::support::Guarded;
-use crate::support::{ClosedPort, FakeGateway, TestServer, eventually, free_port, within};
+use crate::support::{
+    ClosedPort, FakeGateway, TestServer, eventually, free_port, requests_to, within,
+};
 
 /// Loopback addresses owned by one test each here (see `support::own_host`): this test frees a
 /// port and binds it again.
@@ -86,13 +88,7 @@ fn view_ids(client: &GatewayClient) -> (Vec<u64>, Vec<u64>) {
 
 /// The gateway's count of parked long-polls.
 fn parked(server: &TestServer) -> usize {
-    let text = crate::support::agent()
-        .get(format!("{}/metrics", server.url))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
+    let text = crate::support::metrics_text(server);
     text.lines()
         .find_map(|l| l.strip_prefix("cluster_gateway_watchers_waiting "))
         .and_then(|v| v.parse::<f64>().ok())
@@ -171,22 +167,6 @@ fn relay(mut client: TcpStream, backend: &str, recorded: &Mutex<Vec<String>>) {
     }
     let _ = std::io::copy(&mut gateway, &mut client);
     let _ = client.shutdown(Shutdown::Both);
-}
-
-/// Requests the gateway answered on `route`, whatever their status.
-fn requests_to(server: &TestServer, route: &str) -> usize {
-    let text = crate::support::agent()
-        .get(format!("{}/metrics", server.url))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
-    let prefix = format!("cluster_gateway_requests_total{{route=\"{route}\",");
-    text.lines()
-        .filter(|l| l.starts_with(&prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as usize
 }
 
 #[test]

@@ -148,13 +148,7 @@ fn a_stream_sends_every_change_as_an_event_in_order() {
     assert_eq!(stream.header("X-Accel-Buffering").unwrap(), "no");
     assert_eq!(stream.header("X-Gateway-Index").unwrap(), index.to_string());
     assert!(eventually(LIMIT, || server.server.streams_open() == 1));
-    let metrics = crate::support::agent()
-        .get(format!("{}/metrics", server.url))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
+    let metrics = crate::support::metrics_text(&server);
     assert!(
         metrics.contains("\ncluster_gateway_streams_open 1\n"),
         "{metrics}"

@@ -654,3 +654,24 @@ pub fn get(url: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
         body,
     }
 }
+
+/// The gateway's `/metrics` text.
+pub fn metrics_text(server: &TestServer) -> String {
+    agent()
+        .get(format!("{}/metrics", server.url))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap()
+}
+
+/// Requests the gateway answered on `route`, whatever their status (from `/metrics`).
+pub fn requests_to(server: &TestServer, route: &str) -> usize {
+    let prefix = format!("cluster_gateway_requests_total{{route=\"{route}\",");
+    metrics_text(server)
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as usize
+}
