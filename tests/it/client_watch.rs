@@ -560,6 +560,10 @@ fn stop_returns_at_once_with_a_stream_open_and_closes_it() {
     let client = watcher(&pipe.url);
     client.watch();
     assert!(eventually(PATIENCE, || streams(&server) == 1));
+    // The gateway lists a stream before its head and first event are written (on a pool
+    // thread): wait until the client has read them, so that nothing more comes from the
+    // gateway unless something changes.
+    assert!(eventually(PATIENCE, || client.cluster_view().is_some()));
     let stopped = Instant::now();
     let client = within(Duration::from_secs(2), move || {
         client.shutdown();
