@@ -64,6 +64,8 @@ pub(super) struct Streams {
     gauge: Arc<AtomicUsize>,
     /// [`KEEPALIVE`] in milliseconds (tests shorten it).
     keepalive_ms: AtomicU64,
+    /// The keepalive comment line as a chunk, made once.
+    keepalive_frame: Frame,
     /// The last full-list event made, by list version and the node left out: streams that
     /// start together (or fall behind together) share it.
     full: Mutex<Option<(u64, Option<NodeId>, Frame)>>,
@@ -121,6 +123,7 @@ impl Streams {
             max,
             gauge,
             keepalive_ms: AtomicU64::new(KEEPALIVE.as_millis() as u64),
+            keepalive_frame: Arc::from(chunk(b": keepalive\n\n")),
             full: Mutex::new(None),
         }
     }
@@ -319,10 +322,17 @@ impl Streams {
             drop(state);
             self.pass(gateway, &streams);
             state = lock(&self.state);
-            state.streams.retain(|s| !lock(&s.out).ended);
+            // Streams whose write failed (or that were ended meanwhile) leave the list; the
+            // others' peers stay as they are (not rebuilt every pass).
+            let State { streams, peers, .. } = &mut *state;
+            streams.retain(|s| {
+                let open = !lock(&s.out).ended;
+                if let Some(peer) = s.peer.filter(|_| !open) {
+                    peers.remove(&peer);
+                }
+                open
+            });
             self.gauge.store(state.streams.len(), Ordering::Relaxed);
-            let peers = state.streams.iter().filter_map(|s| s.peer).collect();
-            state.peers = peers;
         }
     }
 
@@ -334,7 +344,6 @@ impl Streams {
         let mut deltas: HashMap<u64, Option<Arc<Delta>>> = HashMap::new();
         let mut frames: HashMap<u64, Frame> = HashMap::new();
         let mut fulls: HashMap<Option<NodeId>, (u64, Frame)> = HashMap::new();
-        let keepalive: Frame = Arc::from(chunk(b": keepalive\n\n"));
         let quiet_since = Instant::now() - self.keepalive() / 2;
         let mut due = VecDeque::new();
         for stream in streams {
@@ -364,7 +373,7 @@ impl Streams {
                     if last >= quiet_since {
                         continue;
                     }
-                    (since, Arc::clone(&keepalive))
+                    (since, Arc::clone(&self.keepalive_frame))
                 }
                 Some(delta) => match stream.exclude.filter(|&id| http::mentions(&delta, id)) {
                     Some(id) => (
