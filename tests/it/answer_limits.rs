@@ -51,7 +51,7 @@ fn register(url: &str, body: &Value) -> (u16, Value) {
 
 /// A sample of `/metrics`.
 fn metric(server: &TestServer, name: &str) -> u64 {
-    let text = crate::support::metrics_text(server);
+    let text = crate::support::metrics_text(&server.url);
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
         .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))

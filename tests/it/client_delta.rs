@@ -4,14 +4,13 @@
 //! falls back to lists against a gateway that does not know delta answers.
 
 use std::io::{Read, Write};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cluster_gateway::GatewayClient;
 use cluster_gateway::server::registry::{Now, unix_now};
 use serde_json::{Value, json};
 
-use crate::support::{TestServer, eventually, registration, requests_to};
+use crate::support::{RequestLines, TestServer, eventually, registration, requests_to};
 
 const PATIENCE: Duration = Duration::from_secs(60);
 const NEVER: Duration = Duration::from_secs(3600);
@@ -232,15 +231,15 @@ fn after_a_switch_to_another_gateway_the_view_is_that_gateways_list() {
 /// answers the list asked for), with node 7 leading; records each request line.
 struct ListsOnly {
     url: String,
-    lines: Arc<Mutex<Vec<String>>>,
+    lines: RequestLines,
 }
 
 impl ListsOnly {
     fn start() -> ListsOnly {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let recorded = Arc::clone(&lines);
+        let lines = RequestLines::default();
+        let recorded = lines.clone();
         std::thread::spawn(move || {
             let node = r#"{"node_id": 7, "ip_address": "10.0.0.7", "port": 5007, "capabilities": ["raft"], "status": "active", "last_seen": 1.0, "join_timestamp": 1.0, "metadata": {}}"#;
             for stream in listener.incoming() {
@@ -253,7 +252,7 @@ impl ListsOnly {
                 }
                 let head = String::from_utf8_lossy(&head).into_owned();
                 let line = head.lines().next().unwrap_or_default().to_owned();
-                recorded.lock().unwrap().push(line.clone());
+                recorded.push(line.clone());
                 let body = if line.starts_with("GET /nodes") {
                     format!(r#"{{"nodes": [{node}], "registry_version": 4}}"#)
                 } else if line.starts_with("GET /leader") {
@@ -277,12 +276,7 @@ impl ListsOnly {
     }
 
     fn nodes_requests(&self) -> Vec<String> {
-        let lines = self.lines.lock().unwrap();
-        lines
-            .iter()
-            .filter(|l| l.starts_with("GET /nodes"))
-            .cloned()
-            .collect()
+        self.lines.nodes()
     }
 }
 

@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 
 use crate::support::Guarded;
 use crate::support::{
-    ClosedPort, FakeGateway, TestServer, eventually, free_port, requests_to, within,
+    ClosedPort, FakeGateway, RequestLines, TestServer, eventually, free_port, requests_to, within,
 };
 
 /// Loopback addresses owned by one test each here (see `support::own_host`): this test frees a
@@ -88,7 +88,7 @@ fn view_ids(client: &GatewayClient) -> (Vec<u64>, Vec<u64>) {
 
 /// The gateway's count of parked long-polls.
 fn parked(server: &TestServer) -> usize {
-    let text = crate::support::metrics_text(server);
+    let text = crate::support::metrics_text(&server.url);
     text.lines()
         .find_map(|l| l.strip_prefix("cluster_gateway_watchers_waiting "))
         .and_then(|v| v.parse::<f64>().ok())
@@ -106,7 +106,7 @@ fn streams(server: &TestServer) -> usize {
 /// client.
 pub(crate) struct NoStreams {
     pub(crate) url: String,
-    lines: Arc<Mutex<Vec<String>>>,
+    lines: RequestLines,
 }
 
 impl NoStreams {
@@ -114,12 +114,12 @@ impl NoStreams {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let backend = gateway.trim_start_matches("http://").to_owned();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let recorded = Arc::clone(&lines);
+        let lines = RequestLines::default();
+        let recorded = lines.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
-                let (backend, recorded) = (backend.clone(), Arc::clone(&recorded));
+                let (backend, recorded) = (backend.clone(), recorded.clone());
                 std::thread::spawn(move || relay(client, &backend, &recorded));
             }
         });
@@ -128,17 +128,12 @@ impl NoStreams {
 
     /// The request lines that asked for `/nodes`.
     pub(crate) fn nodes_requests(&self) -> Vec<String> {
-        let lines = self.lines.lock().unwrap();
-        lines
-            .iter()
-            .filter(|l| l.starts_with("GET /nodes"))
-            .cloned()
-            .collect()
+        self.lines.nodes()
     }
 }
 
 /// One request from `client` to `backend`, `stream=1` left out, and its answer back.
-fn relay(mut client: TcpStream, backend: &str, recorded: &Mutex<Vec<String>>) {
+fn relay(mut client: TcpStream, backend: &str, recorded: &RequestLines) {
     let mut head = Vec::new();
     let mut byte = [0];
     while !head.ends_with(b"\r\n\r\n") {
@@ -150,7 +145,7 @@ fn relay(mut client: TcpStream, backend: &str, recorded: &Mutex<Vec<String>>) {
     let head = String::from_utf8_lossy(&head).into_owned();
     let mut lines = head.split("\r\n");
     let line = lines.next().unwrap_or_default().to_owned();
-    recorded.lock().unwrap().push(line.clone());
+    recorded.push(line.clone());
     let line = line.replace("&stream=1", "");
     let mut forwarded = format!("{line}\r\n");
     for header in lines.filter(|h| !h.is_empty()) {

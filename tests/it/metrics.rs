@@ -120,15 +120,7 @@ fn gateway_server_exports_its_process_and_its_limits() {
         ],
         &[],
     );
-    let scrape = || {
-        agent()
-            .get(format!("{}/metrics", server.url))
-            .call()
-            .unwrap()
-            .body_mut()
-            .read_to_string()
-            .unwrap()
-    };
+    let scrape = || crate::support::metrics_text(&server.url);
     let text = scrape();
     let value = |name: &str| sample(&text, name).unwrap_or_else(|| panic!("{name} in\n{text}"));
     assert_eq!(value("cluster_gateway_max_nodes"), 1234.0);

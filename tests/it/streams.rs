@@ -53,6 +53,12 @@ impl EventStream {
         }
     }
 
+    /// A stream from `index` (`GET /nodes?index=V&changes=1&stream=1` and `more`).
+    fn from(server: &TestServer, index: u64, more: &str) -> EventStream {
+        let path = format!("/nodes?index={index}&changes=1&stream=1{more}");
+        EventStream::open(server, &path, &[])
+    }
+
     fn header(&self, name: &str) -> Option<String> {
         self.head.lines().find_map(|line| {
             let (n, v) = line.split_once(':')?;
@@ -137,18 +143,14 @@ fn version_of(body: &Value) -> u64 {
 fn a_stream_sends_every_change_as_an_event_in_order() {
     let server = TestServer::start();
     let index = version_of(&server.register(1));
-    let mut stream = EventStream::open(
-        &server,
-        &format!("/nodes?index={index}&changes=1&stream=1"),
-        &[],
-    );
+    let mut stream = EventStream::from(&server, index, "");
     assert_eq!(stream.status, 200, "{}", stream.head);
     assert_eq!(stream.header("Content-Type").unwrap(), "text/event-stream");
     assert_eq!(stream.header("Transfer-Encoding").unwrap(), "chunked");
     assert_eq!(stream.header("X-Accel-Buffering").unwrap(), "no");
     assert_eq!(stream.header("X-Gateway-Index").unwrap(), index.to_string());
     assert!(eventually(LIMIT, || server.server.streams_open() == 1));
-    let metrics = crate::support::metrics_text(&server);
+    let metrics = crate::support::metrics_text(&server.url);
     assert!(
         metrics.contains("\ncluster_gateway_streams_open 1\n"),
         "{metrics}"
@@ -206,11 +208,7 @@ fn a_stream_without_an_index_starts_with_the_full_list() {
 fn a_stream_from_another_run_starts_with_the_full_list() {
     let server = TestServer::start();
     let index = version_of(&server.register(1));
-    let mut stream = EventStream::open(
-        &server,
-        &format!("/nodes?index={index}&epoch=another-run&changes=1&stream=1"),
-        &[],
-    );
+    let mut stream = EventStream::from(&server, index, "&epoch=another-run");
     let (_, first) = stream.event().expect("the first event");
     assert_eq!(first["full"], true, "{first}");
 }
@@ -219,11 +217,7 @@ fn a_stream_from_another_run_starts_with_the_full_list() {
 fn a_stream_that_names_a_node_leaves_its_own_events_out() {
     let server = TestServer::start();
     let index = version_of(&server.register(1));
-    let mut stream = EventStream::open(
-        &server,
-        &format!("/nodes?index={index}&changes=1&stream=1&node_id=2"),
-        &[],
-    );
+    let mut stream = EventStream::from(&server, index, "&node_id=2");
     server.register(2);
     let last = version_of(&server.register(3));
     let events = stream.events_until(last);
@@ -290,11 +284,7 @@ fn past_the_watcher_limit_a_stream_request_gets_a_delta_answer() {
 fn a_request_on_the_streams_connection_ends_the_stream_and_is_answered() {
     let server = TestServer::start();
     let index = version_of(&server.register(1));
-    let mut stream = EventStream::open(
-        &server,
-        &format!("/nodes?index={index}&changes=1&stream=1"),
-        &[],
-    );
+    let mut stream = EventStream::from(&server, index, "");
     assert!(eventually(LIMIT, || server.server.streams_open() == 1));
     stream
         .writer
@@ -316,13 +306,7 @@ fn stopping_the_gateway_ends_every_stream_with_the_last_chunk() {
     let server = TestServer::start();
     let index = version_of(&server.register(1));
     let mut streams: Vec<EventStream> = (0..3)
-        .map(|_| {
-            EventStream::open(
-                &server,
-                &format!("/nodes?index={index}&changes=1&stream=1"),
-                &[],
-            )
-        })
+        .map(|_| EventStream::from(&server, index, ""))
         .collect();
     assert!(eventually(LIMIT, || server.server.streams_open() == 3));
     let started = Instant::now();

@@ -655,10 +655,10 @@ pub fn get(url: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
     }
 }
 
-/// The gateway's `/metrics` text.
-pub fn metrics_text(server: &TestServer) -> String {
+/// The `/metrics` text of the gateway at `url`.
+pub fn metrics_text(url: &str) -> String {
     agent()
-        .get(format!("{}/metrics", server.url))
+        .get(format!("{url}/metrics"))
         .call()
         .unwrap()
         .body_mut()
@@ -669,9 +669,29 @@ pub fn metrics_text(server: &TestServer) -> String {
 /// Requests the gateway answered on `route`, whatever their status (from `/metrics`).
 pub fn requests_to(server: &TestServer, route: &str) -> usize {
     let prefix = format!("cluster_gateway_requests_total{{route=\"{route}\",");
-    metrics_text(server)
+    metrics_text(&server.url)
         .lines()
         .filter(|l| l.starts_with(&prefix))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as usize
+}
+
+/// The request lines a fake gateway or a proxy in a test saw, in order (clones share them).
+#[derive(Clone, Default)]
+pub struct RequestLines(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl RequestLines {
+    pub fn push(&self, line: String) {
+        self.0.lock().unwrap().push(line);
+    }
+
+    /// The ones that asked for `/nodes`.
+    pub fn nodes(&self) -> Vec<String> {
+        let lines = self.0.lock().unwrap();
+        lines
+            .iter()
+            .filter(|l| l.starts_with("GET /nodes"))
+            .cloned()
+            .collect()
+    }
 }
