@@ -530,3 +530,25 @@ fn an_http_1_0_stream_request_and_a_head_get_a_delta_answer_at_once() {
     }
     assert_eq!(server.server.streams_open(), 0);
 }
+
+#[test]
+fn metrics_count_the_streams_open_as_they_open_and_end() {
+    // No change before the stream: nothing but the stream's own opening and end can move
+    // the gauge.
+    let server = TestServer::start();
+    let gauge = || {
+        crate::support::metrics_text(&server.url)
+            .lines()
+            .find_map(|l| l.strip_prefix("cluster_gateway_streams_open "))
+            .map(str::to_owned)
+    };
+    assert_eq!(gauge().as_deref(), Some("0"));
+    let mut stream = EventStream::open(&server, "/nodes?changes=1&stream=1", &[]);
+    stream.event().expect("the first event");
+    assert_eq!(gauge().as_deref(), Some("1"));
+    stream
+        .writer
+        .write_all(b"GET /health HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        .unwrap();
+    assert!(eventually(LIMIT, || gauge().as_deref() == Some("0")));
+}
